@@ -1,0 +1,109 @@
+// swift-tools-version: 6.1
+// The WebSocket client SDK: a pure-Swift core (WSCore), two engines (the native epoll engine WSEngineCIO and the
+// libcurl engine WSEngineCurl), opt-in permessage-deflate (WSExtensions) and Codable converters (WSSerialization).
+import PackageDescription
+
+/// Settings shared by every Swift target: Swift 6 language mode with strict concurrency and explicit imports.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "swift-websocket-client",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "WSCore", targets: ["WSCore"]),
+        .library(name: "WSEngineCIO", targets: ["WSEngineCIO"]),
+        .library(name: "WSEngineCurl", targets: ["WSEngineCurl"]),
+        .library(name: "WSExtensions", targets: ["WSExtensions"]),
+        .library(name: "WSSerialization", targets: ["WSSerialization"]),
+        .library(name: "WSTesting", targets: ["WSTesting"]),
+        .executable(name: "wsc", targets: ["wsc"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // System C libraries, reached through prefixed shims; never re-exported.
+        .systemLibrary(
+            name: "CWSOpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CWSZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // No pkgConfig here: Debian's libcurl.pc carries `-isystem /usr/include/mit-krb5`, which SwiftPM
+        // rejects with a warning on every build; curl's headers are on the default include path anyway.
+        .systemLibrary(
+            name: "CWSCurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+
+        .target(
+            name: "WSCore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WSEngineCIO",
+            dependencies: ["WSCore", "CWSOpenSSL", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WSEngineCurl",
+            dependencies: ["WSCore", "CWSCurl", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WSExtensions",
+            dependencies: ["WSCore", "CWSZlib"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WSSerialization",
+            dependencies: ["WSCore"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WSTesting",
+            dependencies: ["WSCore", "CWSOpenSSL"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "wsc",
+            dependencies: [
+                "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(
+            name: "WSCoreTests",
+            dependencies: ["WSCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WSEngineCIOTests",
+            dependencies: ["WSCore", "WSEngineCIO"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WSIntegrationTests",
+            dependencies: ["WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

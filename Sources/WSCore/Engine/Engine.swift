@@ -1,0 +1,151 @@
+public import Logging
+
+/// Something an engine may or may not be able to do, checked at run time with
+/// ``WebSocketClient/isSupported(_:)``. The seed's `HttpClientEngineCapability`.
+public struct EngineCapability: Hashable, Sendable, CustomStringConvertible {
+    /// The capability's name, e.g. `WebSocketCapability`.
+    public let name: String
+    /// Creates a capability; engines and plugins may define their own.
+    /// - Parameter name: A unique name.
+    public init(name: String) { self.name = name }
+
+    /// The engine can open WebSocket sessions. The seed's `WebSocketCapability`.
+    public static let webSocket = EngineCapability(name: "WebSocketCapability")
+    /// The engine carries the reserved bits and extension headers that WebSocket extensions such as
+    /// permessage-deflate need. The seed's `WebSocketExtensionsCapability`.
+    public static let webSocketExtensions = EngineCapability(name: "WebSocketExtensionsCapability")
+
+    /// The capability's name.
+    public var description: String { self.name }
+}
+
+/// Where an engine connects: a host and port, with or without TLS.
+public struct EngineEndpoint: Sendable, Hashable, CustomStringConvertible {
+    /// Host name or IP address (no brackets).
+    public var host: String
+    /// TCP port.
+    public var port: Int
+    /// Whether to run TLS over the connection (wss).
+    public var secure: Bool
+
+    /// Creates an endpoint.
+    /// - Parameters:
+    ///   - host: Host name or IP address.
+    ///   - port: TCP port.
+    ///   - secure: Whether to use TLS.
+    public init(host: String, port: Int, secure: Bool) {
+        self.host = host
+        self.port = port
+        self.secure = secure
+    }
+
+    /// `host:port`, with `tls` when secure.
+    public var description: String { "\(self.host):\(self.port)\(self.secure ? " (tls)" : "")" }
+}
+
+/// Per-connection options the session passes to an engine.
+public struct EngineConnectOptions: Sendable {
+    /// How long name resolution, the TCP connect and the TLS handshake may take together.
+    public var connectTimeout: Duration
+    /// The logger of the client.
+    public var logger: Logger
+
+    /// Creates options.
+    /// - Parameters:
+    ///   - connectTimeout: The connect timeout.
+    ///   - logger: Where the engine logs.
+    public init(connectTimeout: Duration, logger: Logger) {
+        self.connectTimeout = connectTimeout
+        self.logger = logger
+    }
+}
+
+/// A WebSocket engine: it supplies connected byte streams (TCP, TLS, proxies); WSCore does the opening
+/// handshake, the framing and the session logic on top, identically for every engine.
+///
+/// Implementations: `CIOEngine` (WSEngineCIO, native epoll + OpenSSL) and `CurlEngine` (WSEngineCurl).
+public protocol WebSocketEngine: AnyObject, Sendable {
+    /// A short name for messages and logs, e.g. `CIO`.
+    var name: String { get }
+
+    /// Whether the engine can do `capability` on this machine (e.g. the loaded libcurl has WebSockets).
+    /// - Parameter capability: The capability to check.
+    func isSupported(_ capability: EngineCapability) -> Bool
+
+    /// Why `capability` is unsupported, and what to use instead; `nil` when it is supported.
+    /// - Parameter capability: The capability to explain.
+    func unsupportedReason(_ capability: EngineCapability) -> String?
+
+    /// Opens a byte stream to `endpoint`: resolves the name, connects, and runs TLS when `endpoint.secure`.
+    /// - Parameters:
+    ///   - endpoint: Where to connect.
+    ///   - options: Timeouts and logger.
+    /// - Returns: A transport that has not started reading yet.
+    /// - Throws: ``WebSocketConnectionError`` (``WebSocketConnectionError/Code/dnsFailure``,
+    ///   ``WebSocketConnectionError/Code/connectionRefused``, ``WebSocketConnectionError/Code/timedOut``,
+    ///   ``WebSocketConnectionError/Code/tlsFailure``, ...).
+    func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport
+
+    /// Releases the engine's threads and resources; called by ``WebSocketClient/close()``. Open transports are
+    /// aborted.
+    func shutdown() async
+}
+
+extension WebSocketEngine {
+    /// Default: every capability this engine supports has no reason.
+    public func unsupportedReason(_ capability: EngineCapability) -> String? {
+        self.isSupported(capability) ? nil : "the \(self.name) engine does not support \(capability)"
+    }
+}
+
+/// A connected byte stream supplied by an engine.
+///
+/// Threading contract:
+/// - ``write(_:)``, ``setReadingPaused(_:)``, ``close()`` and ``abort()`` may be called from any thread,
+///   including from inside a handler callback (implementations must not hold a lock while calling the
+///   handler).
+/// - The handler's callbacks arrive serially (never two at once) on the engine's thread.
+public protocol WebSocketTransport: AnyObject, Sendable {
+    /// Starts delivering events to `handler`. Called exactly once; bytes that arrived earlier are delivered
+    /// first.
+    /// - Parameter handler: Receives bytes, drain and close events. Held strongly until the transport closes.
+    func start(handler: any WebSocketTransportHandler)
+
+    /// Queues `bytes` for sending and sends what the socket takes at once. Never blocks.
+    /// - Parameter bytes: Bytes to send, in order after every earlier write.
+    /// - Returns: How many bytes are buffered in user space after this call (0 when all went to the kernel).
+    ///   Writes after ``close()``/``abort()`` or after the transport failed are dropped and return 0.
+    @discardableResult
+    func write(_ bytes: [UInt8]) -> Int
+
+    /// Stops (`true`) or resumes (`false`) reading from the network: the backpressure of a slow consumer.
+    /// - Parameter paused: Whether reading is paused.
+    func setReadingPaused(_ paused: Bool)
+
+    /// Sends every buffered byte, then closes the connection (TLS close_notify, then TCP FIN) and reports
+    /// ``WebSocketTransportHandler/transportDidClose(error:)``.
+    func close()
+
+    /// Closes the connection at once, dropping buffered bytes, and reports
+    /// ``WebSocketTransportHandler/transportDidClose(error:)`` if not yet reported.
+    func abort()
+
+    /// The number of bytes buffered in user space, not yet accepted by the kernel.
+    var bufferedBytes: Int { get }
+}
+
+/// Receives a transport's events, serially, on the engine's thread. Callbacks must not block.
+public protocol WebSocketTransportHandler: AnyObject, Sendable {
+    /// Bytes arrived. The buffer is valid only during the call.
+    /// - Parameter bytes: The bytes read, in order.
+    func transportDidRead(_ bytes: UnsafeRawBufferPointer)
+
+    /// Every buffered byte has been handed to the kernel (``WebSocketTransport/bufferedBytes`` became 0 after
+    /// having been positive).
+    func transportDidDrain()
+
+    /// The connection ended: `nil` for a clean end of stream from the peer, an error otherwise. Called once;
+    /// no callback follows.
+    /// - Parameter error: Why the connection ended, or `nil` for a clean EOF.
+    func transportDidClose(error: (any Error)?)
+}

@@ -1,0 +1,1 @@
+// The native epoll engine; see CIOEngine.
