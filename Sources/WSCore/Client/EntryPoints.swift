@@ -1,0 +1,203 @@
+// The seed's connection functions: webSocketSession (3 forms), webSocket (3 forms), ws and wss.
+
+extension WebSocketClient {
+    /// Opens a session configured entirely by the request block. The seed's `webSocketSession(block)`.
+    ///
+    /// The session stays open until you call ``WebSocketSession/close(_:)`` or the server closes it.
+    /// - Parameter request: Sets the URL (`try request.url("ws://...")`), headers, subprotocols, timeouts.
+    /// - Returns: The open session.
+    /// - Throws: ``WebSocketConnectionError`` when the connection or handshake fails, ``WebSocketError`` when
+    ///   the engine lacks a needed capability or the URL is invalid.
+    public func webSocketSession(
+        _ request: (inout WebSocketRequestBuilder) throws -> Void
+    ) async throws -> WebSocketSession {
+        var builder = WebSocketRequestBuilder(url: WebSocketURL(secure: false, host: "localhost"))
+        try request(&builder)
+        return try await self.openSession(builder)
+    }
+
+    /// Opens a session to a URL built from components. The seed's `webSocketSession(method, host, port, path)`.
+    /// - Parameters:
+    ///   - method: The request method, `GET` by default.
+    ///   - host: The host, `localhost` by default.
+    ///   - port: The port; 80 by default (443 if the request block switches to wss).
+    ///   - path: The path and query, `/` by default.
+    ///   - request: Edits the request further.
+    /// - Returns: The open session.
+    /// - Throws: ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func webSocketSession(
+        method: HTTPMethod = .get,
+        host: String = "localhost",
+        port: Int? = nil,
+        path: String = "/",
+        _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
+    ) async throws -> WebSocketSession {
+        var builder = WebSocketRequestBuilder(url: WebSocketURL(secure: false, host: host, port: port, path: path))
+        builder.method = method
+        try request(&builder)
+        return try await self.openSession(builder)
+    }
+
+    /// Opens a session to a URL string. The seed's `webSocketSession(urlString)`.
+    /// - Parameters:
+    ///   - urlString: A ws, wss, http or https URL.
+    ///   - request: Edits the request (headers, subprotocols, timeouts).
+    /// - Returns: The open session.
+    /// - Throws: ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func webSocketSession(
+        _ urlString: String,
+        _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
+    ) async throws -> WebSocketSession {
+        var builder = WebSocketRequestBuilder(url: try WebSocketURL(parsing: urlString))
+        try request(&builder)
+        return try await self.openSession(builder)
+    }
+
+    /// Opens a session, runs `block` with it, and closes it (code 1000) when the block returns or throws.
+    /// The seed's `webSocket(request, block)`.
+    /// - Parameters:
+    ///   - request: Sets the URL, headers, subprotocols and timeouts.
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func webSocket<Result>(
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        try await Self.run(try await self.webSocketSession(request), block)
+    }
+
+    /// Opens a session to a URL string, runs `block`, and closes the session when it returns or throws.
+    /// The seed's `webSocket(urlString, request, block)`.
+    /// - Parameters:
+    ///   - urlString: A ws, wss, http or https URL.
+    ///   - request: Edits the request.
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func webSocket<Result>(
+        _ urlString: String,
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        try await Self.run(try await self.webSocketSession(urlString, request), block)
+    }
+
+    /// Opens a session to a URL built from components, runs `block`, and closes the session when it returns
+    /// or throws. The seed's `webSocket(method, host, port, path, request, block)`.
+    /// - Parameters:
+    ///   - method: The request method, `GET` by default.
+    ///   - host: The host, `localhost` by default.
+    ///   - port: The port, 80 by default.
+    ///   - path: The path and query, `/` by default.
+    ///   - request: Edits the request.
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func webSocket<Result>(
+        method: HTTPMethod = .get,
+        host: String = "localhost",
+        port: Int? = nil,
+        path: String = "/",
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        let session = try await self.webSocketSession(method: method, host: host, port: port, path: path, request)
+        return try await Self.run(session, block)
+    }
+
+    /// The seed's short alias `ws(urlString, request, block)`: the same as ``webSocket(_:request:_:)``.
+    /// - Parameters:
+    ///   - urlString: A ws, wss, http or https URL.
+    ///   - request: Edits the request.
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func ws<Result>(
+        _ urlString: String,
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        try await self.webSocket(urlString, request: request, block)
+    }
+
+    /// A plain (ws://) session to a URL built from components; the companion of ``wss(method:host:port:path:request:_:)``.
+    /// - Parameters:
+    ///   - method: The request method, `GET` by default.
+    ///   - host: The host.
+    ///   - port: The port, 80 by default.
+    ///   - path: The path and query, `/` by default.
+    ///   - request: Edits the request.
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func ws<Result>(
+        method: HTTPMethod = .get,
+        host: String,
+        port: Int = 80,
+        path: String = "/",
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        try await self.webSocket(method: method, host: host, port: port, path: path, request: request, block)
+    }
+
+    /// A secure (wss://) session to a URL string; the scheme must be wss or https.
+    /// - Parameters:
+    ///   - urlString: A wss or https URL.
+    ///   - request: Edits the request.
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/invalidURL``) for a ws/http URL, and what
+    ///   ``webSocket(_:request:_:)`` throws.
+    public func wss<Result>(
+        _ urlString: String,
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        let url = try WebSocketURL(parsing: urlString)
+        guard url.isSecure else {
+            throw WebSocketError(.invalidURL, "wss(\"\(url)\") needs a wss:// or https:// URL; use ws() for plain connections")
+        }
+        return try await self.webSocket(urlString, request: request, block)
+    }
+
+    /// The seed's `wss(host, port, path, request, block)`: a TLS session to a URL built from components.
+    /// - Parameters:
+    ///   - method: The request method, `GET` by default.
+    ///   - host: The host.
+    ///   - port: The port, 443 by default.
+    ///   - path: The path and query, `/` by default.
+    ///   - request: Edits the request (headers, subprotocols, timeouts).
+    ///   - block: Works with the session.
+    /// - Returns: What `block` returns.
+    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    public func wss<Result>(
+        method: HTTPMethod = .get,
+        host: String,
+        port: Int = 443,
+        path: String = "/",
+        request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        var builder = WebSocketRequestBuilder(url: WebSocketURL(secure: true, host: host, port: port, path: path))
+        builder.method = method
+        try request(&builder)
+        return try await Self.run(try await self.openSession(builder), block)
+    }
+
+    /// Runs `block` and closes the session afterwards, whether it returned or threw.
+    private static func run<Result>(
+        _ session: WebSocketSession,
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        do {
+            let result = try await block(session)
+            await session.close()
+            return result
+        } catch {
+            await session.close(CloseReason(code: error is CancellationError ? .goingAway : .normal))
+            throw error
+        }
+    }
+}

@@ -1,0 +1,100 @@
+public import Logging
+
+/// A plugin installed in a client's configuration block, as the seed's `HttpClientPlugin`. The WebSocket
+/// support itself is the ``WebSockets`` plugin.
+public protocol ClientPlugin {
+    /// The plugin's settings, edited in the `install` block.
+    associatedtype Configuration: Sendable
+    /// A unique key for the plugin, e.g. `WebSocket`.
+    static var key: String { get }
+    /// The settings before the `install` block runs.
+    static func defaultConfiguration() -> Configuration
+}
+
+/// The client: an engine plus the installed plugins. The seed's `HttpClient`, reduced to what a WebSocket
+/// SDK needs.
+///
+/// ```swift
+/// let client = WebSocketClient(engine: CIOEngine()) { config in
+///     config.install(WebSockets.self) { ws in
+///         ws.pingInterval = .seconds(20)
+///         ws.maxFrameSize = 1 << 20
+///     }
+/// }
+/// defer { Task { await client.close() } }
+/// try await client.webSocket("wss://echo.example.com") { session in
+///     try await session.send("Hello WebSocket!")
+/// }
+/// ```
+/// The engine is chosen per client. Create one client and share it: it is `Sendable` and its engine
+/// multiplexes many sessions on a few threads. ``close()`` releases the engine.
+public final class WebSocketClient: Sendable {
+    /// The client's settings: logger, timeouts and installed plugins.
+    public struct Configuration: Sendable {
+        /// Where the client and its engine log. Handshake header values are never logged.
+        public var logger: Logger = Logger(label: "websocket.client")
+        /// How long resolving, connecting and the TLS handshake may take together (default 10 s).
+        public var connectTimeout: Duration = .seconds(10)
+        /// How long the whole opening, connect and WebSocket handshake included, may take (default 10 s).
+        public var openTimeout: Duration = .seconds(10)
+        private var plugins: [String: any Sendable] = [:]
+
+        /// Creates a configuration with no plugin installed.
+        public init() {}
+
+        /// Installs a plugin and edits its settings, as the seed's `install(WebSockets) { ... }`. Installing a
+        /// plugin twice edits the same settings.
+        /// - Parameters:
+        ///   - plugin: The plugin type, e.g. `WebSockets.self`.
+        ///   - configure: Edits the plugin's settings.
+        public mutating func install<P: ClientPlugin>(
+            _ plugin: P.Type,
+            _ configure: (inout P.Configuration) throws -> Void = { _ in }
+        ) rethrows {
+            var settings = (self.plugins[P.key] as? P.Configuration) ?? P.defaultConfiguration()
+            try configure(&settings)
+            self.plugins[P.key] = settings
+        }
+
+        /// The settings of an installed plugin, or `nil` if it is not installed.
+        /// - Parameter plugin: The plugin type.
+        public func settings<P: ClientPlugin>(of plugin: P.Type) -> P.Configuration? {
+            self.plugins[P.key] as? P.Configuration
+        }
+    }
+
+    /// The engine this client opens connections with.
+    public let engine: any WebSocketEngine
+    /// The client's settings.
+    public let configuration: Configuration
+
+    /// Creates a client on `engine` and runs the configuration block.
+    /// - Parameters:
+    ///   - engine: The engine, e.g. `CIOEngine()` (native) or `CurlEngine()` (libcurl).
+    ///   - configure: Installs plugins and sets the logger and timeouts.
+    public init(engine: any WebSocketEngine, _ configure: (inout Configuration) throws -> Void = { _ in }) rethrows {
+        var configuration = Configuration()
+        try configure(&configuration)
+        self.engine = engine
+        self.configuration = configuration
+    }
+
+    /// Whether the engine supports `capability` on this machine, checked at run time, e.g.
+    /// `client.isSupported(.webSocket)`.
+    /// - Parameter capability: ``EngineCapability/webSocket`` or ``EngineCapability/webSocketExtensions``.
+    public func isSupported(_ capability: EngineCapability) -> Bool {
+        self.engine.isSupported(capability)
+    }
+
+    /// Releases the engine: its threads stop and open sessions end abnormally. Close sessions first for a
+    /// clean close handshake.
+    public func close() async {
+        await self.engine.shutdown()
+    }
+
+    /// The WebSockets settings in effect: the installed plugin's, or the defaults when it is not installed
+    /// (the entry points work without an explicit `install`).
+    var webSocketSettings: WebSockets.Configuration {
+        self.configuration.settings(of: WebSockets.self) ?? WebSockets.defaultConfiguration()
+    }
+}

@@ -1,0 +1,327 @@
+/// A frame off the wire, as ``FrameDecoder`` reads it: header flags, opcode and the payload, already unmasked.
+package struct ParsedFrame: Sendable, Equatable {
+    /// Whether this is the final fragment of its message.
+    package var fin: Bool
+    /// RSV1–3 as received.
+    package var reservedBits: Frame.ReservedBits
+    /// The opcode (0x0–0x2 and 0x8–0xA; the decoder rejects reserved opcodes).
+    package var opcode: UInt8
+    /// The payload, unmasked.
+    package var payload: [UInt8]
+
+    /// Creates a parsed frame.
+    /// - Parameters:
+    ///   - fin: Whether this is the final fragment of its message.
+    ///   - reservedBits: RSV1–3.
+    ///   - opcode: The opcode.
+    ///   - payload: The unmasked payload.
+    package init(fin: Bool, reservedBits: Frame.ReservedBits = [], opcode: UInt8, payload: [UInt8]) {
+        self.fin = fin
+        self.reservedBits = reservedBits
+        self.opcode = opcode
+        self.payload = payload
+    }
+
+    /// The frame's kind, `nil` for a reserved opcode.
+    package var kind: Frame.Kind? { Frame.Kind(opcode: self.opcode) }
+
+    /// Whether this is a control frame (opcode 0x8–0xF).
+    package var isControl: Bool { self.opcode & 0x08 != 0 }
+}
+
+/// A protocol violation by the peer: the close code to send (1002 protocol error, 1007 invalid payload, 1009 too
+/// big) and a readable message.
+package struct ProtocolViolation: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The close code to close the connection with.
+    package var closeCode: CloseReason.Code
+    /// What was wrong, e.g. `reserved opcode 0x3`.
+    package var message: String
+
+    /// Creates a protocol violation.
+    /// - Parameters:
+    ///   - closeCode: The close code to send.
+    ///   - message: What was wrong.
+    package init(_ closeCode: CloseReason.Code, _ message: String) {
+        self.closeCode = closeCode
+        self.message = message
+    }
+
+    /// The code and message, as in `1002 PROTOCOL_ERROR: reserved opcode 0x3`.
+    package var description: String { "\(self.closeCode): \(self.message)" }
+}
+
+/// An incremental RFC 6455 frame parser (section 5.2) that validates each header as soon as it is known.
+///
+/// Feed received bytes with ``append(_:)`` and drain frames with ``nextFrame()`` until it returns `nil`:
+/// ```swift
+/// decoder.append(received)
+/// while let frame = try decoder.nextFrame() { handle(frame) }
+/// ```
+/// Bytes are kept in one contiguous buffer with a read index; consumed bytes are discarded lazily (when the
+/// buffer is drained, or when they outnumber the bytes still buffered), and each payload is copied out once
+/// and unmasked in place. A large payload (64 KiB or more) that is still arriving is copied straight from
+/// ``append(_:)``'s bytes into its own array instead, so the buffer does not grow to the frame's size and no
+/// byte is copied twice.
+package struct FrameDecoder {
+    /// Which side of the connection the decoder runs on, which decides the masking rule.
+    package enum Role: Sendable {
+        /// A client: frames from the server must not be masked.
+        case client
+        /// A server: frames from the client must be masked.
+        case server
+    }
+
+    /// The side the decoder runs on.
+    package let role: Role
+    /// The reserved bits negotiated extensions use; a frame with any other RSV bit set fails with 1002.
+    package var allowedReservedBits: Frame.ReservedBits = []
+    /// The largest payload a frame may declare; a larger one fails with 1009 before its payload arrives.
+    package var maxFrameSize: Int
+
+    /// Buffers above this capacity are released, not kept, once they have been drained.
+    private static let retainedCapacity = 1 << 20
+    /// Payloads at least this long are filled directly while they arrive (see ``PendingPayload``).
+    private static let directFillThreshold = 1 << 16
+
+    /// A large frame whose header has been parsed and whose payload is being filled by `append`.
+    private struct PendingPayload {
+        var fin: Bool
+        var reservedBits: UInt8
+        var opcode: UInt8
+        var key: MaskingKey?
+        var headerLength: Int
+        var length: Int
+        var payload: [UInt8]
+    }
+
+    private var buffer: [UInt8] = []
+    private var readIndex = 0
+    private var pending: PendingPayload?
+    private var failure: ProtocolViolation?
+
+    /// Creates a decoder.
+    /// - Parameters:
+    ///   - maxFrameSize: The largest payload a single frame may have.
+    ///   - role: The side the decoder runs on.
+    package init(maxFrameSize: Int, role: Role) {
+        self.maxFrameSize = maxFrameSize
+        self.role = role
+    }
+
+    /// The number of received bytes not yet returned as frames.
+    package var bufferedByteCount: Int {
+        let pendingBytes = self.pending.map { $0.headerLength + $0.payload.count } ?? 0
+        return self.buffer.count - self.readIndex + pendingBytes
+    }
+
+    /// Appends received bytes (they are copied). After a protocol violation further bytes are discarded.
+    /// - Parameter bytes: Bytes read from the connection.
+    package mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard self.failure == nil, !bytes.isEmpty else { return }
+        var bytes = bytes
+        // Not `if let`: a bound copy would share the payload's storage and make every fill copy it.
+        let missing = self.pending.map { $0.length &- $0.payload.count } ?? 0
+        if missing > 0 {
+            let n = min(bytes.count, missing)
+            Self.fill(&self.pending!, from: UnsafeRawBufferPointer(rebasing: bytes[..<n]))
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[n...])
+            if bytes.isEmpty { return }
+        }
+        if self.readIndex > 0 && self.readIndex &* 2 >= self.buffer.count {
+            // The consumed bytes outnumber the live ones: moving the live ones costs less than what was consumed.
+            self.buffer.removeSubrange(0..<self.readIndex)
+            self.readIndex = 0
+        }
+        self.buffer.append(contentsOf: bytes)
+    }
+
+    /// Returns the next complete frame, or `nil` if more bytes are needed.
+    ///
+    /// The header is validated as soon as its bytes are there, before the payload arrives: reserved opcodes,
+    /// reserved bits not in ``allowedReservedBits``, fragmented or oversized (> 125 bytes) control frames, a mask
+    /// bit wrong for the ``role`` and a 64-bit length with its most significant bit set fail with 1002; a payload
+    /// longer than ``maxFrameSize`` fails with 1009. After a failure the decoder stays failed and throws the same
+    /// error on every call.
+    /// - Throws: ``ProtocolViolation`` with the close code to send.
+    package mutating func nextFrame() throws(ProtocolViolation) -> ParsedFrame? {
+        if let failure = self.failure { throw failure }
+        if let pending = self.pending {
+            guard pending.payload.count == pending.length else { return nil }
+            self.pending = nil
+            return ParsedFrame(
+                fin: pending.fin,
+                reservedBits: Frame.ReservedBits(rawValue: pending.reservedBits),
+                opcode: pending.opcode,
+                payload: pending.payload
+            )
+        }
+        let start = self.readIndex
+        let available = self.buffer.count &- start
+        guard available >= 1 else { return nil }
+
+        let b0 = self.buffer[start]
+        let opcode = b0 & 0x0F
+        switch opcode {
+        case 0x0, 0x1, 0x2, 0x8, 0x9, 0xA: break
+        default: throw self.fail(.protocolError, "reserved opcode \(Self.hex(opcode))")
+        }
+        let reserved = b0 & 0x70
+        if reserved & ~self.allowedReservedBits.rawValue != 0 {
+            throw self.fail(.protocolError, Self.describeReservedBits(reserved & ~self.allowedReservedBits.rawValue))
+        }
+        let fin = b0 & 0x80 != 0
+        let isControl = opcode & 0x08 != 0
+        if isControl && !fin {
+            throw self.fail(.protocolError, "fragmented control frame: opcode \(Self.hex(opcode)) without FIN")
+        }
+        guard available >= 2 else { return nil }
+
+        let b1 = self.buffer[start &+ 1]
+        let masked = b1 & 0x80 != 0
+        let length7 = Int(b1 & 0x7F)
+        if isControl && length7 > 125 {
+            throw self.fail(
+                .protocolError,
+                "control frame (opcode \(Self.hex(opcode))) with a payload over 125 bytes"
+            )
+        }
+        switch self.role {
+        case .client where masked:
+            throw self.fail(.protocolError, "the server sent a masked frame")
+        case .server where !masked:
+            throw self.fail(.protocolError, "the client sent an unmasked frame")
+        default: break
+        }
+
+        let payloadLength: Int
+        var headerLength: Int
+        switch length7 {
+        case 126:
+            guard available >= 4 else { return nil }
+            payloadLength = Int(self.buffer[start &+ 2]) << 8 | Int(self.buffer[start &+ 3])
+            headerLength = 4
+        case 127:
+            guard available >= 10 else { return nil }
+            var wide: UInt64 = 0
+            for k in 2..<10 { wide = wide << 8 | UInt64(self.buffer[start &+ k]) }
+            if wide & (1 << 63) != 0 {
+                throw self.fail(.protocolError, "64-bit payload length with the most significant bit set")
+            }
+            guard wide <= UInt64(max(self.maxFrameSize, 0)) else {
+                throw self.fail(
+                    .messageTooBig,
+                    "frame payload of \(wide) bytes exceeds the limit of \(self.maxFrameSize) bytes"
+                )
+            }
+            payloadLength = Int(wide)
+            headerLength = 10
+        default:
+            payloadLength = length7
+            headerLength = 2
+        }
+        if payloadLength > self.maxFrameSize {
+            throw self.fail(
+                .messageTooBig,
+                "frame payload of \(payloadLength) bytes exceeds the limit of \(self.maxFrameSize) bytes"
+            )
+        }
+        if masked { headerLength &+= 4 }
+        let payloadStart = start &+ headerLength
+        let key: MaskingKey? =
+            masked && available >= headerLength
+            ? MaskingKey(
+                self.buffer[payloadStart &- 4],
+                self.buffer[payloadStart &- 3],
+                self.buffer[payloadStart &- 2],
+                self.buffer[payloadStart &- 1]
+            ) : nil
+        guard available &- headerLength >= payloadLength else {
+            if payloadLength >= Self.directFillThreshold && available >= headerLength {
+                // Fill the payload array directly from now on; the buffer is drained.
+                var pending = PendingPayload(
+                    fin: fin,
+                    reservedBits: reserved,
+                    opcode: opcode,
+                    key: key,
+                    headerLength: headerLength,
+                    length: payloadLength,
+                    payload: []
+                )
+                pending.payload.reserveCapacity(payloadLength)
+                self.buffer.withUnsafeBytes { source in
+                    Self.fill(&pending, from: UnsafeRawBufferPointer(rebasing: source[payloadStart...]))
+                }
+                self.pending = pending
+                self.drainBuffer()
+            }
+            return nil
+        }
+
+        let payload: [UInt8]
+        if payloadLength == 0 {
+            payload = []
+        } else {
+            payload = self.buffer.withUnsafeBytes { source in
+                [UInt8](unsafeUninitializedCapacity: payloadLength) { destination, initialized in
+                    let target = UnsafeMutableRawBufferPointer(start: destination.baseAddress, count: payloadLength)
+                    target.copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: source[payloadStart..<payloadStart &+ payloadLength])
+                    )
+                    if let key { applyMask(key, to: target) }
+                    initialized = payloadLength
+                }
+            }
+        }
+
+        let end = payloadStart &+ payloadLength
+        if end == self.buffer.count {
+            self.drainBuffer()
+        } else {
+            self.readIndex = end
+        }
+        return ParsedFrame(fin: fin, reservedBits: Frame.ReservedBits(rawValue: reserved), opcode: opcode, payload: payload)
+    }
+
+    /// Empties the buffer, keeping its storage unless it has grown large.
+    private mutating func drainBuffer() {
+        if self.buffer.capacity > Self.retainedCapacity {
+            self.buffer = []
+        } else {
+            self.buffer.removeAll(keepingCapacity: true)
+        }
+        self.readIndex = 0
+    }
+
+    /// Appends bytes to a pending payload (they fit: callers pass at most the missing count) and unmasks them.
+    private static func fill(_ pending: inout PendingPayload, from bytes: UnsafeRawBufferPointer) {
+        let start = pending.payload.count
+        pending.payload.append(contentsOf: bytes)
+        if let key = pending.key {
+            pending.payload.withUnsafeMutableBytes { all in
+                applyMask(key, to: UnsafeMutableRawBufferPointer(rebasing: all[start...]), offset: start)
+            }
+        }
+    }
+
+    private mutating func fail(_ code: CloseReason.Code, _ message: String) -> ProtocolViolation {
+        let violation = ProtocolViolation(code, message)
+        self.failure = violation
+        self.buffer = []
+        self.readIndex = 0
+        self.pending = nil
+        return violation
+    }
+
+    /// `0x3`-style hexadecimal for an opcode in messages.
+    private static func hex(_ value: UInt8) -> String {
+        "0x" + String(value, radix: 16, uppercase: true)
+    }
+
+    private static func describeReservedBits(_ bits: UInt8) -> String {
+        var names: [String] = []
+        if bits & 0x40 != 0 { names.append("RSV1") }
+        if bits & 0x20 != 0 { names.append("RSV2") }
+        if bits & 0x10 != 0 { names.append("RSV3") }
+        return "reserved bit\(names.count > 1 ? "s" : "") \(names.joined(separator: ", ")) set without a negotiated extension"
+    }
+}

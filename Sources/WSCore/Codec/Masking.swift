@@ -1,0 +1,158 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The 32-bit masking key of a client-to-server frame (RFC 6455 section 5.3), as the four bytes that follow the
+/// payload length on the wire.
+package struct MaskingKey: Sendable, Hashable {
+    /// The key's first byte on the wire; XORed into payload bytes 0, 4, 8, ...
+    package var b0: UInt8
+    /// The key's second byte; XORed into payload bytes 1, 5, 9, ...
+    package var b1: UInt8
+    /// The key's third byte; XORed into payload bytes 2, 6, 10, ...
+    package var b2: UInt8
+    /// The key's fourth byte; XORed into payload bytes 3, 7, 11, ...
+    package var b3: UInt8
+
+    /// Creates a key from its four bytes in wire order.
+    /// - Parameters:
+    ///   - b0: The first byte.
+    ///   - b1: The second byte.
+    ///   - b2: The third byte.
+    ///   - b3: The fourth byte.
+    package init(_ b0: UInt8, _ b1: UInt8, _ b2: UInt8, _ b3: UInt8) {
+        self.b0 = b0
+        self.b1 = b1
+        self.b2 = b2
+        self.b3 = b3
+    }
+
+    /// The key byte applied to payload byte `index` (`index % 4` selects it).
+    /// - Parameter index: A payload byte offset; negative offsets wrap like positive ones.
+    @inline(__always)
+    package subscript(index: Int) -> UInt8 {
+        switch index & 3 {
+        case 0: self.b0
+        case 1: self.b1
+        case 2: self.b2
+        default: self.b3
+        }
+    }
+
+    /// Eight key bytes as they are applied to payload bytes `offset ..< offset + 8`, in memory order (so the
+    /// value is correct on any endianness when loaded from or stored to memory).
+    @inline(__always)
+    fileprivate func pattern(offset: Int) -> UInt64 {
+        var pattern: UInt64 = 0
+        withUnsafeMutableBytes(of: &pattern) { bytes in
+            for i in 0..<8 { bytes[i] = self[offset &+ i] }
+        }
+        return pattern
+    }
+}
+
+/// XOR-masks `buffer` in place with `key`, as if the buffer started at byte `offset` of the payload (`offset % 4`
+/// selects the key rotation). Masking is its own inverse, so this also unmasks.
+///
+/// Processes 32 and then 8 bytes at a time with unaligned 64-bit loads and stores, then the tail byte by byte.
+/// - Parameters:
+///   - key: The masking key.
+///   - buffer: The bytes to mask in place.
+///   - offset: The position of `buffer`'s first byte within the payload, for masking a payload in pieces.
+package func applyMask(_ key: MaskingKey, to buffer: UnsafeMutableRawBufferPointer, offset: Int = 0) {
+    guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+    let count = buffer.count
+    let pattern = key.pattern(offset: offset)
+    var i = 0
+    while count &- i >= 32 {
+        let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        let b = base.loadUnaligned(fromByteOffset: i &+ 8, as: UInt64.self)
+        let c = base.loadUnaligned(fromByteOffset: i &+ 16, as: UInt64.self)
+        let d = base.loadUnaligned(fromByteOffset: i &+ 24, as: UInt64.self)
+        base.storeBytes(of: a ^ pattern, toByteOffset: i, as: UInt64.self)
+        base.storeBytes(of: b ^ pattern, toByteOffset: i &+ 8, as: UInt64.self)
+        base.storeBytes(of: c ^ pattern, toByteOffset: i &+ 16, as: UInt64.self)
+        base.storeBytes(of: d ^ pattern, toByteOffset: i &+ 24, as: UInt64.self)
+        i &+= 32
+    }
+    while count &- i >= 8 {
+        let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        base.storeBytes(of: a ^ pattern, toByteOffset: i, as: UInt64.self)
+        i &+= 8
+    }
+    // `i` is a multiple of 8, so the tail starts at the pattern's first byte again.
+    withUnsafeBytes(of: pattern) { patternBytes in
+        var j = 0
+        while i < count {
+            base.storeBytes(
+                of: base.load(fromByteOffset: i, as: UInt8.self) ^ patternBytes[j],
+                toByteOffset: i,
+                as: UInt8.self
+            )
+            i &+= 1
+            j &+= 1
+        }
+    }
+}
+
+/// XOR-masks an array in place with `key`, as the raw-buffer overload does.
+/// - Parameters:
+///   - key: The masking key.
+///   - bytes: The bytes to mask in place.
+///   - offset: The position of `bytes`' first byte within the payload.
+package func applyMask(_ key: MaskingKey, to bytes: inout [UInt8], offset: Int = 0) {
+    bytes.withUnsafeMutableBytes { applyMask(key, to: $0, offset: offset) }
+}
+
+/// Masking keys from a CSPRNG (Linux `getrandom(2)` through `getentropy(3)`), fetched in batches of 256 bytes so that a key costs no
+/// system call on average (64 keys per call).
+///
+/// Not thread-safe: a value type owned by one sender (copies share nothing and draw fresh randomness, but a
+/// copy made before a refill repeats the keys still buffered, so do not copy a generator to get "another" one).
+package struct MaskingKeyGenerator: Sendable {
+    private static let batchSize = 256
+    private var pool: [UInt8]
+    private var index: Int
+
+    /// Creates a generator; the first call to ``next()`` fetches the first batch.
+    package init() {
+        self.pool = [UInt8](repeating: 0, count: Self.batchSize)
+        self.index = Self.batchSize
+    }
+
+    /// The next random masking key.
+    package mutating func next() -> MaskingKey {
+        if self.index &+ 4 > Self.batchSize { self.refill() }
+        let i = self.index
+        self.index = i &+ 4
+        return self.pool.withUnsafeBufferPointer { p in MaskingKey(p[i], p[i &+ 1], p[i &+ 2], p[i &+ 3]) }
+    }
+
+    private mutating func refill() {
+        self.pool.withUnsafeMutableBytes { fillRandom($0) }
+        self.index = 0
+    }
+}
+
+/// Fills `buffer` (at most 256 bytes) from the kernel CSPRNG: `getentropy(3)`, which is glibc's and musl's
+/// wrapper of the `getrandom(2)` system call (retrying on EINTR), falling back to ``SystemRandomNumberGenerator``
+/// where that call is unavailable.
+private func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
+    guard let base = buffer.baseAddress else { return }
+    #if canImport(Glibc) || canImport(Musl)
+    if getentropy(base, buffer.count) == 0 { return }
+    #endif
+    // ENOSYS on an ancient kernel, or a seccomp filter.
+    var rng = SystemRandomNumberGenerator()
+    var filled = 0
+    while filled < buffer.count {
+        let word = rng.next()
+        withUnsafeBytes(of: word) { wordBytes in
+            let n = min(8, buffer.count - filled)
+            for k in 0..<n { base.storeBytes(of: wordBytes[k], toByteOffset: filled + k, as: UInt8.self) }
+            filled += n
+        }
+    }
+}

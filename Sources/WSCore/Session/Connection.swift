@@ -1,0 +1,729 @@
+import DequeModule
+import Logging
+import Synchronization
+
+/// The engine-independent heart of a session: it drives the opening handshake over a transport, parses
+/// frames, answers pings and closes, reassembles and queues messages, and sends frames. Engines supply the
+/// transport only.
+///
+/// Locking: `state` guards everything the read path touches (parser, decoder, queue, lifecycle); `sender`
+/// guards the outgoing path (masking keys, outgoing extension state, "close sent") and is held while a frame
+/// is written so frames reach the transport in the order their extension state saw them. Lock order:
+/// `sender` before `state`; the transport's own lock is innermost. Continuations are resumed and the
+/// transport is called outside `state`.
+final class Connection: WebSocketTransportHandler, Sendable {
+    let transport: any WebSocketTransport
+    let settings: WebSockets.Configuration
+    let logger: Logger
+    private let state: Mutex<State>
+    private let sender: Mutex<SenderState>
+
+    init(transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger) {
+        self.transport = transport
+        self.settings = settings
+        self.logger = logger
+        self.state = Mutex(State(settings: settings))
+        self.sender = Mutex(SenderState())
+    }
+
+    // MARK: - State
+
+    private enum Phase {
+        case handshaking
+        /// The server answered without upgrading; its body is being collected for the error.
+        case rejected
+        case open
+        case closed
+    }
+
+    private struct State {
+        var phase: Phase = .handshaking
+        var parser = HTTPResponseParser()
+        var handshake: OpeningHandshake?
+        var handshakeContinuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
+        var rejectedHead: HTTPResponseHead?
+        var rejectedBody: [UInt8] = []
+        var rejectedBodyExpected = WebSocketConnectionError.maxBodyBytes
+
+        var decoder: FrameDecoder
+        var assembler: MessageAssembler
+        var messageValidatesUTF8 = true
+        var extensions: [any WebSocketExtension] = []
+
+        var queue = Deque<Frame>()
+        var queuedBytes = 0
+        var consumers = Deque<(id: UInt64, continuation: CheckedContinuation<Frame?, any Error>)>()
+        var nextConsumerID: UInt64 = 0
+        /// Set once incoming has delivered its last frame: `nil` error means it ended normally.
+        var incomingEnded = false
+        var incomingError: WebSocketError?
+        var readingPaused = false
+
+        /// We sent a close frame: data frames that still arrive are dropped.
+        var closeSent = false
+        var receivedClose = false
+        var closeReason: CloseReason?
+        var failure: WebSocketError?
+        var ended = false
+        var endWaiters: [CheckedContinuation<Void, Never>] = []
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+
+        var awaitingPong: [UInt8]?
+        var timers: [Task<Void, Never>] = []
+
+        init(settings: WebSockets.Configuration) {
+            self.decoder = FrameDecoder(maxFrameSize: settings.maxFrameSize, role: .client)
+            self.assembler = MessageAssembler(maxMessageSize: settings.maxMessageSize, maxFragments: settings.maxFragments)
+        }
+    }
+
+    private struct SenderState {
+        var keys = MaskingKeyGenerator()
+        var closeSent = false
+        var extensions: [any WebSocketExtension] = []
+    }
+
+    /// Work decided under the state lock and carried out after it is released.
+    private struct Actions {
+        var handshakeResult: Result<OpeningHandshake.Outcome, any Error>?
+        var handshakeContinuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
+        var deliveries: [(CheckedContinuation<Frame?, any Error>, Result<Frame?, any Error>)] = []
+        var controlFrames: [Frame] = []
+        /// Send this close frame (if none was sent yet).
+        var sendClose: CloseReason??
+        /// After sending, flush and close the transport (failing the connection).
+        var closeTransport = false
+        var abortTransport = false
+        var startCloseTimer = false
+        var pauseReading: Bool?
+        var endWaiters: [CheckedContinuation<Void, Never>] = []
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var timersToCancel: [Task<Void, Never>] = []
+    }
+
+    // MARK: - Opening handshake
+
+    /// Sends the upgrade request and waits for a valid 101 response.
+    func performHandshake(_ handshake: OpeningHandshake) async throws -> OpeningHandshake.Outcome {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
+                self.state.withLock { s in
+                    s.handshake = handshake
+                    s.handshakeContinuation = continuation
+                }
+                self.transport.start(handler: self)
+                self.transport.write(handshake.requestBytes())
+            }
+        } onCancel: {
+            self.transport.abort()
+        }
+    }
+
+    /// Called once the session object exists: starts the ping timer if configured.
+    func startTimers() {
+        guard let interval = self.settings.pingInterval else { return }
+        let task = Task { [weak self] in
+            var counter: UInt64 = 0
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: interval) } catch { return }
+                guard let self else { return }
+                counter &+= 1
+                self.sendPing(counter: counter)
+            }
+        }
+        self.addTimer(task)
+    }
+
+    private func addTimer(_ task: Task<Void, Never>) {
+        let cancelNow = self.state.withLock { s -> Bool in
+            if s.ended { return true }
+            s.timers.append(task)
+            return false
+        }
+        if cancelNow { task.cancel() }
+    }
+
+    private func sendPing(counter: UInt64) {
+        let payload = withUnsafeBytes(of: counter.bigEndian) { Array($0) }
+        let proceed = self.state.withLock { s -> Bool in
+            guard s.phase == .open, !s.closeSent, !s.receivedClose else { return false }
+            s.awaitingPong = payload
+            return true
+        }
+        guard proceed else { return }
+        _ = self.writeControl(Frame(kind: .ping, data: payload))
+        guard let timeout = self.settings.effectivePongTimeout else { return }
+        let check = Task { [weak self] in
+            do { try await Task.sleep(for: timeout) } catch { return }
+            guard let self else { return }
+            let missed = self.state.withLock { $0.awaitingPong == payload && $0.phase == .open }
+            if missed {
+                self.fail(
+                    WebSocketError(
+                        .pongTimeout,
+                        "no pong arrived within \(timeout) of a ping: the server or the network is not responding",
+                        closeCode: .internalError
+                    )
+                )
+            }
+        }
+        self.addTimer(check)
+    }
+
+    // MARK: - Transport events
+
+    func transportDidRead(_ bytes: UnsafeRawBufferPointer) {
+        var actions = Actions()
+        self.state.withLock { s in
+            switch s.phase {
+            case .handshaking:
+                self.readHandshake(bytes, &s, &actions)
+            case .rejected:
+                self.collectRejectionBody(bytes, &s, &actions)
+            case .open:
+                self.readFrames(bytes, &s, &actions)
+            case .closed:
+                break
+            }
+        }
+        self.perform(actions)
+    }
+
+    func transportDidDrain() {
+        let waiters = self.state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            defer { s.drainWaiters = [] }
+            return s.drainWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func transportDidClose(error: (any Error)?) {
+        var actions = Actions()
+        self.state.withLock { s in
+            switch s.phase {
+            case .handshaking:
+                actions.handshakeContinuation = s.handshakeContinuation.take()
+                actions.handshakeResult = .failure(
+                    WebSocketConnectionError(
+                        .network,
+                        "the server closed the connection during the opening handshake"
+                            + (error.map { ": \($0)" } ?? " without answering"),
+                        underlying: error
+                    )
+                )
+            case .rejected:
+                actions.handshakeContinuation = s.handshakeContinuation.take()
+                actions.handshakeResult = .failure(self.rejectionError(s))
+            case .open:
+                if !s.receivedClose && s.failure == nil {
+                    let message = error.map { "the connection was lost: \($0)" }
+                        ?? "the server closed the connection without a close frame"
+                    s.closeReason = CloseReason(code: .abnormalClosure, message: message)
+                    let failure = WebSocketError(.connectionLost, message, closeCode: .abnormalClosure, underlying: error)
+                    s.failure = failure
+                    self.endIncoming(&s, &actions, error: failure)
+                } else if !s.incomingEnded {
+                    self.endIncoming(&s, &actions, error: s.failure)
+                }
+            case .closed:
+                break
+            }
+            s.phase = .closed
+            s.ended = true
+            actions.endWaiters = s.endWaiters
+            s.endWaiters = []
+            actions.drainWaiters = s.drainWaiters
+            s.drainWaiters = []
+            actions.timersToCancel = s.timers
+            s.timers = []
+        }
+        self.perform(actions)
+    }
+
+    // MARK: - Reading
+
+    private func readHandshake(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
+        let parsed: (head: HTTPResponseHead, consumed: Int)?
+        do {
+            parsed = try s.parser.feed(bytes)
+        } catch {
+            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeResult = .failure(error)
+            actions.abortTransport = true
+            s.phase = .closed
+            return
+        }
+        guard let (head, consumed) = parsed else { return }
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[consumed...])
+        guard head.status == 101 else {
+            s.phase = .rejected
+            s.rejectedHead = head
+            if let length = head.headers["Content-Length"].flatMap({ Int($0.trimmingASCIIWhitespace()) }) {
+                s.rejectedBodyExpected = min(max(length, 0), WebSocketConnectionError.maxBodyBytes)
+            }
+            self.collectRejectionBody(rest, &s, &actions)
+            return
+        }
+        do {
+            guard let handshake = s.handshake else { return }
+            let outcome = try handshake.validate(head)
+            s.extensions = outcome.extensions
+            s.decoder.allowedReservedBits = outcome.extensions.reduce(into: []) { $0.formUnion($1.reservedBits) }
+            s.phase = .open
+            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeResult = .success(outcome)
+            if !rest.isEmpty { self.readFrames(rest, &s, &actions) }
+        } catch {
+            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeResult = .failure(error)
+            actions.abortTransport = true
+            s.phase = .closed
+        }
+    }
+
+    private func collectRejectionBody(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
+        let room = s.rejectedBodyExpected - s.rejectedBody.count
+        if room > 0 { s.rejectedBody.append(contentsOf: bytes.prefix(room)) }
+        if s.rejectedBody.count >= s.rejectedBodyExpected {
+            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeResult = .failure(self.rejectionError(s))
+            actions.abortTransport = true
+            s.phase = .closed
+        }
+    }
+
+    private func rejectionError(_ s: State) -> WebSocketConnectionError {
+        let head = s.rejectedHead
+        let status = head?.status ?? 0
+        let hint: String =
+            switch status {
+            case 401, 403: " (check the credentials or Origin the server expects)"
+            case 404: " (check the URL path)"
+            case 426: " (the server wants another protocol version)"
+            case 300..<400: " (redirects are not followed; Location: \(head?.headers["Location"] ?? "none"))"
+            default: ""
+            }
+        return WebSocketConnectionError(
+            .upgradeRejected,
+            "the server refused the WebSocket upgrade with HTTP \(status) \(head?.reason ?? "")\(hint)",
+            status: status,
+            headers: head?.headers ?? HTTPHeaders(),
+            body: s.rejectedBody
+        )
+    }
+
+    private func readFrames(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
+        guard !s.receivedClose, s.failure == nil else { return }
+        s.decoder.append(bytes)
+        do {
+            while let frame = try s.decoder.nextFrame() {
+                try self.handle(frame, &s, &actions)
+                if s.receivedClose { break }
+            }
+        } catch let violation as ProtocolViolation {
+            self.failLocked(Self.error(for: violation), &s, &actions)
+        } catch let error as WebSocketError {
+            self.failLocked(error, &s, &actions)
+        } catch {
+            self.failLocked(
+                WebSocketError(.extensionFailure, "an extension failed: \(error)", closeCode: .protocolError, underlying: error),
+                &s, &actions
+            )
+        }
+        self.deliver(&s, &actions)
+        let overLimit =
+            s.queue.count >= self.settings.maxIncomingBufferMessages
+            || s.queuedBytes >= self.settings.maxIncomingBufferBytes
+        if overLimit && !s.readingPaused && !s.incomingEnded {
+            s.readingPaused = true
+            actions.pauseReading = true
+        }
+    }
+
+    private func handle(_ frame: ParsedFrame, _ s: inout State, _ actions: inout Actions) throws {
+        switch frame.opcode {
+        case 0x9:  // ping
+            if !s.closeSent { actions.controlFrames.append(Frame(kind: .pong, data: frame.payload)) }
+            self.enqueue(Frame(kind: .ping, data: frame.payload), &s)
+        case 0xA:  // pong
+            if let expected = s.awaitingPong, expected == frame.payload { s.awaitingPong = nil }
+            self.enqueue(Frame(kind: .pong, data: frame.payload), &s)
+        case 0x8:  // close
+            let reason = try Self.validateClosePayload(frame.payload)
+            s.receivedClose = true
+            if s.failure == nil { s.closeReason = reason ?? CloseReason(code: .noStatus) }
+            self.enqueue(Frame(kind: .close, data: frame.payload), &s)
+            self.endIncoming(&s, &actions, error: nil)
+            if !s.closeSent {
+                // Echo the peer's code (RFC 6455 section 5.5.1); a close without a code is answered the same way.
+                actions.sendClose = .some(reason.map { CloseReason(code: $0.code) })
+            }
+            actions.startCloseTimer = true
+            // Reading continues so the server's TCP close is seen; nothing after a close frame is parsed.
+            if s.readingPaused {
+                s.readingPaused = false
+                actions.pauseReading = false
+            }
+        default:  // data: continuation, text, binary
+            if frame.opcode != 0 {
+                s.messageValidatesUTF8 = s.extensions.isEmpty || frame.reservedBits.isEmpty
+            }
+            guard var message = try s.assembler.push(frame, validateUTF8: s.messageValidatesUTF8) else { return }
+            if s.closeSent { return }
+            if !s.extensions.isEmpty {
+                let context = WebSocketExtensionContext(maxMessageSize: self.settings.maxMessageSize)
+                for ext in s.extensions.reversed() {
+                    message = try ext.processIncoming(message, context: context)
+                }
+                if message.kind == .text && !s.messageValidatesUTF8 {
+                    let valid = message.data.withUnsafeBytes { UTF8Validator.validate($0) }
+                    guard valid else {
+                        throw ProtocolViolation(.invalidPayload, "a text message is not valid UTF-8")
+                    }
+                }
+            }
+            self.enqueue(message, &s)
+        }
+    }
+
+    /// Checks a received close payload (RFC 6455 sections 5.5.1 and 7.4): empty, or a valid code and UTF-8.
+    private static func validateClosePayload(_ payload: [UInt8]) throws(ProtocolViolation) -> CloseReason? {
+        if payload.isEmpty { return nil }
+        guard payload.count >= 2 else {
+            throw ProtocolViolation(.protocolError, "a close frame has a 1-byte payload; a status code needs 2 bytes")
+        }
+        let code = CloseReason.Code(UInt16(payload[0]) << 8 | UInt16(payload[1]))
+        guard code.isValidOnWire else {
+            throw ProtocolViolation(.protocolError, "the server sent close code \(code.rawValue), which may not be sent")
+        }
+        let message = payload[2...]
+        guard let text = message.withUnsafeBytes({ UTF8Validator.validate($0) ? String(decoding: $0, as: UTF8.self) : nil })
+        else {
+            throw ProtocolViolation(.invalidPayload, "the close reason is not valid UTF-8")
+        }
+        return CloseReason(code: code, message: text)
+    }
+
+    private static func error(for violation: ProtocolViolation) -> WebSocketError {
+        let code: WebSocketError.Code =
+            switch violation.closeCode {
+            case .invalidPayload: .invalidUTF8
+            case .messageTooBig: .messageTooBig
+            default: .protocolViolation
+            }
+        var message = violation.message
+        if violation.closeCode == .messageTooBig {
+            message += " (raise WebSockets.Configuration.maxFrameSize/maxMessageSize if this is expected)"
+        }
+        return WebSocketError(code, message, closeCode: violation.closeCode)
+    }
+
+    private func enqueue(_ frame: Frame, _ s: inout State) {
+        guard !s.incomingEnded else { return }
+        s.queue.append(frame)
+        s.queuedBytes += frame.data.count
+    }
+
+    /// Hands queued frames to waiting consumers.
+    private func deliver(_ s: inout State, _ actions: inout Actions) {
+        while !s.consumers.isEmpty, let frame = s.queue.popFirst() {
+            s.queuedBytes -= frame.data.count
+            actions.deliveries.append((s.consumers.removeFirst().continuation, .success(frame)))
+        }
+        if s.queue.isEmpty && s.incomingEnded {
+            while let consumer = s.consumers.popFirst() {
+                actions.deliveries.append((consumer.continuation, Self.endResult(s)))
+            }
+        }
+    }
+
+    private static func endResult(_ s: State) -> Result<Frame?, any Error> {
+        if let error = s.incomingError { return .failure(error) }
+        return .success(nil)
+    }
+
+    /// Marks incoming as ended after the frames already queued.
+    private func endIncoming(_ s: inout State, _ actions: inout Actions, error: WebSocketError?) {
+        guard !s.incomingEnded else { return }
+        s.incomingEnded = true
+        s.incomingError = error
+        if error != nil {
+            // A failure is reported at once: frames still queued are dropped.
+            s.queue.removeAll()
+            s.queuedBytes = 0
+        }
+        self.deliver(&s, &actions)
+    }
+
+    /// Fails the connection (RFC 6455 section 7.1.7): send a close with the error's code, then close TCP.
+    private func failLocked(_ error: WebSocketError, _ s: inout State, _ actions: inout Actions) {
+        guard s.failure == nil, !s.ended else { return }
+        s.failure = error
+        let code = error.closeCode ?? .protocolError
+        s.closeReason = CloseReason(code: code, message: error.message)
+        self.endIncoming(&s, &actions, error: error)
+        if code.isValidOnWire && !s.closeSent {
+            actions.sendClose = .some(CloseReason(code: code, message: Self.truncated(error.message)))
+        }
+        actions.closeTransport = true
+        actions.startCloseTimer = true
+        if s.readingPaused {
+            s.readingPaused = false
+            actions.pauseReading = false
+        }
+    }
+
+    /// Fails the connection from outside the read path (pong timeout).
+    func fail(_ error: WebSocketError) {
+        var actions = Actions()
+        self.state.withLock { s in
+            guard s.phase == .open else { return }
+            self.failLocked(error, &s, &actions)
+        }
+        self.perform(actions)
+    }
+
+    private static func truncated(_ message: String) -> String {
+        String(decoding: Array(message.utf8.prefix(CloseReason.maxMessageBytes)), as: UTF8.self)
+    }
+
+    // MARK: - Carrying out actions
+
+    private func perform(_ actions: Actions) {
+        if let continuation = actions.handshakeContinuation, let result = actions.handshakeResult {
+            continuation.resume(with: result)
+        }
+        for (continuation, result) in actions.deliveries { continuation.resume(with: result) }
+        for frame in actions.controlFrames { _ = self.writeControl(frame) }
+        if let close = actions.sendClose { self.sendCloseFrame(close) }
+        if let paused = actions.pauseReading { self.transport.setReadingPaused(paused) }
+        if actions.closeTransport { self.transport.close() }
+        if actions.abortTransport { self.transport.abort() }
+        if actions.startCloseTimer { self.startCloseTimer() }
+        for waiter in actions.endWaiters { waiter.resume() }
+        for waiter in actions.drainWaiters { waiter.resume() }
+        for timer in actions.timersToCancel { timer.cancel() }
+    }
+
+    private func startCloseTimer() {
+        let timeout = self.settings.closeTimeout
+        let task = Task { [weak self] in
+            do { try await Task.sleep(for: timeout) } catch { return }
+            guard let self else { return }
+            self.state.withLock { s in
+                guard !s.ended else { return }
+                if !s.receivedClose && s.failure == nil {
+                    let message = "the server did not complete the close handshake within \(timeout)"
+                    s.closeReason = CloseReason(code: .abnormalClosure, message: message)
+                    s.failure = WebSocketError(.closeTimeout, message, closeCode: .abnormalClosure)
+                }
+            }
+            self.transport.abort()
+        }
+        self.addTimer(task)
+    }
+
+    // MARK: - Writing
+
+    /// Writes a control frame unless our close was already sent. Returns the buffered byte count.
+    @discardableResult
+    private func writeControl(_ frame: Frame) -> Int {
+        self.sender.withLock { sender in
+            guard !sender.closeSent else { return 0 }
+            var bytes: [UInt8] = []
+            FrameEncoder.encode(frame, maskingKey: sender.keys.next(), into: &bytes)
+            return self.transport.write(bytes)
+        }
+    }
+
+    /// Sends a close frame once; `.some(nil)` sends a close without a status code.
+    private func sendCloseFrame(_ reason: CloseReason?) {
+        let sent = self.sender.withLock { sender -> Bool in
+            guard !sender.closeSent else { return false }
+            sender.closeSent = true
+            var bytes: [UInt8] = []
+            FrameEncoder.encode(Frame.close(reason), maskingKey: sender.keys.next(), into: &bytes)
+            self.transport.write(bytes)
+            return true
+        }
+        if sent {
+            self.state.withLock { $0.closeSent = true }
+        }
+    }
+
+    /// Sends a frame from the user. Data frames pass through the extensions; waits while too much is buffered.
+    func send(_ frame: Frame) async throws {
+        switch frame.kind {
+        case .close:
+            await self.close(frame.readReason(), waitForEnd: false)
+            return
+        case .ping, .pong:
+            guard frame.data.count <= 125 else {
+                throw WebSocketError(.invalidArgument, "a \(frame.kind) frame carries at most 125 bytes, not \(frame.data.count)")
+            }
+            guard frame.fin else {
+                throw WebSocketError(.invalidArgument, "control frames cannot be fragmented: fin must be true")
+            }
+        case .text, .binary, .continuation:
+            break
+        }
+        let buffered = try self.sender.withLock { sender throws -> Int in
+            guard !sender.closeSent else { throw self.closedError() }
+            var frame = frame
+            if !sender.extensions.isEmpty && !frame.kind.isControl {
+                let context = WebSocketExtensionContext(maxMessageSize: self.settings.maxMessageSize)
+                for ext in sender.extensions { frame = try ext.processOutgoing(frame, context: context) }
+            }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(frame.data.count + 14)
+            FrameEncoder.encode(frame, maskingKey: sender.keys.next(), into: &bytes)
+            return self.transport.write(bytes)
+        }
+        if buffered > self.settings.maxOutgoingBufferBytes {
+            await self.waitForDrain(above: self.settings.maxOutgoingBufferBytes)
+        }
+    }
+
+    private func closedError() -> WebSocketError {
+        self.state.withLock { s in
+            if let failure = s.failure {
+                return WebSocketError(
+                    .sessionClosed, "the session has failed: \(failure.message)", closeCode: failure.closeCode,
+                    underlying: failure
+                )
+            }
+            let reason = s.closeReason.map { " (\($0))" } ?? ""
+            return WebSocketError(.sessionClosed, "the session is closed; nothing more can be sent\(reason)")
+        }
+    }
+
+    /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.
+    func waitForDrain(above limit: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = self.state.withLock { s -> Bool in
+                if s.ended || self.transport.bufferedBytes <= limit { return true }
+                s.drainWaiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    /// Installs the negotiated extensions on the sending side.
+    func setOutgoingExtensions(_ extensions: [any WebSocketExtension]) {
+        self.sender.withLock { $0.extensions = extensions }
+    }
+
+    // MARK: - Closing
+
+    /// Starts the close handshake with `reason` (nil: no status code) and, if asked, waits until the
+    /// connection has ended (the server's close and TCP close, or the close timeout).
+    func close(_ reason: CloseReason?, waitForEnd: Bool) async {
+        var reason = reason
+        if let code = reason?.code, !code.isValidOnWire {
+            self.logger.warning("close code \(code) may not be sent on the wire; sending a close frame without a code")
+            reason = nil
+        }
+        var actions = Actions()
+        let proceed = self.state.withLock { s -> Bool in
+            guard s.phase == .open, !s.closeSent, s.failure == nil else { return false }
+            if !s.receivedClose { s.closeReason = reason ?? CloseReason(code: .noStatus) }
+            self.endIncoming(&s, &actions, error: nil)
+            if s.readingPaused {
+                s.readingPaused = false
+                actions.pauseReading = false
+            }
+            return true
+        }
+        self.perform(actions)
+        if proceed {
+            self.sendCloseFrame(reason)
+            self.startCloseTimer()
+        }
+        if waitForEnd { await self.waitForEnd() }
+    }
+
+    /// Closes without waiting, for a session dropped without `close()`.
+    func closeDetached() {
+        let open = self.state.withLock { $0.phase == .open && !$0.closeSent && $0.failure == nil }
+        guard open else { return }
+        self.sendCloseFrame(CloseReason(code: .goingAway, message: "session released"))
+        self.transport.close()
+    }
+
+    /// Waits until the transport has closed.
+    func waitForEnd() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ended = self.state.withLock { s -> Bool in
+                if s.ended { return true }
+                s.endWaiters.append(continuation)
+                return false
+            }
+            if ended { continuation.resume() }
+        }
+    }
+
+    /// The close reason once the session has ended.
+    func closeReasonAfterEnd() async -> CloseReason? {
+        await self.waitForEnd()
+        return self.state.withLock { $0.closeReason }
+    }
+
+    /// The close reason now: `nil` while open.
+    var currentCloseReason: CloseReason? { self.state.withLock { $0.closeReason } }
+
+    /// Whether the connection has ended.
+    var hasEnded: Bool { self.state.withLock { $0.ended } }
+
+    // MARK: - Receiving
+
+    /// The next incoming frame; `nil` after the last; throws the session's failure.
+    func receive() async throws -> Frame? {
+        let id = self.state.withLock { s -> UInt64 in
+            s.nextConsumerID += 1
+            return s.nextConsumerID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Frame?, any Error>) in
+                var actions = Actions()
+                let immediate: Result<Frame?, any Error>? = self.state.withLock { s in
+                    if s.consumers.isEmpty, let frame = s.queue.popFirst() {
+                        s.queuedBytes -= frame.data.count
+                        self.resumeReadingIfBelowLimit(&s, &actions)
+                        return .success(frame)
+                    }
+                    if s.queue.isEmpty && s.incomingEnded { return Self.endResult(s) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.consumers.append((id, continuation))
+                    return nil
+                }
+                if let immediate { continuation.resume(with: immediate) }
+                self.perform(actions)
+            }
+        } onCancel: {
+            let cancelled = self.state.withLock { s -> CheckedContinuation<Frame?, any Error>? in
+                guard let index = s.consumers.firstIndex(where: { $0.id == id }) else { return nil }
+                return s.consumers.remove(at: index).continuation
+            }
+            cancelled?.resume(throwing: CancellationError())
+        }
+    }
+
+    private func resumeReadingIfBelowLimit(_ s: inout State, _ actions: inout Actions) {
+        guard s.readingPaused else { return }
+        if s.queue.count <= self.settings.maxIncomingBufferMessages / 2
+            && s.queuedBytes <= self.settings.maxIncomingBufferBytes / 2
+        {
+            s.readingPaused = false
+            actions.pauseReading = false
+        }
+    }
+}
+
+extension Optional {
+    /// Returns the value and leaves `nil` behind.
+    mutating func take() -> Wrapped? {
+        defer { self = nil }
+        return self
+    }
+}

@@ -1,0 +1,143 @@
+/// The client side of the opening handshake (RFC 6455 section 4.1): builds the upgrade request and checks the
+/// server's response. Engine-independent; pure functions over bytes and headers.
+struct OpeningHandshake: Sendable {
+    /// The request as the session sends it.
+    let request: WebSocketRequestBuilder
+    /// The `Sec-WebSocket-Key` of this connection, fresh from a CSPRNG.
+    let key: String
+    /// The extension factories offered, in order.
+    let extensionFactories: [any WebSocketExtensionFactory]
+
+    init(request: WebSocketRequestBuilder, extensionFactories: [any WebSocketExtensionFactory]) {
+        var rng = SystemRandomNumberGenerator()
+        self.request = request
+        self.key = WebSocketHandshake.makeKey(using: &rng)
+        self.extensionFactories = extensionFactories
+    }
+
+    /// Header names the session owns; user values for them are dropped.
+    private static let reservedHeaders = [
+        "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-accept",
+    ]
+
+    /// The request head bytes.
+    func requestBytes() -> [UInt8] {
+        var text = "\(self.request.method.rawValue) \(self.request.url.pathAndQuery) HTTP/1.1\r\n"
+        text += "Host: \(self.request.url.hostHeader)\r\n"
+        text += "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        text += "Sec-WebSocket-Key: \(self.key)\r\nSec-WebSocket-Version: 13\r\n"
+        if !self.request.subprotocols.isEmpty {
+            text += "Sec-WebSocket-Protocol: \(self.request.subprotocols.joined(separator: ", "))\r\n"
+        }
+        let offers = self.extensionFactories.flatMap { $0.makeOffers() }
+        if !offers.isEmpty, !self.request.headers.contains("Sec-WebSocket-Extensions") {
+            text += "Sec-WebSocket-Extensions: \(WebSocketExtensionHeader.format(offers))\r\n"
+        }
+        if let userInfo = self.request.url.userInfo, !self.request.headers.contains("Authorization") {
+            text += "Authorization: Basic \(Base64.encode(Array(Self.percentDecoded(userInfo).utf8)))\r\n"
+        }
+        for field in self.request.headers
+        where !Self.reservedHeaders.contains(HTTPHeaders.lowercase(field.name)) {
+            text += "\(field.name): \(field.value)\r\n"
+        }
+        text += "\r\n"
+        return Array(text.utf8)
+    }
+
+    /// What a valid 101 response settled.
+    struct Outcome: Sendable {
+        var subprotocol: String?
+        var extensions: [any WebSocketExtension]
+        var headers: HTTPHeaders
+    }
+
+    /// Checks a 101 response: Upgrade, Connection, exactly one matching Sec-WebSocket-Accept, an offered
+    /// subprotocol, and offered extensions only.
+    func validate(_ head: HTTPResponseHead) throws(WebSocketConnectionError) -> Outcome {
+        func invalid(_ why: String) -> WebSocketConnectionError {
+            WebSocketConnectionError(.invalidHandshake, why, status: head.status, headers: head.headers)
+        }
+        let headers = head.headers
+        guard headers.values(for: "Upgrade").contains(where: { HTTPHeaders.equalNames($0, "websocket") }) else {
+            throw invalid("the server's 101 response has no 'Upgrade: websocket' header")
+        }
+        guard httpTokenList(headers.values(for: "Connection")).contains(where: { HTTPHeaders.equalNames($0, "upgrade") })
+        else {
+            throw invalid("the server's 101 response has no 'Connection: Upgrade' header")
+        }
+        let accepts = headers.values(for: "Sec-WebSocket-Accept")
+        guard accepts.count == 1 else {
+            throw invalid(
+                accepts.isEmpty
+                    ? "the server's 101 response has no Sec-WebSocket-Accept header"
+                    : "the server's 101 response has \(accepts.count) Sec-WebSocket-Accept headers; exactly one is allowed"
+            )
+        }
+        let expected = WebSocketHandshake.acceptValue(forKey: self.key)
+        guard accepts[0].trimmingASCIIWhitespace() == expected else {
+            throw invalid(
+                "Sec-WebSocket-Accept is '\(accepts[0])' but the key we sent requires '\(expected)': the server (or a proxy) did not answer this handshake"
+            )
+        }
+        var subprotocol: String?
+        let protocols = httpTokenList(headers.values(for: "Sec-WebSocket-Protocol"))
+        if protocols.count > 1 {
+            throw invalid("the server selected several subprotocols (\(protocols.joined(separator: ", "))); at most one is allowed")
+        }
+        if let chosen = protocols.first {
+            guard self.request.subprotocols.contains(chosen) else {
+                throw invalid(
+                    "the server selected subprotocol '\(chosen)', which was not offered (offered: \(self.request.subprotocols.isEmpty ? "none" : self.request.subprotocols.joined(separator: ", ")))"
+                )
+            }
+            subprotocol = chosen
+        }
+        let accepted = try WebSocketExtensionHeader.parse(headers.values(for: "Sec-WebSocket-Extensions"))
+        var extensions: [any WebSocketExtension] = []
+        var seen: Set<String> = []
+        for element in accepted {
+            let name = HTTPHeaders.lowercase(element.name)
+            guard let factory = self.extensionFactories.first(where: { HTTPHeaders.equalNames($0.name, name) }) else {
+                throw invalid("the server accepted extension '\(element.name)', which was not offered")
+            }
+            guard seen.insert(name).inserted else {
+                throw invalid("the server accepted extension '\(element.name)' twice")
+            }
+            do {
+                extensions.append(try factory.negotiate(response: element))
+            } catch {
+                throw WebSocketConnectionError(
+                    .invalidHandshake,
+                    "the server's parameters for extension '\(element.name)' violate our offer: \(error)",
+                    status: head.status, headers: headers, underlying: error
+                )
+            }
+        }
+        return Outcome(subprotocol: subprotocol, extensions: extensions, headers: headers)
+    }
+
+    private static func percentDecoded(_ s: String) -> String {
+        var out: [UInt8] = []
+        var bytes = s.utf8.makeIterator()
+        while let c = bytes.next() {
+            if c == UInt8(ascii: "%"), let h = bytes.next(), let l = bytes.next(),
+                let v = UInt8(String(decoding: [h, l], as: UTF8.self), radix: 16)
+            {
+                out.append(v)
+            } else {
+                out.append(c)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension String {
+    /// The string without leading and trailing spaces and tabs.
+    func trimmingASCIIWhitespace() -> String {
+        let utf8 = self.utf8
+        guard let start = utf8.firstIndex(where: { $0 != 0x20 && $0 != 0x09 }) else { return "" }
+        let end = utf8.lastIndex(where: { $0 != 0x20 && $0 != 0x09 })!
+        return String(self[start...end])
+    }
+}

@@ -1,0 +1,272 @@
+import Logging
+
+/// An open WebSocket session: receive from ``incoming``, send with ``send(_:)-(String)`` and friends, end it
+/// with ``close(_:)``. The seed's `DefaultClientWebSocketSession`.
+///
+/// The session answers pings with pongs, sends pings when a ping interval is set, reassembles fragmented
+/// messages, enforces the size limits and runs the close handshake. It is `Sendable`: one task may receive
+/// while others send.
+///
+/// ```swift
+/// let session = try await client.webSocketSession("wss://api.example.com/ws")
+/// try await session.send("Hello")
+/// let frame = try await session.incoming.receive()
+/// await session.close()
+/// ```
+public final class WebSocketSession: Sendable {
+    let connection: Connection
+    /// The negotiated extensions, with the parameters the server accepted (empty when none).
+    public let extensions: [any WebSocketExtension]
+    /// The subprotocol the server selected from ``WebSocketRequestBuilder/subprotocols``, or `nil`.
+    public let subprotocol: String?
+    /// The server's handshake response (status 101) headers.
+    public let responseHeaders: HTTPHeaders
+    /// The URL the session is connected to.
+    public let url: WebSocketURL
+    /// The name of the engine carrying the session, e.g. `CIO`.
+    public let engineName: String
+    /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
+    public let contentConverter: (any WebSocketContentConverter)?
+
+    init(
+        connection: Connection,
+        outcome: OpeningHandshake.Outcome,
+        url: WebSocketURL,
+        engineName: String
+    ) {
+        self.connection = connection
+        self.extensions = outcome.extensions
+        self.subprotocol = outcome.subprotocol
+        self.responseHeaders = outcome.headers
+        self.url = url
+        self.engineName = engineName
+        self.contentConverter = connection.settings.contentConverter
+    }
+
+    deinit {
+        self.connection.closeDetached()
+    }
+
+    /// The frames from the server: whole text and binary messages, pings (already answered) and pongs, and the
+    /// server's close frame last. Iterate with `for try await`, or take one at a time with
+    /// ``WebSocketIncoming/receive()``. Iteration throws ``WebSocketError`` if the session fails.
+    public var incoming: WebSocketIncoming { WebSocketIncoming(session: self) }
+
+    /// The outgoing side: ``WebSocketOutgoing/send(_:)`` sends a frame, as the seed's `outgoing.send(frame)`.
+    public var outgoing: WebSocketOutgoing { WebSocketOutgoing(session: self) }
+
+    /// Sends a text message.
+    /// - Parameter text: The message.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
+    public func send(_ text: String) async throws {
+        try await self.connection.send(Frame(kind: .text, data: Array(text.utf8)))
+    }
+
+    /// Sends a binary message.
+    /// - Parameter bytes: The message, e.g. `[UInt8]` or `Data`.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
+    public func send(_ bytes: some Sequence<UInt8>) async throws {
+        try await self.connection.send(Frame(kind: .binary, data: Array(bytes)))
+    }
+
+    /// Sends a frame as given: a whole message, a fragment (`fin == false`, then continuation frames), a
+    /// ping or a pong. A close frame starts the close handshake without waiting for it to finish.
+    /// - Parameter frame: The frame.
+    /// - Throws: ``WebSocketError``: ``WebSocketError/Code/sessionClosed`` once closing,
+    ///   ``WebSocketError/Code/invalidArgument`` for a control frame over 125 bytes or not final.
+    public func send(_ frame: Frame) async throws {
+        try await self.connection.send(frame)
+    }
+
+    /// Closes the session: sends a close frame with `reason`, waits for the server's close frame and its TCP
+    /// close (at most ``WebSockets/Configuration/closeTimeout``), then releases the connection. Does nothing
+    /// if the session already ended. Reserved codes (1005, 1006, 1015) are not sent: a close frame without a
+    /// code goes out instead.
+    /// - Parameter reason: The code and message, `1000 NORMAL` by default.
+    public func close(_ reason: CloseReason = CloseReason(code: .normal)) async {
+        await self.connection.close(reason, waitForEnd: true)
+    }
+
+    /// Waits until every byte sent so far has been handed to the operating system.
+    public func flush() async {
+        await self.connection.waitForDrain(above: 0)
+    }
+
+    /// Why the session ended, once it has: the server's close reason, the reason we sent on a protocol error,
+    /// or `1006 ABNORMAL_CLOSURE` if the connection dropped. Waits until the session has ended.
+    public var closeReason: CloseReason? {
+        get async { await self.connection.closeReasonAfterEnd() }
+    }
+
+    /// Whether the session has ended (the connection is released).
+    public var isClosed: Bool { self.connection.hasEnded }
+
+    /// Sends `value` through the installed ``WebSockets/Configuration/contentConverter``. The seed's
+    /// `sendSerialized`.
+    /// - Parameter value: The value to send.
+    /// - Throws: ``WebSocketError/Code/noContentConverter`` if no converter is installed,
+    ///   ``WebSocketError/Code/conversion`` if it cannot serialize the value.
+    public func sendSerialized<T: Encodable>(_ value: T) async throws {
+        let converter = try self.requireConverter()
+        let frame: Frame
+        do {
+            frame = try converter.serialize(value)
+        } catch {
+            throw WebSocketError(.conversion, "could not serialize \(T.self): \(error)", underlying: error)
+        }
+        try await self.send(frame)
+    }
+
+    /// Receives the next text or binary message and converts it to `T` with the installed content converter.
+    /// Pings and pongs are skipped. The seed's `receiveDeserialized`.
+    /// - Parameter type: The type to decode; inferred from context when omitted.
+    /// - Returns: The decoded value.
+    /// - Throws: ``WebSocketError``: ``WebSocketError/Code/noContentConverter``;
+    ///   ``WebSocketError/Code/conversion`` with the undecodable ``WebSocketError/frame`` (the session stays
+    ///   open); ``WebSocketError/Code/sessionClosed`` with the close reason when the server closed.
+    public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
+        let converter = try self.requireConverter()
+        while true {
+            let frame = try await self.incoming.receive()
+            switch frame.kind {
+            case .ping, .pong:
+                continue
+            case .close:
+                let reason = frame.readReason().map { "\($0)" } ?? "no status"
+                throw WebSocketError(
+                    .sessionClosed, "the server closed the session (\(reason)) while a \(T.self) was expected",
+                    closeCode: frame.readReason()?.code, frame: frame
+                )
+            default:
+                guard converter.isApplicable(frame) else {
+                    throw WebSocketError(
+                        .conversion, "the converter cannot read a \(frame.kind) frame as \(T.self)", frame: frame
+                    )
+                }
+                do {
+                    return try converter.deserialize(T.self, from: frame)
+                } catch {
+                    throw WebSocketError(
+                        .conversion, "could not decode \(T.self) from a \(frame.kind) frame: \(error)",
+                        frame: frame, underlying: error
+                    )
+                }
+            }
+        }
+    }
+
+    private func requireConverter() throws(WebSocketError) -> any WebSocketContentConverter {
+        guard let converter = self.contentConverter else {
+            throw WebSocketError(
+                .noContentConverter,
+                "no content converter is installed: set it in the plugin, e.g. config.install(WebSockets.self) { $0.contentConverter = JSONWebSocketConverter() } (module WSSerialization)"
+            )
+        }
+        return converter
+    }
+}
+
+/// The frames received on a session, as an `AsyncSequence` (the seed's `incoming` channel).
+///
+/// Yields whole text and binary messages, pings (already answered) and pongs, and the server's close frame
+/// last; then it ends. If the session fails (a protocol violation, a lost connection, a pong timeout)
+/// iteration throws a ``WebSocketError``. Several tasks may receive; each frame goes to one of them.
+public struct WebSocketIncoming: AsyncSequence, Sendable {
+    /// Each element is a frame.
+    public typealias Element = Frame
+    let session: WebSocketSession
+
+    /// The next frame, waiting for it if needed.
+    /// - Returns: The next frame.
+    /// - Throws: The session's ``WebSocketError`` if it failed; ``WebSocketError/Code/sessionClosed`` after the
+    ///   last frame.
+    public func receive() async throws -> Frame {
+        if let frame = try await self.session.connection.receive() { return frame }
+        let reason = self.session.connection.currentCloseReason.map { " (\($0))" } ?? ""
+        throw WebSocketError(.sessionClosed, "the session is closed; no more frames will arrive\(reason)")
+    }
+
+    /// Creates an iterator.
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(session: self.session) }
+
+    /// Iterates the incoming frames.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let session: WebSocketSession
+        /// The next frame, or `nil` after the last.
+        public mutating func next() async throws -> Frame? {
+            try await self.session.connection.receive()
+        }
+    }
+}
+
+/// The sending side of a session (the seed's `outgoing` channel).
+public struct WebSocketOutgoing: Sendable {
+    let session: WebSocketSession
+    /// Sends a frame; the same as ``WebSocketSession/send(_:)-(Frame)``.
+    /// - Parameter frame: The frame.
+    public func send(_ frame: Frame) async throws {
+        try await self.session.send(frame)
+    }
+}
+
+extension WebSocketClient {
+    /// Opens a session for a finished request: capability checks, connect, handshake, all within the open
+    /// timeout.
+    func openSession(_ request: WebSocketRequestBuilder) async throws -> WebSocketSession {
+        let settings = self.webSocketSettings
+        let engine = self.engine
+        guard engine.isSupported(.webSocket) else {
+            throw WebSocketError(
+                .unsupported,
+                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets"
+            )
+        }
+        let factories = settings.extensionsConfiguration.factories
+        if !factories.isEmpty && !engine.isSupported(.webSocketExtensions) {
+            throw WebSocketError(
+                .unsupported,
+                (engine.unsupportedReason(.webSocketExtensions)
+                    ?? "the \(engine.name) engine cannot carry WebSocket extensions")
+                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine"
+            )
+        }
+        let url = request.url
+        let connectTimeout = request.timeout.connectTimeout ?? self.configuration.connectTimeout
+        let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
+        var logger = self.configuration.logger
+        logger[metadataKey: "ws.url"] = "\(url)"
+        let options = EngineConnectOptions(connectTimeout: connectTimeout, logger: logger)
+        let handshake = OpeningHandshake(request: request, extensionFactories: factories)
+        let engineName = engine.name
+        let sessionLogger = logger
+
+        return try await withThrowingTaskGroup(of: WebSocketSession?.self) { group in
+            group.addTask {
+                let endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
+                let transport = try await engine.connect(to: endpoint, options: options)
+                let connection = Connection(transport: transport, settings: settings, logger: sessionLogger)
+                let outcome = try await connection.performHandshake(handshake)
+                connection.setOutgoingExtensions(outcome.extensions)
+                let session = WebSocketSession(
+                    connection: connection, outcome: outcome, url: url,
+                    engineName: engineName
+                )
+                connection.startTimers()
+                sessionLogger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
+                return session
+            }
+            group.addTask {
+                try await Task.sleep(for: openTimeout)
+                throw WebSocketConnectionError(
+                    .timedOut,
+                    "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
+                )
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let session = result { return session }
+            }
+            throw CancellationError()
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Testing
+import WSCore
+
+/// A deterministic generator (SplitMix64) so randomized tests are reproducible.
+private struct MaskingTestRNG: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The obvious definition: byte `i` of the payload is XORed with key byte `(offset + i) % 4`.
+private func naiveMask(_ bytes: [UInt8], key: MaskingKey, offset: Int) -> [UInt8] {
+    let k = [key.b0, key.b1, key.b2, key.b3]
+    return bytes.enumerated().map { i, byte in byte ^ k[(offset + i) % 4] }
+}
+
+@Suite("Masking")
+struct MaskingTests {
+    @Test("applyMask equals the naive byte loop at every offset and length, from every alignment", arguments: 0..<4)
+    func matchesNaiveLoop(offset: Int) {
+        var rng = MaskingTestRNG(seed: UInt64(offset) + 100)
+        for length in 0...70 {
+            let key = MaskingKey(.random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng),
+                                 .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng))
+            let payload = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let expected = naiveMask(payload, key: key, offset: offset)
+            // Start the buffer at 0...7 bytes into an allocation so unaligned loads and stores are exercised.
+            for misalignment in 0..<8 {
+                var storage = [UInt8](repeating: 0xA5, count: misalignment) + payload + [0x5A, 0x5A]
+                storage.withUnsafeMutableBytes { all in
+                    applyMask(key, to: UnsafeMutableRawBufferPointer(rebasing: all[misalignment..<misalignment + length]), offset: offset)
+                }
+                #expect(Array(storage[misalignment..<misalignment + length]) == expected, "length \(length), misalignment \(misalignment)")
+                #expect(storage.prefix(misalignment).allSatisfy { $0 == 0xA5 }, "wrote before the buffer")
+                #expect(storage.suffix(2) == [0x5A, 0x5A], "wrote after the buffer")
+            }
+        }
+    }
+
+    @Test("offsets beyond 3 rotate like offset % 4")
+    func largeOffsets() {
+        let key = MaskingKey(1, 2, 3, 4)
+        let payload = [UInt8](repeating: 0, count: 19)
+        for offset in [4, 5, 6, 7, 1001, 1 << 40] {
+            var bytes = payload
+            applyMask(key, to: &bytes, offset: offset)
+            #expect(bytes == naiveMask(payload, key: key, offset: offset % 4))
+        }
+    }
+
+    @Test("a known vector: the RFC 6455 'Hello' with key 37 fa 21 3d")
+    func knownVector() {
+        var bytes = Array("Hello".utf8)
+        applyMask(MaskingKey(0x37, 0xFA, 0x21, 0x3D), to: &bytes)
+        #expect(bytes == [0x7F, 0x9F, 0x4D, 0x51, 0x58])
+    }
+
+    @Test("masking twice restores the input, and masking in pieces equals masking at once")
+    func involutionAndPieces() {
+        var rng = MaskingTestRNG(seed: 7)
+        let payload = (0..<1000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let key = MaskingKey(0xDE, 0xAD, 0xBE, 0xEF)
+        var whole = payload
+        applyMask(key, to: &whole)
+        #expect(whole != payload)
+        for cut in [0, 1, 2, 3, 5, 8, 13, 500, 999, 1000] {
+            var pieces = payload
+            pieces.withUnsafeMutableBytes { all in
+                applyMask(key, to: UnsafeMutableRawBufferPointer(rebasing: all[..<cut]), offset: 0)
+                applyMask(key, to: UnsafeMutableRawBufferPointer(rebasing: all[cut...]), offset: cut)
+            }
+            #expect(pieces == whole, "cut at \(cut)")
+        }
+        applyMask(key, to: &whole)
+        #expect(whole == payload)
+    }
+
+    @Test("an empty buffer is left alone")
+    func emptyBuffer() {
+        var empty: [UInt8] = []
+        applyMask(MaskingKey(1, 2, 3, 4), to: &empty, offset: 3)
+        #expect(empty.isEmpty)
+        applyMask(MaskingKey(1, 2, 3, 4), to: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+    }
+
+    @Test("MaskingKey subscript picks b0...b3 by index % 4")
+    func keySubscript() {
+        let key = MaskingKey(10, 20, 30, 40)
+        #expect((0..<8).map { key[$0] } == [10, 20, 30, 40, 10, 20, 30, 40])
+    }
+
+    @Test("the generator's keys are varied: few duplicates, every byte value, balanced bits, distinct streams")
+    func generatorVariety() {
+        var generator = MaskingKeyGenerator()
+        var keys: [MaskingKey] = []
+        for _ in 0..<10_000 { keys.append(generator.next()) }  // 156 refills of 256 bytes.
+        // 10 000 random 32-bit keys collide with probability ~1.2%; three or more collisions are ~1e-8.
+        #expect(Set(keys).count >= 9_998)
+
+        let bytes = keys.flatMap { [$0.b0, $0.b1, $0.b2, $0.b3] }
+        var histogram = [Int](repeating: 0, count: 256)
+        for byte in bytes { histogram[Int(byte)] += 1 }
+        // 40 000 bytes: each value is expected 156 times (standard deviation ~12.5).
+        #expect(histogram.min()! >= 90, "a byte value is too rare: \(histogram.min()!)")
+        #expect(histogram.max()! <= 230, "a byte value is too common: \(histogram.max()!)")
+        // Each of the 32 bit positions of a key is set about half of the time (20 000 ± 100 per byte position).
+        for position in 0..<4 {
+            for bit in 0..<8 {
+                let ones = keys.count(where: { key in [key.b0, key.b1, key.b2, key.b3][position] >> bit & 1 == 1 })
+                #expect((4_500...5_500).contains(ones), "bit \(bit) of byte \(position) set \(ones) times")
+            }
+        }
+        // Two generators do not produce the same stream.
+        var other = MaskingKeyGenerator()
+        let otherKeys = (0..<16).map { _ in other.next() }
+        #expect(otherKeys != Array(keys.prefix(16)))
+        #expect(Set(otherKeys).count == 16)
+    }
+}
