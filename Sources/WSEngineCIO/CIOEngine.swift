@@ -1,0 +1,203 @@
+public import WSCore
+import Glibc
+import Synchronization
+
+/// The native WebSocket engine for Linux: its own epoll event loops, non-blocking sockets and the system OpenSSL.
+///
+/// - Threading: `eventLoopCount` loop threads (default 1), each serving many connections (round-robin); name
+///   resolution runs on a small separate thread pool, so a slow DNS server never stalls a loop. Handler
+///   callbacks arrive on the connection's loop thread.
+/// - I/O: sockets are registered edge-triggered once; writes go straight to the kernel from the caller's thread
+///   when nothing is queued, and the loop flushes the rest with batched `sendmsg`. Reads use one buffer per loop.
+/// - TLS: one `SSL_CTX` per engine, built on the first `wss` connect; certificate chain and host name (or IP
+///   address) verification, SNI for host names and TLS 1.2 or newer by default. TLS runs over a socket BIO that
+///   sends with `MSG_NOSIGNAL`, so the engine never raises SIGPIPE and never changes the process's signal
+///   handling.
+///
+/// ```swift
+/// let engine = CIOEngine(configuration: .init(tls: .init(trustedCAFile: "/etc/my-ca.pem")))
+/// ```
+public final class CIOEngine: WebSocketEngine {
+    /// How the engine runs.
+    public struct Configuration: Sendable {
+        /// The number of event-loop threads; connections are spread over them round-robin. Default 1, which
+        /// serves thousands of connections; more only helps when handlers do heavy work on the loop.
+        public var eventLoopCount: Int
+        /// TLS settings for `wss` endpoints.
+        public var tls: TLSConfiguration
+        /// The most bytes one read hands to the handler (one buffer of this size per loop). Default 64 KiB.
+        public var readBufferSize: Int
+        /// The most resolved addresses tried, in order, before a connect fails. Default 8.
+        public var maxAddressAttempts: Int
+        /// The number of name-resolution threads (started on demand). Default 2.
+        public var resolverThreadCount: Int
+        /// After `close()` flushed and sent FIN, how long to wait for the peer's end of stream before the socket
+        /// is closed anyway. Default 2 s.
+        public var closeGracePeriod: Duration
+        /// How long `close()` may wait for the kernel to take the buffered bytes before it gives up and closes
+        /// the socket, reporting `.timedOut`. Default 10 s.
+        public var closeFlushTimeout: Duration
+
+        /// Creates a configuration.
+        /// - Parameters:
+        ///   - eventLoopCount: Event-loop threads (at least 1).
+        ///   - tls: TLS settings.
+        ///   - readBufferSize: Bytes per read (at least 1 KiB).
+        ///   - maxAddressAttempts: Addresses tried per connect (at least 1).
+        ///   - resolverThreadCount: Name-resolution threads (at least 1).
+        ///   - closeGracePeriod: Wait for the peer's EOF after our FIN.
+        ///   - closeFlushTimeout: Wait for buffered bytes to leave on `close()`.
+        public init(
+            eventLoopCount: Int = 1,
+            tls: TLSConfiguration = TLSConfiguration(),
+            readBufferSize: Int = 64 * 1024,
+            maxAddressAttempts: Int = 8,
+            resolverThreadCount: Int = 2,
+            closeGracePeriod: Duration = .seconds(2),
+            closeFlushTimeout: Duration = .seconds(10)
+        ) {
+            self.eventLoopCount = eventLoopCount
+            self.tls = tls
+            self.readBufferSize = readBufferSize
+            self.maxAddressAttempts = maxAddressAttempts
+            self.resolverThreadCount = resolverThreadCount
+            self.closeGracePeriod = closeGracePeriod
+            self.closeFlushTimeout = closeFlushTimeout
+        }
+    }
+
+    /// The configuration the engine was created with.
+    public let configuration: Configuration
+
+    private struct State {
+        var loops: [EventLoop] = []
+        var nextLoop = 0
+        var shutDown = false
+        var tls: TLSContext?
+    }
+    private let state = Mutex(State())
+    private let resolver: Resolver
+
+    /// Creates an engine. Threads start on the first connect.
+    /// - Parameter configuration: How the engine runs.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        self.resolver = Resolver(maxThreads: configuration.resolverThreadCount)
+    }
+
+    deinit {
+        // Without `shutdown()`: stop the loops anyway (aborting open transports) and let their threads end alone.
+        let loops = self.state.withLock { $0.shutDown ? [] : $0.loops }
+        for loop in loops {
+            loop.initiateStop(error: Self.shutdownError)
+            pthread_detach(loop.thread)
+        }
+        self.resolver.stop()
+    }
+
+    /// `CIO`.
+    public var name: String { "CIO" }
+
+    /// WebSockets and WebSocket extensions are supported: the engine supplies a plain byte stream, so WSCore
+    /// carries the reserved bits and extension headers itself.
+    /// - Parameter capability: The capability to check.
+    public func isSupported(_ capability: EngineCapability) -> Bool {
+        capability == .webSocket || capability == .webSocketExtensions
+    }
+
+    /// Resolves, connects (trying the addresses in order) and runs the TLS handshake for `wss`, all within
+    /// `options.connectTimeout`. Cancelling the calling task aborts the attempt.
+    /// - Parameters:
+    ///   - endpoint: Where to connect.
+    ///   - options: The connect timeout and the logger.
+    /// - Returns: A connected transport that has not started reading.
+    /// - Throws: ``WebSocketConnectionError`` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
+    ///   `.tlsFailure`, `.cancelled` or `.network`.
+    public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
+        -> any WebSocketTransport
+    {
+        var endpoint = endpoint
+        if endpoint.host.hasPrefix("[") && endpoint.host.hasSuffix("]") && endpoint.host.count > 2 {
+            endpoint.host = String(endpoint.host.dropFirst().dropLast())  // Tolerate a bracketed IPv6 literal.
+        }
+        let hostPort = endpoint.host.contains(":") ? "[\(endpoint.host)]:\(endpoint.port)" : "\(endpoint.host):\(endpoint.port)"
+        if Task.isCancelled {
+            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+        }
+        let (loop, tls) = try self.prepare(secure: endpoint.secure)
+        let context = ConnectContext(
+            resolver: self.resolver, tls: tls, maxAddressAttempts: self.configuration.maxAddressAttempts,
+            closeGraceNanoseconds: self.configuration.closeGracePeriod.clampedNanoseconds,
+            closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds)
+        let connector = Connector(loop: loop, endpoint: endpoint, options: options, context: context)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CIOTransport, any Error>) in
+                if !loop.execute({ connector.start(continuation) }) {
+                    continuation.resume(throwing: Self.shutdownError)
+                }
+            }
+        } onCancel: {
+            loop.execute { connector.cancel() }
+        }
+    }
+
+    /// Stops the event loops and the resolver threads; open transports are aborted (their handlers see
+    /// `transportDidClose` with a `.network` error) and pending connects fail. Returns once the loop threads have
+    /// exited; the waiting happens on a helper thread, not on the cooperative pool. Later calls return at once.
+    public func shutdown() async {
+        let loops = self.state.withLock { state -> [EventLoop] in
+            guard !state.shutDown else { return [] }
+            state.shutDown = true
+            return state.loops
+        }
+        self.resolver.stop()
+        guard !loops.isEmpty else { return }
+        for loop in loops { loop.initiateStop(error: Self.shutdownError) }
+        let threads = loops.map(\.thread)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let joiner = startThread(name: "CIO shutdown", detached: true) {
+                for thread in threads { pthread_join(thread, nil) }
+                continuation.resume()
+            }
+            if joiner == nil {
+                // Out of threads: the loops still stop, on their own; only the wait is skipped.
+                for thread in threads { pthread_detach(thread) }
+                continuation.resume()
+            }
+        }
+    }
+
+    private static let shutdownError = WebSocketConnectionError(.network, "the CIO engine was shut down")
+
+    /// Picks the next loop (starting the loops on first use) and, for TLS, the shared context.
+    private func prepare(secure: Bool) throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) {
+        try self.state.withLock { state throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) in
+            guard !state.shutDown else { throw Self.shutdownError }
+            if state.loops.isEmpty {
+                let bufferSize = max(1024, self.configuration.readBufferSize)
+                let count = max(1, self.configuration.eventLoopCount)
+                var loops: [EventLoop] = []
+                do throws(WebSocketConnectionError) {
+                    for index in 0..<count {
+                        loops.append(try EventLoop(name: "CIO loop \(index)", readBufferSize: bufferSize))
+                    }
+                } catch {
+                    for loop in loops {
+                        loop.initiateStop(error: Self.shutdownError)
+                        pthread_detach(loop.thread)
+                    }
+                    throw error
+                }
+                state.loops = loops
+            }
+            var tls: TLSContext?
+            if secure {
+                if state.tls == nil { state.tls = try TLSContext(configuration: self.configuration.tls) }
+                tls = state.tls
+            }
+            let loop = state.loops[state.nextLoop % state.loops.count]
+            state.nextLoop &+= 1
+            return (loop, tls)
+        }
+    }
+}

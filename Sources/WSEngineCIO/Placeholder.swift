@@ -1,1 +1,0 @@
-// The native epoll engine; see CIOEngine.

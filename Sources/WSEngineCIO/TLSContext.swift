@@ -1,0 +1,181 @@
+// The engine's one SSL_CTX (built lazily on the first wss connect, then shared by every connection) and the
+// helpers that turn OpenSSL failures into readable `.tlsFailure` errors.
+//
+// TLS I/O goes through a custom socket BIO (cws_sockbio_* in CWSOpenSSL/shim.h) that calls send(MSG_NOSIGNAL)
+// and recv on the connection's socket: no SIGPIPE and no process-wide signal change, and no extra copy through a
+// memory BIO.
+import CWSOpenSSL
+import WSCore
+
+/// The configured OpenSSL client context and the BIO method table of the no-SIGPIPE socket BIO.
+final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL locks SSL_CTX internally.
+    // Thread rules: `context` and `bioMethod` are configured in init and never changed afterwards; OpenSSL
+    // locks SSL_CTX internally, so SSL_new may run on any thread. Connections retain this object, so the BIO
+    // method outlives every BIO made from it.
+
+    /// The SSL_CTX.
+    let context: OpaquePointer
+    /// The BIO_METHOD of the no-SIGPIPE socket BIO.
+    private let bioMethod: OpaquePointer
+    /// The configuration the context was built from.
+    let configuration: CIOEngine.TLSConfiguration
+
+    /// Whether certificates and host names are verified.
+    var verifiesPeer: Bool { !self.configuration.dangerouslyDisableCertificateVerification }
+
+    /// Builds the context: verification, trust store, client certificate, minimum version, options.
+    init(configuration: CIOEngine.TLSConfiguration) throws(WebSocketConnectionError) {
+        self.configuration = configuration
+        ERR_clear_error()
+        guard let method = cws_sockbio_method_new() else {
+            throw tlsConfigurationError("could not create the socket BIO method")
+        }
+        guard let context = SSL_CTX_new(TLS_client_method()) else {
+            BIO_meth_free(method)
+            throw tlsConfigurationError("could not create an OpenSSL client context")
+        }
+        self.bioMethod = method
+        self.context = context
+        // From here on deinit frees both on a throw.
+
+        let minimum = configuration.minimumVersion.isTLS13 ? cws_tls1_3_version() : cws_tls1_2_version()
+        guard cws_ssl_ctx_set_min_proto(context, minimum) == 1 else {
+            throw tlsConfigurationError("could not set the minimum TLS version \(configuration.minimumVersion)")
+        }
+        // No TLS compression (CRIME) and no TLS 1.2 renegotiation (so SSL_write never needs to read); an EOF
+        // without close_notify reads as a clean end of stream: WebSocket has its own close handshake, so the
+        // session still detects a truncated connection (close code 1006).
+        _ = SSL_CTX_set_options(
+            context,
+            UInt64(cws_ssl_op_no_compression()) | cws_ssl_op_no_renegotiation() | cws_ssl_op_ignore_unexpected_eof())
+        _ = cws_ssl_ctx_set_mode(context, cws_ssl_mode_partial_write())
+        // Read whole socket chunks instead of a header and a body per record: half the recv calls. Readers use
+        // SSL_has_pending, which counts these read-ahead bytes.
+        cws_ssl_ctx_set_read_ahead(context, 1)
+
+        if configuration.dangerouslyDisableCertificateVerification {
+            SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
+        } else {
+            SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
+            if configuration.trustedCAFile != nil || configuration.trustedCADirectory != nil {
+                guard
+                    SSL_CTX_load_verify_locations(
+                        context, configuration.trustedCAFile, configuration.trustedCADirectory) == 1
+                else {
+                    let what = [configuration.trustedCAFile, configuration.trustedCADirectory]
+                        .compactMap { $0.map { "'\($0)'" } }.joined(separator: " and ")
+                    throw tlsConfigurationError("could not load the trusted CA certificates from \(what)")
+                }
+            } else if SSL_CTX_set_default_verify_paths(context) != 1 {
+                throw tlsConfigurationError("could not load the system trust store")
+            }
+        }
+
+        switch (configuration.clientCertificateFile, configuration.clientPrivateKeyFile) {
+        case (nil, nil):
+            break
+        case (let certificate?, let key?):
+            guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
+                throw tlsConfigurationError("could not load the client certificate '\(certificate)'")
+            }
+            guard SSL_CTX_use_PrivateKey_file(context, key, cws_ssl_filetype_pem()) == 1 else {
+                throw tlsConfigurationError("could not load the client private key '\(key)'")
+            }
+            guard SSL_CTX_check_private_key(context) == 1 else {
+                throw tlsConfigurationError("the client private key '\(key)' does not match '\(certificate)'")
+            }
+        default:
+            throw WebSocketConnectionError(
+                .tlsFailure,
+                "TLS configuration: clientCertificateFile and clientPrivateKeyFile must be set together")
+        }
+    }
+
+    deinit {
+        SSL_CTX_free(self.context)
+        BIO_meth_free(self.bioMethod)
+    }
+
+    /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
+    /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
+    func makeSSL(fd: Int32, serverName: String) throws(WebSocketConnectionError) -> OpaquePointer {
+        ERR_clear_error()
+        guard let ssl = SSL_new(self.context) else {
+            throw tlsConfigurationError("could not create an OpenSSL connection")
+        }
+        guard let bio = cws_sockbio_new(self.bioMethod, fd) else {
+            SSL_free(ssl)
+            throw tlsConfigurationError("could not create the socket BIO")
+        }
+        SSL_set_bio(ssl, bio, bio)
+        SSL_set_connect_state(ssl)
+        let isIPLiteral = SocketAddress.isIPLiteral(serverName)
+        var configured = true
+        if !isIPLiteral {
+            configured = cws_ssl_set_sni(ssl, serverName) == 1
+        }
+        if configured && self.verifiesPeer {
+            if isIPLiteral {
+                configured = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName) == 1
+            } else {
+                SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+                configured = SSL_set1_host(ssl, serverName) == 1
+            }
+        }
+        guard configured else {
+            SSL_free(ssl)
+            throw tlsConfigurationError("could not set the TLS server name '\(serverName)'")
+        }
+        return ssl
+    }
+}
+
+/// Drains OpenSSL's error queue of this thread into one line (`error:0A000086:...; ...`), or `nil` if empty.
+func drainOpenSSLErrors() -> String? {
+    var parts: [String] = []
+    var buffer = [CChar](repeating: 0, count: 256)
+    while true {
+        let code = ERR_get_error()
+        if code == 0 { break }
+        ERR_error_string_n(code, &buffer, buffer.count)
+        parts.append(string(fromCBuffer: buffer))
+    }
+    return parts.isEmpty ? nil : parts.joined(separator: "; ")
+}
+
+/// A `.tlsFailure` for a local setup problem, with the OpenSSL error queue appended.
+func tlsConfigurationError(_ message: String) -> WebSocketConnectionError {
+    let queue = drainOpenSSLErrors()
+    return WebSocketConnectionError(.tlsFailure, "TLS configuration: \(message)" + (queue.map { " (\($0))" } ?? ""))
+}
+
+/// A `.tlsFailure` for a failed TLS operation on `ssl`: the verification failure (e.g. "certificate verify
+/// failed: hostname mismatch") when there is one, the OpenSSL error queue, and the OS error if any.
+/// - Parameters:
+///   - prefix: What failed, e.g. "TLS handshake with localhost:443 failed".
+///   - ssl: The connection, to read its verification result.
+///   - verifying: Whether certificate verification was on.
+///   - sslError: The SSL_get_error code.
+///   - systemErrno: `errno` right after the failed call, for SSL_ERROR_SYSCALL.
+func tlsFailure(
+    _ prefix: String, ssl: OpaquePointer, verifying: Bool, sslError: Int32, systemErrno: Int32
+) -> WebSocketConnectionError {
+    var reasons: [String] = []
+    let verifyResult = SSL_get_verify_result(ssl)
+    if verifying && verifyResult != Int(X509_V_OK) {
+        reasons.append("certificate verify failed: \(String(cString: X509_verify_cert_error_string(verifyResult)))")
+    }
+    var underlying: SystemError?
+    if sslError == SSL_ERROR_SYSCALL {
+        if systemErrno != 0 {
+            let error = systemError("SSL I/O", systemErrno)
+            underlying = error
+            reasons.append(error.text)
+        } else {
+            reasons.append("the peer closed the connection")
+        }
+    }
+    if let queue = drainOpenSSLErrors() { reasons.append(queue) }
+    if reasons.isEmpty { reasons.append("SSL error \(sslError)") }
+    return WebSocketConnectionError(.tlsFailure, "\(prefix): \(reasons.joined(separator: "; "))", underlying: underlying)
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import WSCore
+
+/// `wsc echo URL`: echoes every message back until the server closes; used for the Autobahn|Testsuite.
+struct EchoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo",
+        abstract: "Connect and echo every text and binary message back until the server closes.",
+        discussion: """
+            Each message is sent back at once, with the same kind and bytes. Exits 0 when the server closed the \
+            session with a close frame (whatever its code), non-zero with the error on stderr otherwise. This is \
+            the client side of the Autobahn|Testsuite fuzzing server's cases.
+            """
+    )
+
+    @Argument(help: "The WebSocket URL, e.g. ws://127.0.0.1:9001/runCase?case=1&agent=wsc")
+    var url: String
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The largest frame accepted, in bytes.")
+    var maxFrameSize = 64 << 20
+
+    @Option(help: "The largest message accepted, in bytes.")
+    var maxMessageSize = 64 << 20
+
+    func run() async throws {
+        do {
+            let summary = try await self.echo()
+            if self.client.verbose { printError("wsc echo: \(summary)") }
+        } catch {
+            printError("wsc echo: error: \(describe(error))")
+            throw ExitCode.failure
+        }
+    }
+
+    /// Runs the session; returns a summary line, or throws when it did not end with the server's close frame.
+    private func echo() async throws -> String {
+        let engine = try self.client.engine.makeEngine()
+        let logger = self.client.makeLogger()
+        let (maxFrameSize, maxMessageSize) = (self.maxFrameSize, self.maxMessageSize)
+        let client = WebSocketClient(engine: engine) { config in
+            config.install(WebSockets.self) { ws in
+                ws.maxFrameSize = maxFrameSize
+                ws.maxMessageSize = maxMessageSize
+            }
+            config.logger = logger
+        }
+        do {
+            let session = try await client.webSocketSession(self.url)
+            var echoed = 0
+            var serverClose: Frame?
+            do {
+                for try await frame in session.incoming {
+                    switch frame.kind {
+                    case .text, .binary:
+                        try await session.send(Frame(kind: frame.kind, data: frame.data))
+                        echoed += 1
+                    case .close:
+                        serverClose = frame  // the session answers it
+                    default:
+                        break
+                    }
+                }
+            } catch {
+                await session.close()
+                throw error
+            }
+            let reason = await session.closeReason
+            guard let serverClose else {
+                throw ToolError(
+                    "the session ended without a close frame from the server (\(reason.map { "\($0)" } ?? "no reason"))"
+                )
+            }
+            await client.close()
+            let received = serverClose.readReason().map { "\($0)" } ?? "no status code"
+            return "echoed \(echoed) messages; the server closed with \(received)"
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+}

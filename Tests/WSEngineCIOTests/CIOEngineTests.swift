@@ -1,0 +1,587 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+import WSCore
+import WSEngineCIO
+
+/// Runs `body` with a fresh engine and shuts it down afterwards.
+private func withEngine<Result>(
+    _ configuration: CIOEngine.Configuration = .init(),
+    _ body: (CIOEngine) async throws -> Result
+) async throws -> Result {
+    let engine = CIOEngine(configuration: configuration)
+    do {
+        let result = try await body(engine)
+        await engine.shutdown()
+        return result
+    } catch {
+        await engine.shutdown()
+        throw error
+    }
+}
+
+/// Expects `body` to throw a `WebSocketConnectionError` and returns it.
+private func connectionError(_ body: () async throws -> Void) async -> WebSocketConnectionError? {
+    do {
+        try await body()
+        Issue.record("expected a WebSocketConnectionError, but the call succeeded")
+        return nil
+    } catch let error as WebSocketConnectionError {
+        return error
+    } catch {
+        Issue.record("expected a WebSocketConnectionError, got \(error)")
+        return nil
+    }
+}
+
+private func tlsEngine(_ tls: CIOEngine.TLSConfiguration) -> CIOEngine.Configuration {
+    CIOEngine.Configuration(tls: tls)
+}
+
+@Suite("CIOEngine over TCP", .timeLimit(.minutes(3)))
+struct PlainTCPTests {
+    @Test("capabilities and name")
+    func capabilities() {
+        let engine = CIOEngine()
+        #expect(engine.name == "CIO")
+        #expect(engine.isSupported(.webSocket))
+        #expect(engine.isSupported(.webSocketExtensions))
+        #expect(engine.unsupportedReason(.webSocket) == nil)
+        #expect(!engine.isSupported(EngineCapability(name: "Other")))
+    }
+
+    @Test("small echo round trip, then close() reports a clean close once")
+    func smallEcho() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            #expect(transport.write(Array("hello, cio".utf8)) == 0)
+            transport.start(handler: recorder)
+            #expect(await recorder.wait { $0.received.count == 10 })
+            #expect(recorder.received == Array("hello, cio".utf8))
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+            try await Task.sleep(for: .milliseconds(50))
+            let state = recorder.state.withLock { ($0.closes, $0.closeErrorText, $0.callbacksAfterClose, $0.overlappingCallbacks) }
+            #expect(state.0 == 1)
+            #expect(state.1 == nil)
+            #expect(state.2 == 0)
+            #expect(state.3 == 0)
+            #expect(transport.write([1, 2, 3]) == 0, "writes after close are dropped")
+        }
+    }
+
+    @Test("8 MiB echo round trip keeps every byte in order")
+    func largeEcho() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let payload = pattern(count: 8 * 1024 * 1024)
+            var offset = 0
+            while offset < payload.count {
+                let end = min(payload.count, offset + 61_440)
+                transport.write(Array(payload[offset..<end]))
+                offset = end
+            }
+            #expect(await recorder.wait(timeout: .seconds(60)) { $0.received.count >= payload.count })
+            #expect(recorder.received == payload)
+            let threads = recorder.state.withLock { $0.readThreads }
+            #expect(threads.count == 1, "every read arrives on the one loop thread")
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("many small writes from one writer arrive in order; reads respect readBufferSize")
+    func writeOrdering() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine(.init(readBufferSize: 4096)) { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let payload = pattern(count: 2_000_000, seed: 7)
+            var offset = 0
+            var size = 1
+            while offset < payload.count {
+                let end = min(payload.count, offset + size)
+                transport.write(Array(payload[offset..<end]))
+                offset = end
+                size = size % 700 + 13
+            }
+            #expect(await recorder.wait(timeout: .seconds(60)) { $0.received.count >= payload.count })
+            #expect(recorder.received == payload)
+            #expect(recorder.state.withLock { $0.largestRead } == 4096)
+            transport.abort()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("writes from inside transportDidRead (on the loop thread) work")
+    func writeFromCallback() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let bounces = Atomic<Int>(0)
+            let recorder = Recorder { bytes in
+                if bounces.add(1, ordering: .relaxed).newValue < 50 { transport.write(Array(bytes)) }
+            }
+            transport.start(handler: recorder)
+            transport.write([42])
+            #expect(await recorder.wait { $0.received.count >= 50 })
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("pausing reads holds data back; resuming delivers all of it")
+    func pauseAndResume() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.setReadingPaused(true)
+            transport.start(handler: recorder)
+            let payload = pattern(count: 256 * 1024, seed: 3)
+            transport.write(payload)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(recorder.receivedCount == 0, "nothing is delivered while paused")
+            transport.setReadingPaused(false)
+            #expect(await recorder.wait { $0.received.count >= payload.count })
+            #expect(recorder.received == payload)
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("a peer that does not read makes bytes buffer, then drain is reported")
+    func backpressureAndDrain() async throws {
+        let server = try await PythonServer.start(mode: "slow-reader")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let chunk = [UInt8](repeating: 0x5A, count: 4 * 1024 * 1024)
+            var buffered = 0
+            for _ in 0..<16 { buffered = transport.write(chunk) }
+            #expect(buffered > 0, "64 MiB cannot all fit in the kernel's buffers")
+            #expect(transport.bufferedBytes == buffered)
+            #expect(recorder.drains == 0)
+            #expect(await recorder.wait(timeout: .seconds(60)) { $0.drains >= 1 })
+            #expect(transport.bufferedBytes == 0)
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+            #expect(recorder.state.withLock { $0.closeErrorText } == nil)
+        }
+    }
+
+    @Test("end of stream from the peer: data first, then transportDidClose(nil) exactly once")
+    func endOfStream() async throws {
+        let server = try await PythonServer.start(mode: "hello-close")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            try await Task.sleep(for: .milliseconds(100))  // The peer has sent and closed before start.
+            transport.start(handler: recorder)
+            #expect(await recorder.wait { $0.closes == 1 })
+            try await Task.sleep(for: .milliseconds(50))
+            let state = recorder.state.withLock { ($0.received, $0.closes, $0.closeErrorText, $0.callbacksAfterClose) }
+            #expect(state.0 == Array("hello".utf8))
+            #expect(state.1 == 1)
+            #expect(state.2 == nil)
+            #expect(state.3 == 0)
+            transport.close()
+            transport.abort()
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(recorder.closes == 1)
+        }
+    }
+
+    @Test("abort reports one close and drops later writes")
+    func abortCloses() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            transport.abort()
+            transport.abort()
+            transport.close()
+            #expect(transport.write([1, 2, 3]) == 0)
+            #expect(await recorder.wait { $0.closes == 1 })
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(recorder.closes == 1)
+            #expect(transport.bufferedBytes == 0)
+        }
+    }
+
+    @Test("connection refused names the address")
+    func connectionRefused() async throws {
+        let (port, holder) = unusedLoopbackPort()
+        defer { close(holder) }
+        try await withEngine { engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "127.0.0.1", port: port, secure: false), options: options())
+            }
+            #expect(error?.code == .connectionRefused)
+            #expect(error?.message == "connection refused by 127.0.0.1:\(port): nothing is listening there")
+            #expect((error?.underlying as? SystemError)?.errno == ECONNREFUSED)
+        }
+    }
+
+    @Test("an unresolvable host is a dnsFailure")
+    func dnsFailure() async throws {
+        try await withEngine { engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "nonexistent.invalid", port: 80, secure: false),
+                    options: options(timeout: .seconds(30)))
+            }
+            #expect(error?.code == .dnsFailure)
+            #expect(error?.message.hasPrefix("could not resolve host 'nonexistent.invalid': ") == true)
+        }
+    }
+
+    @Test("a host name goes through the resolver (localhost)")
+    func resolvesLocalhost() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            transport.write(Array("via resolver".utf8))
+            #expect(await recorder.wait { $0.received.count == 12 })
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("IPv6 loopback echo", .enabled(if: ipv6LoopbackAvailable, "::1 is not available on this machine"))
+    func ipv6Echo() async throws {
+        let server = try await PythonServer.start(mode: "echo", host: "::1")
+        try await withEngine { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "::1", port: server.port, secure: false), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let payload = pattern(count: 100_000, seed: 6)
+            transport.write(payload)
+            #expect(await recorder.wait { $0.received.count >= payload.count })
+            #expect(recorder.received == payload)
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("a connect that gets no TLS answer times out within its bound")
+    func connectTimeout() async throws {
+        let server = try await PythonServer.start(mode: "silent")
+        try await withEngine { engine in
+            let started = ContinuousClock.now
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: true),
+                    options: options(timeout: .milliseconds(500)))
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(error?.code == .timedOut)
+            #expect(error?.message.contains("timed out after 0.5 s") == true)
+            #expect(elapsed >= .milliseconds(450))
+            #expect(elapsed < .seconds(10), "well below a hang; generous for loaded sanitizer runs")
+        }
+    }
+
+    @Test("cancelling the connecting task aborts the attempt")
+    func cancellation() async throws {
+        let server = try await PythonServer.start(mode: "silent")
+        try await withEngine { engine in
+            let started = ContinuousClock.now
+            let task = Task {
+                try await engine.connect(
+                    to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: true),
+                    options: options(timeout: .seconds(30)))
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            task.cancel()
+            let error = await connectionError { _ = try await task.value }
+            #expect(error?.code == .cancelled)
+            #expect(ContinuousClock.now - started < .seconds(20), "well before the 30 s connect timeout")
+        }
+    }
+
+    @Test("shutdown aborts open transports and later connects fail")
+    func shutdownAbortsTransports() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        let engine = CIOEngine()
+        let transport = try await engine.connect(
+            to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+        let recorder = Recorder()
+        transport.start(handler: recorder)
+        await engine.shutdown()
+        #expect(recorder.closes == 1)
+        #expect(recorder.state.withLock { $0.closeError?.code } == .network)
+        #expect(transport.write([1]) == 0)
+        let error = await connectionError {
+            _ = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+        }
+        #expect(error != nil)
+        await engine.shutdown()
+    }
+
+    @Test("two event loops serve connections round-robin")
+    func twoLoops() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine(.init(eventLoopCount: 2)) { engine in
+            var threads: Set<UInt> = []
+            for index in 0..<4 {
+                let transport = try await engine.connect(
+                    to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+                let recorder = Recorder()
+                transport.start(handler: recorder)
+                transport.write([UInt8(index)])
+                #expect(await recorder.wait { $0.received.count == 1 })
+                threads.formUnion(recorder.state.withLock { $0.readThreads })
+                transport.close()
+                #expect(await recorder.wait { $0.closes == 1 })
+            }
+            #expect(threads.count == 2)
+        }
+    }
+
+    @Test("1000 concurrent connections on one loop each echo their own message")
+    func thousandConnections() async throws {
+        raiseOpenFileLimit(to: 8192)
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine { engine in
+            let count = 1000
+            let connections = try await withThrowingTaskGroup(
+                of: (Int, any WebSocketTransport).self, returning: [(Int, any WebSocketTransport)].self
+            ) { group in
+                for index in 0..<count {
+                    group.addTask {
+                        let transport = try await engine.connect(
+                            to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false),
+                            options: options(timeout: .seconds(30)))
+                        return (index, transport)
+                    }
+                }
+                var all: [(Int, any WebSocketTransport)] = []
+                for try await connection in group { all.append(connection) }
+                return all
+            }
+            #expect(connections.count == count)
+            var recorders: [(Recorder, [UInt8])] = []
+            for (index, transport) in connections {
+                let recorder = Recorder()
+                transport.start(handler: recorder)
+                let message = Array("message number \(index)".utf8)
+                transport.write(message)
+                recorders.append((recorder, message))
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline,
+                !recorders.allSatisfy({ $0.0.receivedCount >= $0.1.count })
+            {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            var mismatches = 0
+            for (recorder, message) in recorders where recorder.received != message { mismatches += 1 }
+            #expect(mismatches == 0)
+            for (_, transport) in connections { transport.close() }
+            while ContinuousClock.now < deadline, !recorders.allSatisfy({ $0.0.closes == 1 }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(recorders.allSatisfy { $0.0.closes == 1 })
+            let threads = recorders.reduce(into: Set<UInt>()) { $0.formUnion($1.0.state.withLock { $0.readThreads }) }
+            #expect(threads.count == 1, "all connections share the single loop thread")
+        }
+    }
+}
+
+@Suite("CIOEngine over TLS", .timeLimit(.minutes(3)))
+struct TLSTests {
+    @Test("TLS echo with the test CA trusted, by host name")
+    func trustedEcho() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let payload = pattern(count: 3 * 1024 * 1024, seed: 11)
+            var offset = 0
+            while offset < payload.count {
+                let end = min(payload.count, offset + 100_000)
+                transport.write(Array(payload[offset..<end]))
+                offset = end
+            }
+            #expect(await recorder.wait(timeout: .seconds(60)) { $0.received.count >= payload.count })
+            #expect(recorder.received == payload)
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+            #expect(recorder.state.withLock { $0.closeErrorText } == nil)
+        }
+    }
+
+    @Test("TLS to an IP literal verifies the IP address in the certificate")
+    func ipAddressVerification() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: true), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            transport.write(Array("ip".utf8))
+            #expect(await recorder.wait { $0.received.count == 2 })
+            transport.abort()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("TLS 1.3 minimum works against a TLS 1.3 server")
+    func tls13Minimum() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, minimumVersion: .tls13))) {
+            engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            transport.abort()
+        }
+    }
+
+    @Test("a self-signed certificate is rejected")
+    func untrustedRejected() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.message.contains("certificate verify failed") == true, "\(String(describing: error))")
+        }
+    }
+
+    @Test("the system trust store does not trust the test CA")
+    func systemStoreRejectsTestCA() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        try await withEngine { engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.message.contains("unable to get local issuer certificate") == true, "\(String(describing: error))")
+        }
+    }
+
+    @Test("a certificate for another name is rejected (hostname mismatch)")
+    func hostnameMismatch() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.message.contains("certificate verify failed: hostname mismatch") == true, "\(String(describing: error))")
+        }
+    }
+
+    @Test("serverNameOverride is what gets verified")
+    func serverNameOverride() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "wrong.example"))) {
+            engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.message.contains("hostname mismatch") == true, "\(String(describing: error))")
+        }
+        let other = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "other.example"))) {
+            engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "127.0.0.1", port: other.port, secure: true), options: options())
+            transport.abort()
+        }
+    }
+
+    @Test("dangerouslyDisableCertificateVerification accepts a self-signed certificate")
+    func verificationDisabled() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
+        try await withEngine(tlsEngine(.init(dangerouslyDisableCertificateVerification: true))) { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            transport.write(Array("insecure".utf8))
+            #expect(await recorder.wait { $0.received.count == 8 })
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("TLS: paused reads keep decrypted data until resumed")
+    func tlsPauseResume() async throws {
+        let certificates = await Certificates.load()
+        let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let payload = pattern(count: 1_000_000, seed: 21)
+            transport.setReadingPaused(true)
+            transport.write(payload)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(recorder.receivedCount == 0)
+            for _ in 0..<20 {
+                transport.setReadingPaused(false)
+                try await Task.sleep(for: .milliseconds(5))
+                transport.setReadingPaused(true)
+            }
+            transport.setReadingPaused(false)
+            #expect(await recorder.wait(timeout: .seconds(30)) { $0.received.count >= payload.count })
+            #expect(recorder.received == payload)
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
+
+    @Test("a missing CA file is a readable tlsFailure")
+    func missingCAFile() async throws {
+        try await withEngine(tlsEngine(.init(trustedCAFile: "/nonexistent/ca.pem"))) { engine in
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "localhost", port: 1, secure: true), options: options())
+            }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.message.contains("/nonexistent/ca.pem") == true)
+        }
+    }
+}

@@ -1,0 +1,251 @@
+// Real peers for the engine tests: Python stdlib servers (asyncio, ssl) on loopback, and a test PKI made with the
+// openssl CLI. Nothing here talks to anything but 127.0.0.1 / ::1 / localhost.
+import Foundation
+import Glibc
+import Synchronization
+
+/// The peer script: `server.py MODE HOST [CERT KEY]` prints its port and serves until stdin closes.
+/// Modes: `echo`, `hello-close` (sends "hello" and closes), `silent` (never reads or writes),
+/// `slow-reader` (waits 1.5 s, then reads and discards everything).
+private let serverScript = #"""
+    import asyncio, os, ssl, sys, threading
+
+    MODE, HOST = sys.argv[1], sys.argv[2]
+
+    def watch_stdin():
+        try:
+            sys.stdin.buffer.read()
+        finally:
+            os._exit(0)
+
+    async def handle(reader, writer):
+        try:
+            if MODE == "echo":
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    writer.write(data)
+                    await writer.drain()
+            elif MODE == "hello-close":
+                writer.write(b"hello")
+                await writer.drain()
+            elif MODE == "silent":
+                await asyncio.sleep(3600)
+            elif MODE == "slow-reader":
+                await asyncio.sleep(1.5)
+                while True:
+                    data = await reader.read(1 << 20)
+                    if not data:
+                        break
+        except Exception:
+            pass
+        finally:
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:
+                pass
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        context = None
+        if len(sys.argv) > 4:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(sys.argv[3], sys.argv[4])
+        server = await asyncio.start_server(handle, HOST, 0, ssl=context, backlog=4096)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        async with server:
+            await server.serve_forever()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    asyncio.run(main())
+    """#
+
+/// A scratch directory for this test process.
+let fixturesDirectory: String = {
+    let path = NSTemporaryDirectory() + "cio-tests-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    try? serverScript.write(toFile: path + "/server.py", atomically: true, encoding: .utf8)
+    return path
+}()
+
+struct PeerError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes).
+final class PythonServer: @unchecked Sendable {  // Immutable after init; Process is touched only in stop()/deinit.
+    /// The TCP port the server listens on.
+    let port: Int
+    private let process: Process
+    private let stdin: Pipe
+
+    /// Starts `server.py mode host [cert key]` and waits for its port.
+    init(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        var arguments = ["python3", fixturesDirectory + "/server.py", mode, host]
+        if let (cert, key) = certificate { arguments += [cert, key] }
+        process.arguments = arguments
+        let stdout = Pipe()
+        let stdin = Pipe()
+        process.standardOutput = stdout
+        process.standardInput = stdin
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = stdout.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        guard let text = String(data: line, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
+            let port = Int(text)
+        else {
+            process.terminate()
+            throw PeerError(description: "the \(mode) server on \(host) did not start")
+        }
+        self.port = port
+        self.process = process
+        self.stdin = stdin
+    }
+
+    /// Starts a server on a helper thread, so that the blocking spawn-and-read does not hold a cooperative
+    /// thread (there are only two on this machine).
+    static func start(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil)
+        async throws -> PythonServer
+    {
+        let certificate = certificate.map { [$0.0, $0.1] }
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                do {
+                    let pair = certificate.map { ($0[0], $0[1]) }
+                    continuation.resume(returning: try PythonServer(mode: mode, host: host, certificate: pair))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    /// Stops the server.
+    func stop() {
+        if self.process.isRunning { self.process.terminate() }
+    }
+
+    deinit {
+        try? self.stdin.fileHandleForWriting.close()
+        self.stop()
+    }
+}
+
+/// The test PKI: a CA, a server certificate it signed for localhost / 127.0.0.1 / ::1, one it signed for
+/// other.example only, and a self-signed ("untrusted") certificate for localhost.
+struct Certificates: Sendable {
+    let caFile: String
+    let server: (String, String)
+    let otherName: (String, String)
+    let untrusted: (String, String)
+
+    private static let shared: Certificates = {
+        do { return try make() } catch { fatalError("could not create test certificates: \(error)") }
+    }()
+
+    /// The shared PKI, made once, on a helper thread.
+    static func load() async -> Certificates {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: shared) }
+        }
+    }
+
+    private static func openssl(_ arguments: [String], in directory: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw PeerError(description: "openssl \(arguments.joined(separator: " ")) failed")
+        }
+    }
+
+    private static func make() throws -> Certificates {
+        let directory = fixturesDirectory + "/pki"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try openssl(
+            ["req", "-x509"] + newKey + [
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=CIO Test CA",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            ], in: directory)
+        func issue(_ name: String, subject: String, altNames: String) throws {
+            try "subjectAltName=\(altNames)\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                .write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
+            try openssl(
+                ["req"] + newKey + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(subject)"],
+                in: directory)
+            try openssl(
+                [
+                    "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", "\(name).pem", "-days", "2", "-extfile", "\(name).ext",
+                ], in: directory)
+        }
+        try issue("server", subject: "localhost", altNames: "DNS:localhost,IP:127.0.0.1,IP:::1")
+        try issue("other", subject: "other.example", altNames: "DNS:other.example")
+        try openssl(
+            ["req", "-x509"] + newKey + [
+                "-keyout", "untrusted.key", "-out", "untrusted.pem", "-days", "2", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ], in: directory)
+        return Certificates(
+            caFile: "\(directory)/ca.pem",
+            server: ("\(directory)/server.pem", "\(directory)/server.key"),
+            otherName: ("\(directory)/other.pem", "\(directory)/other.key"),
+            untrusted: ("\(directory)/untrusted.pem", "\(directory)/untrusted.key"))
+    }
+}
+
+/// Whether ::1 can be bound on this machine.
+let ipv6LoopbackAvailable: Bool = {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in6()
+    address.sin6_family = sa_family_t(AF_INET6)
+    address.sin6_addr = in6addr_loopback
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0
+        }
+    }
+}()
+
+/// A loopback port with nothing listening: bound (so no one else gets it while we look), never listened on.
+func unusedLoopbackPort() -> (port: Int, holder: Int32) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            _ = bind(fd, $0, length)
+            _ = getsockname(fd, $0, &length)
+        }
+    }
+    return (Int(UInt16(bigEndian: address.sin_port)), fd)
+}
+
+/// Raises the soft RLIMIT_NOFILE to at least `minimum` (up to the hard limit).
+func raiseOpenFileLimit(to minimum: UInt) {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    guard limit.rlim_cur < minimum else { return }
+    limit.rlim_cur = min(limit.rlim_max, rlim_t(minimum))
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}
