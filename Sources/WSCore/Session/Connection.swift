@@ -146,7 +146,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
     private func sendPing(counter: UInt64) {
         let payload = withUnsafeBytes(of: counter.bigEndian) { Array($0) }
         let proceed = self.state.withLock { s -> Bool in
-            guard s.phase == .open, !s.closeSent, !s.receivedClose else { return false }
+            // While a ping is unanswered no new one is sent: its pong timeout decides.
+            guard s.phase == .open, !s.closeSent, !s.receivedClose, s.awaitingPong == nil else { return false }
             s.awaitingPong = payload
             return true
         }

@@ -1,0 +1,76 @@
+// A scripted raw TCP server for handshake misbehaviour no real server shows: it reads the upgrade request,
+// answers with whatever the test builds from the client's Sec-WebSocket-Key, and keeps the connection open.
+import Foundation
+import Synchronization
+import WSCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class RawHandshakeServer: Sendable {
+    let port: Int
+    private let listener: Int32
+    private let connections = Mutex<[Int32]>([])
+    private let stopped = Atomic<Bool>(false)
+
+    /// The correct Sec-WebSocket-Accept for `key`.
+    static func accept(for key: String) -> String { WebSocketHandshake.acceptValue(forKey: key) }
+
+    init(respond: @escaping @Sendable (String) -> [UInt8]) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(fd, p, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, p, &length) == 0
+            }
+        }
+        guard ok else {
+            close(fd)
+            throw TestPeerError(description: "RawHandshakeServer: bind/listen failed (errno \(errno))")
+        }
+        self.listener = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+        let thread = Thread { [self] in
+            while !self.stopped.load(ordering: .acquiring) {
+                let client = Glibc.accept(fd, nil, nil)
+                if client < 0 { return }
+                self.connections.withLock { $0.append(client) }
+                var request: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while !request.ends(with: Array("\r\n\r\n".utf8)) {
+                    let n = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
+                    if n <= 0 { break }
+                    request += buffer[0..<n]
+                }
+                let text = String(decoding: request, as: UTF8.self)
+                let key = text.split(separator: "\r\n")
+                    .first { $0.lowercased().hasPrefix("sec-websocket-key:") }
+                    .map { $0.dropFirst("sec-websocket-key:".count).trimmingCharacters(in: .whitespaces) } ?? ""
+                let reply = respond(key)
+                _ = reply.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+        }
+        thread.start()
+    }
+
+    func stop() {
+        guard !self.stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        shutdown(self.listener, Int32(SHUT_RDWR))
+        close(self.listener)
+        for fd in self.connections.withLock({ $0 }) { close(fd) }
+    }
+
+    deinit { self.stop() }
+}
+
+extension Array where Element == UInt8 {
+    fileprivate func ends(with suffix: [UInt8]) -> Bool {
+        self.count >= suffix.count && Array(self[(self.count - suffix.count)...]) == suffix
+    }
+}
