@@ -43,6 +43,7 @@ struct EchoCommand: AsyncParsableCommand {
             config.install(WebSockets.self) { ws in
                 ws.maxFrameSize = maxFrameSize
                 ws.maxMessageSize = maxMessageSize
+                ws.maxFragments = .max
             }
             config.logger = logger
         }

@@ -282,6 +282,59 @@ package struct FrameDecoder {
         return ParsedFrame(fin: fin, reservedBits: Frame.ReservedBits(rawValue: reserved), opcode: opcode, payload: payload)
     }
 
+    /// The opcode and reserved bits of the incomplete frame at the head of the buffer, once its header has been
+    /// validated by ``nextFrame()`` and is unmasked; `nil` otherwise. Lets the session fail fast on invalid UTF-8
+    /// before a large text frame has fully arrived.
+    package var partialFrameHeader: (opcode: UInt8, reservedBits: Frame.ReservedBits)? {
+        if let pending = self.pending {
+            guard pending.key == nil else { return nil }
+            return (pending.opcode, Frame.ReservedBits(rawValue: pending.reservedBits))
+        }
+        guard let head = self.partialHead() else { return nil }
+        return (head.opcode, Frame.ReservedBits(rawValue: head.reserved))
+    }
+
+    /// The payload bytes of the incomplete frame at the head that have arrived, from `offset` on (see
+    /// ``partialFrameHeader``); empty when there are none.
+    /// - Parameter offset: How many payload bytes the caller has already seen.
+    package func partialPayload(from offset: Int) -> [UInt8] {
+        if let pending = self.pending {
+            guard pending.key == nil, offset < pending.payload.count else { return [] }
+            return Array(pending.payload[offset...])
+        }
+        guard let head = self.partialHead() else { return [] }
+        let start = self.readIndex &+ head.headerLength &+ offset
+        let end = min(self.readIndex &+ head.headerLength &+ head.payloadLength, self.buffer.count)
+        guard start < end else { return [] }
+        return Array(self.buffer[start..<end])
+    }
+
+    /// The header of the frame at the head of the buffer when it is complete, unmasked and its payload is not.
+    private func partialHead() -> (opcode: UInt8, reserved: UInt8, headerLength: Int, payloadLength: Int)? {
+        let start = self.readIndex
+        let available = self.buffer.count &- start
+        guard available >= 2, self.failure == nil else { return nil }
+        let b0 = self.buffer[start]
+        let b1 = self.buffer[start &+ 1]
+        guard b1 & 0x80 == 0 else { return nil }
+        var headerLength = 2
+        var payloadLength = Int(b1 & 0x7F)
+        if payloadLength == 126 {
+            guard available >= 4 else { return nil }
+            payloadLength = Int(self.buffer[start &+ 2]) << 8 | Int(self.buffer[start &+ 3])
+            headerLength = 4
+        } else if payloadLength == 127 {
+            guard available >= 10 else { return nil }
+            var wide: UInt64 = 0
+            for k in 2..<10 { wide = wide << 8 | UInt64(self.buffer[start &+ k]) }
+            guard wide <= UInt64(Int.max) else { return nil }
+            payloadLength = Int(wide)
+            headerLength = 10
+        }
+        guard available &- headerLength < payloadLength else { return nil }
+        return (b0 & 0x0F, b0 & 0x70, headerLength, payloadLength)
+    }
+
     /// Empties the buffer, keeping its storage unless it has grown large.
     private mutating func drainBuffer() {
         if self.buffer.capacity > Self.retainedCapacity {

@@ -115,6 +115,20 @@ package struct MessageAssembler {
         }
     }
 
+    /// A validator primed for the payload of a data frame that has only partly arrived, or `nil` when that
+    /// payload is not validated (binary, or transformed by an extension first). For a continuation frame it
+    /// carries the state after the earlier fragments.
+    /// - Parameters:
+    ///   - opcode: The partial frame's opcode.
+    ///   - validateUTF8: Whether a text message starting with this frame would be validated.
+    package func validatorForPartialFrame(opcode: UInt8, validateUTF8: Bool) -> UTF8Validator? {
+        switch opcode {
+        case 0x1 where validateUTF8 && self.kind == nil: UTF8Validator()
+        case 0x0 where self.kind == .text && self.validatesUTF8: self.validator
+        default: nil
+        }
+    }
+
     /// Abandons any message in progress.
     package mutating func reset() {
         self.kind = nil

@@ -85,7 +85,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         var text = "WebSocketError(\(self.code)): \(self.message)"
         if let closeCode { text += " [close \(closeCode)]" }
-        if let underlying { text += " (\(underlying))" }
+        if let underlying, !self.message.contains("\(underlying)") { text += " (\(underlying))" }
         return text
     }
 }
@@ -177,7 +177,7 @@ public struct WebSocketConnectionError: Error, Sendable, CustomStringConvertible
         var text = "WebSocketConnectionError(\(self.code)): \(self.message)"
         if let status { text += " [HTTP \(status)]" }
         if !self.body.isEmpty { text += " body: \(self.bodyText.prefix(200))" }
-        if let underlying { text += " (\(underlying))" }
+        if let underlying, !self.message.contains("\(underlying)") { text += " (\(underlying))" }
         return text
     }
 }

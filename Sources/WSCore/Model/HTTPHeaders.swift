@@ -84,6 +84,11 @@ public struct HTTPHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
         }.joined(separator: "\n")
     }
 
+    /// Whether two header names (or other HTTP tokens) are equal ignoring ASCII case, as RFC 9110 compares field
+    /// names; non-ASCII bytes must match exactly. Used across WSCore for header, token and extension names.
+    /// - Parameters:
+    ///   - a: A name.
+    ///   - b: The other name.
     package static func equalNames(_ a: String, _ b: String) -> Bool {
         let a = a.utf8
         let b = b.utf8
@@ -91,6 +96,9 @@ public struct HTTPHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
         return zip(a, b).allSatisfy { asciiLower($0) == asciiLower($1) }
     }
 
+    /// `s` with ASCII letters lowercased and every other byte unchanged (no locale, no Unicode case mapping), for
+    /// comparing and looking up HTTP header names, tokens and URL schemes.
+    /// - Parameter s: The text to lowercase.
     package static func lowercase(_ s: String) -> String {
         String(decoding: s.utf8.map(asciiLower), as: UTF8.self)
     }

@@ -48,6 +48,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var decoder: FrameDecoder
         var assembler: MessageAssembler
         var messageValidatesUTF8 = true
+        /// UTF-8 checking of a text frame that has only partly arrived (fail fast before it is complete).
+        var partialCheck: PartialCheck?
+        /// A violation found after frames that are still queued: it fails the session once they are consumed,
+        /// so nothing accepted before it is lost.
+        var pendingFailure: WebSocketError?
         var extensions: [any WebSocketExtension] = []
 
         var queue = Deque<Frame>()
@@ -77,6 +82,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
     }
 
+    private enum PartialCheck {
+        case validating(UTF8Validator, checked: Int)
+        case skip
+    }
+
     private struct SenderState {
         var keys = MaskingKeyGenerator()
         var closeSent = false
@@ -95,6 +105,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var closeTransport = false
         var abortTransport = false
         var startCloseTimer = false
+        var startPendingFailureTimer = false
         var pauseReading: Bool?
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
@@ -216,7 +227,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 actions.handshakeContinuation = s.handshakeContinuation.take()
                 actions.handshakeResult = .failure(self.rejectionError(s))
             case .open:
-                if !s.receivedClose && s.failure == nil {
+                if let pending = s.pendingFailure.take() {
+                    s.failure = pending
+                    s.closeReason = CloseReason(code: pending.closeCode ?? .protocolError, message: pending.message)
+                    self.endIncoming(&s, &actions, error: pending)
+                } else if !s.receivedClose && s.failure == nil {
                     let message = error.map { "the connection was lost: \($0)" }
                         ?? "the server closed the connection without a close frame"
                     s.closeReason = CloseReason(code: .abnormalClosure, message: message)
@@ -314,22 +329,34 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     private func readFrames(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
-        guard !s.receivedClose, s.failure == nil else { return }
+        guard !s.receivedClose, s.failure == nil, s.pendingFailure == nil else { return }
         s.decoder.append(bytes)
+        var failure: WebSocketError?
         do {
             while let frame = try s.decoder.nextFrame() {
+                s.partialCheck = nil
                 try self.handle(frame, &s, &actions)
                 if s.receivedClose { break }
             }
+            if !s.receivedClose { try self.checkPartialFrame(&s) }
         } catch let violation as ProtocolViolation {
-            self.failLocked(Self.error(for: violation), &s, &actions)
+            failure = Self.error(for: violation)
         } catch let error as WebSocketError {
-            self.failLocked(error, &s, &actions)
+            failure = error
         } catch {
-            self.failLocked(
-                WebSocketError(.extensionFailure, "an extension failed: \(error)", closeCode: .protocolError, underlying: error),
-                &s, &actions
+            failure = WebSocketError(
+                .extensionFailure, "an extension failed: \(error)", closeCode: .protocolError, underlying: error
             )
+        }
+        if let failure {
+            if s.queue.isEmpty && !s.consumers.isEmpty {
+                self.failLocked(failure, &s, &actions)
+            } else {
+                // Frames before the violation are still queued, or the consumer is busy with the last one: fail
+                // when it asks for more (or closes), at the latest after a short grace period.
+                s.pendingFailure = failure
+                actions.startPendingFailureTimer = true
+            }
         }
         self.deliver(&s, &actions)
         let overLimit =
@@ -339,6 +366,26 @@ final class Connection: WebSocketTransportHandler, Sendable {
             s.readingPaused = true
             actions.pauseReading = true
         }
+    }
+
+    /// Validates the UTF-8 of a text frame that has only partly arrived, so invalid text fails as soon as it is
+    /// seen (RFC 6455 section 8.1, Autobahn cases 6.4.x), not when the whole frame is in.
+    private func checkPartialFrame(_ s: inout State) throws(ProtocolViolation) {
+        guard let header = s.decoder.partialFrameHeader else { return }
+        if s.partialCheck == nil {
+            let validates =
+                header.opcode == 0x1 ? (s.extensions.isEmpty || header.reservedBits.isEmpty) : s.messageValidatesUTF8
+            s.partialCheck =
+                s.assembler.validatorForPartialFrame(opcode: header.opcode, validateUTF8: validates)
+                .map { .validating($0, checked: 0) } ?? .skip
+        }
+        guard case .validating(var validator, let checked) = s.partialCheck else { return }
+        let fresh = s.decoder.partialPayload(from: checked)
+        guard !fresh.isEmpty else { return }
+        guard fresh.withUnsafeBytes({ validator.feed($0) }) else {
+            throw ProtocolViolation(.invalidPayload, "text message is not valid UTF-8")
+        }
+        s.partialCheck = .validating(validator, checked: checked + fresh.count)
     }
 
     private func handle(_ frame: ParsedFrame, _ s: inout State, _ actions: inout Actions) throws {
@@ -414,7 +461,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             }
         var message = violation.message
         if violation.closeCode == .messageTooBig {
-            message += " (raise WebSockets.Configuration.maxFrameSize/maxMessageSize if this is expected)"
+            message += " (raise WebSockets.Configuration.maxFrameSize, maxMessageSize or maxFragments if this is expected)"
         }
         return WebSocketError(code, message, closeCode: violation.closeCode)
     }
@@ -430,6 +477,12 @@ final class Connection: WebSocketTransportHandler, Sendable {
         while !s.consumers.isEmpty, let frame = s.queue.popFirst() {
             s.queuedBytes -= frame.data.count
             actions.deliveries.append((s.consumers.removeFirst().continuation, .success(frame)))
+        }
+        // A deferred failure fires once the frames before it are consumed and the consumer asks for more: by
+        // then it has handled them (e.g. sent its replies) as it would have without the violation behind them.
+        if s.queue.isEmpty, !s.consumers.isEmpty, let failure = s.pendingFailure.take() {
+            self.failLocked(failure, &s, &actions)
+            return
         }
         if s.queue.isEmpty && s.incomingEnded {
             while let consumer = s.consumers.popFirst() {
@@ -448,11 +501,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         guard !s.incomingEnded else { return }
         s.incomingEnded = true
         s.incomingError = error
-        if error != nil {
-            // A failure is reported at once: frames still queued are dropped.
-            s.queue.removeAll()
-            s.queuedBytes = 0
-        }
+        // Frames already queued are still delivered; the end (or the error) follows them.
         self.deliver(&s, &actions)
     }
 
@@ -494,17 +543,37 @@ final class Connection: WebSocketTransportHandler, Sendable {
         if let continuation = actions.handshakeContinuation, let result = actions.handshakeResult {
             continuation.resume(with: result)
         }
-        for (continuation, result) in actions.deliveries { continuation.resume(with: result) }
+        // Pongs and closes go out before consumers wake, so a reply the consumer sends cannot overtake them.
         for frame in actions.controlFrames { _ = self.writeControl(frame) }
         if let close = actions.sendClose { self.sendCloseFrame(close) }
+        for (continuation, result) in actions.deliveries { continuation.resume(with: result) }
         if let paused = actions.pauseReading { self.transport.setReadingPaused(paused) }
         if actions.closeTransport { self.transport.close() }
         if actions.abortTransport { self.transport.abort() }
         if actions.startCloseTimer { self.startCloseTimer() }
+        if actions.startPendingFailureTimer { self.startPendingFailureTimer() }
         for waiter in actions.endWaiters { waiter.resume() }
         for waiter in actions.drainWaiters { waiter.resume() }
         for timer in actions.timersToCancel { timer.cancel() }
     }
+
+    /// Fails the session with a deferred violation if the consumer has not asked for more within the grace period.
+    private func startPendingFailureTimer() {
+        let grace = min(Self.pendingFailureGrace, self.settings.closeTimeout)
+        let task = Task { [weak self] in
+            do { try await Task.sleep(for: grace) } catch { return }
+            guard let self else { return }
+            var actions = Actions()
+            self.state.withLock { s in
+                if let failure = s.pendingFailure.take() { self.failLocked(failure, &s, &actions) }
+            }
+            self.perform(actions)
+        }
+        self.addTimer(task)
+    }
+
+    /// How long a deferred violation waits for the consumer.
+    static let pendingFailureGrace: Duration = .seconds(1)
 
     private func startCloseTimer() {
         let timeout = self.settings.closeTimeout
@@ -627,6 +696,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         var actions = Actions()
         let proceed = self.state.withLock { s -> Bool in
+            if let failure = s.pendingFailure.take() {
+                // The server broke the protocol after frames the user has now stopped reading: fail as RFC 6455 says.
+                self.failLocked(failure, &s, &actions)
+                return false
+            }
             guard s.phase == .open, !s.closeSent, s.failure == nil else { return false }
             if !s.receivedClose { s.closeReason = reason ?? CloseReason(code: .noStatus) }
             self.endIncoming(&s, &actions, error: nil)
@@ -692,6 +766,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
                         s.queuedBytes -= frame.data.count
                         self.resumeReadingIfBelowLimit(&s, &actions)
                         return .success(frame)
+                    }
+                    if s.queue.isEmpty, let failure = s.pendingFailure.take() {
+                        self.failLocked(failure, &s, &actions)
                     }
                     if s.queue.isEmpty && s.incomingEnded { return Self.endResult(s) }
                     if Task.isCancelled { return .failure(CancellationError()) }

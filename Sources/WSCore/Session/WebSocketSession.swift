@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// An open WebSocket session: receive from ``incoming``, send with ``send(_:)-(String)`` and friends, end it
 /// with ``close(_:)``. The seed's `DefaultClientWebSocketSession`.
@@ -235,15 +236,19 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger[metadataKey: "ws.url"] = "\(url)"
-        let options = EngineConnectOptions(connectTimeout: connectTimeout, logger: logger)
+        let options = EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger)
         let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         let engineName = engine.name
         let sessionLogger = logger
+        // Set once the engine has connected: an open timeout that fires while the engine is still connecting
+        // gives the engine's own connect timeout (same deadline) a moment to report which phase stalled.
+        let connected = ConnectedFlag()
 
         return try await withThrowingTaskGroup(of: WebSocketSession?.self) { group in
             group.addTask {
                 let endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
                 let transport = try await engine.connect(to: endpoint, options: options)
+                connected.value.store(true, ordering: .releasing)
                 let connection = Connection(transport: transport, settings: settings, logger: sessionLogger)
                 let outcome = try await connection.performHandshake(handshake)
                 connection.setOutgoingExtensions(outcome.extensions)
@@ -257,6 +262,9 @@ extension WebSocketClient {
             }
             group.addTask {
                 try await Task.sleep(for: openTimeout)
+                if !connected.value.load(ordering: .acquiring) && connectTimeout >= openTimeout {
+                    try await Task.sleep(for: .milliseconds(500))
+                }
                 throw WebSocketConnectionError(
                     .timedOut,
                     "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
@@ -269,4 +277,9 @@ extension WebSocketClient {
             throw CancellationError()
         }
     }
+}
+
+/// Whether the engine has connected, shared between the racing tasks of `openSession`.
+private final class ConnectedFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

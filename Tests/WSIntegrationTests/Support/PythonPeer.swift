@@ -1,0 +1,345 @@
+// Test support: a Python WebSocket peer (Tests/Fixtures/ws_server.py) in a child process, and throw-away TLS
+// material (Tests/Fixtures/make_certs.sh). Needs the venv that `./scripts/setup.sh` creates (.venv).
+//
+//     let peer = try await PythonPeer.start()                 // or: try PythonPeer() (blocks up to 10 s)
+//     defer { peer.stop() }
+//     let url = peer.url(path: "/echo")                       // "ws://127.0.0.1:PORT/echo"
+//
+//     let certs = try TestCertificates.shared()               // made once per test process
+//     let tlsPeer = try await PythonPeer.start(tls: .init(certs.server))
+//     tlsPeer.url(path: "/echo", host: "localhost")           // "wss://localhost:PORT/echo"
+//
+// Paths and their behaviours are documented at the top of Tests/Fixtures/ws_server.py.
+
+import Dispatch
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What went wrong while preparing or running a test peer; the description carries the peer's stderr tail.
+struct TestPeerError: Error, CustomStringConvertible, Sendable {
+    let description: String
+}
+
+/// Where the repository, the fixtures and the test venv's Python are.
+enum TestEnvironment {
+    /// The repository root, found from this file's path (Tests/WSIntegrationTests/Support/PythonPeer.swift).
+    static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent()  // Support
+        .deletingLastPathComponent()  // WSIntegrationTests
+        .deletingLastPathComponent()  // Tests
+        .deletingLastPathComponent()  // root
+
+    static let fixturesDirectory: URL = repositoryRoot.appendingPathComponent("Tests/Fixtures", isDirectory: true)
+
+    /// `$WS_TEST_PYTHON`, else `$WS_TEST_VENV/bin/python`, else `<repo>/.venv/bin/python`.
+    static var pythonPath: String {
+        let environment = ProcessInfo.processInfo.environment
+        if let python = environment["WS_TEST_PYTHON"], !python.isEmpty { return python }
+        if let venv = environment["WS_TEST_VENV"], !venv.isEmpty { return venv + "/bin/python" }
+        return repositoryRoot.appendingPathComponent(".venv/bin/python").path
+    }
+
+    /// The venv's Python, or an error telling how to create it.
+    static func python() throws -> String {
+        let python = pythonPath
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw TestPeerError(
+                description: "Python test venv not found (\(python)): run ./scripts/setup.sh first")
+        }
+        return python
+    }
+}
+
+/// A running `Tests/Fixtures/ws_server.py` on 127.0.0.1. Stopped by `stop()` or when released.
+final class PythonPeer: Sendable {
+    /// TLS settings for a `wss://` peer.
+    struct TLS: Sendable {
+        var certificate: String
+        var privateKey: String
+        /// When set, the peer requires client certificates signed by this CA.
+        var clientCA: String?
+
+        init(certificate: String, privateKey: String, clientCA: String? = nil) {
+            self.certificate = certificate
+            self.privateKey = privateKey
+            self.clientCA = clientCA
+        }
+
+        init(_ identity: TestCertificates.Identity, clientCA: String? = nil) {
+            self.init(certificate: identity.certificate, privateKey: identity.privateKey, clientCA: clientCA)
+        }
+    }
+
+    /// The TCP port on 127.0.0.1.
+    let port: Int
+    /// "ws" or "wss".
+    let scheme: String
+    /// Where the peer's stderr goes (deleted by `stop()`).
+    let logPath: String
+
+    private let process: Process
+    private let stdinPipe: Pipe
+    private let stdoutPipe: Pipe
+    private let stopped = OnceFlag()
+
+    /// Launches the peer and waits (blocking, up to `startTimeout` seconds) for its `PORT n` line.
+    /// - Parameters:
+    ///   - subprotocols: subprotocols the `/subprotocol` path selects from, in preference order.
+    ///   - deflate: offer permessage-deflate.
+    ///   - tls: serve `wss://` with this certificate.
+    ///   - port: a fixed port; 0 picks a free one.
+    ///   - arguments: further ws_server.py arguments (for example `["--max-size", "1024"]`).
+    init(
+        subprotocols: [String] = [],
+        deflate: Bool = false,
+        tls: TLS? = nil,
+        port: Int = 0,
+        arguments: [String] = [],
+        startTimeout: Double = 10
+    ) throws {
+        let python = try TestEnvironment.python()
+        let script = TestEnvironment.fixturesDirectory.appendingPathComponent("ws_server.py").path
+        var args = [script, "--watch-stdin", "--port", String(port)]
+        if !subprotocols.isEmpty { args += ["--subprotocols", subprotocols.joined(separator: ",")] }
+        if deflate { args.append("--deflate") }
+        if let tls {
+            args += ["--tls-cert", tls.certificate, "--tls-key", tls.privateKey]
+            if let clientCA = tls.clientCA { args += ["--tls-client-ca", clientCA] }
+        }
+        args += arguments
+
+        let logPath = FileManager.default.temporaryDirectory
+            .appendingPathComponent("ws-peer-\(getpid())-\(UUID().uuidString.prefix(8)).log").path
+        guard FileManager.default.createFile(atPath: logPath, contents: nil),
+            let logHandle = FileHandle(forWritingAtPath: logPath)
+        else {
+            throw TestPeerError(description: "cannot create the peer log file \(logPath)")
+        }
+        defer { try? logHandle.close() }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = args
+        process.currentDirectoryURL = TestEnvironment.repositoryRoot
+        var environment = ProcessInfo.processInfo.environment
+        environment["PYTHONUNBUFFERED"] = "1"
+        process.environment = environment
+        let stdinPipe = Pipe()
+        let stdoutPipe = Pipe()
+        process.standardInput = stdinPipe
+        process.standardOutput = stdoutPipe
+        process.standardError = logHandle
+        do {
+            try process.run()
+        } catch {
+            try? FileManager.default.removeItem(atPath: logPath)
+            throw TestPeerError(description: "cannot launch \(python) \(args.joined(separator: " ")): \(error)")
+        }
+
+        self.process = process
+        self.stdinPipe = stdinPipe
+        self.stdoutPipe = stdoutPipe
+        self.logPath = logPath
+        self.scheme = tls == nil ? "ws" : "wss"
+
+        // From here on `self` exists, so a failure stops the process through stop()/deinit.
+        let readResult = Self.readLine(fd: stdoutPipe.fileHandleForReading.fileDescriptor, timeout: startTimeout)
+        var parsedPort = 0
+        if case .line(let line) = readResult, line.hasPrefix("PORT "),
+            let value = Int(line.dropFirst(5).trimmingCharacters(in: .whitespaces)), value > 0
+        {
+            parsedPort = value
+        }
+        self.port = parsedPort
+        guard parsedPort > 0 else {
+            let what: String
+            switch readResult {
+            case .line(let line): what = "printed \(line.debugDescription) instead of \"PORT n\""
+            case .eof: what = "exited before printing its port"
+            case .timeout: what = "did not print its port within \(startTimeout) s"
+            case .error(let code): what = "could not be read from (errno \(code))"
+            }
+            let tail = Self.tail(of: logPath)
+            stop()
+            throw TestPeerError(
+                description: "ws_server.py \(args.dropFirst().joined(separator: " ")) \(what); its stderr:\n\(tail)")
+        }
+    }
+
+    /// Launches the peer without blocking a cooperative thread while Python starts.
+    static func start(
+        subprotocols: [String] = [],
+        deflate: Bool = false,
+        tls: TLS? = nil,
+        port: Int = 0,
+        arguments: [String] = [],
+        startTimeout: Double = 10
+    ) async throws -> PythonPeer {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(
+                    with: Result {
+                        try PythonPeer(
+                            subprotocols: subprotocols, deflate: deflate, tls: tls, port: port,
+                            arguments: arguments, startTimeout: startTimeout)
+                    })
+            }
+        }
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// `ws://127.0.0.1:PORT/echo` for `path: "/echo"` (`wss://` for a TLS peer); `host` may be "localhost".
+    func url(path: String = "/echo", host: String = "127.0.0.1") -> String {
+        let slash = path.hasPrefix("/") ? "" : "/"
+        return "\(scheme)://\(host):\(port)\(slash)\(path)"
+    }
+
+    /// Whether the peer process still runs.
+    var isRunning: Bool { process.isRunning }
+
+    /// The last lines the peer wrote to stderr (its log), for failure messages.
+    func logTail(maxBytes: Int = 4000) -> String { Self.tail(of: logPath, maxBytes: maxBytes) }
+
+    /// Terminates the peer (SIGTERM, SIGKILL after 5 s) and waits for it. Safe to call more than once.
+    func stop() {
+        guard stopped.setOnce() else { return }
+        try? stdinPipe.fileHandleForWriting.close()
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                while process.isRunning { usleep(10_000) }
+            }
+        }
+        process.waitUntilExit()
+        try? stdoutPipe.fileHandleForReading.close()
+        if ProcessInfo.processInfo.environment["WS_TEST_KEEP_LOGS"] == nil {
+            try? FileManager.default.removeItem(atPath: logPath)
+        }
+    }
+
+    // MARK: - helpers
+
+    private enum ReadResult {
+        case line(String)
+        case eof
+        case timeout
+        case error(Int32)
+    }
+
+    /// Reads one `\n`-terminated line from `fd`, byte by byte (nothing after the newline is consumed).
+    private static func readLine(fd: Int32, timeout: Double) -> ReadResult {
+        let deadline = Date().addingTimeInterval(timeout)
+        var bytes: [UInt8] = []
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining <= 0 { return .timeout }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000) + 1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return .error(errno)
+            }
+            if ready == 0 { continue }
+            var byte: UInt8 = 0
+            let count = read(fd, &byte, 1)
+            if count < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                return .error(errno)
+            }
+            if count == 0 { return .eof }
+            if byte == UInt8(ascii: "\n") { return .line(String(decoding: bytes, as: UTF8.self)) }
+            bytes.append(byte)
+        }
+    }
+
+    fileprivate static func tail(of path: String, maxBytes: Int = 4000) -> String {
+        guard let data = FileManager.default.contents(atPath: path), !data.isEmpty else { return "(empty)" }
+        return String(decoding: data.suffix(maxBytes), as: UTF8.self)
+    }
+}
+
+/// A flag that flips once, from any thread.
+private final class OnceFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    /// True for the first caller only.
+    func setOnce() -> Bool {
+        value.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+    }
+}
+
+/// TLS material made by Tests/Fixtures/make_certs.sh into a temporary directory, once per test process.
+struct TestCertificates: Sendable {
+    /// A certificate and its private key (PEM files).
+    struct Identity: Sendable {
+        let certificate: String
+        let privateKey: String
+    }
+
+    let directory: String
+
+    /// The test CA (`ca.pem` / `ca.key`): trust it to accept `server`, `wrongHost`, `expired` and `client`.
+    var ca: Identity { identity("ca") }
+    /// Signed by the CA for DNS:localhost, IP:127.0.0.1 and IP:::1.
+    var server: Identity { identity("server") }
+    /// Signed by the CA for DNS:wrong.example only.
+    var wrongHost: Identity { identity("wrong-host") }
+    /// Self-signed, for localhost and 127.0.0.1.
+    var selfSigned: Identity { identity("self-signed") }
+    /// Signed by the CA for localhost/127.0.0.1, valid 2020-01-01 to 2021-01-01.
+    var expired: Identity { identity("expired") }
+    /// A client certificate (CN=ws-test-client) signed by the CA.
+    var client: Identity { identity("client") }
+
+    /// `ca.pem`.
+    var caCertificate: String { ca.certificate }
+
+    private func identity(_ name: String) -> Identity {
+        Identity(certificate: "\(directory)/\(name).pem", privateKey: "\(directory)/\(name).key")
+    }
+
+    private static let cached: Result<TestCertificates, TestPeerError> = make()
+
+    /// The certificates, made on first use (a second or so) and shared by every test in the process.
+    static func shared() throws -> TestCertificates {
+        try cached.get()
+    }
+
+    private static func make() -> Result<TestCertificates, TestPeerError> {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("ws-test-certs-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        let script = TestEnvironment.fixturesDirectory.appendingPathComponent("make_certs.sh").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, directory]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            return .failure(TestPeerError(description: "cannot run \(script): \(error)"))
+        }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            return .failure(TestPeerError(
+                description: "\(script) \(directory) failed (status \(process.terminationStatus)):\n\(text)"
+                    + "\n(it needs the openssl CLI: run ./scripts/setup.sh first)"))
+        }
+        return .success(TestCertificates(directory: directory))
+    }
+}
