@@ -101,6 +101,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "WSEngineCurlTests",
+            dependencies: ["WSCore", "WSEngineCurl"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "WSIntegrationTests",
             dependencies: ["WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting"],
             swiftSettings: swiftSettings

@@ -5,7 +5,7 @@
 #   2. swift build --build-tests
 #   3. swift test                with WS_TEST_VENV / WS_TEST_PYTHON pointing at .venv (arguments to this script,
 #                                e.g. --filter PeerSmoke, go to swift test; Autobahn then runs only if AUTOBAHN=on)
-#   4. scripts/autobahn.sh       Autobahn|Testsuite cases 1-10 through `wsc echo` (skipped with a notice where no
+#   4. scripts/autobahn.sh       Autobahn|Testsuite cases 1-10 through `wsc echo`, CIO then Curl engine (skipped with a notice where no
 #                                Python 2.7 exists; AUTOBAHN=off skips it)
 #
 # Limits (seconds, env): BUILD_TIMEOUT=2400, SWIFT_TEST_TIMEOUT=1800; autobahn.sh has AUTOBAHN_TOTAL_TIMEOUT.
@@ -135,8 +135,11 @@ if [ "${AUTOBAHN:-}" = off ]; then
 elif [ $# -gt 0 ] && [ "${AUTOBAHN:-}" != on ]; then
     echo "autobahn: SKIPPED — swift test arguments given (set AUTOBAHN=on to run it anyway)"
 elif [ -f "$ROOT/.autobahn/env" ]; then
-    echo "=== test.sh: scripts/autobahn.sh"
-    bash "$ROOT/scripts/autobahn.sh" || FAILED+=("autobahn (scripts/autobahn.sh)")
+    # Groups 1-10 on both engines: the session logic is shared, the transports are not.
+    for engine in cio curl; do
+        echo "=== test.sh: scripts/autobahn.sh (engine $engine)"
+        AUTOBAHN_ENGINE=$engine bash "$ROOT/scripts/autobahn.sh" || FAILED+=("autobahn $engine (scripts/autobahn.sh)")
+    done
     step_done autobahn "$t"
 else
     echo "autobahn: SKIPPED — no Python 2.7 (pyenv) on this machine"

@@ -1,8 +1,15 @@
-// Thin shim over the system libcurl (libcurl4-openssl-dev): the variadic setopt/getinfo calls and the
-// WebSocket API, which older libcurl builds (before 7.86, or built without it) do not declare.
+// Thin shim over the system libcurl (libcurl4-openssl-dev): the variadic setopt/getinfo/multi_setopt calls, the
+// macros Swift cannot import, and version differences, each as a prefixed static inline function with an explicit
+// return type. WSEngineCurl uses libcurl only as a connector (CONNECT_ONLY + curl_easy_send/recv), so nothing here
+// needs the WebSocket API (curl_ws_*, CURLWS_*): the shim compiles against libcurl headers from 7.x onwards.
 #ifndef CWS_CURL_SHIM_H
 #define CWS_CURL_SHIM_H
 #include <curl/curl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <pthread.h>
 
 static inline CURLcode cws_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode cws_curl_setopt_str(CURL *h, CURLoption o, const char *v) { return curl_easy_setopt(h, o, v); }
@@ -10,4 +17,126 @@ static inline CURLcode cws_curl_setopt_ptr(CURL *h, CURLoption o, void *v) { ret
 static inline CURLcode cws_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode cws_curl_getinfo_socket(CURL *h, curl_socket_t *v) { return curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, v); }
 static inline curl_version_info_data *cws_curl_version_info(void) { return curl_version_info(CURLVERSION_NOW); }
+
+// ---------------------------------------------------------------------------------------------------------------
+// WSEngineCurl
+
+/// curl_global_init(CURL_GLOBAL_DEFAULT): the flags are macros.
+static inline CURLcode cws_curl_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+/// CURLOPT_DEBUGFUNCTION takes a function pointer through the variadic setopt.
+static inline CURLcode cws_curl_setopt_debugfunction(CURL *h, curl_debug_callback f) {
+    return curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, f);
+}
+
+/// CURLMOPT_SOCKETFUNCTION; NULL turns the callback off.
+static inline CURLMcode cws_curl_multi_set_socketfunction(CURLM *m, curl_socket_callback f) {
+    return curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, f);
+}
+/// CURLMOPT_TIMERFUNCTION; NULL turns the callback off.
+static inline CURLMcode cws_curl_multi_set_timerfunction(CURLM *m, curl_multi_timer_callback f) {
+    return curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, f);
+}
+/// CURLMOPT_SOCKETDATA and CURLMOPT_TIMERDATA together.
+static inline void cws_curl_multi_set_userdata(CURLM *m, void *userdata) {
+    (void)curl_multi_setopt(m, CURLMOPT_SOCKETDATA, userdata);
+    (void)curl_multi_setopt(m, CURLMOPT_TIMERDATA, userdata);
+}
+
+/// CURL_SOCKET_TIMEOUT (a macro of a macro).
+static inline curl_socket_t cws_curl_socket_timeout(void) { return CURL_SOCKET_TIMEOUT; }
+/// CURL_SOCKET_BAD.
+static inline curl_socket_t cws_curl_socket_bad(void) { return CURL_SOCKET_BAD; }
+/// CURL_ERROR_SIZE, the size CURLOPT_ERRORBUFFER needs.
+static inline size_t cws_curl_error_size(void) { return CURL_ERROR_SIZE; }
+/// CURL_SSLVERSION_TLSv1_2 / _TLSv1_3 (anonymous enum values; TLSv1_3 needs 7.52).
+static inline long cws_curl_sslversion_tls12(void) { return CURL_SSLVERSION_TLSv1_2; }
+static inline long cws_curl_sslversion_tls13(void) { return CURL_SSLVERSION_TLSv1_3; }
+/// CURL_HTTP_VERSION_1_1: only "http/1.1" is offered in ALPN, never h2 (the upgrade is an HTTP/1.1 request).
+static inline long cws_curl_http_version_1_1(void) { return CURL_HTTP_VERSION_1_1; }
+
+/// Reads the next CURLMSG_DONE message of `m`: 1 with the handle and its result, 0 when none is left.
+static inline int cws_curl_multi_next_done(CURLM *m, CURL **easy, CURLcode *result) {
+    int left = 0;
+    CURLMsg *message;
+    while((message = curl_multi_info_read(m, &left)) != NULL) {
+        if(message->msg == CURLMSG_DONE) {
+            *easy = message->easy_handle;
+            *result = message->data.result;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/// Whether the loaded libcurl lists `name` (e.g. "ws") in curl_version_info()->protocols.
+static inline int cws_curl_has_protocol(const char *name) {
+    curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    if(info == NULL || info->protocols == NULL) return 0;
+    for(const char * const *protocol = info->protocols; *protocol != NULL; protocol++) {
+        if(strcmp(*protocol, name) == 0) return 1;
+    }
+    return 0;
+}
+
+/// The loaded libcurl's version text, e.g. "8.14.1".
+static inline const char *cws_curl_version_text(void) {
+    curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    return info != NULL && info->version != NULL ? info->version : "unknown";
+}
+/// The loaded libcurl's TLS backend, e.g. "OpenSSL/3.0.17", or "" when built without TLS.
+static inline const char *cws_curl_ssl_version_text(void) {
+    curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    return info != NULL && info->ssl_version != NULL ? info->ssl_version : "";
+}
+
+/// How WSEngineCurl classifies a CURLcode (see `cws_curl_error_class`).
+#define CWS_CURL_ERROR_OTHER 0
+#define CWS_CURL_ERROR_DNS 1
+#define CWS_CURL_ERROR_CONNECT 2
+#define CWS_CURL_ERROR_TIMEOUT 3
+#define CWS_CURL_ERROR_TLS 4
+
+/// Classifies `code`; TLS codes that only newer headers declare are guarded by LIBCURL_VERSION_NUM.
+static inline int cws_curl_error_class(CURLcode code) {
+    switch(code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return CWS_CURL_ERROR_DNS;
+    case CURLE_COULDNT_CONNECT:
+        return CWS_CURL_ERROR_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return CWS_CURL_ERROR_TIMEOUT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_PEER_FAILED_VERIFICATION: /* 60, also CURLE_SSL_CACERT in current headers */
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_USE_SSL_FAILED:
+#if LIBCURL_VERSION_NUM >= 0x072700
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+#endif
+#if LIBCURL_VERSION_NUM >= 0x072900
+    case CURLE_SSL_INVALIDCERTSTATUS:
+#endif
+#if LIBCURL_VERSION_NUM >= 0x074D00
+    case CURLE_SSL_CLIENTCERT:
+#endif
+        return CWS_CURL_ERROR_TLS;
+    default:
+        return CWS_CURL_ERROR_OTHER;
+    }
+}
+
+/// Names the loop thread (at most 15 characters are kept).
+static inline int cws_curl_pthread_setname(pthread_t thread, const char *name) {
+    extern int pthread_setname_np(pthread_t, const char *);
+    return pthread_setname_np(thread, name);
+}
 #endif

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import WSCore
 import WSEngineCIO
+import WSEngineCurl
 
 /// The engines `wsc` can run on, chosen with `--engine`.
 enum EngineChoice: String, CaseIterable, ExpressibleByArgument {
@@ -12,13 +13,15 @@ enum EngineChoice: String, CaseIterable, ExpressibleByArgument {
     case curl
 
     /// Creates the engine.
-    /// - Throws: ``ToolError`` when the engine is not available in this build.
+    /// - Throws: ``ToolError`` when the engine cannot run WebSockets on this machine (e.g. a libcurl without ws).
     func makeEngine() throws -> any WebSocketEngine {
         switch self {
         case .cio:
             return CIOEngine()
         case .curl:
-            throw ToolError("the curl engine is not available yet; use --engine cio")
+            let engine = CurlEngine()
+            if let reason = engine.unsupportedReason(.webSocket) { throw ToolError(reason) }
+            return engine
         }
     }
 }

@@ -1,10 +1,12 @@
 // The engines every integration test runs on: one parameterized suite, not a copy per engine.
 import WSCore
 import WSEngineCIO
+import WSEngineCurl
 
 /// An engine under test.
 enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
     case cio
+    case curl
 
     var description: String { self.rawValue }
 
@@ -16,6 +18,14 @@ enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
             configuration.tls.trustedCAFile = trustedCA
             configuration.tls.dangerouslyDisableCertificateVerification = disableVerification
             return CIOEngine(configuration: configuration)
+        case .curl:
+            // proxy "" keeps any *_proxy environment variable from sending test traffic elsewhere.
+            return CurlEngine(
+                configuration: .init(
+                    trustedCAFile: trustedCA, proxy: "",
+                    dangerouslyDisableCertificateVerification: disableVerification
+                )
+            )
         }
     }
 

@@ -1,0 +1,403 @@
+// One connect attempt, driven by libcurl's multi-socket API on the engine's loop thread.
+//
+// Each connect gets its OWN multi handle. libcurl looks a CONNECT_ONLY connection up in the connection pool of the
+// multi handle the easy handle is added to, on every curl_easy_send/curl_easy_recv, and removing the easy handle
+// from that multi closes the connection (multi.c: "Better close the connection here, at once"). So the easy handle
+// stays added for the connection's whole life, and if several connections shared one multi, a curl_easy_send from
+// a writer thread would walk a pool that the loop thread is changing in curl_multi_socket_action for another
+// connect. With one multi per connection, the easy handle + multi pair is used by exactly one thread at a time: the
+// loop while connecting, then whoever holds the transport's lock. The cost is a few KiB per connection and no DNS
+// cache, CA-store cache or TLS session sharing between connections.
+//
+// Flow: curl_multi_add_handle → libcurl asks for sockets (CURLMOPT_SOCKETFUNCTION) and timeouts
+// (CURLMOPT_TIMERFUNCTION) → the loop calls curl_multi_socket_action on their events → CURLMSG_DONE: with
+// CURLE_OK the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a
+// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketConnectionError.
+import CWSCurl
+import Glibc
+import Logging
+import WSCore
+
+/// One socket libcurl asked the loop to watch while connecting.
+final class SocketWatch: LoopRegistrant, @unchecked Sendable {  // Loop thread only.
+    unowned let connector: CurlConnector
+    let fd: Int32
+    /// The epoll events currently requested; 0 when not registered.
+    var events: UInt32 = 0
+    /// Cleared when libcurl no longer wants the socket; stale events are then ignored.
+    var active = true
+
+    init(connector: CurlConnector, fd: Int32) {
+        self.connector = connector
+        self.fd = fd
+    }
+
+    override func handleEvents(_ events: UInt32) {
+        guard self.active else { return }
+        self.connector.socketEvent(fd: self.fd, events: events)
+    }
+}
+
+/// Drives one `connect(to:options:)` on its loop and resumes the caller's continuation exactly once.
+final class CurlConnector: @unchecked Sendable {  // Mutable state confined to the loop thread.
+    // Thread rules: every mutable field is confined to `loop`'s thread (every entry point is a loop task, an epoll
+    // event, a loop timer, or a libcurl callback made from inside one of those); the immutable ones are set in init.
+
+    private enum Phase {
+        case idle, connecting, done
+    }
+
+    let loop: CurlEventLoop
+    private let endpoint: EngineEndpoint
+    private let hostPort: String
+    private let timeout: Duration
+    private let logger: Logger
+    private let configuration: CurlEngine.Configuration
+
+    private var continuation: CheckedContinuation<CurlTransport, any Error>?
+    private var phase = Phase.idle
+    private var handles: CurlHandles?
+    private var watches: [Int32: SocketWatch] = [:]
+    private var curlTimer: LoopTimer?
+    private var deadline: LoopTimer?
+    private var cancelledEarly = false
+
+    init(
+        loop: CurlEventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions,
+        configuration: CurlEngine.Configuration
+    ) {
+        self.loop = loop
+        self.endpoint = endpoint
+        self.hostPort = hostPortText(endpoint)
+        self.timeout = options.connectTimeout
+        var logger = options.logger
+        logger[metadataKey: "ws.engine"] = "Curl"
+        logger[metadataKey: "ws.endpoint"] = "\(endpoint)"
+        self.logger = logger
+        self.configuration = configuration
+    }
+
+    private var cancelledError: WebSocketConnectionError {
+        WebSocketConnectionError(.cancelled, "connecting to \(self.hostPort) was cancelled")
+    }
+
+    // MARK: Entry points (loop thread)
+
+    /// Starts connecting; `continuation` is resumed exactly once.
+    func start(_ continuation: CheckedContinuation<CurlTransport, any Error>) {
+        if self.cancelledEarly {
+            self.phase = .done
+            continuation.resume(throwing: self.cancelledError)
+            return
+        }
+        if let stopReason = self.loop.stopReason {
+            self.phase = .done
+            continuation.resume(throwing: stopReason)
+            return
+        }
+        self.continuation = continuation
+        self.phase = .connecting
+        self.loop.add(self)
+        do throws(CurlOptionError) {
+            try self.setUp()
+        } catch {
+            self.fail(error.error)
+            return
+        }
+        // libcurl enforces CURLOPT_CONNECTTIMEOUT_MS; this deadline only guards against a stuck state machine.
+        self.deadline = self.loop.schedule(afterNanoseconds: self.timeout.clampedNanoseconds &+ 1_000_000_000) {
+            [self] in
+            self.deadline = nil
+            self.fail(
+                WebSocketConnectionError(
+                    .timedOut, "connecting to \(self.hostPort) timed out after \(self.timeout.secondsText) s"))
+        }
+        guard let handles = self.handles else { return }
+        let added = curl_multi_add_handle(handles.multi, handles.easy)
+        if added != CURLM_OK {
+            self.fail(
+                WebSocketConnectionError(
+                    .network,
+                    "cannot connect to \(self.hostPort): curl_multi_add_handle failed: "
+                        + String(cString: curl_multi_strerror(added))))
+        }
+        // curl_multi_add_handle asked for a timeout of 0 through the timer callback: the transfer starts there.
+    }
+
+    /// The connecting task was cancelled.
+    func cancel() {
+        switch self.phase {
+        case .done:
+            return
+        case .idle:
+            self.cancelledEarly = true  // `start` has not run yet: it will throw.
+        case .connecting:
+            self.logger.debug("connect cancelled")
+            self.fail(self.cancelledError)
+        }
+    }
+
+    /// Creates the handles and sets every option.
+    private func setUp() throws(CurlOptionError) {
+        if let failure = LoadedCurl.initializationFailure {
+            throw CurlOptionError(error: WebSocketConnectionError(.unsupported, failure))
+        }
+        guard (1...65535).contains(self.endpoint.port) else {
+            throw CurlOptionError(
+                error: WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid port"))
+        }
+        // The host goes into a URL: refuse anything that could change the URL's meaning.
+        let forbidden: Set<Character> = ["/", "?", "#", "@", "[", "]", " ", "\\"]
+        guard !self.endpoint.host.isEmpty,
+            !self.endpoint.host.contains(where: { forbidden.contains($0) || $0.isNewline || $0.asciiValue == 0 })
+        else {
+            throw CurlOptionError(
+                error: WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid host name"))
+        }
+        let easy = curl_easy_init()
+        let multi = curl_multi_init()
+        guard let easy, let multi else {
+            if let easy { curl_easy_cleanup(easy) }
+            if let multi { _ = curl_multi_cleanup(multi) }
+            throw CurlOptionError(
+                error: WebSocketConnectionError(
+                    .network, "cannot connect to \(self.hostPort): libcurl is out of memory"))
+        }
+        let errorBuffer = ErrorBuffer.allocate()
+        var debugContext: UnsafeMutableRawPointer?
+        if self.configuration.verbose {
+            debugContext = Unmanaged.passRetained(CurlDebugContext(logger: self.logger)).toOpaque()
+        }
+        self.handles = CurlHandles(easy: easy, multi: multi, errorBuffer: errorBuffer, debugContext: debugContext)
+
+        let options = EasyOptions(easy: easy)
+        let configuration = self.configuration
+        let scheme = self.endpoint.secure ? "https" : "http"
+        try options.set(CURLOPT_URL, "\(scheme)://\(self.hostPort)/", "CURLOPT_URL")
+        // Connect (resolve, TCP, proxy CONNECT, TLS) and stop: WSCore sends the upgrade request itself.
+        try options.set(CURLOPT_CONNECT_ONLY, 1, "CURLOPT_CONNECT_ONLY")
+        try options.set(CURLOPT_NOSIGNAL, 1, "CURLOPT_NOSIGNAL")
+        try options.set(
+            CURLOPT_ERRORBUFFER, pointer: UnsafeMutableRawPointer(errorBuffer.pointer), "CURLOPT_ERRORBUFFER")
+        try options.set(CURLOPT_CONNECTTIMEOUT_MS, self.timeout.curlMilliseconds, "CURLOPT_CONNECTTIMEOUT_MS")
+        try options.set(CURLOPT_TCP_NODELAY, 1, "CURLOPT_TCP_NODELAY")
+        // An HTTP proxy must tunnel (CONNECT) for ws:// too, not forward a GET in absolute form.
+        try options.set(CURLOPT_HTTPPROXYTUNNEL, 1, "CURLOPT_HTTPPROXYTUNNEL")
+        // ALPN offers only http/1.1: a server that picked h2 would not understand our HTTP/1.1 upgrade.
+        try options.set(CURLOPT_HTTP_VERSION, cws_curl_http_version_1_1(), "CURLOPT_HTTP_VERSION")
+        // Not CURLOPT_FORBID_REUSE: libcurl would close the connection as soon as the CONNECT_ONLY transfer is
+        // done. No other transfer ever uses this connection's private multi handle anyway.
+        try options.set(CURLOPT_FRESH_CONNECT, 1, "CURLOPT_FRESH_CONNECT")
+        if let proxy = configuration.proxy { try options.set(CURLOPT_PROXY, proxy, "CURLOPT_PROXY") }
+        if let noProxy = configuration.noProxy { try options.set(CURLOPT_NOPROXY, noProxy, "CURLOPT_NOPROXY") }
+
+        // TLS with the endpoint. An https:// proxy keeps libcurl's defaults (built-in store, full verification).
+        if configuration.trustedCAFile != nil || configuration.trustedCADirectory != nil {
+            // Our store replaces the built-in one: unset means "none", not "libcurl's default".
+            try options.set(CURLOPT_CAINFO, configuration.trustedCAFile, "CURLOPT_CAINFO")
+            try options.set(CURLOPT_CAPATH, configuration.trustedCADirectory, "CURLOPT_CAPATH")
+        }
+        if let certificate = configuration.clientCertificateFile {
+            try options.set(CURLOPT_SSLCERT, certificate, "CURLOPT_SSLCERT")
+            try options.set(CURLOPT_SSLCERTTYPE, "PEM", "CURLOPT_SSLCERTTYPE")
+        }
+        if let key = configuration.clientPrivateKeyFile {
+            try options.set(CURLOPT_SSLKEY, key, "CURLOPT_SSLKEY")
+            try options.set(CURLOPT_SSLKEYTYPE, "PEM", "CURLOPT_SSLKEYTYPE")
+        }
+        let minimumVersion =
+            configuration.minimumTLSVersion == .tls13 ? cws_curl_sslversion_tls13() : cws_curl_sslversion_tls12()
+        try options.set(CURLOPT_SSLVERSION, minimumVersion, "CURLOPT_SSLVERSION")
+        if configuration.dangerouslyDisableCertificateVerification {
+            try options.set(CURLOPT_SSL_VERIFYPEER, 0, "CURLOPT_SSL_VERIFYPEER")
+            try options.set(CURLOPT_SSL_VERIFYHOST, 0, "CURLOPT_SSL_VERIFYHOST")
+        } else {
+            try options.set(CURLOPT_SSL_VERIFYPEER, 1, "CURLOPT_SSL_VERIFYPEER")
+            try options.set(CURLOPT_SSL_VERIFYHOST, 2, "CURLOPT_SSL_VERIFYHOST")
+        }
+
+        if let debugContext {
+            try options.set(CURLOPT_DEBUGDATA, pointer: debugContext, "CURLOPT_DEBUGDATA")
+            let code = cws_curl_setopt_debugfunction(easy) { _, type, data, size, userdata in
+                guard let data, let userdata else { return 0 }
+                Unmanaged<CurlDebugContext>.fromOpaque(userdata).takeUnretainedValue()
+                    .log(type: type, bytes: UnsafeRawBufferPointer(start: data, count: size))
+                return 0
+            }
+            if code == CURLE_OK { try options.set(CURLOPT_VERBOSE, 1, "CURLOPT_VERBOSE") }
+        }
+
+        // The multi handle calls back into this connector, which the loop keeps alive while connecting.
+        cws_curl_multi_set_userdata(multi, Unmanaged.passUnretained(self).toOpaque())
+        _ = cws_curl_multi_set_socketfunction(multi) { _, fd, what, userdata, _ in
+            guard let userdata else { return 0 }
+            Unmanaged<CurlConnector>.fromOpaque(userdata).takeUnretainedValue().curlWantsSocket(fd: fd, what: what)
+            return 0
+        }
+        _ = cws_curl_multi_set_timerfunction(multi) { _, timeoutMilliseconds, userdata in
+            guard let userdata else { return 0 }
+            Unmanaged<CurlConnector>.fromOpaque(userdata).takeUnretainedValue()
+                .curlWantsTimer(milliseconds: timeoutMilliseconds)
+            return 0
+        }
+        self.logger.debug(
+            "connecting with libcurl",
+            metadata: [
+                "ws.libcurl": "\(LoadedCurl.version) \(LoadedCurl.sslVersion)",
+                "ws.proxy":
+                    "\(configuration.proxy.map { $0.isEmpty ? "none" : redactingCredentials($0) } ?? "environment")",
+            ])
+    }
+
+    // MARK: libcurl callbacks (loop thread, from inside curl_multi_* calls)
+
+    /// CURLMOPT_SOCKETFUNCTION: watch `fd` for `what` (CURL_POLL_IN/OUT/INOUT), or stop (CURL_POLL_REMOVE).
+    fileprivate func curlWantsSocket(fd: Int32, what: Int32) {
+        var events: UInt32 = 0
+        switch what {
+        case CURL_POLL_IN: events = EPOLLIN.rawValue
+        case CURL_POLL_OUT: events = EPOLLOUT.rawValue
+        case CURL_POLL_INOUT: events = EPOLLIN.rawValue | EPOLLOUT.rawValue
+        default: events = 0
+        }
+        if events == 0 {
+            self.unwatch(fd)
+            return
+        }
+        let watch: SocketWatch
+        if let existing = self.watches[fd] {
+            watch = existing
+        } else {
+            watch = SocketWatch(connector: self, fd: fd)
+            self.watches[fd] = watch
+        }
+        guard watch.events != events else { return }
+        let result = self.loop.setInterest(fd: fd, events: events, registered: watch.events != 0, registrant: watch)
+        if result == 0 {
+            watch.events = events
+        } else {
+            let error = systemError("epoll_ctl", result)
+            self.logger.debug("cannot watch a socket", metadata: ["ws.error": "\(error)"])
+            // Failing from inside a libcurl callback is not allowed: fail right after this callback.
+            self.loop.execute { [self] in
+                self.fail(
+                    WebSocketConnectionError(
+                        .network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
+            }
+        }
+    }
+
+    /// CURLMOPT_TIMERFUNCTION: call curl_multi_socket_action(CURL_SOCKET_TIMEOUT) after `milliseconds`
+    /// (-1: no timeout). Never calls libcurl from inside the callback.
+    fileprivate func curlWantsTimer(milliseconds: Int) {
+        self.curlTimer?.cancel()
+        self.curlTimer = nil
+        guard milliseconds >= 0 else { return }
+        self.curlTimer = self.loop.schedule(afterNanoseconds: UInt64(milliseconds) &* 1_000_000) { [self] in
+            self.curlTimer = nil
+            self.drive(fd: cws_curl_socket_timeout(), mask: 0)
+        }
+    }
+
+    private func unwatch(_ fd: Int32) {
+        guard let watch = self.watches.removeValue(forKey: fd) else { return }
+        watch.active = false
+        _ = self.loop.setInterest(fd: fd, events: 0, registered: watch.events != 0, registrant: watch)
+        watch.events = 0
+        self.loop.retire(watch)
+    }
+
+    // MARK: Driving libcurl (loop thread)
+
+    /// An epoll event on a watched socket.
+    fileprivate func socketEvent(fd: Int32, events: UInt32) {
+        var mask: Int32 = 0
+        if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 { mask |= CURL_CSELECT_IN }
+        if events & EPOLLOUT.rawValue != 0 { mask |= CURL_CSELECT_OUT }
+        if events & EPOLLERR.rawValue != 0 { mask |= CURL_CSELECT_ERR }
+        self.drive(fd: fd, mask: mask)
+    }
+
+    private func drive(fd: Int32, mask: Int32) {
+        guard case .connecting = self.phase, let handles = self.handles else { return }
+        var running: Int32 = 0
+        let code = curl_multi_socket_action(handles.multi, fd, mask, &running)
+        guard code == CURLM_OK else {
+            self.fail(
+                WebSocketConnectionError(
+                    .network,
+                    "connecting to \(self.hostPort) failed: curl_multi_socket_action: "
+                        + String(cString: curl_multi_strerror(code))))
+            return
+        }
+        var easy: UnsafeMutableRawPointer?
+        var result = CURLE_OK
+        guard cws_curl_multi_next_done(handles.multi, &easy, &result) != 0 else { return }
+        if result == CURLE_OK {
+            self.connected(handles)
+        } else {
+            let detail = handles.errorBuffer.text
+            self.logger.debug(
+                "connect failed", metadata: ["ws.curlcode": "\(result.rawValue)", "ws.error": "\(detail)"])
+            self.fail(
+                connectError(
+                    result, easy: handles.easy, detail: detail, hostPort: self.hostPort, timeout: self.timeout,
+                    proxied: self.configuration.proxy?.isEmpty == false))
+        }
+    }
+
+    // MARK: Completion (loop thread)
+
+    /// Turns libcurl's callbacks off and forgets every watched socket.
+    private func detachFromCurl() {
+        if let handles = self.handles {
+            _ = cws_curl_multi_set_socketfunction(handles.multi, nil)
+            _ = cws_curl_multi_set_timerfunction(handles.multi, nil)
+        }
+        for fd in Array(self.watches.keys) { self.unwatch(fd) }
+        self.curlTimer?.cancel()
+        self.curlTimer = nil
+        self.deadline?.cancel()
+        self.deadline = nil
+    }
+
+    private func connected(_ handles: CurlHandles) {
+        guard let continuation = self.continuation else { return }
+        var fd = cws_curl_socket_bad()
+        let info = cws_curl_getinfo_socket(handles.easy, &fd)
+        self.detachFromCurl()
+        guard info == CURLE_OK, fd != cws_curl_socket_bad() else {
+            self.fail(
+                WebSocketConnectionError(
+                    .network, "connecting to \(self.hostPort) failed: libcurl reported no active socket"))
+            return
+        }
+        self.continuation = nil
+        self.phase = .done
+        self.handles = nil
+        self.loop.remove(self)
+        self.logger.debug("connected", metadata: ["ws.tls": "\(self.endpoint.secure)"])
+        let transport = CurlTransport(
+            loop: self.loop, handles: handles, fd: fd, endpoint: self.hostPort, logger: self.logger,
+            closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
+            closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
+        self.loop.add(transport)
+        continuation.resume(returning: transport)
+    }
+
+    /// Fails the connect (idempotent) and releases the handles.
+    func fail(_ error: WebSocketConnectionError) {
+        if case .done = self.phase { return }
+        self.phase = .done
+        self.detachFromCurl()
+        if let handles = self.handles {
+            self.handles = nil
+            handles.cleanup()
+        }
+        self.loop.remove(self)
+        if let continuation = self.continuation {
+            self.continuation = nil
+            continuation.resume(throwing: error)
+        }
+    }
+}

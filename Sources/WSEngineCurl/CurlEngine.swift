@@ -1,0 +1,277 @@
+import CWSCurl
+import Glibc
+import Synchronization
+public import WSCore
+
+/// The libcurl WebSocket engine for Linux: libcurl makes the connection, WSCore speaks WebSocket over it.
+///
+/// libcurl does what it is good at — name resolution, TCP with happy eyeballs, TLS with its backend and CA store,
+/// client certificates, and HTTP, HTTPS and SOCKS proxies (including the proxy environment variables) — and then
+/// hands over the raw byte stream: each connect is a `CURLOPT_CONNECT_ONLY` transfer to `http://host:port/` (or
+/// `https://` for `wss`), tunnelled with `CONNECT` through an HTTP proxy (`CURLOPT_HTTPPROXYTUNNEL`) for `ws` as
+/// well as `wss`. WSCore then sends the upgrade request and does the framing, masking, ping/pong and close logic
+/// exactly as with every other engine, over `curl_easy_send`/`curl_easy_recv`.
+///
+/// Why not libcurl's own WebSocket API: it does not check `Sec-WebSocket-Accept` nor the negotiated subprotocol
+/// and extensions, rejects frames with RSV bits (so no permessage-deflate), leaves the close handshake to the
+/// caller, reused one masking key per connection before 8.16, and could lose bytes that arrived with the 101
+/// response before 8.21. None of that applies here, because libcurl only carries bytes; for the same reason this
+/// engine supports ``EngineCapability/webSocketExtensions``.
+///
+/// - Threading: one epoll loop thread per engine serves every connection (no thread per connection). Connects run
+///   concurrently on that loop through libcurl's multi-socket API (`curl_multi_socket_action`). Each connection has
+///   its own multi handle, because a `CONNECT_ONLY` easy handle must stay in its multi handle while it is used and
+///   libcurl looks the connection up in that multi's pool on every send and receive: with a private multi, the
+///   pair is only ever used by one thread at a time. Once connected, the socket from `CURLINFO_ACTIVESOCKET` is
+///   watched level-triggered; `CURLE_AGAIN` waits for `EPOLLIN`/`EPOLLOUT` and never busy-polls. Writes go to
+///   libcurl from the caller's thread when nothing is queued; handler callbacks arrive on the loop thread.
+/// - Cost: two descriptors per connection (the socket and the multi handle's wakeup eventfd), and no DNS cache,
+///   CA-store cache or TLS session reuse across connections: each `wss` connect loads the CA store on the loop
+///   thread.
+/// - Availability: WebSockets are reported as supported only when the loaded libcurl lists `ws` and `wss` among
+///   its protocols (7.86+ built with WebSockets; default-on since 8.11). Debian 12's stock libcurl 7.88 does not:
+///   install `libcurl4-openssl-dev` from bookworm-backports, or use the CIO engine.
+/// - Closing: `close()` flushes, sends FIN and waits up to 2 s for the peer's end of stream. libcurl sends no TLS
+///   close_notify for a `CONNECT_ONLY` connection; the WebSocket close handshake marks the clean end instead.
+///
+/// ```swift
+/// let engine = CurlEngine(configuration: .init(proxy: "http://proxy.internal:3128"))
+/// ```
+public final class CurlEngine: WebSocketEngine {
+    /// A TLS protocol version, used as the lowest version the engine accepts.
+    public struct TLSVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
+        private enum Base: Int, Sendable, Hashable {
+            case tls12 = 12
+            case tls13 = 13
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// TLS 1.2 (RFC 5246): `CURL_SSLVERSION_TLSv1_2`.
+        public static let tls12 = TLSVersion(.tls12)
+        /// TLS 1.3 (RFC 8446): `CURL_SSLVERSION_TLSv1_3`.
+        public static let tls13 = TLSVersion(.tls13)
+
+        /// Whether `lhs` is an older version than `rhs`.
+        public static func < (lhs: TLSVersion, rhs: TLSVersion) -> Bool { lhs.base.rawValue < rhs.base.rawValue }
+
+        /// `TLSv1.2` or `TLSv1.3`.
+        public var description: String { self.base == .tls12 ? "TLSv1.2" : "TLSv1.3" }
+    }
+
+    /// How the engine configures libcurl. Secure by default: libcurl's built-in CA store, peer and host name
+    /// verification, TLS 1.2 or newer, and the proxy environment variables honoured.
+    public struct Configuration: Sendable {
+        /// A PEM file of trusted CA certificates for the endpoint (`CURLOPT_CAINFO`). When this or
+        /// ``trustedCADirectory`` is set, the pair replaces libcurl's built-in CA store (an unset one is cleared,
+        /// not defaulted). Default `nil`: libcurl's built-in store. An `https://` proxy is always verified against
+        /// libcurl's built-in store.
+        public var trustedCAFile: String?
+        /// A directory of trusted CA certificates in OpenSSL's hashed layout (`CURLOPT_CAPATH`); see
+        /// ``trustedCAFile``.
+        public var trustedCADirectory: String?
+        /// A PEM file with the client certificate (chain) for mutual TLS (`CURLOPT_SSLCERT`).
+        public var clientCertificateFile: String?
+        /// A PEM file with the private key of ``clientCertificateFile`` (`CURLOPT_SSLKEY`).
+        public var clientPrivateKeyFile: String?
+        /// The proxy (`CURLOPT_PROXY`), e.g. `http://127.0.0.1:8888`, `https://proxy:443` or
+        /// `socks5h://127.0.0.1:1080`; HTTP(S) proxies are asked for a `CONNECT` tunnel.
+        ///
+        /// `nil` (the default) lets libcurl pick one from the environment. The engine connects to `http://` URLs
+        /// for `ws` and `https://` URLs for `wss`, so libcurl reads `http_proxy` (lowercase only) for `ws`,
+        /// `https_proxy` or `HTTPS_PROXY` for `wss`, then `all_proxy` or `ALL_PROXY`, and skips hosts listed in
+        /// `no_proxy` or `NO_PROXY` (`ws_proxy`/`wss_proxy` are not read). The empty string `""` means no proxy at
+        /// all, whatever the environment says.
+        public var proxy: String?
+        /// Hosts that bypass the proxy (`CURLOPT_NOPROXY`): a comma-separated list of names, domains, IP
+        /// addresses or CIDR ranges, or `*`. `nil` (the default) lets libcurl read `no_proxy`/`NO_PROXY`.
+        public var noProxy: String?
+        /// Turns off certificate chain AND host name verification of the endpoint (`CURLOPT_SSL_VERIFYPEER` and
+        /// `CURLOPT_SSL_VERIFYHOST` 0), so that any server, including an attacker in the middle, is accepted.
+        /// Only for tests against self-signed servers; never in production. A proxy's certificate is still
+        /// verified. Default `false`.
+        public var dangerouslyDisableCertificateVerification: Bool
+        /// The lowest TLS version accepted (`CURLOPT_SSLVERSION`). Default ``TLSVersion/tls12``.
+        public var minimumTLSVersion: TLSVersion
+        /// Routes libcurl's verbose trace (`CURLOPT_VERBOSE` + `CURLOPT_DEBUGFUNCTION`) into the connection's
+        /// logger: informational lines at `.debug`, proxy request and response header lines at `.trace` with
+        /// every header value removed (so credentials never reach a log). Transferred data is never logged.
+        /// Default `false`.
+        public var verbose: Bool
+        /// The most bytes one read hands to the handler (one buffer of this size per engine). Default 64 KiB;
+        /// at least 1 KiB is used.
+        public var readBufferSize: Int
+
+        /// Creates a configuration; every argument defaults to the secure choice.
+        /// - Parameters:
+        ///   - trustedCAFile: A PEM file of trusted CAs (replaces the built-in store).
+        ///   - trustedCADirectory: A hashed directory of trusted CAs (replaces the built-in store).
+        ///   - clientCertificateFile: A PEM client certificate chain for mutual TLS.
+        ///   - clientPrivateKeyFile: The PEM private key of the client certificate.
+        ///   - proxy: The proxy URL; `nil` for the environment's, `""` for none.
+        ///   - noProxy: Hosts that bypass the proxy; `nil` for the environment's.
+        ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
+        ///   - minimumTLSVersion: The lowest TLS version accepted.
+        ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
+        ///   - readBufferSize: Bytes per read.
+        public init(
+            trustedCAFile: String? = nil,
+            trustedCADirectory: String? = nil,
+            clientCertificateFile: String? = nil,
+            clientPrivateKeyFile: String? = nil,
+            proxy: String? = nil,
+            noProxy: String? = nil,
+            dangerouslyDisableCertificateVerification: Bool = false,
+            minimumTLSVersion: TLSVersion = .tls12,
+            verbose: Bool = false,
+            readBufferSize: Int = 64 * 1024
+        ) {
+            self.trustedCAFile = trustedCAFile
+            self.trustedCADirectory = trustedCADirectory
+            self.clientCertificateFile = clientCertificateFile
+            self.clientPrivateKeyFile = clientPrivateKeyFile
+            self.proxy = proxy
+            self.noProxy = noProxy
+            self.dangerouslyDisableCertificateVerification = dangerouslyDisableCertificateVerification
+            self.minimumTLSVersion = minimumTLSVersion
+            self.verbose = verbose
+            self.readBufferSize = readBufferSize
+        }
+    }
+
+    /// After `close()` flushed and sent FIN, how long to wait for the peer's end of stream.
+    static let closeGracePeriod = Duration.seconds(2)
+    /// How long `close()` may wait for libcurl to take the buffered bytes before the connection is dropped.
+    static let closeFlushTimeout = Duration.seconds(10)
+
+    /// The configuration the engine was created with.
+    public let configuration: Configuration
+
+    private struct State {
+        var loop: CurlEventLoop?
+        var shutDown = false
+    }
+    private let state = Mutex(State())
+
+    /// Creates an engine. libcurl is initialized once per process (`curl_global_init`); the loop thread starts on
+    /// the first connect.
+    /// - Parameter configuration: How the engine configures libcurl.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        _ = LoadedCurl.initializationFailure
+    }
+
+    deinit {
+        // Without `shutdown()`: stop the loop anyway (aborting open transports) and let its thread end alone.
+        if let loop = self.state.withLock({ $0.shutDown ? nil : $0.loop }) {
+            loop.initiateStop(error: Self.shutdownError)
+            pthread_detach(loop.thread)
+        }
+    }
+
+    /// `Curl`.
+    public var name: String { "Curl" }
+
+    /// The version of the libcurl loaded into this process, e.g. `8.14.1`.
+    public static var libcurlVersion: String { LoadedCurl.version }
+
+    /// Whether the loaded libcurl lists both `ws` and `wss` in `curl_version_info()->protocols` (7.86+ built with
+    /// WebSockets). The engine does not use libcurl's WebSocket API, but follows this product rule so that a
+    /// libcurl without WebSockets, such as Debian 12's stock 7.88, is reported as such.
+    public static var supportsWebSockets: Bool { LoadedCurl.hasWebSockets && LoadedCurl.initializationFailure == nil }
+
+    /// ``EngineCapability/webSocket`` and ``EngineCapability/webSocketExtensions`` are supported when
+    /// ``supportsWebSockets`` is `true`: WSCore runs its own codec over libcurl's byte stream, so the reserved bits
+    /// and extension headers pass through untouched.
+    /// - Parameter capability: The capability to check.
+    public func isSupported(_ capability: EngineCapability) -> Bool {
+        guard capability == .webSocket || capability == .webSocketExtensions else { return false }
+        return Self.supportsWebSockets
+    }
+
+    /// Why `capability` is unsupported — for WebSockets, which libcurl was loaded and what to install or use
+    /// instead; `nil` when it is supported.
+    /// - Parameter capability: The capability to explain.
+    public func unsupportedReason(_ capability: EngineCapability) -> String? {
+        guard !self.isSupported(capability) else { return nil }
+        if capability == .webSocket || capability == .webSocketExtensions,
+            let reason = LoadedCurl.webSocketUnsupportedReason
+        {
+            return reason
+        }
+        return "the Curl engine does not support \(capability)"
+    }
+
+    /// Resolves, connects (through the configured or environment proxy) and runs the TLS handshake for `wss`,
+    /// all with libcurl within `options.connectTimeout` (`CURLOPT_CONNECTTIMEOUT_MS`). Cancelling the calling task
+    /// aborts the attempt.
+    /// - Parameters:
+    ///   - endpoint: Where to connect.
+    ///   - options: The connect timeout and the logger.
+    /// - Returns: A connected transport that has not started reading.
+    /// - Throws: ``WebSocketConnectionError`` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
+    ///   (ECONNREFUSED), `.timedOut`, `.tlsFailure`, `.cancelled`, `.unsupported` (the loaded libcurl lacks
+    ///   WebSockets or TLS) or `.network`; its message carries `curl_easy_strerror` and libcurl's error detail.
+    public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
+        -> any WebSocketTransport
+    {
+        let hostPort = hostPortText(endpoint)
+        if Task.isCancelled {
+            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+        }
+        if let reason = LoadedCurl.webSocketUnsupportedReason {
+            throw WebSocketConnectionError(.unsupported, "cannot connect to \(hostPort): \(reason)")
+        }
+        if endpoint.secure && !LoadedCurl.hasHTTPS {
+            throw WebSocketConnectionError(
+                .unsupported,
+                "cannot connect to \(hostPort) with TLS: the loaded libcurl \(LoadedCurl.version) has no TLS backend")
+        }
+        let loop = try self.prepareLoop()
+        let connector = CurlConnector(
+            loop: loop, endpoint: endpoint, options: options, configuration: self.configuration)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation {
+                (continuation: CheckedContinuation<CurlTransport, any Error>) in
+                if !loop.execute({ connector.start(continuation) }) {
+                    continuation.resume(throwing: Self.shutdownError)
+                }
+            }
+        } onCancel: {
+            loop.execute { connector.cancel() }
+        }
+    }
+
+    /// Stops the loop thread; open transports are aborted (their handlers see `transportDidClose` with a
+    /// `.network` error) and pending connects fail. Returns once the loop thread has exited; the waiting happens
+    /// on a helper thread, not on the cooperative pool. Later calls return at once.
+    public func shutdown() async {
+        let loop = self.state.withLock { state -> CurlEventLoop? in
+            guard !state.shutDown else { return nil }
+            state.shutDown = true
+            return state.loop
+        }
+        guard let loop else { return }
+        loop.initiateStop(error: Self.shutdownError)
+        let thread = loop.thread
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            startThread(name: "Curl shutdown", detached: true) {
+                pthread_join(thread, nil)
+                continuation.resume()
+            }
+        }
+    }
+
+    private static let shutdownError = WebSocketConnectionError(.network, "the Curl engine was shut down")
+
+    /// The loop, started on first use.
+    private func prepareLoop() throws(WebSocketConnectionError) -> CurlEventLoop {
+        try self.state.withLock { state throws(WebSocketConnectionError) -> CurlEventLoop in
+            guard !state.shutDown else { throw Self.shutdownError }
+            if let loop = state.loop { return loop }
+            let loop = CurlEventLoop(name: "Curl loop", readBufferSize: max(1024, self.configuration.readBufferSize))
+            state.loop = loop
+            return loop
+        }
+    }
+}

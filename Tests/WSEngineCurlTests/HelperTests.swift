@@ -1,0 +1,69 @@
+import Testing
+
+@testable import WSEngineCurl
+
+@Suite("Curl engine helpers")
+struct CurlHelperTests {
+    @Test("the reason for a libcurl without WebSockets names the version, the fix and the alternative")
+    func unsupportedReason() {
+        let reason = LoadedCurl.webSocketUnsupportedReason(
+            version: "7.88.1", hasWebSockets: false, initializationFailure: nil)
+        #expect(
+            reason
+                == "the loaded libcurl 7.88.1 was built without WebSocket support (needs 7.86+ with ws/wss; on "
+                + "Debian 12 install libcurl4-openssl-dev from bookworm-backports) — use the CIO engine instead")
+        #expect(
+            LoadedCurl.webSocketUnsupportedReason(version: "8.14.1", hasWebSockets: true, initializationFailure: nil)
+                == nil)
+        #expect(
+            LoadedCurl.webSocketUnsupportedReason(version: "8.14.1", hasWebSockets: true, initializationFailure: "x")?
+                .contains("use the CIO engine instead") == true)
+    }
+
+    @Test("header values never reach the trace; request and status lines do")
+    func headerRedaction() {
+        #expect(headerLineWithoutValue("Proxy-Authorization: Basic dGVzdGVyOnB3") == "Proxy-Authorization: <redacted>")
+        #expect(headerLineWithoutValue("Authorization:Bearer abc") == "Authorization: <redacted>")
+        #expect(headerLineWithoutValue("CONNECT example.com:443 HTTP/1.1") == "CONNECT example.com:443 HTTP/1.1")
+        #expect(
+            headerLineWithoutValue("HTTP/1.1 407 Proxy Authentication Required")
+                == "HTTP/1.1 407 Proxy Authentication Required")
+    }
+
+    @Test("URL credentials are removed from libcurl's informational text")
+    func credentialRedaction() {
+        #expect(
+            redactingCredentials("Uses proxy env variable http_proxy == 'http://user:pw@proxy:3128'")
+                == "Uses proxy env variable http_proxy == 'http://***@proxy:3128'")
+        #expect(
+            redactingCredentials("socks5h://a@b:1080 and https://c:d@e/") == "socks5h://***@b:1080 and https://***@e/")
+        #expect(redactingCredentials("Connected to 127.0.0.1 port 80") == "Connected to 127.0.0.1 port 80")
+        #expect(redactingCredentials("mail me@example.com") == "mail me@example.com")
+    }
+
+    @Test("the write queue hands out the unsent head as one piece and counts bytes")
+    func writeQueue() {
+        var queue = WriteQueue()
+        queue.append([1, 2, 3, 4], offset: 1)
+        queue.append([5, 6], offset: 0)
+        queue.append([7, 8, 9], offset: 2)
+        #expect(queue.byteCount == 6)
+        #expect(queue.withFirstChunk { Array($0) } == [2, 3, 4])
+        queue.consume(2)
+        #expect(queue.withFirstChunk { Array($0) } == [4])
+        queue.consume(1)
+        #expect(queue.withFirstChunk { Array($0) } == [5, 6])
+        queue.consume(2)
+        #expect(queue.withFirstChunk { Array($0) } == [9])
+        queue.consume(1)
+        #expect(queue.isEmpty && queue.byteCount == 0)
+    }
+
+    @Test("durations become libcurl milliseconds of at least 1")
+    func milliseconds() {
+        #expect(Duration.zero.curlMilliseconds == 1)
+        #expect(Duration.microseconds(1500).curlMilliseconds == 2)
+        #expect(Duration.seconds(10).curlMilliseconds == 10_000)
+        #expect(Duration.seconds(-3).curlMilliseconds == 1)
+    }
+}
