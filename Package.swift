@@ -102,7 +102,12 @@ let package = Package(
         ),
         .testTarget(
             name: "WSEngineCurlTests",
-            dependencies: ["WSCore", "WSEngineCurl"],
+            dependencies: ["WSCore", "WSEngineCurl", "WSTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WSSerializationTests",
+            dependencies: ["WSCore", "WSSerialization"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -49,11 +49,17 @@ public final class WebSocketClient: Sendable {
         ///   - configure: Edits the plugin's settings.
         public mutating func install<P: ClientPlugin>(
             _ plugin: P.Type,
-            _ configure: (inout P.Configuration) throws -> Void = { _ in }
+            _ configure: (inout P.Configuration) throws -> Void
         ) rethrows {
             var settings = (self.plugins[P.key] as? P.Configuration) ?? P.defaultConfiguration()
             try configure(&settings)
             self.plugins[P.key] = settings
+        }
+
+        /// Installs a plugin with its default settings.
+        /// - Parameter plugin: The plugin type, e.g. `WebSockets.self`.
+        public mutating func install<P: ClientPlugin>(_ plugin: P.Type) {
+            self.install(plugin) { _ in }
         }
 
         /// The settings of an installed plugin, or `nil` if it is not installed.
@@ -72,11 +78,17 @@ public final class WebSocketClient: Sendable {
     /// - Parameters:
     ///   - engine: The engine, e.g. `CIOEngine()` (native) or `CurlEngine()` (libcurl).
     ///   - configure: Installs plugins and sets the logger and timeouts.
-    public init(engine: any WebSocketEngine, _ configure: (inout Configuration) throws -> Void = { _ in }) rethrows {
+    public init(engine: any WebSocketEngine, _ configure: (inout Configuration) throws -> Void) rethrows {
         var configuration = Configuration()
         try configure(&configuration)
         self.engine = engine
         self.configuration = configuration
+    }
+
+    /// Creates a client on `engine` with default settings (the WebSockets plugin's defaults apply).
+    /// - Parameter engine: The engine, e.g. `CIOEngine()` (native) or `CurlEngine()` (libcurl).
+    public convenience init(engine: any WebSocketEngine) {
+        self.init(engine: engine) { _ in }
     }
 
     /// Whether the engine supports `capability` on this machine, checked at run time, e.g.

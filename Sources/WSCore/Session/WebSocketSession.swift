@@ -112,6 +112,8 @@ public final class WebSocketSession: Sendable {
         let frame: Frame
         do {
             frame = try converter.serialize(value)
+        } catch let error as WebSocketError where error.code == .conversion {
+            throw error
         } catch {
             throw WebSocketError(.conversion, "could not serialize \(T.self): \(error)", underlying: error)
         }
@@ -146,6 +148,13 @@ public final class WebSocketSession: Sendable {
                 }
                 do {
                     return try converter.deserialize(T.self, from: frame)
+                } catch let error as WebSocketError where error.code == .conversion {
+                    // The converter already said what failed; keep its message and make sure the frame is attached.
+                    if error.frame != nil { throw error }
+                    throw WebSocketError(
+                        .conversion, error.message, closeCode: error.closeCode, frame: frame,
+                        underlying: error.underlying
+                    )
                 } catch {
                     throw WebSocketError(
                         .conversion, "could not decode \(T.self) from a \(frame.kind) frame: \(error)",
