@@ -111,6 +111,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "WSExtensionsTests",
+            dependencies: ["WSCore", "WSExtensions"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "WSIntegrationTests",
             dependencies: ["WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting"],
             swiftSettings: swiftSettings

@@ -6,6 +6,7 @@
 #   AUTOBAHN_CASES="1.*,2.*"      case patterns (default 1.* .. 10.*; "12.*,13.*" are the compression groups)
 #   AUTOBAHN_EXCLUDE_CASES=""     patterns to leave out (default none)
 #   AUTOBAHN_ENGINE=cio|curl      passes --engine to wsc; the agent becomes swift-ws-<engine> (default cio, no flag)
+#   AUTOBAHN_DEFLATE=1            passes --deflate to wsc (offer permessage-deflate; needed by the 12.* and 13.* cases)
 #   AUTOBAHN_AGENT=name           agent name in the report (default swift-ws-<engine>)
 #   AUTOBAHN_CASE_TIMEOUT=60      seconds per case before the client is killed
 #   AUTOBAHN_TOTAL_TIMEOUT=1500   seconds for all cases; cases not started by then count as failed
@@ -62,6 +63,7 @@ else
     [ -x "$WSC" ] || fail "wsc binary '$WSC' not found" "build it (swift build --product wsc) or set WSC=/path/to/wsc"
     CLIENT=("$WSC" echo)
     [ -n "${AUTOBAHN_ENGINE:-}" ] && CLIENT+=(--engine "$ENGINE")
+    if [ "${AUTOBAHN_DEFLATE:-0}" = 1 ]; then CLIENT+=(--deflate); fi
 fi
 
 # ----------------------------------------------------------------------------------------------------- the spec

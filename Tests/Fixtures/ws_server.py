@@ -5,6 +5,9 @@ Run with the repository's venv (scripts/setup.sh creates it):
 
     .venv/bin/python Tests/Fixtures/ws_server.py [--port 0] [--tls-cert C --tls-key K [--tls-client-ca CA]]
                                                  [--subprotocols a,b] [--deflate] [--watch-stdin]
+                                                 [--deflate-server-max-window-bits N] [--deflate-client-max-window-bits N]
+                                                 [--deflate-server-no-context-takeover]
+                                                 [--deflate-client-no-context-takeover]
 
 The first line on stdout is ``PORT <n>`` (flushed) once the server listens on 127.0.0.1; logs go to stderr.
 
@@ -28,6 +31,12 @@ Behaviour is chosen by the request path (query parameters in brackets):
                                  (the sender included)
 
 Defaults: max message size 64 MiB, no keepalive pings, no compression (--deflate offers permessage-deflate).
+--deflate alone accepts permessage-deflate with websockets' defaults (server_max_window_bits=12,
+client_max_window_bits=12, memLevel 5). Any --deflate-* option implies --deflate and configures the server side
+of the negotiation instead (RFC 7692 section 7.1; unset options leave the client's offer as it is):
+--deflate-server-max-window-bits N caps the server's window at N (9-15; websockets refuses 8),
+--deflate-client-max-window-bits N caps the client's window at N when the client offers client_max_window_bits,
+--deflate-server-no-context-takeover / --deflate-client-no-context-takeover force those parameters.
 With --watch-stdin the server exits when its stdin reaches EOF (the launching test process died or closed it).
 """
 
@@ -49,6 +58,7 @@ os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))
 
 from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 
 MAX_SIZE = 64 * 1024 * 1024
@@ -211,6 +221,12 @@ async def main() -> None:
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (PEM)")
     parser.add_argument("--subprotocols", default="", help="comma-separated subprotocols offered on /subprotocol")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    parser.add_argument("--deflate-server-max-window-bits", type=int, help="cap the server's deflate window (9-15)")
+    parser.add_argument("--deflate-client-max-window-bits", type=int, help="cap the client's deflate window (8-15)")
+    parser.add_argument("--deflate-server-no-context-takeover", action="store_true",
+                        help="answer with server_no_context_takeover")
+    parser.add_argument("--deflate-client-no-context-takeover", action="store_true",
+                        help="answer with client_no_context_takeover")
     parser.add_argument("--max-size", type=int, default=MAX_SIZE, help="largest accepted message, bytes")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin reaches EOF")
     args = parser.parse_args()
@@ -226,6 +242,15 @@ async def main() -> None:
         watch_stdin(loop, stop)
 
     supported = [s.strip() for s in args.subprotocols.split(",") if s.strip()]
+    deflate_factory = None
+    if (args.deflate_server_max_window_bits is not None or args.deflate_client_max_window_bits is not None
+            or args.deflate_server_no_context_takeover or args.deflate_client_no_context_takeover):
+        deflate_factory = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=args.deflate_server_no_context_takeover,
+            client_no_context_takeover=args.deflate_client_no_context_takeover,
+            server_max_window_bits=args.deflate_server_max_window_bits,
+            client_max_window_bits=args.deflate_client_max_window_bits,
+        )
     async with serve(
         handler,
         args.host,
@@ -234,7 +259,8 @@ async def main() -> None:
         subprotocols=supported or None,
         select_subprotocol=make_select_subprotocol(supported),
         process_request=process_request,
-        compression="deflate" if args.deflate else None,
+        compression="deflate" if args.deflate and deflate_factory is None else None,
+        extensions=[deflate_factory] if deflate_factory is not None else None,
         max_size=args.max_size,
         max_queue=64,
         ping_interval=None,

@@ -389,6 +389,14 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     private func handle(_ frame: ParsedFrame, _ s: inout State, _ actions: inout Actions) throws {
+        // Extensions claim reserved bits on the first frame of a data message only (RFC 7692 section 6.1):
+        // on a control or continuation frame they are a protocol error even when an extension allows them.
+        if !frame.reservedBits.isEmpty && (frame.opcode & 0x8 != 0 || frame.opcode == 0x0) {
+            throw ProtocolViolation(
+                .protocolError,
+                "reserved bits set on a \(frame.opcode == 0 ? "continuation" : "control") frame"
+            )
+        }
         switch frame.opcode {
         case 0x9:  // ping
             if !s.closeSent { actions.controlFrames.append(Frame(kind: .pong, data: frame.payload)) }
