@@ -230,6 +230,24 @@ struct SessionTests {
         }
     }
 
+    @Test("a consumer racing the reader never stalls reading (pause/resume ordering)", arguments: TestEngine.allCases)
+    func pauseResumeRace(engine: TestEngine) async throws {
+        let peer = try await PythonPeer.start()
+        defer { peer.stop() }
+        // A tiny buffer makes the reader pause and the consumer resume thousands of times, from two threads.
+        let client = engine.client { ws in
+            ws.maxIncomingBufferMessages = 4
+            ws.maxIncomingBufferBytes = 1 << 20
+        }
+        try await withClient(client) { client in
+            try await client.webSocket(peer.url(path: "/send-then-close?count=20000&size=16")) { session in
+                var count = 0
+                for try await frame in session.incoming where frame.kind == .binary { count += 1 }
+                #expect(count == 20000)
+            }
+        }
+    }
+
     @Test("ping and pong: ours answered, the server's answered automatically", arguments: TestEngine.allCases)
     func pingPong(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()

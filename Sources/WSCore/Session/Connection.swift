@@ -63,6 +63,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var incomingEnded = false
         var incomingError: WebSocketError?
         var readingPaused = false
+        /// Counts changes of `readingPaused`, so a stale pause or resume applied to the transport after a newer
+        /// decision is noticed and corrected (see `syncReadingPaused`).
+        var pauseGeneration: UInt64 = 0
 
         /// We sent a close frame: data frames that still arrive are dropped.
         var closeSent = false
@@ -106,7 +109,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var abortTransport = false
         var startCloseTimer = false
         var startPendingFailureTimer = false
-        var pauseReading: Bool?
+        /// `readingPaused` changed: apply it to the transport.
+        var syncReadingPaused = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var timersToCancel: [Task<Void, Never>] = []
@@ -363,8 +367,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             s.queue.count >= self.settings.maxIncomingBufferMessages
             || s.queuedBytes >= self.settings.maxIncomingBufferBytes
         if overLimit && !s.readingPaused && !s.incomingEnded {
-            s.readingPaused = true
-            actions.pauseReading = true
+            self.setReadingPaused(true, &s, &actions)
         }
     }
 
@@ -416,10 +419,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             }
             actions.startCloseTimer = true
             // Reading continues so the server's TCP close is seen; nothing after a close frame is parsed.
-            if s.readingPaused {
-                s.readingPaused = false
-                actions.pauseReading = false
-            }
+            if s.readingPaused { self.setReadingPaused(false, &s, &actions) }
         default:  // data: continuation, text, binary
             if frame.opcode != 0 {
                 s.messageValidatesUTF8 = s.extensions.isEmpty || frame.reservedBits.isEmpty
@@ -525,10 +525,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         actions.closeTransport = true
         actions.startCloseTimer = true
-        if s.readingPaused {
-            s.readingPaused = false
-            actions.pauseReading = false
-        }
+        if s.readingPaused { self.setReadingPaused(false, &s, &actions) }
     }
 
     /// Fails the connection from outside the read path (pong timeout).
@@ -555,7 +552,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         for frame in actions.controlFrames { _ = self.writeControl(frame) }
         if let close = actions.sendClose { self.sendCloseFrame(close) }
         for (continuation, result) in actions.deliveries { continuation.resume(with: result) }
-        if let paused = actions.pauseReading { self.transport.setReadingPaused(paused) }
+        if actions.syncReadingPaused { self.syncReadingPaused() }
         if actions.closeTransport { self.transport.close() }
         if actions.abortTransport { self.transport.abort() }
         if actions.startCloseTimer { self.startCloseTimer() }
@@ -582,6 +579,23 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     /// How long a deferred violation waits for the consumer.
     static let pendingFailureGrace: Duration = .seconds(1)
+
+    private func setReadingPaused(_ paused: Bool, _ s: inout State, _ actions: inout Actions) {
+        s.readingPaused = paused
+        s.pauseGeneration &+= 1
+        actions.syncReadingPaused = true
+    }
+
+    /// Applies the latest pause decision to the transport. The decision is made under the state lock but
+    /// applied after it is released, so a reader pausing and a consumer resuming can apply in the wrong order;
+    /// re-checking the generation after applying repairs that (the last apply always sees the latest decision).
+    private func syncReadingPaused() {
+        while true {
+            let (paused, generation) = self.state.withLock { ($0.readingPaused, $0.pauseGeneration) }
+            self.transport.setReadingPaused(paused)
+            if self.state.withLock({ $0.pauseGeneration == generation }) { return }
+        }
+    }
 
     private func startCloseTimer() {
         let timeout = self.settings.closeTimeout
@@ -712,10 +726,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             guard s.phase == .open, !s.closeSent, s.failure == nil else { return false }
             if !s.receivedClose { s.closeReason = reason ?? CloseReason(code: .noStatus) }
             self.endIncoming(&s, &actions, error: nil)
-            if s.readingPaused {
-                s.readingPaused = false
-                actions.pauseReading = false
-            }
+            if s.readingPaused { self.setReadingPaused(false, &s, &actions) }
             return true
         }
         self.perform(actions)
@@ -800,8 +811,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         if s.queue.count <= self.settings.maxIncomingBufferMessages / 2
             && s.queuedBytes <= self.settings.maxIncomingBufferBytes / 2
         {
-            s.readingPaused = false
-            actions.pauseReading = false
+            self.setReadingPaused(false, &s, &actions)
         }
     }
 }
