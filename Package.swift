@@ -46,6 +46,8 @@ let package = Package(
             name: "CWSCurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // Linux headers the Glibc module map lacks (epoll, eventfd, pthread_setname_np); glibc only, nothing to link.
+        .systemLibrary(name: "CWSLinux"),
 
         .target(
             name: "WSCore",
@@ -55,14 +57,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What both engines share (epoll loop, write queue, syscall helpers); internal to the package, not a product.
+        .target(
+            name: "WSPosix",
+            dependencies: ["CWSLinux", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "WSEngineCIO",
-            dependencies: ["WSCore", "CWSOpenSSL", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "WSCore", "WSPosix", "CWSLinux", "CWSOpenSSL", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "WSEngineCurl",
-            dependencies: ["WSCore", "CWSCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["WSCore", "WSPosix", "CWSLinux", "CWSCurl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -102,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WSEngineCurlTests",
-            dependencies: ["WSCore", "WSEngineCurl", "WSTesting"],
+            dependencies: ["WSCore", "WSEngineCurl", "WSPosix", "WSTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

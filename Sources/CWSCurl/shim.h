@@ -6,10 +6,7 @@
 #define CWS_CURL_SHIM_H
 #include <curl/curl.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <pthread.h>
 
 static inline CURLcode cws_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode cws_curl_setopt_str(CURL *h, CURLoption o, const char *v) { return curl_easy_setopt(h, o, v); }
@@ -134,9 +131,4 @@ static inline int cws_curl_error_class(CURLcode code) {
     }
 }
 
-/// Names the loop thread (at most 15 characters are kept).
-static inline int cws_curl_pthread_setname(pthread_t thread, const char *name) {
-    extern int pthread_setname_np(pthread_t, const char *);
-    return pthread_setname_np(thread, name);
-}
 #endif

@@ -89,19 +89,4 @@ static inline uint64_t cws_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENE
 static inline int cws_ssl_filetype_pem(void) { return SSL_FILETYPE_PEM; }
 static inline void cws_ssl_ctx_set_read_ahead(SSL_CTX *ctx, int yes) { SSL_CTX_set_read_ahead(ctx, yes); }
 
-// ---------------------------------------------------------------------------------------------------------------
-// WSEngineCIO: Linux headers the Swift Glibc module map does not cover (epoll, eventfd, TCP options, getaddrinfo).
-// They live here because this is the only C module WSEngineCIO depends on.
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <netinet/tcp.h>
-#include <netdb.h>
-#include <pthread.h>
-
-/// Names a thread (at most 15 characters); pthread_setname_np is a GNU extension the Glibc module map hides.
-static inline int cws_pthread_setname(pthread_t thread, const char *name) {
-    extern int pthread_setname_np(pthread_t, const char *);
-    return pthread_setname_np(thread, name);
-}
-
 #endif

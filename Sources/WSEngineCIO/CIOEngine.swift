@@ -1,6 +1,7 @@
-public import WSCore
 import Glibc
 import Synchronization
+public import WSCore
+import WSPosix
 
 /// The native WebSocket engine for Linux: its own epoll event loops, non-blocking sockets and the system OpenSSL.
 ///
@@ -179,7 +180,7 @@ public final class CIOEngine: WebSocketEngine {
                 var loops: [EventLoop] = []
                 do throws(WebSocketConnectionError) {
                     for index in 0..<count {
-                        loops.append(try EventLoop(name: "CIO loop \(index)", readBufferSize: bufferSize))
+                        loops.append(try EventLoop.start(name: "CIO loop \(index)", readBufferSize: bufferSize))
                     }
                 } catch {
                     for loop in loops {

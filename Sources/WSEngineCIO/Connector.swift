@@ -1,10 +1,12 @@
 // One connect attempt, as a state machine on its loop: resolve (on the resolver pool, or not at all for IP
 // literals) → try each address with a non-blocking connect (EPOLLOUT + SO_ERROR) → TLS handshake → hand the
 // socket to a CIOTransport. One deadline timer bounds the whole attempt.
+import CWSLinux
 import CWSOpenSSL
 import Glibc
 import Logging
 import WSCore
+import WSPosix
 
 /// What a connect needs from the engine.
 struct ConnectContext: Sendable {

@@ -1,9 +1,10 @@
 // Name resolution off the event loops: getaddrinfo blocks, so a small pool of detached pthreads runs it and hands
 // each result back through a completion (which hops to the requesting loop).
-import CWSOpenSSL
+import CWSLinux
 import Glibc
 import Synchronization
 import WSCore
+import WSPosix
 
 /// The result of resolving a host name.
 enum ResolveResult: Sendable {

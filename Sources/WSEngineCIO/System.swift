@@ -1,8 +1,10 @@
-// Layer 1 of the engine (after NIOPosix's System.swift): thin wrappers over Glibc and the Linux headers that
-// CWSOpenSSL's shim exposes. Would-block is an ordinary result, never an error; EINTR is retried here.
-import CWSOpenSSL
+// Layer 1 of the engine (after NIOPosix's System.swift): thin socket wrappers over Glibc and CWSLinux; the helpers
+// both engines share (time, descriptors, threads) are in WSPosix. Would-block is an ordinary result, never an
+// error; EINTR is retried here.
+import CWSLinux
 import Glibc
 import WSCore
+import WSPosix
 
 /// The outcome of a non-blocking I/O call: would-block is an ordinary result, not an error.
 enum IOResult<Value> {
@@ -12,55 +14,14 @@ enum IOResult<Value> {
     case wouldBlock
 }
 
-/// Monotonic time in nanoseconds (CLOCK_MONOTONIC), for deadlines and timers.
-@inline(__always)
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
-}
-
-extension Duration {
-    /// The duration in whole nanoseconds, clamped to `0...UInt64.max / 2` (negative durations become 0).
-    var clampedNanoseconds: UInt64 {
-        let (seconds, attoseconds) = self.components
-        if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return 0 }
-        let limit = UInt64.max / 2
-        let (wholeSeconds, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow || wholeSeconds > limit { return limit }
-        return min(limit, wholeSeconds + UInt64(attoseconds / 1_000_000_000))
-    }
-
-    /// Seconds for messages: `10`, `0.5`, `2.25`.
-    var secondsText: String {
-        let nanoseconds = self.clampedNanoseconds
-        if nanoseconds % 1_000_000_000 == 0 { return "\(nanoseconds / 1_000_000_000)" }
-        let milliseconds = (nanoseconds + 500_000) / 1_000_000
-        var text = "\(milliseconds / 1000)."
-        var fraction = String(milliseconds % 1000)
-        while fraction.count < 3 { fraction = "0" + fraction }
-        while fraction.hasSuffix("0") { fraction.removeLast() }
-        text += fraction.isEmpty ? "0" : fraction
-        return text
-    }
-}
-
 /// A `SystemError` for `call`, with the `strerror` text of `code`.
 func systemError(_ call: String, _ code: Int32 = errno) -> SystemError {
-    SystemError(errno: code, call: call, text: String(cString: strerror(code)))
+    SystemError(errno: code, call: call, text: errnoText(code))
 }
 
 /// A string from a NUL-terminated C buffer.
 func string(fromCBuffer buffer: [CChar]) -> String {
     buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-}
-
-/// Closes `fd`, retrying nothing: on Linux the descriptor is released even when `close` reports EINTR, and EBADF
-/// would be a bug in this module.
-@inline(__always)
-func closeDescriptor(_ fd: Int32) {
-    let result = Glibc.close(fd)
-    assert(result == 0 || errno != EBADF, "close(\(fd)) failed with EBADF: the descriptor was closed twice")
 }
 
 /// Socket-type flags for `socket(2)`: stream, non-blocking and close-on-exec.
@@ -158,30 +119,4 @@ struct SocketAddress: Sendable, CustomStringConvertible {
             }
         }
     }
-}
-
-/// Starts a pthread running `body`; the thread is joinable unless `detached`.
-/// - Returns: The thread, for `pthread_join`; `nil` if no thread could be created (errno is set).
-@discardableResult
-func startThread(name: String, detached: Bool, _ body: @escaping @Sendable () -> Void) -> pthread_t? {
-    final class Box: Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(
-        &thread, nil,
-        { context in
-            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-            return nil
-        }, context)
-    guard result == 0 else {
-        Unmanaged<Box>.fromOpaque(context).release()
-        errno = result
-        return nil
-    }
-    _ = cws_pthread_setname(thread, String(name.prefix(15)))
-    if detached { pthread_detach(thread) }
-    return thread
 }

@@ -6,11 +6,13 @@
 // Reads: on the loop thread, into the loop's one buffer, handed to the handler outside the lock.
 // All SSL use happens under the Mutex; the fd is closed only on the loop thread, after `phase` became `.closed`
 // under the Mutex, so a thread that sees another phase under the Mutex may use the fd.
+import CWSLinux
 import CWSOpenSSL
 import Glibc
 import Logging
 import Synchronization
 import WSCore
+import WSPosix
 
 /// An OpenSSL `SSL*` owned by one transport.
 struct SSLHandle: @unchecked Sendable {  // Used only under the owning CIOTransport's `state` Mutex.

@@ -14,9 +14,11 @@
 // CURLE_OK the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a
 // CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketConnectionError.
 import CWSCurl
+import CWSLinux
 import Glibc
 import Logging
 import WSCore
+import WSPosix
 
 /// One socket libcurl asked the loop to watch while connecting.
 final class SocketWatch: LoopRegistrant, @unchecked Sendable {  // Loop thread only.

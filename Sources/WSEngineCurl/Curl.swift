@@ -5,6 +5,7 @@ import CWSCurl
 import Glibc
 import Logging
 import WSCore
+import WSPosix
 
 /// Facts about the libcurl loaded into this process.
 enum LoadedCurl {

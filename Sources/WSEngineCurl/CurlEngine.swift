@@ -1,7 +1,9 @@
 import CWSCurl
+import CWSLinux
 import Glibc
 import Synchronization
 public import WSCore
+import WSPosix
 
 /// The libcurl WebSocket engine for Linux: libcurl makes the connection, WSCore speaks WebSocket over it.
 ///
@@ -269,7 +271,7 @@ public final class CurlEngine: WebSocketEngine {
         try self.state.withLock { state throws(WebSocketConnectionError) -> CurlEventLoop in
             guard !state.shutDown else { throw Self.shutdownError }
             if let loop = state.loop { return loop }
-            let loop = CurlEventLoop(name: "Curl loop", readBufferSize: max(1024, self.configuration.readBufferSize))
+            let loop = CurlEventLoop.start(name: "Curl loop", readBufferSize: max(1024, self.configuration.readBufferSize))
             state.loop = loop
             return loop
         }

@@ -11,10 +11,12 @@
 // socket is closed (by libcurl's cleanup) only under the Mutex after `phase` became `.closed`, so whoever sees
 // another phase under the Mutex may use the handle and the descriptor.
 import CWSCurl
+import CWSLinux
 import Glibc
 import Logging
 import Synchronization
 import WSCore
+import WSPosix
 
 /// The engine's ``WebSocketTransport``.
 final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendable {  // `state` Mutex + loop thread.

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import WSEngineCurl
+import WSPosix
 
 @Suite("Curl engine helpers")
 struct CurlHelperTests {

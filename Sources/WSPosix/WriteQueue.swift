@@ -1,20 +1,26 @@
-import CWSOpenSSL
-import Glibc
+// The write queue both engines keep per connection. The CIO engine batches it into sendmsg (`withIOVecs`); the
+// Curl engine always sends the head as one piece (`withFirstChunk`), so a send that libcurl reported as blocked
+// is retried with exactly the same bytes and length, which OpenSSL requires after SSL_write returned WANT_WRITE.
+package import Glibc
 
-/// The bytes a connection still has to hand to the kernel: a FIFO of the callers' own arrays (never copied) with
-/// an offset into the first one. Not thread-safe: it lives inside the connection's Mutex.
-struct WriteQueue {
+/// The bytes a connection still has to hand to the kernel (or libcurl): a FIFO of the callers' own arrays (never
+/// copied, except the unsent tail of a partly sent one) with an offset into the first one. Not thread-safe: it lives
+/// inside the connection's Mutex.
+package struct WriteQueue {
     private var chunks: [[UInt8]] = []
     private var head = 0
     private var headOffset = 0
     /// The number of bytes queued.
-    private(set) var byteCount = 0
+    package private(set) var byteCount = 0
 
     /// Whether nothing is queued.
-    var isEmpty: Bool { self.byteCount == 0 }
+    package var isEmpty: Bool { self.byteCount == 0 }
+
+    /// An empty queue.
+    package init() {}
 
     /// Appends `bytes[offset...]` (must be non-empty).
-    mutating func append(_ bytes: [UInt8], offset: Int) {
+    package mutating func append(_ bytes: [UInt8], offset: Int) {
         assert(offset < bytes.count)
         if self.head == self.chunks.count {
             self.headOffset = offset
@@ -27,8 +33,8 @@ struct WriteQueue {
         self.byteCount += bytes.count - offset
     }
 
-    /// Drops the first `count` bytes (they reached the kernel).
-    mutating func consume(_ count: Int) {
+    /// Drops the first `count` bytes (they reached the kernel or libcurl took them).
+    package mutating func consume(_ count: Int) {
         var remaining = count
         self.byteCount -= count
         while remaining > 0 {
@@ -53,7 +59,7 @@ struct WriteQueue {
     }
 
     /// Drops everything.
-    mutating func removeAll() {
+    package mutating func removeAll() {
         self.chunks = []
         self.head = 0
         self.headOffset = 0
@@ -61,14 +67,14 @@ struct WriteQueue {
     }
 
     /// Calls `body` with the unsent part of the first chunk.
-    func withFirstChunk<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+    package func withFirstChunk<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         let offset = self.headOffset
         return self.chunks[self.head].withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
     }
 
     /// Fills `iovecs` with up to `limit` chunks (the first from its offset) and calls `body` with the count,
     /// while the chunks' storage is pinned.
-    func withIOVecs<Result>(
+    package func withIOVecs<Result>(
         _ iovecs: UnsafeMutablePointer<iovec>, limit: Int, _ body: (Int) -> Result
     ) -> Result {
         let count = min(limit, self.chunks.count - self.head)

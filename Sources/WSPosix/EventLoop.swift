@@ -1,0 +1,352 @@
+// The epoll machinery both engines share: one loop thread with an eventfd for wakeups, a Mutex-protected task
+// queue, a timer heap, one reusable read buffer, a thin epoll_ctl wrapper and a graveyard that keeps removed
+// registrants alive until the event batch that may still point to them ends.
+// What differs per engine stays in the engine, behind ``EventLoopDispatcher``: how an event's data finds its
+// registrant, and how it fails them when it stops. The CIO engine registers sockets edge-triggered once; the Curl
+// engine level-triggered with an interest set that changes; both through `PosixEventLoop.epollControl`.
+import Glibc
+package import CWSLinux
+import Synchronization
+
+/// Work handed to a loop from any thread.
+package typealias LoopTask = @Sendable () -> Void
+
+/// A one-shot timer on a loop's timer heap; cancel it with ``cancel()`` (on the loop thread).
+package final class LoopTimer {
+    // Every field is read and written only on the owning loop's thread.
+    /// When the timer fires (monotonic nanoseconds).
+    let deadline: UInt64
+    /// Tie-breaker: timers with the same deadline fire in scheduling order.
+    let sequence: UInt64
+    /// The action; `nil` once fired or cancelled.
+    var action: (() -> Void)?
+
+    init(deadline: UInt64, sequence: UInt64, action: @escaping () -> Void) {
+        self.deadline = deadline
+        self.sequence = sequence
+        self.action = action
+    }
+
+    /// Stops the timer from firing (loop thread only).
+    package func cancel() { self.action = nil }
+
+    func fires(before other: LoopTimer) -> Bool {
+        self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
+    }
+}
+
+/// The engine-specific part of a loop: what its registrants are and how events reach them. Every requirement is
+/// used on the loop thread only (the metatype is Sendable because the loop thread's closure captures the loop type).
+package protocol EventLoopDispatcher: AnyObject, SendableMetatype {
+    /// A pending connect.
+    associatedtype Connector: AnyObject
+    /// An open connection.
+    associatedtype Transport: AnyObject
+    /// Why the loop stops: what pending connects and open transports are failed with.
+    associatedtype StopReason
+
+    /// The loop's pending connects and open transports, and its stop state.
+    var registrants: LoopRegistrants<Connector, Transport, StopReason> { get set }
+    /// Delivers one epoll event whose data is not 0 (0 is the loop's wakeup eventfd).
+    func handleEvent(data: UInt64, events: UInt32)
+    /// Fails a pending connect because the loop stops.
+    func fail(_ connector: Connector, stopping reason: StopReason)
+    /// Aborts an open transport because the loop stops.
+    func finish(_ transport: Transport, stopping reason: StopReason)
+}
+
+/// The pending connects and open transports of one loop, by identity, and why the loop stops (loop thread only).
+package struct LoopRegistrants<Connector: AnyObject, Transport: AnyObject, StopReason> {
+    fileprivate var connectors: [ObjectIdentifier: Connector] = [:]
+    fileprivate var transports: [ObjectIdentifier: Transport] = [:]
+    fileprivate var stopReason: StopReason?
+
+    /// No registrants; not stopping.
+    package init() {}
+}
+
+/// An epoll loop thread with an eventfd for wakeups, a Mutex-protected task queue, a timer heap and one reusable
+/// read buffer; `dispatcher` routes socket events to the engine's registrants.
+package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked Sendable {  // Mutex + loop-confined
+    // Thread rules: `epollFD`, `wakeFD`, `readBuffer`, `readBufferSize`, `name` and `dispatcher` (the reference)
+    // are immutable after init; `tasks` is a Mutex; `threadID` is atomic; `thread` is written once in init; every
+    // other field, and the dispatcher's state, is confined to the loop thread.
+
+    /// The epoll instance; closed by the loop thread on exit, after every registrant has finished.
+    package let epollFD: Int32
+    private let wakeFD: Int32
+    /// The one read buffer of this loop: transports read into it and hand it to their handler during the call.
+    package let readBuffer: UnsafeMutableRawPointer
+    /// The size of ``readBuffer``.
+    package let readBufferSize: Int
+    /// The loop's name, for thread names and logs.
+    package let name: String
+    /// The engine's registrants (their state is loop-thread only).
+    package let dispatcher: Dispatcher
+
+    private struct TaskQueue {
+        var tasks: [LoopTask] = []
+        var wakePending = false
+        var closed = false
+    }
+    private let tasks = Mutex(TaskQueue())
+    private let threadID = Atomic<UInt>(0)
+    /// The loop's pthread, for joining.
+    package private(set) var thread = pthread_t()
+
+    // Loop thread only:
+    private var spareTasks: [LoopTask] = []
+    private var events: UnsafeMutablePointer<epoll_event>
+    private var eventCapacity = 64
+    private var timers: [LoopTimer] = []
+    private var timerSequence: UInt64 = 0
+    /// Registrants removed during the current batch; kept alive until it ends because the batch may still hold
+    /// events that point to them.
+    private var graveyard: [AnyObject] = []
+
+    /// Creates the loop and starts its thread.
+    /// - Throws: The failed call when the process is out of descriptors or threads.
+    package init(name: String, readBufferSize: Int, dispatcher: Dispatcher) throws(PosixError) {
+        self.name = name
+        self.dispatcher = dispatcher
+        self.epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard self.epollFD >= 0 else { throw PosixError("epoll_create1") }
+        self.wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard self.wakeFD >= 0 else {
+            let error = PosixError("eventfd")
+            closeDescriptor(self.epollFD)
+            throw error
+        }
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue
+        event.data.u64 = 0
+        guard epoll_ctl(self.epollFD, EPOLL_CTL_ADD, self.wakeFD, &event) == 0 else {
+            let error = PosixError("epoll_ctl")
+            closeDescriptor(self.wakeFD)
+            closeDescriptor(self.epollFD)
+            throw error
+        }
+        self.readBufferSize = readBufferSize
+        self.readBuffer = .allocate(byteCount: readBufferSize, alignment: 16)
+        self.events = .allocate(capacity: self.eventCapacity)
+        guard let thread = startThread(name: name, detached: false, { [self] in self.run() }) else {
+            let error = PosixError("pthread_create")
+            closeDescriptor(self.wakeFD)
+            closeDescriptor(self.epollFD)
+            throw error
+        }
+        self.thread = thread
+    }
+
+    deinit {
+        self.readBuffer.deallocate()
+        self.events.deallocate()
+    }
+
+    /// Whether the caller runs on this loop's thread.
+    package var inLoop: Bool {
+        pthread_equal(pthread_self(), pthread_t(self.threadID.load(ordering: .acquiring))) != 0
+    }
+
+    /// Runs `task` on the loop thread, after the current event batch. Callable from any thread.
+    /// - Returns: `false` if the loop has stopped and the task will never run.
+    @discardableResult
+    package func execute(_ task: @escaping LoopTask) -> Bool {
+        let onLoop = self.inLoop
+        let (accepted, wake) = self.tasks.withLock { queue -> (Bool, Bool) in
+            guard !queue.closed else { return (false, false) }
+            queue.tasks.append(task)
+            guard !onLoop, !queue.wakePending else { return (true, false) }
+            queue.wakePending = true
+            return (true, true)
+        }
+        if wake {
+            var one: UInt64 = 1
+            _ = Glibc.write(self.wakeFD, &one, 8)
+        }
+        return accepted
+    }
+
+    // MARK: epoll registration
+
+    /// `epoll_ctl(op, fd)` with `events` and `data` (never 0, which is the wakeup eventfd).
+    /// - Returns: 0, or the `errno` of the failed call.
+    package func epollControl(_ operation: Int32, fd: Int32, events: UInt32, data: UInt64) -> Int32 {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = data
+        return epoll_ctl(self.epollFD, operation, fd, &event) == 0 ? 0 : errno
+    }
+
+    /// Keeps `object` (a removed registrant) alive until the current event batch ends (loop thread).
+    package func retire(_ object: AnyObject) { self.graveyard.append(object) }
+
+    // MARK: Registrants and stopping (loop thread, except initiateStop)
+
+    /// Adds a pending connect.
+    package func add(_ connector: Dispatcher.Connector) {
+        self.dispatcher.registrants.connectors[ObjectIdentifier(connector)] = connector
+    }
+    /// Removes a pending connect (kept alive until the batch ends).
+    package func remove(_ connector: Dispatcher.Connector) {
+        if let removed = self.dispatcher.registrants.connectors.removeValue(forKey: ObjectIdentifier(connector)) {
+            self.retire(removed)
+        }
+    }
+    /// Adds an open transport.
+    package func add(_ transport: Dispatcher.Transport) {
+        self.dispatcher.registrants.transports[ObjectIdentifier(transport)] = transport
+    }
+    /// Removes a transport (kept alive until the batch ends).
+    package func remove(_ transport: Dispatcher.Transport) {
+        if let removed = self.dispatcher.registrants.transports.removeValue(forKey: ObjectIdentifier(transport)) {
+            self.retire(removed)
+        }
+    }
+
+    /// The number of open transports and pending connects on this loop (for tests and logs).
+    package var registrantCount: Int {
+        self.dispatcher.registrants.transports.count + self.dispatcher.registrants.connectors.count
+    }
+
+    /// Why the loop is stopping, once it is; new connects fail with this.
+    package var stopReason: Dispatcher.StopReason? { self.dispatcher.registrants.stopReason }
+
+    /// Asks the loop to fail every pending connect, then abort every transport, with `error`, and exit once they
+    /// have finished. Callable from any thread; only the first call counts.
+    package func initiateStop(error: Dispatcher.StopReason) where Dispatcher.StopReason: Sendable {
+        self.execute { [self] in
+            guard self.dispatcher.registrants.stopReason == nil else { return }
+            self.dispatcher.registrants.stopReason = error
+            for connector in Array(self.dispatcher.registrants.connectors.values) {
+                self.dispatcher.fail(connector, stopping: error)
+            }
+            for transport in Array(self.dispatcher.registrants.transports.values) {
+                self.dispatcher.finish(transport, stopping: error)
+            }
+        }
+    }
+
+    /// Whether the loop may exit: it is stopping and every connect and transport has finished.
+    private var isFinished: Bool {
+        let registrants = self.dispatcher.registrants
+        return registrants.stopReason != nil && registrants.transports.isEmpty && registrants.connectors.isEmpty
+    }
+
+    // MARK: Timers (loop thread)
+
+    /// Schedules `action` to run on the loop after `nanoseconds`.
+    package func schedule(afterNanoseconds nanoseconds: UInt64, _ action: @escaping () -> Void) -> LoopTimer {
+        self.timerSequence &+= 1
+        let timer = LoopTimer(
+            deadline: monotonicNanoseconds() &+ nanoseconds, sequence: self.timerSequence, action: action)
+        self.timers.append(timer)
+        var child = self.timers.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard self.timers[child].fires(before: self.timers[parent]) else { break }
+            self.timers.swapAt(child, parent)
+            child = parent
+        }
+        return timer
+    }
+
+    private func popTimer() -> LoopTimer {
+        let top = self.timers[0]
+        let last = self.timers.removeLast()
+        if !self.timers.isEmpty {
+            self.timers[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1
+                let right = left + 1
+                var smallest = parent
+                if left < self.timers.count, self.timers[left].fires(before: self.timers[smallest]) { smallest = left }
+                if right < self.timers.count, self.timers[right].fires(before: self.timers[smallest]) {
+                    smallest = right
+                }
+                if smallest == parent { break }
+                self.timers.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return top
+    }
+
+    /// The epoll_wait timeout in milliseconds: 0 when tasks wait, -1 with no timers, else until the next timer.
+    private func nextTimeout() -> Int32 {
+        while let first = self.timers.first, first.action == nil { _ = self.popTimer() }
+        if self.tasks.withLock({ !$0.tasks.isEmpty }) { return 0 }
+        guard let first = self.timers.first else { return -1 }
+        let now = monotonicNanoseconds()
+        guard first.deadline > now else { return 0 }
+        let milliseconds = (first.deadline - now + 999_999) / 1_000_000
+        return Int32(min(milliseconds, UInt64(Int32.max)))
+    }
+
+    private func runTimers() {
+        guard !self.timers.isEmpty else { return }
+        let now = monotonicNanoseconds()
+        while let first = self.timers.first, first.deadline <= now {
+            let timer = self.popTimer()
+            if let action = timer.action {
+                timer.action = nil
+                action()
+            }
+        }
+    }
+
+    private func runTasks() {
+        var batch = self.spareTasks
+        self.spareTasks = []
+        self.tasks.withLock { queue in
+            swap(&queue.tasks, &batch)
+            queue.wakePending = false
+        }
+        for task in batch { task() }
+        batch.removeAll(keepingCapacity: true)
+        self.spareTasks = batch
+    }
+
+    // MARK: The loop
+
+    private func run() {
+        self.threadID.store(UInt(pthread_self()), ordering: .releasing)
+        while true {
+            let timeout = self.nextTimeout()
+            let count = epoll_wait(self.epollFD, self.events, Int32(self.eventCapacity), timeout)
+            if count < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                fatalError("epoll_wait failed: \(PosixError("epoll_wait", code))")
+            }
+            for index in 0..<Int(count) {
+                let event = self.events[index]
+                let data = event.data.u64
+                if data == 0 {
+                    var value: UInt64 = 0
+                    _ = Glibc.read(self.wakeFD, &value, 8)
+                } else {
+                    self.dispatcher.handleEvent(data: data, events: event.events)
+                }
+            }
+            self.graveyard.removeAll(keepingCapacity: true)
+            self.runTimers()
+            self.runTasks()
+            self.graveyard.removeAll(keepingCapacity: true)
+            if Int(count) == self.eventCapacity && self.eventCapacity < 8192 {
+                self.events.deallocate()
+                self.eventCapacity *= 2
+                self.events = .allocate(capacity: self.eventCapacity)
+            }
+            if self.isFinished { break }
+        }
+        // Refuse new work, then run what is already queued (handlers may have queued close/abort calls).
+        self.tasks.withLock { $0.closed = true }
+        self.runTasks()
+        self.graveyard.removeAll()
+        self.timers.removeAll()
+        closeDescriptor(self.wakeFD)
+        closeDescriptor(self.epollFD)
+    }
+}

@@ -1,0 +1,91 @@
+// Thin wrappers over Glibc and the Linux headers of CWSLinux that both engines use (after NIOPosix's
+// System.swift): monotonic time, errno text, descriptors and named threads.
+import Glibc
+package import CWSLinux
+
+/// A failed system call: the call's name and its errno.
+package struct PosixError: Error, Sendable, CustomStringConvertible {
+    /// The system call that failed, e.g. `epoll_create1`.
+    package let call: String
+    /// The errno it left.
+    package let code: Int32
+
+    /// Captures `code` (by default the current errno) for `call`.
+    package init(_ call: String, _ code: Int32 = errno) {
+        self.call = call
+        self.code = code
+    }
+
+    /// `call: strerror text (errno N)`.
+    package var description: String { "\(self.call): \(errnoText(self.code)) (errno \(self.code))" }
+}
+
+/// The `strerror` text of `code`.
+package func errnoText(_ code: Int32) -> String {
+    String(cString: strerror(code))
+}
+
+/// Monotonic time in nanoseconds (CLOCK_MONOTONIC), for deadlines and timers.
+@inline(__always)
+package func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, clamped to `0...UInt64.max / 2` (negative durations become 0).
+    package var clampedNanoseconds: UInt64 {
+        let (seconds, attoseconds) = self.components
+        if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return 0 }
+        let limit = UInt64.max / 2
+        let (wholeSeconds, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow || wholeSeconds > limit { return limit }
+        return min(limit, wholeSeconds + UInt64(attoseconds / 1_000_000_000))
+    }
+
+    /// Seconds for messages: `10`, `0.5`, `2.25`.
+    package var secondsText: String {
+        let nanoseconds = self.clampedNanoseconds
+        if nanoseconds % 1_000_000_000 == 0 { return "\(nanoseconds / 1_000_000_000)" }
+        let milliseconds = (nanoseconds + 500_000) / 1_000_000
+        var fraction = String(milliseconds % 1000)
+        while fraction.count < 3 { fraction = "0" + fraction }
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return "\(milliseconds / 1000)." + (fraction.isEmpty ? "0" : fraction)
+    }
+}
+
+/// Closes `fd`, retrying nothing: on Linux the descriptor is released even when `close` reports EINTR, and EBADF
+/// would be a bug in the caller.
+@inline(__always)
+package func closeDescriptor(_ fd: Int32) {
+    let result = Glibc.close(fd)
+    assert(result == 0 || errno != EBADF, "close(\(fd)) failed with EBADF: the descriptor was closed twice")
+}
+
+/// Starts a pthread named `name` (at most 15 characters are kept) running `body`; joinable unless `detached`.
+/// - Returns: The thread, for `pthread_join`; `nil` if no thread could be created (errno is set).
+@discardableResult
+package func startThread(name: String, detached: Bool, _ body: @escaping @Sendable () -> Void) -> pthread_t? {
+    final class Box: Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let context = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let result = pthread_create(
+        &thread, nil,
+        { context in
+            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+            return nil
+        }, context)
+    guard result == 0 else {
+        Unmanaged<Box>.fromOpaque(context).release()
+        errno = result
+        return nil
+    }
+    _ = cws_pthread_setname(thread, String(name.prefix(15)))
+    if detached { pthread_detach(thread) }
+    return thread
+}
