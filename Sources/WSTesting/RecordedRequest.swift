@@ -17,7 +17,8 @@ public struct RecordedRequest: Sendable, Hashable, CustomStringConvertible {
     public var offeredSubprotocols: [String]
     /// The subprotocol the server selected, or `nil` when none was offered or supported.
     public var selectedSubprotocol: String?
-    /// The status the server answered with: 101 when it upgraded, 400 or 426 when it refused.
+    /// The status the server answered with: 101 when it upgraded, 400 or 426 when it refused an invalid request,
+    /// or the status of ``WebSocketTestServer/HandshakeBehavior/reject(status:body:)``.
     public var status: Int
 
     /// Creates a recorded request.

@@ -186,6 +186,120 @@ public final class ServerSession: Sendable {
         }
     }
 
+    // MARK: Misbehaving
+
+    /// A kind of malformed frame for ``sendMalformedFrame(_:)``; each one breaks RFC 6455 so that the client
+    /// must fail the session with close code 1002 (protocol error).
+    public enum MalformedFrame: Sendable, Hashable, CaseIterable {
+        /// A frame with the reserved data opcode 0x3.
+        case reservedOpcode
+        /// A text frame with RSV1 set although no extension was negotiated.
+        case reservedBits
+        /// A ping frame without the FIN bit (control frames must not be fragmented).
+        case fragmentedControlFrame
+        /// A ping frame with a 126-byte payload (control frames carry at most 125).
+        case oversizedControlFrame
+        /// A continuation frame with no message started.
+        case unexpectedContinuation
+        /// A close frame whose payload is a single byte.
+        case truncatedClosePayload
+    }
+
+    /// Sends a frame that breaks the protocol in the given way (see ``MalformedFrame``).
+    /// - Parameter kind: How the frame is malformed; ``MalformedFrame/reservedOpcode`` by default.
+    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    public func sendMalformedFrame(_ kind: MalformedFrame = .reservedOpcode) throws {
+        let bytes: [UInt8] =
+            switch kind {
+            case .reservedOpcode: Self.rawFrame(0x83, [])
+            case .reservedBits: Self.rawFrame(0xC1, Array("x".utf8))
+            case .fragmentedControlFrame: Self.rawFrame(0x09, [1])
+            case .oversizedControlFrame: Self.rawFrame(0x89, [UInt8](repeating: 0, count: 126))
+            case .unexpectedContinuation: Self.rawFrame(0x80, [1])
+            case .truncatedClosePayload: Self.rawFrame(0x88, [0x03])
+            }
+        try self.sendRaw(bytes)
+    }
+
+    /// Sends `frame` masked, as only a client may (a server's frames must not be masked): the client must fail
+    /// the session with 1002.
+    /// - Parameter frame: The frame to send; a text frame "masked" by default.
+    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    public func sendMasked(_ frame: Frame = .text("masked")) throws {
+        var bytes: [UInt8] = []
+        FrameEncoder.encode(frame, maskingKey: MaskingKey(0x37, 0xFA, 0x21, 0x3D), into: &bytes)
+        try self.sendRaw(bytes)
+    }
+
+    /// Sends a final text frame whose payload is not valid UTF-8 (`bytes`, by default a UTF-16 surrogate
+    /// encoded as UTF-8): the client must fail the session with 1007.
+    /// - Parameter bytes: The payload; it should not be valid UTF-8.
+    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    public func sendInvalidUTF8(_ bytes: [UInt8] = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]) throws {
+        try self.sendRaw(Self.rawFrame(0x81, bytes))
+    }
+
+    /// Sends only the header of a binary frame that declares a `length`-byte payload, and no payload: a
+    /// client whose frame limit is below `length` must fail the session with 1009 from the header alone.
+    /// - Parameter length: The declared payload length (sent with the 64-bit length form when over 65,535).
+    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    public func sendOversizedFrameHeader(length: Int) throws {
+        var bytes: [UInt8] = [0x82]
+        if length < 126 {
+            bytes.append(UInt8(length))
+        } else if length < 65536 {
+            bytes += [126, UInt8(length >> 8), UInt8(length & 0xFF)]
+        } else {
+            bytes.append(127)
+            bytes += (0..<8).reversed().map { UInt8(truncatingIfNeeded: length >> ($0 * 8)) }
+        }
+        try self.sendRaw(bytes)
+    }
+
+    /// Sends the first `sentBytes` bytes of a binary frame of `payloadLength` bytes, then drops the TCP
+    /// connection without a close frame: the client sees an abnormal closure (1006,
+    /// ``WebSocketError/Code/connectionLost``).
+    /// - Parameters:
+    ///   - payloadLength: The payload length the frame declares.
+    ///   - sentBytes: How many bytes of the frame (header included) go out before the drop.
+    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    public func dropMidFrame(payloadLength: Int = 1000, sentBytes: Int = 300) throws {
+        let frame = Self.rawFrame(0x82, [UInt8](repeating: 7, count: payloadLength))
+        try self.sendRaw(Array(frame.prefix(max(1, min(sentBytes, frame.count - 1)))))
+        usleep(50_000)  // let the bytes leave before the reset
+        self.closeSocket()
+    }
+
+    /// Never answers the client's close frame: reads and discards whatever arrives until the client drops
+    /// the connection (or `timeout` passes, or the server stops), then drops it too. Use it after
+    /// ``receive()`` returned the client's close frame, to make the client's close timeout run out.
+    /// - Parameter timeout: The longest wait; `nil` waits until the client or ``WebSocketTestServer/stop()``
+    ///   ends the connection.
+    public func waitForDisconnect(timeout: Duration? = nil) {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        self.reader.withLock { reader in
+            reader.buffer.withUnsafeMutableBytes { buffer in
+                while let count = try? self.channel.read(into: buffer, until: deadline), count > 0 {}
+            }
+            reader.ended = true
+        }
+        self.abortSocket()
+    }
+
+    /// A frame with the given first byte (FIN, RSV, opcode) and an unmasked payload.
+    private static func rawFrame(_ first: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var bytes: [UInt8] = [first]
+        if payload.count < 126 {
+            bytes.append(UInt8(payload.count))
+        } else if payload.count < 65536 {
+            bytes += [126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        } else {
+            bytes.append(127)
+            bytes += (0..<8).reversed().map { UInt8(truncatingIfNeeded: payload.count >> ($0 * 8)) }
+        }
+        return bytes + payload
+    }
+
     private func write(_ frame: Frame, onlyBeforeClose: Bool) throws(WebSocketError) {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(frame.data.count + 10)

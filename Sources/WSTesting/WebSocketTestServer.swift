@@ -34,6 +34,13 @@ public final class WebSocketTestServer: Sendable {
         public var maxMessageSize = 64 << 20
         /// How long a client may take to send its upgrade request (and to finish the TLS handshake).
         public var handshakeTimeout: Duration = .seconds(10)
+        /// How the server answers a valid upgrade request: ``HandshakeBehavior/accept`` (the default), or a
+        /// misbehaviour for testing a client's error handling (refuse, a wrong `Sec-WebSocket-Accept`, a delay).
+        public var handshake: HandshakeBehavior = .accept
+        /// When `true`, the built-in ``Handler/echo`` and ``Handler/broadcast`` handlers never answer the
+        /// client's close frame: they keep the connection open, reading and discarding, until the client drops
+        /// it (so the client's close timeout runs out). Default `false`.
+        public var ignoresClose = false
 
         /// Creates a configuration: 127.0.0.1, a free port, no TLS, no subprotocols, 64 MiB messages.
         public init() {}
@@ -61,6 +68,21 @@ public final class WebSocketTestServer: Sendable {
             self.subprotocols = subprotocols
             self.maxMessageSize = maxMessageSize
         }
+    }
+
+    /// How the server answers a valid upgrade request; set ``Configuration/handshake``. The misbehaving
+    /// answers test a client's handshake error handling.
+    public enum HandshakeBehavior: Sendable, Hashable {
+        /// Upgrades with a correct `101 Switching Protocols` response.
+        case accept
+        /// Refuses the upgrade with an HTTP error `status` (e.g. 403) and a plain-text `body`; the request is
+        /// recorded with that status and the connection closed.
+        case reject(status: Int, body: String = "")
+        /// Answers `101` with a `Sec-WebSocket-Accept` value that does not match the client's key.
+        case wrongAccept
+        /// Waits `delay` before answering `101` (then runs the handler as usual), to trip the client's open
+        /// timeout. Stopping the server cuts the wait short.
+        case delay(Duration)
     }
 
     /// What the server does with each upgraded connection.
@@ -294,16 +316,23 @@ final class ServerCore: Sendable {
             return true
         }
         guard registered else { return }
+        var writeDeadline = deadline
+        if case .delay(let delay) = self.configuration.handshake {
+            let end = ContinuousClock.now + delay
+            while ContinuousClock.now < end && !channel.isAborted { usleep(5_000) }
+            if channel.isAborted { return }
+            writeDeadline = .now + self.configuration.handshakeTimeout
+        }
         do {
-            try response.withUnsafeBytes { bytes in try channel.write(bytes, until: deadline) }
+            try response.withUnsafeBytes { bytes in try channel.write(bytes, until: writeDeadline) }
         } catch {
             return
         }
         var handlerError: (any Error)?
         do {
             switch self.handler {
-            case .echo: try Self.echo(session)
-            case .broadcast: try self.broadcast(session)
+            case .echo: try Self.echo(session, ignoresClose: self.configuration.ignoresClose)
+            case .broadcast: try self.broadcast(session, ignoresClose: self.configuration.ignoresClose)
             case .custom(let body): try body(session)
             }
         } catch {
@@ -312,20 +341,20 @@ final class ServerCore: Sendable {
         session.finishAfterHandler(error: handlerError)
     }
 
-    private static func echo(_ session: ServerSession) throws {
+    private static func echo(_ session: ServerSession, ignoresClose: Bool) throws {
         while let frame = try session.receive() {
             switch frame.kind {
             case .text, .binary:
                 try session.send(Frame(kind: frame.kind, data: frame.data))
             case .close:
-                try session.answerClose(frame)
+                if ignoresClose { session.waitForDisconnect() } else { try session.answerClose(frame) }
             default:
                 break
             }
         }
     }
 
-    private func broadcast(_ session: ServerSession) throws {
+    private func broadcast(_ session: ServerSession, ignoresClose: Bool) throws {
         while let frame = try session.receive() {
             switch frame.kind {
             case .text, .binary:
@@ -333,7 +362,7 @@ final class ServerCore: Sendable {
                 let everyone = self.state.withLock { state in state.broadcastSessions.sorted { $0.key < $1.key } }
                 for (_, other) in everyone { try? other.send(message) }
             case .close:
-                try session.answerClose(frame)
+                if ignoresClose { session.waitForDisconnect() } else { try session.answerClose(frame) }
             default:
                 break
             }
@@ -382,7 +411,10 @@ final class ServerCore: Sendable {
             method: head.method, target: head.target, version: head.version, headers: head.headers,
             offeredSubprotocols: offered, selectedSubprotocol: selected)
 
-        let refusal = Self.checkUpgrade(head)
+        var refusal = Self.checkUpgrade(head)
+        if refusal == nil, case .reject(let status, let body) = self.configuration.handshake {
+            refusal = (status, Self.reasonPhrase(status), body)
+        }
         if let refusal {
             record.selectedSubprotocol = nil
             record.status = refusal.status
@@ -390,14 +422,19 @@ final class ServerCore: Sendable {
         self.state.withLock { $0.requests.append(record) }
         if let refusal {
             Self.respond(
-                channel, status: refusal.status, reason: refusal.reason, body: refusal.body + "\n",
+                channel, status: refusal.status, reason: refusal.reason,
+                body: refusal.body.isEmpty || refusal.body.hasSuffix("\n") ? refusal.body : refusal.body + "\n",
                 extraHeaders: refusal.status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "")
             return nil
         }
 
         let key = head.headers["Sec-WebSocket-Key"]!.trimmingSpaces
         var response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        response += "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n"
+        let accept =
+            self.configuration.handshake == .wrongAccept
+            ? WebSocketHandshake.acceptValue(forKey: "dGhpcyBpcyBub3QgaXQhIQ==")
+            : WebSocketHandshake.acceptValue(forKey: key)
+        response += "Sec-WebSocket-Accept: \(accept)\r\n"
         if let selected { response += "Sec-WebSocket-Protocol: \(selected)\r\n" }
         response += "\r\n"
         let session = ServerSession(
@@ -429,6 +466,22 @@ final class ServerCore: Sendable {
             return (400, "Bad Request", "missing or malformed Sec-WebSocket-Key")
         }
         return nil
+    }
+
+    /// The standard reason phrase of an HTTP error status.
+    private static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 426: "Upgrade Required"
+        case 429: "Too Many Requests"
+        case 500: "Internal Server Error"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        default: "Error"
+        }
     }
 
     /// Writes a plain-text HTTP error response and closes the connection.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import WSCore
+import WSExtensions
+import WSSerialization
 import WSTesting
 
 /// `wsc demo`: runs an echo server in the process and shows the client API working against it, one line per
@@ -179,8 +181,63 @@ struct DemoStep {
                 }
                 return "close(\(reason)) → closeReason \(closeReason.map { "\($0)" } ?? "nil")"
             },
+            DemoStep(title: "Serialization") { context in
+                // A second client on the same engine, with the JSON converter installed; not closed here, as
+                // closing a client shuts its engine down (the demo's client does that at the end).
+                let client = WebSocketClient(engine: context.client.engine) { config in
+                    config = context.client.configuration
+                    config.install(WebSockets.self) { $0.contentConverter = JSONWebSocketConverter() }
+                }
+                let sent = DemoChatMessage(user: "alice", message: "Hello, Codable!", timestamp: 1_700_000_000_000)
+                return try await client.webSocket(context.server.url(path: "/chat")) { session in
+                    try await session.sendSerialized(sent)
+                    let echo: DemoChatMessage = try await session.receiveDeserialized()
+                    guard echo == sent else { throw ToolError("sent \(sent) but the echo decoded as \(echo)") }
+                    return "sendSerialized(\(sent)) → receiveDeserialized() == sent (JSON)"
+                }
+            },
+            DemoStep(title: "Deflate") { context in
+                // A second client on the same engine offering permessage-deflate (RFC 7692); not closed here, as
+                // closing a client shuts its engine down. The step shows what was offered and negotiated.
+                guard context.client.isSupported(.webSocketExtensions) else {
+                    return "skipped: the \(context.client.engine.name) engine cannot carry extensions (use --engine cio)"
+                }
+                let client = try WebSocketClient(engine: context.client.engine) { config in
+                    config = context.client.configuration
+                    try config.install(WebSockets.self) { ws in
+                        try ws.extensions { try $0.install(.perMessageDeflate()) }
+                    }
+                }
+                let text = String(repeating: "Hello, permessage-deflate! ", count: 40)
+                // What the text compresses to with the default parameters, through the extension itself.
+                let local = try PerMessageDeflate().negotiate(response: WebSocketExtensionHeader(name: "permessage-deflate"))
+                let compressed = try local.processOutgoing(
+                    .text(text), context: WebSocketExtensionContext(maxMessageSize: 1 << 20))
+                return try await client.webSocket(context.server.url(path: "/deflate")) { session in
+                    try await session.send(text)
+                    var reply = try await session.incoming.receive()
+                    while reply.kind != .text { reply = try await session.incoming.receive() }
+                    let echo = try reply.readText()
+                    guard echo == text else { throw ToolError("the \(text.utf8.count)-byte text came back different") }
+                    let offered = context.server.requests.last?.headers["Sec-WebSocket-Extensions"] ?? "nothing"
+                    let negotiated =
+                        session.extensions.first.map { "negotiated \"\($0.header)\"" }
+                        ?? "the server declined, so messages go uncompressed"
+                    return "offered \"\(offered)\" → \(negotiated); \(text.utf8.count)-byte text echoed "
+                        + "(deflates to \(compressed.data.count) bytes)"
+                }
+            },
         ]
     }
+}
+
+/// The seed's chat message, sent by the serialization step; `timestamp` in milliseconds as the seed's `Long`.
+struct DemoChatMessage: Codable, Equatable, CustomStringConvertible {
+    let user: String
+    let message: String
+    let timestamp: Int64
+
+    var description: String { "ChatMessage(user: \"\(user)\", message: \"\(message)\")" }
 }
 
 extension String {

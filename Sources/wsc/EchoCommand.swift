@@ -1,5 +1,6 @@
 import ArgumentParser
 import WSCore
+import WSExtensions
 
 /// `wsc echo URL`: echoes every message back until the server closes; used for the Autobahn|Testsuite.
 struct EchoCommand: AsyncParsableCommand {
@@ -16,13 +17,10 @@ struct EchoCommand: AsyncParsableCommand {
     @Argument(help: "The WebSocket URL, e.g. ws://127.0.0.1:9001/runCase?case=1&agent=wsc")
     var url: String
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: ConnectionOptions
 
-    @Option(help: "The largest frame accepted, in bytes.")
-    var maxFrameSize = 64 << 20
-
-    @Option(help: "The largest message accepted, in bytes.")
-    var maxMessageSize = 64 << 20
+    @Flag(help: "Offer permessage-deflate (RFC 7692) with the default parameters; the size limits apply after inflation.")
+    var deflate = false
 
     func run() async throws {
         do {
@@ -36,19 +34,15 @@ struct EchoCommand: AsyncParsableCommand {
 
     /// Runs the session; returns a summary line, or throws when it did not end with the server's close frame.
     private func echo() async throws -> String {
-        let engine = try self.client.engine.makeEngine()
-        let logger = self.client.makeLogger()
-        let (maxFrameSize, maxMessageSize) = (self.maxFrameSize, self.maxMessageSize)
-        let client = WebSocketClient(engine: engine) { config in
-            config.install(WebSockets.self) { ws in
-                ws.maxFrameSize = maxFrameSize
-                ws.maxMessageSize = maxMessageSize
-                ws.maxFragments = .max
-            }
-            config.logger = logger
+        // Autobahn sends frames and messages of up to 16 MiB: 64 MiB limits unless --max-*-size says otherwise.
+        let deflate = self.deflate
+        let client = try self.client.makeClient(maxFrameSize: 64 << 20, maxMessageSize: 64 << 20) { ws in
+            ws.maxFragments = .max
+            if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
         }
+        let options = self.client
         do {
-            let session = try await client.webSocketSession(self.url)
+            let session = try await client.webSocketSession(self.url) { options.apply(to: &$0) }
             var echoed = 0
             var serverClose: Frame?
             do {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Glibc
 import Logging
 import WSCore
@@ -12,7 +13,7 @@ enum EngineChoice: String, CaseIterable, ExpressibleByArgument {
     /// The libcurl engine (WSEngineCurl).
     case curl
 
-    /// Creates the engine.
+    /// Creates the engine with default settings.
     /// - Throws: ``ToolError`` when the engine cannot run WebSockets on this machine (e.g. a libcurl without ws).
     func makeEngine() throws -> any WebSocketEngine {
         switch self {
@@ -26,7 +27,7 @@ enum EngineChoice: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
-/// Options every command that connects shares.
+/// Options every command that runs a client shares (`wsc demo` uses only these).
 struct ClientOptions: ParsableArguments {
     @Option(help: "The engine to connect with: \(EngineChoice.allCases.map(\.rawValue).joined(separator: ", ")).")
     var engine: EngineChoice = .cio
@@ -36,10 +37,165 @@ struct ClientOptions: ParsableArguments {
 
     /// A logger writing to stderr: debug level with `--verbose`, warnings otherwise.
     func makeLogger() -> Logger {
-        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
-        var logger = Logger(label: "wsc")
-        logger.logLevel = self.verbose ? .debug : .warning
-        return logger
+        makeStderrLogger(verbose: self.verbose)
+    }
+}
+
+/// A logger writing to stderr: debug level when `verbose`, warnings otherwise.
+func makeStderrLogger(verbose: Bool) -> Logger {
+    LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+    var logger = Logger(label: "wsc")
+    logger.logLevel = verbose ? .debug : .warning
+    return logger
+}
+
+/// The connection options of every subcommand that connects to a server (`wsc URL`, `wsc echo`): the engine,
+/// request headers and subprotocols, pings, limits, TLS, proxy and timeout.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "The engine to connect with: \(EngineChoice.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var engine: EngineChoice = .cio
+
+    @Option(
+        name: [.customShort("H"), .customLong("header")],
+        help: ArgumentHelp("An extra handshake request header, 'Name: value' (repeatable).", valueName: "header"))
+    var headers: [String] = []
+
+    @Option(
+        name: .customLong("subprotocol"),
+        help: ArgumentHelp("A subprotocol to offer, most preferred first (repeatable).", valueName: "name"))
+    var subprotocols: [String] = []
+
+    @Option(help: ArgumentHelp("Send a ping every SECONDS; no pong in time ends the session (1011).", valueName: "seconds"))
+    var pingInterval: Double?
+
+    @Option(help: "The largest frame accepted from the server, in bytes.")
+    var maxFrameSize: Int?
+
+    @Option(help: "The largest message accepted from the server, in bytes (after reassembly and inflation).")
+    var maxMessageSize: Int?
+
+    @Option(name: .customLong("cacert"), help: ArgumentHelp("A PEM file of trusted CA certificates (wss).", valueName: "file"))
+    var caCertificateFile: String?
+
+    @Option(name: .customLong("cert"), help: ArgumentHelp("A PEM client certificate for mutual TLS (with --key).", valueName: "file"))
+    var clientCertificateFile: String?
+
+    @Option(name: .customLong("key"), help: ArgumentHelp("The PEM private key of --cert.", valueName: "file"))
+    var clientPrivateKeyFile: String?
+
+    @Option(help: ArgumentHelp("The proxy URL (curl engine only), e.g. http://127.0.0.1:3128; '' for none.", valueName: "url"))
+    var proxy: String?
+
+    @Flag(
+        name: .customLong("insecure-skip-verify"),
+        help: "DANGEROUS: accept any TLS certificate for any host name (tests against self-signed servers only).")
+    var insecureSkipVerify = false
+
+    @Option(help: ArgumentHelp("How long connecting and the opening handshake may take, in seconds (default 10).", valueName: "seconds"))
+    var timeout: Double?
+
+    @Flag(name: [.short, .long], help: "Print only received messages and errors (no connection or close notices).")
+    var quiet = false
+
+    @Flag(name: [.short, .long], help: "Log the SDK's debug messages to stderr.")
+    var verbose = false
+
+    func validate() throws {
+        for header in self.headers {
+            guard let colon = header.firstIndex(of: ":"), !header[..<colon].trimmed.isEmpty else {
+                throw ValidationError("-H '\(header)': expected 'Name: value'")
+            }
+        }
+        if (self.clientCertificateFile == nil) != (self.clientPrivateKeyFile == nil) {
+            throw ValidationError("--cert and --key go together")
+        }
+        if self.proxy != nil && self.engine != .curl {
+            throw ValidationError("--proxy needs --engine curl")
+        }
+        if let timeout = self.timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive") }
+        if let interval = self.pingInterval, !(interval > 0) { throw ValidationError("--ping-interval must be positive") }
+        if let size = self.maxFrameSize, size < 1 { throw ValidationError("--max-frame-size must be at least 1") }
+        if let size = self.maxMessageSize, size < 1 { throw ValidationError("--max-message-size must be at least 1") }
+    }
+
+    /// A logger writing to stderr: debug level with `--verbose`, warnings otherwise.
+    func makeLogger() -> Logger {
+        makeStderrLogger(verbose: self.verbose)
+    }
+
+    /// Creates the engine with the TLS and proxy options; warns on stderr about `--insecure-skip-verify`.
+    /// - Throws: ``ToolError`` when the engine cannot run WebSockets on this machine.
+    func makeEngine() throws -> any WebSocketEngine {
+        if self.insecureSkipVerify {
+            printError("wsc: WARNING: --insecure-skip-verify: TLS certificates and host names are NOT verified; anyone can impersonate the server")
+        }
+        switch self.engine {
+        case .cio:
+            var configuration = CIOEngine.Configuration()
+            configuration.tls.trustedCAFile = self.caCertificateFile
+            configuration.tls.clientCertificateFile = self.clientCertificateFile
+            configuration.tls.clientPrivateKeyFile = self.clientPrivateKeyFile
+            configuration.tls.dangerouslyDisableCertificateVerification = self.insecureSkipVerify
+            return CIOEngine(configuration: configuration)
+        case .curl:
+            let engine = CurlEngine(
+                configuration: .init(
+                    trustedCAFile: self.caCertificateFile,
+                    clientCertificateFile: self.clientCertificateFile,
+                    clientPrivateKeyFile: self.clientPrivateKeyFile,
+                    proxy: self.proxy,
+                    dangerouslyDisableCertificateVerification: self.insecureSkipVerify))
+            if let reason = engine.unsupportedReason(.webSocket) { throw ToolError(reason) }
+            return engine
+        }
+    }
+
+    /// Creates a client with these options; `configure` edits the WebSockets settings afterwards.
+    /// - Parameters:
+    ///   - maxFrameSize: The frame limit when `--max-frame-size` is not given.
+    ///   - maxMessageSize: The message limit when `--max-message-size` is not given.
+    ///   - configure: Further settings (extensions, ...).
+    func makeClient(
+        maxFrameSize: Int = 16 << 20,
+        maxMessageSize: Int = 16 << 20,
+        _ configure: (inout WebSockets.Configuration) throws -> Void = { _ in }
+    ) throws -> WebSocketClient {
+        let engine = try self.makeEngine()
+        let logger = self.makeLogger()
+        let frameLimit = self.maxFrameSize ?? maxFrameSize
+        let messageLimit = self.maxMessageSize ?? max(maxMessageSize, frameLimit)
+        let pingInterval = self.pingInterval.map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
+        let timeout = self.timeout.map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
+        return try WebSocketClient(engine: engine) { config in
+            config.logger = logger
+            if let timeout {
+                config.openTimeout = timeout
+                config.connectTimeout = timeout
+            }
+            try config.install(WebSockets.self) { ws in
+                ws.maxFrameSize = frameLimit
+                ws.maxMessageSize = messageLimit
+                ws.pingInterval = pingInterval
+                try configure(&ws)
+            }
+        }
+    }
+
+    /// Adds the headers and subprotocols to the opening handshake request.
+    func apply(to request: inout WebSocketRequestBuilder) {
+        for header in self.headers {
+            guard let colon = header.firstIndex(of: ":") else { continue }
+            request.headers.add(header[..<colon].trimmed, header[header.index(after: colon)...].trimmed)
+        }
+        request.subprotocols = self.subprotocols
+    }
+}
+
+extension StringProtocol {
+    /// The text without leading and trailing spaces and tabs.
+    var trimmed: String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        return String(String(self).drop(while: isSpace).reversed().drop(while: isSpace).reversed())
     }
 }
 
@@ -50,17 +206,27 @@ struct ToolError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// Writes all of `bytes` to a file descriptor, unbuffered.
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
+    var offset = 0
+    while offset < bytes.count {
+        let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        offset += n
+    }
+}
+
 /// Writes a line to stderr, unbuffered.
 func printError(_ line: String) {
     var text = line + "\n"
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { return }
-            offset += n
-        }
-    }
+    text.withUTF8 { writeAll(2, UnsafeRawBufferPointer($0)) }
+}
+
+/// Writes a line to stdout, unbuffered (so that a pipe sees each message as it arrives).
+func printOutput(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { writeAll(1, UnsafeRawBufferPointer($0)) }
 }
 
 /// A short, readable description of an error thrown by the SDK.
@@ -68,4 +234,24 @@ func describe(_ error: any Error) -> String {
     if let error = error as? WebSocketError { return error.description }
     if let error = error as? WebSocketConnectionError { return error.description }
     return String(describing: error)
+}
+
+/// Delivers SIGINT and SIGTERM as values instead of ending the process; the sources live as long as it does.
+final class SignalWatcher: @unchecked Sendable {  // safe: `sources` is set once in init and never mutated after
+    private let sources: [any DispatchSourceSignal]
+    /// The signals received, in order.
+    let signals: AsyncStream<Int32>
+
+    /// Starts watching `signals` (their default action is turned off).
+    init(_ watched: [Int32] = [SIGINT, SIGTERM]) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        self.signals = stream
+        self.sources = watched.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+    }
 }

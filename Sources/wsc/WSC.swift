@@ -8,8 +8,15 @@ struct WSC: AsyncParsableCommand {
         abstract: "WebSocket client tool for the Swift WebSocket client SDK.",
         discussion: """
             Start with `wsc demo`: it runs a WebSocket echo server inside the process and walks through the \
-            client API against it.
+            client API against it. `wsc URL` opens an interactive session (see `wsc help connect`).
+
+            Examples:
+              wsc demo
+              wsc ws://127.0.0.1:9001/             # interactive session
+              wsc serve --port 9001                # an echo server to try it against
+              wsc echo ws://127.0.0.1:9001/runCase?case=1&agent=wsc
             """,
-        subcommands: [DemoCommand.self, EchoCommand.self]
+        subcommands: [ConnectCommand.self, DemoCommand.self, EchoCommand.self, ServeCommand.self],
+        defaultSubcommand: ConnectCommand.self
     )
 }
