@@ -1,0 +1,230 @@
+// wsbench: runs one workload of issue 7 with one client and prints one JSON line.
+//
+//   wsbench --client ours-cio|ours-curl|websocket-kit|wsclient --workload w1|w2|w3|w4 --url ws://127.0.0.1:PORT/
+//           [--w3-mib N] [--connections N]
+//
+// Each client is driven through its idiomatic public API: our SDK and WSClient with async/await in one task,
+// websocket-kit with its callbacks on its event loop. The peers' 16 KiB frame limit is raised to 1 MiB.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import BenchSupport
+import NIOCore
+import NIOPosix
+import WSCore
+import WSEngineCIO
+import WSEngineCurl
+import WebSocketKit
+
+// MARK: - Our SDK (CIO and Curl engines)
+
+/// `bigIncomingBuffer`: the `+buf` client variants raise `maxIncomingBufferMessages` from 64 to 4,096 so that
+/// W2's 1,000 messages in flight never trigger the session's stop-reading/resume-reading path.
+func makeOurClient(curl: Bool, bigIncomingBuffer: Bool) -> WSCore.WebSocketClient {
+    let engine: any WebSocketEngine = curl ? CurlEngine() : CIOEngine()
+    return WSCore.WebSocketClient(engine: engine) { config in
+        config.install(WebSockets.self) { ws in
+            ws.maxFrameSize = 1 << 20
+            ws.maxMessageSize = 1 << 20
+            if bigIncomingBuffer { ws.maxIncomingBufferMessages = 4_096 }
+        }
+    }
+}
+
+func runOurs(_ p: Params, curl: Bool, bigIncomingBuffer: Bool = false) async throws -> Outcome {
+    let client = makeOurClient(curl: curl, bigIncomingBuffer: bigIncomingBuffer)
+    defer { _ = client }
+    let outcome: Outcome
+    switch p.workload {
+    case .w1:
+        let session = try await client.webSocketSession(p.url)
+        let msg = String(repeating: "a", count: 32)
+        var lat: [Double] = []
+        lat.reserveCapacity(p.w1Count)
+        var start = clock.now
+        for i in 0..<(p.w1Warmup + p.w1Count) {
+            if i == p.w1Warmup { start = clock.now }
+            let t0 = clock.now
+            try await session.send(msg)
+            _ = try await session.incoming.receive()
+            if i >= p.w1Warmup { lat.append(micros(clock.now - t0)) }
+        }
+        let elapsed = clock.now - start
+        await session.close()
+        outcome = pingPongOutcome(lat, elapsed)
+    case .w2, .w3:
+        let (count, size, window) = streamShape(p)
+        let session = try await client.webSocketSession(p.url)
+        let payload = [UInt8](repeating: 0x5A, count: size)
+        var sent = 0
+        var received = 0
+        let start = clock.now
+        while received < count {
+            while sent < count && sent - received < window {
+                try await session.send(Frame.binary(payload))
+                sent += 1
+            }
+            let frame = try await session.incoming.receive()
+            if frame.kind == .binary { received += 1 }
+        }
+        let elapsed = clock.now - start
+        await session.close()
+        outcome = streamOutcome(p, count: count, size: size, elapsed)
+    case .w4:
+        let msg = String(repeating: "b", count: 32)
+        let start = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<p.connections {
+                group.addTask {
+                    let session = try await client.webSocketSession(p.url)
+                    try await session.send(msg)
+                    _ = try await session.incoming.receive()
+                    await session.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = clock.now - start
+        outcome = Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed))
+    }
+    await client.close()
+    return outcome
+}
+
+// MARK: - vapor/websocket-kit (callbacks on its event loop)
+
+/// Per-connection driver state; touched only on the connection's event loop.
+final class KitDriver: @unchecked Sendable {
+    let p: Params
+    let done: EventLoopPromise<Outcome>
+    var sent = 0
+    var received = 0
+    var lat: [Double] = []
+    var start = clock.now
+    var t0 = clock.now
+    let text = String(repeating: "a", count: 32)
+    let payload: [UInt8]
+    let shape: (count: Int, size: Int, window: Int)
+
+    init(_ p: Params, done: EventLoopPromise<Outcome>) {
+        self.p = p
+        self.done = done
+        self.shape = p.workload == .w1 ? (0, 0, 0) : streamShape(p)
+        self.payload = [UInt8](repeating: 0x5A, count: self.shape.size)
+        self.lat.reserveCapacity(p.w1Count)
+    }
+
+    func finish(_ ws: WebSocket, _ outcome: Outcome) {
+        ws.close(code: .normalClosure).flatMap { ws.onClose }.whenComplete { _ in self.done.succeed(outcome) }
+    }
+
+    func startW1(_ ws: WebSocket) {
+        ws.onText { ws, _ in
+            let now = clock.now
+            if self.sent > self.p.w1Warmup { self.lat.append(micros(now - self.t0)) }
+            if self.sent == self.p.w1Warmup { self.start = now }
+            if self.sent == self.p.w1Warmup + self.p.w1Count {
+                self.finish(ws, pingPongOutcome(self.lat, now - self.start))
+                return
+            }
+            self.sendText(ws)
+        }
+        sendText(ws)
+    }
+
+    private func sendText(_ ws: WebSocket) {
+        t0 = clock.now
+        sent += 1
+        ws.send(text)
+    }
+
+    func startStream(_ ws: WebSocket) {
+        ws.onBinary { ws, _ in
+            self.received += 1
+            if self.received == self.shape.count {
+                self.finish(ws, streamOutcome(self.p, count: self.shape.count, size: self.shape.size, clock.now - self.start))
+                return
+            }
+            self.pump(ws)
+        }
+        start = clock.now
+        pump(ws)
+    }
+
+    private func pump(_ ws: WebSocket) {
+        while sent < shape.count && sent - received < shape.window {
+            ws.send(payload)
+            sent += 1
+        }
+    }
+}
+
+func runWebSocketKit(_ p: Params) async throws -> Outcome {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let config = WebSocketKit.WebSocketClient.Configuration(maxFrameSize: 1 << 20)
+    switch p.workload {
+    case .w1, .w2, .w3:
+        let loop = group.next()
+        let done = loop.makePromise(of: Outcome.self)
+        let driver = KitDriver(p, done: done)
+        let workload = p.workload
+        try await WebSocket.connect(to: p.url, configuration: config, on: loop) { ws in
+            if workload == .w1 { driver.startW1(ws) } else { driver.startStream(ws) }
+        }.get()
+        return try await done.futureResult.get()
+    case .w4:
+        let start = clock.now
+        var futures: [EventLoopFuture<Void>] = []
+        for _ in 0..<p.connections {
+            let loop = group.next()
+            let closed = loop.makePromise(of: Void.self)
+            let connected = WebSocket.connect(to: p.url, configuration: config, on: loop) { ws in
+                ws.onText { ws, _ in
+                    ws.close(code: .normalClosure).flatMap { ws.onClose }.cascade(to: closed)
+                }
+                ws.send(String(repeating: "b", count: 32))
+            }
+            connected.whenFailure { closed.fail($0) }
+            futures.append(closed.futureResult)
+        }
+        for f in futures { try await f.get() }
+        let elapsed = clock.now - start
+        return Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed))
+    }
+}
+
+// MARK: - Main
+
+do {
+    raiseFileLimit()
+    let p = try parseArguments()
+    let outcome: Outcome
+    switch p.client {
+    case "ours-cio": outcome = try await runOurs(p, curl: false)
+    case "ours-curl": outcome = try await runOurs(p, curl: true)
+    case "ours-cio+buf": outcome = try await runOurs(p, curl: false, bigIncomingBuffer: true)
+    case "ours-curl+buf": outcome = try await runOurs(p, curl: true, bigIncomingBuffer: true)
+    case "websocket-kit": outcome = try await runWebSocketKit(p)
+    case "wsclient":
+        // Linked into its own executable (module-name clash, see Package.swift): exec it with our arguments.
+        let exe = (try? String(unsafeUninitializedCapacity: 4096) { buf in
+            buf.withMemoryRebound(to: CChar.self) { max(0, readlink("/proc/self/exe", $0.baseAddress!, 4095)) }
+        }) ?? ""
+        let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let path = dir + "/wsbench-wsclient"
+        var argv: [UnsafeMutablePointer<CChar>?] = [strdup(path)]
+        for a in CommandLine.arguments.dropFirst() { argv.append(strdup(a)) }
+        argv.append(nil)
+        execv(path, &argv)
+        throw BenchError(description: "cannot exec \(path)")
+    default: throw BenchError(description: "unknown client \(p.client)")
+    }
+    printOutcome(p, outcome)
+    exit(0)
+} catch {
+    let message = "wsbench: error: \(error)\n"
+    _ = message.withCString { write(2, $0, strlen($0)) }
+    exit(1)
+}

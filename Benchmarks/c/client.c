@@ -1,0 +1,398 @@
+// The "limit" client for the benchmarks (issue 7): the same workloads as `wsbench`, in C on epoll with
+// hand-written RFC 6455 framing (masked client frames, 8-bytes-at-a-time masking, batched writes).
+// It does what the workload needs and no more: no UTF-8 validation, no extensions, minimal handshake check.
+//
+// Build: cc -O2 -o wsclient_c client.c
+// Run:   ./wsclient_c --workload w1|w2|w3|w4 --url ws://127.0.0.1:PORT/ [--w3-mib N]
+// Prints one JSON line, same shape as wsbench's.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap, off;
+} buf_t;
+
+static void buf_reserve(buf_t *b, size_t extra) {
+    if (b->off > 0 && (b->off == b->len || b->len + extra > b->cap)) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + extra > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        while (nc < b->len + extra) nc *= 2;
+        b->p = realloc(b->p, nc);
+        if (!b->p) { perror("realloc"); exit(1); }
+        b->cap = nc;
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static long peak_rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0) v = strtol(line + 6, NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+static uint32_t rng = 0x9E3779B9u;
+static uint32_t next_key(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+
+// Appends one masked client frame (FIN set) to b.
+static void append_frame(buf_t *b, uint8_t opcode, const uint8_t *payload, size_t len) {
+    buf_reserve(b, 14 + len);
+    uint8_t *h = b->p + b->len;
+    size_t hl;
+    h[0] = 0x80 | opcode;
+    if (len < 126) { h[1] = 0x80 | (uint8_t)len; hl = 2; }
+    else if (len <= 0xFFFF) { h[1] = 0x80 | 126; h[2] = (uint8_t)(len >> 8); h[3] = (uint8_t)len; hl = 4; }
+    else {
+        h[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        hl = 10;
+    }
+    uint32_t k32 = next_key();
+    memcpy(h + hl, &k32, 4);
+    uint8_t key[4];
+    memcpy(key, &k32, 4);
+    hl += 4;
+    uint64_t k64 = ((uint64_t)k32 << 32) | k32;
+    uint8_t *d = h + hl;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+        memcpy(&v, payload + i, 8);
+        v ^= k64;
+        memcpy(d + i, &v, 8);
+    }
+    for (; i < len; i++) d[i] = payload[i] ^ key[i & 3];
+    b->len += hl + len;
+}
+
+// Consumes one complete server frame from b if present: returns 1 and sets *op / *plen, else 0.
+static int take_frame(buf_t *b, uint8_t *op, size_t *plen) {
+    uint8_t *p = b->p + b->off;
+    size_t avail = b->len - b->off;
+    if (avail < 2) return 0;
+    uint64_t len = p[1] & 0x7F;
+    size_t hl = 2;
+    if (len == 126) {
+        if (avail < 4) return 0;
+        len = ((uint64_t)p[2] << 8) | p[3];
+        hl = 4;
+    } else if (len == 127) {
+        if (avail < 10) return 0;
+        len = 0;
+        for (int i = 0; i < 8; i++) len = (len << 8) | p[2 + i];
+        hl = 10;
+    }
+    if (p[1] & 0x80) hl += 4;
+    if (avail < hl + len) {
+        buf_reserve(b, hl + len - avail);
+        return 0;
+    }
+    *op = p[0] & 0x0F;
+    *plen = (size_t)len;
+    b->off += hl + len;
+    if (b->off == b->len) b->off = b->len = 0;
+    return 1;
+}
+
+static int port_from_url(const char *url, char *path, size_t pathcap) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *colon = strchr(p, ':');
+    int port = colon ? atoi(colon + 1) : 80;
+    const char *slash = strchr(p, '/');
+    snprintf(path, pathcap, "%s", slash ? slash : "/");
+    return port;
+}
+
+static const char *HANDSHAKE_FMT =
+    "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+static int open_socket(int port, int nonblock) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) {
+        perror("connect");
+        exit(1);
+    }
+    return fd;
+}
+
+// Blocking connect + handshake, then switch to non-blocking. Leftover bytes stay in *in.
+static int ws_connect(int port, const char *path, buf_t *in) {
+    int fd = open_socket(port, 0);
+    char req[512];
+    int n = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
+    if (write(fd, req, (size_t)n) != n) { perror("write"); exit(1); }
+    for (;;) {
+        buf_reserve(in, 4096);
+        ssize_t r = read(fd, in->p + in->len, in->cap - in->len - 1);
+        if (r <= 0) { perror("handshake read"); exit(1); }
+        in->len += (size_t)r;
+        in->p[in->len] = 0;
+        char *end = strstr((char *)in->p, "\r\n\r\n");
+        if (end) {
+            if (strncmp((char *)in->p, "HTTP/1.1 101", 12) != 0) { fprintf(stderr, "no 101\n"); exit(1); }
+            in->off = (size_t)((uint8_t *)end + 4 - in->p);
+            if (in->off == in->len) in->off = in->len = 0;
+            break;
+        }
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static int ep;
+static int cur_events;
+
+static void watch(int fd, int events) {
+    if (events == cur_events) return;
+    struct epoll_event ev = {.events = (uint32_t)events, .data.fd = fd};
+    epoll_ctl(ep, cur_events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
+    cur_events = events;
+}
+
+// Writes as much of out as the socket takes. Returns 1 if everything was written.
+static int flush(int fd, buf_t *out) {
+    while (out->off < out->len) {
+        ssize_t n = write(fd, out->p + out->off, out->len - out->off);
+        if (n > 0) { out->off += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return 0;
+        perror("write");
+        exit(1);
+    }
+    out->off = out->len = 0;
+    return 1;
+}
+
+// Reads what is available. Returns bytes read (0 on EAGAIN); exits on EOF/error.
+static size_t fill(int fd, buf_t *in) {
+    size_t total = 0;
+    for (;;) {
+        buf_reserve(in, 65536);
+        size_t want = in->cap - in->len;
+        ssize_t n = read(fd, in->p + in->len, want);
+        if (n > 0) { in->len += (size_t)n; total += (size_t)n; if ((size_t)n < want) return total; continue; }
+        if (n == 0) { fprintf(stderr, "unexpected EOF\n"); exit(1); }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return total;
+        perror("read");
+        exit(1);
+    }
+}
+
+static void clean_close(int fd, buf_t *in, buf_t *out) {
+    uint8_t code[2] = {0x03, 0xE8};
+    append_frame(out, 0x8, code, 2);
+    while (!flush(fd, out)) { watch(fd, EPOLLOUT); struct epoll_event e; epoll_wait(ep, &e, 1, -1); }
+    uint8_t op;
+    size_t pl;
+    for (;;) {
+        while (take_frame(in, &op, &pl))
+            if (op == 0x8) { close(fd); return; }
+        if (fill(fd, in) == 0) { watch(fd, EPOLLIN); struct epoll_event e; epoll_wait(ep, &e, 1, -1); }
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void w1(int port, const char *path) {
+    buf_t in = {0}, out = {0};
+    int fd = ws_connect(port, path, &in);
+    ep = epoll_create1(0);
+    uint8_t msg[32];
+    memset(msg, 'a', sizeof(msg));
+    const int warm = 1000, n = 20000;
+    double *lat = malloc(sizeof(double) * n);
+    double t_start = 0;
+    for (int i = 0; i < warm + n; i++) {
+        if (i == warm) t_start = now_s();
+        double t0 = now_s();
+        append_frame(&out, 0x1, msg, sizeof(msg));
+        while (!flush(fd, &out)) { watch(fd, EPOLLOUT); struct epoll_event e; epoll_wait(ep, &e, 1, -1); }
+        uint8_t op;
+        size_t pl;
+        while (!take_frame(&in, &op, &pl)) {
+            if (fill(fd, &in) == 0) { watch(fd, EPOLLIN); struct epoll_event e; epoll_wait(ep, &e, 1, -1); }
+        }
+        if (i >= warm) lat[i - warm] = (now_s() - t0) * 1e6;
+    }
+    double el = now_s() - t_start;
+    clean_close(fd, &in, &out);
+    qsort(lat, n, sizeof(double), cmp_double);
+    printf("{\"client\":\"c\",\"workload\":\"w1\",\"value\":%.1f,\"unit\":\"rt/s\",\"p50_us\":%.1f,\"p99_us\":%.1f,"
+           "\"seconds\":%.3f,\"peak_rss_mib\":%.1f}\n",
+           n / el, lat[n / 2], lat[(int)(n * 0.99)], el, peak_rss_kib() / 1024.0);
+}
+
+// W2 / W3: count messages of size bytes, at most window unanswered.
+static void stream(const char *name, int port, const char *path, long count, size_t size, long window) {
+    buf_t in = {0}, out = {0};
+    int fd = ws_connect(port, path, &in);
+    ep = epoll_create1(0);
+    uint8_t *msg = malloc(size);
+    for (size_t i = 0; i < size; i++) msg[i] = (uint8_t)i;
+    long sent = 0, recvd = 0;
+    double t0 = now_s();
+    while (recvd < count) {
+        while (sent < count && sent - recvd < window) { append_frame(&out, 0x2, msg, size); sent++; }
+        int all_out = flush(fd, &out);
+        size_t got = fill(fd, &in);
+        uint8_t op;
+        size_t pl;
+        while (take_frame(&in, &op, &pl))
+            if (op == 0x2) recvd++;
+        if (got == 0 && (all_out || sent - recvd >= window)) {
+            watch(fd, EPOLLIN | (all_out ? 0 : EPOLLOUT));
+            struct epoll_event e;
+            epoll_wait(ep, &e, 1, -1);
+        }
+    }
+    double el = now_s() - t0;
+    clean_close(fd, &in, &out);
+    if (size < 1024)
+        printf("{\"client\":\"c\",\"workload\":\"%s\",\"value\":%.1f,\"unit\":\"msg/s\",\"seconds\":%.3f,"
+               "\"peak_rss_mib\":%.1f}\n",
+               name, count / el, el, peak_rss_kib() / 1024.0);
+    else
+        printf("{\"client\":\"c\",\"workload\":\"%s\",\"value\":%.1f,\"unit\":\"MB/s\",\"seconds\":%.3f,"
+               "\"peak_rss_mib\":%.1f}\n",
+               name, (double)count * (double)size / el / 1e6, el, peak_rss_kib() / 1024.0);
+}
+
+// W4: n concurrent connections, each: connect, upgrade, one 32-byte text echo, clean close.
+typedef struct {
+    int fd, state;  // 0 connecting, 1 awaiting 101, 2 awaiting echo, 3 awaiting close
+    buf_t in, out;
+} c4_t;
+
+static void w4(int port, const char *path, int n) {
+    ep = epoll_create1(0);
+    c4_t *cs = calloc((size_t)n, sizeof(c4_t));
+    uint8_t msg[32];
+    memset(msg, 'b', sizeof(msg));
+    char req[512];
+    int rl = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        cs[i].fd = open_socket(port, 1);
+        struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &cs[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+    }
+    int done = 0;
+    struct epoll_event evs[256];
+    while (done < n) {
+        int k = epoll_wait(ep, evs, 256, -1);
+        for (int j = 0; j < k; j++) {
+            c4_t *c = evs[j].data.ptr;
+            if (c->state == 0) {
+                int err = 0;
+                socklen_t el = sizeof(err);
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                if (err) { fprintf(stderr, "connect: %s\n", strerror(err)); exit(1); }
+                if (write(c->fd, req, (size_t)rl) != rl) { perror("write"); exit(1); }
+                c->state = 1;
+                struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                continue;
+            }
+            buf_reserve(&c->in, 512);
+            ssize_t r = read(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len - 1);
+            if (r <= 0) { if (r < 0 && errno == EAGAIN) continue; fprintf(stderr, "w4 read failed\n"); exit(1); }
+            c->in.len += (size_t)r;
+            if (c->state == 1) {
+                c->in.p[c->in.len] = 0;
+                char *end = strstr((char *)c->in.p, "\r\n\r\n");
+                if (!end) continue;
+                c->in.off = (size_t)((uint8_t *)end + 4 - c->in.p);
+                append_frame(&c->out, 0x1, msg, sizeof(msg));
+                flush(c->fd, &c->out);  // 38 bytes into an empty socket buffer
+                c->state = 2;
+            }
+            uint8_t op;
+            size_t pl;
+            while (c->state >= 2 && take_frame(&c->in, &op, &pl)) {
+                if (c->state == 2 && op == 0x1) {
+                    uint8_t code[2] = {0x03, 0xE8};
+                    append_frame(&c->out, 0x8, code, 2);
+                    flush(c->fd, &c->out);
+                    c->state = 3;
+                } else if (c->state == 3 && op == 0x8) {
+                    close(c->fd);
+                    free(c->in.p);
+                    free(c->out.p);
+                    c->state = 4;
+                    done++;
+                    break;
+                }
+            }
+        }
+    }
+    double el = now_s() - t0;
+    printf("{\"client\":\"c\",\"workload\":\"w4\",\"value\":%.1f,\"unit\":\"conn/s\",\"seconds\":%.3f,"
+           "\"peak_rss_mib\":%.1f}\n",
+           n / el, el, peak_rss_kib() / 1024.0);
+}
+
+int main(int argc, char **argv) {
+    const char *workload = "w1", *url = "ws://127.0.0.1:9001/";
+    long w3_mib = 512;
+    int conns = 1000;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--workload")) workload = argv[i + 1];
+        else if (!strcmp(argv[i], "--url")) url = argv[i + 1];
+        else if (!strcmp(argv[i], "--w3-mib")) w3_mib = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--connections")) conns = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--client")) {}  // accepted for symmetry with wsbench
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0) { r.rlim_cur = r.rlim_max; setrlimit(RLIMIT_NOFILE, &r); }
+    char path[256];
+    int port = port_from_url(url, path, sizeof(path));
+    if (!strcmp(workload, "w1")) w1(port, path);
+    else if (!strcmp(workload, "w2")) stream("w2", port, path, 200000, 128, 1000);
+    else if (!strcmp(workload, "w3")) stream("w3", port, path, w3_mib * 16, 65536, 16);
+    else if (!strcmp(workload, "w4")) w4(port, path, conns);
+    else { fprintf(stderr, "unknown workload %s\n", workload); return 2; }
+    return 0;
+}

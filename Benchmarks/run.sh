@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Issue 7 benchmarks: builds the C echo server, the C limit client and wsbench (release), starts the echo
+# server on 127.0.0.1:$PORT, and for each workload runs every client once per round, alternating
+# (c A B C D, c A B C D, ...), $ROUNDS rounds. Prints a markdown table of medians, min–max and the median of
+# the per-round ratios to the C client measured in the same round; also writes it to $OUT if set.
+#
+#   bash Benchmarks/run.sh                       # 5 rounds, W1–W4, all clients
+#   ROUNDS=3 OUT=/tmp/table.md bash Benchmarks/run.sh
+#   WORKLOADS="w2" CLIENTS="c ours-cio" bash Benchmarks/run.sh
+#
+# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4"),
+# CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio+buf and
+# ours-curl+buf: our engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512),
+# TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+ROUNDS=${ROUNDS:-5}
+PORT=${PORT:-19001}
+WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4"}
+CLIENTS=${CLIENTS:-"c ours-cio ours-curl websocket-kit wsclient"}
+W3_MIB=${W3_MIB:-512}
+TIMEOUT=${TIMEOUT:-300}
+OUT=${OUT:-}
+SCRATCH=.build-bench
+BIN_C=$SCRATCH/c
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    mkdir -p "$BIN_C"
+    cc -O2 -Wall -o "$BIN_C/echo_server" c/echo_server.c -lcrypto
+    cc -O2 -Wall -o "$BIN_C/wsclient_c" c/client.c
+    swift build -c release --scratch-path "$SCRATCH" >&2
+fi
+WSBENCH="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/wsbench"
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+"$BIN_C/echo_server" "$PORT" 2>/dev/null &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
+sleep 0.3
+URL="ws://127.0.0.1:$PORT/"
+
+RESULTS=$SCRATCH/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+: >"$RESULTS"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+for w in $WORKLOADS; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for c in $CLIENTS; do
+            if [[ "$c" == c ]]; then
+                cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+            else
+                cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+            fi
+            rc=0
+            line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
+            if [[ "$line" == \{* ]]; then
+                echo "{\"round\":$r,${line#\{}" >>"$RESULTS"
+                echo "round $r $w $c: $line" >&2
+            else
+                why=$([[ $rc == 124 ]] && echo "timeout after ${TIMEOUT}s" || echo "exit $rc: $(tail -c 200 "$SCRATCH/last-stderr.txt" | tr -d '"\\\n')")
+                echo "{\"round\":$r,\"client\":\"$c\",\"workload\":\"$w\",\"error\":\"$why\"}" >>"$RESULTS"
+                echo "round $r $w $c: FAILED ($why)" >&2
+            fi
+            sleep 0.2
+        done
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" <<'EOF' | tee ${OUT:+"$OUT"}
+import json, statistics, sys
+path, rounds, w3, load_before, load_after, clients = sys.argv[1:7]
+clients = clients.split()
+rows = [json.loads(l) for l in open(path) if l.strip()]
+names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
+         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)"}
+def f(v):
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
+print(f"{rounds} rounds; loadavg before {load_before}, after {load_after}; results in {path}\n")
+print("| workload | client | median | min–max | ratio to C (median of per-round) | extra |")
+print("|---|---|---:|---:|---:|---|")
+for w in ["w1", "w2", "w3", "w4"]:
+    wr = [r for r in rows if r.get("workload") == w]
+    if not wr: continue
+    climit = {r["round"]: r["value"] for r in wr if r["client"] == "c" and not r.get("error")}
+    for c in clients:
+        ok = [r for r in wr if r["client"] == c and not r.get("error")]
+        failed = sum(1 for r in wr if r["client"] == c and r.get("error"))
+        if not ok:
+            whys = sorted({str(r["error"]) for r in wr if r["client"] == c and r.get("error")})
+            print(f"| {names[w]} | {c} | failed | | | {failed} of {failed} failed ({', '.join(whys)}) |"); continue
+        vals = [r["value"] for r in ok]
+        ratios = [r["value"] / climit[r["round"]] for r in ok if r["round"] in climit]
+        extra = []
+        if w == "w1":
+            extra.append(f"p50 {statistics.median(r['p50_us'] for r in ok):.1f} µs, p99 {statistics.median(r['p99_us'] for r in ok):.1f} µs")
+        if w == "w4":
+            extra.append(f"wall {statistics.median(r['seconds'] for r in ok)*1000:.0f} ms")
+        extra.append(f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB")
+        if failed:
+            whys = sorted({str(r["error"]) for r in wr if r["client"] == c and r.get("error")})
+            extra.append(f"{failed} run(s) failed ({', '.join(whys)})")
+        ratio = f"{statistics.median(ratios):.3f}" if ratios else "–"
+        print(f"| {names[w]} | {c} | {f(statistics.median(vals))} | {f(min(vals))}–{f(max(vals))} | {ratio} | {'; '.join(extra)} |")
+EOF
