@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import WSCore
+import WSEngineCurl
 import WSExtensions
 import WSSerialization
 import WSTesting
@@ -195,6 +196,25 @@ struct DemoStep {
                     guard echo == sent else { throw ToolError("sent \(sent) but the echo decoded as \(echo)") }
                     return "sendSerialized(\(sent)) → receiveDeserialized() == sent (JSON)"
                 }
+            },
+            DemoStep(title: "Curl engine") { context in
+                // The same session API on the other engine, chosen per client; capabilities are checked at run time.
+                let engine = CurlEngine(configuration: .init(proxy: ""))
+                let client = WebSocketClient(engine: engine)
+                defer { Task { await client.close() } }
+                let capabilities =
+                    "isSupported(.webSocket) = \(client.isSupported(.webSocket)), "
+                    + "isSupported(.webSocketExtensions) = \(client.isSupported(.webSocketExtensions))"
+                guard client.isSupported(.webSocket) else {
+                    return "\(capabilities); \(engine.unsupportedReason(.webSocket) ?? "unsupported")"
+                }
+                let echo = try await client.webSocket(context.server.url(path: "/curl")) { session in
+                    try await session.send("Hello from libcurl!")
+                    var frame = try await session.incoming.receive()
+                    while frame.kind != .text { frame = try await session.incoming.receive() }
+                    return try frame.readText()
+                }
+                return "libcurl \(CurlEngine.libcurlVersion): \(capabilities); echo \"\(echo)\""
             },
             DemoStep(title: "Deflate") { context in
                 // A second client on the same engine offering permessage-deflate (RFC 7692); not closed here, as
