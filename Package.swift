@@ -87,7 +87,7 @@ let package = Package(
         ),
         .target(
             name: "WSTesting",
-            dependencies: ["WSCore", "CWSOpenSSL"],
+            dependencies: ["WSCore", "WSExtensions", "CWSOpenSSL"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

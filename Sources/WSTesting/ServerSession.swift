@@ -24,6 +24,9 @@ public final class ServerSession: Sendable {
     public let request: RecordedRequest
 
     let channel: Channel
+    /// permessage-deflate, when it was negotiated.
+    private let deflate: (any WebSocketExtension)?
+    private let maxMessageSize: Int
     private let reader: Mutex<Reader>
     /// Whether a close frame was sent; writes happen while it is held, so nothing follows a close frame.
     private let output = Mutex<Bool>(false)
@@ -39,10 +42,16 @@ public final class ServerSession: Sendable {
         var ended = false
     }
 
-    init(request: RecordedRequest, channel: Channel, maxMessageSize: Int, leftover: [UInt8]) {
+    init(
+        request: RecordedRequest, channel: Channel, maxMessageSize: Int, leftover: [UInt8],
+        deflate: (any WebSocketExtension)? = nil
+    ) {
         self.request = request
         self.channel = channel
+        self.deflate = deflate
+        self.maxMessageSize = maxMessageSize
         var decoder = FrameDecoder(maxFrameSize: maxMessageSize, role: .server)
+        if deflate != nil { decoder.allowedReservedBits = .rsv1 }
         leftover.withUnsafeBytes { decoder.append($0) }
         self.reader = Mutex(
             Reader(
@@ -108,7 +117,19 @@ public final class ServerSession: Sendable {
                     if kind == .close { try Self.validateClosePayload(parsed.payload) }
                     return Frame(kind: kind, fin: true, data: parsed.payload, reservedBits: parsed.reservedBits)
                 }
-                guard let frame = try reader.assembler.push(parsed, validateUTF8: true) else { continue }
+                let compressed = self.deflate != nil && parsed.reservedBits.contains(.rsv1)
+                guard var frame = try reader.assembler.push(parsed, validateUTF8: !compressed) else { continue }
+                if let deflate = self.deflate, frame.rsv1 {
+                    let context = WebSocketExtensionContext(maxMessageSize: self.maxMessageSize)
+                    do {
+                        frame = try deflate.processIncoming(frame, context: context)
+                    } catch let error as WebSocketError {
+                        throw ProtocolViolation(error.closeCode ?? .protocolError, error.message)
+                    }
+                    if frame.kind == .text && String(validating: frame.data, as: UTF8.self) == nil {
+                        throw ProtocolViolation(.invalidPayload, "a compressed text message is not valid UTF-8")
+                    }
+                }
                 return frame
             }
             let count = try reader.buffer.withUnsafeMutableBytes { buffer in
@@ -301,17 +322,32 @@ public final class ServerSession: Sendable {
     }
 
     private func write(_ frame: Frame, onlyBeforeClose: Bool) throws(WebSocketError) {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(frame.data.count + 10)
-        FrameEncoder.encode(frame, maskingKey: nil, into: &bytes)
         try self.output.withLock { closeSent throws(WebSocketError) in
             if closeSent && onlyBeforeClose {
                 throw WebSocketError(.sessionClosed, "a close frame was already sent on this connection")
             }
             if frame.kind == .close { closeSent = true }
+            // Compressed under the output lock: with context takeover, wire order must equal compression order.
+            let frame = try self.compressedIfNegotiated(frame)
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(frame.data.count + 10)
+            FrameEncoder.encode(frame, maskingKey: nil, into: &bytes)
             try self.writeLocked(bytes)
         }
     }
+
+    /// The frame compressed with permessage-deflate when it was negotiated and the frame is a whole message.
+    private func compressedIfNegotiated(_ frame: Frame) throws(WebSocketError) -> Frame {
+        guard let deflate = self.deflate, frame.kind == .text || frame.kind == .binary, frame.fin,
+            frame.reservedBits.isEmpty
+        else { return frame }
+        do {
+            return try deflate.processOutgoing(frame, context: WebSocketExtensionContext(maxMessageSize: self.maxMessageSize))
+        } catch {
+            throw WebSocketError(.extensionFailure, "compressing a message failed: \(error)", underlying: error)
+        }
+    }
+
 
     private func writeLocked(_ bytes: [UInt8]) throws(WebSocketError) {
         if self.isClosed { throw WebSocketError(.connectionLost, "the connection is closed") }

@@ -1,6 +1,7 @@
 import Glibc
 import Synchronization
 import WSCore
+import WSExtensions
 
 /// A small WebSocket server for tests and demos, in the spirit of OkHttp's MockWebServer.
 ///
@@ -41,6 +42,10 @@ public final class WebSocketTestServer: Sendable {
         /// client's close frame: they keep the connection open, reading and discarding, until the client drops
         /// it (so the client's close timeout runs out). Default `false`.
         public var ignoresClose = false
+
+        /// When `true`, a client that offers permessage-deflate (RFC 7692) gets it, without parameters (context
+        /// takeover, 15-bit windows): messages are then compressed both ways. Default `false`.
+        public var perMessageDeflate = false
 
         /// Creates a configuration: 127.0.0.1, a free port, no TLS, no subprotocols, 64 MiB messages.
         public init() {}
@@ -436,10 +441,21 @@ final class ServerCore: Sendable {
             : WebSocketHandshake.acceptValue(forKey: key)
         response += "Sec-WebSocket-Accept: \(accept)\r\n"
         if let selected { response += "Sec-WebSocket-Protocol: \(selected)\r\n" }
+        var deflate: (any WebSocketExtension)?
+        if self.configuration.perMessageDeflate,
+            let offers = try? WebSocketExtensionHeader.parse(head.headers.values(for: "Sec-WebSocket-Extensions")),
+            offers.contains(where: { HTTPHeaders.equalNames($0.name, "permessage-deflate") })
+        {
+            // Accepted without parameters, both directions use the same settings, so the client-side extension
+            // object serves the server too: its compressor and decompressor are symmetric here.
+            let accepted = WebSocketExtensionHeader(name: "permessage-deflate")
+            deflate = try? PerMessageDeflate().negotiate(response: accepted)
+            if deflate != nil { response += "Sec-WebSocket-Extensions: \(accepted)\r\n" }
+        }
         response += "\r\n"
         let session = ServerSession(
             request: record, channel: channel, maxMessageSize: self.configuration.maxMessageSize,
-            leftover: leftover)
+            leftover: leftover, deflate: deflate)
         return (session, Array(response.utf8))
     }
 

@@ -30,7 +30,9 @@ struct DemoCommand: AsyncParsableCommand {
 
         let server: WebSocketTestServer
         do {
-            server = try WebSocketTestServer.start(handler: .echo)
+            var configuration = WebSocketTestServer.Configuration()
+            configuration.perMessageDeflate = true  // for the Deflate step; clients that do not offer it are unaffected
+            server = try WebSocketTestServer.start(configuration, handler: .echo)
         } catch {
             printError("wsc demo: error: cannot start the echo server: \(error)")
             throw ExitCode.failure
