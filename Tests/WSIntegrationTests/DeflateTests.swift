@@ -251,24 +251,7 @@ private final class ScriptedDeflateServer: Sendable {
     private let done = Atomic<Bool>(false)
 
     init(extensions: String, frames: [UInt8]) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
-                bind(fd, p, length) == 0 && listen(fd, 4) == 0 && getsockname(fd, p, &length) == 0
-            }
-        }
-        guard ok else {
-            close(fd)
-            throw TestPeerError(description: "ScriptedDeflateServer: bind/listen failed (errno \(errno))")
-        }
-        self.listener = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        (self.listener, self.port) = try loopbackListener(backlog: 4)
         let thread = Thread { [self] in self.serve(extensions: extensions, frames: frames) }
         thread.start()
     }
@@ -291,12 +274,8 @@ private final class ScriptedDeflateServer: Sendable {
         while !String(decoding: buffer, as: UTF8.self).contains("\r\n\r\n") {
             guard fill() else { return }
         }
-        let request = String(decoding: buffer, as: UTF8.self)
+        let key = webSocketKey(inRequest: buffer)
         buffer = []
-        let key =
-            request.split(separator: "\r\n")
-            .first { $0.lowercased().hasPrefix("sec-websocket-key:") }
-            .map { $0.dropFirst("sec-websocket-key:".count).trimmingCharacters(in: .whitespaces) } ?? ""
         let head =
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n"

@@ -18,24 +18,8 @@ final class RawHandshakeServer: Sendable {
     static func accept(for key: String) -> String { WebSocketHandshake.acceptValue(forKey: key) }
 
     init(respond: @escaping @Sendable (String) -> [UInt8]) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
-                bind(fd, p, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, p, &length) == 0
-            }
-        }
-        guard ok else {
-            close(fd)
-            throw TestPeerError(description: "RawHandshakeServer: bind/listen failed (errno \(errno))")
-        }
-        self.listener = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        (self.listener, self.port) = try loopbackListener(backlog: 16)
+        let fd = self.listener
         let thread = Thread { [self] in
             while !self.stopped.load(ordering: .acquiring) {
                 let client = Glibc.accept(fd, nil, nil)
@@ -48,11 +32,7 @@ final class RawHandshakeServer: Sendable {
                     if n <= 0 { break }
                     request += buffer[0..<n]
                 }
-                let text = String(decoding: request, as: UTF8.self)
-                let key = text.split(separator: "\r\n")
-                    .first { $0.lowercased().hasPrefix("sec-websocket-key:") }
-                    .map { $0.dropFirst("sec-websocket-key:".count).trimmingCharacters(in: .whitespaces) } ?? ""
-                let reply = respond(key)
+                let reply = respond(webSocketKey(inRequest: request))
                 _ = reply.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             }
         }
@@ -73,4 +53,32 @@ extension Array where Element == UInt8 {
     fileprivate func ends(with suffix: [UInt8]) -> Bool {
         self.count >= suffix.count && Array(self[(self.count - suffix.count)...]) == suffix
     }
+}
+
+/// A listening TCP socket on 127.0.0.1 with a free port, for scripted test servers.
+func loopbackListener(backlog: Int32) throws -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+            bind(fd, p, length) == 0 && listen(fd, backlog) == 0 && getsockname(fd, p, &length) == 0
+        }
+    }
+    guard ok else {
+        close(fd)
+        throw TestPeerError(description: "scripted test server: bind/listen on 127.0.0.1 failed (errno \(errno))")
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
+
+/// The Sec-WebSocket-Key of an upgrade request's head ("" when absent).
+func webSocketKey(inRequest request: [UInt8]) -> String {
+    String(decoding: request, as: UTF8.self).split(separator: "\r\n")
+        .first { $0.lowercased().hasPrefix("sec-websocket-key:") }
+        .map { $0.dropFirst("sec-websocket-key:".count).trimmingCharacters(in: .whitespaces) } ?? ""
 }
