@@ -130,11 +130,16 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
     func write(_ bytes: [UInt8]) -> Int {
         let fd = self.fd
         var needsLoopFlush = false
+        var deferFlush = false
+        let onLoop = !self.isTLS && self.loop.inLoop
         let (buffered, failure) = self.state.withLock { state -> (Int, WebSocketConnectionError?) in
             guard state.phase == .open else { return (0, nil) }
             guard !bytes.isEmpty else { return (state.queue.byteCount, nil) }
-            guard state.queue.isEmpty else {
+            // Queued bytes go first; and on the loop thread, plain-TCP writes wait for the end of the round, so the
+            // messages a round produces (replies to a batch of reads) leave in one sendmsg.
+            guard state.queue.isEmpty, !onLoop else {
                 state.queue.append(bytes, offset: 0)
+                if onLoop { deferFlush = true }
                 return (state.queue.byteCount, nil)
             }
             var sent = 0
@@ -191,9 +196,18 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
             self.loop.execute { [self] in self.finish(error: failure) }
         } else if needsLoopFlush {
             self.loop.execute { [self] in self.flush() }
+        } else if deferFlush && !self.flushDeferred {
+            self.flushDeferred = true
+            self.loop.deferUntilRoundEnds { [self] in
+                self.flushDeferred = false
+                self.flush()
+            }
         }
         return buffered
     }
+
+    /// The transport has a flush waiting for the end of the loop's round (loop thread only).
+    private var flushDeferred = false
 
     func setReadingPaused(_ paused: Bool) {
         let resumed = self.state.withLock { state -> Bool in
@@ -242,6 +256,10 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
     }
 
     var bufferedBytes: Int { self.state.withLock { $0.queue.byteCount } }
+
+    /// The loop thread that reads this connection: session code that prefers it continues there when a message
+    /// arrives, and its writes are gathered per round.
+    var executor: (any TaskExecutor)? { self.loop }
 
     // MARK: Loop thread
 

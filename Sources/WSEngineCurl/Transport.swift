@@ -114,11 +114,16 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
 
     @discardableResult
     func write(_ bytes: [UInt8]) -> Int {
+        let onLoop = self.loop.inLoop
+        var deferFlush = false
         let (buffered, failure) = self.state.withLock { state -> (Int, WebSocketConnectionError?) in
             guard state.phase == .open, let handles = state.handles else { return (0, nil) }
             guard !bytes.isEmpty else { return (state.queue.byteCount, nil) }
-            guard state.queue.isEmpty else {
+            // Queued bytes go first; and on the loop thread, writes wait for the end of the round, so the messages a
+            // round produces (replies to a batch of reads) leave in one curl_easy_send.
+            guard state.queue.isEmpty, !onLoop else {
                 state.queue.append(bytes, offset: 0)
+                deferFlush = onLoop
                 return (state.queue.byteCount, nil)
             }
             var sent = 0
@@ -147,9 +152,20 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
             }
             return (state.queue.byteCount, nil)
         }
-        if let failure { self.loop.execute { [self] in self.finish(error: failure) } }
+        if let failure {
+            self.loop.execute { [self] in self.finish(error: failure) }
+        } else if deferFlush && !self.flushDeferred {
+            self.flushDeferred = true
+            self.loop.deferUntilRoundEnds { [self] in
+                self.flushDeferred = false
+                self.flush()
+            }
+        }
         return buffered
     }
+
+    /// The transport has a flush waiting for the end of the loop's round (loop thread only).
+    private var flushDeferred = false
 
     func setReadingPaused(_ paused: Bool) {
         let resumed = self.state.withLock { state -> Bool in
@@ -200,6 +216,10 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
     }
 
     var bufferedBytes: Int { self.state.withLock { $0.queue.byteCount } }
+
+    /// The loop thread that reads this connection: session code that prefers it continues there when a message
+    /// arrives.
+    var executor: (any TaskExecutor)? { self.loop }
 
     private var closeFlushSeconds: String {
         Duration.nanoseconds(Int64(clamping: self.closeFlushNanoseconds)).secondsText
@@ -351,7 +371,11 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
                 let result = state.queue.withFirstChunk { self.send(handles, $0) }
                 switch result {
                 case .success(let count):
-                    if count == 0 { return .blocked }
+                    if count == 0 {
+                        // Watch for EPOLLOUT (bytes queued by a deferred write may not be watched yet).
+                        self.updateInterest(&state)
+                        return .blocked
+                    }
                     state.queue.consume(count)
                 case .failure(let error):
                     state.phase = .closed

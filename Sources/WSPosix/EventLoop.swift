@@ -86,6 +86,8 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     private struct TaskQueue {
         var tasks: [LoopTask] = []
+        /// Swift-concurrency jobs of tasks that prefer this loop as their executor (see the TaskExecutor conformance).
+        var jobs: [UnownedJob] = []
         var wakePending = false
         var closed = false
     }
@@ -96,6 +98,10 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     // Loop thread only:
     private var spareTasks: [LoopTask] = []
+    private var spareJobs: [UnownedJob] = []
+    /// Work to run once the current round of events, timers, tasks and jobs is done: writes that callers on the loop
+    /// thread queued, gathered so that every message produced in one round leaves in one system call.
+    private var deferred: [() -> Void] = []
     private var events: UnsafeMutablePointer<epoll_event>
     private var eventCapacity = 64
     private var timers: [LoopTimer] = []
@@ -152,10 +158,16 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     /// - Returns: `false` if the loop has stopped and the task will never run.
     @discardableResult
     package func execute(_ task: @escaping LoopTask) -> Bool {
+        self.submit { $0.tasks.append(task) }
+    }
+
+    /// Adds work to the queue with `add` (under its lock) and wakes the loop if the caller is another thread.
+    /// - Returns: `false` if the loop has stopped (nothing was added).
+    private func submit(_ add: (inout TaskQueue) -> Void) -> Bool {
         let onLoop = self.inLoop
         let (accepted, wake) = self.tasks.withLock { queue -> (Bool, Bool) in
             guard !queue.closed else { return (false, false) }
-            queue.tasks.append(task)
+            add(&queue)
             guard !onLoop, !queue.wakePending else { return (true, false) }
             queue.wakePending = true
             return (true, true)
@@ -176,6 +188,12 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         event.events = events
         event.data.u64 = data
         return epoll_ctl(self.epollFD, operation, fd, &event) == 0 ? 0 : errno
+    }
+
+    /// Runs `work` on the loop thread after the current round of events, timers, tasks and jobs, before the loop
+    /// waits again (loop thread only). Transports use it to gather the writes of one round into one system call.
+    package func deferUntilRoundEnds(_ work: @escaping () -> Void) {
+        self.deferred.append(work)
     }
 
     /// Keeps `object` (a removed registrant) alive until the current event batch ends (loop thread).
@@ -276,7 +294,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     /// The epoll_wait timeout in milliseconds: 0 when tasks wait, -1 with no timers, else until the next timer.
     private func nextTimeout() -> Int32 {
         while let first = self.timers.first, first.action == nil { _ = self.popTimer() }
-        if self.tasks.withLock({ !$0.tasks.isEmpty }) { return 0 }
+        if self.tasks.withLock({ !$0.tasks.isEmpty || !$0.jobs.isEmpty }) { return 0 }
         guard let first = self.timers.first else { return -1 }
         let now = monotonicNanoseconds()
         guard first.deadline > now else { return 0 }
@@ -298,14 +316,32 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     private func runTasks() {
         var batch = self.spareTasks
+        var jobs = self.spareJobs
         self.spareTasks = []
+        self.spareJobs = []
         self.tasks.withLock { queue in
             swap(&queue.tasks, &batch)
+            swap(&queue.jobs, &jobs)
             queue.wakePending = false
         }
         for task in batch { task() }
+        if !jobs.isEmpty {
+            let executor = self.asUnownedTaskExecutor()
+            for job in jobs { job.runSynchronously(on: executor) }
+        }
         batch.removeAll(keepingCapacity: true)
+        jobs.removeAll(keepingCapacity: true)
         self.spareTasks = batch
+        self.spareJobs = jobs
+    }
+
+    /// Runs the work deferred to the end of the round (it may defer more, which runs in the same call).
+    private func runDeferred() {
+        while !self.deferred.isEmpty {
+            let work = self.deferred
+            self.deferred = []
+            for item in work { item() }
+        }
     }
 
     // MARK: The loop
@@ -333,6 +369,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
             self.graveyard.removeAll(keepingCapacity: true)
             self.runTimers()
             self.runTasks()
+            self.runDeferred()
             self.graveyard.removeAll(keepingCapacity: true)
             if Int(count) == self.eventCapacity && self.eventCapacity < 8192 {
                 self.events.deallocate()
@@ -344,9 +381,24 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         // Refuse new work, then run what is already queued (handlers may have queued close/abort calls).
         self.tasks.withLock { $0.closed = true }
         self.runTasks()
+        self.runDeferred()
         self.graveyard.removeAll()
         self.timers.removeAll()
         closeDescriptor(self.wakeFD)
         closeDescriptor(self.epollFD)
+    }
+}
+
+// MARK: - The loop as a task executor
+
+/// A loop is a `TaskExecutor`: a task that prefers it (`withTaskExecutorPreference(loop)`) runs its jobs on the loop
+/// thread, after the loop's own tasks. A continuation the loop resumes (a received message, a drained write) then
+/// continues on the thread that resumed it, in the same round, with no thread wakeup; what the job writes is gathered
+/// and sent at the end of the round. Jobs enqueued after the loop stopped go to the global concurrent executor.
+extension PosixEventLoop: TaskExecutor {
+    /// Queues `job` to run on the loop thread (any thread).
+    package func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        if !self.submit({ $0.jobs.append(unowned) }) { globalConcurrentExecutor.enqueue(ExecutorJob(unowned)) }
     }
 }

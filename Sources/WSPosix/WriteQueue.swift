@@ -3,15 +3,28 @@
 // is retried with exactly the same bytes and length, which OpenSSL requires after SSL_write returned WANT_WRITE.
 package import Glibc
 
-/// The bytes a connection still has to hand to the kernel (or libcurl): a FIFO of the callers' own arrays (never
-/// copied, except the unsent tail of a partly sent one) with an offset into the first one. Not thread-safe: it lives
-/// inside the connection's Mutex.
+/// The bytes a connection still has to hand to the kernel (or libcurl): a FIFO of chunks with an offset into the first
+/// one. Big writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one);
+/// small writes are copied into a chunk of the queue's own that gathers them, so a burst of small messages leaves as
+/// one contiguous buffer instead of one iovec each. Not thread-safe: it lives inside the connection's Mutex.
 package struct WriteQueue {
     private var chunks: [[UInt8]] = []
     private var head = 0
     private var headOffset = 0
+    /// The last chunk is the queue's own and may take more small writes.
+    private var lastGathers = false
+    /// The head chunk was handed out by ``withFirstChunk(_:)``: a caller that saw that send block retries with exactly
+    /// the same bytes (OpenSSL requires it after WANT_WRITE), so the head chunk must not grow until it is consumed.
+    private var headPinned = false
     /// The number of bytes queued.
     package private(set) var byteCount = 0
+
+    /// Writes up to this size are gathered into the queue's own chunks.
+    static let smallWrite = 4_096
+    /// A gathering chunk's first capacity.
+    static let gatherStart = 1_024
+    /// A gathering chunk stops taking writes at this size.
+    static let gatherLimit = 65_536
 
     /// Whether nothing is queued.
     package var isEmpty: Bool { self.byteCount == 0 }
@@ -22,15 +35,33 @@ package struct WriteQueue {
     /// Appends `bytes[offset...]` (must be non-empty).
     package mutating func append(_ bytes: [UInt8], offset: Int) {
         assert(offset < bytes.count)
+        let count = bytes.count - offset
+        self.byteCount += count
+        if count <= Self.smallWrite {
+            let last = self.chunks.count - 1
+            if self.lastGathers, !(last == self.head && self.headPinned),
+                self.chunks[last].count + count <= Self.gatherLimit
+            {
+                bytes.withUnsafeBufferPointer { self.chunks[last].append(contentsOf: $0[offset...]) }
+                return
+            }
+            var gathering: [UInt8] = []
+            // Small to start with (thousands of connections may each hold one); it doubles as writes arrive.
+            gathering.reserveCapacity(Self.gatherStart)
+            bytes.withUnsafeBufferPointer { gathering.append(contentsOf: $0[offset...]) }
+            if self.head == self.chunks.count { self.headOffset = 0 }
+            self.chunks.append(gathering)
+            self.lastGathers = true
+            return
+        }
+        self.lastGathers = false
         if self.head == self.chunks.count {
             self.headOffset = offset
         } else if offset > 0 {
             self.chunks.append(Array(bytes[offset...]))
-            self.byteCount += bytes.count - offset
             return
         }
         self.chunks.append(bytes)
-        self.byteCount += bytes.count - offset
     }
 
     /// Drops the first `count` bytes (they reached the kernel or libcurl took them).
@@ -44,6 +75,7 @@ package struct WriteQueue {
                 self.chunks[self.head] = []
                 self.head += 1
                 self.headOffset = 0
+                self.headPinned = false
             } else {
                 self.headOffset += remaining
                 remaining = 0
@@ -52,6 +84,7 @@ package struct WriteQueue {
         if self.head == self.chunks.count {
             self.chunks.removeAll(keepingCapacity: self.chunks.count <= 64)
             self.head = 0
+            self.lastGathers = false
         } else if self.head >= 32 && self.head * 2 >= self.chunks.count {
             self.chunks.removeFirst(self.head)
             self.head = 0
@@ -64,10 +97,14 @@ package struct WriteQueue {
         self.head = 0
         self.headOffset = 0
         self.byteCount = 0
+        self.lastGathers = false
+        self.headPinned = false
     }
 
-    /// Calls `body` with the unsent part of the first chunk.
-    package func withFirstChunk<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+    /// Calls `body` with the unsent part of the first chunk. The chunk does not change until it is consumed, so a send
+    /// that blocked can be retried with exactly the same bytes.
+    package mutating func withFirstChunk<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        self.headPinned = true
         let offset = self.headOffset
         return self.chunks[self.head].withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
     }

@@ -42,22 +42,32 @@ struct CurlHelperTests {
         #expect(redactingCredentials("mail me@example.com") == "mail me@example.com")
     }
 
-    @Test("the write queue hands out the unsent head as one piece and counts bytes")
+    @Test("the write queue gathers small writes, never grows a head it handed out, and counts bytes")
     func writeQueue() {
         var queue = WriteQueue()
         queue.append([1, 2, 3, 4], offset: 1)
         queue.append([5, 6], offset: 0)
+        #expect(queue.byteCount == 5)
+        // Small writes are gathered into one piece.
+        #expect(queue.withFirstChunk { Array($0) } == [2, 3, 4, 5, 6])
+        // A send of that piece may have blocked: it is retried with exactly the same bytes, so it must not grow.
         queue.append([7, 8, 9], offset: 2)
         #expect(queue.byteCount == 6)
-        #expect(queue.withFirstChunk { Array($0) } == [2, 3, 4])
+        #expect(queue.withFirstChunk { Array($0) } == [2, 3, 4, 5, 6])
         queue.consume(2)
-        #expect(queue.withFirstChunk { Array($0) } == [4])
-        queue.consume(1)
-        #expect(queue.withFirstChunk { Array($0) } == [5, 6])
-        queue.consume(2)
+        #expect(queue.withFirstChunk { Array($0) } == [4, 5, 6])
+        queue.consume(3)
         #expect(queue.withFirstChunk { Array($0) } == [9])
         queue.consume(1)
         #expect(queue.isEmpty && queue.byteCount == 0)
+        // Big writes are queued as they are, from their offset.
+        let big = [UInt8](repeating: 7, count: 5_000)
+        queue.append(big, offset: 10)
+        queue.append([1], offset: 0)
+        #expect(queue.byteCount == 4_991)
+        #expect(queue.withFirstChunk { $0.count } == 4_990)
+        queue.consume(4_990)
+        #expect(queue.withFirstChunk { Array($0) } == [1])
     }
 
     @Test("durations become libcurl milliseconds of at least 1")

@@ -132,6 +132,15 @@ public protocol WebSocketTransport: AnyObject, Sendable {
 
     /// The number of bytes buffered in user space, not yet accepted by the kernel.
     var bufferedBytes: Int { get }
+    /// The executor of the thread that delivers this transport's events, if the engine offers one. Session code
+    /// that prefers it (`withTaskExecutorPreference`) resumes on that thread when a message arrives, with no thread
+    /// hop, and its writes can be gathered per event-loop round. `nil` (the default): the caller's executor.
+    var executor: (any TaskExecutor)? { get }
+}
+
+extension WebSocketTransport {
+    /// Default: no executor of its own.
+    public var executor: (any TaskExecutor)? { nil }
 }
 
 /// Receives a transport's events, serially, on the engine's thread. Callbacks must not block.
