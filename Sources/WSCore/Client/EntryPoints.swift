@@ -192,7 +192,8 @@ extension WebSocketClient {
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
         do {
-            let result = try await block(session)
+            let executor = session.connection.settings.runsBlocksOnEventLoop ? session.executor : nil
+            let result = try await withTaskExecutorPreference(executor) { try await block(session) }
             await session.close()
             return result
         } catch {

@@ -57,7 +57,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
         var queue = Deque<Frame>()
         var queuedBytes = 0
-        var consumers = Deque<(id: UInt64, continuation: CheckedContinuation<Frame?, any Error>)>()
+        var consumers = Deque<(id: UInt64, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var nextConsumerID: UInt64 = 0
         /// Set once incoming has delivered its last frame: `nil` error means it ended normally.
         var incomingEnded = false
@@ -93,6 +93,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
     private struct SenderState {
         var keys = MaskingKeyGenerator()
         var closeSent = false
+        /// The transport closed: nothing can be sent any more.
+        var ended = false
         var extensions: [any WebSocketExtension] = []
     }
 
@@ -100,7 +102,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     private struct Actions {
         var handshakeResult: Result<OpeningHandshake.Outcome, any Error>?
         var handshakeContinuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
-        var deliveries: [(CheckedContinuation<Frame?, any Error>, Result<Frame?, any Error>)] = []
+        var deliveries: [(UnsafeContinuation<Frame?, any Error>, Result<Frame?, any Error>)] = []
         var controlFrames: [Frame] = []
         /// Send this close frame (if none was sent yet).
         var sendClose: CloseReason??
@@ -257,6 +259,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             actions.timersToCancel = s.timers
             s.timers = []
         }
+        self.sender.withLock { $0.ended = true }
         self.perform(actions)
     }
 
@@ -334,14 +337,17 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     private func readFrames(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
         guard !s.receivedClose, s.failure == nil, s.pendingFailure == nil else { return }
-        s.decoder.append(bytes)
+        // Frames are parsed straight out of the engine's read buffer; what is left of it is copied at `endInput`.
+        s.decoder.beginInput(bytes)
         var failure: WebSocketError?
         do {
+            defer { s.decoder.endInput() }
             while let frame = try s.decoder.nextFrame() {
                 s.partialCheck = nil
                 try self.handle(frame, &s, &actions)
                 if s.receivedClose { break }
             }
+            s.decoder.endInput()
             if !s.receivedClose { try self.checkPartialFrame(&s) }
         } catch let violation as ProtocolViolation {
             failure = Self.error(for: violation)
@@ -644,11 +650,22 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// Sends a frame from the user. Data frames pass through the extensions; waits while too much is buffered.
-    func send(_ frame: Frame) async throws {
+    @inline(__always)
+    nonisolated(nonsending) func send(_ frame: Frame) async throws {
+        if frame.kind == .close {
+            await self.close(frame.readReason(), waitForEnd: false)
+        } else if try self.enqueue(frame) {
+            await self.waitForDrain(above: self.settings.maxOutgoingBufferBytes)
+        }
+    }
+
+    /// Encodes and writes a data, ping or pong frame from the user, without waiting.
+    /// - Returns: Whether more than ``WebSockets/Configuration/maxOutgoingBufferBytes`` are now buffered (the caller
+    ///   should wait for the transport to drain).
+    func enqueue(_ frame: Frame) throws -> Bool {
         switch frame.kind {
         case .close:
-            await self.close(frame.readReason(), waitForEnd: false)
-            return
+            preconditionFailure("close frames go through close(_:waitForEnd:)")
         case .ping, .pong:
             guard frame.data.count <= 125 else {
                 throw WebSocketError(.invalidArgument, "a \(frame.kind) frame carries at most 125 bytes, not \(frame.data.count)")
@@ -660,7 +677,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             break
         }
         let buffered = try self.sender.withLock { sender throws -> Int in
-            guard !sender.closeSent else { throw self.closedError() }
+            guard !sender.closeSent, !sender.ended else { throw self.closedError() }
             var frame = frame
             if !sender.extensions.isEmpty && !frame.kind.isControl {
                 let context = WebSocketExtensionContext(maxMessageSize: self.settings.maxMessageSize)
@@ -671,9 +688,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             FrameEncoder.encode(frame, maskingKey: sender.keys.next(), into: &bytes)
             return self.transport.write(bytes)
         }
-        if buffered > self.settings.maxOutgoingBufferBytes {
-            await self.waitForDrain(above: self.settings.maxOutgoingBufferBytes)
-        }
+        return buffered > self.settings.maxOutgoingBufferBytes
     }
 
     private func closedError() -> WebSocketError {
@@ -690,7 +705,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.
-    func waitForDrain(above limit: Int) async {
+    nonisolated(nonsending) func waitForDrain(above limit: Int) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = self.state.withLock { s -> Bool in
                 if s.ended || self.transport.bufferedBytes <= limit { return true }
@@ -710,7 +725,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     /// Starts the close handshake with `reason` (nil: no status code) and, if asked, waits until the
     /// connection has ended (the server's close and TCP close, or the close timeout).
-    func close(_ reason: CloseReason?, waitForEnd: Bool) async {
+    nonisolated(nonsending) func close(_ reason: CloseReason?, waitForEnd: Bool) async {
         var reason = reason
         if let code = reason?.code, !code.isValidOnWire {
             self.logger.warning("close code \(code) may not be sent on the wire; sending a close frame without a code")
@@ -746,7 +761,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// Waits until the transport has closed.
-    func waitForEnd() async {
+    nonisolated(nonsending) func waitForEnd() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ended = self.state.withLock { s -> Bool in
                 if s.ended { return true }
@@ -758,7 +773,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// The close reason once the session has ended.
-    func closeReasonAfterEnd() async -> CloseReason? {
+    nonisolated(nonsending) func closeReasonAfterEnd() async -> CloseReason? {
         await self.waitForEnd()
         return self.state.withLock { $0.closeReason }
     }
@@ -772,13 +787,35 @@ final class Connection: WebSocketTransportHandler, Sendable {
     // MARK: - Receiving
 
     /// The next incoming frame; `nil` after the last; throws the session's failure.
-    func receive() async throws -> Frame? {
+    @inline(__always)
+    nonisolated(nonsending) func receive() async throws -> Frame? {
+        if let frame = self.takeQueuedFrame() { return frame }
+        return try await self.waitForFrame()
+    }
+
+    /// The fast path of ``receive()``: the next queued frame if one is waiting and no earlier consumer is.
+    func takeQueuedFrame() -> Frame? {
+        var actions = Actions()
+        let frame = self.state.withLock { s -> Frame? in
+            guard s.consumers.isEmpty, let frame = s.queue.popFirst() else { return nil }
+            s.queuedBytes -= frame.data.count
+            self.resumeReadingIfBelowLimit(&s, &actions)
+            return frame
+        }
+        if actions.syncReadingPaused { self.syncReadingPaused() }
+        return frame
+    }
+
+    /// The slow path of ``receive()``: waits for the next frame (or the end).
+    private nonisolated(nonsending) func waitForFrame() async throws -> Frame? {
         let id = self.state.withLock { s -> UInt64 in
             s.nextConsumerID += 1
             return s.nextConsumerID
         }
+        // Continuations are resumed exactly once: by a delivery, by the cancellation handler (after removing it
+        // from `consumers` under the lock), or right here.
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Frame?, any Error>) in
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Frame?, any Error>) in
                 var actions = Actions()
                 let immediate: Result<Frame?, any Error>? = self.state.withLock { s in
                     if s.consumers.isEmpty, let frame = s.queue.popFirst() {
@@ -798,7 +835,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 self.perform(actions)
             }
         } onCancel: {
-            let cancelled = self.state.withLock { s -> CheckedContinuation<Frame?, any Error>? in
+            let cancelled = self.state.withLock { s -> UnsafeContinuation<Frame?, any Error>? in
                 guard let index = s.consumers.firstIndex(where: { $0.id == id }) else { return nil }
                 return s.consumers.remove(at: index).continuation
             }

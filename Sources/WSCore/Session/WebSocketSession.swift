@@ -59,15 +59,20 @@ public final class WebSocketSession: Sendable {
     /// Sends a text message.
     /// - Parameter text: The message.
     /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
-    public func send(_ text: String) async throws {
-        try await self.connection.send(Frame(kind: .text, data: Array(text.utf8)))
+    nonisolated(nonsending) public func send(_ text: String) async throws {
+        if try self.connection.enqueue(Frame(kind: .text, data: Array(text.utf8))) { await self.waitForRoom() }
     }
 
     /// Sends a binary message.
     /// - Parameter bytes: The message, e.g. `[UInt8]` or `Data`.
     /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
-    public func send(_ bytes: some Sequence<UInt8>) async throws {
-        try await self.connection.send(Frame(kind: .binary, data: Array(bytes)))
+    nonisolated(nonsending) public func send(_ bytes: some Sequence<UInt8>) async throws {
+        if try self.connection.enqueue(Frame(kind: .binary, data: Array(bytes))) { await self.waitForRoom() }
+    }
+
+    /// Waits until the outgoing buffer is back under ``WebSockets/Configuration/maxOutgoingBufferBytes``.
+    private nonisolated(nonsending) func waitForRoom() async {
+        await self.connection.waitForDrain(above: self.connection.settings.maxOutgoingBufferBytes)
     }
 
     /// Sends a frame as given: a whole message, a fragment (`fin == false`, then continuation frames), a
@@ -75,7 +80,7 @@ public final class WebSocketSession: Sendable {
     /// - Parameter frame: The frame.
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/sessionClosed`` once closing,
     ///   ``WebSocketError/Code/invalidArgument`` for a control frame over 125 bytes or not final.
-    public func send(_ frame: Frame) async throws {
+    nonisolated(nonsending) public func send(_ frame: Frame) async throws {
         try await self.connection.send(frame)
     }
 
@@ -84,12 +89,12 @@ public final class WebSocketSession: Sendable {
     /// if the session already ended. Reserved codes (1005, 1006, 1015) are not sent: a close frame without a
     /// code goes out instead.
     /// - Parameter reason: The code and message, `1000 NORMAL` by default.
-    public func close(_ reason: CloseReason = CloseReason(code: .normal)) async {
+    nonisolated(nonsending) public func close(_ reason: CloseReason = CloseReason(code: .normal)) async {
         await self.connection.close(reason, waitForEnd: true)
     }
 
     /// Waits until every byte sent so far has been handed to the operating system.
-    public func flush() async {
+    nonisolated(nonsending) public func flush() async {
         await self.connection.waitForDrain(above: 0)
     }
 
@@ -99,6 +104,22 @@ public final class WebSocketSession: Sendable {
         get async { await self.connection.closeReasonAfterEnd() }
     }
 
+    /// The task executor of the engine thread that reads this session's connection, if the engine has one (both
+    /// bundled engines do). Code that runs with it as its preference continues on that thread when a message
+    /// arrives, instead of hopping to another thread, and its replies are gathered into one write per round:
+    ///
+    /// ```swift
+    /// let session = try await client.webSocketSession(url)
+    /// try await withTaskExecutorPreference(session.executor) {
+    ///     for try await frame in session.incoming { try await session.send(frame) }
+    /// }
+    /// ```
+    ///
+    /// The block entry points (``WebSocketClient/webSocket(_:request:_:)``, `ws`, `wss`) do this for you unless
+    /// ``WebSockets/Configuration/runsBlocksOnEventLoop`` is `false`. Code on it must not block the thread: it
+    /// serves every connection of that event loop.
+    public var executor: (any TaskExecutor)? { self.connection.transport.executor }
+
     /// Whether the session has ended (the connection is released).
     public var isClosed: Bool { self.connection.hasEnded }
 
@@ -107,7 +128,7 @@ public final class WebSocketSession: Sendable {
     /// - Parameter value: The value to send.
     /// - Throws: ``WebSocketError/Code/noContentConverter`` if no converter is installed,
     ///   ``WebSocketError/Code/conversion`` if it cannot serialize the value.
-    public func sendSerialized<T: Encodable>(_ value: T) async throws {
+    nonisolated(nonsending) public func sendSerialized<T: Encodable>(_ value: T) async throws {
         let converter = try self.requireConverter()
         let frame: Frame
         do {
@@ -127,7 +148,7 @@ public final class WebSocketSession: Sendable {
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/noContentConverter``;
     ///   ``WebSocketError/Code/conversion`` with the undecodable ``WebSocketError/frame`` (the session stays
     ///   open); ``WebSocketError/Code/sessionClosed`` with the close reason when the server closed.
-    public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
+    nonisolated(nonsending) public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
         let converter = try self.requireConverter()
         while true {
             let frame = try await self.incoming.receive()
@@ -190,7 +211,8 @@ public struct WebSocketIncoming: AsyncSequence, Sendable {
     /// - Returns: The next frame.
     /// - Throws: The session's ``WebSocketError`` if it failed; ``WebSocketError/Code/sessionClosed`` after the
     ///   last frame.
-    public func receive() async throws -> Frame {
+    nonisolated(nonsending) public func receive() async throws -> Frame {
+        if let frame = self.session.connection.takeQueuedFrame() { return frame }
         if let frame = try await self.session.connection.receive() { return frame }
         let reason = self.session.connection.currentCloseReason.map { " (\($0))" } ?? ""
         throw WebSocketError(.sessionClosed, "the session is closed; no more frames will arrive\(reason)")
@@ -203,8 +225,9 @@ public struct WebSocketIncoming: AsyncSequence, Sendable {
     public struct AsyncIterator: AsyncIteratorProtocol {
         let session: WebSocketSession
         /// The next frame, or `nil` after the last.
-        public mutating func next() async throws -> Frame? {
-            try await self.session.connection.receive()
+        nonisolated(nonsending) public mutating func next() async throws -> Frame? {
+            if let frame = self.session.connection.takeQueuedFrame() { return frame }
+            return try await self.session.connection.receive()
         }
     }
 }
@@ -214,7 +237,7 @@ public struct WebSocketOutgoing: Sendable {
     let session: WebSocketSession
     /// Sends a frame; the same as ``WebSocketSession/send(_:)-(Frame)``.
     /// - Parameter frame: The frame.
-    public func send(_ frame: Frame) async throws {
+    nonisolated(nonsending) public func send(_ frame: Frame) async throws {
         try await self.session.send(frame)
     }
 }
