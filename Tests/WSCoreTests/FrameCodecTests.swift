@@ -1,20 +1,7 @@
 import Testing
 import WSCore
 
-/// A deterministic generator (SplitMix64) so randomized tests are reproducible.
-private struct FrameCodecRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-private func randomBytes(_ count: Int, using rng: inout FrameCodecRNG) -> [UInt8] {
+private func randomBytes(_ count: Int, using rng: inout SplitMix64) -> [UInt8] {
     var bytes: [UInt8] = []
     bytes.reserveCapacity(count + 8)
     while bytes.count < count {
@@ -343,7 +330,7 @@ struct FrameCodecTests {
         3, 1000, 65_535, 65_536, 1 << 20,
     ])
     func largeFramesInChunks(chunkSize: Int) {
-        var rng = FrameCodecRNG(seed: UInt64(chunkSize))
+        var rng = SplitMix64(seed: UInt64(chunkSize))
         for (role, key) in [(FrameDecoder.Role.server, MaskingKey(9, 8, 7, 6) as MaskingKey?), (.client, nil)] {
             let frames = [
                 ParsedFrame(fin: false, opcode: 0x2, payload: randomBytes(100_001, using: &rng)),
@@ -437,7 +424,7 @@ struct FrameCodecTests {
         UInt64(1), 2, 3, 0xDEAD_BEEF,
     ])
     func randomizedRoundTrips(seed: UInt64) throws {
-        var rng = FrameCodecRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let opcodes: [UInt8] = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA]
         for role in [FrameDecoder.Role.client, .server] {
             var expected: [ParsedFrame] = []

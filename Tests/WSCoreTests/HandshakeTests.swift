@@ -7,19 +7,6 @@ private struct FixedWordsRNG: RandomNumberGenerator {
     mutating func next() -> UInt64 { self.words.removeFirst() }
 }
 
-/// A deterministic generator (SplitMix64).
-private struct HandshakeTestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 private func hex(_ bytes: [UInt8]) -> String {
     bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
@@ -94,7 +81,7 @@ struct HandshakeTests {
     func base64RoundTrips() {
         #expect(Base64.encode([0xFB, 0xFF, 0xBF]) == "+/+/")
         #expect(Base64.decode("+/+/") == [0xFB, 0xFF, 0xBF])
-        var rng = HandshakeTestRNG(seed: 42)
+        var rng = SplitMix64(seed: 42)
         for length in 0...100 {
             let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
             let encoded = Base64.encode(bytes)
@@ -118,8 +105,8 @@ struct HandshakeTests {
         var fixed = FixedWordsRNG(words: [0x0706_0504_0302_0100, 0x0F0E_0D0C_0B0A_0908])
         #expect(WebSocketHandshake.makeKey(using: &fixed) == "AAECAwQFBgcICQoLDA0ODw==")
 
-        var a = HandshakeTestRNG(seed: 1)
-        var b = HandshakeTestRNG(seed: 1)
+        var a = SplitMix64(seed: 1)
+        var b = SplitMix64(seed: 1)
         let key = WebSocketHandshake.makeKey(using: &a)
         #expect(key.utf8.count == 24)
         #expect(Base64.decode(key)?.count == 16)

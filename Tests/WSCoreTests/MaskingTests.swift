@@ -1,19 +1,6 @@
 import Testing
 import WSCore
 
-/// A deterministic generator (SplitMix64) so randomized tests are reproducible.
-private struct MaskingTestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The obvious definition: byte `i` of the payload is XORed with key byte `(offset + i) % 4`.
 private func naiveMask(_ bytes: [UInt8], key: MaskingKey, offset: Int) -> [UInt8] {
     let k = [key.b0, key.b1, key.b2, key.b3]
@@ -24,7 +11,7 @@ private func naiveMask(_ bytes: [UInt8], key: MaskingKey, offset: Int) -> [UInt8
 struct MaskingTests {
     @Test("applyMask equals the naive byte loop at every offset and length, from every alignment", arguments: 0..<4)
     func matchesNaiveLoop(offset: Int) {
-        var rng = MaskingTestRNG(seed: UInt64(offset) + 100)
+        var rng = SplitMix64(seed: UInt64(offset) + 100)
         for length in 0...70 {
             let key = MaskingKey(.random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng),
                                  .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng))
@@ -63,7 +50,7 @@ struct MaskingTests {
 
     @Test("masking twice restores the input, and masking in pieces equals masking at once")
     func involutionAndPieces() {
-        var rng = MaskingTestRNG(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let payload = (0..<1000).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let key = MaskingKey(0xDE, 0xAD, 0xBE, 0xEF)
         var whole = payload

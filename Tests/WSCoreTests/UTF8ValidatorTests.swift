@@ -1,19 +1,6 @@
 import Testing
 import WSCore
 
-/// A deterministic generator (SplitMix64) so randomized tests are reproducible.
-private struct UTF8TestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A reference fail-fast checker written from the Unicode table of well-formed byte sequences (Table 3-7): the
 /// index of the first byte after which the input can no longer become valid UTF-8, or `nil`; plus whether it
 /// ends at a character boundary.
@@ -212,7 +199,7 @@ struct UTF8ValidatorTests {
 
     @Test("differential: random byte strings agree with String(validating:as:)", arguments: [UInt64(11), 12, 13])
     func differentialAgainstStdlib(seed: UInt64) {
-        var rng = UTF8TestRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var validCount = 0
         for _ in 0..<3_000 {
             var bytes: [UInt8] = []

@@ -98,6 +98,15 @@ package struct FrameDecoder {
     private var readIndex = 0
     private var pending: PendingPayload?
     private var failure: ProtocolViolation?
+    /// Input lent by ``beginInput(_:)`` while ``buffer`` is empty: frames are parsed from it in place (their payloads
+    /// copied once, straight out of the caller's read buffer) until ``endInput()`` copies what is left.
+    private var lent: LentInput?
+    /// The bytes of ``lent``, Sendable so the decoder stays Sendable.
+    private struct LentInput: @unchecked Sendable {  // Used only between beginInput and endInput, by that caller.
+        let bytes: UnsafeRawBufferPointer
+    }
+    /// How much of ``lent`` has been parsed.
+    private var lentIndex = 0
 
     /// Creates a decoder.
     /// - Parameters:
@@ -111,12 +120,24 @@ package struct FrameDecoder {
     /// The number of received bytes not yet returned as frames.
     package var bufferedByteCount: Int {
         let pendingBytes = self.pending.map { $0.headerLength + $0.payload.count } ?? 0
-        return self.buffer.count - self.readIndex + pendingBytes
+        let lentBytes = self.lent.map { $0.bytes.count - self.lentIndex } ?? 0
+        return self.buffer.count - self.readIndex + pendingBytes + lentBytes
     }
 
     /// Appends received bytes (they are copied). After a protocol violation further bytes are discarded.
     /// - Parameter bytes: Bytes read from the connection.
     package mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        self.beginInput(bytes)
+        self.endInput()
+    }
+
+    /// Starts parsing received bytes without copying them first: frames that ``nextFrame()`` returns until
+    /// ``endInput()`` are parsed in place when nothing was buffered before. `bytes` must stay valid until
+    /// ``endInput()``, which must be called before the next `beginInput` or `append` (and before
+    /// ``partialFrameHeader`` / ``partialPayload(from:)``).
+    /// - Parameter bytes: Bytes read from the connection.
+    package mutating func beginInput(_ bytes: UnsafeRawBufferPointer) {
+        precondition(self.lent == nil, "FrameDecoder.beginInput without endInput")
         guard self.failure == nil, !bytes.isEmpty else { return }
         var bytes = bytes
         // Not `if let`: a bound copy would share the payload's storage and make every fill copy it.
@@ -132,7 +153,23 @@ package struct FrameDecoder {
             self.buffer.removeSubrange(0..<self.readIndex)
             self.readIndex = 0
         }
+        if self.readIndex == self.buffer.count {
+            if !self.buffer.isEmpty { self.drainBuffer() }
+            self.lent = LentInput(bytes: bytes)
+            self.lentIndex = 0
+            return
+        }
         self.buffer.append(contentsOf: bytes)
+    }
+
+    /// Ends the input started by ``beginInput(_:)``: the bytes not parsed yet are copied into the decoder's buffer.
+    package mutating func endInput() {
+        guard let lent = self.lent?.bytes else { return }
+        self.lent = nil
+        if self.failure == nil && self.lentIndex < lent.count {
+            self.buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: lent[self.lentIndex...]))
+        }
+        self.lentIndex = 0
     }
 
     /// Returns the next complete frame, or `nil` if more bytes are needed.
@@ -155,41 +192,82 @@ package struct FrameDecoder {
                 payload: pending.payload
             )
         }
-        let start = self.readIndex
-        let available = self.buffer.count &- start
-        guard available >= 1 else { return nil }
+        let result: ParseResult
+        if let lent = self.lent?.bytes {
+            result = self.parse(UnsafeRawBufferPointer(rebasing: lent[self.lentIndex...]))
+        } else {
+            let start = self.readIndex
+            result = self.buffer.withUnsafeBytes { self.parse(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+        }
+        switch result {
+        case .needMore:
+            return nil
+        case .frame(let frame, let consumed):
+            if self.lent != nil {
+                self.lentIndex &+= consumed
+            } else if self.readIndex &+ consumed == self.buffer.count {
+                self.drainBuffer()
+            } else {
+                self.readIndex &+= consumed
+            }
+            return frame
+        case .pending(let pending):
+            // Everything available went into the payload array, which is filled directly from now on.
+            self.pending = pending
+            if let lent = self.lent { self.lentIndex = lent.bytes.count } else { self.drainBuffer() }
+            return nil
+        case .violation(let code, let message):
+            throw self.fail(code, message)
+        }
+    }
 
-        let b0 = self.buffer[start]
+    /// What ``parse(_:)`` found at the start of the unparsed bytes.
+    private enum ParseResult {
+        /// The header or payload is incomplete.
+        case needMore
+        /// A whole frame, and how many bytes it took.
+        case frame(ParsedFrame, consumed: Int)
+        /// A big frame whose payload is incomplete: its payload array, already holding every byte available.
+        case pending(PendingPayload)
+        /// A protocol violation.
+        case violation(CloseReason.Code, String)
+    }
+
+    /// Parses the frame at the start of `source` (the unparsed bytes) without changing the decoder.
+    private func parse(_ source: UnsafeRawBufferPointer) -> ParseResult {
+        let start = 0
+        let available = source.count
+        guard available >= 1 else { return .needMore }
+
+        let b0 = source[start]
         let opcode = b0 & 0x0F
         switch opcode {
         case 0x0, 0x1, 0x2, 0x8, 0x9, 0xA: break
-        default: throw self.fail(.protocolError, "reserved opcode \(Self.hex(opcode))")
+        default: return .violation(.protocolError, "reserved opcode \(Self.hex(opcode))")
         }
         let reserved = b0 & 0x70
         if reserved & ~self.allowedReservedBits.rawValue != 0 {
-            throw self.fail(.protocolError, Self.describeReservedBits(reserved & ~self.allowedReservedBits.rawValue))
+            return .violation(.protocolError, Self.describeReservedBits(reserved & ~self.allowedReservedBits.rawValue))
         }
         let fin = b0 & 0x80 != 0
         let isControl = opcode & 0x08 != 0
         if isControl && !fin {
-            throw self.fail(.protocolError, "fragmented control frame: opcode \(Self.hex(opcode)) without FIN")
+            return .violation(.protocolError, "fragmented control frame: opcode \(Self.hex(opcode)) without FIN")
         }
-        guard available >= 2 else { return nil }
+        guard available >= 2 else { return .needMore }
 
-        let b1 = self.buffer[start &+ 1]
+        let b1 = source[start &+ 1]
         let masked = b1 & 0x80 != 0
         let length7 = Int(b1 & 0x7F)
         if isControl && length7 > 125 {
-            throw self.fail(
-                .protocolError,
-                "control frame (opcode \(Self.hex(opcode))) with a payload over 125 bytes"
-            )
+            return .violation(
+                .protocolError, "control frame (opcode \(Self.hex(opcode))) with a payload over 125 bytes")
         }
         switch self.role {
         case .client where masked:
-            throw self.fail(.protocolError, "the server sent a masked frame")
+            return .violation(.protocolError, "the server sent a masked frame")
         case .server where !masked:
-            throw self.fail(.protocolError, "the client sent an unmasked frame")
+            return .violation(.protocolError, "the client sent an unmasked frame")
         default: break
         }
 
@@ -197,21 +275,19 @@ package struct FrameDecoder {
         var headerLength: Int
         switch length7 {
         case 126:
-            guard available >= 4 else { return nil }
-            payloadLength = Int(self.buffer[start &+ 2]) << 8 | Int(self.buffer[start &+ 3])
+            guard available >= 4 else { return .needMore }
+            payloadLength = Int(source[start &+ 2]) << 8 | Int(source[start &+ 3])
             headerLength = 4
         case 127:
-            guard available >= 10 else { return nil }
+            guard available >= 10 else { return .needMore }
             var wide: UInt64 = 0
-            for k in 2..<10 { wide = wide << 8 | UInt64(self.buffer[start &+ k]) }
+            for k in 2..<10 { wide = wide << 8 | UInt64(source[start &+ k]) }
             if wide & (1 << 63) != 0 {
-                throw self.fail(.protocolError, "64-bit payload length with the most significant bit set")
+                return .violation(.protocolError, "64-bit payload length with the most significant bit set")
             }
             guard wide <= UInt64(max(self.maxFrameSize, 0)) else {
-                throw self.fail(
-                    .messageTooBig,
-                    "frame payload of \(wide) bytes exceeds the limit of \(self.maxFrameSize) bytes"
-                )
+                return .violation(
+                    .messageTooBig, "frame payload of \(wide) bytes exceeds the limit of \(self.maxFrameSize) bytes")
             }
             payloadLength = Int(wide)
             headerLength = 10
@@ -220,24 +296,23 @@ package struct FrameDecoder {
             headerLength = 2
         }
         if payloadLength > self.maxFrameSize {
-            throw self.fail(
+            return .violation(
                 .messageTooBig,
-                "frame payload of \(payloadLength) bytes exceeds the limit of \(self.maxFrameSize) bytes"
-            )
+                "frame payload of \(payloadLength) bytes exceeds the limit of \(self.maxFrameSize) bytes")
         }
         if masked { headerLength &+= 4 }
         let payloadStart = start &+ headerLength
         let key: MaskingKey? =
             masked && available >= headerLength
             ? MaskingKey(
-                self.buffer[payloadStart &- 4],
-                self.buffer[payloadStart &- 3],
-                self.buffer[payloadStart &- 2],
-                self.buffer[payloadStart &- 1]
+                source[payloadStart &- 4],
+                source[payloadStart &- 3],
+                source[payloadStart &- 2],
+                source[payloadStart &- 1]
             ) : nil
         guard available &- headerLength >= payloadLength else {
             if payloadLength >= Self.directFillThreshold && available >= headerLength {
-                // Fill the payload array directly from now on; the buffer is drained.
+                // Fill the payload array directly from now on; the caller drops the bytes it took.
                 var pending = PendingPayload(
                     fin: fin,
                     reservedBits: reserved,
@@ -248,38 +323,30 @@ package struct FrameDecoder {
                     payload: []
                 )
                 pending.payload.reserveCapacity(payloadLength)
-                self.buffer.withUnsafeBytes { source in
-                    Self.fill(&pending, from: UnsafeRawBufferPointer(rebasing: source[payloadStart...]))
-                }
-                self.pending = pending
-                self.drainBuffer()
+                Self.fill(&pending, from: UnsafeRawBufferPointer(rebasing: source[payloadStart...]))
+                return .pending(pending)
             }
-            return nil
+            return .needMore
         }
 
         let payload: [UInt8]
         if payloadLength == 0 {
             payload = []
         } else {
-            payload = self.buffer.withUnsafeBytes { source in
-                [UInt8](unsafeUninitializedCapacity: payloadLength) { destination, initialized in
-                    let target = UnsafeMutableRawBufferPointer(start: destination.baseAddress, count: payloadLength)
-                    target.copyMemory(
-                        from: UnsafeRawBufferPointer(rebasing: source[payloadStart..<payloadStart &+ payloadLength])
-                    )
-                    if let key { applyMask(key, to: target) }
-                    initialized = payloadLength
-                }
+            payload = [UInt8](unsafeUninitializedCapacity: payloadLength) { destination, initialized in
+                let target = UnsafeMutableRawBufferPointer(start: destination.baseAddress, count: payloadLength)
+                target.copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: source[payloadStart..<payloadStart &+ payloadLength])
+                )
+                if let key { applyMask(key, to: target) }
+                initialized = payloadLength
             }
         }
 
-        let end = payloadStart &+ payloadLength
-        if end == self.buffer.count {
-            self.drainBuffer()
-        } else {
-            self.readIndex = end
-        }
-        return ParsedFrame(fin: fin, reservedBits: Frame.ReservedBits(rawValue: reserved), opcode: opcode, payload: payload)
+        return .frame(
+            ParsedFrame(fin: fin, reservedBits: Frame.ReservedBits(rawValue: reserved), opcode: opcode, payload: payload),
+            consumed: payloadStart &+ payloadLength
+        )
     }
 
     /// The opcode and reserved bits of the incomplete frame at the head of the buffer, once its header has been
@@ -361,6 +428,7 @@ package struct FrameDecoder {
         self.failure = violation
         self.buffer = []
         self.readIndex = 0
+        if let lent = self.lent { self.lentIndex = lent.bytes.count }
         self.pending = nil
         return violation
     }

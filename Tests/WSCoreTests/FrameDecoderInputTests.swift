@@ -1,0 +1,98 @@
+// The decoder's in-place input (`beginInput`/`endInput`): frames parsed straight out of the caller's read buffer
+// must be exactly the frames the copying `append` yields, however the stream is split.
+import Testing
+import WSCore
+
+@Suite("Frame decoder: in-place input")
+struct FrameDecoderInputTests {
+    /// A stream of unmasked server frames of many sizes (tiny, 16-bit and 64-bit lengths, over the direct-fill size).
+    static func stream(seed: UInt64) -> (bytes: [UInt8], payloads: [[UInt8]]) {
+        var rng = SplitMix64(seed: seed)
+        var bytes: [UInt8] = []
+        var payloads: [[UInt8]] = []
+        let sizes = [0, 1, 5, 125, 126, 127, 300, 65_535, 65_536, 70_000, 3, 200_000, 17]
+        for size in sizes.shuffled(using: &rng) {
+            let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            payload.withUnsafeBytes {
+                FrameEncoder.encode(opcode: 0x2, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &bytes)
+            }
+            payloads.append(payload)
+        }
+        return (bytes, payloads)
+    }
+
+    /// Feeds `bytes` in chunks of the sizes `cut` picks, in place, collecting payloads.
+    static func decodeInPlace(_ bytes: [UInt8], chunks cut: (Int) -> Int) throws -> [[UInt8]] {
+        var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .client)
+        var payloads: [[UInt8]] = []
+        var offset = 0
+        while offset < bytes.count {
+            let n = min(max(1, cut(offset)), bytes.count - offset)
+            try bytes.withUnsafeBytes { all in
+                decoder.beginInput(UnsafeRawBufferPointer(rebasing: all[offset..<offset + n]))
+                defer { decoder.endInput() }
+                while let frame = try decoder.nextFrame() { payloads.append(frame.payload) }
+            }
+            offset += n
+        }
+        #expect(decoder.bufferedByteCount == 0)
+        return payloads
+    }
+
+    @Test("whole stream at once, byte by byte, and random splits all yield the same frames", arguments: [1, 2, 3] as [UInt64])
+    func splits(seed: UInt64) throws {
+        let (bytes, expected) = Self.stream(seed: seed)
+        #expect(try Self.decodeInPlace(bytes) { _ in Int.max } == expected)
+        var rng = SplitMix64(seed: seed &* 7)
+        #expect(try Self.decodeInPlace(bytes) { _ in Int.random(in: 1...70_000, using: &rng) } == expected)
+        #expect(try Self.decodeInPlace(bytes) { _ in Int.random(in: 1...9, using: &rng) } == expected)
+        #expect(try Self.decodeInPlace(bytes) { _ in 65_536 } == expected)
+    }
+
+    @Test("a violation inside lent input fails the decoder and keeps nothing of the input")
+    func violationInLentInput() throws {
+        var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .client)
+        let bytes: [UInt8] = [0x82, 0x01, 0xAA, 0x83, 0x00, 0x82, 0x01, 0xBB]  // binary, reserved opcode 0x3, binary
+        var first: [UInt8]?
+        var thrown: ProtocolViolation?
+        bytes.withUnsafeBytes { all in
+            decoder.beginInput(all)
+            defer { decoder.endInput() }
+            do {
+                first = try decoder.nextFrame()?.payload
+                _ = try decoder.nextFrame()
+            } catch let error as ProtocolViolation {
+                thrown = error
+            } catch {
+                Issue.record("unexpected \(error)")
+            }
+        }
+        #expect(first == [0xAA])
+        #expect(thrown?.closeCode == .protocolError)
+        #expect(decoder.bufferedByteCount == 0)
+        #expect(throws: ProtocolViolation.self) { try decoder.nextFrame() }
+    }
+
+    @Test("an incomplete frame left in lent input is copied at endInput and completed by the next input")
+    func leftoverCopied() throws {
+        var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .client)
+        var stream: [UInt8] = []
+        let payload = Array("hello, world".utf8)
+        payload.withUnsafeBytes {
+            FrameEncoder.encode(opcode: 0x1, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &stream)
+        }
+        var first = Array(stream[..<5])
+        first.withUnsafeBytes { decoder.beginInput($0) }
+        #expect(try decoder.nextFrame() == nil)
+        decoder.endInput()
+        // The caller's buffer is reused for the next read: the decoder must have kept its own copy.
+        for i in first.indices { first[i] = 0 }
+        #expect(decoder.bufferedByteCount == 5)
+        let frame = try stream[5...].withUnsafeBytes { rest -> ParsedFrame? in
+            decoder.beginInput(rest)
+            defer { decoder.endInput() }
+            return try decoder.nextFrame()
+        }
+        #expect(frame?.payload == payload)
+    }
+}
