@@ -49,8 +49,8 @@ func makeStderrLogger(verbose: Bool) -> Logger {
     return logger
 }
 
-/// The connection options of every subcommand that connects to a server (`wsc URL`, `wsc echo`): the engine,
-/// request headers and subprotocols, pings, limits, TLS, proxy and timeout.
+/// The connection options of every subcommand that connects to a server (`wsc URL`, `wsc echo`, `wsc bench`): the
+/// engine, request headers and subprotocols, pings, limits, TLS, proxy and timeout.
 struct ConnectionOptions: ParsableArguments {
     @Option(help: "The engine to connect with: \(EngineChoice.allCases.map(\.rawValue).joined(separator: ", ")).")
     var engine: EngineChoice = .cio
@@ -94,7 +94,7 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("How long connecting and the opening handshake may take, in seconds (default 10).", valueName: "seconds"))
     var timeout: Double?
 
-    @Flag(name: [.short, .long], help: "Print only received messages and errors (no connection or close notices).")
+    @Flag(name: [.short, .long], help: "No notices on stderr (connected, closed, progress); errors are still printed.")
     var quiet = false
 
     @Flag(name: [.short, .long], help: "Log the SDK's debug messages to stderr.")

@@ -15,8 +15,9 @@ struct WSC: AsyncParsableCommand {
               wsc ws://127.0.0.1:9001/             # interactive session
               wsc serve --port 9001                # an echo server to try it against
               wsc echo ws://127.0.0.1:9001/runCase?case=1&agent=wsc
+              wsc bench ws://127.0.0.1:9001/ -c 4 --duration 5    # load test an echo server
             """,
-        subcommands: [ConnectCommand.self, DemoCommand.self, EchoCommand.self, ServeCommand.self],
+        subcommands: [ConnectCommand.self, BenchCommand.self, DemoCommand.self, EchoCommand.self, ServeCommand.self],
         defaultSubcommand: ConnectCommand.self
     )
 }
