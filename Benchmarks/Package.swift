@@ -28,12 +28,21 @@ let package = Package(
             path: "Sources/WSBenchWSClient",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Our SDK's driver, in an executable that links only the SDK (its RSS is ours alone); wsbench execs it.
         .executableTarget(
-            name: "wsbench",
+            name: "wsbench-ours",
             dependencies: [
                 .product(name: "WSCore", package: "swift-websocket-client"),
                 .product(name: "WSEngineCIO", package: "swift-websocket-client"),
                 .product(name: "WSEngineCurl", package: "swift-websocket-client"),
+                "BenchSupport",
+            ],
+            path: "Sources/WSBenchOurs",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "wsbench",
+            dependencies: [
                 .product(name: "WebSocketKit", package: "websocket-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -8,18 +8,20 @@
 #   ROUNDS=3 OUT=/tmp/table.md bash Benchmarks/run.sh
 #   WORKLOADS="w2" CLIENTS="c ours-cio" bash Benchmarks/run.sh
 #
-# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4"),
-# CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio+buf and
-# ours-curl+buf: our engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512),
+# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 idle"),
+# CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
+# ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
+# engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 ROUNDS=${ROUNDS:-5}
 PORT=${PORT:-19001}
-WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4"}
+WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4 idle"}
 CLIENTS=${CLIENTS:-"c ours-cio ours-curl websocket-kit wsclient"}
 W3_MIB=${W3_MIB:-512}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 TIMEOUT=${TIMEOUT:-300}
 OUT=${OUT:-}
 SCRATCH=.build-bench
@@ -47,10 +49,13 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for w in $WORKLOADS; do
     for ((r = 1; r <= ROUNDS; r++)); do
         for c in $CLIENTS; do
+            # The idle workload (10,000 idle connections, RSS per connection) is measured for our SDK only.
+            if [[ "$w" == idle && "$c" != ours-* ]]; then continue; fi
             if [[ "$c" == c ]]; then
                 cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
             else
                 cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS"); fi
             fi
             rc=0
             line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
@@ -74,15 +79,27 @@ path, rounds, w3, load_before, load_after, clients = sys.argv[1:7]
 clients = clients.split()
 rows = [json.loads(l) for l in open(path) if l.strip()]
 names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
-         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)"}
+         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)", "idle": "10,000 idle connections (RSS)"}
 def f(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
 print(f"{rounds} rounds; loadavg before {load_before}, after {load_after}; results in {path}\n")
 print("| workload | client | median | min–max | ratio to C (median of per-round) | extra |")
 print("|---|---|---:|---:|---:|---|")
-for w in ["w1", "w2", "w3", "w4"]:
+for w in ["w1", "w2", "w3", "w4", "idle"]:
     wr = [r for r in rows if r.get("workload") == w]
     if not wr: continue
+    if w == "idle":
+        for c in clients:
+            ok = [r for r in wr if r["client"] == c and not r.get("error")]
+            failed = sum(1 for r in wr if r["client"] == c and r.get("error"))
+            if not ok:
+                if failed: print(f"| {names[w]} | {c} | failed | | | {failed} of {failed} failed |")
+                continue
+            per = [r["kib_per_connection"] for r in ok]
+            after = [r["rss_after_mib"] for r in ok]
+            print(f"| {names[w]} | {c} | {statistics.median(after):.1f} MiB in all | {min(after):.1f}–{max(after):.1f} | – | "
+                  f"{statistics.median(per):.1f} KiB per connection (RSS after − before ÷ connections); peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB |")
+        continue
     climit = {r["round"]: r["value"] for r in wr if r["client"] == "c" and not r.get("error")}
     for c in clients:
         ok = [r for r in wr if r["client"] == c and not r.get("error")]

@@ -7,7 +7,8 @@ import Musl
 
 // MARK: - Workload parameters (issue 7)
 
-public enum Workload: String, Sendable { case w1, w2, w3, w4 }
+/// W1–W4 of issue 7; `idle` opens `--connections` sessions that stay idle and reports RSS per connection.
+public enum Workload: String, Sendable { case w1, w2, w3, w4, idle }
 
 public struct Params: Sendable {
     public init() {}
@@ -126,10 +127,10 @@ public func fmt(_ v: Double) -> String {
 }
 
 
-public func printOutcome(_ p: Params, _ outcome: Outcome) {
+public func printOutcome(_ p: Params, _ outcome: Outcome, extra: String = "") {
     var json = "{\"client\":\"\(p.client)\",\"workload\":\"\(p.workload.rawValue)\",\"value\":\(fmt(outcome.value)),"
     json += "\"unit\":\"\(outcome.unit)\""
     if let p50 = outcome.p50, let p99 = outcome.p99 { json += ",\"p50_us\":\(fmt(p50)),\"p99_us\":\(fmt(p99))" }
-    json += ",\"seconds\":\(String((outcome.seconds * 1000).rounded() / 1000)),\"peak_rss_mib\":\(fmt(peakRSSMiB()))}"
+    json += ",\"seconds\":\(String((outcome.seconds * 1000).rounded() / 1000)),\"peak_rss_mib\":\(fmt(peakRSSMiB()))\(extra)}"
     print(json)
 }

@@ -1,6 +1,6 @@
 // wsbench: runs one workload of issue 7 with one client and prints one JSON line.
 //
-//   wsbench --client ours-cio|ours-curl|websocket-kit|wsclient --workload w1|w2|w3|w4 --url ws://127.0.0.1:PORT/
+//   wsbench --client ours-cio|ours-curl|ours-cio-pool|ours-curl-pool|websocket-kit|wsclient --workload w1|w2|w3|w4 --url ws://127.0.0.1:PORT/
 //           [--w3-mib N] [--connections N]
 //
 // Each client is driven through its idiomatic public API: our SDK and WSClient with async/await in one task,
@@ -13,85 +13,7 @@ import Musl
 import BenchSupport
 import NIOCore
 import NIOPosix
-import WSCore
-import WSEngineCIO
-import WSEngineCurl
 import WebSocketKit
-
-// MARK: - Our SDK (CIO and Curl engines)
-
-/// `bigIncomingBuffer`: the `+buf` client variants raise `maxIncomingBufferMessages` from 64 to 4,096 so that
-/// W2's 1,000 messages in flight never trigger the session's stop-reading/resume-reading path.
-func makeOurClient(curl: Bool, bigIncomingBuffer: Bool) -> WSCore.WebSocketClient {
-    let engine: any WebSocketEngine = curl ? CurlEngine() : CIOEngine()
-    return WSCore.WebSocketClient(engine: engine) { config in
-        config.install(WebSockets.self) { ws in
-            ws.maxFrameSize = 1 << 20
-            ws.maxMessageSize = 1 << 20
-            if bigIncomingBuffer { ws.maxIncomingBufferMessages = 4_096 }
-        }
-    }
-}
-
-func runOurs(_ p: Params, curl: Bool, bigIncomingBuffer: Bool = false) async throws -> Outcome {
-    let client = makeOurClient(curl: curl, bigIncomingBuffer: bigIncomingBuffer)
-    defer { _ = client }
-    let outcome: Outcome
-    switch p.workload {
-    case .w1:
-        let session = try await client.webSocketSession(p.url)
-        let msg = String(repeating: "a", count: 32)
-        var lat: [Double] = []
-        lat.reserveCapacity(p.w1Count)
-        var start = clock.now
-        for i in 0..<(p.w1Warmup + p.w1Count) {
-            if i == p.w1Warmup { start = clock.now }
-            let t0 = clock.now
-            try await session.send(msg)
-            _ = try await session.incoming.receive()
-            if i >= p.w1Warmup { lat.append(micros(clock.now - t0)) }
-        }
-        let elapsed = clock.now - start
-        await session.close()
-        outcome = pingPongOutcome(lat, elapsed)
-    case .w2, .w3:
-        let (count, size, window) = streamShape(p)
-        let session = try await client.webSocketSession(p.url)
-        let payload = [UInt8](repeating: 0x5A, count: size)
-        var sent = 0
-        var received = 0
-        let start = clock.now
-        while received < count {
-            while sent < count && sent - received < window {
-                try await session.send(Frame.binary(payload))
-                sent += 1
-            }
-            let frame = try await session.incoming.receive()
-            if frame.kind == .binary { received += 1 }
-        }
-        let elapsed = clock.now - start
-        await session.close()
-        outcome = streamOutcome(p, count: count, size: size, elapsed)
-    case .w4:
-        let msg = String(repeating: "b", count: 32)
-        let start = clock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<p.connections {
-                group.addTask {
-                    let session = try await client.webSocketSession(p.url)
-                    try await session.send(msg)
-                    _ = try await session.incoming.receive()
-                    await session.close()
-                }
-            }
-            try await group.waitForAll()
-        }
-        let elapsed = clock.now - start
-        outcome = Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed))
-    }
-    await client.close()
-    return outcome
-}
 
 // MARK: - vapor/websocket-kit (callbacks on its event loop)
 
@@ -165,6 +87,8 @@ func runWebSocketKit(_ p: Params) async throws -> Outcome {
     let group = MultiThreadedEventLoopGroup.singleton
     let config = WebSocketKit.WebSocketClient.Configuration(maxFrameSize: 1 << 20)
     switch p.workload {
+    case .idle:
+        throw BenchError(description: "the idle workload is measured for our SDK only")
     case .w1, .w2, .w3:
         let loop = group.next()
         let done = loop.makePromise(of: Outcome.self)
@@ -202,18 +126,15 @@ do {
     let p = try parseArguments()
     let outcome: Outcome
     switch p.client {
-    case "ours-cio": outcome = try await runOurs(p, curl: false)
-    case "ours-curl": outcome = try await runOurs(p, curl: true)
-    case "ours-cio+buf": outcome = try await runOurs(p, curl: false, bigIncomingBuffer: true)
-    case "ours-curl+buf": outcome = try await runOurs(p, curl: true, bigIncomingBuffer: true)
     case "websocket-kit": outcome = try await runWebSocketKit(p)
-    case "wsclient":
-        // Linked into its own executable (module-name clash, see Package.swift): exec it with our arguments.
+    case let client where client == "wsclient" || client.hasPrefix("ours-"):
+        // Linked into executables of their own (our SDK alone, for its RSS; WSClient for a module-name clash,
+        // see Package.swift): exec it with our arguments.
         let exe = (try? String(unsafeUninitializedCapacity: 4096) { buf in
             buf.withMemoryRebound(to: CChar.self) { max(0, readlink("/proc/self/exe", $0.baseAddress!, 4095)) }
         }) ?? ""
         let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        let path = dir + "/wsbench-wsclient"
+        let path = dir + (client == "wsclient" ? "/wsbench-wsclient" : "/wsbench-ours")
         var argv: [UnsafeMutablePointer<CChar>?] = [strdup(path)]
         for a in CommandLine.arguments.dropFirst() { argv.append(strdup(a)) }
         argv.append(nil)

@@ -22,6 +22,8 @@ func runWSClient(_ p: Params) async throws -> Outcome {
     }()
     let config = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
     switch p.workload {
+    case .idle:
+        throw BenchError(description: "the idle workload is measured for our SDK only")
     case .w1:
         let box = ResultBox()
         try await WSClient.WebSocketClient.connect(url: p.url, configuration: config, logger: logger) {

@@ -1,0 +1,170 @@
+// wsbench-ours: the workloads of issue 7 with our SDK, in an executable that links nothing else (so its peak RSS
+// is the SDK's, not NIO's or BoringSSL's). `wsbench --client ours-*` execs it with the same arguments.
+//
+// Clients: ours-cio, ours-curl — the seed's block API (`client.webSocket(url) { session in ... }`), whose block
+// runs on the session's event-loop executor by default; ours-cio-pool, ours-curl-pool — the same with
+// `runsBlocksOnEventLoop = false` (the block on Swift's global concurrent executor); `+buf` — with
+// `maxIncomingBufferMessages` raised from 64 to 4,096.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import BenchSupport
+import WSCore
+import WSEngineCIO
+import WSEngineCurl
+
+struct Variant {
+    var curl = false
+    var pool = false
+    var bigIncomingBuffer = false
+
+    init(_ name: String) throws {
+        var rest = Substring(name)
+        if rest.hasSuffix("+buf") {
+            self.bigIncomingBuffer = true
+            rest = rest.dropLast(4)
+        }
+        if rest.hasSuffix("-pool") {
+            self.pool = true
+            rest = rest.dropLast(5)
+        }
+        switch rest {
+        case "ours-cio": self.curl = false
+        case "ours-curl": self.curl = true
+        default: throw BenchError(description: "unknown client \(name)")
+        }
+    }
+}
+
+func makeClient(_ v: Variant) -> WebSocketClient {
+    let engine: any WebSocketEngine = v.curl ? CurlEngine() : CIOEngine()
+    return WebSocketClient(engine: engine) { config in
+        config.install(WebSockets.self) { ws in
+            ws.maxFrameSize = 1 << 20
+            ws.maxMessageSize = 1 << 20
+            ws.runsBlocksOnEventLoop = !v.pool
+            if v.bigIncomingBuffer { ws.maxIncomingBufferMessages = 4_096 }
+        }
+    }
+}
+
+func currentRSSMiB() -> Double {
+    guard let f = fopen("/proc/self/status", "r") else { return -1 }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, f) != nil {
+        let s = String(cString: line)
+        if s.hasPrefix("VmRSS:") {
+            let digits = s.dropFirst(6).filter { $0.isNumber }
+            return (Double(String(digits)) ?? -1) / 1024
+        }
+    }
+    return -1
+}
+
+func run(_ p: Params, _ v: Variant) async throws -> (Outcome, extra: String) {
+    let client = makeClient(v)
+    let outcome: Outcome
+    var extra = ""
+    switch p.workload {
+    case .w1:
+        outcome = try await client.webSocket(p.url) { session in
+            let msg = String(repeating: "a", count: 32)
+            var lat: [Double] = []
+            lat.reserveCapacity(p.w1Count)
+            var start = clock.now
+            for i in 0..<(p.w1Warmup + p.w1Count) {
+                if i == p.w1Warmup { start = clock.now }
+                let t0 = clock.now
+                try await session.send(msg)
+                _ = try await session.incoming.receive()
+                if i >= p.w1Warmup { lat.append(micros(clock.now - t0)) }
+            }
+            return pingPongOutcome(lat, clock.now - start)
+        }
+    case .w2, .w3:
+        outcome = try await client.webSocket(p.url) { session in
+            let (count, size, window) = streamShape(p)
+            let payload = [UInt8](repeating: 0x5A, count: size)
+            var sent = 0
+            var received = 0
+            let start = clock.now
+            while received < count {
+                while sent < count && sent - received < window {
+                    try await session.send(Frame.binary(payload))
+                    sent += 1
+                }
+                let frame = try await session.incoming.receive()
+                if frame.kind == .binary { received += 1 }
+            }
+            return streamOutcome(p, count: count, size: size, clock.now - start)
+        }
+    case .w4:
+        let msg = String(repeating: "b", count: 32)
+        let start = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<p.connections {
+                group.addTask {
+                    try await client.webSocket(p.url) { session in
+                        try await session.send(msg)
+                        _ = try await session.incoming.receive()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = clock.now - start
+        outcome = Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed))
+    case .idle:
+        // p.connections open sessions that stay idle: RSS after minus RSS before (one session opened and closed
+        // first, so the engine's threads and buffers are already counted in "before").
+        try await client.webSocket(p.url) { session in
+            try await session.send("warm-up")
+            _ = try await session.incoming.receive()
+        }
+        let before = currentRSSMiB()
+        let start = clock.now
+        var sessions: [WebSocketSession] = []
+        sessions.reserveCapacity(p.connections)
+        try await withThrowingTaskGroup(of: WebSocketSession.self) { group in
+            var started = 0
+            // At most 500 opening at once (the echo server's listen backlog).
+            while started < min(500, p.connections) {
+                group.addTask { try await client.webSocketSession(p.url) }
+                started += 1
+            }
+            while let session = try await group.next() {
+                sessions.append(session)
+                if started < p.connections {
+                    group.addTask { try await client.webSocketSession(p.url) }
+                    started += 1
+                }
+            }
+        }
+        let elapsed = clock.now - start
+        let after = currentRSSMiB()
+        let perConnectionKiB = (after - before) * 1024 / Double(p.connections)
+        extra = ",\"rss_before_mib\":\(fmt(before)),\"rss_after_mib\":\(fmt(after)),\"kib_per_connection\":\(fmt(perConnectionKiB))"
+        outcome = Outcome(value: after, unit: "MiB", seconds: seconds(elapsed))
+        for session in sessions { await session.close() }
+    }
+    await client.close()
+    return (outcome, extra)
+}
+
+do {
+    raiseFileLimit()
+    let p = try parseArguments()
+    let variant = try Variant(p.client)
+    let (outcome, extra) = try await run(p, variant)
+    // WSBENCH_PAUSE=seconds: stay alive after the run, to inspect the process's memory (/proc/PID/smaps).
+    if let pause = getenv("WSBENCH_PAUSE").flatMap({ Int(String(cString: $0)) }) { sleep(UInt32(pause)) }
+    printOutcome(p, outcome, extra: extra)
+    exit(0)
+} catch {
+    let message = "wsbench-ours: error: \(error)\n"
+    _ = message.withCString { write(2, $0, strlen($0)) }
+    exit(1)
+}
