@@ -42,19 +42,23 @@ public struct Outcome: Sendable {
     }
 }
 
-public func peakRSSMiB() -> Double {
+/// The value in MiB of a `/proc/self/status` field such as `VmHWM` (peak RSS) or `VmRSS`; -1 if unreadable.
+public func statusMiB(_ field: String) -> Double {
     guard let f = fopen("/proc/self/status", "r") else { return -1 }
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 256)
     while fgets(&line, 256, f) != nil {
-        let s = String(cString: line)
-        if s.hasPrefix("VmHWM:") {
-            let digits = s.dropFirst(6).filter { $0.isNumber }
+        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if s.hasPrefix(field + ":") {
+            let digits = s.dropFirst(field.count + 1).filter { $0.isNumber }
             return (Double(String(digits)) ?? -1) / 1024
         }
     }
     return -1
 }
+
+/// Peak RSS (VmHWM) in MiB.
+public func peakRSSMiB() -> Double { statusMiB("VmHWM") }
 
 public func raiseFileLimit() {
     var r = rlimit()

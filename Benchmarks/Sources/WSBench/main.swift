@@ -130,9 +130,9 @@ do {
     case let client where client == "wsclient" || client.hasPrefix("ours-"):
         // Linked into executables of their own (our SDK alone, for its RSS; WSClient for a module-name clash,
         // see Package.swift): exec it with our arguments.
-        let exe = (try? String(unsafeUninitializedCapacity: 4096) { buf in
+        let exe = String(unsafeUninitializedCapacity: 4096) { buf in
             buf.withMemoryRebound(to: CChar.self) { max(0, readlink("/proc/self/exe", $0.baseAddress!, 4095)) }
-        }) ?? ""
+        }
         let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         let path = dir + (client == "wsclient" ? "/wsbench-wsclient" : "/wsbench-ours")
         var argv: [UnsafeMutablePointer<CChar>?] = [strdup(path)]

@@ -50,19 +50,8 @@ func makeClient(_ v: Variant) -> WebSocketClient {
     }
 }
 
-func currentRSSMiB() -> Double {
-    guard let f = fopen("/proc/self/status", "r") else { return -1 }
-    defer { fclose(f) }
-    var line = [CChar](repeating: 0, count: 256)
-    while fgets(&line, 256, f) != nil {
-        let s = String(cString: line)
-        if s.hasPrefix("VmRSS:") {
-            let digits = s.dropFirst(6).filter { $0.isNumber }
-            return (Double(String(digits)) ?? -1) / 1024
-        }
-    }
-    return -1
-}
+/// Current RSS (VmRSS) in MiB.
+func currentRSSMiB() -> Double { statusMiB("VmRSS") }
 
 func run(_ p: Params, _ v: Variant) async throws -> (Outcome, extra: String) {
     let client = makeClient(v)
@@ -160,7 +149,7 @@ do {
     let variant = try Variant(p.client)
     let (outcome, extra) = try await run(p, variant)
     // WSBENCH_PAUSE=seconds: stay alive after the run, to inspect the process's memory (/proc/PID/smaps).
-    if let pause = getenv("WSBENCH_PAUSE").flatMap({ Int(String(cString: $0)) }) { sleep(UInt32(pause)) }
+    if let pause = getenv("WSBENCH_PAUSE").flatMap({ Int(String(decoding: UnsafeRawBufferPointer(start: $0, count: strlen($0)), as: UTF8.self)) }) { sleep(UInt32(pause)) }
     printOutcome(p, outcome, extra: extra)
     exit(0)
 } catch {
