@@ -221,6 +221,13 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
     /// arrives.
     var executor: (any TaskExecutor)? { self.loop }
 
+    /// The session's timers run on the loop's timer heap.
+    func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> (any WebSocketTransportTimer)? {
+        let (seconds, attoseconds) = delay.components
+        let nanoseconds = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
+        return LoopTimerHandle(timer: self.loop.scheduleFromAnyThread(afterNanoseconds: UInt64(clamping: nanoseconds), action))
+    }
+
     private var closeFlushSeconds: String {
         Duration.nanoseconds(Int64(clamping: self.closeFlushNanoseconds)).secondsText
     }
@@ -469,4 +476,10 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
             cws_curl_error_class(code) == CWS_CURL_ERROR_TLS ? .tlsFailure : .network
         return WebSocketConnectionError(kind, "\(doing) \(self.endpoint) failed: \(explanation)", underlying: curlError)
     }
+}
+
+/// A session timer on the loop's heap.
+private struct LoopTimerHandle: WebSocketTransportTimer {
+    let timer: SharedLoopTimer
+    func cancel() { self.timer.cancel() }
 }

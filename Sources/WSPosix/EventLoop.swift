@@ -35,6 +35,21 @@ package final class LoopTimer {
     }
 }
 
+/// A loop timer that any thread may cancel (``PosixEventLoop/scheduleFromAnyThread(afterNanoseconds:_:)``). A cancelled
+/// timer stays on the heap until its deadline and then does nothing.
+package final class SharedLoopTimer: Sendable {
+    private let cancelled = Atomic<Bool>(false)
+
+    /// A timer that has not been cancelled.
+    package init() {}
+
+    /// Whether ``cancel()`` was called.
+    package var isCancelled: Bool { self.cancelled.load(ordering: .acquiring) }
+
+    /// Keeps the action from running (any thread).
+    package func cancel() { self.cancelled.store(true, ordering: .releasing) }
+}
+
 /// The engine-specific part of a loop: what its registrants are and how events reach them. Every requirement is
 /// used on the loop thread only (the metatype is Sendable because the loop thread's closure captures the loop type).
 package protocol EventLoopDispatcher: AnyObject, SendableMetatype {
@@ -188,6 +203,21 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         event.events = events
         event.data.u64 = data
         return epoll_ctl(self.epollFD, operation, fd, &event) == 0 ? 0 : errno
+    }
+
+    /// Runs `action` on the loop after `nanoseconds`, unless the returned handle is cancelled first. Callable from any
+    /// thread (from another thread the timer is put on the heap by a loop task).
+    package func scheduleFromAnyThread(afterNanoseconds nanoseconds: UInt64, _ action: @escaping @Sendable () -> Void)
+        -> SharedLoopTimer
+    {
+        let handle = SharedLoopTimer()
+        let start: @Sendable () -> Void = { [self] in
+            _ = self.schedule(afterNanoseconds: nanoseconds) {
+                if !handle.isCancelled { action() }
+            }
+        }
+        if self.inLoop { start() } else { self.execute(start) }
+        return handle
     }
 
     /// Runs `work` on the loop thread after the current round of events, timers, tasks and jobs, before the loop

@@ -136,11 +136,32 @@ public protocol WebSocketTransport: AnyObject, Sendable {
     /// that prefers it (`withTaskExecutorPreference`) resumes on that thread when a message arrives, with no thread
     /// hop, and its writes can be gathered per event-loop round. `nil` (the default): the caller's executor.
     var executor: (any TaskExecutor)? { get }
+    /// Runs `action` once after `delay` on the engine's thread, unless cancelled first: the session's timers (open,
+    /// ping, pong and close timeouts) then cost a timer-heap entry on the event loop instead of a sleeping task.
+    /// Callable from any thread. `nil` (the default): the engine has no timers and the session uses tasks.
+    /// - Parameters:
+    ///   - delay: How long to wait.
+    ///   - action: What to run; it must not block.
+    /// - Returns: A handle to cancel the timer, or `nil` if the engine has no timers.
+    func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> (any WebSocketTransportTimer)?
 }
 
 extension WebSocketTransport {
     /// Default: no executor of its own.
     public var executor: (any TaskExecutor)? { nil }
+
+    /// Default: no timers; the session sleeps in tasks.
+    public func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void)
+        -> (any WebSocketTransportTimer)?
+    {
+        nil
+    }
+}
+
+/// A timer started with ``WebSocketTransport/schedule(after:_:)``.
+public protocol WebSocketTransportTimer: Sendable {
+    /// Stops the timer from firing if it has not fired yet. Callable from any thread, more than once.
+    func cancel()
 }
 
 /// Receives a transport's events, serially, on the engine's thread. Callbacks must not block.

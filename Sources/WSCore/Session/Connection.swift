@@ -77,7 +77,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
 
         var awaitingPong: [UInt8]?
-        var timers: [Task<Void, Never>] = []
+        /// The running timers, one per kind (a new one replaces and cancels the old); cancelled when the connection ends.
+        var timers: [TimerKind: any WebSocketTransportTimer] = [:]
 
         init(settings: WebSockets.Configuration) {
             self.decoder = FrameDecoder(maxFrameSize: settings.maxFrameSize, role: .client)
@@ -115,19 +116,27 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var syncReadingPaused = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
-        var timersToCancel: [Task<Void, Never>] = []
+        var timersToCancel: [any WebSocketTransportTimer] = []
     }
 
     // MARK: - Opening handshake
 
     /// Sends the upgrade request and waits for a valid 101 response.
-    func performHandshake(_ handshake: OpeningHandshake) async throws -> OpeningHandshake.Outcome {
-        try await withTaskCancellationHandler {
+    /// - Parameters:
+    ///   - handshake: The request and what the response must satisfy.
+    ///   - timeout: How long the response may take; then the handshake fails with `timeoutError`.
+    ///   - timeoutError: The error of a handshake that took longer than `timeout`.
+    func performHandshake(
+        _ handshake: OpeningHandshake, timeout: Duration, timeoutError: WebSocketConnectionError
+    ) async throws -> OpeningHandshake.Outcome {
+        defer { self.cancelTimer(.open) }
+        return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
                 self.state.withLock { s in
                     s.handshake = handshake
                     s.handshakeContinuation = continuation
                 }
+                self.startTimer(.open, after: timeout) { connection in connection.failHandshake(timeoutError) }
                 self.transport.start(handler: self)
                 self.transport.write(handshake.requestBytes())
             }
@@ -136,28 +145,56 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
     }
 
-    /// Called once the session object exists: starts the ping timer if configured.
-    func startTimers() {
-        guard let interval = self.settings.pingInterval else { return }
-        let task = Task { [weak self] in
-            var counter: UInt64 = 0
-            while !Task.isCancelled {
-                do { try await Task.sleep(for: interval) } catch { return }
-                guard let self else { return }
-                counter &+= 1
-                self.sendPing(counter: counter)
-            }
+    /// Fails the opening handshake with `error` if it is still running, and drops the connection.
+    private func failHandshake(_ error: WebSocketConnectionError) {
+        let continuation = self.state.withLock { s -> CheckedContinuation<OpeningHandshake.Outcome, any Error>? in
+            guard s.phase == .handshaking || s.phase == .rejected else { return nil }
+            s.phase = .closed
+            return s.handshakeContinuation.take()
         }
-        self.addTimer(task)
+        guard let continuation else { return }
+        continuation.resume(throwing: error)
+        self.transport.abort()
     }
 
-    private func addTimer(_ task: Task<Void, Never>) {
-        let cancelNow = self.state.withLock { s -> Bool in
-            if s.ended { return true }
-            s.timers.append(task)
-            return false
+    /// Cancels the timer of `kind`, if one runs.
+    private func cancelTimer(_ kind: TimerKind) {
+        self.state.withLock { $0.timers.removeValue(forKey: kind) }?.cancel()
+    }
+
+    /// Called once the session object exists: starts the ping timer if configured.
+    func startTimers() {
+        self.schedulePing(counter: 1)
+    }
+
+    /// The session's timers.
+    enum TimerKind: Hashable {
+        case ping, pong, close, pendingFailure, open
+    }
+
+    /// Runs `action` after `delay` on the engine's timer heap (or in a task if the engine has none), replacing the
+    /// timer of the same kind. Holds the connection weakly: a released session's timers do nothing.
+    private func startTimer(_ kind: TimerKind, after delay: Duration, _ action: @escaping @Sendable (Connection) -> Void) {
+        let fire: @Sendable () -> Void = { [weak self] in
+            guard let self else { return }
+            action(self)
         }
-        if cancelNow { task.cancel() }
+        let timer = self.transport.schedule(after: delay, fire) ?? TaskTimer(after: delay, fire)
+        let (cancelNow, replaced) = self.state.withLock { s -> (Bool, (any WebSocketTransportTimer)?) in
+            if s.ended { return (true, nil) }
+            return (false, s.timers.updateValue(timer, forKey: kind))
+        }
+        replaced?.cancel()
+        if cancelNow { timer.cancel() }
+    }
+
+    /// Sends ping `counter` after the ping interval, then schedules the next.
+    private func schedulePing(counter: UInt64) {
+        guard let interval = self.settings.pingInterval else { return }
+        self.startTimer(.ping, after: interval) { connection in
+            connection.sendPing(counter: counter)
+            connection.schedulePing(counter: counter &+ 1)
+        }
     }
 
     private func sendPing(counter: UInt64) {
@@ -171,12 +208,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         guard proceed else { return }
         _ = self.writeControl(Frame(kind: .ping, data: payload))
         guard let timeout = self.settings.effectivePongTimeout else { return }
-        let check = Task { [weak self] in
-            do { try await Task.sleep(for: timeout) } catch { return }
-            guard let self else { return }
-            let missed = self.state.withLock { $0.awaitingPong == payload && $0.phase == .open }
+        self.startTimer(.pong, after: timeout) { connection in
+            let missed = connection.state.withLock { $0.awaitingPong == payload && $0.phase == .open }
             if missed {
-                self.fail(
+                connection.fail(
                     WebSocketError(
                         .pongTimeout,
                         "no pong arrived within \(timeout) of a ping: the server or the network is not responding",
@@ -185,7 +220,6 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 )
             }
         }
-        self.addTimer(check)
     }
 
     // MARK: - Transport events
@@ -256,8 +290,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
             s.endWaiters = []
             actions.drainWaiters = s.drainWaiters
             s.drainWaiters = []
-            actions.timersToCancel = s.timers
-            s.timers = []
+            actions.timersToCancel = Array(s.timers.values)
+            s.timers = [:]
         }
         self.sender.withLock { $0.ended = true }
         self.perform(actions)
@@ -571,16 +605,13 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// Fails the session with a deferred violation if the consumer has not asked for more within the grace period.
     private func startPendingFailureTimer() {
         let grace = min(Self.pendingFailureGrace, self.settings.closeTimeout)
-        let task = Task { [weak self] in
-            do { try await Task.sleep(for: grace) } catch { return }
-            guard let self else { return }
+        self.startTimer(.pendingFailure, after: grace) { connection in
             var actions = Actions()
-            self.state.withLock { s in
-                if let failure = s.pendingFailure.take() { self.failLocked(failure, &s, &actions) }
+            connection.state.withLock { s in
+                if let failure = s.pendingFailure.take() { connection.failLocked(failure, &s, &actions) }
             }
-            self.perform(actions)
+            connection.perform(actions)
         }
-        self.addTimer(task)
     }
 
     /// How long a deferred violation waits for the consumer.
@@ -605,10 +636,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     private func startCloseTimer() {
         let timeout = self.settings.closeTimeout
-        let task = Task { [weak self] in
-            do { try await Task.sleep(for: timeout) } catch { return }
-            guard let self else { return }
-            self.state.withLock { s in
+        self.startTimer(.close, after: timeout) { connection in
+            connection.state.withLock { s in
                 guard !s.ended else { return }
                 if !s.receivedClose && s.failure == nil {
                     let message = "the server did not complete the close handshake within \(timeout)"
@@ -616,9 +645,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
                     s.failure = WebSocketError(.closeTimeout, message, closeCode: .abnormalClosure)
                 }
             }
-            self.transport.abort()
+            connection.transport.abort()
         }
-        self.addTimer(task)
     }
 
     // MARK: - Writing
@@ -859,4 +887,18 @@ extension Optional {
         defer { self = nil }
         return self
     }
+}
+
+/// A timer as a sleeping task, for engines without timers of their own.
+struct TaskTimer: WebSocketTransportTimer {
+    let task: Task<Void, Never>
+
+    init(after delay: Duration, _ action: @escaping @Sendable () -> Void) {
+        self.task = Task {
+            do { try await Task.sleep(for: delay) } catch { return }
+            action()
+        }
+    }
+
+    func cancel() { self.task.cancel() }
 }

@@ -271,47 +271,23 @@ extension WebSocketClient {
         let options = EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger)
         let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         let engineName = engine.name
-        let sessionLogger = logger
-        // Set once the engine has connected: an open timeout that fires while the engine is still connecting
-        // gives the engine's own connect timeout (same deadline) a moment to report which phase stalled.
-        let connected = ConnectedFlag()
-
-        return try await withThrowingTaskGroup(of: WebSocketSession?.self) { group in
-            group.addTask {
-                let endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
-                let transport = try await engine.connect(to: endpoint, options: options)
-                connected.value.store(true, ordering: .releasing)
-                let connection = Connection(transport: transport, settings: settings, logger: sessionLogger)
-                let outcome = try await connection.performHandshake(handshake)
-                connection.setOutgoingExtensions(outcome.extensions)
-                let session = WebSocketSession(
-                    connection: connection, outcome: outcome, url: url,
-                    engineName: engineName
-                )
-                connection.startTimers()
-                sessionLogger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
-                return session
-            }
-            group.addTask {
-                try await Task.sleep(for: openTimeout)
-                if !connected.value.load(ordering: .acquiring) && connectTimeout >= openTimeout {
-                    try await Task.sleep(for: .milliseconds(500))
-                }
-                throw WebSocketConnectionError(
-                    .timedOut,
-                    "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
-                )
-            }
-            defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let session = result { return session }
-            }
-            throw CancellationError()
-        }
+        let start = ContinuousClock.now
+        // The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the engine's
+        // own error (which says which phase stalled: DNS, TCP or TLS); the rest of the open timeout bounds the
+        // WebSocket handshake, on the transport's timer (no task races the opening).
+        let endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
+        let transport = try await engine.connect(to: endpoint, options: options)
+        let connection = Connection(transport: transport, settings: settings, logger: logger)
+        let timeoutError = WebSocketConnectionError(
+            .timedOut,
+            "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
+        )
+        let outcome = try await connection.performHandshake(
+            handshake, timeout: max(.zero, openTimeout - (ContinuousClock.now - start)), timeoutError: timeoutError)
+        connection.setOutgoingExtensions(outcome.extensions)
+        let session = WebSocketSession(connection: connection, outcome: outcome, url: url, engineName: engineName)
+        connection.startTimers()
+        logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
+        return session
     }
-}
-
-/// Whether the engine has connected, shared between the racing tasks of `openSession`.
-private final class ConnectedFlag: Sendable {
-    let value = Atomic<Bool>(false)
 }
