@@ -68,6 +68,52 @@ package enum FrameEncoder {
     ///   - frame: The frame to encode.
     ///   - maskingKey: The key to mask with, or `nil` for an unmasked frame.
     ///   - buffer: The buffer to append to.
+    /// One complete frame in a new array: header, masking key and the payload masked while it is copied (one pass
+    /// over the payload). What a sender hands to the transport.
+    /// - Parameters:
+    ///   - frame: The frame.
+    ///   - maskingKey: The key to mask with, or `nil`.
+    /// - Returns: The frame's bytes.
+    package static func encodedFrame(_ frame: Frame, maskingKey: MaskingKey?) -> [UInt8] {
+        let length = frame.data.count
+        guard length >= Self.singlePassThreshold, let key = maskingKey else {
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(length + 14)
+            Self.encode(frame, maskingKey: maskingKey, into: &bytes)
+            return bytes
+        }
+        let header = Self.headerSize(payloadLength: length, masked: true)
+        return [UInt8](unsafeUninitializedCapacity: header + length) { out, initialized in
+            let base = UnsafeMutableRawPointer(out.baseAddress!)
+            var at = 0
+            func put(_ byte: UInt8) {
+                base.storeBytes(of: byte, toByteOffset: at, as: UInt8.self)
+                at &+= 1
+            }
+            put((frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | (frame.kind.opcode & 0x0F))
+            if length <= 0xFFFF {
+                put(0x80 | 126)
+                put(UInt8(truncatingIfNeeded: length >> 8))
+                put(UInt8(truncatingIfNeeded: length))
+            } else {
+                put(0x80 | 127)
+                for shift in stride(from: 56, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: UInt64(length) >> UInt64(shift))) }
+            }
+            put(key.b0)
+            put(key.b1)
+            put(key.b2)
+            put(key.b3)
+            frame.data.withUnsafeBytes { payload in
+                applyMask(key, from: payload.baseAddress!, to: base + header, count: length)
+            }
+            initialized = header + length
+        }
+    }
+
+    /// From this payload size, ``encodedFrame(_:maskingKey:)`` masks while copying; below it the header-by-append
+    /// path is cheaper (a new array of exact size costs a metadata lookup, about 20 ns).
+    static let singlePassThreshold = 1_024
+
     package static func encode(_ frame: Frame, maskingKey: MaskingKey?, into buffer: inout [UInt8]) {
         frame.data.withUnsafeBytes { payload in
             Self.encode(

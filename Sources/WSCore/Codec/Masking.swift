@@ -63,14 +63,30 @@ package struct MaskingKey: Sendable, Hashable {
 ///   - offset: The position of `buffer`'s first byte within the payload, for masking a payload in pieces.
 package func applyMask(_ key: MaskingKey, to buffer: UnsafeMutableRawBufferPointer, offset: Int = 0) {
     guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-    let count = buffer.count
+    applyMask(key, from: UnsafeRawPointer(base), to: base, count: buffer.count, offset: offset)
+}
+
+/// XOR-masks `count` bytes from `source` into `destination` in one pass (copy and mask together); `source` and
+/// `destination` may be the same memory (masking in place), but must not otherwise overlap.
+/// - Parameters:
+///   - key: The masking key.
+///   - source: The bytes to mask.
+///   - destination: Where the masked bytes go.
+///   - count: How many bytes.
+///   - offset: The position of the first byte within the payload.
+package func applyMask(
+    _ key: MaskingKey, from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, count: Int,
+    offset: Int = 0
+) {
+    guard count > 0 else { return }
+    let base = destination
     let pattern = key.pattern(offset: offset)
     var i = 0
     while count &- i >= 32 {
-        let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-        let b = base.loadUnaligned(fromByteOffset: i &+ 8, as: UInt64.self)
-        let c = base.loadUnaligned(fromByteOffset: i &+ 16, as: UInt64.self)
-        let d = base.loadUnaligned(fromByteOffset: i &+ 24, as: UInt64.self)
+        let a = source.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        let b = source.loadUnaligned(fromByteOffset: i &+ 8, as: UInt64.self)
+        let c = source.loadUnaligned(fromByteOffset: i &+ 16, as: UInt64.self)
+        let d = source.loadUnaligned(fromByteOffset: i &+ 24, as: UInt64.self)
         base.storeBytes(of: a ^ pattern, toByteOffset: i, as: UInt64.self)
         base.storeBytes(of: b ^ pattern, toByteOffset: i &+ 8, as: UInt64.self)
         base.storeBytes(of: c ^ pattern, toByteOffset: i &+ 16, as: UInt64.self)
@@ -78,7 +94,7 @@ package func applyMask(_ key: MaskingKey, to buffer: UnsafeMutableRawBufferPoint
         i &+= 32
     }
     while count &- i >= 8 {
-        let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        let a = source.loadUnaligned(fromByteOffset: i, as: UInt64.self)
         base.storeBytes(of: a ^ pattern, toByteOffset: i, as: UInt64.self)
         i &+= 8
     }
@@ -87,7 +103,7 @@ package func applyMask(_ key: MaskingKey, to buffer: UnsafeMutableRawBufferPoint
         var j = 0
         while i < count {
             base.storeBytes(
-                of: base.load(fromByteOffset: i, as: UInt8.self) ^ patternBytes[j],
+                of: source.load(fromByteOffset: i, as: UInt8.self) ^ patternBytes[j],
                 toByteOffset: i,
                 as: UInt8.self
             )

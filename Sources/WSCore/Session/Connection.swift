@@ -711,10 +711,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 let context = WebSocketExtensionContext(maxMessageSize: self.settings.maxMessageSize)
                 for ext in sender.extensions { frame = try ext.processOutgoing(frame, context: context) }
             }
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(frame.data.count + 14)
-            FrameEncoder.encode(frame, maskingKey: sender.keys.next(), into: &bytes)
-            return self.transport.write(bytes)
+            return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: sender.keys.next()))
         }
         return buffered > self.settings.maxOutgoingBufferBytes
     }
