@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
 // Benchmarks for swift-websocket-client (issue 7): a separate package so the SDK's own dependency graph
-// stays small. Build with `swift build -c release --scratch-path .build-bench` from this directory.
+// stays small. Build with `swift build -c release --scratch-path .build-bench` from this directory (run.sh does,
+// and builds the WSClient driver in WSClientBench/, a package of its own).
 import PackageDescription
 
 let package = Package(
@@ -9,35 +10,29 @@ let package = Package(
     dependencies: [
         .package(name: "swift-websocket-client", path: ".."),
         .package(url: "https://github.com/vapor/websocket-kit.git", exact: "2.16.2"),
-        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", exact: "1.6.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .target(name: "BenchSupport", path: "Sources/BenchSupport", swiftSettings: [.swiftLanguageMode(.v6)]),
-        // hummingbird-project/swift-websocket has a module named WSCore, like our SDK. Its driver is a separate
-        // executable (wsbench execs it for `--client wsclient`) that imports it under an alias and never sees ours.
-        .executableTarget(
-            name: "wsbench-wsclient",
-            dependencies: [
-                "BenchSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "WSClient", package: "swift-websocket", moduleAliases: ["WSCore": "HBWSCore"]),
-            ],
-            path: "Sources/WSBenchWSClient",
+        // Our SDK's workloads, and one executable per engine that links only the SDK and that engine (their RSS is
+        // ours alone); wsbench execs them.
+        .target(
+            name: "OursDriver",
+            dependencies: [.product(name: "WSCore", package: "swift-websocket-client"), "BenchSupport"],
+            path: "Sources/OursDriver",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
-        // Our SDK's driver, in an executable that links only the SDK (its RSS is ours alone); wsbench execs it.
         .executableTarget(
-            name: "wsbench-ours",
-            dependencies: [
-                .product(name: "WSCore", package: "swift-websocket-client"),
-                .product(name: "WSEngineCIO", package: "swift-websocket-client"),
-                .product(name: "WSEngineCurl", package: "swift-websocket-client"),
-                "BenchSupport",
-            ],
-            path: "Sources/WSBenchOurs",
+            name: "wsbench-ours-cio",
+            dependencies: ["OursDriver", .product(name: "WSEngineCIO", package: "swift-websocket-client")],
+            path: "Sources/WSBenchOursCIO",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "wsbench-ours-curl",
+            dependencies: ["OursDriver", .product(name: "WSEngineCurl", package: "swift-websocket-client")],
+            path: "Sources/WSBenchOursCurl",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(

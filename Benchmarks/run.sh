@@ -32,6 +32,10 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     cc -O2 -Wall -o "$BIN_C/echo_server" c/echo_server.c -lcrypto
     cc -O2 -Wall -o "$BIN_C/wsclient_c" c/client.c
     swift build -c release --scratch-path "$SCRATCH" >&2
+    # The WSClient driver is a package of its own (a module-name clash with our SDK); wsbench execs it from its dir.
+    (cd WSClientBench && swift build -c release --scratch-path ../"$SCRATCH"/wsclient >&2)
+    ln -sf "$(cd WSClientBench && swift build -c release --scratch-path ../"$SCRATCH"/wsclient --show-bin-path)/wsbench-wsclient" \
+        "$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/wsbench-wsclient"
 fi
 WSBENCH="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/wsbench"
 

@@ -1,5 +1,6 @@
-// wsbench-ours: the workloads of issue 7 with our SDK, in an executable that links nothing else (so its peak RSS
-// is the SDK's, not NIO's or BoringSSL's). `wsbench --client ours-*` execs it with the same arguments.
+// The workloads of issue 7 with our SDK, shared by wsbench-ours-cio and wsbench-ours-curl: executables that link
+// the SDK with one engine each and nothing else (so their peak RSS is the SDK's, not NIO's, BoringSSL's or the other
+// engine's libraries'). `wsbench --client ours-*` execs the right one with the same arguments.
 //
 // Clients: ours-cio, ours-curl — the seed's block API (`client.webSocket(url) { session in ... }`), whose block
 // runs on the session's event-loop executor by default; ours-cio-pool, ours-curl-pool — the same with
@@ -11,16 +12,19 @@ import Glibc
 import Musl
 #endif
 import BenchSupport
-import WSCore
-import WSEngineCIO
-import WSEngineCurl
+public import WSCore
 
-struct Variant {
-    var curl = false
-    var pool = false
-    var bigIncomingBuffer = false
+/// A client variant, parsed from its `--client` name.
+public struct Variant: Sendable {
+    /// The engine's name in the client name: `cio` or `curl`.
+    public var engine = "cio"
+    /// `-pool`: the block runs on the global executor (`runsBlocksOnEventLoop = false`).
+    public var pool = false
+    /// `+buf`: `maxIncomingBufferMessages` raised from 64 to 4,096.
+    public var bigIncomingBuffer = false
 
-    init(_ name: String) throws {
+    /// Parses `ours-ENGINE[-pool][+buf]`.
+    public init(_ name: String) throws {
         var rest = Substring(name)
         if rest.hasSuffix("+buf") {
             self.bigIncomingBuffer = true
@@ -30,17 +34,13 @@ struct Variant {
             self.pool = true
             rest = rest.dropLast(5)
         }
-        switch rest {
-        case "ours-cio": self.curl = false
-        case "ours-curl": self.curl = true
-        default: throw BenchError(description: "unknown client \(name)")
-        }
+        guard rest.hasPrefix("ours-") else { throw BenchError(description: "unknown client \(name)") }
+        self.engine = String(rest.dropFirst(5))
     }
 }
 
-func makeClient(_ v: Variant) -> WebSocketClient {
-    let engine: any WebSocketEngine = v.curl ? CurlEngine() : CIOEngine()
-    return WebSocketClient(engine: engine) { config in
+func makeClient(_ v: Variant, _ engine: any WebSocketEngine) -> WebSocketClient {
+    WebSocketClient(engine: engine) { config in
         config.install(WebSockets.self) { ws in
             ws.maxFrameSize = 1 << 20
             ws.maxMessageSize = 1 << 20
@@ -53,8 +53,8 @@ func makeClient(_ v: Variant) -> WebSocketClient {
 /// Current RSS (VmRSS) in MiB.
 func currentRSSMiB() -> Double { statusMiB("VmRSS") }
 
-func run(_ p: Params, _ v: Variant) async throws -> (Outcome, extra: String) {
-    let client = makeClient(v)
+func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws -> (Outcome, extra: String) {
+    let client = makeClient(v, engine)
     let outcome: Outcome
     var extra = ""
     switch p.workload {
@@ -143,17 +143,28 @@ func run(_ p: Params, _ v: Variant) async throws -> (Outcome, extra: String) {
     return (outcome, extra)
 }
 
-do {
-    raiseFileLimit()
-    let p = try parseArguments()
-    let variant = try Variant(p.client)
-    let (outcome, extra) = try await run(p, variant)
-    // WSBENCH_PAUSE=seconds: stay alive after the run, to inspect the process's memory (/proc/PID/smaps).
-    if let pause = getenv("WSBENCH_PAUSE").flatMap({ Int(String(decoding: UnsafeRawBufferPointer(start: $0, count: strlen($0)), as: UTF8.self)) }) { sleep(UInt32(pause)) }
-    printOutcome(p, outcome, extra: extra)
-    exit(0)
-} catch {
-    let message = "wsbench-ours: error: \(error)\n"
-    _ = message.withCString { write(2, $0, strlen($0)) }
-    exit(1)
+/// Runs the workload named by the command line with an engine made by `makeEngine` for the variant's engine name,
+/// prints the JSON line and exits.
+public func runOursMain(engineName: String, _ makeEngine: () -> any WebSocketEngine) async -> Never {
+    do {
+        raiseFileLimit()
+        let p = try parseArguments()
+        let variant = try Variant(p.client)
+        guard variant.engine == engineName else {
+            throw BenchError(description: "this driver runs the \(engineName) engine, not \(p.client)")
+        }
+        let (outcome, extra) = try await run(p, variant, makeEngine())
+        // WSBENCH_PAUSE=seconds: stay alive after the run, to inspect the process's memory (/proc/PID/smaps).
+        if let pause = getenv("WSBENCH_PAUSE").flatMap({
+            Int(String(decoding: UnsafeRawBufferPointer(start: $0, count: strlen($0)), as: UTF8.self))
+        }) {
+            sleep(UInt32(pause))
+        }
+        printOutcome(p, outcome, extra: extra)
+        exit(0)
+    } catch {
+        let message = "wsbench-ours-\(engineName): error: \(error)\n"
+        _ = message.withCString { write(2, $0, strlen($0)) }
+        exit(1)
+    }
 }

@@ -134,7 +134,8 @@ do {
             buf.withMemoryRebound(to: CChar.self) { max(0, readlink("/proc/self/exe", $0.baseAddress!, 4095)) }
         }
         let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        let path = dir + (client == "wsclient" ? "/wsbench-wsclient" : "/wsbench-ours")
+        let driver = client == "wsclient" ? "wsbench-wsclient" : client.hasPrefix("ours-curl") ? "wsbench-ours-curl" : "wsbench-ours-cio"
+        let path = dir + "/" + driver
         var argv: [UnsafeMutablePointer<CChar>?] = [strdup(path)]
         for a in CommandLine.arguments.dropFirst() { argv.append(strdup(a)) }
         argv.append(nil)

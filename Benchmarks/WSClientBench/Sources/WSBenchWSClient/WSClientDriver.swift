@@ -1,6 +1,6 @@
 // wsbench-wsclient: the hummingbird-project/swift-websocket (WSClient) driver, exec'd by `wsbench --client
 // wsclient` with the same arguments. An executable of its own: that package has a module named WSCore, like our
-// SDK, so it is linked here under the alias HBWSCore and never next to ours.
+// SDK, so it is built in a package of its own (Benchmarks/WSClientBench) and never next to ours.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
