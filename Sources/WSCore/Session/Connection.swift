@@ -77,6 +77,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
 
         var awaitingPong: [UInt8]?
+        /// The pong for the latest ping, held back while the server does not read what we send (see `perform`).
+        var heldPong: [UInt8]?
         /// The running timers, one per kind (a new one replaces and cancels the old); cancelled when the connection ends.
         var timers: [TimerKind: any WebSocketTransportTimer] = [:]
 
@@ -242,10 +244,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     func transportDidDrain() {
-        let waiters = self.state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let (waiters, pong) = self.state.withLock { s -> ([CheckedContinuation<Void, Never>], [UInt8]?) in
             defer { s.drainWaiters = [] }
-            return s.drainWaiters
+            return (s.drainWaiters, s.heldPong.take())
         }
+        if let pong { self.writeControl(Frame(kind: .pong, data: pong)) }
         for waiter in waiters { waiter.resume() }
     }
 
@@ -589,7 +592,17 @@ final class Connection: WebSocketTransportHandler, Sendable {
             continuation.resume(with: result)
         }
         // Pongs and closes go out before consumers wake, so a reply the consumer sends cannot overtake them.
-        for frame in actions.controlFrames { _ = self.writeControl(frame) }
+        for frame in actions.controlFrames {
+            // A server that floods pings and does not read our pongs must not grow our memory: above the outgoing
+            // limit only the pong of the latest ping is kept, and sent once the transport drains (RFC 6455 section
+            // 5.5.3 allows answering only the most recent ping).
+            if frame.kind == .pong && self.transport.bufferedBytes > self.settings.maxOutgoingBufferBytes {
+                self.state.withLock { $0.heldPong = frame.data }
+                if self.transport.bufferedBytes == 0 { self.transportDidDrain() }  // drained in between
+                continue
+            }
+            self.writeControl(frame)
+        }
         if let close = actions.sendClose { self.sendCloseFrame(close) }
         for (continuation, result) in actions.deliveries { continuation.resume(with: result) }
         if actions.syncReadingPaused { self.syncReadingPaused() }
