@@ -41,7 +41,7 @@ APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::O
 BUILD_PKGS=(build-essential pkg-config libssl-dev zlib1g-dev openssl git ca-certificates)
 # what the swift.org toolchain itself needs on Debian 12 (swift-build links libncurses and libxml2, for example)
 SWIFT_DEPS=(binutils libncurses-dev libxml2-dev libedit2 libsqlite3-dev libicu-dev libpython3-dev uuid-dev tzdata)
-TEST_PKGS=(python3 python3-venv tinyproxy iproute2 procps)
+TEST_PKGS=(python3 python3-venv tinyproxy iproute2 procps nftables)
 PKGS=("${BUILD_PKGS[@]}" "${SWIFT_DEPS[@]}")
 [ "$MINIMAL" = 1 ] || PKGS+=("${TEST_PKGS[@]}")
 
