@@ -19,7 +19,12 @@ let package = Package(
         // ours alone); wsbench execs them.
         .target(
             name: "OursDriver",
-            dependencies: [.product(name: "WSCore", package: "swift-websocket-client"), "BenchSupport"],
+            dependencies: [
+                .product(name: "WSCore", package: "swift-websocket-client"),
+                // permessage-deflate for W5.
+                .product(name: "WSExtensions", package: "swift-websocket-client"),
+                "BenchSupport",
+            ],
             path: "Sources/OursDriver",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

@@ -4,23 +4,36 @@
 # (c A B C D, c A B C D, ...), $ROUNDS rounds. Prints a markdown table of medians, min–max and the median of
 # the per-round ratios to the C client measured in the same round; also writes it to $OUT if set.
 #
-#   bash Benchmarks/run.sh                       # 5 rounds, W1–W4, all clients
+#   bash Benchmarks/run.sh                       # 5 rounds, W1–W5 and idle, all clients
 #   ROUNDS=3 OUT=/tmp/table.md bash Benchmarks/run.sh
 #   WORKLOADS="w2" CLIENTS="c ours-cio" bash Benchmarks/run.sh
+#   WORKLOADS=w5 bash Benchmarks/run.sh           # permessage-deflate only
 #
-# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 idle"),
+# W5 (W3 with permessage-deflate: $W5_MIB MiB of 64 KiB compressible text messages, 16 in flight) runs against the
+# Python websockets echo server (Tests/Fixtures/ws_server.py --deflate, from ../.venv) on 127.0.0.1:$W5_PORT, started
+# only when WORKLOADS has w5. It runs the clients of $CLIENTS that support permessage-deflate (ours-*, wsclient: not
+# the C client, not websocket-kit 2.16.2, which have none) plus ours-cio+nodeflate, our native engine without
+# compression against the same server (what Python's own echo costs). Its table has the ratio to ours-cio in the
+# same round instead of the ratio to C, and the extensions each client negotiated (a run fails if a client that should
+# compress did not get permessage-deflate). 5 rounds of its 4 clients take about 70 s on the 2-core machine.
+#
+# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 w5 idle"),
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
 # engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
-# TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build.
+# TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
+# W5_MIB (64), W5_PORT (PORT + 1), PYTHON (../.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 ROUNDS=${ROUNDS:-5}
 PORT=${PORT:-19001}
-WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4 idle"}
+WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4 w5 idle"}
 CLIENTS=${CLIENTS:-"c ours-cio ours-curl websocket-kit wsclient"}
 W3_MIB=${W3_MIB:-512}
+W5_MIB=${W5_MIB:-64}
+W5_PORT=${W5_PORT:-$((PORT + 1))}
+PYTHON=${PYTHON:-../.venv/bin/python}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 TIMEOUT=${TIMEOUT:-300}
 OUT=${OUT:-}
@@ -42,23 +55,48 @@ WSBENCH="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/wsb
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 "$BIN_C/echo_server" "$PORT" 2>/dev/null &
 SERVER_PID=$!
-trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
+W5_SERVER_PID=
+trap 'kill "$SERVER_PID" ${W5_SERVER_PID:+"$W5_SERVER_PID"} 2>/dev/null || true' EXIT
 sleep 0.3
 URL="ws://127.0.0.1:$PORT/"
+
+# W5: the clients with permessage-deflate, plus the uncompressed reference; and the Python server with compression.
+W5_CLIENTS=""
+for c in $CLIENTS; do
+    if [[ "$c" != c && "$c" != websocket-kit ]]; then W5_CLIENTS+="$c "; fi
+done
+if [[ " $W5_CLIENTS " != *" ours-cio+nodeflate "* ]]; then W5_CLIENTS+="ours-cio+nodeflate"; fi
+W5_URL="ws://127.0.0.1:$W5_PORT/echo"
+if [[ " $WORKLOADS " == *" w5 "* ]]; then
+    if [[ ! -x "$PYTHON" ]]; then echo "w5 needs the Python websockets venv ($PYTHON; scripts/setup.sh)" >&2; exit 1; fi
+    W5_LOG=$SCRATCH/w5-server.log
+    : >"$W5_LOG" # before the start: the server truncating it itself races with the wait below
+    "$PYTHON" ../Tests/Fixtures/ws_server.py --deflate --port "$W5_PORT" >"$W5_LOG" 2>&1 &
+    W5_SERVER_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        if grep -q "^PORT $W5_PORT\$" "$W5_LOG"; then break; fi
+        sleep 0.1
+    done
+    if ! grep -q "^PORT $W5_PORT\$" "$W5_LOG"; then echo "the Python server did not start: $(tail -c 300 "$W5_LOG")" >&2; exit 1; fi
+fi
 
 RESULTS=$SCRATCH/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : >"$RESULTS"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for w in $WORKLOADS; do
+    clients=$CLIENTS
+    if [[ "$w" == w5 ]]; then clients=$W5_CLIENTS; fi
     for ((r = 1; r <= ROUNDS; r++)); do
-        for c in $CLIENTS; do
+        for c in $clients; do
             # The idle workload (10,000 idle connections, RSS per connection) is measured for our native engine only:
             # the Curl engine holds 3 descriptors per connection (socket, and its multi handle's wakeup pair), which
             # 10,000 connections would take past this machine's descriptor limit (20,000).
             if [[ "$w" == idle && "$c" != ours-cio* ]]; then continue; fi
             if [[ "$c" == c ]]; then
                 cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+            elif [[ "$w" == w5 ]]; then
+                cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$W5_URL" --w5-mib "$W5_MIB")
             else
                 cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
                 if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS"); fi
@@ -79,18 +117,20 @@ for w in $WORKLOADS; do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" <<'EOF' | tee ${OUT:+"$OUT"}
+python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" "$W5_MIB" "$W5_CLIENTS" <<'EOF' | tee ${OUT:+"$OUT"}
 import json, statistics, sys
-path, rounds, w3, load_before, load_after, clients = sys.argv[1:7]
+path, rounds, w3, load_before, load_after, clients, w5, w5_clients = sys.argv[1:9]
 clients = clients.split()
+w5_clients = w5_clients.split()
 rows = [json.loads(l) for l in open(path) if l.strip()]
 names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
          "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)", "idle": "10,000 idle connections (RSS)"}
 def f(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
 print(f"{rounds} rounds; loadavg before {load_before}, after {load_after}; results in {path}\n")
-print("| workload | client | median | min–max | ratio to C (median of per-round) | extra |")
-print("|---|---|---:|---:|---:|---|")
+if any(r.get("workload") != "w5" for r in rows):
+    print("| workload | client | median | min–max | ratio to C (median of per-round) | extra |")
+    print("|---|---|---:|---:|---:|---|")
 for w in ["w1", "w2", "w3", "w4", "idle"]:
     wr = [r for r in rows if r.get("workload") == w]
     if not wr: continue
@@ -126,4 +166,27 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
             extra.append(f"{failed} run(s) failed ({', '.join(whys)})")
         ratio = f"{statistics.median(ratios):.3f}" if ratios else "–"
         print(f"| {names[w]} | {c} | {f(statistics.median(vals))} | {f(min(vals))}–{f(max(vals))} | {ratio} | {'; '.join(extra)} |")
+# W5: a table of its own, with ratios to ours-cio (permessage-deflate) in the same round.
+wr = [r for r in rows if r.get("workload") == "w5"]
+if wr:
+    name = f"W5 {w5} MiB text in 64 KiB, 16 in flight, permessage-deflate, Python server (MB/s)"
+    base = {r["round"]: r["value"] for r in wr if r["client"] == "ours-cio" and not r.get("error")}
+    if len(rows) > len(wr): print()
+    print("| workload | client | median | min–max | ratio to ours-cio (median of per-round) | extra |")
+    print("|---|---|---:|---:|---:|---|")
+    for c in w5_clients:
+        ok = [r for r in wr if r["client"] == c and not r.get("error")]
+        failed = [r for r in wr if r["client"] == c and r.get("error")]
+        whys = sorted({str(r["error"]) for r in failed})
+        if not ok:
+            if failed: print(f"| {name} | {c} | failed | | | {len(failed)} of {len(failed)} failed ({', '.join(whys)}) |")
+            continue
+        vals = [r["value"] for r in ok]
+        ratios = [r["value"] / base[r["round"]] for r in ok if r["round"] in base]
+        negotiated = sorted({r.get("extensions", "") for r in ok})
+        extra = ["extensions: " + " / ".join(f"`{n}`" if n else "none" for n in negotiated),
+                 f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB"]
+        if failed: extra.append(f"{len(failed)} run(s) failed ({', '.join(whys)})")
+        ratio = f"{statistics.median(ratios):.3f}" if ratios else "–"
+        print(f"| {name} | {c} | {f(statistics.median(vals))} | {f(min(vals))}–{f(max(vals))} | {ratio} | {'; '.join(extra)} |")
 EOF

@@ -22,6 +22,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "WSClient", package: "swift-websocket"),
+                // permessage-deflate for W5.
+                .product(name: "WSCompression", package: "swift-websocket"),
             ],
             path: "Sources/WSBenchWSClient",
             swiftSettings: [.swiftLanguageMode(.v6)]

@@ -7,8 +7,12 @@ import Musl
 
 // MARK: - Workload parameters (issue 7)
 
-/// W1–W4 of issue 7; `idle` opens `--connections` sessions that stay idle and reports RSS per connection.
-public enum Workload: String, Sendable { case w1, w2, w3, w4, idle }
+/// W1–W5 of issue 7; `idle` opens `--connections` sessions that stay idle and reports RSS per connection.
+///
+/// W5 is W3 with permessage-deflate: `--w5-mib` MiB (64) of 64 KiB text messages from ``textCorpus(count:size:)``,
+/// 16 in flight, echoed by a server that compresses (the Python websockets server in `run.sh`), in MB/s of
+/// uncompressed payload. A driver fails the run when it was asked for deflate and the server did not accept it.
+public enum Workload: String, Sendable { case w1, w2, w3, w4, w5, idle }
 
 public struct Params: Sendable {
     public init() {}
@@ -23,6 +27,8 @@ public struct Params: Sendable {
     public var w3MiB = 512
     public var w3Size = 65_536
     public var w3Window = 16
+    /// W5: MiB of text sent (and echoed) in messages of `w3Size` bytes, `w3Window` in flight.
+    public var w5MiB = 64
     public var connections = 1_000
 }
 
@@ -90,14 +96,82 @@ public func pingPongOutcome(_ latencies: [Double], _ elapsed: Duration) -> Outco
 
 public func streamOutcome(_ p: Params, count: Int, size: Int, _ elapsed: Duration) -> Outcome {
     let s = seconds(elapsed)
-    if p.workload == .w3 {
+    if p.workload == .w3 || p.workload == .w5 {
         return Outcome(value: Double(count) * Double(size) / s / 1e6, unit: "MB/s", seconds: s)
     }
     return Outcome(value: Double(count) / s, unit: "msg/s", seconds: s)
 }
 
+/// The message count, size and window of W2, W3 or W5.
 public func streamShape(_ p: Params) -> (count: Int, size: Int, window: Int) {
-    p.workload == .w2 ? (p.w2Count, p.w2Size, p.w2Window) : (p.w3MiB * 1_048_576 / p.w3Size, p.w3Size, p.w3Window)
+    switch p.workload {
+    case .w2: (p.w2Count, p.w2Size, p.w2Window)
+    case .w5: (p.w5MiB * 1_048_576 / p.w3Size, p.w3Size, p.w3Window)
+    default: (p.w3MiB * 1_048_576 / p.w3Size, p.w3Size, p.w3Window)
+    }
+}
+
+// MARK: - W5 corpus
+
+/// The number of distinct W5 messages; message `i` of a run is `textCorpus(...)[i % w5DistinctMessages]`.
+public let w5DistinctMessages = 16
+
+/// A deterministic, compressible ASCII text (newline-separated JSON log events with pseudo-English messages),
+/// cut into `count` messages of exactly `size` bytes. Every driver calls it with the same arguments, so every client
+/// sends the same bytes. Cutting at any byte keeps valid UTF-8 (the text is ASCII). zlib level 6 with a 4 KiB
+/// window (what the Python server negotiates) shrinks it to about 23 %.
+/// - Parameters:
+///   - count: How many messages.
+///   - size: The size of each message in bytes.
+/// - Returns: `count` arrays of `size` bytes.
+public func textCorpus(count: Int, size: Int) -> [[UInt8]] {
+    let words = [
+        "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on",
+        "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you",
+        "were", "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will",
+        "would", "who", "so", "no", "connection", "message", "server", "client", "request", "latency", "window",
+        "buffer", "session", "timeout", "frame", "handshake", "compression", "socket", "event",
+    ]
+    let actions = ["login", "logout", "page_view", "search", "add_to_cart", "checkout", "upload", "comment"]
+    let levels = ["debug", "info", "info", "info", "warning", "error"]
+    // SplitMix64: fixed seed, the same sequence on every platform.
+    var state: UInt64 = 0x5EED_0000_0000_0007
+    func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D4_9BB4_6331_11EB
+        return z ^ (z >> 31)
+    }
+    func pick(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    // The lower of two picks: frequent words come first, roughly like a Zipf distribution.
+    func word() -> String { words[min(pick(words.count), pick(words.count))] }
+    let total = count * size
+    var text: [UInt8] = []
+    text.reserveCapacity(total + 512)
+    var seq = 0
+    while text.count < total {
+        let first = word()
+        var sentence = first.prefix(1).uppercased() + first.dropFirst()
+        for _ in 0..<(5 + pick(12)) { sentence += " " + word() }
+        let line =
+            "{\"seq\":\(seq),\"ts\":\(1_700_000_000_000 + seq * 37 + pick(30)),\"level\":\"\(levels[pick(levels.count)])\","
+            + "\"user\":\"user_\(1000 + pick(500))\",\"action\":\"\(actions[pick(actions.count)])\","
+            + "\"path\":\"/api/v1/\(word())/\(pick(10_000))\",\"msg\":\"\(sentence).\"}\n"
+        text.append(contentsOf: line.utf8)
+        seq += 1
+    }
+    return (0..<count).map { Array(text[($0 * size)..<(($0 + 1) * size)]) }
+}
+
+/// `s` as a JSON string literal's contents (backslashes and quotes escaped; control characters dropped).
+public func jsonEscaped(_ s: String) -> String {
+    var out = ""
+    for c in s.unicodeScalars where c.value >= 0x20 {
+        if c == "\\" || c == "\"" { out.append("\\") }
+        out.unicodeScalars.append(c)
+    }
+    return out
 }
 
 public struct BenchError: Error, CustomStringConvertible {
@@ -118,6 +192,7 @@ public func parseArguments() throws -> Params {
             p.workload = w
         case "--url": p.url = value
         case "--w3-mib": p.w3MiB = Int(value) ?? p.w3MiB
+        case "--w5-mib": p.w5MiB = Int(value) ?? p.w5MiB
         case "--connections": p.connections = Int(value) ?? p.connections
         default: throw BenchError(description: "unknown flag \(flag)")
         }

@@ -5,7 +5,8 @@
 // Clients: ours-cio, ours-curl — the seed's block API (`client.webSocket(url) { session in ... }`), whose block
 // runs on the session's event-loop executor by default; ours-cio-pool, ours-curl-pool — the same with
 // `runsBlocksOnEventLoop = false` (the block on Swift's global concurrent executor); `+buf` — with
-// `maxIncomingBufferMessages` raised from 64 to 4,096.
+// `maxIncomingBufferMessages` raised from 64 to 4,096. In W5 every variant offers permessage-deflate (WSExtensions,
+// default configuration) and fails unless the server accepts it, except `+nodeflate` (the uncompressed reference).
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -13,6 +14,7 @@ import Musl
 #endif
 import BenchSupport
 public import WSCore
+import WSExtensions
 
 /// A client variant, parsed from its `--client` name.
 public struct Variant: Sendable {
@@ -23,9 +25,16 @@ public struct Variant: Sendable {
     /// `+buf`: `maxIncomingBufferMessages` raised from 64 to 4,096.
     public var bigIncomingBuffer = false
 
-    /// Parses `ours-ENGINE[-pool][+buf]`.
+    /// `+nodeflate`: W5 without permessage-deflate (the reference for the server's cost of compression).
+    public var noDeflate = false
+
+    /// Parses `ours-ENGINE[-pool][+buf][+nodeflate]`.
     public init(_ name: String) throws {
         var rest = Substring(name)
+        if rest.hasSuffix("+nodeflate") {
+            self.noDeflate = true
+            rest = rest.dropLast(10)
+        }
         if rest.hasSuffix("+buf") {
             self.bigIncomingBuffer = true
             rest = rest.dropLast(4)
@@ -39,13 +48,14 @@ public struct Variant: Sendable {
     }
 }
 
-func makeClient(_ v: Variant, _ engine: any WebSocketEngine) -> WebSocketClient {
-    WebSocketClient(engine: engine) { config in
-        config.install(WebSockets.self) { ws in
+func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: Bool) throws -> WebSocketClient {
+    try WebSocketClient(engine: engine) { config in
+        try config.install(WebSockets.self) { ws in
             ws.maxFrameSize = 1 << 20
             ws.maxMessageSize = 1 << 20
             ws.runsBlocksOnEventLoop = !v.pool
             if v.bigIncomingBuffer { ws.maxIncomingBufferMessages = 4_096 }
+            if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
         }
     }
 }
@@ -54,7 +64,7 @@ func makeClient(_ v: Variant, _ engine: any WebSocketEngine) -> WebSocketClient 
 func currentRSSMiB() -> Double { statusMiB("VmRSS") }
 
 func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws -> (Outcome, extra: String) {
-    let client = makeClient(v, engine)
+    let client = try makeClient(v, engine, deflate: p.workload == .w5 && !v.noDeflate)
     let outcome: Outcome
     var extra = ""
     switch p.workload {
@@ -90,6 +100,37 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
             }
             return streamOutcome(p, count: count, size: size, clock.now - start)
         }
+    case .w5:
+        let (count, size, window) = streamShape(p)
+        let messages = textCorpus(count: w5DistinctMessages, size: size)
+        let frames = messages.map { Frame(kind: .text, data: $0) }
+        let negotiated: String
+        (outcome, negotiated) = try await client.webSocket(p.url) { session in
+            let negotiated = session.extensions.map { "\($0.header)" }.joined(separator: ", ")
+            if !v.noDeflate && !session.extensions.contains(where: { $0.name == "permessage-deflate" }) {
+                throw BenchError(description: "the server did not accept permessage-deflate")
+            }
+            var sent = 0
+            var received = 0
+            let start = clock.now
+            while received < count {
+                while sent < count && sent - received < window {
+                    try await session.send(frames[sent % frames.count])
+                    sent += 1
+                }
+                let frame = try await session.incoming.receive()
+                guard frame.kind == .text else { continue }
+                // Every echo must be the message sent (inflated correctly, in order).
+                let expected = messages[received % messages.count]
+                let same = frame.data.withUnsafeBytes { a in
+                    expected.withUnsafeBytes { b in a.count == b.count && memcmp(a.baseAddress!, b.baseAddress!, b.count) == 0 }
+                }
+                guard same else { throw BenchError(description: "echo \(received) differs from the message sent") }
+                received += 1
+            }
+            return (streamOutcome(p, count: count, size: size, clock.now - start), negotiated)
+        }
+        extra = ",\"extensions\":\"\(jsonEscaped(negotiated))\""
     case .w4:
         let msg = String(repeating: "b", count: 32)
         let start = clock.now

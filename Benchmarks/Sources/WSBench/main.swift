@@ -1,7 +1,11 @@
 // wsbench: runs one workload of issue 7 with one client and prints one JSON line.
 //
-//   wsbench --client ours-cio|ours-curl|ours-cio-pool|ours-curl-pool|websocket-kit|wsclient --workload w1|w2|w3|w4 --url ws://127.0.0.1:PORT/
-//           [--w3-mib N] [--connections N]
+//   wsbench --client ours-cio|ours-curl|ours-cio-pool|ours-curl-pool|websocket-kit|wsclient --workload w1|w2|w3|w4|w5
+//           --url ws://127.0.0.1:PORT/ [--w3-mib N] [--w5-mib N] [--connections N]
+//
+// W5 (permessage-deflate) runs with our SDK (`ours-*`, and `ours-cio+nodeflate` as the uncompressed reference) and
+// WSClient (its WSCompression product); websocket-kit 2.16.2 has no permessage-deflate (neither it nor NIOWebSocket
+// implements any extension), so it refuses W5.
 //
 // Each client is driven through its idiomatic public API: our SDK and WSClient with async/await in one task,
 // websocket-kit with its callbacks on its event loop. The peers' 16 KiB frame limit is raised to 1 MiB.
@@ -89,6 +93,8 @@ func runWebSocketKit(_ p: Params) async throws -> Outcome {
     switch p.workload {
     case .idle:
         throw BenchError(description: "the idle workload is measured for our SDK only")
+    case .w5:
+        throw BenchError(description: "websocket-kit 2.16.2 does not support permessage-deflate (W5)")
     case .w1, .w2, .w3:
         let loop = group.next()
         let done = loop.makePromise(of: Outcome.self)

@@ -1,6 +1,11 @@
 // wsbench-wsclient: the hummingbird-project/swift-websocket (WSClient) driver, exec'd by `wsbench --client
 // wsclient` with the same arguments. An executable of its own: that package has a module named WSCore, like our
 // SDK, so it is built in a package of its own (Benchmarks/WSClientBench) and never next to ours.
+//
+// W5 offers permessage-deflate with WSCompression's defaults (a bare `permessage-deflate` offer, zlib's default
+// level and memory level) and a decompressed-frame limit raised from 16 KiB to 1 MiB. WSClient does not expose
+// the negotiated extensions, only a debug log line ("Enabled extensions", metadata `hb.ws.extensions`) when the
+// upgrade succeeded with some: the driver captures it and fails the run without it.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -11,10 +16,44 @@ import Logging
 import NIOCore
 import Synchronization
 import WSClient
+import WSCompression
 
 // MARK: - hummingbird-project/swift-websocket (WSClient)
 
-func runWSClient(_ p: Params) async throws -> Outcome {
+/// Records the `hb.ws.extensions` metadata of WSClient's "Enabled extensions" debug line; drops every other line.
+struct ExtensionsCapture: LogHandler {
+    /// The extension names WSClient enabled (comma-separated), shared by every copy of the handler.
+    let enabled: Mutex<String?>.Shared
+    /// This handler's metadata (unused, kept as the protocol requires).
+    var metadata: Logger.Metadata = [:]
+    /// `.debug`: WSClient logs the enabled extensions at that level (per-frame lines are `.trace`).
+    var logLevel: Logger.Level = .debug
+
+    /// Keeps the enabled extensions, if this is the line that lists them.
+    /// - Parameter event: The log event.
+    func log(event: LogEvent) {
+        if let value = event.metadata?["hb.ws.extensions"] { enabled.value.withLock { $0 = "\(value)" } }
+    }
+
+    /// This handler's metadata value for `metadataKey`.
+    subscript(metadataKey metadataKey: String) -> Logger.Metadata.Value? {
+        get { metadata[metadataKey] }
+        set { metadata[metadataKey] = newValue }
+    }
+}
+
+extension Mutex where Value: Sendable {
+    /// A reference to a mutex, so that copies of a value type share it.
+    final class Shared: Sendable {
+        /// The mutex.
+        let value: Mutex<Value>
+        /// Creates a shared mutex holding `initial`.
+        /// - Parameter initial: The initial value.
+        init(_ initial: Value) { self.value = Mutex(initial) }
+    }
+}
+
+func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
     let logger = {
         var logger = Logger(label: "wsbench.wsclient")
         logger.logLevel = .error
@@ -24,6 +63,46 @@ func runWSClient(_ p: Params) async throws -> Outcome {
     switch p.workload {
     case .idle:
         throw BenchError(description: "the idle workload is measured for our SDK only")
+    case .w5:
+        let enabled = Mutex<String?>.Shared(nil)
+        var w5Logger = Logger(label: "wsbench.wsclient") { _ in ExtensionsCapture(enabled: enabled) }
+        w5Logger.logLevel = .debug
+        let w5Config = WebSocketClientConfiguration(
+            maxFrameSize: 1 << 20,
+            extensions: [.perMessageDeflate(maxWindow: nil, noContextTakeover: false, maxDecompressedFrameSize: 1 << 20)]
+        )
+        let (count, size, window) = streamShape(p)
+        let messages = textCorpus(count: w5DistinctMessages, size: size)
+        let texts = messages.map { String(decoding: $0, as: UTF8.self) }
+        let box = ResultBox()
+        try await WSClient.WebSocketClient.connect(url: p.url, configuration: w5Config, logger: w5Logger) {
+            inbound, outbound, _ in
+            guard let names = enabled.value.withLock({ $0 }), names.contains("permessage-deflate") else {
+                throw BenchError(description: "the server did not accept permessage-deflate")
+            }
+            var it = inbound.makeAsyncIterator()
+            var sent = 0
+            var received = 0
+            let start = clock.now
+            while received < count {
+                while sent < count && sent - received < window {
+                    try await outbound.write(.text(texts[sent % texts.count]))
+                    sent += 1
+                }
+                guard let frame = try await it.next() else { throw BenchError(description: "closed early") }
+                guard frame.opcode == .text else { continue }
+                // Every echo must be the message sent (inflated correctly, in order).
+                let expected = messages[received % messages.count]
+                let same = frame.data.withUnsafeReadableBytes { a in
+                    expected.withUnsafeBytes { b in a.count == b.count && memcmp(a.baseAddress!, b.baseAddress!, b.count) == 0 }
+                }
+                guard same else { throw BenchError(description: "echo \(received) differs from the message sent") }
+                received += 1
+            }
+            box.set(streamOutcome(p, count: count, size: size, clock.now - start))
+        }
+        let names = enabled.value.withLock { $0 } ?? ""
+        return (try box.get(), ",\"extensions\":\"\(jsonEscaped(names))\"")
     case .w1:
         let box = ResultBox()
         try await WSClient.WebSocketClient.connect(url: p.url, configuration: config, logger: logger) {
@@ -42,7 +121,7 @@ func runWSClient(_ p: Params) async throws -> Outcome {
             }
             box.set(pingPongOutcome(lat, clock.now - start))
         }
-        return try box.get()
+        return (try box.get(), "")
     case .w2, .w3:
         let (count, size, window) = streamShape(p)
         let box = ResultBox()
@@ -63,7 +142,7 @@ func runWSClient(_ p: Params) async throws -> Outcome {
             }
             box.set(streamOutcome(p, count: count, size: size, clock.now - start))
         }
-        return try box.get()
+        return (try box.get(), "")
     case .w4:
         let start = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -80,7 +159,7 @@ func runWSClient(_ p: Params) async throws -> Outcome {
             try await group.waitForAll()
         }
         let elapsed = clock.now - start
-        return Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed))
+        return (Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed)), "")
     }
 }
 
@@ -98,7 +177,8 @@ do {
     raiseFileLimit()
     var p = try parseArguments()
     p.client = "wsclient"
-    printOutcome(p, try await runWSClient(p))
+    let (outcome, extra) = try await runWSClient(p)
+    printOutcome(p, outcome, extra: extra)
     exit(0)
 } catch {
     let message = "wsbench-wsclient: error: \(error)\n"
