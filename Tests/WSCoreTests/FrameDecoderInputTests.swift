@@ -95,4 +95,14 @@ struct FrameDecoderInputTests {
         }
         #expect(frame?.payload == payload)
     }
+
+    @Test("a huge declared length under a huge maxFrameSize reserves nothing like it (found by fuzzing)")
+    func hugeDeclaredLength() throws {
+        var decoder = FrameDecoder(maxFrameSize: Int.max, role: .client)
+        // Binary, 64-bit length 2^48, then 100 payload bytes: it used to reserve 256 TiB up front and crash.
+        let bytes: [UInt8] = [0x82, 0x7F, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00] + [UInt8](repeating: 1, count: 100)
+        bytes.withUnsafeBytes { decoder.append($0) }
+        #expect(try decoder.nextFrame() == nil)
+        #expect(decoder.bufferedByteCount == 110)
+    }
 }

@@ -82,6 +82,8 @@ package struct FrameDecoder {
     private static let retainedCapacity = 1 << 20
     /// Payloads at least this long are filled directly while they arrive (see ``PendingPayload``).
     private static let directFillThreshold = 1 << 16
+    /// The most a frame's payload array reserves before its bytes arrive (16 MiB).
+    private static let maxUpfrontReservation = 16 << 20
 
     /// A large frame whose header has been parsed and whose payload is being filled by `append`.
     private struct PendingPayload {
@@ -365,7 +367,9 @@ package struct FrameDecoder {
                     length: payloadLength,
                     payload: []
                 )
-                pending.payload.reserveCapacity(payloadLength)
+                // Reserve what a sane frame needs; beyond that the array grows as bytes arrive, so a header that
+                // declares a huge length under a huge maxFrameSize cannot make the client allocate it up front.
+                pending.payload.reserveCapacity(min(payloadLength, Self.maxUpfrontReservation))
                 Self.fill(&pending, from: UnsafeRawBufferPointer(rebasing: source[payloadStart...]))
                 return .pending(pending)
             }
