@@ -1,0 +1,1 @@
+../../../Tests/WSExtensionsTests/InflateFuzzRegressionTests.swift

@@ -1,0 +1,1 @@
+../../../Sources/WSExtensions/Zlib.swift
