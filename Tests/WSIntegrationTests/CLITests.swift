@@ -41,58 +41,21 @@ enum WSCTool {
     }
 
     /// Runs `wsc arguments` with `stdin` piped in (closed after it is written), waits at most `timeout`
-    /// seconds (then SIGTERM, SIGKILL), on a thread of its own.
+    /// seconds (then SIGTERM, SIGKILL 3 s later), on a thread of its own. Started with posix_spawn (Spawn.swift),
+    /// not Foundation's `Process`.
     static func run(_ arguments: [String], stdin: String? = "", timeout: Double = 30) async throws -> CLIResult {
         let binary = try self.path()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try self.runBlocking(binary, arguments, stdin: stdin, timeout: timeout) })
-            }
-        }
+        return try await onDedicatedThread { try self.runBlocking(binary, arguments, stdin: stdin, timeout: timeout) }
     }
 
     private static func runBlocking(_ binary: String, _ arguments: [String], stdin: String?, timeout: Double) throws -> CLIResult {
-        let directory = FileManager.default.temporaryDirectory
-        let tag = "wsc-test-\(getpid())-\(UUID().uuidString.prefix(8))"
-        let outPath = directory.appendingPathComponent(tag + ".out").path
-        let errPath = directory.appendingPathComponent(tag + ".err").path
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
-        }
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         for name in ["http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] { environment[name] = nil }
-        process.environment = environment
-        process.standardOutput = out
-        process.standardError = err
-        let input = Pipe()
-        process.standardInput = input
-        try process.run()
-        try? out.close()
-        try? err.close()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try? input.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(timeout)
-        var timedOut = false
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            timedOut = true
-            process.terminate()
-            let killAt = Date().addingTimeInterval(3)
-            while process.isRunning && Date() < killAt { usleep(10_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
-        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return CLIResult(status: process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut)
+        // stdin is always a pipe (nil: one closed at once), as a shell pipeline gives it.
+        let result = try runToCompletion(
+            binary, arguments, environment: environment, input: Array((stdin ?? "").utf8),
+            timeout: .milliseconds(Int64(timeout * 1000)), gracePeriod: .seconds(3))
+        return CLIResult(status: result.status, stdout: result.stdoutText, stderr: result.stderrText, timedOut: result.timedOut)
     }
 }
 

@@ -6,7 +6,7 @@ import WSCore
 struct TLSTests {
     @Test("wss works when the test CA is trusted", arguments: TestEngine.allCases)
     func trusted(engine: TestEngine) async throws {
-        let certs = try TestCertificates.shared()
+        let certs = try await TestCertificates.load()
         let peer = try await PythonPeer.start(tls: .init(certs.server))
         defer { peer.stop() }
         try await withClient(engine.client(trustedCA: certs.caCertificate)) { client in
@@ -27,7 +27,7 @@ struct TLSTests {
 
     @Test("an untrusted certificate is rejected", arguments: TestEngine.allCases)
     func untrusted(engine: TestEngine) async throws {
-        let certs = try TestCertificates.shared()
+        let certs = try await TestCertificates.load()
         let peer = try await PythonPeer.start(tls: .init(certs.selfSigned))
         defer { peer.stop() }
         try await withClient(engine.client(trustedCA: certs.caCertificate)) { client in
@@ -50,7 +50,7 @@ struct TLSTests {
 
     @Test("a certificate for another host name is rejected", arguments: TestEngine.allCases)
     func wrongHost(engine: TestEngine) async throws {
-        let certs = try TestCertificates.shared()
+        let certs = try await TestCertificates.load()
         let peer = try await PythonPeer.start(tls: .init(certs.wrongHost))
         defer { peer.stop() }
         try await withClient(engine.client(trustedCA: certs.caCertificate)) { client in
@@ -66,7 +66,7 @@ struct TLSTests {
 
     @Test("an expired certificate is rejected", arguments: TestEngine.allCases)
     func expired(engine: TestEngine) async throws {
-        let certs = try TestCertificates.shared()
+        let certs = try await TestCertificates.load()
         let peer = try await PythonPeer.start(tls: .init(certs.expired))
         defer { peer.stop() }
         try await withClient(engine.client(trustedCA: certs.caCertificate)) { client in

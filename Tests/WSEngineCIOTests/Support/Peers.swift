@@ -74,41 +74,50 @@ struct PeerError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes).
-final class PythonServer: @unchecked Sendable {  // Immutable after init; Process is touched only in stop()/deinit.
+/// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes). Started with
+/// posix_spawn (Spawn.swift), not Foundation's `Process`, which crashed test processes with many descriptors open.
+final class PythonServer: Sendable {
     /// The TCP port the server listens on.
     let port: Int
-    private let process: Process
-    private let stdin: Pipe
+    private let process: ChildProcess
+    /// Our end of the server's stdin; closing it makes the server exit.
+    private let stdinWrite: Int32
 
-    /// Starts `server.py mode host [cert key]` and waits for its port.
+    /// Starts `server.py mode host [cert key]` and waits for its port (blocking).
     init(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var arguments = ["python3", fixturesDirectory + "/server.py", mode, host]
         if let (cert, key) = certificate { arguments += [cert, key] }
-        process.arguments = arguments
-        let stdout = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardInput = stdin
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = stdout.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
+        guard let input = closeOnExecPipe() else { throw PeerError(description: "pipe2() failed (errno \(errno))") }
+        guard let output = closeOnExecPipe() else {
+            close(input.read)
+            close(input.write)
+            throw PeerError(description: "pipe2() failed (errno \(errno))")
         }
-        guard let text = String(data: line, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
-            let port = Int(text)
-        else {
-            process.terminate()
+        let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        defer {
+            close(input.read)
+            close(output.read)
+            if null >= 0 { close(null) }
+        }
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(
+                "/usr/bin/env", arguments, stdin: input.read, stdout: output.write, stderr: null >= 0 ? null : output.write)
+        } catch {
+            close(input.write)
+            close(output.write)
+            throw error
+        }
+        close(output.write)
+        let line = readLine(output.read)
+        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            close(input.write)
+            process.terminateInBackground()
             throw PeerError(description: "the \(mode) server on \(host) did not start")
         }
         self.port = port
         self.process = process
-        self.stdin = stdin
+        self.stdinWrite = input.write
     }
 
     /// Starts a server on a helper thread, so that the blocking spawn-and-read does not hold a cooperative
@@ -129,15 +138,28 @@ final class PythonServer: @unchecked Sendable {  // Immutable after init; Proces
         }
     }
 
-    /// Stops the server.
+    /// Stops the server (SIGTERM; reaped on a thread of its own).
     func stop() {
-        if self.process.isRunning { self.process.terminate() }
+        self.process.terminateInBackground()
     }
 
     deinit {
-        try? self.stdin.fileHandleForWriting.close()
-        self.stop()
+        close(self.stdinWrite)
+        self.process.terminateInBackground()
     }
+}
+
+/// Reads from `fd` up to the first newline (or the end of the stream), blocking.
+private func readLine(_ fd: Int32) -> String {
+    var bytes: [UInt8] = []
+    var byte: UInt8 = 0
+    while true {
+        let count = read(fd, &byte, 1)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 || byte == UInt8(ascii: "\n") { break }
+        bytes.append(byte)
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// The test PKI: a CA, a server certificate it signed for localhost / 127.0.0.1 / ::1, one it signed for
@@ -160,16 +182,10 @@ struct Certificates: Sendable {
     }
 
     private static func openssl(_ arguments: [String], in directory: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw PeerError(description: "openssl \(arguments.joined(separator: " ")) failed")
+        let result = try runToCompletion(
+            "/usr/bin/env", ["openssl"] + arguments, directory: directory, mergeOutput: true, timeout: .seconds(120))
+        guard result.status == 0 else {
+            throw PeerError(description: "openssl \(arguments.joined(separator: " ")) failed: \(result.stdoutText)")
         }
     }
 
@@ -211,7 +227,7 @@ struct Certificates: Sendable {
 
 /// Whether ::1 can be bound on this machine.
 let ipv6LoopbackAvailable: Bool = {
-    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in6()
@@ -226,7 +242,7 @@ let ipv6LoopbackAvailable: Bool = {
 
 /// A loopback port with nothing listening: bound (so no one else gets it while we look), never listened on.
 func unusedLoopbackPort() -> (port: Int, holder: Int32) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian

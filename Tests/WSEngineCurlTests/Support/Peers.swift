@@ -119,41 +119,50 @@ func onHelperThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asy
     }
 }
 
-/// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes).
-final class PythonServer: @unchecked Sendable {  // Immutable after init; Process is touched only in deinit.
+/// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes). Started with
+/// posix_spawn (Spawn.swift), not Foundation's `Process`, which crashed test processes with many descriptors open.
+final class PythonServer: Sendable {
     /// The TCP port the server listens on.
     let port: Int
-    private let process: Process
-    private let stdin: Pipe
+    private let process: ChildProcess
+    /// Our end of the server's stdin; closing it makes the server exit.
+    private let stdinWrite: Int32
     private let stderrFile: String
 
     private init(mode: String, host: String, certificate: [String]?) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", fixturesDirectory + "/server.py", mode, host] + (certificate ?? [])
-        let stdout = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardInput = stdin
+        let arguments = ["python3", fixturesDirectory + "/server.py", mode, host] + (certificate ?? [])
         let stderrFile = fixturesDirectory + "/\(mode)-\(UUID().uuidString.prefix(8)).log"
-        _ = FileManager.default.createFile(atPath: stderrFile, contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: stderrFile)
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = stdout.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
+        guard let input = closeOnExecPipe() else { throw PeerError(description: "pipe2() failed (errno \(errno))") }
+        guard let output = closeOnExecPipe() else {
+            close(input.read)
+            close(input.write)
+            throw PeerError(description: "pipe2() failed (errno \(errno))")
         }
-        guard let text = String(data: line, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
-            let port = Int(text)
-        else {
-            process.terminate()
+        let log = open(stderrFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        defer {
+            close(input.read)
+            close(output.read)
+            if log >= 0 { close(log) }
+        }
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(
+                "/usr/bin/env", arguments, stdin: input.read, stdout: output.write, stderr: log >= 0 ? log : output.write)
+        } catch {
+            close(input.write)
+            close(output.write)
+            throw error
+        }
+        close(output.write)
+        let line = readLine(output.read)
+        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            close(input.write)
+            process.terminateInBackground()
             throw PeerError(description: "the \(mode) server on \(host) did not start")
         }
         self.port = port
         self.process = process
-        self.stdin = stdin
+        self.stdinWrite = input.write
         self.stderrFile = stderrFile
     }
 
@@ -169,16 +178,29 @@ final class PythonServer: @unchecked Sendable {  // Immutable after init; Proces
     }
 
     deinit {
-        try? self.stdin.fileHandleForWriting.close()
-        if self.process.isRunning { self.process.terminate() }
+        close(self.stdinWrite)
+        self.process.terminateInBackground()
     }
 }
 
+/// Reads from `fd` up to the first newline (or the end of the stream), blocking.
+private func readLine(_ fd: Int32) -> String {
+    var bytes: [UInt8] = []
+    var byte: UInt8 = 0
+    while true {
+        let count = read(fd, &byte, 1)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 || byte == UInt8(ascii: "\n") { break }
+        bytes.append(byte)
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
 /// tinyproxy (Debian's package) in the foreground on a free loopback port, allowing CONNECT to `connectPorts`.
-final class TinyProxy: @unchecked Sendable {  // Immutable after init; Process is touched only in deinit.
+final class TinyProxy: Sendable {
     /// The proxy's port on 127.0.0.1.
     let port: Int
-    private let process: Process
+    private let process: ChildProcess
     private let logFile: String
     private let stderrFile: String
 
@@ -202,20 +224,23 @@ final class TinyProxy: @unchecked Sendable {  // Immutable after init; Process i
         for connectPort in connectPorts { config += "ConnectPort \(connectPort)\n" }
         try config.write(toFile: directory + "/tinyproxy.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: self.stderrFile, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/tinyproxy")
-        process.arguments = ["-d", "-c", directory + "/tinyproxy.conf"]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle(forWritingAtPath: self.stderrFile)
-        process.standardError = FileHandle(forWritingAtPath: self.stderrFile)
-        try process.run()
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let output = open(self.stderrFile, O_WRONLY | O_CLOEXEC)
+        defer {
+            if null >= 0 { close(null) }
+            if output >= 0 { close(output) }
+        }
+        guard null >= 0, output >= 0 else { throw PeerError(description: "cannot open tinyproxy's files (errno \(errno))") }
+        let process = try ChildProcess(
+            "/usr/bin/tinyproxy", ["-d", "-c", directory + "/tinyproxy.conf"], stdin: null, stdout: output,
+            stderr: output)
         self.process = process
         // Wait until it accepts connections.
         for _ in 0..<200 {
             if canConnect(toLoopbackPort: port) { return }
             usleep(25_000)
         }
-        process.terminate()
+        process.terminateInBackground(signal: SIGKILL)
         throw PeerError(description: "tinyproxy did not start on 127.0.0.1:\(port): \(self.log)")
     }
 
@@ -233,7 +258,7 @@ final class TinyProxy: @unchecked Sendable {  // Immutable after init; Process i
 
     deinit {
         // SIGKILL: tinyproxy only notices SIGTERM when its accept loop wakes up, i.e. at the next connection.
-        if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+        self.process.terminateInBackground(signal: SIGKILL)
     }
 }
 
@@ -254,16 +279,10 @@ struct Certificates: Sendable {
     }
 
     private static func openssl(_ arguments: [String], in directory: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw PeerError(description: "openssl \(arguments.joined(separator: " ")) failed")
+        let result = try runToCompletion(
+            "/usr/bin/env", ["openssl"] + arguments, directory: directory, mergeOutput: true, timeout: .seconds(120))
+        guard result.status == 0 else {
+            throw PeerError(description: "openssl \(arguments.joined(separator: " ")) failed: \(result.stdoutText)")
         }
     }
 
@@ -300,7 +319,7 @@ struct Certificates: Sendable {
 
 /// Whether ::1 can be bound on this machine.
 let ipv6LoopbackAvailable: Bool = {
-    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in6()
@@ -315,7 +334,7 @@ let ipv6LoopbackAvailable: Bool = {
 
 /// A loopback port with nothing listening: bound (so no one else gets it while we look), never listened on.
 func unusedLoopbackPort() -> (port: Int, holder: Int32) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     var address = loopbackAddress(port: 0)
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     withUnsafeMutablePointer(to: &address) {
@@ -336,7 +355,7 @@ func freeLoopbackPort() -> Int {
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 func canConnect(toLoopbackPort port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     defer { close(fd) }
     var address = loopbackAddress(port: port)
     return withUnsafePointer(to: &address) {

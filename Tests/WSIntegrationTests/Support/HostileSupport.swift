@@ -613,10 +613,14 @@ final class LineReportingProcess: Sendable {
     init(executable: String, arguments: [String]) throws {
         self.stderrPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("ws-fixture-\(getpid())-\(UUID().uuidString.prefix(8)).err").path
-        var input: [Int32] = [-1, -1]
-        var output: [Int32] = [-1, -1]
-        guard pipe(&input) == 0, pipe(&output) == 0 else { throw TestPeerError(description: "pipe() failed (errno \(errno))") }
-        for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        guard let inputEnds = closeOnExecPipe() else { throw TestPeerError(description: "pipe2() failed (errno \(errno))") }
+        guard let outputEnds = closeOnExecPipe() else {
+            Glibc.close(inputEnds.read)
+            Glibc.close(inputEnds.write)
+            throw TestPeerError(description: "pipe2() failed (errno \(errno))")
+        }
+        let input = [inputEnds.read, inputEnds.write]
+        let output = [outputEnds.read, outputEnds.write]
         let errorFile = open(self.stderrPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONUNBUFFERED"] = "1"

@@ -59,12 +59,13 @@ struct PeerSmokeTests {
 
     @Test("the TLS material exists and a wss peer starts with it")
     func certificatesAndTLSPeer() async throws {
-        let certs = try TestCertificates.shared()
+        let certs = try await TestCertificates.load()
         for identity in [certs.ca, certs.server, certs.wrongHost, certs.selfSigned, certs.expired, certs.client] {
             #expect(FileManager.default.fileExists(atPath: identity.certificate), "\(identity.certificate)")
             #expect(FileManager.default.fileExists(atPath: identity.privateKey), "\(identity.privateKey)")
         }
-        #expect(try TestCertificates.shared().directory == certs.directory, "made once per process")
+        #expect(try await TestCertificates.load().directory == certs.directory, "made once per process")
+        #expect(try TestCertificates.shared().directory == certs.directory, "the synchronous form shares them")
         let peer = try await PythonPeer.start(tls: .init(certs.server))
         defer { peer.stop() }
         #expect(peer.url(path: "/echo", host: "localhost") == "wss://localhost:\(peer.port)/echo")
@@ -79,7 +80,7 @@ struct RawSocket {
 
     init(port: Int) throws(TestPeerError) {
         #if canImport(Glibc)
-        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         #else
         let fd = socket(AF_INET, SOCK_STREAM, 0)
         #endif

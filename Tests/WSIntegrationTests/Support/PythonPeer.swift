@@ -5,7 +5,7 @@
 //     defer { peer.stop() }
 //     let url = peer.url(path: "/echo")                       // "ws://127.0.0.1:PORT/echo"
 //
-//     let certs = try TestCertificates.shared()               // made once per test process
+//     let certs = try await TestCertificates.load()           // made once per test process, off the pool
 //     let tlsPeer = try await PythonPeer.start(tls: .init(certs.server))
 //     tlsPeer.url(path: "/echo", host: "localhost")           // "wss://localhost:PORT/echo"
 //
@@ -83,9 +83,13 @@ final class PythonPeer: Sendable {
     /// Where the peer's stderr goes (deleted by `stop()`).
     let logPath: String
 
-    private let process: Process
-    private let stdinPipe: Pipe
-    private let stdoutPipe: Pipe
+    /// Started with posix_spawn (Spawn.swift), not Foundation's `Process`, which crashed the test process on Linux
+    /// with many descriptors open.
+    private let process: ChildProcess
+    /// Our end of the peer's stdin; closing it tells the peer (`--watch-stdin`) to exit.
+    private let stdinWrite: Int32
+    /// Our end of the peer's stdout (its `PORT n` line).
+    private let stdoutRead: Int32
     private let stopped = OnceFlag()
 
     /// Launches the peer and waits (blocking, up to `startTimeout` seconds) for its `PORT n` line.
@@ -116,40 +120,50 @@ final class PythonPeer: Sendable {
 
         let logPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("ws-peer-\(getpid())-\(UUID().uuidString.prefix(8)).log").path
-        guard FileManager.default.createFile(atPath: logPath, contents: nil),
-            let logHandle = FileHandle(forWritingAtPath: logPath)
-        else {
-            throw TestPeerError(description: "cannot create the peer log file \(logPath)")
+        let logFile = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard logFile >= 0 else {
+            throw TestPeerError(description: "cannot create the peer log file \(logPath) (errno \(errno))")
         }
-        defer { try? logHandle.close() }
+        let inputEnds = closeOnExecPipe()
+        let outputEnds = closeOnExecPipe()
+        guard let inputEnds, let outputEnds else {
+            let code = errno
+            for ends in [inputEnds, outputEnds] { if let ends { close(ends.read); close(ends.write) } }
+            close(logFile)
+            try? FileManager.default.removeItem(atPath: logPath)
+            throw TestPeerError(description: "pipe2() failed (errno \(code))")
+        }
+        let input = [inputEnds.read, inputEnds.write]
+        let output = [outputEnds.read, outputEnds.write]
+        // The child has its own copies of these.
+        defer {
+            close(input[0])
+            close(output[1])
+            close(logFile)
+        }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = args
-        process.currentDirectoryURL = TestEnvironment.repositoryRoot
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONUNBUFFERED"] = "1"
-        process.environment = environment
-        let stdinPipe = Pipe()
-        let stdoutPipe = Pipe()
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        process.standardError = logHandle
+        let process: ChildProcess
         do {
-            try process.run()
+            process = try ChildProcess(
+                python, args, environment: environment, directory: TestEnvironment.repositoryRoot.path,
+                stdin: input[0], stdout: output[1], stderr: logFile)
         } catch {
+            close(input[1])
+            close(output[0])
             try? FileManager.default.removeItem(atPath: logPath)
             throw TestPeerError(description: "cannot launch \(python) \(args.joined(separator: " ")): \(error)")
         }
 
         self.process = process
-        self.stdinPipe = stdinPipe
-        self.stdoutPipe = stdoutPipe
+        self.stdinWrite = input[1]
+        self.stdoutRead = output[0]
         self.logPath = logPath
         self.scheme = tls == nil ? "ws" : "wss"
 
         // From here on `self` exists, so a failure stops the process through stop()/deinit.
-        let readResult = Self.readLine(fd: stdoutPipe.fileHandleForReading.fileDescriptor, timeout: startTimeout)
+        let readResult = Self.readLine(fd: self.stdoutRead, timeout: startTimeout)
         var parsedPort = 0
         if case .line(let line) = readResult, line.hasPrefix("PORT "),
             let value = Int(line.dropFirst(5).trimmingCharacters(in: .whitespaces)), value > 0
@@ -212,18 +226,9 @@ final class PythonPeer: Sendable {
     /// Terminates the peer (SIGTERM, SIGKILL after 5 s) and waits for it. Safe to call more than once.
     func stop() {
         guard stopped.setOnce() else { return }
-        try? stdinPipe.fileHandleForWriting.close()
-        if process.isRunning {
-            process.terminate()
-            let deadline = Date().addingTimeInterval(5)
-            while process.isRunning && Date() < deadline { usleep(10_000) }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                while process.isRunning { usleep(10_000) }
-            }
-        }
-        process.waitUntilExit()
-        try? stdoutPipe.fileHandleForReading.close()
+        close(stdinWrite)
+        process.terminate(signal: SIGTERM, grace: .seconds(5))
+        close(stdoutRead)
         if ProcessInfo.processInfo.environment["WS_TEST_KEEP_LOGS"] == nil {
             try? FileManager.default.removeItem(atPath: logPath)
         }
@@ -310,34 +315,85 @@ struct TestCertificates: Sendable {
         Identity(certificate: "\(directory)/\(name).pem", privateKey: "\(directory)/\(name).key")
     }
 
-    private static let cached: Result<TestCertificates, TestPeerError> = make()
+    /// The one generation per test process, started by the first ``load()`` or ``shared()``.
+    private static let generation = OneTimeGeneration()
 
-    /// The certificates, made on first use (a second or so) and shared by every test in the process.
-    static func shared() throws -> TestCertificates {
-        try cached.get()
+    /// The certificates, made on first use (a second or so, more on a loaded machine) by make_certs.sh on a thread of
+    /// its own and shared by every test in the process. Suspends meanwhile, holding no thread of the cooperative pool:
+    /// prefer this to ``shared()`` in async tests.
+    static func load() async throws -> TestCertificates {
+        try await withCheckedThrowingContinuation { continuation in
+            generation.whenDone { continuation.resume(with: $0) }
+        }
     }
 
+    /// ``load()`` for synchronous callers: blocks the calling thread until the certificates exist. The generation
+    /// itself runs on a thread of its own, but a cooperative thread that calls this is held until it ends, so use
+    /// ``load()`` from async code.
+    static func shared() throws -> TestCertificates {
+        let result = Mutex<Result<TestCertificates, TestPeerError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        generation.whenDone { outcome in
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
+
+    /// Runs make_certs.sh once, on a dedicated thread, and hands the outcome to everyone who asked.
+    private final class OneTimeGeneration: Sendable {
+        typealias Outcome = Result<TestCertificates, TestPeerError>
+        private enum State {
+            case idle
+            case running([@Sendable (Outcome) -> Void])
+            case done(Outcome)
+        }
+        private let state = Mutex<State>(.idle)
+
+        /// Calls `callback` with the outcome: at once when it exists, else from the generating thread.
+        func whenDone(_ callback: @escaping @Sendable (Outcome) -> Void) {
+            let (ready, start): (Outcome?, Bool) = self.state.withLock { state in
+                switch state {
+                case .idle:
+                    state = .running([callback])
+                    return (nil, true)
+                case .running(let waiting):
+                    state = .running(waiting + [callback])
+                    return (nil, false)
+                case .done(let outcome):
+                    return (outcome, false)
+                }
+            }
+            if let ready { callback(ready) }
+            guard start else { return }
+            Thread.detachNewThread {
+                let outcome = TestCertificates.make()
+                let waiting = self.state.withLock { state in
+                    defer { state = .done(outcome) }
+                    if case .running(let waiting) = state { return waiting }
+                    return []
+                }
+                for callback in waiting { callback(outcome) }
+            }
+        }
+    }
+
+    /// Runs make_certs.sh (blocking the calling thread, which is the generation's own).
     private static func make() -> Result<TestCertificates, TestPeerError> {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("ws-test-certs-\(getpid())-\(UUID().uuidString.prefix(8))").path
         let script = TestEnvironment.fixturesDirectory.appendingPathComponent("make_certs.sh").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [script, directory]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
+        let result: CompletedProcess
         do {
-            try process.run()
+            result = try runToCompletion("/bin/bash", [script, directory], mergeOutput: true, timeout: .seconds(180))
         } catch {
             return .failure(TestPeerError(description: "cannot run \(script): \(error)"))
         }
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        guard result.status == 0 else {
+            let timedOut = result.timedOut ? " (killed after 180 s)" : ""
             return .failure(TestPeerError(
-                description: "\(script) \(directory) failed (status \(process.terminationStatus)):\n\(text)"
+                description: "\(script) \(directory) failed (status \(result.status))\(timedOut):\n\(result.stdoutText)"
                     + "\n(it needs the openssl CLI: run ./scripts/setup.sh first)"))
         }
         return .success(TestCertificates(directory: directory))

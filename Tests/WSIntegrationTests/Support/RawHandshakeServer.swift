@@ -24,6 +24,8 @@ final class RawHandshakeServer: Sendable {
             while !self.stopped.load(ordering: .acquiring) {
                 let client = Glibc.accept(fd, nil, nil)
                 if client < 0 { return }
+                // Not inherited by child processes (Python peers, wsc), which would keep the connection open.
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
                 self.connections.withLock { $0.append(client) }
                 var request: [UInt8] = []
                 var buffer = [UInt8](repeating: 0, count: 4096)
@@ -55,9 +57,11 @@ extension Array where Element == UInt8 {
     }
 }
 
-/// A listening TCP socket on 127.0.0.1 with a free port, for scripted test servers.
+/// A listening TCP socket on 127.0.0.1 with a free port, for scripted test servers; close-on-exec, so child
+/// processes do not inherit it (sockets it accepts are not: set FD_CLOEXEC on them too).
 func loopbackListener(backlog: Int32) throws -> (fd: Int32, port: Int) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw TestPeerError(description: "socket() failed (errno \(errno))") }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     var address = sockaddr_in()
