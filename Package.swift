@@ -114,6 +114,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Child processes for the tests (posix_spawn, not Foundation's Process): shared by the test targets that
+        // start peers (Python servers, tinyproxy, openssl, the wsc binary).
+        .target(
+            name: "SpawnSupport",
+            path: "Tests/SpawnSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WSCoreTests",
             dependencies: ["WSCore"],
@@ -121,12 +128,12 @@ let package = Package(
         ),
         .testTarget(
             name: "WSEngineCIOTests",
-            dependencies: ["WSCore", "WSEngineCIO"],
+            dependencies: ["WSCore", "WSEngineCIO", "SpawnSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "WSEngineCurlTests",
-            dependencies: ["WSCore", "WSEngineCurl", "WSPosix", "WSTesting"],
+            dependencies: ["WSCore", "WSEngineCurl", "WSPosix", "WSTesting", "SpawnSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -141,7 +148,9 @@ let package = Package(
         ),
         .testTarget(
             name: "WSIntegrationTests",
-            dependencies: ["WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting"],
+            dependencies: [
+                "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,6 +1,7 @@
 // The `wsc` command-line tool, end to end: the built binary (next to the test bundle) run as a user runs it,
 // with piped stdin, against the WSTesting server and the Python websockets peer.
 import Foundation
+import SpawnSupport
 import Synchronization
 import Testing
 import WSCore

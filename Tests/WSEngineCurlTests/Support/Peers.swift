@@ -1,6 +1,7 @@
 // Real peers for the Curl engine tests: Python stdlib servers (asyncio, ssl) and tinyproxy on loopback, and a test
 // PKI made with the openssl CLI. Nothing here talks to anything but 127.0.0.1 / ::1 / localhost.
 import Foundation
+import SpawnSupport
 import Glibc
 import Synchronization
 

@@ -3,6 +3,7 @@
 // receive buffer, never reading), a resident-memory probe, a log handler that captures everything, and a
 // line-reading child process for the Python TLS probe.
 import Foundation
+import SpawnSupport
 import Logging
 import Synchronization
 import Testing

@@ -13,6 +13,7 @@
 
 import Dispatch
 import Foundation
+import SpawnSupport
 import Synchronization
 
 #if canImport(Glibc)

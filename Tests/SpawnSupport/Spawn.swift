@@ -1,7 +1,7 @@
 // Child processes for the tests without Foundation's `Process`: posix_spawn(3) with every inherited descriptor
 // closed in the child, reaping that never signals a recycled PID, and a run-to-completion helper with stdin, stdout
-// and stderr capture and a timeout. The same file is copied into each test target that spawns processes (test
-// targets cannot share sources); keep the copies identical.
+// and stderr capture and a timeout. A target of its own (SpawnSupport) that every test target spawning processes
+// depends on.
 //
 // Why not `Process`: on Linux its `run()` lists `/proc/self/fd` and copies each entry's whole `d_name`, which reads
 // past the directory buffer; with about 1,400 descriptors open (the parallel tests open many) it crashed the test
@@ -10,13 +10,13 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+package import Glibc
 #endif
 
 /// Why a child process could not be started.
-struct SpawnError: Error, CustomStringConvertible, Sendable {
+package struct SpawnError: Error, CustomStringConvertible, Sendable {
     /// What failed.
-    let description: String
+    package let description: String
 }
 
 /// Starts `executable arguments` with posix_spawn(3), with the given descriptors as its stdin, stdout and stderr,
@@ -26,7 +26,7 @@ struct SpawnError: Error, CustomStringConvertible, Sendable {
 ///   - environment: The child's whole environment; `nil` passes this process's.
 ///   - directory: The child's working directory; `nil` keeps this process's.
 /// - Returns: The child's process ID; reap it with ``waitForExit(_:)`` or use ``ChildProcess`` instead.
-func spawnProcess(
+package func spawnProcess(
     _ executable: String, _ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
     stdin: Int32, stdout: Int32, stderr: Int32
 ) throws -> pid_t {
@@ -90,7 +90,7 @@ private enum SpawnExtensions {
 
 /// Waits (blocking) for a child from ``spawnProcess(_:_:environment:directory:stdin:stdout:stderr:)`` to exit.
 /// - Returns: Its exit status, 128 + the signal that ended it, or -1 when it cannot be waited for.
-func waitForExit(_ pid: pid_t) -> Int32 {
+package func waitForExit(_ pid: pid_t) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
         if errno != EINTR { return -1 }
@@ -106,14 +106,14 @@ private func decodeWaitStatus(_ status: Int32) -> Int32 {
 
 /// A spawned child process that is reaped exactly once and never signalled after that (so a recycled PID is never
 /// hit). Its owner must end it: ``terminate(grace:)`` (blocking) or ``terminateInBackground(signal:grace:)``.
-final class ChildProcess: Sendable {
+package final class ChildProcess: Sendable {
     /// The child's process ID.
-    let pid: pid_t
+    package let pid: pid_t
     /// The exit status once reaped (128 + signal for a signalled child).
     private let reaped = Mutex<Int32?>(nil)
 
     /// Starts `executable arguments`; see ``spawnProcess(_:_:environment:directory:stdin:stdout:stderr:)``.
-    init(
+    package init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
         stdin: Int32, stdout: Int32, stderr: Int32
     ) throws {
@@ -123,7 +123,7 @@ final class ChildProcess: Sendable {
     }
 
     /// The exit status, or `nil` while the child runs (reaps it without blocking when it has exited).
-    var exitStatus: Int32? {
+    package var exitStatus: Int32? {
         self.reaped.withLock { reaped in
             if reaped == nil {
                 var status: Int32 = 0
@@ -139,10 +139,10 @@ final class ChildProcess: Sendable {
     }
 
     /// Whether the child still runs.
-    var isRunning: Bool { self.exitStatus == nil }
+    package var isRunning: Bool { self.exitStatus == nil }
 
     /// Sends `signal` unless the child has been reaped.
-    func signal(_ signal: Int32) {
+    package func signal(_ signal: Int32) {
         self.reaped.withLock { reaped in
             if reaped == nil { _ = kill(self.pid, signal) }
         }
@@ -151,7 +151,7 @@ final class ChildProcess: Sendable {
     /// Waits (blocking, polling every 5 ms) until the child exits, at most `timeout` when one is given.
     /// - Returns: The exit status, or `nil` when the child still runs.
     @discardableResult
-    func wait(timeout: Duration? = nil) -> Int32? {
+    package func wait(timeout: Duration? = nil) -> Int32? {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             if let status = self.exitStatus { return status }
@@ -163,7 +163,7 @@ final class ChildProcess: Sendable {
     /// Sends `signal` (SIGTERM by default), waits up to `grace`, then SIGKILL; blocks until the child is reaped.
     /// - Returns: The exit status.
     @discardableResult
-    func terminate(signal: Int32 = SIGTERM, grace: Duration = .seconds(5)) -> Int32 {
+    package func terminate(signal: Int32 = SIGTERM, grace: Duration = .seconds(5)) -> Int32 {
         self.signal(signal)
         if let status = self.wait(timeout: grace) { return status }
         self.signal(SIGKILL)
@@ -172,7 +172,7 @@ final class ChildProcess: Sendable {
 
     /// ``terminate(signal:grace:)`` on a thread of its own, so the caller (a cooperative thread, a `deinit`) never
     /// blocks.
-    func terminateInBackground(signal: Int32 = SIGTERM, grace: Duration = .seconds(5)) {
+    package func terminateInBackground(signal: Int32 = SIGTERM, grace: Duration = .seconds(5)) {
         if self.exitStatus != nil { return }
         self.signal(signal)
         Thread.detachNewThread { self.terminate(signal: signal, grace: grace) }
@@ -180,20 +180,20 @@ final class ChildProcess: Sendable {
 }
 
 /// What ``runToCompletion(_:_:environment:directory:input:mergeOutput:timeout:gracePeriod:)`` collected.
-struct CompletedProcess: Sendable {
+package struct CompletedProcess: Sendable {
     /// The exit status, or 128 + the signal that ended the process.
-    var status: Int32
+    package var status: Int32
     /// Everything written to stdout (and stderr too when merged).
-    var stdout: [UInt8]
+    package var stdout: [UInt8]
     /// Everything written to stderr (empty when merged into `stdout`).
-    var stderr: [UInt8]
+    package var stderr: [UInt8]
     /// Whether the timeout ran out and the process was signalled.
-    var timedOut: Bool
+    package var timedOut: Bool
 
     /// `stdout` as text.
-    var stdoutText: String { String(decoding: self.stdout, as: UTF8.self) }
+    package var stdoutText: String { String(decoding: self.stdout, as: UTF8.self) }
     /// `stderr` as text.
-    var stderrText: String { String(decoding: self.stderr, as: UTF8.self) }
+    package var stderrText: String { String(decoding: self.stderr, as: UTF8.self) }
 }
 
 /// Runs `executable arguments` to completion on the calling thread (blocking: call it from a thread of its own,
@@ -203,7 +203,7 @@ struct CompletedProcess: Sendable {
 ///   - mergeOutput: Send stderr to the stdout pipe (one interleaved stream).
 ///   - timeout: After this the child gets SIGTERM (SIGKILL `gracePeriod` later), or SIGKILL at once without a
 ///     `gracePeriod`.
-func runToCompletion(
+package func runToCompletion(
     _ executable: String, _ arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
     input: [UInt8]? = nil, mergeOutput: Bool = false, timeout: Duration, gracePeriod: Duration? = nil
 ) throws -> CompletedProcess {
@@ -343,7 +343,7 @@ private func writeWithoutSIGPIPE(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -
 /// A pipe whose two ends are close-on-exec, made atomically with pipe2(2) (looked up at run time: the Glibc module
 /// does not import it), so a child spawned meanwhile by another thread does not inherit them.
 /// - Returns: The read and write ends, or `nil` with `errno` set.
-func closeOnExecPipe() -> (read: Int32, write: Int32)? {
+package func closeOnExecPipe() -> (read: Int32, write: Int32)? {
     typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
     var ends: [Int32] = [-1, -1]
     if let symbol = dlsym(nil, "pipe2") {
@@ -357,7 +357,7 @@ func closeOnExecPipe() -> (read: Int32, write: Int32)? {
 
 /// Runs `body` on a thread of its own and awaits its result, so blocking process work never holds a thread of the
 /// cooperative pool (there are only two on the CI machine).
-func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+package func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
