@@ -102,3 +102,48 @@ struct ExecutorTests {
         #expect(finished)
     }
 }
+
+@Suite("Pong ordering")
+struct PongOrderingTests {
+    @Test(
+        "a reply to a message that arrived behind a ping never overtakes the ping's pong (Autobahn 5.6)",
+        arguments: TestEngine.allCases)
+    func replyAfterPong(engine: TestEngine) async throws {
+        let rounds = 2_000
+        let server = try ScriptedServer { connection in
+            try connection.acceptUpgrade()
+            for round in 0..<rounds {
+                // Fragment, ping, last fragment in one write, as Autobahn's case 5.6 sends them.
+                try connection.write(
+                    rawFrame(0x01, Array("frag".utf8)) + rawFrame(0x89, Array("p\(round)".utf8))
+                        + rawFrame(0x80, Array("ment\(round)".utf8)))
+                var seen: [UInt8] = []
+                while seen.count < 2, let frame = try connection.readFrame() {
+                    if frame.opcode == 0xA || frame.opcode == 0x1 { seen.append(frame.opcode) }
+                }
+                if seen != [0xA, 0x1] {
+                    throw SpawnErrorLike("round \(round): got opcodes \(seen), want the pong (0xA) before the echo (0x1)")
+                }
+            }
+            try connection.write(rawFrame(0x88, [0x03, 0xE8]))
+            _ = try connection.readFrame()
+        }
+        defer { server.stop() }
+        try await withClient(engine.client()) { client in
+            // webSocketSession + a plain for-await loop: the consumer runs on the global executor and takes queued
+            // frames straight from the queue, racing the loop thread that writes the pong.
+            let session = try await client.webSocketSession(server.url)
+            for try await frame in session.incoming where frame.kind == .text {
+                try await session.send(frame)
+            }
+        }
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(server.scriptErrors)")
+    }
+}
+
+/// An error with a message, for scripted servers.
+private struct SpawnErrorLike: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

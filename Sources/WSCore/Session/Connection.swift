@@ -77,6 +77,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
 
         var awaitingPong: [UInt8]?
+        /// Control replies (pongs) of the last read are not written yet: consumers must not take queued frames.
+        var controlFence = false
         /// The pong for the latest ping, held back while the server does not read what we send (see `perform`).
         var heldPong: [UInt8]?
         /// The running timers, one per kind (a new one replaces and cancels the old); cancelled when the connection ends.
@@ -239,8 +241,19 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .closed:
                 break
             }
+            // Frames queued behind a ping stay out of consumers' reach until its pong is written (see `perform`):
+            // a consumer taking the next message straight from the queue must not send its reply before the pong.
+            if !actions.controlFrames.isEmpty { s.controlFence = true }
         }
         self.perform(actions)
+        if !actions.controlFrames.isEmpty {
+            var released = Actions()
+            self.state.withLock { s in
+                s.controlFence = false
+                self.deliver(&s, &released)
+            }
+            self.perform(released)
+        }
     }
 
     func transportDidDrain() {
@@ -835,7 +848,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     func takeQueuedFrame() -> Frame? {
         var actions = Actions()
         let frame = self.state.withLock { s -> Frame? in
-            guard s.consumers.isEmpty, let frame = s.queue.popFirst() else { return nil }
+            guard !s.controlFence, s.consumers.isEmpty, let frame = s.queue.popFirst() else { return nil }
             s.queuedBytes -= frame.data.count
             self.resumeReadingIfBelowLimit(&s, &actions)
             return frame
@@ -856,7 +869,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Frame?, any Error>) in
                 var actions = Actions()
                 let immediate: Result<Frame?, any Error>? = self.state.withLock { s in
-                    if s.consumers.isEmpty, let frame = s.queue.popFirst() {
+                    if !s.controlFence, s.consumers.isEmpty, let frame = s.queue.popFirst() {
                         s.queuedBytes -= frame.data.count
                         self.resumeReadingIfBelowLimit(&s, &actions)
                         return .success(frame)
