@@ -114,6 +114,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Soak and load driver for scripts/soak.sh (not a product, nothing ships it): thousands of concurrent
+        // connections with RSS per connection, and a connect/send/close loop that watches RSS (run under ASan).
+        .executableTarget(
+            name: "wssoak",
+            dependencies: [
+                "WSCore", "WSEngineCIO", "WSEngineCurl", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // Child processes for the tests (posix_spawn, not Foundation's Process): shared by the test targets that
         // start peers (Python servers, tinyproxy, openssl, the wsc binary).
         .target(

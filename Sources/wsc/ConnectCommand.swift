@@ -245,10 +245,13 @@ struct ConnectCommand: AsyncParsableCommand {
             return
         }
         let input = StdinReader.start(wholeInput: binary || once, stripFinalNewline: !binary)
-        Task {
+        // Weak: after the session closed (Ctrl-C) this task may still wait for a line that never comes; it must not
+        // keep the session alive until exit.
+        Task { [weak session] in
             do {
-                if let first { try await session.send(first) }
+                if let first { try await session?.send(first) }
                 for await chunk in input {
+                    guard let session else { break }
                     if binary {
                         try await session.send(chunk)
                     } else {

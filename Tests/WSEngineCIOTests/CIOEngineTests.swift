@@ -174,7 +174,8 @@ struct PlainTCPTests {
             var buffered = 0
             for _ in 0..<16 { buffered = transport.write(chunk) }
             #expect(buffered > 0, "64 MiB cannot all fit in the kernel's buffers")
-            #expect(transport.bufferedBytes == buffered)
+            // Nothing else writes, so the loop can only have flushed some of it since the last write returned.
+            #expect(transport.bufferedBytes > 0 && transport.bufferedBytes <= buffered)
             #expect(recorder.drains == 0)
             #expect(await recorder.wait(timeout: .seconds(60)) { $0.drains >= 1 })
             #expect(transport.bufferedBytes == 0)
