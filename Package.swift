@@ -62,7 +62,7 @@ let package = Package(
         // What both engines share (epoll loop, write queue, syscall helpers); internal to the package, not a product.
         .target(
             name: "WSPosix",
-            dependencies: ["CWSLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["WSCore", "CWSLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -263,9 +263,7 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
 
     /// The session's timers run on the loop's timer heap.
     func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> (any WebSocketTransportTimer)? {
-        let (seconds, attoseconds) = delay.components
-        let nanoseconds = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
-        return LoopTimerHandle(timer: self.loop.scheduleFromAnyThread(afterNanoseconds: UInt64(clamping: nanoseconds), action))
+        self.loop.scheduleFromAnyThread(after: delay, action)
     }
 
     // MARK: Loop thread
@@ -555,10 +553,4 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
         tlsFailure(
             "TLS error \(doing) \(self.endpoint)", ssl: ssl, verifying: false, sslError: sslError, systemErrno: code)
     }
-}
-
-/// A session timer on the loop's heap.
-private struct LoopTimerHandle: WebSocketTransportTimer {
-    let timer: SharedLoopTimer
-    func cancel() { self.timer.cancel() }
 }

@@ -223,9 +223,7 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
 
     /// The session's timers run on the loop's timer heap.
     func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> (any WebSocketTransportTimer)? {
-        let (seconds, attoseconds) = delay.components
-        let nanoseconds = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
-        return LoopTimerHandle(timer: self.loop.scheduleFromAnyThread(afterNanoseconds: UInt64(clamping: nanoseconds), action))
+        self.loop.scheduleFromAnyThread(after: delay, action)
     }
 
     private var closeFlushSeconds: String {
@@ -476,10 +474,4 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
             cws_curl_error_class(code) == CWS_CURL_ERROR_TLS ? .tlsFailure : .network
         return WebSocketConnectionError(kind, "\(doing) \(self.endpoint) failed: \(explanation)", underlying: curlError)
     }
-}
-
-/// A session timer on the loop's heap.
-private struct LoopTimerHandle: WebSocketTransportTimer {
-    let timer: SharedLoopTimer
-    func cancel() { self.timer.cancel() }
 }

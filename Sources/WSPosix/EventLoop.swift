@@ -7,6 +7,7 @@
 import Glibc
 package import CWSLinux
 import Synchronization
+import WSCore
 
 /// Work handed to a loop from any thread.
 package typealias LoopTask = @Sendable () -> Void
@@ -35,9 +36,9 @@ package final class LoopTimer {
     }
 }
 
-/// A loop timer that any thread may cancel (``PosixEventLoop/scheduleFromAnyThread(afterNanoseconds:_:)``). A cancelled
-/// timer stays on the heap until its deadline and then does nothing.
-package final class SharedLoopTimer: Sendable {
+/// A loop timer that any thread may cancel (``PosixEventLoop/scheduleFromAnyThread(after:_:)``): a session timer of
+/// both engines. A cancelled timer stays on the heap until its deadline and then does nothing.
+package final class SharedLoopTimer: WebSocketTransportTimer {
     private let cancelled = Atomic<Bool>(false)
 
     /// A timer that has not been cancelled.
@@ -205,11 +206,14 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         return epoll_ctl(self.epollFD, operation, fd, &event) == 0 ? 0 : errno
     }
 
-    /// Runs `action` on the loop after `nanoseconds`, unless the returned handle is cancelled first. Callable from any
-    /// thread (from another thread the timer is put on the heap by a loop task).
-    package func scheduleFromAnyThread(afterNanoseconds nanoseconds: UInt64, _ action: @escaping @Sendable () -> Void)
+    /// Runs `action` on the loop after `delay`, unless the returned handle is cancelled first. Callable from any
+    /// thread (from another thread the timer is put on the heap by a loop task). Transports return it from
+    /// `WebSocketTransport.schedule(after:_:)`.
+    package func scheduleFromAnyThread(after delay: Duration, _ action: @escaping @Sendable () -> Void)
         -> SharedLoopTimer
     {
+        let (seconds, attoseconds) = delay.components
+        let nanoseconds = UInt64(clamping: max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000))
         let handle = SharedLoopTimer()
         let start: @Sendable () -> Void = { [self] in
             _ = self.schedule(afterNanoseconds: nanoseconds) {
