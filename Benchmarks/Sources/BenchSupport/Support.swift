@@ -14,31 +14,52 @@ import Musl
 /// uncompressed payload. A driver fails the run when it was asked for deflate and the server did not accept it.
 public enum Workload: String, Sendable { case w1, w2, w3, w4, w5, idle }
 
+/// One run's parameters: client, workload, server URL and the workload shapes of issue 7.
 public struct Params: Sendable {
+    /// The defaults of issue 7.
     public init() {}
+    /// The client to drive (`--client`).
     public var client = "ours-cio"
+    /// The workload (`--workload`).
     public var workload = Workload.w1
+    /// The echo server (`--url`).
     public var url = "ws://127.0.0.1:9001/"
+    /// W1 round trips before measuring.
     public var w1Warmup = 1_000
+    /// W1 round trips measured.
     public var w1Count = 20_000
+    /// W2 messages.
     public var w2Count = 200_000
+    /// W2 message size in bytes.
     public var w2Size = 128
+    /// W2 messages unanswered at most.
     public var w2Window = 1_000
+    /// W3 volume in MiB (`--w3-mib`).
     public var w3MiB = 512
+    /// W3 message size in bytes.
     public var w3Size = 65_536
+    /// W3 messages unanswered at most.
     public var w3Window = 16
     /// W5: MiB of text sent (and echoed) in messages of `w3Size` bytes, `w3Window` in flight.
     public var w5MiB = 64
+    /// W4 and idle connections (`--connections`).
     public var connections = 1_000
 }
 
+/// What a run measured.
 public struct Outcome: Sendable {
+    /// The figure (rate, throughput or MiB).
     public var value: Double
+    /// Its unit, e.g. `rt/s`.
     public var unit: String
+    /// The measured wall time.
     public var seconds: Double
+    /// W1: median latency in µs.
     public var p50: Double? = nil
+    /// W1: 99th-percentile latency in µs.
     public var p99: Double? = nil
 
+    /// Creates an outcome.
     public init(value: Double, unit: String, seconds: Double, p50: Double? = nil, p99: Double? = nil) {
         self.value = value
         self.unit = unit
@@ -66,6 +87,7 @@ public func statusMiB(_ field: String) -> Double {
 /// Peak RSS (VmHWM) in MiB.
 public func peakRSSMiB() -> Double { statusMiB("VmHWM") }
 
+/// Raises the soft descriptor limit to the hard one (W4 and idle open thousands of sockets).
 public func raiseFileLimit() {
     var r = rlimit()
     #if canImport(Glibc)
@@ -79,14 +101,18 @@ public func raiseFileLimit() {
     }
 }
 
+/// The clock every driver measures with.
 public let clock = ContinuousClock()
 
+/// `d` in microseconds.
 public func micros(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
 }
 
+/// `d` in seconds.
 public func seconds(_ d: Duration) -> Double { micros(d) / 1e6 }
 
+/// W1's outcome: round trips per second and the p50/p99 of `latencies` (µs).
 public func pingPongOutcome(_ latencies: [Double], _ elapsed: Duration) -> Outcome {
     let sorted = latencies.sorted()
     return Outcome(
@@ -94,6 +120,7 @@ public func pingPongOutcome(_ latencies: [Double], _ elapsed: Duration) -> Outco
         p50: sorted[sorted.count / 2], p99: sorted[Int(Double(sorted.count) * 0.99)])
 }
 
+/// W2/W3's outcome: messages per second (W2) or payload MB/s (W3).
 public func streamOutcome(_ p: Params, count: Int, size: Int, _ elapsed: Duration) -> Outcome {
     let s = seconds(elapsed)
     if p.workload == .w3 || p.workload == .w5 {
@@ -174,12 +201,16 @@ public func jsonEscaped(_ s: String) -> String {
     return out
 }
 
+/// A driver's error, printed on stderr.
 public struct BenchError: Error, CustomStringConvertible {
+    /// What went wrong.
     public var description: String
+    /// Creates an error.
     public init(description: String) { self.description = description }
 }
 
 
+/// Parses `--client`, `--workload`, `--url`, `--w3-mib`, `--connections` (and the flags of later workloads).
 public func parseArguments() throws -> Params {
     var p = Params()
     var args = CommandLine.arguments.dropFirst()
@@ -200,12 +231,14 @@ public func parseArguments() throws -> Params {
     return p
 }
 
+/// `v` rounded to one decimal, for JSON.
 public func fmt(_ v: Double) -> String {
     let r = (v * 10).rounded() / 10
     return String(r)
 }
 
 
+/// Prints the run's one JSON line; `extra` is appended inside the object (`,"key":value...`).
 public func printOutcome(_ p: Params, _ outcome: Outcome, extra: String = "") {
     var json = "{\"client\":\"\(p.client)\",\"workload\":\"\(p.workload.rawValue)\",\"value\":\(fmt(outcome.value)),"
     json += "\"unit\":\"\(outcome.unit)\""
