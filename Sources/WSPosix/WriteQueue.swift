@@ -4,15 +4,17 @@
 package import Glibc
 
 /// The bytes a connection still has to hand to the kernel (or libcurl): a FIFO of chunks with an offset into the first
-/// one. Big writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one);
-/// small writes are copied into a chunk of the queue's own that gathers them, so a burst of small messages leaves as
-/// one contiguous buffer instead of one iovec each. Not thread-safe: it lives inside the connection's Mutex.
+/// one. Writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one) unless
+/// small writes follow each other: those are copied into a chunk of the queue's own that gathers them, so a burst of
+/// small messages leaves as one contiguous buffer instead of one iovec each. Not thread-safe: it lives inside the connection's Mutex.
 package struct WriteQueue {
     private var chunks: [[UInt8]] = []
     private var head = 0
     private var headOffset = 0
     /// The last chunk is the queue's own and may take more small writes.
     private var lastGathers = false
+    /// The last chunk is a caller's small write, kept as it is until another small write follows it.
+    private var lastIsSmall = false
     /// The head chunk was handed out by ``withFirstChunk(_:)``: a caller that saw that send block retries with exactly
     /// the same bytes (OpenSSL requires it after WANT_WRITE), so the head chunk must not grow until it is consumed.
     private var headPinned = false
@@ -37,24 +39,33 @@ package struct WriteQueue {
         assert(offset < bytes.count)
         let count = bytes.count - offset
         self.byteCount += count
-        if count <= Self.smallWrite {
-            let last = self.chunks.count - 1
-            if self.lastGathers, !(last == self.head && self.headPinned),
-                self.chunks[last].count + count <= Self.gatherLimit
-            {
+        let last = self.chunks.count - 1
+        // The last chunk may change: it exists and is not a head handed out for a send that may be retried.
+        let lastMutable = last >= self.head && !(last == self.head && self.headPinned)
+        if count <= Self.smallWrite && lastMutable {
+            if self.lastGathers && self.chunks[last].count + count <= Self.gatherLimit {
                 bytes.withUnsafeBufferPointer { self.chunks[last].append(contentsOf: $0[offset...]) }
                 return
             }
-            var gathering: [UInt8] = []
-            // Small to start with (thousands of connections may each hold one); it doubles as writes arrive.
-            gathering.reserveCapacity(Self.gatherStart)
-            bytes.withUnsafeBufferPointer { gathering.append(contentsOf: $0[offset...]) }
-            if self.head == self.chunks.count { self.headOffset = 0 }
-            self.chunks.append(gathering)
-            self.lastGathers = true
-            return
+            if self.lastIsSmall {
+                // A second small write in a row: both go into a chunk of the queue's own, which gathers what follows.
+                let start = last == self.head ? self.headOffset : 0
+                var gathering: [UInt8] = []
+                // Small to start with (thousands of connections may each hold one); it doubles as writes arrive.
+                gathering.reserveCapacity(max(Self.gatherStart, self.chunks[last].count - start + count))
+                self.chunks[last].withUnsafeBufferPointer { gathering.append(contentsOf: $0[start...]) }
+                bytes.withUnsafeBufferPointer { gathering.append(contentsOf: $0[offset...]) }
+                self.chunks[last] = gathering
+                if last == self.head { self.headOffset = 0 }
+                self.lastGathers = true
+                self.lastIsSmall = false
+                return
+            }
         }
+        // Kept as the caller's array, not copied: a big write, or a small one that may stay alone (one message per
+        // round costs no copy); a small one is gathered with the next small write if one follows.
         self.lastGathers = false
+        self.lastIsSmall = count <= Self.smallWrite
         if self.head == self.chunks.count {
             self.headOffset = offset
         } else if offset > 0 {
@@ -85,6 +96,7 @@ package struct WriteQueue {
             self.chunks.removeAll(keepingCapacity: self.chunks.count <= 64)
             self.head = 0
             self.lastGathers = false
+            self.lastIsSmall = false
         } else if self.head >= 32 && self.head * 2 >= self.chunks.count {
             self.chunks.removeFirst(self.head)
             self.head = 0
@@ -98,6 +110,7 @@ package struct WriteQueue {
         self.headOffset = 0
         self.byteCount = 0
         self.lastGathers = false
+        self.lastIsSmall = false
         self.headPinned = false
     }
 

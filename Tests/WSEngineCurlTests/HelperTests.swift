@@ -42,7 +42,7 @@ struct CurlHelperTests {
         #expect(redactingCredentials("mail me@example.com") == "mail me@example.com")
     }
 
-    @Test("the write queue gathers small writes, never grows a head it handed out, and counts bytes")
+    @Test("the write queue keeps a lone write as it is, gathers small writes that follow each other, never grows a head it handed out, and counts bytes")
     func writeQueue() {
         var queue = WriteQueue()
         queue.append([1, 2, 3, 4], offset: 1)
@@ -68,6 +68,27 @@ struct CurlHelperTests {
         #expect(queue.withFirstChunk { $0.count } == 4_990)
         queue.consume(4_990)
         #expect(queue.withFirstChunk { Array($0) } == [1])
+        queue.consume(1)
+        #expect(queue.isEmpty)
+        // A lone small write is queued as it is; a small write after a head handed out starts a new chunk, and the
+        // writes after it gather there.
+        queue.append([1, 2, 3], offset: 1)
+        #expect(queue.withFirstChunk { Array($0) } == [2, 3])
+        queue.append([4], offset: 0)
+        #expect(queue.withFirstChunk { Array($0) } == [2, 3])
+        queue.append([5, 6], offset: 0)
+        queue.append([7], offset: 0)
+        #expect(queue.byteCount == 6)
+        queue.consume(2)
+        #expect(queue.withFirstChunk { Array($0) } == [4, 5, 6, 7])
+        queue.consume(4)
+        #expect(queue.isEmpty)
+        // A lone small write that was partly sent (not handed out) is gathered from where the send stopped.
+        queue.append([1, 2, 3, 4], offset: 0)
+        queue.consume(1)
+        queue.append([5], offset: 0)
+        #expect(queue.byteCount == 4)
+        #expect(queue.withFirstChunk { Array($0) } == [2, 3, 4, 5])
     }
 
     @Test("durations become libcurl milliseconds of at least 1")
