@@ -21,15 +21,21 @@ package final class LoopTimer {
     let sequence: UInt64
     /// The action; `nil` once fired or cancelled.
     var action: (() -> Void)?
+    /// The handle of a timer scheduled from any thread, which may be cancelled there.
+    let shared: SharedLoopTimer?
 
-    init(deadline: UInt64, sequence: UInt64, action: @escaping () -> Void) {
+    init(deadline: UInt64, sequence: UInt64, shared: SharedLoopTimer? = nil, action: @escaping () -> Void) {
         self.deadline = deadline
         self.sequence = sequence
+        self.shared = shared
         self.action = action
     }
 
     /// Stops the timer from firing (loop thread only).
     package func cancel() { self.action = nil }
+
+    /// Whether the timer will do nothing when it comes due.
+    var isDead: Bool { self.action == nil || self.shared?.isDone == true }
 
     func fires(before other: LoopTimer) -> Bool {
         self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
@@ -37,18 +43,41 @@ package final class LoopTimer {
 }
 
 /// A loop timer that any thread may cancel (``PosixEventLoop/scheduleFromAnyThread(after:_:)``): a session timer of
-/// both engines. A cancelled timer stays on the heap until its deadline and then does nothing.
+/// both engines. Cancelling releases the action (and what it captured) at once and counts the cancellation, so the
+/// loop drops cancelled entries from its heap once they are half of it (sessions that open and close in a burst
+/// would otherwise leave an open and a close timeout each on the heap until their deadlines).
 package final class SharedLoopTimer: WebSocketTransportTimer {
-    private let cancelled = Atomic<Bool>(false)
+    private let action: Mutex<(@Sendable () -> Void)?>
+    private let cancellations: TimerCancellations
 
-    /// A timer that has not been cancelled.
-    package init() {}
+    init(_ action: @escaping @Sendable () -> Void, cancellations: TimerCancellations) {
+        self.action = Mutex(action)
+        self.cancellations = cancellations
+    }
 
-    /// Whether ``cancel()`` was called.
-    package var isCancelled: Bool { self.cancelled.load(ordering: .acquiring) }
+    /// Whether the action ran or was cancelled.
+    var isDone: Bool { self.action.withLock { $0 == nil } }
 
-    /// Keeps the action from running (any thread).
-    package func cancel() { self.cancelled.store(true, ordering: .releasing) }
+    /// Keeps the action from running and releases it (any thread).
+    package func cancel() {
+        if self.action.withLock({ $0.take() }) != nil { self.cancellations.count.add(1, ordering: .relaxed) }
+    }
+
+    /// Runs the action unless it was cancelled or already ran.
+    func fire() { self.action.withLock { $0.take() }?() }
+}
+
+/// How many of a loop's shared timers were cancelled since its heap was last compacted (any thread).
+final class TimerCancellations: Sendable {
+    let count = Atomic<Int>(0)
+}
+
+extension Optional {
+    /// Returns the value and leaves `nil` behind.
+    fileprivate mutating func take() -> Wrapped? {
+        defer { self = nil }
+        return self
+    }
 }
 
 /// The engine-specific part of a loop: what its registrants are and how events reach them. Every requirement is
@@ -122,6 +151,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     private var eventCapacity = 64
     private var timers: [LoopTimer] = []
     private var timerSequence: UInt64 = 0
+    private let timerCancellations = TimerCancellations()
     /// Registrants removed during the current batch; kept alive until it ends because the batch may still hold
     /// events that point to them.
     private var graveyard: [AnyObject] = []
@@ -214,11 +244,9 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     {
         let (seconds, attoseconds) = delay.components
         let nanoseconds = UInt64(clamping: max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000))
-        let handle = SharedLoopTimer()
+        let handle = SharedLoopTimer(action, cancellations: self.timerCancellations)
         let start: @Sendable () -> Void = { [self] in
-            _ = self.schedule(afterNanoseconds: nanoseconds) {
-                if !handle.isCancelled { action() }
-            }
+            _ = self.schedule(afterNanoseconds: nanoseconds, shared: handle) { handle.fire() }
         }
         if self.inLoop { start() } else { self.execute(start) }
         return handle
@@ -289,9 +317,16 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     /// Schedules `action` to run on the loop after `nanoseconds`.
     package func schedule(afterNanoseconds nanoseconds: UInt64, _ action: @escaping () -> Void) -> LoopTimer {
+        self.schedule(afterNanoseconds: nanoseconds, shared: nil, action)
+    }
+
+    private func schedule(
+        afterNanoseconds nanoseconds: UInt64, shared: SharedLoopTimer?, _ action: @escaping () -> Void
+    ) -> LoopTimer {
         self.timerSequence &+= 1
         let timer = LoopTimer(
-            deadline: monotonicNanoseconds() &+ nanoseconds, sequence: self.timerSequence, action: action)
+            deadline: monotonicNanoseconds() &+ nanoseconds, sequence: self.timerSequence, shared: shared,
+            action: action)
         self.timers.append(timer)
         var child = self.timers.count - 1
         while child > 0 {
@@ -302,6 +337,20 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         }
         return timer
     }
+
+    /// Drops cancelled timers from the heap once at least half of a heap of 64 or more are cancelled.
+    private func compactTimersIfWorthIt() {
+        guard self.timers.count >= 64,
+            self.timerCancellations.count.load(ordering: .relaxed) * 2 >= self.timers.count
+        else { return }
+        self.timerCancellations.count.store(0, ordering: .relaxed)
+        self.timers.removeAll { $0.isDead }
+        // A sorted array is a valid binary heap.
+        self.timers.sort { $0.fires(before: $1) }
+    }
+
+    /// The number of timers on the heap, cancelled ones included (for tests).
+    package var timerCount: Int { self.timers.count }
 
     private func popTimer() -> LoopTimer {
         let top = self.timers[0]
@@ -327,7 +376,8 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     /// The epoll_wait timeout in milliseconds: 0 when tasks wait, -1 with no timers, else until the next timer.
     private func nextTimeout() -> Int32 {
-        while let first = self.timers.first, first.action == nil { _ = self.popTimer() }
+        self.compactTimersIfWorthIt()
+        while let first = self.timers.first, first.isDead { _ = self.popTimer() }
         if self.tasks.withLock({ !$0.tasks.isEmpty || !$0.jobs.isEmpty }) { return 0 }
         guard let first = self.timers.first else { return -1 }
         let now = monotonicNanoseconds()

@@ -1,0 +1,46 @@
+// The shared event loop's timer heap (WSPosix, used by both engines): timers scheduled from any thread fire once,
+// cancelled ones never fire, and cancelled entries leave the heap once they are half of it instead of staying until
+// their deadlines.
+import Glibc
+import Synchronization
+import Testing
+import WSPosix
+
+/// A loop with no sockets: only tasks and timers.
+private final class NoSockets: EventLoopDispatcher {
+    var registrants = LoopRegistrants<NoSockets, NoSockets, String>()
+    func handleEvent(data: UInt64, events: UInt32) {}
+    func fail(_ connector: NoSockets, stopping reason: String) {}
+    func finish(_ transport: NoSockets, stopping reason: String) {}
+}
+
+private final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+@Suite("Event-loop timers")
+struct LoopTimerTests {
+    @Test("cancelled timers never fire and leave the heap once they are half of it; the others still fire")
+    func cancelledTimersLeaveTheHeap() async throws {
+        let loop = try PosixEventLoop(name: "timer test", readBufferSize: 1024, dispatcher: NoSockets())
+        defer {
+            loop.initiateStop(error: "test over")
+            pthread_join(loop.thread, nil)
+        }
+        let cancelledFired = Counter()
+        let kept = Counter()
+        let doomed = (0..<150).map { _ in loop.scheduleFromAnyThread(after: .milliseconds(200)) { cancelledFired.value.add(1, ordering: .relaxed) } }
+        let others = (0..<50).map { _ in loop.scheduleFromAnyThread(after: .seconds(60)) {} }
+        _ = loop.scheduleFromAnyThread(after: .milliseconds(100)) { kept.value.add(1, ordering: .relaxed) }
+        for timer in doomed { timer.cancel() }
+        // Two loop rounds: the first puts the timers on the heap, the second starts after the loop looked at it.
+        let count = await withCheckedContinuation { (continuation: CheckedContinuation<Int, Never>) in
+            loop.execute { loop.execute { continuation.resume(returning: loop.timerCount) } }
+        }
+        #expect(count == 51, "150 of 201 timers were cancelled; \(count) are still on the heap")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(kept.value.load(ordering: .relaxed) == 1)
+        #expect(cancelledFired.value.load(ordering: .relaxed) == 0)
+        for timer in others { timer.cancel() }
+    }
+}
