@@ -117,20 +117,8 @@ public final class CIOEngine: WebSocketEngine {
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
-        var endpoint = endpoint
-        if endpoint.host.hasPrefix("[") && endpoint.host.hasSuffix("]") && endpoint.host.count > 2 {
-            endpoint.host = String(endpoint.host.dropFirst().dropLast())  // Tolerate a bracketed IPv6 literal.
-        }
-        let hostPort = endpoint.host.contains(":") ? "[\(endpoint.host)]:\(endpoint.port)" : "\(endpoint.host):\(endpoint.port)"
-        if Task.isCancelled {
-            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
-        }
-        let (loop, tls) = try self.prepare(secure: endpoint.secure)
-        let context = ConnectContext(
-            resolver: self.resolver, tls: tls, maxAddressAttempts: self.configuration.maxAddressAttempts,
-            closeGraceNanoseconds: self.configuration.closeGracePeriod.clampedNanoseconds,
-            closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds)
-        let connector = Connector(loop: loop, endpoint: endpoint, options: options, context: context)
+        let connector = try self.makeConnector(endpoint, options)
+        let loop = connector.loop
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CIOTransport, any Error>) in
                 if !loop.execute({ connector.start(continuation) }) {
@@ -140,6 +128,27 @@ public final class CIOEngine: WebSocketEngine {
         } onCancel: {
             loop.execute { connector.cancel() }
         }
+    }
+
+    /// The synchronous part of ``connect(to:options:)``, kept out of its async frame (a task keeps the frame memory
+    /// of its deepest call while it lives).
+    @inline(never)
+    private func makeConnector(_ endpoint: EngineEndpoint, _ options: EngineConnectOptions) throws -> Connector {
+        var endpoint = endpoint
+        if endpoint.host.hasPrefix("[") && endpoint.host.hasSuffix("]") && endpoint.host.count > 2 {
+            endpoint.host = String(endpoint.host.dropFirst().dropLast())  // Tolerate a bracketed IPv6 literal.
+        }
+        if Task.isCancelled {
+            let hostPort =
+                endpoint.host.contains(":") ? "[\(endpoint.host)]:\(endpoint.port)" : "\(endpoint.host):\(endpoint.port)"
+            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+        }
+        let (loop, tls) = try self.prepare(secure: endpoint.secure, preferred: options.executor)
+        let context = ConnectContext(
+            resolver: self.resolver, tls: tls, maxAddressAttempts: self.configuration.maxAddressAttempts,
+            closeGraceNanoseconds: self.configuration.closeGracePeriod.clampedNanoseconds,
+            closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds)
+        return Connector(loop: loop, endpoint: endpoint, options: options, context: context)
     }
 
     /// Stops the event loops and the resolver threads; open transports are aborted (their handlers see
@@ -170,8 +179,16 @@ public final class CIOEngine: WebSocketEngine {
 
     private static let shutdownError = WebSocketConnectionError(.network, "the CIO engine was shut down")
 
-    /// Picks the next loop (starting the loops on first use) and, for TLS, the shared context.
-    private func prepare(secure: Bool) throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) {
+    /// The next loop in the rotation (the loops start on first use); `nil` once the engine is shut down.
+    public func executorForNextConnection() -> (any TaskExecutor)? {
+        try? self.prepare(secure: false, preferred: nil).0
+    }
+
+    /// Picks `preferred` if it is one of the loops, else the next loop (starting the loops on first use), and, for
+    /// TLS, the shared context.
+    private func prepare(secure: Bool, preferred: (any TaskExecutor)?) throws(WebSocketConnectionError)
+        -> (EventLoop, TLSContext?)
+    {
         try self.state.withLock { state throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) in
             guard !state.shutDown else { throw Self.shutdownError }
             if state.loops.isEmpty {
@@ -196,6 +213,7 @@ public final class CIOEngine: WebSocketEngine {
                 if state.tls == nil { state.tls = try TLSContext(configuration: self.configuration.tls) }
                 tls = state.tls
             }
+            if let preferred, let loop = state.loops.first(where: { $0 === preferred }) { return (loop, tls) }
             let loop = state.loops[state.nextLoop % state.loops.count]
             state.nextLoop &+= 1
             return (loop, tls)

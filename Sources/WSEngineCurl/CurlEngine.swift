@@ -266,6 +266,11 @@ public final class CurlEngine: WebSocketEngine {
 
     private static let shutdownError = WebSocketConnectionError(.network, "the Curl engine was shut down")
 
+    /// The engine's one loop (started on first use); `nil` once the engine is shut down.
+    public func executorForNextConnection() -> (any TaskExecutor)? {
+        try? self.prepareLoop()
+    }
+
     /// The loop, started on first use.
     private func prepareLoop() throws(WebSocketConnectionError) -> CurlEventLoop {
         try self.state.withLock { state throws(WebSocketConnectionError) -> CurlEventLoop in

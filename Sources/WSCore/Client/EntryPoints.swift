@@ -11,9 +11,9 @@ extension WebSocketClient {
     public func webSocketSession(
         _ request: (inout WebSocketRequestBuilder) throws -> Void
     ) async throws -> WebSocketSession {
-        var builder = WebSocketRequestBuilder(url: WebSocketURL(secure: false, host: "localhost"))
-        try request(&builder)
-        return try await self.openSession(builder)
+        try await self.prepareOpening(forBlock: false) {
+            try Self.makeRequest(WebSocketURL(secure: false, host: "localhost"), request)
+        }.open()
     }
 
     /// Opens a session to a URL built from components. The seed's `webSocketSession(method, host, port, path)`.
@@ -32,10 +32,9 @@ extension WebSocketClient {
         path: String = "/",
         _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
     ) async throws -> WebSocketSession {
-        var builder = WebSocketRequestBuilder(url: WebSocketURL(secure: false, host: host, port: port, path: path))
-        builder.method = method
-        try request(&builder)
-        return try await self.openSession(builder)
+        try await self.prepareOpening(forBlock: false) {
+            try Self.makeRequest(WebSocketURL(secure: false, host: host, port: port, path: path), method: method, request)
+        }.open()
     }
 
     /// Opens a session to a URL string. The seed's `webSocketSession(urlString)`.
@@ -48,9 +47,9 @@ extension WebSocketClient {
         _ urlString: String,
         _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
     ) async throws -> WebSocketSession {
-        var builder = WebSocketRequestBuilder(url: try WebSocketURL(parsing: urlString))
-        try request(&builder)
-        return try await self.openSession(builder)
+        try await self.prepareOpening(forBlock: false) {
+            try Self.makeRequest(WebSocketURL(parsing: urlString), request)
+        }.open()
     }
 
     /// Opens a session, runs `block` with it, and closes it (code 1000) when the block returns or throws.
@@ -64,7 +63,10 @@ extension WebSocketClient {
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        try await Self.run(try await self.webSocketSession(request), block)
+        try await self.run(
+            self.prepareOpening(forBlock: true) {
+                try Self.makeRequest(WebSocketURL(secure: false, host: "localhost"), request)
+            }, block)
     }
 
     /// Opens a session to a URL string, runs `block`, and closes the session when it returns or throws.
@@ -80,7 +82,10 @@ extension WebSocketClient {
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        try await Self.run(try await self.webSocketSession(urlString, request), block)
+        try await self.run(
+            self.prepareOpening(forBlock: true) {
+                try Self.makeRequest(WebSocketURL(parsing: urlString), request)
+            }, block)
     }
 
     /// Opens a session to a URL built from components, runs `block`, and closes the session when it returns
@@ -102,8 +107,10 @@ extension WebSocketClient {
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        let session = try await self.webSocketSession(method: method, host: host, port: port, path: path, request)
-        return try await Self.run(session, block)
+        try await self.run(
+            self.prepareOpening(forBlock: true) {
+                try Self.makeRequest(WebSocketURL(secure: false, host: host, port: port, path: path), method: method, request)
+            }, block)
     }
 
     /// The seed's short alias `ws(urlString, request, block)`: the same as ``webSocket(_:request:_:)``.
@@ -180,25 +187,64 @@ extension WebSocketClient {
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        var builder = WebSocketRequestBuilder(url: WebSocketURL(secure: true, host: host, port: port, path: path))
-        builder.method = method
-        try request(&builder)
-        return try await Self.run(try await self.openSession(builder), block)
+        try await self.run(
+            self.prepareOpening(forBlock: true) {
+                try Self.makeRequest(WebSocketURL(secure: true, host: host, port: port, path: path), method: method, request)
+            }, block)
     }
 
-    /// Runs `block` and closes the session afterwards, whether it returned or threw.
-    private static func run<Result>(
-        _ session: WebSocketSession,
+    /// The request for `url` with `method`, edited by `request`.
+    private static func makeRequest(
+        _ url: WebSocketURL, method: HTTPMethod = .get, _ request: (inout WebSocketRequestBuilder) throws -> Void
+    ) throws -> WebSocketRequestBuilder {
+        var builder = WebSocketRequestBuilder(url: url)
+        builder.method = method
+        try request(&builder)
+        return builder
+    }
+
+    /// Opens the session `opening` prepared, runs `block` with it and closes the session afterwards, whether the block
+    /// returned or threw.
+    ///
+    /// With ``WebSockets/Configuration/runsBlocksOnEventLoop`` (the default) all of it — connect, handshake, the
+    /// block and the close — runs with the engine's event loop for this connection as task-executor preference, so
+    /// each step resumes on the thread that delivered its event, in the same loop round, with no thread hop.
+    private func run<Result>(
+        _ opening: SessionOpening,
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        do {
-            let executor = session.connection.settings.runsBlocksOnEventLoop ? session.executor : nil
-            let result = try await withTaskExecutorPreference(executor) { try await block(session) }
-            await session.close()
-            return result
-        } catch {
-            await session.close(CloseReason(code: error is CancellationError ? .goingAway : .normal))
-            throw error
+        try await withTaskExecutorPreference(opening.executor) {
+            try await Self.run(
+                try await opening.open(), onEventLoop: opening.settings.runsBlocksOnEventLoop, wanted: opening.executor,
+                block)
         }
+    }
+
+    /// Runs `block` with the open `session` and closes it afterwards. `wanted` is the executor the caller runs on.
+    private static func run<Result>(
+        _ session: WebSocketSession,
+        onEventLoop: Bool,
+        wanted: (any TaskExecutor)?,
+        _ block: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        let outcome: Swift.Result<Result, any Error>
+        do {
+            if onEventLoop, let actual = session.executor, actual !== wanted {
+                // The engine offered no executor or did not honour it: run the block on the session's own.
+                outcome = .success(try await withTaskExecutorPreference(actual) { try await block(session) })
+            } else {
+                outcome = .success(try await block(session))
+            }
+        } catch {
+            outcome = .failure(error)
+        }
+        await session.close(Self.closeReason(after: outcome))
+        return try outcome.get()
+    }
+
+    /// How a block entry point closes its session: 1000, or 1001 when the block was cancelled.
+    private static func closeReason<Result>(after outcome: Swift.Result<Result, any Error>) -> CloseReason {
+        if case .failure(let error) = outcome, error is CancellationError { return CloseReason(code: .goingAway) }
+        return CloseReason(code: .normal)
     }
 }

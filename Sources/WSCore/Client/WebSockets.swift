@@ -50,10 +50,11 @@ public enum WebSockets: ClientPlugin {
         /// The converter for ``WebSocketSession/sendSerialized(_:)`` and
         /// ``WebSocketSession/receiveDeserialized(_:)``; `nil` by default. WSSerialization provides a JSON one.
         public var contentConverter: (any WebSocketContentConverter)? = nil
-        /// Whether the blocks of ``WebSocketClient/webSocket(_:request:_:)`` and the other block entry points run
-        /// with the session's ``WebSocketSession/executor`` as their task executor preference (default `true`):
-        /// code awaiting a message then continues on the engine thread that read it, with no thread hop, and what
-        /// it sends in reply leaves in the same event-loop round. Like any async code, such a block must not block
+        /// Whether the block entry points (``WebSocketClient/webSocket(_:request:_:)`` and the others) open the
+        /// session, run their block and close the session with the session's ``WebSocketSession/executor`` as
+        /// their task executor preference (default `true`): the connect, the handshake, code awaiting a message
+        /// and the close then continue on the engine thread that delivered their event, with no thread hop, and
+        /// what the block sends in reply leaves in the same event-loop round. Like any async code, such a block must not block
         /// its thread (no blocking I/O or long computations without `await`); set `false` to run blocks on the
         /// global concurrent executor instead.
         public var runsBlocksOnEventLoop = true

@@ -49,14 +49,21 @@ public struct EngineConnectOptions: Sendable {
     public var connectTimeout: Duration
     /// The logger of the client.
     public var logger: Logger
+    /// The executor the caller wants the connection's transport on: one the engine returned from
+    /// ``WebSocketEngine/executorForNextConnection()``, so the code that opens and runs the session already runs on
+    /// the thread that will deliver its events. `nil`: the engine chooses. An engine ignores an executor that is not
+    /// one of its own.
+    public var executor: (any TaskExecutor)?
 
     /// Creates options.
     /// - Parameters:
     ///   - connectTimeout: The connect timeout.
     ///   - logger: Where the engine logs.
-    public init(connectTimeout: Duration, logger: Logger) {
+    ///   - executor: The executor wanted for the transport (see ``executor``).
+    public init(connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil) {
         self.connectTimeout = connectTimeout
         self.logger = logger
+        self.executor = executor
     }
 }
 
@@ -86,12 +93,22 @@ public protocol WebSocketEngine: AnyObject, Sendable {
     ///   ``WebSocketConnectionError/Code/tlsFailure``, ...).
     func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport
 
+    /// The executor (event-loop thread) the engine will give the next connection, for callers that want to open
+    /// and run the session on it: they run under it with `withTaskExecutorPreference` and pass it back in
+    /// ``EngineConnectOptions/executor``, so the connect, the handshake, the session's code and the close all
+    /// resume on the thread that delivers their events, with no thread hop. Each call takes the next executor in
+    /// the engine's rotation. `nil` (the default): the engine has no executors of its own.
+    func executorForNextConnection() -> (any TaskExecutor)?
+
     /// Releases the engine's threads and resources; called by ``WebSocketClient/close()``. Open transports are
     /// aborted.
     func shutdown() async
 }
 
 extension WebSocketEngine {
+    /// Default: no executors of its own.
+    public func executorForNextConnection() -> (any TaskExecutor)? { nil }
+
     /// Default: every capability this engine supports has no reason.
     public func unsupportedReason(_ capability: EngineCapability) -> String? {
         self.isSupported(capability) ? nil : "the \(self.name) engine does not support \(capability)"

@@ -36,14 +36,21 @@ final class Connection: WebSocketTransportHandler, Sendable {
         case closed
     }
 
-    private struct State {
-        var phase: Phase = .handshaking
+    /// What only the opening handshake needs: a box of its own, released once the session is open, so an open
+    /// session does not carry the response parser and the rejection fields. Used under `state`'s lock only.
+    private final class OpeningState: @unchecked Sendable {  // only used inside `Connection.state`'s Mutex
         var parser = HTTPResponseParser()
         var handshake: OpeningHandshake?
-        var handshakeContinuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
+        var continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
         var rejectedHead: HTTPResponseHead?
         var rejectedBody: [UInt8] = []
         var rejectedBodyExpected = WebSocketConnectionError.maxBodyBytes
+    }
+
+    private struct State {
+        var phase: Phase = .handshaking
+        /// The opening handshake's state; `nil` once the session is open.
+        var opening: OpeningState? = OpeningState()
 
         var decoder: FrameDecoder
         var assembler: MessageAssembler
@@ -129,24 +136,34 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// - Parameters:
     ///   - handshake: The request and what the response must satisfy.
     ///   - timeout: How long the response may take; then the handshake fails with `timeoutError`.
-    ///   - timeoutError: The error of a handshake that took longer than `timeout`.
+    ///   - timeoutError: Makes the error of a handshake that took longer than `timeout`.
     func performHandshake(
-        _ handshake: OpeningHandshake, timeout: Duration, timeoutError: WebSocketConnectionError
+        _ handshake: OpeningHandshake, timeout: Duration,
+        timeoutError: @escaping @Sendable () -> WebSocketConnectionError
     ) async throws -> OpeningHandshake.Outcome {
         defer { self.cancelTimer(.open) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
-                self.state.withLock { s in
-                    s.handshake = handshake
-                    s.handshakeContinuation = continuation
-                }
-                self.startTimer(.open, after: timeout) { connection in connection.failHandshake(timeoutError) }
-                self.transport.start(handler: self)
-                self.transport.write(handshake.requestBytes())
+                self.beginHandshake(handshake, continuation, timeout: timeout, timeoutError: timeoutError)
             }
         } onCancel: {
             self.transport.abort()
         }
+    }
+
+    /// The synchronous part of ``performHandshake(_:timeout:timeoutError:)``, kept out of its async frame.
+    @inline(never)
+    private func beginHandshake(
+        _ handshake: OpeningHandshake, _ continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>,
+        timeout: Duration, timeoutError: @escaping @Sendable () -> WebSocketConnectionError
+    ) {
+        self.state.withLock { s in
+            s.opening?.handshake = handshake
+            s.opening?.continuation = continuation
+        }
+        self.startTimer(.open, after: timeout) { connection in connection.failHandshake(timeoutError()) }
+        self.transport.start(handler: self)
+        self.transport.write(handshake.requestBytes())
     }
 
     /// Fails the opening handshake with `error` if it is still running, and drops the connection.
@@ -154,7 +171,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         let continuation = self.state.withLock { s -> CheckedContinuation<OpeningHandshake.Outcome, any Error>? in
             guard s.phase == .handshaking || s.phase == .rejected else { return nil }
             s.phase = .closed
-            return s.handshakeContinuation.take()
+            return s.opening?.continuation.take()
         }
         guard let continuation else { return }
         continuation.resume(throwing: error)
@@ -270,7 +287,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         self.state.withLock { s in
             switch s.phase {
             case .handshaking:
-                actions.handshakeContinuation = s.handshakeContinuation.take()
+                actions.handshakeContinuation = s.opening?.continuation.take()
                 actions.handshakeResult = .failure(
                     WebSocketConnectionError(
                         .network,
@@ -280,7 +297,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                     )
                 )
             case .rejected:
-                actions.handshakeContinuation = s.handshakeContinuation.take()
+                actions.handshakeContinuation = s.opening?.continuation.take()
                 actions.handshakeResult = .failure(self.rejectionError(s))
             case .open:
                 if let pending = s.pendingFailure.take() {
@@ -316,11 +333,12 @@ final class Connection: WebSocketTransportHandler, Sendable {
     // MARK: - Reading
 
     private func readHandshake(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
+        guard let opening = s.opening else { return }
         let parsed: (head: HTTPResponseHead, consumed: Int)?
         do {
-            parsed = try s.parser.feed(bytes)
+            parsed = try opening.parser.feed(bytes)
         } catch {
-            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeContinuation = s.opening?.continuation.take()
             actions.handshakeResult = .failure(error)
             actions.abortTransport = true
             s.phase = .closed
@@ -330,24 +348,25 @@ final class Connection: WebSocketTransportHandler, Sendable {
         let rest = UnsafeRawBufferPointer(rebasing: bytes[consumed...])
         guard head.status == 101 else {
             s.phase = .rejected
-            s.rejectedHead = head
+            opening.rejectedHead = head
             if let length = head.headers["Content-Length"].flatMap({ Int($0.trimmingASCIIWhitespace()) }) {
-                s.rejectedBodyExpected = min(max(length, 0), WebSocketConnectionError.maxBodyBytes)
+                opening.rejectedBodyExpected = min(max(length, 0), WebSocketConnectionError.maxBodyBytes)
             }
             self.collectRejectionBody(rest, &s, &actions)
             return
         }
         do {
-            guard let handshake = s.handshake else { return }
+            guard let handshake = opening.handshake else { return }
             let outcome = try handshake.validate(head)
             s.extensions = outcome.extensions
             s.decoder.allowedReservedBits = outcome.extensions.reduce(into: []) { $0.formUnion($1.reservedBits) }
             s.phase = .open
-            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeContinuation = opening.continuation.take()
             actions.handshakeResult = .success(outcome)
+            s.opening = nil
             if !rest.isEmpty { self.readFrames(rest, &s, &actions) }
         } catch {
-            actions.handshakeContinuation = s.handshakeContinuation.take()
+            actions.handshakeContinuation = s.opening?.continuation.take()
             actions.handshakeResult = .failure(error)
             actions.abortTransport = true
             s.phase = .closed
@@ -355,10 +374,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     private func collectRejectionBody(_ bytes: UnsafeRawBufferPointer, _ s: inout State, _ actions: inout Actions) {
-        let room = s.rejectedBodyExpected - s.rejectedBody.count
-        if room > 0 { s.rejectedBody.append(contentsOf: bytes.prefix(room)) }
-        if s.rejectedBody.count >= s.rejectedBodyExpected {
-            actions.handshakeContinuation = s.handshakeContinuation.take()
+        guard let opening = s.opening else { return }
+        let room = opening.rejectedBodyExpected - opening.rejectedBody.count
+        if room > 0 { opening.rejectedBody.append(contentsOf: bytes.prefix(room)) }
+        if opening.rejectedBody.count >= opening.rejectedBodyExpected {
+            actions.handshakeContinuation = s.opening?.continuation.take()
             actions.handshakeResult = .failure(self.rejectionError(s))
             actions.abortTransport = true
             s.phase = .closed
@@ -366,7 +386,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     private func rejectionError(_ s: State) -> WebSocketConnectionError {
-        let head = s.rejectedHead
+        let head = s.opening?.rejectedHead
         let status = head?.status ?? 0
         let hint: String =
             switch status {
@@ -381,7 +401,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             "the server refused the WebSocket upgrade with HTTP \(status) \(head?.reason ?? "")\(hint)",
             status: status,
             headers: head?.headers ?? HTTPHeaders(),
-            body: s.rejectedBody
+            body: s.opening?.rejectedBody ?? []
         )
     }
 
@@ -777,6 +797,13 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// Starts the close handshake with `reason` (nil: no status code) and, if asked, waits until the
     /// connection has ended (the server's close and TCP close, or the close timeout).
     nonisolated(nonsending) func close(_ reason: CloseReason?, waitForEnd: Bool) async {
+        self.beginClose(reason)
+        if waitForEnd { await self.waitForEnd() }
+    }
+
+    /// The synchronous part of ``close(_:waitForEnd:)``, kept out of its async frame.
+    @inline(never)
+    private func beginClose(_ reason: CloseReason?) {
         var reason = reason
         if let code = reason?.code, !code.isValidOnWire {
             self.logger.warning("close code \(code) may not be sent on the wire; sending a close frame without a code")
@@ -800,7 +827,6 @@ final class Connection: WebSocketTransportHandler, Sendable {
             self.sendCloseFrame(reason)
             self.startCloseTimer()
         }
-        if waitForEnd { await self.waitForEnd() }
     }
 
     /// Closes without waiting, for a session dropped without `close()`.

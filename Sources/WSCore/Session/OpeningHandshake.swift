@@ -1,6 +1,6 @@
 /// The client side of the opening handshake (RFC 6455 section 4.1): builds the upgrade request and checks the
 /// server's response. Engine-independent; pure functions over bytes and headers.
-struct OpeningHandshake: Sendable {
+final class OpeningHandshake: Sendable {
     /// The request as the session sends it.
     let request: WebSocketRequestBuilder
     /// The `Sec-WebSocket-Key` of this connection, fresh from a CSPRNG.

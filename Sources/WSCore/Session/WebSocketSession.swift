@@ -242,10 +242,91 @@ public struct WebSocketOutgoing: Sendable {
     }
 }
 
+/// Everything opening a session needs, decided before its first suspension.
+///
+/// A class, so the async functions that open a session hold one reference in their frames instead of the request,
+/// the settings and the logger: a task keeps the frame memory of its deepest call for its whole life, and with
+/// thousands of sessions opening at once that memory is most of the peak.
+final class SessionOpening: Sendable {
+    let engine: any WebSocketEngine
+    let settings: WebSockets.Configuration
+    let url: WebSocketURL
+    let logger: Logger
+    let endpoint: EngineEndpoint
+    let options: EngineConnectOptions
+    let handshake: OpeningHandshake
+    let openTimeout: Duration
+    let start = ContinuousClock.now
+
+    init(
+        engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, logger: Logger,
+        options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration
+    ) {
+        self.engine = engine
+        self.settings = settings
+        self.url = url
+        self.logger = logger
+        self.endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
+        self.options = options
+        self.handshake = handshake
+        self.openTimeout = openTimeout
+    }
+
+    /// The executor the connection should run on (see ``EngineConnectOptions/executor``).
+    var executor: (any TaskExecutor)? { self.options.executor }
+
+    /// Connects, then runs the opening handshake within what is left of the open timeout.
+    func open() async throws -> WebSocketSession {
+        // Two calls, so the frame of each is live only while it runs.
+        try await self.handshake(over: try await self.connect())
+    }
+
+    /// Connects. The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the
+    /// engine's own error (which says which phase stalled: DNS, TCP or TLS); the rest of the open timeout bounds the
+    /// WebSocket handshake, on the transport's timer (no task races the opening).
+    private func connect() async throws -> any WebSocketTransport {
+        try await self.engine.connect(to: self.endpoint, options: self.options)
+    }
+
+    /// Runs the opening handshake over `transport`.
+    private func handshake(over transport: any WebSocketTransport) async throws -> WebSocketSession {
+        let connection = self.makeConnection(transport)
+        let outcome = try await connection.performHandshake(
+            self.handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
+            timeoutError: { [url = self.url, openTimeout = self.openTimeout] in
+                WebSocketConnectionError(
+                    .timedOut,
+                    "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
+                )
+            })
+        return self.makeSession(connection, outcome)
+    }
+
+    /// Creates the connection outside the async frame (its state is large).
+    @inline(never)
+    private func makeConnection(_ transport: any WebSocketTransport) -> Connection {
+        Connection(transport: transport, settings: self.settings, logger: self.logger)
+    }
+
+    @inline(never)
+    private func makeSession(_ connection: Connection, _ outcome: OpeningHandshake.Outcome) -> WebSocketSession {
+        connection.setOutgoingExtensions(outcome.extensions)
+        let session = WebSocketSession(connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name)
+        connection.startTimers()
+        self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
+        return session
+    }
+}
+
 extension WebSocketClient {
-    /// Opens a session for a finished request: capability checks, connect, handshake, all within the open
-    /// timeout.
-    func openSession(_ request: WebSocketRequestBuilder) async throws -> WebSocketSession {
+    /// Checks the engine's capabilities and prepares the opening of the request `makeRequest` builds.
+    /// - Parameters:
+    ///   - forBlock: The session is for a block entry point: with ``WebSockets/Configuration/runsBlocksOnEventLoop``
+    ///     the engine's executor for the connection is chosen now, so the caller can open and run it there.
+    ///   - makeRequest: Builds the request.
+    @inline(never)
+    func prepareOpening(forBlock: Bool, _ makeRequest: () throws -> WebSocketRequestBuilder) throws -> SessionOpening {
+        let request = try makeRequest()
         let settings = self.webSocketSettings
         let engine = self.engine
         guard engine.isSupported(.webSocket) else {
@@ -268,26 +349,10 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger[metadataKey: "ws.url"] = "\(url)"
-        let options = EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger)
-        let handshake = OpeningHandshake(request: request, extensionFactories: factories)
-        let engineName = engine.name
-        let start = ContinuousClock.now
-        // The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the engine's
-        // own error (which says which phase stalled: DNS, TCP or TLS); the rest of the open timeout bounds the
-        // WebSocket handshake, on the transport's timer (no task races the opening).
-        let endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
-        let transport = try await engine.connect(to: endpoint, options: options)
-        let connection = Connection(transport: transport, settings: settings, logger: logger)
-        let timeoutError = WebSocketConnectionError(
-            .timedOut,
-            "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
-        )
-        let outcome = try await connection.performHandshake(
-            handshake, timeout: max(.zero, openTimeout - (ContinuousClock.now - start)), timeoutError: timeoutError)
-        connection.setOutgoingExtensions(outcome.extensions)
-        let session = WebSocketSession(connection: connection, outcome: outcome, url: url, engineName: engineName)
-        connection.startTimers()
-        logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
-        return session
+        let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
+        return SessionOpening(
+            engine: engine, settings: settings, url: url, logger: logger,
+            options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
+            handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout)
     }
 }
