@@ -51,6 +51,30 @@ struct PlainTCPTests {
         #expect(!engine.isSupported(EngineCapability(name: "Other")))
     }
 
+    @Test("executorForNextConnection rotates over the loops, and a connect asked for one runs its transport there")
+    func chosenLoop() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        try await withEngine(CIOEngine.Configuration(eventLoopCount: 2)) { engine in
+            let endpoint = EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false)
+            let first = try #require(engine.executorForNextConnection())
+            let second = try #require(engine.executorForNextConnection())
+            #expect(first !== second, "two loops, taken in turn")
+            for wanted in [second, first, second] {
+                var wantedOptions = options()
+                wantedOptions.executor = wanted
+                let transport = try await engine.connect(to: endpoint, options: wantedOptions)
+                #expect(transport.executor === wanted)
+                transport.abort()
+            }
+            // An executor that is not one of the engine's loops is ignored: the transport gets one of its loops.
+            var foreign = options()
+            foreign.executor = globalConcurrentExecutor
+            let transport = try await engine.connect(to: endpoint, options: foreign)
+            #expect(transport.executor === first || transport.executor === second)
+            transport.abort()
+        }
+    }
+
     @Test("small echo round trip, then close() reports a clean close once")
     func smallEcho() async throws {
         let server = try await PythonServer.start(mode: "echo")
