@@ -23,16 +23,26 @@ package final class LoopTimer {
     var action: (() -> Void)?
     /// The handle of a timer scheduled from any thread, which may be cancelled there.
     let shared: SharedLoopTimer?
+    /// The loop's count of cancelled timers.
+    private let cancellations: TimerCancellations
 
-    init(deadline: UInt64, sequence: UInt64, shared: SharedLoopTimer? = nil, action: @escaping () -> Void) {
+    init(
+        deadline: UInt64, sequence: UInt64, shared: SharedLoopTimer?, cancellations: TimerCancellations,
+        action: @escaping () -> Void
+    ) {
         self.deadline = deadline
         self.sequence = sequence
         self.shared = shared
+        self.cancellations = cancellations
         self.action = action
     }
 
-    /// Stops the timer from firing (loop thread only).
-    package func cancel() { self.action = nil }
+    /// Stops the timer from firing and counts it for the heap's compaction (loop thread only).
+    package func cancel() {
+        guard self.action != nil else { return }
+        self.action = nil
+        self.cancellations.count.add(1, ordering: .relaxed)
+    }
 
     /// Whether the timer will do nothing when it comes due.
     var isDead: Bool { self.action == nil || self.shared?.isDone == true }
@@ -45,7 +55,8 @@ package final class LoopTimer {
 /// A loop timer that any thread may cancel (``PosixEventLoop/scheduleFromAnyThread(after:_:)``): a session timer of
 /// both engines. Cancelling releases the action (and what it captured) at once and counts the cancellation, so the
 /// loop drops cancelled entries from its heap once they are half of it (sessions that open and close in a burst
-/// would otherwise leave an open and a close timeout each on the heap until their deadlines).
+/// would otherwise leave an open and a close timeout each on the heap until their deadlines; loop-thread timers
+/// that are cancelled and rescheduled often, such as libcurl's, are counted the same way).
 package final class SharedLoopTimer: WebSocketTransportTimer {
     private let action: Mutex<(@Sendable () -> Void)?>
     private let cancellations: TimerCancellations
@@ -326,7 +337,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         self.timerSequence &+= 1
         let timer = LoopTimer(
             deadline: monotonicNanoseconds() &+ nanoseconds, sequence: self.timerSequence, shared: shared,
-            action: action)
+            cancellations: self.timerCancellations, action: action)
         self.timers.append(timer)
         var child = self.timers.count - 1
         while child > 0 {

@@ -43,4 +43,26 @@ struct LoopTimerTests {
         #expect(cancelledFired.value.load(ordering: .relaxed) == 0)
         for timer in others { timer.cancel() }
     }
+
+    @Test("loop-thread timers cancelled and rescheduled again and again do not pile up on the heap")
+    func rescheduledLoopTimers() async throws {
+        let loop = try PosixEventLoop(name: "timer test", readBufferSize: 1024, dispatcher: NoSockets())
+        defer {
+            loop.initiateStop(error: "test over")
+            pthread_join(loop.thread, nil)
+        }
+        // As libcurl's timer callback does: every call replaces the previous timer.
+        let count = await withCheckedContinuation { (continuation: CheckedContinuation<Int, Never>) in
+            loop.execute {
+                var current: LoopTimer?
+                for i in 0..<1_000 {
+                    current?.cancel()
+                    // Each new deadline is earlier, so the live timer sits on top of the dead ones.
+                    current = loop.schedule(afterNanoseconds: 60_000_000_000 - UInt64(i) * 1_000_000) {}
+                }
+                loop.execute { continuation.resume(returning: loop.timerCount) }
+            }
+        }
+        #expect(count < 100, "999 of 1,000 timers were cancelled; \(count) are still on the heap")
+    }
 }
