@@ -21,8 +21,10 @@ import WSPosix
 public final class CIOEngine: WebSocketEngine {
     /// How the engine runs.
     public struct Configuration: Sendable {
-        /// The number of event-loop threads; connections are spread over them round-robin. Default 1, which
-        /// serves thousands of connections; more only helps when handlers do heavy work on the loop.
+        /// The number of event-loop threads; connections are spread over them round-robin. Default
+        /// ``CIOEngine/defaultEventLoopCount``, the processors this process may use (as SwiftNIO's default group):
+        /// blocks run on their session's loop by default, so several loops let sessions use several cores. A loop's
+        /// thread starts when the rotation first reaches it: one connection starts one thread.
         public var eventLoopCount: Int
         /// TLS settings for `wss` endpoints.
         public var tls: TLSConfiguration
@@ -49,7 +51,7 @@ public final class CIOEngine: WebSocketEngine {
         ///   - closeGracePeriod: Wait for the peer's EOF after our FIN.
         ///   - closeFlushTimeout: Wait for buffered bytes to leave on `close()`.
         public init(
-            eventLoopCount: Int = 1,
+            eventLoopCount: Int = CIOEngine.defaultEventLoopCount,
             tls: TLSConfiguration = TLSConfiguration(),
             readBufferSize: Int = 64 * 1024,
             maxAddressAttempts: Int = 8,
@@ -69,6 +71,10 @@ public final class CIOEngine: WebSocketEngine {
 
     /// The configuration the engine was created with.
     public let configuration: Configuration
+
+    /// The default number of event loops: the processors this process may run on (its CPU affinity mask, which
+    /// container CPU sets and `taskset` narrow).
+    public static var defaultEventLoopCount: Int { availableProcessorCount() }
 
     private struct State {
         var loops: [EventLoop] = []
@@ -184,37 +190,26 @@ public final class CIOEngine: WebSocketEngine {
         try? self.prepare(secure: false, preferred: nil).0
     }
 
-    /// Picks `preferred` if it is one of the loops, else the next loop (starting the loops on first use), and, for
-    /// TLS, the shared context.
+    /// Picks `preferred` if it is one of the loops, else the next loop in the rotation (starting its thread when the
+    /// rotation first reaches it), and, for TLS, the shared context.
     private func prepare(secure: Bool, preferred: (any TaskExecutor)?) throws(WebSocketConnectionError)
         -> (EventLoop, TLSContext?)
     {
         try self.state.withLock { state throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) in
             guard !state.shutDown else { throw Self.shutdownError }
-            if state.loops.isEmpty {
-                let bufferSize = max(1024, self.configuration.readBufferSize)
-                let count = max(1, self.configuration.eventLoopCount)
-                var loops: [EventLoop] = []
-                do throws(WebSocketConnectionError) {
-                    for index in 0..<count {
-                        loops.append(try EventLoop.start(name: "CIO loop \(index)", readBufferSize: bufferSize))
-                    }
-                } catch {
-                    for loop in loops {
-                        loop.initiateStop(error: Self.shutdownError)
-                        pthread_detach(loop.thread)
-                    }
-                    throw error
-                }
-                state.loops = loops
-            }
             var tls: TLSContext?
             if secure {
                 if state.tls == nil { state.tls = try TLSContext(configuration: self.configuration.tls) }
                 tls = state.tls
             }
             if let preferred, let loop = state.loops.first(where: { $0 === preferred }) { return (loop, tls) }
-            let loop = state.loops[state.nextLoop % state.loops.count]
+            let index = state.nextLoop % max(1, self.configuration.eventLoopCount)
+            if index == state.loops.count {
+                // The rotation reaches a loop that has not started yet.
+                let bufferSize = max(1024, self.configuration.readBufferSize)
+                state.loops.append(try EventLoop.start(name: "CIO loop \(index)", readBufferSize: bufferSize))
+            }
+            let loop = state.loops[index]
             state.nextLoop &+= 1
             return (loop, tls)
         }

@@ -20,9 +20,9 @@ import WSPosix
 /// response before 8.21. None of that applies here, because libcurl only carries bytes; for the same reason this
 /// engine supports ``EngineCapability/webSocketExtensions``.
 ///
-/// - Threading: one epoll loop thread per engine serves every connection (no thread per connection). Connects run
-///   concurrently on that loop through libcurl's multi-socket API (`curl_multi_socket_action`). Each connection has
-///   its own multi handle, because a `CONNECT_ONLY` easy handle must stay in its multi handle while it is used and
+/// - Threading: a few epoll loop threads (``Configuration/eventLoopCount``, by default one per processor) serve
+///   every connection, round-robin (no thread per connection). Connects run concurrently on their loop through
+///   libcurl's multi-socket API (`curl_multi_socket_action`). Each connection has its own multi handle, because a `CONNECT_ONLY` easy handle must stay in its multi handle while it is used and
 ///   libcurl looks the connection up in that multi's pool on every send and receive: with a private multi, the
 ///   pair is only ever used by one thread at a time. Once connected, the socket from `CURLINFO_ACTIVESOCKET` is
 ///   watched level-triggered; `CURLE_AGAIN` waits for `EPOLLIN`/`EPOLLOUT` and never busy-polls. Writes go to
@@ -100,9 +100,13 @@ public final class CurlEngine: WebSocketEngine {
         /// every header value removed (so credentials never reach a log). Transferred data is never logged.
         /// Default `false`.
         public var verbose: Bool
-        /// The most bytes one read hands to the handler (one buffer of this size per engine). Default 64 KiB;
+        /// The most bytes one read hands to the handler (one buffer of this size per event loop). Default 64 KiB;
         /// at least 1 KiB is used.
         public var readBufferSize: Int
+        /// The number of event-loop threads; connections are spread over them round-robin. Default
+        /// ``CurlEngine/defaultEventLoopCount``, the processors this process may use. A loop's thread starts when the
+        /// rotation first reaches it: one connection starts one thread.
+        public var eventLoopCount: Int
 
         /// Creates a configuration; every argument defaults to the secure choice.
         /// - Parameters:
@@ -116,6 +120,7 @@ public final class CurlEngine: WebSocketEngine {
         ///   - minimumTLSVersion: The lowest TLS version accepted.
         ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
         ///   - readBufferSize: Bytes per read.
+        ///   - eventLoopCount: Event-loop threads (at least 1).
         public init(
             trustedCAFile: String? = nil,
             trustedCADirectory: String? = nil,
@@ -126,7 +131,8 @@ public final class CurlEngine: WebSocketEngine {
             dangerouslyDisableCertificateVerification: Bool = false,
             minimumTLSVersion: TLSVersion = .tls12,
             verbose: Bool = false,
-            readBufferSize: Int = 64 * 1024
+            readBufferSize: Int = 64 * 1024,
+            eventLoopCount: Int = CurlEngine.defaultEventLoopCount
         ) {
             self.trustedCAFile = trustedCAFile
             self.trustedCADirectory = trustedCADirectory
@@ -138,6 +144,7 @@ public final class CurlEngine: WebSocketEngine {
             self.minimumTLSVersion = minimumTLSVersion
             self.verbose = verbose
             self.readBufferSize = readBufferSize
+            self.eventLoopCount = eventLoopCount
         }
     }
 
@@ -149,8 +156,13 @@ public final class CurlEngine: WebSocketEngine {
     /// The configuration the engine was created with.
     public let configuration: Configuration
 
+    /// The default number of event loops: the processors this process may run on (its CPU affinity mask, which
+    /// container CPU sets and `taskset` narrow).
+    public static var defaultEventLoopCount: Int { availableProcessorCount() }
+
     private struct State {
-        var loop: CurlEventLoop?
+        var loops: [CurlEventLoop] = []
+        var nextLoop = 0
         var shutDown = false
     }
     private let state = Mutex(State())
@@ -164,8 +176,8 @@ public final class CurlEngine: WebSocketEngine {
     }
 
     deinit {
-        // Without `shutdown()`: stop the loop anyway (aborting open transports) and let its thread end alone.
-        if let loop = self.state.withLock({ $0.shutDown ? nil : $0.loop }) {
+        // Without `shutdown()`: stop the loops anyway (aborting open transports) and let their threads end alone.
+        for loop in self.state.withLock({ $0.shutDown ? [] : $0.loops }) {
             loop.initiateStop(error: Self.shutdownError)
             pthread_detach(loop.thread)
         }
@@ -229,7 +241,7 @@ public final class CurlEngine: WebSocketEngine {
                 .unsupported,
                 "cannot connect to \(hostPort) with TLS: the loaded libcurl \(LoadedCurl.version) has no TLS backend")
         }
-        let loop = try self.prepareLoop()
+        let loop = try self.prepareLoop(preferred: options.executor)
         let connector = CurlConnector(
             loop: loop, endpoint: endpoint, options: options, configuration: self.configuration)
         return try await withTaskCancellationHandler {
@@ -244,21 +256,21 @@ public final class CurlEngine: WebSocketEngine {
         }
     }
 
-    /// Stops the loop thread; open transports are aborted (their handlers see `transportDidClose` with a
-    /// `.network` error) and pending connects fail. Returns once the loop thread has exited; the waiting happens
+    /// Stops the loop threads; open transports are aborted (their handlers see `transportDidClose` with a
+    /// `.network` error) and pending connects fail. Returns once the loop threads have exited; the waiting happens
     /// on a helper thread, not on the cooperative pool. Later calls return at once.
     public func shutdown() async {
-        let loop = self.state.withLock { state -> CurlEventLoop? in
-            guard !state.shutDown else { return nil }
+        let loops = self.state.withLock { state -> [CurlEventLoop] in
+            guard !state.shutDown else { return [] }
             state.shutDown = true
-            return state.loop
+            return state.loops
         }
-        guard let loop else { return }
-        loop.initiateStop(error: Self.shutdownError)
-        let thread = loop.thread
+        guard !loops.isEmpty else { return }
+        for loop in loops { loop.initiateStop(error: Self.shutdownError) }
+        let threads = loops.map(\.thread)
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             startThread(name: "Curl shutdown", detached: true) {
-                pthread_join(thread, nil)
+                for thread in threads { pthread_join(thread, nil) }
                 continuation.resume()
             }
         }
@@ -266,19 +278,25 @@ public final class CurlEngine: WebSocketEngine {
 
     private static let shutdownError = WebSocketConnectionError(.network, "the Curl engine was shut down")
 
-    /// The engine's one loop (started on first use); `nil` once the engine is shut down.
+    /// The next loop in the rotation (started when first reached); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
-        try? self.prepareLoop()
+        try? self.prepareLoop(preferred: nil)
     }
 
-    /// The loop, started on first use.
-    private func prepareLoop() throws(WebSocketConnectionError) -> CurlEventLoop {
+    /// `preferred` if it is one of the loops, else the next loop in the rotation (its thread started when the rotation
+    /// first reaches it).
+    private func prepareLoop(preferred: (any TaskExecutor)?) throws(WebSocketConnectionError) -> CurlEventLoop {
         try self.state.withLock { state throws(WebSocketConnectionError) -> CurlEventLoop in
             guard !state.shutDown else { throw Self.shutdownError }
-            if let loop = state.loop { return loop }
-            let loop = CurlEventLoop.start(name: "Curl loop", readBufferSize: max(1024, self.configuration.readBufferSize))
-            state.loop = loop
-            return loop
+            if let preferred, let loop = state.loops.first(where: { $0 === preferred }) { return loop }
+            let index = state.nextLoop % max(1, self.configuration.eventLoopCount)
+            if index == state.loops.count {
+                state.loops.append(
+                    CurlEventLoop.start(
+                        name: "Curl loop \(index)", readBufferSize: max(1024, self.configuration.readBufferSize)))
+            }
+            state.nextLoop &+= 1
+            return state.loops[index]
         }
     }
 }

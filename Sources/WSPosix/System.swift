@@ -89,3 +89,10 @@ package func startThread(name: String, detached: Bool, _ body: @escaping @Sendab
     if detached { pthread_detach(thread) }
     return thread
 }
+
+/// The number of processors this process may run on (its CPU affinity mask, which container CPU sets and
+/// `taskset` narrow), at least 1: the engines' default number of event loops.
+package func availableProcessorCount() -> Int {
+    let count = Int(cws_affinity_processor_count())
+    return count > 0 ? count : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+}

@@ -387,11 +387,34 @@ struct PlainTCPTests {
         }
     }
 
+    @Test("by default one loop per processor; connections take the loops in turn")
+    func defaultLoops() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        #expect(CIOEngine.Configuration().eventLoopCount == CIOEngine.defaultEventLoopCount)
+        #expect(CIOEngine.defaultEventLoopCount >= 1)
+        try await withEngine(.init(eventLoopCount: 3)) { engine in
+            var threads: [Set<UInt>] = []
+            for index in 0..<4 {
+                let transport = try await engine.connect(
+                    to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
+                let recorder = Recorder()
+                transport.start(handler: recorder)
+                transport.write([UInt8(index)])
+                #expect(await recorder.wait { $0.received.count == 1 })
+                threads.append(recorder.state.withLock { $0.readThreads })
+                transport.close()
+                #expect(await recorder.wait { $0.closes == 1 })
+            }
+            #expect(Set(threads[0...2].flatMap { $0 }).count == 3, "three loops in turn")
+            #expect(threads[3] == threads[0], "then the first again")
+        }
+    }
+
     @Test("1000 concurrent connections on one loop each echo their own message")
     func thousandConnections() async throws {
         raiseOpenFileLimit(to: 8192)
         let server = try await PythonServer.start(mode: "echo")
-        try await withEngine { engine in
+        try await withEngine(.init(eventLoopCount: 1)) { engine in
             let count = 1000
             let connections = try await withThrowingTaskGroup(
                 of: (Int, any WebSocketTransport).self, returning: [(Int, any WebSocketTransport)].self

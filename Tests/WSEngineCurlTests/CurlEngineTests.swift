@@ -280,7 +280,9 @@ struct CurlEngineTests {
     @Test("200 concurrent connections on one loop, each echoing its own bytes")
     func manyConnections() async throws {
         let server = try await PythonServer.start(mode: "echo")
-        let engine = CurlEngine(configuration: directConfiguration())
+        var configuration = directConfiguration()
+        configuration.eventLoopCount = 1
+        let engine = CurlEngine(configuration: configuration)
         let count = 200
         let threads = ThreadSet()
         try await withThrowingTaskGroup(of: Void.self) { group in
