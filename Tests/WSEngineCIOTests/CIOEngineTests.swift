@@ -35,6 +35,19 @@ private func connectionError(_ body: () async throws -> Void) async -> WebSocket
     }
 }
 
+/// Connects, echoes `byte` and closes; returns the threads that read the connection.
+private func echoOneByte(_ engine: CIOEngine, port: Int, _ byte: UInt8) async throws -> Set<UInt> {
+    let transport = try await engine.connect(
+        to: EngineEndpoint(host: "127.0.0.1", port: port, secure: false), options: options())
+    let recorder = Recorder()
+    transport.start(handler: recorder)
+    transport.write([byte])
+    #expect(await recorder.wait { $0.received.count == 1 })
+    transport.close()
+    #expect(await recorder.wait { $0.closes == 1 })
+    return recorder.state.withLock { $0.readThreads }
+}
+
 private func tlsEngine(_ tls: CIOEngine.TLSConfiguration) -> CIOEngine.Configuration {
     CIOEngine.Configuration(tls: tls)
 }
@@ -372,17 +385,7 @@ struct PlainTCPTests {
         let server = try await PythonServer.start(mode: "echo")
         try await withEngine(.init(eventLoopCount: 2)) { engine in
             var threads: Set<UInt> = []
-            for index in 0..<4 {
-                let transport = try await engine.connect(
-                    to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
-                let recorder = Recorder()
-                transport.start(handler: recorder)
-                transport.write([UInt8(index)])
-                #expect(await recorder.wait { $0.received.count == 1 })
-                threads.formUnion(recorder.state.withLock { $0.readThreads })
-                transport.close()
-                #expect(await recorder.wait { $0.closes == 1 })
-            }
+            for index in 0..<4 { threads.formUnion(try await echoOneByte(engine, port: server.port, UInt8(index))) }
             #expect(threads.count == 2)
         }
     }
@@ -394,17 +397,7 @@ struct PlainTCPTests {
         #expect(CIOEngine.defaultEventLoopCount >= 1)
         try await withEngine(.init(eventLoopCount: 3)) { engine in
             var threads: [Set<UInt>] = []
-            for index in 0..<4 {
-                let transport = try await engine.connect(
-                    to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
-                let recorder = Recorder()
-                transport.start(handler: recorder)
-                transport.write([UInt8(index)])
-                #expect(await recorder.wait { $0.received.count == 1 })
-                threads.append(recorder.state.withLock { $0.readThreads })
-                transport.close()
-                #expect(await recorder.wait { $0.closes == 1 })
-            }
+            for index in 0..<4 { threads.append(try await echoOneByte(engine, port: server.port, UInt8(index))) }
             #expect(Set(threads[0...2].flatMap { $0 }).count == 3, "three loops in turn")
             #expect(threads[3] == threads[0], "then the first again")
         }
