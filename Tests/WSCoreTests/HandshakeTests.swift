@@ -119,6 +119,16 @@ struct HandshakeTests {
         #expect(keys.count == 100)
     }
 
+    @Test("makeKey(): fresh 16 bytes from the kernel CSPRNG for every key, base64 encoded")
+    func makeKernelKey() {
+        let keys = (0..<1_000).map { _ in WebSocketHandshake.makeKey() }
+        #expect(Set(keys).count == 1_000)
+        #expect(keys.allSatisfy { $0.utf8.count == 24 && WebSocketHandshake.isValidKey($0) })
+        // Every byte value turns up among the 16,000 key bytes (each is expected about 62 times).
+        let bytes = keys.flatMap { Base64.decode($0) ?? [] }
+        #expect(Set(bytes).count == 256)
+    }
+
     @Test("isValidKey requires canonical base64 of 16 bytes")
     func validKeys() {
         #expect(WebSocketHandshake.isValidKey("dGhlIHNhbXBsZSBub25jZQ=="))

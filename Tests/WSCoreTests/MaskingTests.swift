@@ -86,7 +86,7 @@ struct MaskingTests {
     func generatorVariety() {
         var generator = MaskingKeyGenerator()
         var keys: [MaskingKey] = []
-        for _ in 0..<10_000 { keys.append(generator.next()) }  // 156 refills of 256 bytes.
+        for _ in 0..<10_000 { keys.append(generator.next()) }  // 64 bytes, then 156 refills of 256 bytes.
         // 10 000 random 32-bit keys collide with probability ~1.2%; three or more collisions are ~1e-8.
         #expect(Set(keys).count >= 9_998)
 

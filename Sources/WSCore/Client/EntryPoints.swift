@@ -210,13 +210,15 @@ extension WebSocketClient {
     /// block and the close — runs with the engine's event loop for this connection as task-executor preference, so
     /// each step resumes on the thread that delivered its event, in the same loop round, with no thread hop.
     private func run<Result>(
-        _ opening: SessionOpening,
+        _ opening: consuming SessionOpening,
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        try await withTaskExecutorPreference(opening.executor) {
-            try await Self.run(
-                try await opening.open(), onEventLoop: opening.settings.runsBlocksOnEventLoop, wanted: opening.executor,
-                block)
+        let executor = opening.executor
+        let onEventLoop = opening.settings.runsBlocksOnEventLoop
+        // The opening (request, settings, handshake) is released once the session is open, not when the block ends.
+        let pending = PendingOpening(opening)
+        return try await withTaskExecutorPreference(executor) {
+            try await Self.run(try await pending.open(), onEventLoop: onEventLoop, wanted: executor, block)
         }
     }
 
@@ -246,5 +248,18 @@ extension WebSocketClient {
     private static func closeReason<Result>(after outcome: Swift.Result<Result, any Error>) -> CloseReason {
         if case .failure(let error) = outcome, error is CancellationError { return CloseReason(code: .goingAway) }
         return CloseReason(code: .normal)
+    }
+}
+
+/// Holds an opening until it runs, so that nothing keeps it after the session is open.
+private final class PendingOpening {
+    private var opening: SessionOpening?
+
+    init(_ opening: consuming SessionOpening) { self.opening = opening }
+
+    /// Opens the session (once).
+    func open() async throws -> WebSocketSession {
+        guard let opening = self.opening.take() else { preconditionFailure("the opening ran already") }
+        return try await opening.open()
     }
 }

@@ -122,31 +122,32 @@ package func applyMask(_ key: MaskingKey, to bytes: inout [UInt8], offset: Int =
     bytes.withUnsafeMutableBytes { applyMask(key, to: $0, offset: offset) }
 }
 
-/// Masking keys from a CSPRNG (Linux `getrandom(2)` through `getentropy(3)`), fetched in batches of 256 bytes so that a key costs no
-/// system call on average (64 keys per call).
+/// Masking keys from a CSPRNG (Linux `getrandom(2)` through `getentropy(3)`), fetched in batches so that a key costs
+/// no system call on average: 16 keys at first (a session that sends a few frames keeps a 64-byte pool), then 64 per
+/// call once those are used.
 ///
 /// Not thread-safe: a value type owned by one sender (copies share nothing and draw fresh randomness, but a
 /// copy made before a refill repeats the keys still buffered, so do not copy a generator to get "another" one).
 package struct MaskingKeyGenerator: Sendable {
+    private static let firstBatchSize = 64
     private static let batchSize = 256
-    private var pool: [UInt8]
-    private var index: Int
+    private var pool: [UInt8] = []
+    private var index = 0
 
     /// Creates a generator; the first call to ``next()`` fetches the first batch.
-    package init() {
-        self.pool = [UInt8](repeating: 0, count: Self.batchSize)
-        self.index = Self.batchSize
-    }
+    package init() {}
 
     /// The next random masking key.
     package mutating func next() -> MaskingKey {
-        if self.index &+ 4 > Self.batchSize { self.refill() }
+        if self.index &+ 4 > self.pool.count { self.refill() }
         let i = self.index
         self.index = i &+ 4
         return self.pool.withUnsafeBufferPointer { p in MaskingKey(p[i], p[i &+ 1], p[i &+ 2], p[i &+ 3]) }
     }
 
     private mutating func refill() {
+        let size = self.pool.isEmpty ? Self.firstBatchSize : Self.batchSize
+        if self.pool.count != size { self.pool = [UInt8](repeating: 0, count: size) }
         self.pool.withUnsafeMutableBytes { fillRandom($0) }
         self.index = 0
     }
@@ -155,7 +156,7 @@ package struct MaskingKeyGenerator: Sendable {
 /// Fills `buffer` (at most 256 bytes) from the kernel CSPRNG: `getentropy(3)`, which is glibc's and musl's
 /// wrapper of the `getrandom(2)` system call (retrying on EINTR), falling back to ``SystemRandomNumberGenerator``
 /// where that call is unavailable.
-private func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
+func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
     guard let base = buffer.baseAddress else { return }
     #if canImport(Glibc) || canImport(Musl)
     if getentropy(base, buffer.count) == 0 { return }

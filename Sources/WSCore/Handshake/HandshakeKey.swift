@@ -3,7 +3,14 @@ package enum WebSocketHandshake {
     /// The GUID appended to the key before hashing.
     package static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-    /// A fresh `Sec-WebSocket-Key`: base64 of 16 bytes from `rng` (24 characters).
+    /// A fresh `Sec-WebSocket-Key`: base64 of 16 bytes from the kernel CSPRNG in one `getrandom(2)` call.
+    package static func makeKey() -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        bytes.withUnsafeMutableBytes { fillRandom($0) }
+        return Base64.encode(bytes)
+    }
+
+    /// A `Sec-WebSocket-Key`: base64 of 16 bytes from `rng` (24 characters).
     /// - Parameter rng: The source of randomness; pass a `SystemRandomNumberGenerator` in production.
     package static func makeKey(using rng: inout some RandomNumberGenerator) -> String {
         var bytes: [UInt8] = []

@@ -9,9 +9,8 @@ final class OpeningHandshake: Sendable {
     let extensionFactories: [any WebSocketExtensionFactory]
 
     init(request: WebSocketRequestBuilder, extensionFactories: [any WebSocketExtensionFactory]) {
-        var rng = SystemRandomNumberGenerator()
         self.request = request
-        self.key = WebSocketHandshake.makeKey(using: &rng)
+        self.key = WebSocketHandshake.makeKey()
         self.extensionFactories = extensionFactories
     }
 
