@@ -12,70 +12,51 @@ import WSCore
 /// Work handed to a loop from any thread.
 package typealias LoopTask = @Sendable () -> Void
 
-/// A one-shot timer on a loop's timer heap; cancel it with ``cancel()`` (on the loop thread).
-package final class LoopTimer {
-    // Every field is read and written only on the owning loop's thread.
+/// A one-shot timer on a loop's timer heap. A timer from ``PosixEventLoop/schedule(afterNanoseconds:_:)`` is cancelled
+/// on the loop thread; one from ``PosixEventLoop/scheduleFromAnyThread(after:_:)`` (a session timer of both engines)
+/// from any thread. Cancelling releases the action (and what it captured) at once and is counted, so the loop drops
+/// cancelled entries from its heap once they are half of it (sessions that open and close in a burst would otherwise
+/// leave an open and a close timeout each on the heap until their deadlines, and libcurl replaces its timer on every
+/// call).
+package final class LoopTimer: WebSocketTransportTimer, @unchecked Sendable {  // `action` is a Mutex; the rest immutable
     /// When the timer fires (monotonic nanoseconds).
     let deadline: UInt64
     /// Tie-breaker: timers with the same deadline fire in scheduling order.
     let sequence: UInt64
-    /// The action; `nil` once fired or cancelled.
-    var action: (() -> Void)?
-    /// The handle of a timer scheduled from any thread, which may be cancelled there.
-    let shared: SharedLoopTimer?
+    /// The action; `nil` once fired or cancelled. A loop-thread timer's action is not Sendable: it is only run and
+    /// released on the loop thread, where such a timer is cancelled.
+    private let action: Mutex<Action?>
     /// The loop's count of cancelled timers.
     private let cancellations: TimerCancellations
 
-    init(
-        deadline: UInt64, sequence: UInt64, shared: SharedLoopTimer?, cancellations: TimerCancellations,
-        action: @escaping () -> Void
-    ) {
+    init(deadline: UInt64, sequence: UInt64, cancellations: TimerCancellations, action: @escaping () -> Void) {
         self.deadline = deadline
         self.sequence = sequence
-        self.shared = shared
         self.cancellations = cancellations
-        self.action = action
+        self.action = Mutex(Action(run: action))
     }
 
-    /// Stops the timer from firing and counts it for the heap's compaction (loop thread only).
-    package func cancel() {
-        guard self.action != nil else { return }
-        self.action = nil
-        self.cancellations.count.add(1, ordering: .relaxed)
+    /// The action of a timer; called only on the loop thread (a loop-thread timer's action is not Sendable, and is
+    /// released from another thread only when a shared timer, whose action is Sendable, is cancelled there).
+    private struct Action: @unchecked Sendable {  // run only on the owning loop's thread (see above)
+        let run: () -> Void
     }
 
-    /// Whether the timer will do nothing when it comes due.
-    var isDead: Bool { self.action == nil || self.shared?.isDone == true }
-
-    func fires(before other: LoopTimer) -> Bool {
-        self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
-    }
-}
-
-/// A loop timer that any thread may cancel (``PosixEventLoop/scheduleFromAnyThread(after:_:)``): a session timer of
-/// both engines. Cancelling releases the action (and what it captured) at once and counts the cancellation, so the
-/// loop drops cancelled entries from its heap once they are half of it (sessions that open and close in a burst
-/// would otherwise leave an open and a close timeout each on the heap until their deadlines; loop-thread timers
-/// that are cancelled and rescheduled often, such as libcurl's, are counted the same way).
-package final class SharedLoopTimer: WebSocketTransportTimer {
-    private let action: Mutex<(@Sendable () -> Void)?>
-    private let cancellations: TimerCancellations
-
-    init(_ action: @escaping @Sendable () -> Void, cancellations: TimerCancellations) {
-        self.action = Mutex(action)
-        self.cancellations = cancellations
-    }
-
-    /// Whether the action ran or was cancelled.
-    var isDone: Bool { self.action.withLock { $0 == nil } }
-
-    /// Keeps the action from running and releases it (any thread).
+    /// Stops the timer from firing, releases its action and counts it for the heap's compaction (on the loop
+    /// thread, or any thread for a timer from ``PosixEventLoop/scheduleFromAnyThread(after:_:)``).
     package func cancel() {
         if self.action.withLock({ $0.take() }) != nil { self.cancellations.count.add(1, ordering: .relaxed) }
     }
 
-    /// Runs the action unless it was cancelled or already ran.
-    func fire() { self.action.withLock { $0.take() }?() }
+    /// Whether the timer will do nothing when it comes due.
+    var isDead: Bool { self.action.withLock { $0 == nil } }
+
+    /// Runs the action unless it was cancelled or already ran (loop thread).
+    func fire() { self.action.withLock { $0.take() }?.run() }
+
+    func fires(before other: LoopTimer) -> Bool {
+        self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
+    }
 }
 
 /// How many of a loop's shared timers were cancelled since its heap was last compacted (any thread).
@@ -148,6 +129,8 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         var closed = false
     }
     private let tasks = Mutex(TaskQueue())
+    /// Orders timers with the same deadline (timers are made on any thread).
+    private let timerSequence = Atomic<UInt64>(0)
     private let threadID = Atomic<UInt>(0)
     /// The loop's pthread, for joining.
     package private(set) var thread = pthread_t()
@@ -161,7 +144,6 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     private var events: UnsafeMutablePointer<epoll_event>
     private var eventCapacity = 64
     private var timers: [LoopTimer] = []
-    private var timerSequence: UInt64 = 0
     private let timerCancellations = TimerCancellations()
     /// Registrants removed during the current batch; kept alive until it ends because the batch may still hold
     /// events that point to them.
@@ -251,16 +233,15 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     /// thread (from another thread the timer is put on the heap by a loop task). Transports return it from
     /// `WebSocketTransport.schedule(after:_:)`.
     package func scheduleFromAnyThread(after delay: Duration, _ action: @escaping @Sendable () -> Void)
-        -> SharedLoopTimer
+        -> LoopTimer
     {
-        let (seconds, attoseconds) = delay.components
-        let nanoseconds = UInt64(clamping: max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000))
-        let handle = SharedLoopTimer(action, cancellations: self.timerCancellations)
-        let start: @Sendable () -> Void = { [self] in
-            _ = self.schedule(afterNanoseconds: nanoseconds, shared: handle) { handle.fire() }
+        let timer = self.makeTimer(afterNanoseconds: delay.clampedNanoseconds, action)
+        if self.inLoop {
+            self.insert(timer)
+        } else {
+            self.execute { [self] in self.insert(timer) }
         }
-        if self.inLoop { start() } else { self.execute(start) }
-        return handle
+        return timer
     }
 
     /// Runs `work` on the loop thread after the current round of events, timers, tasks and jobs, before the loop
@@ -328,16 +309,20 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     /// Schedules `action` to run on the loop after `nanoseconds`.
     package func schedule(afterNanoseconds nanoseconds: UInt64, _ action: @escaping () -> Void) -> LoopTimer {
-        self.schedule(afterNanoseconds: nanoseconds, shared: nil, action)
+        let timer = self.makeTimer(afterNanoseconds: nanoseconds, action)
+        self.insert(timer)
+        return timer
     }
 
-    private func schedule(
-        afterNanoseconds nanoseconds: UInt64, shared: SharedLoopTimer?, _ action: @escaping () -> Void
-    ) -> LoopTimer {
-        self.timerSequence &+= 1
-        let timer = LoopTimer(
-            deadline: monotonicNanoseconds() &+ nanoseconds, sequence: self.timerSequence, shared: shared,
+    private func makeTimer(afterNanoseconds nanoseconds: UInt64, _ action: @escaping () -> Void) -> LoopTimer {
+        LoopTimer(
+            deadline: monotonicNanoseconds() &+ nanoseconds,
+            sequence: self.timerSequence.add(1, ordering: .relaxed).newValue,
             cancellations: self.timerCancellations, action: action)
+    }
+
+    /// Puts `timer` on the heap (loop thread).
+    private func insert(_ timer: LoopTimer) {
         self.timers.append(timer)
         var child = self.timers.count - 1
         while child > 0 {
@@ -346,7 +331,6 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
             self.timers.swapAt(child, parent)
             child = parent
         }
-        return timer
     }
 
     /// Drops cancelled timers from the heap once at least half of a heap of 64 or more are cancelled.
@@ -401,11 +385,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         guard !self.timers.isEmpty else { return }
         let now = monotonicNanoseconds()
         while let first = self.timers.first, first.deadline <= now {
-            let timer = self.popTimer()
-            if let action = timer.action {
-                timer.action = nil
-                action()
-            }
+            self.popTimer().fire()
         }
     }
 
