@@ -28,7 +28,9 @@ public final class CIOEngine: WebSocketEngine {
         public var eventLoopCount: Int
         /// TLS settings for `wss` endpoints.
         public var tls: TLSConfiguration
-        /// The most bytes one read hands to the handler (one buffer of this size per loop). Default 64 KiB.
+        /// The most bytes one read hands to the handler (one buffer of this size per loop). Default 256 KiB:
+        /// bulk transfers take a quarter of the system calls they took with 64 KiB, and a loop's untouched pages
+        /// cost no memory.
         public var readBufferSize: Int
         /// The most resolved addresses tried, in order, before a connect fails. Default 8.
         public var maxAddressAttempts: Int
@@ -53,7 +55,7 @@ public final class CIOEngine: WebSocketEngine {
         public init(
             eventLoopCount: Int = CIOEngine.defaultEventLoopCount,
             tls: TLSConfiguration = TLSConfiguration(),
-            readBufferSize: Int = 64 * 1024,
+            readBufferSize: Int = 256 * 1024,
             maxAddressAttempts: Int = 8,
             resolverThreadCount: Int = 2,
             closeGracePeriod: Duration = .seconds(2),

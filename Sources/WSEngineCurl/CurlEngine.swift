@@ -100,7 +100,7 @@ public final class CurlEngine: WebSocketEngine {
         /// every header value removed (so credentials never reach a log). Transferred data is never logged.
         /// Default `false`.
         public var verbose: Bool
-        /// The most bytes one read hands to the handler (one buffer of this size per event loop). Default 64 KiB;
+        /// The most bytes one read hands to the handler (one buffer of this size per event loop). Default 256 KiB;
         /// at least 1 KiB is used.
         public var readBufferSize: Int
         /// The number of event-loop threads; connections are spread over them round-robin. Default
@@ -131,7 +131,7 @@ public final class CurlEngine: WebSocketEngine {
             dangerouslyDisableCertificateVerification: Bool = false,
             minimumTLSVersion: TLSVersion = .tls12,
             verbose: Bool = false,
-            readBufferSize: Int = 64 * 1024,
+            readBufferSize: Int = 256 * 1024,
             eventLoopCount: Int = CurlEngine.defaultEventLoopCount
         ) {
             self.trustedCAFile = trustedCAFile
