@@ -128,6 +128,16 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
 
     @discardableResult
     func write(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { self.write($0, array: bytes) }
+    }
+
+    @discardableResult
+    func write(bytes: UnsafeRawBufferPointer) -> Int {
+        self.write(bytes, array: nil)
+    }
+
+    /// Sends or queues `bytes`; what is queued is `array` itself when given (no copy), else a copy.
+    private func write(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?) -> Int {
         let fd = self.fd
         var needsLoopFlush = false
         var deferFlush = false
@@ -138,50 +148,46 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
             // Queued bytes go first; and on the loop thread, plain-TCP writes wait for the end of the round, so the
             // messages a round produces (replies to a batch of reads) leave in one sendmsg.
             guard state.queue.isEmpty, !onLoop else {
-                state.queue.append(bytes, offset: 0)
+                state.queue.append(bytes, array: array, from: 0)
                 if onLoop { deferFlush = true }
                 return (state.queue.byteCount, nil)
             }
             var sent = 0
             var failure: WebSocketConnectionError?
             if let ssl = state.ssl?.pointer {
-                bytes.withUnsafeBytes { raw in
-                    while sent < raw.count {
-                        ERR_clear_error()
-                        errno = 0
-                        let result = SSL_write(ssl, raw.baseAddress! + sent, Int32(clamping: raw.count - sent))
-                        if result > 0 {
-                            sent += Int(result)
-                            continue
-                        }
-                        let code = errno
-                        let sslError = SSL_get_error(ssl, result)
-                        if sslError == SSL_ERROR_WANT_WRITE { break }
-                        if sslError == SSL_ERROR_WANT_READ {
-                            // The input it waits for may already be in the socket (no new edge): retry on the loop.
-                            state.writeWantsRead = true
-                            needsLoopFlush = true
-                            break
-                        }
-                        failure = self.tlsError("writing to", ssl: ssl, sslError: sslError, errno: code)
-                        state.sslBroken = true
+                while sent < bytes.count {
+                    ERR_clear_error()
+                    errno = 0
+                    let result = SSL_write(ssl, bytes.baseAddress! + sent, Int32(clamping: bytes.count - sent))
+                    if result > 0 {
+                        sent += Int(result)
+                        continue
+                    }
+                    let code = errno
+                    let sslError = SSL_get_error(ssl, result)
+                    if sslError == SSL_ERROR_WANT_WRITE { break }
+                    if sslError == SSL_ERROR_WANT_READ {
+                        // The input it waits for may already be in the socket (no new edge): retry on the loop.
+                        state.writeWantsRead = true
+                        needsLoopFlush = true
                         break
                     }
+                    failure = self.tlsError("writing to", ssl: ssl, sslError: sslError, errno: code)
+                    state.sslBroken = true
+                    break
                 }
             } else {
-                bytes.withUnsafeBytes { raw in
-                    while sent < raw.count {
-                        let result = send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
-                        if result >= 0 {
-                            sent += result
-                            continue
-                        }
-                        let code = errno
-                        if code == EINTR { continue }
-                        if code == EAGAIN || code == EWOULDBLOCK { break }
-                        failure = self.ioError("send", "writing to", code)
-                        break
+                while sent < bytes.count {
+                    let result = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+                    if result >= 0 {
+                        sent += result
+                        continue
                     }
+                    let code = errno
+                    if code == EINTR { continue }
+                    if code == EAGAIN || code == EWOULDBLOCK { break }
+                    failure = self.ioError("send", "writing to", code)
+                    break
                 }
             }
             if let failure {
@@ -189,7 +195,7 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
                 state.queue.removeAll()
                 return (0, failure)
             }
-            if sent < bytes.count { state.queue.append(bytes, offset: sent) }
+            if sent < bytes.count { state.queue.append(bytes, array: array, from: sent) }
             return (state.queue.byteCount, nil)
         }
         if let failure {

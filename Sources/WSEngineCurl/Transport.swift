@@ -114,6 +114,16 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
 
     @discardableResult
     func write(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { self.write($0, array: bytes) }
+    }
+
+    @discardableResult
+    func write(bytes: UnsafeRawBufferPointer) -> Int {
+        self.write(bytes, array: nil)
+    }
+
+    /// Sends or queues `bytes`; what is queued is `array` itself when given (no copy), else a copy.
+    private func write(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?) -> Int {
         let onLoop = self.loop.inLoop
         var deferFlush = false
         let (buffered, failure) = self.state.withLock { state -> (Int, WebSocketConnectionError?) in
@@ -122,22 +132,20 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
             // Queued bytes go first; and on the loop thread, writes wait for the end of the round, so the messages a
             // round produces (replies to a batch of reads) leave in one curl_easy_send.
             guard state.queue.isEmpty, !onLoop else {
-                state.queue.append(bytes, offset: 0)
+                state.queue.append(bytes, array: array, from: 0)
                 deferFlush = onLoop
                 return (state.queue.byteCount, nil)
             }
             var sent = 0
             var failure: WebSocketConnectionError?
-            bytes.withUnsafeBytes { raw in
-                while sent < raw.count {
-                    switch self.send(handles, UnsafeRawBufferPointer(rebasing: raw[sent...])) {
-                    case .success(let count):
-                        sent += count
-                        if count == 0 { return }
-                    case .failure(let error):
-                        failure = error
-                        return
-                    }
+            sending: while sent < bytes.count {
+                switch self.send(handles, UnsafeRawBufferPointer(rebasing: bytes[sent...])) {
+                case .success(let count):
+                    sent += count
+                    if count == 0 { break sending }
+                case .failure(let error):
+                    failure = error
+                    break sending
                 }
             }
             if let failure {
@@ -147,7 +155,7 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
                 return (0, failure)
             }
             if sent < bytes.count {
-                state.queue.append(bytes, offset: sent)
+                state.queue.append(bytes, array: array, from: sent)
                 self.updateInterest(&state)
             }
             return (state.queue.byteCount, nil)

@@ -38,32 +38,14 @@ package struct WriteQueue {
     package mutating func append(_ bytes: [UInt8], offset: Int) {
         assert(offset < bytes.count)
         let count = bytes.count - offset
-        self.byteCount += count
-        let last = self.chunks.count - 1
-        // The last chunk may change: it exists and is not a head handed out for a send that may be retried.
-        let lastMutable = last >= self.head && !(last == self.head && self.headPinned)
-        if count <= Self.smallWrite && lastMutable {
-            if self.lastGathers && self.chunks[last].count + count <= Self.gatherLimit {
-                bytes.withUnsafeBufferPointer { self.chunks[last].append(contentsOf: $0[offset...]) }
-                return
-            }
-            if self.lastIsSmall {
-                // A second small write in a row: both go into a chunk of the queue's own, which gathers what follows.
-                let start = last == self.head ? self.headOffset : 0
-                var gathering: [UInt8] = []
-                // Small to start with (thousands of connections may each hold one); it doubles as writes arrive.
-                gathering.reserveCapacity(max(Self.gatherStart, self.chunks[last].count - start + count))
-                self.chunks[last].withUnsafeBufferPointer { gathering.append(contentsOf: $0[start...]) }
-                bytes.withUnsafeBufferPointer { gathering.append(contentsOf: $0[offset...]) }
-                self.chunks[last] = gathering
-                if last == self.head { self.headOffset = 0 }
-                self.lastGathers = true
-                self.lastIsSmall = false
-                return
-            }
+        if count <= Self.smallWrite,
+            bytes.withUnsafeBytes({ self.gather(UnsafeRawBufferPointer(rebasing: $0[offset...])) })
+        {
+            return
         }
         // Kept as the caller's array, not copied: a big write, or a small one that may stay alone (one message per
         // round costs no copy); a small one is gathered with the next small write if one follows.
+        self.byteCount += count
         self.lastGathers = false
         self.lastIsSmall = count <= Self.smallWrite
         if self.head == self.chunks.count {
@@ -73,6 +55,62 @@ package struct WriteQueue {
             return
         }
         self.chunks.append(bytes)
+    }
+
+    /// Appends a copy of `bytes` (must be non-empty): small writes go into a chunk of the queue's own, so a sender
+    /// that encodes a frame in a temporary buffer allocates nothing per message when messages follow each other.
+    package mutating func append(copying bytes: UnsafeRawBufferPointer) {
+        assert(!bytes.isEmpty)
+        guard bytes.count <= Self.smallWrite else {
+            self.append([UInt8](bytes), offset: 0)
+            return
+        }
+        if self.gather(bytes) { return }
+        var gathering: [UInt8] = []
+        // Small to start with (thousands of connections may each hold one); it doubles as writes arrive.
+        gathering.reserveCapacity(Self.gatherStart)
+        gathering.append(contentsOf: bytes)
+        if self.head == self.chunks.count { self.headOffset = 0 }
+        self.chunks.append(gathering)
+        self.byteCount += bytes.count
+        self.lastGathers = true
+        self.lastIsSmall = false
+    }
+
+    /// Appends `bytes[offset...]` (must be non-empty): the caller's `array` itself when there is one (`bytes` is its
+    /// storage), else a copy.
+    package mutating func append(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?, from offset: Int) {
+        if let array {
+            self.append(array, offset: offset)
+        } else {
+            self.append(copying: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+        }
+    }
+
+    /// Adds small `bytes` to the last chunk if it is a gathering chunk with room, or gathers them together with the
+    /// last chunk if that is a lone small write; `false` if neither applies (nothing was added).
+    private mutating func gather(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let last = self.chunks.count - 1
+        // The last chunk may change: it exists and is not a head handed out for a send that may be retried.
+        guard last >= self.head, !(last == self.head && self.headPinned) else { return false }
+        if self.lastGathers && self.chunks[last].count + bytes.count <= Self.gatherLimit {
+            self.chunks[last].append(contentsOf: bytes)
+        } else if self.lastIsSmall {
+            // A second small write in a row: both go into a chunk of the queue's own, which gathers what follows.
+            let start = last == self.head ? self.headOffset : 0
+            var gathering: [UInt8] = []
+            gathering.reserveCapacity(max(Self.gatherStart, self.chunks[last].count - start + bytes.count))
+            self.chunks[last].withUnsafeBufferPointer { gathering.append(contentsOf: $0[start...]) }
+            gathering.append(contentsOf: bytes)
+            self.chunks[last] = gathering
+            if last == self.head { self.headOffset = 0 }
+            self.lastGathers = true
+            self.lastIsSmall = false
+        } else {
+            return false
+        }
+        self.byteCount += bytes.count
+        return true
     }
 
     /// Drops the first `count` bytes (they reached the kernel or libcurl took them).

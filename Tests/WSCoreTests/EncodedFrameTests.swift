@@ -1,5 +1,5 @@
-// FrameEncoder.encodedFrame (what a session sends) must produce exactly the bytes of FrameEncoder.encode, whichever
-// of its two paths (append, or copy-and-mask in one pass from 1 KiB) it takes.
+// FrameEncoder.encodedFrame and FrameEncoder.withEncodedFrame (what a session sends) must produce exactly the bytes of
+// FrameEncoder.encode, whichever of their paths (append, copy-and-mask in one pass, a temporary buffer) they take.
 import Testing
 import WSCore
 
@@ -20,6 +20,9 @@ struct EncodedFrameTests {
                 var expected: [UInt8] = []
                 FrameEncoder.encode(frame, maskingKey: maskingKey, into: &expected)
                 #expect(FrameEncoder.encodedFrame(frame, maskingKey: maskingKey) == expected)
+                if let maskingKey {
+                    #expect(FrameEncoder.withEncodedFrame(frame, maskingKey: maskingKey) { Array($0) } == expected)
+                }
             }
         }
     }

@@ -89,6 +89,25 @@ struct CurlHelperTests {
         queue.append([5], offset: 0)
         #expect(queue.byteCount == 4)
         #expect(queue.withFirstChunk { Array($0) } == [2, 3, 4, 5])
+        queue.consume(4)
+        #expect(queue.isEmpty)
+        // Copied writes (frames encoded in a temporary buffer): gathered, a handed-out head never grows, a big one is
+        // queued whole, and they mix with array writes in order.
+        [UInt8]([1, 2]).withUnsafeBytes { queue.append(copying: $0) }
+        [UInt8]([3]).withUnsafeBytes { queue.append(copying: $0) }
+        #expect(queue.withFirstChunk { Array($0) } == [1, 2, 3])
+        [UInt8]([4, 5]).withUnsafeBytes { queue.append(copying: $0) }
+        queue.append([6], offset: 0)
+        let bigCopy = [UInt8](repeating: 9, count: 5_000)
+        bigCopy.withUnsafeBytes { queue.append(copying: $0) }
+        #expect(queue.byteCount == 5_006)
+        #expect(queue.withFirstChunk { Array($0) } == [1, 2, 3])
+        queue.consume(3)
+        #expect(queue.withFirstChunk { Array($0) } == [4, 5, 6])
+        queue.consume(3)
+        #expect(queue.withFirstChunk { $0.count } == 5_000)
+        queue.consume(5_000)
+        #expect(queue.isEmpty && queue.byteCount == 0)
     }
 
     @Test("durations become libcurl milliseconds of at least 1")

@@ -63,11 +63,6 @@ package enum FrameEncoder {
         }
     }
 
-    /// Appends one complete frame for `frame` (its kind's opcode, FIN, reserved bits and data) to `buffer`.
-    /// - Parameters:
-    ///   - frame: The frame to encode.
-    ///   - maskingKey: The key to mask with, or `nil` for an unmasked frame.
-    ///   - buffer: The buffer to append to.
     /// One complete frame in a new array: header, masking key and the payload masked while it is copied (one pass
     /// over the payload). What a sender hands to the transport.
     /// - Parameters:
@@ -82,38 +77,69 @@ package enum FrameEncoder {
             Self.encode(frame, maskingKey: maskingKey, into: &bytes)
             return bytes
         }
-        let header = Self.headerSize(payloadLength: length, masked: true)
-        return [UInt8](unsafeUninitializedCapacity: header + length) { out, initialized in
-            let base = UnsafeMutableRawPointer(out.baseAddress!)
-            var at = 0
-            func put(_ byte: UInt8) {
-                base.storeBytes(of: byte, toByteOffset: at, as: UInt8.self)
-                at &+= 1
-            }
-            put((frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | (frame.kind.opcode & 0x0F))
-            if length <= 0xFFFF {
-                put(0x80 | 126)
-                put(UInt8(truncatingIfNeeded: length >> 8))
-                put(UInt8(truncatingIfNeeded: length))
-            } else {
-                put(0x80 | 127)
-                for shift in stride(from: 56, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: UInt64(length) >> UInt64(shift))) }
-            }
-            put(key.b0)
-            put(key.b1)
-            put(key.b2)
-            put(key.b3)
-            frame.data.withUnsafeBytes { payload in
-                applyMask(key, from: payload.baseAddress!, to: base + header, count: length)
-            }
-            initialized = header + length
+        let size = Self.headerSize(payloadLength: length, masked: true) + length
+        return [UInt8](unsafeUninitializedCapacity: size) { out, initialized in
+            initialized = Self.encode(frame, maskingKey: key, to: UnsafeMutableRawPointer(out.baseAddress!))
         }
+    }
+
+    /// Calls `body` with one complete masked frame in a temporary buffer (on the stack when small): for a sender that
+    /// hands small frames to a transport which copies them into its own write buffer, with no array of their own.
+    /// - Parameters:
+    ///   - frame: The frame.
+    ///   - maskingKey: The key to mask with.
+    ///   - body: Receives the frame's bytes, valid only during the call.
+    /// - Returns: What `body` returns.
+    package static func withEncodedFrame<Result>(
+        _ frame: Frame, maskingKey: MaskingKey, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) rethrows -> Result {
+        let size = Self.headerSize(payloadLength: frame.data.count, masked: true) + frame.data.count
+        return try withUnsafeTemporaryAllocation(byteCount: size, alignment: 8) { buffer in
+            let count = Self.encode(frame, maskingKey: maskingKey, to: buffer.baseAddress!)
+            return try body(UnsafeRawBufferPointer(start: buffer.baseAddress!, count: count))
+        }
+    }
+
+    /// Writes one complete masked frame to `base`, which must have room for its header and payload, masking the
+    /// payload while copying it.
+    /// - Returns: The number of bytes written.
+    private static func encode(_ frame: Frame, maskingKey key: MaskingKey, to base: UnsafeMutableRawPointer) -> Int {
+        let length = frame.data.count
+        var at = 0
+        func put(_ byte: UInt8) {
+            base.storeBytes(of: byte, toByteOffset: at, as: UInt8.self)
+            at &+= 1
+        }
+        put((frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | (frame.kind.opcode & 0x0F))
+        if length <= 125 {
+            put(0x80 | UInt8(truncatingIfNeeded: length))
+        } else if length <= 0xFFFF {
+            put(0x80 | 126)
+            put(UInt8(truncatingIfNeeded: length >> 8))
+            put(UInt8(truncatingIfNeeded: length))
+        } else {
+            put(0x80 | 127)
+            for shift in stride(from: 56, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: UInt64(length) >> UInt64(shift))) }
+        }
+        put(key.b0)
+        put(key.b1)
+        put(key.b2)
+        put(key.b3)
+        if length > 0 {
+            frame.data.withUnsafeBytes { payload in applyMask(key, from: payload.baseAddress!, to: base + at, count: length) }
+        }
+        return at + length
     }
 
     /// From this payload size, ``encodedFrame(_:maskingKey:)`` masks while copying; below it the header-by-append
     /// path is cheaper (a new array of exact size costs a metadata lookup, about 20 ns).
     static let singlePassThreshold = 1_024
 
+    /// Appends one complete frame for `frame` (its kind's opcode, FIN, reserved bits and data) to `buffer`.
+    /// - Parameters:
+    ///   - frame: The frame to encode.
+    ///   - maskingKey: The key to mask with, or `nil` for an unmasked frame.
+    ///   - buffer: The buffer to append to.
     package static func encode(_ frame: Frame, maskingKey: MaskingKey?, into buffer: inout [UInt8]) {
         frame.data.withUnsafeBytes { payload in
             Self.encode(

@@ -135,6 +135,14 @@ public protocol WebSocketTransport: AnyObject, Sendable {
     @discardableResult
     func write(_ bytes: [UInt8]) -> Int
 
+    /// Queues a copy of `bytes` for sending, like ``write(_:)``: for small frames that the session encodes in a
+    /// temporary buffer, so a transport that gathers small writes into a buffer of its own copies them there and no
+    /// array is made per message. The default makes an array and calls ``write(_:)``.
+    /// - Parameter bytes: Bytes to send, valid only during the call.
+    /// - Returns: How many bytes are buffered in user space after this call.
+    @discardableResult
+    func write(bytes: UnsafeRawBufferPointer) -> Int
+
     /// Stops (`true`) or resumes (`false`) reading from the network: the backpressure of a slow consumer.
     /// - Parameter paused: Whether reading is paused.
     func setReadingPaused(_ paused: Bool)
@@ -164,6 +172,10 @@ public protocol WebSocketTransport: AnyObject, Sendable {
 }
 
 extension WebSocketTransport {
+    /// Default: an array of the bytes, to ``write(_:)``.
+    @discardableResult
+    public func write(bytes: UnsafeRawBufferPointer) -> Int { self.write([UInt8](bytes)) }
+
     /// Default: no executor of its own.
     public var executor: (any TaskExecutor)? { nil }
 

@@ -757,10 +757,19 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 let context = WebSocketExtensionContext(maxMessageSize: self.settings.maxMessageSize)
                 for ext in sender.extensions { frame = try ext.processOutgoing(frame, context: context) }
             }
-            return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: sender.keys.next()))
+            let key = sender.keys.next()
+            if frame.data.count <= Self.temporaryEncodingLimit {
+                // Small frames are encoded in a temporary buffer that the transport copies into its write buffer
+                // (where a burst of small messages is gathered anyway): no array per message.
+                return FrameEncoder.withEncodedFrame(frame, maskingKey: key) { self.transport.write(bytes: $0) }
+            }
+            return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
         }
         return buffered > self.settings.maxOutgoingBufferBytes
     }
+
+    /// The largest payload ``enqueue(_:)`` encodes in a temporary (stack) buffer instead of an array of its own.
+    static let temporaryEncodingLimit = 1_000
 
     private func closedError() -> WebSocketError {
         self.state.withLock { s in
