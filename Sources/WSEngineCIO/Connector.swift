@@ -46,8 +46,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.endpoint = endpoint
         self.timeout = options.connectTimeout
         var logger = options.logger
-        logger[metadataKey: "ws.engine"] = "CIO"
-        logger[metadataKey: "ws.endpoint"] = "\(endpoint)"
+        logger.setDebugMetadata("ws.engine", "CIO")
+        logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
         self.logger = logger
         self.context = context
     }

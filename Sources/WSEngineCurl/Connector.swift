@@ -73,8 +73,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.hostPort = hostPortText(endpoint)
         self.timeout = options.connectTimeout
         var logger = options.logger
-        logger[metadataKey: "ws.engine"] = "Curl"
-        logger[metadataKey: "ws.endpoint"] = "\(endpoint)"
+        logger.setDebugMetadata("ws.engine", "Curl")
+        logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
         self.logger = logger
         self.configuration = configuration
     }

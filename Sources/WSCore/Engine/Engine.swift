@@ -208,3 +208,17 @@ public protocol WebSocketTransportHandler: AnyObject, Sendable {
     /// - Parameter error: Why the connection ended, or `nil` for a clean EOF.
     func transportDidClose(error: (any Error)?)
 }
+
+extension Logger {
+    /// Sets the metadata `key` only when this logger logs debug messages, where the SDK's connection context is read:
+    /// every message the SDK logs with it is at debug or trace level. Setting metadata is not free (swift-log's
+    /// default `StreamLogHandler` renders all of its metadata again on each change, several string allocations), and
+    /// a connection sets it on the way to every open.
+    /// - Parameters:
+    ///   - key: The metadata key.
+    ///   - value: The value, evaluated only when it is set.
+    package mutating func setDebugMetadata(_ key: String, _ value: @autoclosure () -> String) {
+        guard self.logLevel <= .debug else { return }
+        self[metadataKey: key] = .string(value())
+    }
+}

@@ -320,12 +320,16 @@ struct HTTPHeadScanner {
         self.head = []
         self.atLineStart = false
         self.pendingCR = false
-        var lines = head.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
-            line.last == 0x0D ? line.dropLast() : line
+        var lines: [ArraySlice<UInt8>] = []
+        lines.reserveCapacity(16)
+        var start = head.startIndex
+        for index in head.indices where head[index] == 0x0A {
+            let line = head[start..<index]
+            lines.append(line.last == 0x0D ? line.dropLast() : line)
+            start = index + 1
         }
-        // The head ends with "\n\n" (CRs removed): drop the two empty elements after the last line break.
-        lines.removeLast(2)
-        if lines.isEmpty { lines = [head[0..<0]] }
+        // The head ends with an empty line (CR removed): drop it.
+        lines.removeLast()
         return (lines, consumed)
     }
 
@@ -333,6 +337,7 @@ struct HTTPHeadScanner {
     func parseFields(_ lines: [ArraySlice<UInt8>]) throws(WebSocketConnectionError) -> HTTPHeaders {
         var headers = HTTPHeaders()
         guard lines.count > 1 else { return headers }
+        headers.reserveCapacity(lines.count - 1)
         if lines.count - 1 > self.maxHeaderCount {
             throw WebSocketConnectionError(
                 .invalidHandshake,

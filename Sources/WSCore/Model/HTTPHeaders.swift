@@ -27,6 +27,9 @@ public struct HTTPHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
     /// Creates an empty header list.
     public init() {}
 
+    /// Makes room for `count` fields, for a parser that knows how many follow.
+    mutating func reserveCapacity(_ count: Int) { self.fields.reserveCapacity(count) }
+
     /// Creates a header list from pairs, in order.
     /// - Parameter elements: Name and value pairs.
     public init(dictionaryLiteral elements: (String, String)...) {

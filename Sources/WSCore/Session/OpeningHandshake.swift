@@ -21,25 +21,34 @@ final class OpeningHandshake: Sendable {
 
     /// The request head bytes.
     func requestBytes() -> [UInt8] {
-        var text = "\(self.request.method.rawValue) \(self.request.url.pathAndQuery) HTTP/1.1\r\n"
-        text += "Host: \(self.request.url.hostHeader)\r\n"
-        text += "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        text += "Sec-WebSocket-Key: \(self.key)\r\nSec-WebSocket-Version: 13\r\n"
+        // Appended piece by piece into one buffer (string interpolation would make a string per line).
+        var text = ""
+        text.reserveCapacity(256)
+        func line(_ parts: String...) {
+            for part in parts { text.append(part) }
+            text.append("\r\n")
+        }
+        line(self.request.method.rawValue, " ", self.request.url.pathAndQuery, " HTTP/1.1")
+        line("Host: ", self.request.url.hostHeader)
+        line("Upgrade: websocket")
+        line("Connection: Upgrade")
+        line("Sec-WebSocket-Key: ", self.key)
+        line("Sec-WebSocket-Version: 13")
         if !self.request.subprotocols.isEmpty {
-            text += "Sec-WebSocket-Protocol: \(self.request.subprotocols.joined(separator: ", "))\r\n"
+            line("Sec-WebSocket-Protocol: ", self.request.subprotocols.joined(separator: ", "))
         }
         let offers = self.extensionFactories.flatMap { $0.makeOffers() }
         if !offers.isEmpty, !self.request.headers.contains("Sec-WebSocket-Extensions") {
-            text += "Sec-WebSocket-Extensions: \(WebSocketExtensionHeader.format(offers))\r\n"
+            line("Sec-WebSocket-Extensions: ", WebSocketExtensionHeader.format(offers))
         }
         if let userInfo = self.request.url.userInfo, !self.request.headers.contains("Authorization") {
-            text += "Authorization: Basic \(Base64.encode(Array(Self.percentDecoded(userInfo).utf8)))\r\n"
+            line("Authorization: Basic ", Base64.encode(Array(Self.percentDecoded(userInfo).utf8)))
         }
         for field in self.request.headers
         where !Self.reservedHeaders.contains(HTTPHeaders.lowercase(field.name)) {
-            text += "\(field.name): \(field.value)\r\n"
+            line(field.name, ": ", field.value)
         }
-        text += "\r\n"
+        text.append("\r\n")
         return Array(text.utf8)
     }
 

@@ -348,7 +348,7 @@ extension WebSocketClient {
         let connectTimeout = request.timeout.connectTimeout ?? self.configuration.connectTimeout
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
-        logger[metadataKey: "ws.url"] = "\(url)"
+        logger.setDebugMetadata("ws.url", "\(url)")
         let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
