@@ -282,8 +282,8 @@ func run(size: Int, _ options: Options, checksum: inout Int) -> [Measurement] {
         results.append(measure(workload, payloadSize: size, options, checksum: &checksum, body))
     }
 
-    // Encode, as Connection.enqueue does it: a fresh masking key and FrameEncoder.encodedFrame (a new array; from
-    // 1 KiB the payload is masked while it is copied).
+    // Encode, as Connection.enqueue does it above 1,000 payload bytes: a fresh masking key and
+    // FrameEncoder.encodedFrame (a new array; from 1 KiB the payload is masked while it is copied).
     var keys = MaskingKeyGenerator()
     record("encode, masked (client send)") {
         var sum = 0
@@ -292,6 +292,26 @@ func run(size: Int, _ options: Options, checksum: inout Int) -> [Measurement] {
             sum &+= bytes.count &+ Int(bytes[bytes.count &- 1])
         }
         return sum
+    }
+
+    // Encode as Connection.enqueue does it for payloads up to 1,010 bytes: into a temporary buffer, copied into the
+    // transport's write buffer (here one reused buffer, as the write queue's gathering chunk).
+    if size <= FrameEncoder.maxTemporaryPayload {
+        let sink = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { sink.deallocate() }
+        record("encode, masked, temporary buffer (client send)") {
+            var sum = 0
+            var at = 0
+            for _ in 0..<frames {
+                sum &+= FrameEncoder.withEncodedFrame(frame, maskingKey: keys.next()) { bytes in
+                    if at + bytes.count > 1 << 16 { at = 0 }
+                    sink.advanced(by: at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                    at += bytes.count
+                    return bytes.count &+ Int(bytes[bytes.count &- 1])
+                }
+            }
+            return sum
+        }
     }
 
     // Decode, client role: unmasked server frames. One decoder per workload, like the one a Connection keeps for

@@ -83,20 +83,25 @@ package enum FrameEncoder {
         }
     }
 
-    /// Calls `body` with one complete masked frame in a temporary buffer (on the stack when small): for a sender that
-    /// hands small frames to a transport which copies them into its own write buffer, with no array of their own.
+    /// The largest payload ``withEncodedFrame(_:maskingKey:_:)`` takes: its frame fits the 1 KiB stack buffer.
+    package static let maxTemporaryPayload = 1_010
+
+    /// Calls `body` with one complete masked frame in a stack buffer: for a sender that hands small frames to a
+    /// transport which copies them into its own write buffer, with no array of their own.
     /// - Parameters:
-    ///   - frame: The frame.
+    ///   - frame: The frame; its payload at most ``maxTemporaryPayload`` bytes.
     ///   - maskingKey: The key to mask with.
-    ///   - body: Receives the frame's bytes, valid only during the call.
+    ///   - body: Receives the frame's bytes, valid only during the call (not generic, so that a caller in another
+    ///     module needs no generic specialization).
     /// - Returns: What `body` returns.
-    package static func withEncodedFrame<Result>(
-        _ frame: Frame, maskingKey: MaskingKey, _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) rethrows -> Result {
-        let size = Self.headerSize(payloadLength: frame.data.count, masked: true) + frame.data.count
-        return try withUnsafeTemporaryAllocation(byteCount: size, alignment: 8) { buffer in
+    package static func withEncodedFrame(
+        _ frame: Frame, maskingKey: MaskingKey, _ body: (UnsafeRawBufferPointer) -> Int
+    ) -> Int {
+        precondition(frame.data.count <= Self.maxTemporaryPayload, "a temporary frame's payload is at most 1,010 bytes")
+        // A constant size: the buffer is on the stack without the run-time stack-space check a variable size needs.
+        return withUnsafeTemporaryAllocation(byteCount: 1_024, alignment: 8) { buffer in
             let count = Self.encode(frame, maskingKey: maskingKey, to: buffer.baseAddress!)
-            return try body(UnsafeRawBufferPointer(start: buffer.baseAddress!, count: count))
+            return body(UnsafeRawBufferPointer(start: buffer.baseAddress!, count: count))
         }
     }
 
@@ -105,30 +110,32 @@ package enum FrameEncoder {
     /// - Returns: The number of bytes written.
     private static func encode(_ frame: Frame, maskingKey key: MaskingKey, to base: UnsafeMutableRawPointer) -> Int {
         let length = frame.data.count
-        var at = 0
-        func put(_ byte: UInt8) {
-            base.storeBytes(of: byte, toByteOffset: at, as: UInt8.self)
-            at &+= 1
-        }
-        put((frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | (frame.kind.opcode & 0x0F))
+        base.storeBytes(
+            of: (frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | (frame.kind.opcode & 0x0F), as: UInt8.self)
+        let keyOffset: Int
         if length <= 125 {
-            put(0x80 | UInt8(truncatingIfNeeded: length))
+            base.storeBytes(of: 0x80 | UInt8(truncatingIfNeeded: length), toByteOffset: 1, as: UInt8.self)
+            keyOffset = 2
         } else if length <= 0xFFFF {
-            put(0x80 | 126)
-            put(UInt8(truncatingIfNeeded: length >> 8))
-            put(UInt8(truncatingIfNeeded: length))
+            base.storeBytes(of: 0x80 | 126, toByteOffset: 1, as: UInt8.self)
+            base.storeBytes(of: UInt16(truncatingIfNeeded: length).bigEndian, toByteOffset: 2, as: UInt16.self)
+            keyOffset = 4
         } else {
-            put(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: UInt64(length) >> UInt64(shift))) }
+            base.storeBytes(of: 0x80 | 127, toByteOffset: 1, as: UInt8.self)
+            base.storeBytes(of: UInt64(length).bigEndian, toByteOffset: 2, as: UInt64.self)
+            keyOffset = 10
         }
-        put(key.b0)
-        put(key.b1)
-        put(key.b2)
-        put(key.b3)
+        base.storeBytes(of: key.b0, toByteOffset: keyOffset, as: UInt8.self)
+        base.storeBytes(of: key.b1, toByteOffset: keyOffset &+ 1, as: UInt8.self)
+        base.storeBytes(of: key.b2, toByteOffset: keyOffset &+ 2, as: UInt8.self)
+        base.storeBytes(of: key.b3, toByteOffset: keyOffset &+ 3, as: UInt8.self)
+        let payloadOffset = keyOffset &+ 4
         if length > 0 {
-            frame.data.withUnsafeBytes { payload in applyMask(key, from: payload.baseAddress!, to: base + at, count: length) }
+            frame.data.withUnsafeBytes { payload in
+                applyMask(key, from: payload.baseAddress!, to: base + payloadOffset, count: length)
+            }
         }
-        return at + length
+        return payloadOffset &+ length
     }
 
     /// From this payload size, ``encodedFrame(_:maskingKey:)`` masks while copying; below it the header-by-append

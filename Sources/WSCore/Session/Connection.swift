@@ -769,7 +769,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// The largest payload ``enqueue(_:)`` encodes in a temporary (stack) buffer instead of an array of its own.
-    static let temporaryEncodingLimit = 1_000
+    static let temporaryEncodingLimit = FrameEncoder.maxTemporaryPayload
 
     private func closedError() -> WebSocketError {
         self.state.withLock { s in
