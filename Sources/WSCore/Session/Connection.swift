@@ -11,6 +11,7 @@ import Synchronization
 /// is written so frames reach the transport in the order their extension state saw them. Lock order:
 /// `sender` before `state`; the transport's own lock is innermost. Continuations are resumed and the
 /// transport is called outside `state`.
+@usableFromInline
 final class Connection: WebSocketTransportHandler, Sendable {
     let transport: any WebSocketTransport
     let settings: WebSockets.Configuration
@@ -245,6 +246,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     // MARK: - Transport events
 
+    @usableFromInline
     func transportDidRead(_ bytes: UnsafeRawBufferPointer) {
         var actions = Actions()
         self.state.withLock { s in
@@ -273,6 +275,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
     }
 
+    @usableFromInline
     func transportDidDrain() {
         let (waiters, pong) = self.state.withLock { s -> ([CheckedContinuation<Void, Never>], [UInt8]?) in
             defer { s.drainWaiters = [] }
@@ -282,6 +285,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    @usableFromInline
     func transportDidClose(error: (any Error)?) {
         var actions = Actions()
         self.state.withLock { s in
@@ -736,6 +740,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// Encodes and writes a data, ping or pong frame from the user, without waiting.
     /// - Returns: Whether more than ``WebSockets/Configuration/maxOutgoingBufferBytes`` are now buffered (the caller
     ///   should wait for the transport to drain).
+    @usableFromInline
     func enqueue(_ frame: Frame) throws -> Bool {
         switch frame.kind {
         case .close:
@@ -880,6 +885,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// The fast path of ``receive()``: the next queued frame if one is waiting and no earlier consumer is.
+    @usableFromInline
     func takeQueuedFrame() -> Frame? {
         var actions = Actions()
         let frame = self.state.withLock { s -> Frame? in
