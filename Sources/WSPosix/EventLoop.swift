@@ -64,14 +64,6 @@ final class TimerCancellations: Sendable {
     let count = Atomic<Int>(0)
 }
 
-extension Optional {
-    /// Returns the value and leaves `nil` behind.
-    fileprivate mutating func take() -> Wrapped? {
-        defer { self = nil }
-        return self
-    }
-}
-
 /// The engine-specific part of a loop: what its registrants are and how events reach them. Every requirement is
 /// used on the loop thread only (the metatype is Sendable because the loop thread's closure captures the loop type).
 package protocol EventLoopDispatcher: AnyObject, SendableMetatype {

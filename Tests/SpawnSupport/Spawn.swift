@@ -362,3 +362,69 @@ package func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throw
         Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
 }
+
+/// A child that prints the port it listens on as its first line and then serves until its standard input closes:
+/// the engine tests' Python peers (`server.py MODE HOST ...`). It exits when this object goes away.
+package final class PortAnnouncingChild: Sendable {
+    /// The port the child announced.
+    package let port: Int
+    /// The child.
+    package let process: ChildProcess
+    /// Our end of the child's stdin; closing it makes the child exit.
+    private let stdinWrite: Int32
+
+    /// Starts `/usr/bin/env arguments` and reads the port from its first line of output (blocking; call it with
+    /// ``onDedicatedThread(_:)``).
+    /// - Parameters:
+    ///   - arguments: The command and its arguments, looked up on `PATH`.
+    ///   - stderr: Where the child's standard error goes (its stdout pipe if `nil`; the caller keeps the descriptor).
+    ///   - what: The child's name for the error when it announces no port.
+    package init(_ arguments: [String], stderr: Int32?, what: String) throws {
+        guard let input = closeOnExecPipe() else { throw SpawnError(description: "pipe2() failed (errno \(errno))") }
+        guard let output = closeOnExecPipe() else {
+            close(input.read)
+            close(input.write)
+            throw SpawnError(description: "pipe2() failed (errno \(errno))")
+        }
+        defer {
+            close(input.read)
+            close(output.read)
+        }
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(
+                "/usr/bin/env", arguments, stdin: input.read, stdout: output.write, stderr: stderr ?? output.write)
+        } catch {
+            close(input.write)
+            close(output.write)
+            throw error
+        }
+        close(output.write)
+        guard let port = Int(readLine(output.read).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            close(input.write)
+            process.terminateInBackground()
+            throw SpawnError(description: "\(what) did not start")
+        }
+        self.port = port
+        self.process = process
+        self.stdinWrite = input.write
+    }
+
+    deinit {
+        close(self.stdinWrite)
+        self.process.terminateInBackground()
+    }
+}
+
+/// Reads from `fd` up to the first newline (or the end of the stream), blocking.
+private func readLine(_ fd: Int32) -> String {
+    var bytes: [UInt8] = []
+    var byte: UInt8 = 0
+    while true {
+        let count = read(fd, &byte, 1)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 || byte == UInt8(ascii: "\n") { break }
+        bytes.append(byte)
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

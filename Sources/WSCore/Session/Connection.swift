@@ -342,7 +342,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         do {
             parsed = try opening.parser.feed(bytes)
         } catch {
-            actions.handshakeContinuation = s.opening?.continuation.take()
+            actions.handshakeContinuation = opening.continuation.take()
             actions.handshakeResult = .failure(error)
             actions.abortTransport = true
             s.phase = .closed
@@ -370,7 +370,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             s.opening = nil
             if !rest.isEmpty { self.readFrames(rest, &s, &actions) }
         } catch {
-            actions.handshakeContinuation = s.opening?.continuation.take()
+            actions.handshakeContinuation = opening.continuation.take()
             actions.handshakeResult = .failure(error)
             actions.abortTransport = true
             s.phase = .closed
@@ -382,7 +382,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         let room = opening.rejectedBodyExpected - opening.rejectedBody.count
         if room > 0 { opening.rejectedBody.append(contentsOf: bytes.prefix(room)) }
         if opening.rejectedBody.count >= opening.rejectedBodyExpected {
-            actions.handshakeContinuation = s.opening?.continuation.take()
+            actions.handshakeContinuation = opening.continuation.take()
             actions.handshakeResult = .failure(self.rejectionError(s))
             actions.abortTransport = true
             s.phase = .closed
@@ -727,16 +727,6 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
     }
 
-    /// Sends a frame from the user. Data frames pass through the extensions; waits while too much is buffered.
-    @inline(__always)
-    nonisolated(nonsending) func send(_ frame: Frame) async throws {
-        if frame.kind == .close {
-            await self.close(frame.readReason(), waitForEnd: false)
-        } else if try self.enqueue(frame) {
-            await self.waitForDrain(above: self.settings.maxOutgoingBufferBytes)
-        }
-    }
-
     /// Encodes and writes a data, ping or pong frame from the user, without waiting.
     /// - Returns: Whether more than ``WebSockets/Configuration/maxOutgoingBufferBytes`` are now buffered (the caller
     ///   should wait for the transport to drain).
@@ -763,7 +753,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 for ext in sender.extensions { frame = try ext.processOutgoing(frame, context: context) }
             }
             let key = sender.keys.next()
-            if frame.data.count <= Self.temporaryEncodingLimit {
+            if frame.data.count <= FrameEncoder.maxTemporaryPayload {
                 // Small frames are encoded in a temporary buffer that the transport copies into its write buffer
                 // (where a burst of small messages is gathered anyway): no array per message.
                 return FrameEncoder.withEncodedFrame(frame, maskingKey: key) { self.transport.write(bytes: $0) }
@@ -772,9 +762,6 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         return buffered > self.settings.maxOutgoingBufferBytes
     }
-
-    /// The largest payload ``enqueue(_:)`` encodes in a temporary (stack) buffer instead of an array of its own.
-    static let temporaryEncodingLimit = FrameEncoder.maxTemporaryPayload
 
     private func closedError() -> WebSocketError {
         self.state.withLock { s in
@@ -878,7 +865,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     // MARK: - Receiving
 
     /// The next incoming frame; `nil` after the last; throws the session's failure.
-    @inline(__always)
+    @usableFromInline @inline(__always)
     nonisolated(nonsending) func receive() async throws -> Frame? {
         if let frame = self.takeQueuedFrame() { return frame }
         return try await self.waitForFrame()
@@ -947,7 +934,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
 extension Optional {
     /// Returns the value and leaves `nil` behind.
-    mutating func take() -> Wrapped? {
+    package mutating func take() -> Wrapped? {
         defer { self = nil }
         return self
     }

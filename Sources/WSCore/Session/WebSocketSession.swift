@@ -99,7 +99,7 @@ public final class WebSocketSession: Sendable {
     /// Sends a close frame: starts the close handshake without waiting for it to finish.
     @usableFromInline
     nonisolated(nonsending) func sendClose(_ frame: Frame) async {
-        try? await self.connection.send(frame)
+        await self.connection.close(frame.readReason(), waitForEnd: false)
     }
 
     /// The next frame when none is queued: waits for it; throws ``WebSocketError/Code/sessionClosed`` after the last.
@@ -110,11 +110,6 @@ public final class WebSocketSession: Sendable {
         throw WebSocketError(.sessionClosed, "the session is closed; no more frames will arrive\(reason)")
     }
 
-    /// The next frame when none is queued, or `nil` after the last.
-    @usableFromInline
-    nonisolated(nonsending) func nextWaiting() async throws -> Frame? {
-        try await self.connection.receive()
-    }
 
     /// Closes the session: sends a close frame with `reason`, waits for the server's close frame and its TCP
     /// close (at most ``WebSockets/Configuration/closeTimeout``), then releases the connection. Does nothing
@@ -259,7 +254,7 @@ public struct WebSocketIncoming: AsyncSequence, Sendable {
         @inlinable
         nonisolated(nonsending) public mutating func next() async throws -> Frame? {
             if let frame = self.session.connection.takeQueuedFrame() { return frame }
-            return try await self.session.nextWaiting()
+            return try await self.session.connection.receive()
         }
     }
 }

@@ -79,46 +79,17 @@ struct PeerError: Error, CustomStringConvertible {
 /// posix_spawn (Spawn.swift), not Foundation's `Process`, which crashed test processes with many descriptors open.
 final class PythonServer: Sendable {
     /// The TCP port the server listens on.
-    let port: Int
-    private let process: ChildProcess
-    /// Our end of the server's stdin; closing it makes the server exit.
-    private let stdinWrite: Int32
+    var port: Int { self.child.port }
+    private let child: PortAnnouncingChild
 
     /// Starts `server.py mode host [cert key]` and waits for its port (blocking).
     init(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil) throws {
         var arguments = ["python3", fixturesDirectory + "/server.py", mode, host]
         if let (cert, key) = certificate { arguments += [cert, key] }
-        guard let input = closeOnExecPipe() else { throw PeerError(description: "pipe2() failed (errno \(errno))") }
-        guard let output = closeOnExecPipe() else {
-            close(input.read)
-            close(input.write)
-            throw PeerError(description: "pipe2() failed (errno \(errno))")
-        }
         let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        defer {
-            close(input.read)
-            close(output.read)
-            if null >= 0 { close(null) }
-        }
-        let process: ChildProcess
-        do {
-            process = try ChildProcess(
-                "/usr/bin/env", arguments, stdin: input.read, stdout: output.write, stderr: null >= 0 ? null : output.write)
-        } catch {
-            close(input.write)
-            close(output.write)
-            throw error
-        }
-        close(output.write)
-        let line = readLine(output.read)
-        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            close(input.write)
-            process.terminateInBackground()
-            throw PeerError(description: "the \(mode) server on \(host) did not start")
-        }
-        self.port = port
-        self.process = process
-        self.stdinWrite = input.write
+        defer { if null >= 0 { close(null) } }
+        self.child = try PortAnnouncingChild(
+            arguments, stderr: null >= 0 ? null : nil, what: "the \(mode) server on \(host)")
     }
 
     /// Starts a server on a helper thread, so that the blocking spawn-and-read does not hold a cooperative
@@ -126,42 +97,18 @@ final class PythonServer: Sendable {
     static func start(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil)
         async throws -> PythonServer
     {
-        let certificate = certificate.map { [$0.0, $0.1] }
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                do {
-                    let pair = certificate.map { ($0[0], $0[1]) }
-                    continuation.resume(returning: try PythonServer(mode: mode, host: host, certificate: pair))
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
+        let pair = certificate.map { [$0.0, $0.1] }
+        return try await onDedicatedThread {
+            try PythonServer(mode: mode, host: host, certificate: pair.map { ($0[0], $0[1]) })
         }
     }
 
     /// Stops the server (SIGTERM; reaped on a thread of its own).
     func stop() {
-        self.process.terminateInBackground()
-    }
-
-    deinit {
-        close(self.stdinWrite)
-        self.process.terminateInBackground()
+        self.child.process.terminateInBackground()
     }
 }
 
-/// Reads from `fd` up to the first newline (or the end of the stream), blocking.
-private func readLine(_ fd: Int32) -> String {
-    var bytes: [UInt8] = []
-    var byte: UInt8 = 0
-    while true {
-        let count = read(fd, &byte, 1)
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 || byte == UInt8(ascii: "\n") { break }
-        bytes.append(byte)
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
 
 /// The test PKI: a CA, a server certificate it signed for localhost / 127.0.0.1 / ::1, one it signed for
 /// other.example only, and a self-signed ("untrusted") certificate for localhost.

@@ -110,60 +110,21 @@ struct PeerError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// Runs `body` on a fresh thread, so that blocking process work does not hold a cooperative thread (there are
-/// only two on this machine).
-func onHelperThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
-        }
-    }
-}
-
 /// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes). Started with
 /// posix_spawn (Spawn.swift), not Foundation's `Process`, which crashed test processes with many descriptors open.
 final class PythonServer: Sendable {
     /// The TCP port the server listens on.
-    let port: Int
-    private let process: ChildProcess
-    /// Our end of the server's stdin; closing it makes the server exit.
-    private let stdinWrite: Int32
+    var port: Int { self.child.port }
+    private let child: PortAnnouncingChild
     private let stderrFile: String
 
     private init(mode: String, host: String, certificate: [String]?) throws {
         let arguments = ["python3", fixturesDirectory + "/server.py", mode, host] + (certificate ?? [])
         let stderrFile = fixturesDirectory + "/\(mode)-\(UUID().uuidString.prefix(8)).log"
-        guard let input = closeOnExecPipe() else { throw PeerError(description: "pipe2() failed (errno \(errno))") }
-        guard let output = closeOnExecPipe() else {
-            close(input.read)
-            close(input.write)
-            throw PeerError(description: "pipe2() failed (errno \(errno))")
-        }
         let log = open(stderrFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        defer {
-            close(input.read)
-            close(output.read)
-            if log >= 0 { close(log) }
-        }
-        let process: ChildProcess
-        do {
-            process = try ChildProcess(
-                "/usr/bin/env", arguments, stdin: input.read, stdout: output.write, stderr: log >= 0 ? log : output.write)
-        } catch {
-            close(input.write)
-            close(output.write)
-            throw error
-        }
-        close(output.write)
-        let line = readLine(output.read)
-        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            close(input.write)
-            process.terminateInBackground()
-            throw PeerError(description: "the \(mode) server on \(host) did not start")
-        }
-        self.port = port
-        self.process = process
-        self.stdinWrite = input.write
+        defer { if log >= 0 { close(log) } }
+        self.child = try PortAnnouncingChild(
+            arguments, stderr: log >= 0 ? log : nil, what: "the \(mode) server on \(host)")
         self.stderrFile = stderrFile
     }
 
@@ -175,27 +136,10 @@ final class PythonServer: Sendable {
         async throws -> PythonServer
     {
         let pair = certificate.map { [$0.0, $0.1] }
-        return try await onHelperThread { try PythonServer(mode: mode, host: host, certificate: pair) }
-    }
-
-    deinit {
-        close(self.stdinWrite)
-        self.process.terminateInBackground()
+        return try await onDedicatedThread { try PythonServer(mode: mode, host: host, certificate: pair) }
     }
 }
 
-/// Reads from `fd` up to the first newline (or the end of the stream), blocking.
-private func readLine(_ fd: Int32) -> String {
-    var bytes: [UInt8] = []
-    var byte: UInt8 = 0
-    while true {
-        let count = read(fd, &byte, 1)
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 || byte == UInt8(ascii: "\n") { break }
-        bytes.append(byte)
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
 
 /// tinyproxy (Debian's package) in the foreground on a free loopback port, allowing CONNECT to `connectPorts`.
 final class TinyProxy: Sendable {
@@ -247,7 +191,7 @@ final class TinyProxy: Sendable {
 
     /// Starts tinyproxy on a helper thread.
     static func start(connectPorts: [Int]) async throws -> TinyProxy {
-        try await onHelperThread { try TinyProxy(connectPorts: connectPorts) }
+        try await onDedicatedThread { try TinyProxy(connectPorts: connectPorts) }
     }
 
     /// Everything tinyproxy logged (its log file and its standard error, where `-d` may send it).
@@ -276,7 +220,7 @@ struct Certificates: Sendable {
 
     /// The shared PKI, made once, on a helper thread.
     static func load() async throws -> Certificates {
-        try await onHelperThread { try shared.get() }
+        try await onDedicatedThread { try shared.get() }
     }
 
     private static func openssl(_ arguments: [String], in directory: String) throws {
