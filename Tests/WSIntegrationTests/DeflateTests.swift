@@ -334,7 +334,7 @@ private final class ScriptedDeflateServer: Sendable {
 
 /// One compressed message with RSV1, built through the extension itself from `parts` (fragments compressed with
 /// sync flushes, as a streaming server would): the whole never exists uncompressed here.
-private func compressedMessage(_ parts: Int, of part: [UInt8]) throws -> [UInt8] {
+func compressedMessage(_ parts: Int, of part: [UInt8]) throws -> [UInt8] {
     let factory = try PerMessageDeflate.perMessageDeflate(.init(compressionLevel: 9, memoryLevel: 9))
     let ext = try factory.negotiate(response: WebSocketExtensionHeader(name: "permessage-deflate"))
     let context = WebSocketExtensionContext(maxMessageSize: .max)

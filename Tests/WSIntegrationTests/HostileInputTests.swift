@@ -156,24 +156,10 @@ struct FragmentFloodTests {
 
 // MARK: - B4 deflate bombs
 
-/// One compressed message (RSV1 payload) of `parts` × `part` bytes, built with the SDK's own deflater: each part is
-/// compressed with a sync flush, as a streaming server does, so the whole is never held uncompressed.
-private func deflateBomb(parts: Int, of part: [UInt8]) throws -> [UInt8] {
-    let factory = try PerMessageDeflate.perMessageDeflate(.init(compressionLevel: 9, memoryLevel: 9))
-    let ext = try factory.negotiate(response: WebSocketExtensionHeader(name: "permessage-deflate"))
-    let context = WebSocketExtensionContext(maxMessageSize: .max)
-    var payload: [UInt8] = []
-    for i in 0..<parts {
-        let frame = i == 0 ? Frame.binary(part, fin: parts == 1) : Frame.continuation(part, fin: i == parts - 1)
-        payload += try ext.processOutgoing(frame, context: context).data
-    }
-    return payload
-}
-
 @Suite("Hostile input: deflate bombs (B4)")
 struct DeflateBombTests {
     /// 25 × 4 MiB of zeros: about 100 KiB compressed, 100 MiB inflated.
-    static let bomb: [UInt8] = (try? deflateBomb(parts: 25, of: [UInt8](repeating: 0, count: 4 << 20))) ?? []
+    static let bomb: [UInt8] = (try? compressedMessage(25, of: [UInt8](repeating: 0, count: 4 << 20))) ?? []
 
     /// The bomb as frames: one RSV1 frame, or RSV1 on the first of `fragments` and continuations after it.
     static func frames(fragments: Int) -> [UInt8] {
