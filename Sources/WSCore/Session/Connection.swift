@@ -115,7 +115,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
     private struct Actions {
         var handshakeResult: Result<OpeningHandshake.Outcome, any Error>?
         var handshakeContinuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
-        var deliveries: [(UnsafeContinuation<Frame?, any Error>, Result<Frame?, any Error>)] = []
+        /// The first delivery to a waiting consumer, kept out of `moreDeliveries` (there is rarely more than one
+        /// consumer waiting, and an array would be allocated per delivered message).
+        var delivery: (UnsafeContinuation<Frame?, any Error>, Result<Frame?, any Error>)?
+        var moreDeliveries: [(UnsafeContinuation<Frame?, any Error>, Result<Frame?, any Error>)] = []
         var controlFrames: [Frame] = []
         /// Send this close frame (if none was sent yet).
         var sendClose: CloseReason??
@@ -129,6 +132,14 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var timersToCancel: [any WebSocketTransportTimer] = []
+
+        mutating func deliver(_ result: Result<Frame?, any Error>, to continuation: UnsafeContinuation<Frame?, any Error>) {
+            if self.delivery == nil {
+                self.delivery = (continuation, result)
+            } else {
+                self.moreDeliveries.append((continuation, result))
+            }
+        }
     }
 
     // MARK: - Opening handshake
@@ -564,7 +575,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     private func deliver(_ s: inout State, _ actions: inout Actions) {
         while !s.consumers.isEmpty, let frame = s.queue.popFirst() {
             s.queuedBytes -= frame.data.count
-            actions.deliveries.append((s.consumers.removeFirst().continuation, .success(frame)))
+            actions.deliver(.success(frame), to: s.consumers.removeFirst().continuation)
         }
         // A deferred failure fires once the frames before it are consumed and the consumer asks for more: by
         // then it has handled them (e.g. sent its replies) as it would have without the violation behind them.
@@ -574,7 +585,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         if s.queue.isEmpty && s.incomingEnded {
             while let consumer = s.consumers.popFirst() {
-                actions.deliveries.append((consumer.continuation, Self.endResult(s)))
+                actions.deliver(Self.endResult(s), to: consumer.continuation)
             }
         }
     }
@@ -641,7 +652,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
             self.writeControl(frame)
         }
         if let close = actions.sendClose { self.sendCloseFrame(close) }
-        for (continuation, result) in actions.deliveries { continuation.resume(with: result) }
+        if let (continuation, result) = actions.delivery { continuation.resume(with: result) }
+        for (continuation, result) in actions.moreDeliveries { continuation.resume(with: result) }
         if actions.syncReadingPaused { self.syncReadingPaused() }
         if actions.closeTransport { self.transport.close() }
         if actions.abortTransport { self.transport.abort() }
@@ -934,6 +946,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
 extension Optional {
     /// Returns the value and leaves `nil` behind.
+    @inlinable
     package mutating func take() -> Wrapped? {
         defer { self = nil }
         return self
