@@ -20,7 +20,7 @@ struct SSLHandle: @unchecked Sendable {  // Used only under the owning CIOTransp
 }
 
 /// The engine's ``WebSocketTransport``.
-final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` Mutex + `loop`-thread confinement.
+final class CIOTransport: WebSocketTransport, RoundEndFlushing, @unchecked Sendable {  // `state` Mutex + `loop`-thread confinement.
     // Thread rules: fields in `state` are guarded by that Mutex; the fields marked "loop" are confined to
     // `loop`'s thread; the rest are immutable.
 
@@ -142,12 +142,15 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
         var needsLoopFlush = false
         var deferFlush = false
         let onLoop = !self.isTLS && self.loop.inLoop
+        // Only a loop-thread write may wait for the end of the round (a plain-TCP one for CIO); see RoundWritePolicy.
+        let mayDefer = onLoop && !self.writePolicy.countWrite(inRound: self.loop.round)
         let (buffered, failure) = self.state.withLock { state -> (Int, WebSocketConnectionError?) in
             guard state.phase == .open else { return (0, nil) }
             guard !bytes.isEmpty else { return (state.queue.byteCount, nil) }
-            // Queued bytes go first; and on the loop thread, plain-TCP writes wait for the end of the round, so the
-            // messages a round produces (replies to a batch of reads) leave in one sendmsg.
-            guard state.queue.isEmpty, !onLoop else {
+            // Queued bytes go first. On the loop thread, plain-TCP writes wait for the end of the round, so the
+            // messages a round produces (replies to a batch of reads) leave in one sendmsg, except a lone reply
+            // (RoundWritePolicy), which leaves at once without being copied or deferred.
+            guard state.queue.isEmpty, !mayDefer else {
                 state.queue.append(bytes, array: array, from: 0)
                 if onLoop { deferFlush = true }
                 return (state.queue.byteCount, nil)
@@ -204,16 +207,21 @@ final class CIOTransport: WebSocketTransport, @unchecked Sendable {  // `state` 
             self.loop.execute { [self] in self.flush() }
         } else if deferFlush && !self.flushDeferred {
             self.flushDeferred = true
-            self.loop.deferUntilRoundEnds { [self] in
-                self.flushDeferred = false
-                self.flush()
-            }
+            self.loop.deferUntilRoundEnds(self)
         }
         return buffered
     }
 
     /// The transport has a flush waiting for the end of the loop's round (loop thread only).
     private var flushDeferred = false
+
+    /// The end of a round in which writes were gathered: send them (loop thread).
+    func roundDidEnd() {
+        self.flushDeferred = false
+        self.flush()
+    }
+    /// Whether a write on the loop thread leaves at once or at the end of the round (loop thread only).
+    private var writePolicy = RoundWritePolicy()
 
     func setReadingPaused(_ paused: Bool) {
         let resumed = self.state.withLock { state -> Bool in

@@ -19,7 +19,7 @@ import WSCore
 import WSPosix
 
 /// The engine's ``WebSocketTransport``.
-final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendable {  // `state` Mutex + loop thread.
+final class CurlTransport: LoopRegistrant, WebSocketTransport, RoundEndFlushing, @unchecked Sendable {  // `state` Mutex + loop thread.
     // Thread rules: fields in `state` are guarded by that Mutex; the fields marked "loop" are confined to
     // `loop`'s thread; the rest are immutable.
 
@@ -125,13 +125,16 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
     /// Sends or queues `bytes`; what is queued is `array` itself when given (no copy), else a copy.
     private func write(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?) -> Int {
         let onLoop = self.loop.inLoop
+        // Only a loop-thread write may wait for the end of the round (a plain-TCP one for CIO); see RoundWritePolicy.
+        let mayDefer = onLoop && !self.writePolicy.countWrite(inRound: self.loop.round)
         var deferFlush = false
         let (buffered, failure) = self.state.withLock { state -> (Int, WebSocketConnectionError?) in
             guard state.phase == .open, let handles = state.handles else { return (0, nil) }
             guard !bytes.isEmpty else { return (state.queue.byteCount, nil) }
-            // Queued bytes go first; and on the loop thread, writes wait for the end of the round, so the messages a
-            // round produces (replies to a batch of reads) leave in one curl_easy_send.
-            guard state.queue.isEmpty, !onLoop else {
+            // Queued bytes go first. On the loop thread, writes wait for the end of the round, so the messages a
+            // round produces (replies to a batch of reads) leave in one curl_easy_send, except a lone reply
+            // (RoundWritePolicy), which leaves at once without being copied or deferred.
+            guard state.queue.isEmpty, !mayDefer else {
                 state.queue.append(bytes, array: array, from: 0)
                 deferFlush = onLoop
                 return (state.queue.byteCount, nil)
@@ -164,16 +167,21 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, @unchecked Sendab
             self.loop.execute { [self] in self.finish(error: failure) }
         } else if deferFlush && !self.flushDeferred {
             self.flushDeferred = true
-            self.loop.deferUntilRoundEnds { [self] in
-                self.flushDeferred = false
-                self.flush()
-            }
+            self.loop.deferUntilRoundEnds(self)
         }
         return buffered
     }
 
     /// The transport has a flush waiting for the end of the loop's round (loop thread only).
     private var flushDeferred = false
+
+    /// The end of a round in which writes were gathered: send them (loop thread).
+    func roundDidEnd() {
+        self.flushDeferred = false
+        self.flush()
+    }
+    /// Whether a write on the loop thread leaves at once or at the end of the round (loop thread only).
+    private var writePolicy = RoundWritePolicy()
 
     func setReadingPaused(_ paused: Bool) {
         let resumed = self.state.withLock { state -> Bool in

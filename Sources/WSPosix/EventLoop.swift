@@ -84,6 +84,22 @@ package protocol EventLoopDispatcher: AnyObject, SendableMetatype {
     func finish(_ transport: Transport, stopping reason: StopReason)
 }
 
+/// A registrant that gathers what it writes during a loop round and flushes it when the round ends (loop thread only).
+package protocol RoundEndFlushing: AnyObject {
+    /// Called once on the loop thread after each ``PosixEventLoop/deferUntilRoundEnds(_:)`` with this object.
+    func roundDidEnd()
+}
+
+/// A loop's cross-thread work queue (under the loop's Mutex). Declared outside the generic loop class so that the
+/// loop's hot paths use concrete types (no generic metadata lookups per call).
+private struct LoopTaskQueue {
+    var tasks: [LoopTask] = []
+    /// Swift-concurrency jobs of tasks that prefer this loop as their executor (see the TaskExecutor conformance).
+    var jobs: [UnownedJob] = []
+    var wakePending = false
+    var closed = false
+}
+
 /// The pending connects and open transports of one loop, by identity, and why the loop stops (loop thread only).
 package struct LoopRegistrants<Connector: AnyObject, Transport: AnyObject, StopReason> {
     fileprivate var connectors: [ObjectIdentifier: Connector] = [:]
@@ -113,14 +129,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     /// The engine's registrants (their state is loop-thread only).
     package let dispatcher: Dispatcher
 
-    private struct TaskQueue {
-        var tasks: [LoopTask] = []
-        /// Swift-concurrency jobs of tasks that prefer this loop as their executor (see the TaskExecutor conformance).
-        var jobs: [UnownedJob] = []
-        var wakePending = false
-        var closed = false
-    }
-    private let tasks = Mutex(TaskQueue())
+    private let tasks = Mutex(LoopTaskQueue())
     /// Orders timers with the same deadline (timers are made on any thread).
     private let timerSequence = Atomic<UInt64>(0)
     private let threadID = Atomic<UInt>(0)
@@ -132,7 +141,16 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     private var spareJobs: [UnownedJob] = []
     /// Work to run once the current round of events, timers, tasks and jobs is done: writes that callers on the loop
     /// thread queued, gathered so that every message produced in one round leaves in one system call.
-    private var deferred: [() -> Void] = []
+    private var deferred: [any RoundEndFlushing] = []
+    private var spareDeferred: [any RoundEndFlushing] = []
+    /// Counts the loop's rounds (one per `epoll_wait`): transports send the first write of a round at once and gather
+    /// the rest until the round ends.
+    package private(set) var round: UInt = 0
+    /// Set with the registrants' stop reason: until then the loop need not look at its registrants to know it goes on.
+    private var stopping = false
+    /// This loop as the executor its jobs run on (made once on the loop thread; a generic conformance lookup per
+    /// round otherwise).
+    private var unownedExecutor: UnownedTaskExecutor?
     private var events: UnsafeMutablePointer<epoll_event>
     private var eventCapacity = 64
     private var timers: [LoopTimer] = []
@@ -194,7 +212,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     /// Adds work to the queue with `add` (under its lock) and wakes the loop if the caller is another thread.
     /// - Returns: `false` if the loop has stopped (nothing was added).
-    private func submit(_ add: (inout TaskQueue) -> Void) -> Bool {
+    private func submit(_ add: (inout LoopTaskQueue) -> Void) -> Bool {
         let onLoop = self.inLoop
         let (accepted, wake) = self.tasks.withLock { queue -> (Bool, Bool) in
             guard !queue.closed else { return (false, false) }
@@ -236,10 +254,11 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         return timer
     }
 
-    /// Runs `work` on the loop thread after the current round of events, timers, tasks and jobs, before the loop
-    /// waits again (loop thread only). Transports use it to gather the writes of one round into one system call.
-    package func deferUntilRoundEnds(_ work: @escaping () -> Void) {
-        self.deferred.append(work)
+    /// Calls `flusher.roundDidEnd()` on the loop thread after the current round of events, timers, tasks and jobs,
+    /// before the loop waits again (loop thread only). Transports use it to gather the writes of one round into one
+    /// system call; the caller defers itself once per round (no allocation per call).
+    package func deferUntilRoundEnds(_ flusher: any RoundEndFlushing) {
+        self.deferred.append(flusher)
     }
 
     /// Keeps `object` (a removed registrant) alive until the current event batch ends (loop thread).
@@ -282,6 +301,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         self.execute { [self] in
             guard self.dispatcher.registrants.stopReason == nil else { return }
             self.dispatcher.registrants.stopReason = error
+            self.stopping = true
             for connector in Array(self.dispatcher.registrants.connectors.values) {
                 self.dispatcher.fail(connector, stopping: error)
             }
@@ -291,7 +311,9 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         }
     }
 
-    /// Whether the loop may exit: it is stopping and every connect and transport has finished.
+    /// Whether the loop may exit: it is stopping and every connect and transport has finished (the loop checks
+    /// `stopping` first: this generic code looks up type metadata).
+    @inline(never)
     private var isFinished: Bool {
         let registrants = self.dispatcher.registrants
         return registrants.stopReason != nil && registrants.transports.isEmpty && registrants.connectors.isEmpty
@@ -393,7 +415,8 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         }
         for task in batch { task() }
         if !jobs.isEmpty {
-            let executor = self.asUnownedTaskExecutor()
+            let executor = self.unownedExecutor ?? self.asUnownedTaskExecutor()
+            self.unownedExecutor = executor
             for job in jobs { job.runSynchronously(on: executor) }
         }
         batch.removeAll(keepingCapacity: true)
@@ -405,9 +428,11 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     /// Runs the work deferred to the end of the round (it may defer more, which runs in the same call).
     private func runDeferred() {
         while !self.deferred.isEmpty {
-            let work = self.deferred
-            self.deferred = []
-            for item in work { item() }
+            var work = self.spareDeferred
+            swap(&work, &self.deferred)
+            for flusher in work { flusher.roundDidEnd() }
+            work.removeAll(keepingCapacity: true)
+            self.spareDeferred = work
         }
     }
 
@@ -416,6 +441,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     private func run() {
         self.threadID.store(UInt(pthread_self()), ordering: .releasing)
         while true {
+            self.round &+= 1
             let timeout = self.nextTimeout()
             let count = epoll_wait(self.epollFD, self.events, Int32(self.eventCapacity), timeout)
             if count < 0 {
@@ -443,7 +469,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
                 self.eventCapacity *= 2
                 self.events = .allocate(capacity: self.eventCapacity)
             }
-            if self.isFinished { break }
+            if self.stopping && self.isFinished { break }
         }
         // Refuse new work, then run what is already queued (handlers may have queued close/abort calls).
         self.tasks.withLock { $0.closed = true }

@@ -3,6 +3,34 @@
 // is retried with exactly the same bytes and length, which OpenSSL requires after SSL_write returned WANT_WRITE.
 package import Glibc
 
+/// Decides whether a write made on a loop thread leaves at once or waits for the end of the loop's round, where the
+/// round's writes leave together (loop thread only, one per transport).
+///
+/// A round's first write goes out at once when the transport's last writing round had a single write: request and
+/// response traffic (one reply per message received) then costs no copy and no deferral. Once a round produces
+/// several writes (a burst, or replies to a batch of reads), the next rounds gather theirs into one system call until
+/// a round writes once again.
+package struct RoundWritePolicy {
+    private var round: UInt = .max
+    private var writesThisRound = 0
+    private var writesLastRound = 0
+
+    /// A transport that has not written yet (its first write leaves at once).
+    package init() {}
+
+    /// Counts a write made on the loop thread during `round`.
+    /// - Returns: Whether it may be sent at once (if nothing is queued before it).
+    package mutating func countWrite(inRound round: UInt) -> Bool {
+        if round != self.round {
+            if self.round != .max { self.writesLastRound = self.writesThisRound }
+            self.round = round
+            self.writesThisRound = 0
+        }
+        self.writesThisRound += 1
+        return self.writesThisRound == 1 && self.writesLastRound <= 1
+    }
+}
+
 /// The bytes a connection still has to hand to the kernel (or libcurl): a FIFO of chunks with an offset into the first
 /// one. Writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one) unless
 /// small writes follow each other: those are copied into a chunk of the queue's own that gathers them, so a burst of

@@ -42,6 +42,25 @@ struct CurlHelperTests {
         #expect(redactingCredentials("mail me@example.com") == "mail me@example.com")
     }
 
+    @Test("a lone reply per round leaves at once; after a round with several writes, a round's writes wait for its end")
+    func roundWritePolicy() {
+        var policy = RoundWritePolicy()
+        // The write rounds of a session, and whether each write left at once.
+        let rounds: [UInt] = [1, 2, 3, 4, 4, 4, 5, 5, 7, 9, 9, 10, 11]
+        let atOnce = rounds.map { policy.countWrite(inRound: $0) }
+        #expect(
+            atOnce == [
+                // Request/response traffic: one write per round, each sent at once.
+                true, true, true,
+                // A burst: its first write still leaves at once (the last round wrote once), the rest wait.
+                true, false, false,
+                // After a burst, rounds gather even their first write (replies to batches of reads leave together) ...
+                false, false, false,
+                // ... until a round writes once (7): the next one's first write leaves at once again.
+                true, false, false, true,
+            ])
+    }
+
     @Test("the write queue keeps a lone write as it is, gathers small writes that follow each other, never grows a head it handed out, and counts bytes")
     func writeQueue() {
         var queue = WriteQueue()
