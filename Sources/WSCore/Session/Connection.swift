@@ -206,12 +206,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// Runs `action` after `delay` on the engine's timer heap (or in a task if the engine has none), replacing the
-    /// timer of the same kind. Holds the connection weakly: a released session's timers do nothing.
+    /// timer of the same kind. The timer holds the connection until it fires or is cancelled, which every timer is
+    /// when the connection ends (a released session closes it). Not a weak reference: that would give the connection
+    /// a side table and slow down every retain and release of it on the message path.
     private func startTimer(_ kind: TimerKind, after delay: Duration, _ action: @escaping @Sendable (Connection) -> Void) {
-        let fire: @Sendable () -> Void = { [weak self] in
-            guard let self else { return }
-            action(self)
-        }
+        let fire: @Sendable () -> Void = { action(self) }
         let timer = self.transport.schedule(after: delay, fire) ?? TaskTimer(after: delay, fire)
         let (cancelNow, replaced) = self.state.withLock { s -> (Bool, (any WebSocketTransportTimer)?) in
             if s.ended { return (true, nil) }
