@@ -1,5 +1,6 @@
 import Testing
-import WSCore
+
+@testable import WSCore
 
 /// The obvious definition: byte `i` of the payload is XORed with key byte `(offset + i) % 4`.
 private func naiveMask(_ bytes: [UInt8], key: MaskingKey, offset: Int) -> [UInt8] {
@@ -108,5 +109,33 @@ struct MaskingTests {
         let otherKeys = (0..<16).map { _ in other.next() }
         #expect(otherKeys != Array(keys.prefix(16)))
         #expect(Set(otherKeys).count == 16)
+    }
+
+    @Test("the shared kernel random pool hands every byte out once, across refills and threads")
+    func sharedKernelRandom() async {
+        // 4 tasks × 1,000 handshake-key-sized slices (16 bytes: 16 per refill of 256) and odd sizes that straddle
+        // refills: a byte handed out twice, or a pool that is not refilled, shows up as a repeated slice.
+        let slices = await withTaskGroup(of: [[UInt8]].self) { group in
+            for task in 0..<4 {
+                group.addTask {
+                    (0..<1_000).map { i in
+                        let size = task == 3 ? 1 + (i * 37) % 255 : 16
+                        var bytes = [UInt8](repeating: 0, count: size)
+                        bytes.withUnsafeMutableBytes { fillRandom($0) }
+                        return bytes
+                    }
+                }
+            }
+            var all: [[UInt8]] = []
+            for await batch in group { all += batch }
+            return all
+        }
+        let sixteen = slices.filter { $0.count == 16 }
+        #expect(sixteen.count >= 3_000)
+        #expect(Set(sixteen).count == sixteen.count, "a 16-byte slice was handed out twice")
+        let long = slices.filter { $0.count >= 16 }
+        #expect(Set(long.map { Array($0.prefix(16)) }).count == long.count)
+        // Not zeros (the pool clears what it hands out: a slice taken twice would be all zeros the second time).
+        #expect(!slices.contains { $0.count >= 8 && $0.allSatisfy { $0 == 0 } })
     }
 }

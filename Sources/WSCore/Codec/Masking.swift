@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -123,8 +125,8 @@ package func applyMask(_ key: MaskingKey, to bytes: inout [UInt8], offset: Int =
 }
 
 /// Masking keys from a CSPRNG (Linux `getrandom(2)` through `getentropy(3)`), fetched in batches so that a key costs
-/// no system call on average: 16 keys at first (a session that sends a few frames keeps a 64-byte pool), then 64 per
-/// call once those are used.
+/// no system call on average: 16 keys at first (a session that sends a few frames keeps a 64-byte pool; they come
+/// from ``SharedKernelRandom``, so opening sessions share one system call), then 64 per call once those are used.
 ///
 /// Not thread-safe: a value type owned by one sender (copies share nothing and draw fresh randomness, but a
 /// copy made before a refill repeats the keys still buffered, so do not copy a generator to get "another" one).
@@ -155,8 +157,18 @@ package struct MaskingKeyGenerator: Sendable {
 
 /// Fills `buffer` (at most 256 bytes) from the kernel CSPRNG: `getentropy(3)`, which is glibc's and musl's
 /// wrapper of the `getrandom(2)` system call (retrying on EINTR), falling back to ``SystemRandomNumberGenerator``
-/// where that call is unavailable.
+/// where that call is unavailable. Requests under 256 bytes (a handshake key, a new session's first masking keys) are
+/// served from ``SharedKernelRandom``, so opening a session costs a fraction of a system call instead of two.
 func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
+    if buffer.count < SharedKernelRandom.capacity {
+        SharedKernelRandom.fill(buffer)
+    } else {
+        fillFromKernel(buffer)
+    }
+}
+
+/// One `getentropy` call for `buffer` (at most 256 bytes), or the standard library's generator where it fails.
+private func fillFromKernel(_ buffer: UnsafeMutableRawBufferPointer) {
     guard let base = buffer.baseAddress else { return }
     #if canImport(Glibc) || canImport(Musl)
     if getentropy(base, buffer.count) == 0 { return }
@@ -170,6 +182,43 @@ func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
             let n = min(8, buffer.count - filled)
             for k in 0..<n { base.storeBytes(of: wordBytes[k], toByteOffset: filled + k, as: UInt8.self) }
             filled += n
+        }
+    }
+}
+
+/// A process-wide buffer of kernel CSPRNG output, handed out in slices: every byte goes to one caller once and is
+/// cleared when taken. Safe to share: the bytes are independent, and what they become (masking keys, handshake
+/// nonces) is sent in clear anyway; what matters is that nobody can predict them before they are sent.
+enum SharedKernelRandom {
+    /// The most one `getentropy` call returns.
+    static let capacity = 256
+
+    /// The pool's storage (allocated once, never freed).
+    private struct Storage: @unchecked Sendable {  // read and written only under `pool`'s Mutex
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedKernelRandom.capacity, alignment: 8)
+    }
+
+    private struct Pool: ~Copyable {
+        let storage = Storage()
+        /// Bytes before `next` were handed out (and cleared).
+        var next = SharedKernelRandom.capacity
+    }
+
+    private static let pool = Mutex(Pool())
+
+    /// Fills `buffer` (fewer than ``capacity`` bytes) with unused bytes of the pool, refilling it first if it has too few.
+    static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard let target = buffer.baseAddress, buffer.count > 0 else { return }
+        precondition(buffer.count < Self.capacity, "SharedKernelRandom serves fewer than \(Self.capacity) bytes")
+        Self.pool.withLock { pool in
+            if pool.next + buffer.count > Self.capacity {
+                fillFromKernel(pool.storage.bytes)
+                pool.next = 0
+            }
+            let source = pool.storage.bytes.baseAddress! + pool.next
+            target.copyMemory(from: source, byteCount: buffer.count)
+            source.initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count)
+            pool.next += buffer.count
         }
     }
 }

@@ -3,7 +3,8 @@ package enum WebSocketHandshake {
     /// The GUID appended to the key before hashing.
     package static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-    /// A fresh `Sec-WebSocket-Key`: base64 of 16 bytes from the kernel CSPRNG in one `getrandom(2)` call.
+    /// A fresh `Sec-WebSocket-Key`: base64 of 16 bytes from the kernel CSPRNG (`getrandom(2)`, served in slices of a
+    /// shared 256-byte batch: ``SharedKernelRandom``).
     package static func makeKey() -> String {
         var bytes = [UInt8](repeating: 0, count: 16)
         bytes.withUnsafeMutableBytes { fillRandom($0) }
