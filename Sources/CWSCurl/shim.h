@@ -13,6 +13,8 @@ static inline CURLcode cws_curl_setopt_str(CURL *h, CURLoption o, const char *v)
 static inline CURLcode cws_curl_setopt_ptr(CURL *h, CURLoption o, void *v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode cws_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode cws_curl_getinfo_socket(CURL *h, curl_socket_t *v) { return curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, v); }
+/// CURLINFO_USED_PROXY (libcurl 8.7.0+; CURLE_UNKNOWN_OPTION before), by value so older headers compile too.
+static inline CURLcode cws_curl_getinfo_used_proxy(CURL *h, long *v) { return curl_easy_getinfo(h, (CURLINFO)(CURLINFO_LONG + 66), v); }
 static inline curl_version_info_data *cws_curl_version_info(void) { return curl_version_info(CURLVERSION_NOW); }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -379,8 +379,13 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.handles = nil
         self.loop.remove(self)
         self.logger.debug("connected", metadata: ["ws.tls": "\(self.endpoint.secure)"])
+        // Plain TCP with no proxy (known only from libcurl 8.7 on): libcurl's reads are recv(2)s, unbuffered.
+        var usedProxy = 1
+        let proxyKnown = cws_curl_getinfo_used_proxy(handles.easy, &usedProxy) == CURLE_OK
         let transport = CurlTransport(
-            loop: self.loop, handles: handles, fd: fd, endpoint: self.hostPort, logger: self.logger,
+            loop: self.loop, handles: handles, fd: fd,
+            shortReadDrains: !self.endpoint.secure && proxyKnown && usedProxy == 0,
+            endpoint: self.hostPort, logger: self.logger,
             closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
             closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
         self.loop.add(transport)

@@ -6,7 +6,9 @@
 // Writes: `write(_:)` runs on the caller's thread. With nothing queued it calls curl_easy_send at once; what
 // libcurl does not take (CURLE_AGAIN) is queued and flushed by the loop on EPOLLOUT, head chunk first.
 // Reads: on the loop thread, into the loop's one buffer, until CURLE_AGAIN — libcurl/OpenSSL may hold decrypted
-// bytes that epoll cannot see, so "one read per EPOLLIN" would stall a TLS stream.
+// bytes that epoll cannot see, so "one read per EPOLLIN" would stall a TLS stream. Only on a plain connection
+// without a proxy, where every byte libcurl returns comes straight from recv(2) (no released libcurl buffers
+// socket reads), does a short read end the reading: level-triggered epoll reports whatever arrives next.
 // epoll interest is level-triggered and updated under the Mutex whenever it changes (see CurlEventLoop); the
 // socket is closed (by libcurl's cleanup) only under the Mutex after `phase` became `.closed`, so whoever sees
 // another phase under the Mutex may use the handle and the descriptor.
@@ -72,6 +74,8 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, RoundEndFlushing,
 
     let loop: CurlEventLoop
     private let fd: Int32
+    /// A short read means the socket is drained: plain TCP without a proxy (see the file comment).
+    private let shortReadDrains: Bool
     private let endpoint: String
     private let logger: Logger
     private let closeGraceNanoseconds: UInt64
@@ -87,11 +91,12 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, RoundEndFlushing,
     private var closeTimer: LoopTimer?
 
     init(
-        loop: CurlEventLoop, handles: CurlHandles, fd: Int32, endpoint: String, logger: Logger,
+        loop: CurlEventLoop, handles: CurlHandles, fd: Int32, shortReadDrains: Bool, endpoint: String, logger: Logger,
         closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64
     ) {
         self.loop = loop
         self.fd = fd
+        self.shortReadDrains = shortReadDrains
         self.endpoint = endpoint
         self.logger = logger
         self.closeGraceNanoseconds = closeGraceNanoseconds
@@ -330,7 +335,11 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, RoundEndFlushing,
                     let outcome: ReadOutcome
                     if code == CURLE_OK {
                         if count > 0 {
+                            let asked = capacity - filled
                             filled += count
+                            // Plain TCP copies all it has: a short read drained the socket, and the next bytes
+                            // raise a new EPOLLIN (one recv per message instead of two).
+                            if self.shortReadDrains && count < asked { return .data(filled, then: .wouldBlock) }
                             continue
                         }
                         outcome = .endOfStream
