@@ -5,7 +5,8 @@ import WSPosix
 
 /// The native WebSocket engine for Linux: its own epoll event loops, non-blocking sockets and the system OpenSSL.
 ///
-/// - Threading: `eventLoopCount` loop threads (default 1), each serving many connections (round-robin); name
+/// - Threading: `eventLoopCount` loop threads (default: one per processor this process may run on; a loop's thread
+///   starts when a connection is first assigned to it), each serving many connections (round-robin); name
 ///   resolution runs on a small separate thread pool, so a slow DNS server never stalls a loop. Handler
 ///   callbacks arrive on the connection's loop thread.
 /// - I/O: sockets are registered edge-triggered once; writes go straight to the kernel from the caller's thread

@@ -11,15 +11,16 @@ package import Glibc
 /// several writes (a burst, or replies to a batch of reads), the next rounds gather theirs into one system call until
 /// a round writes once again.
 package struct RoundWritePolicy {
-    private var round: UInt = .max
-    private var writesThisRound = 0
-    private var writesLastRound = 0
+    @usableFromInline var round: UInt = .max
+    @usableFromInline var writesThisRound = 0
+    @usableFromInline var writesLastRound = 0
 
     /// A transport that has not written yet (its first write leaves at once).
     package init() {}
 
     /// Counts a write made on the loop thread during `round`.
     /// - Returns: Whether it may be sent at once (if nothing is queued before it).
+    @inlinable
     package mutating func countWrite(inRound round: UInt) -> Bool {
         if round != self.round {
             if self.round != .max { self.writesLastRound = self.writesThisRound }

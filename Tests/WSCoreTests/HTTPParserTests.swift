@@ -271,6 +271,26 @@ struct HTTPParserTests {
         #expect(!httpTokenList(["keep-alive, Upgraded"], contains: "upgrade"))
         #expect(!httpTokenList([], contains: "upgrade"))
     }
+
+    @Test("header names compare ignoring ASCII case only: other bytes, and lengths, must match")
+    func headerNameEquality() {
+        #expect(HTTPHeaders.equalNames("Sec-WebSocket-Accept", "sec-websocket-ACCEPT"))
+        #expect(HTTPHeaders.equalNames("", ""))
+        #expect(!HTTPHeaders.equalNames("Upgrade", "Upgrad"))
+        #expect(!HTTPHeaders.equalNames("Upgrade", "Upgradf"))
+        // Only A–Z fold: '@' (before 'A') and '[' (after 'Z') are not the lowercase '`' and '{'.
+        #expect(!HTTPHeaders.equalNames("a@", "A`"))
+        #expect(!HTTPHeaders.equalNames("[x", "{X"))
+        // Non-ASCII bytes match exactly (no Unicode case mapping).
+        #expect(HTTPHeaders.equalNames("Äb", "ÄB"))
+        #expect(!HTTPHeaders.equalNames("Äb", "äb"))
+        var headers = HTTPHeaders()
+        headers.add("X-Multi", "a")
+        headers.add("x-other", "c")
+        headers.add("X-MULTI", "b")
+        #expect(headers.values(for: "x-multi") == ["a", "b"])
+        #expect(headers.contains("X-OTHER") && !headers.contains("X-Othe"))
+    }
 }
 
 private func parseRequestLimitError() -> WebSocketConnectionError? {

@@ -96,6 +96,14 @@ public struct HTTPHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
         let a = a.utf8
         let b = b.utf8
         guard a.count == b.count else { return false }
+        // Native strings: compare their UTF-8 storage directly (an iterator pair per byte otherwise).
+        let direct = a.withContiguousStorageIfAvailable { a in
+            b.withContiguousStorageIfAvailable { b in
+                for i in 0..<a.count where asciiLower(a[i]) != asciiLower(b[i]) { return false }
+                return true
+            }
+        }
+        if let direct, let equal = direct { return equal }
         return zip(a, b).allSatisfy { asciiLower($0) == asciiLower($1) }
     }
 
