@@ -885,14 +885,19 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// The fast path of ``receive()``: the next queued frame if one is waiting and no earlier consumer is.
     @usableFromInline
     func takeQueuedFrame() -> Frame? {
-        var actions = Actions()
+        var resync = false
         let frame = self.state.withLock { s -> Frame? in
             guard !s.controlFence, s.consumers.isEmpty, let frame = s.queue.popFirst() else { return nil }
             s.queuedBytes -= frame.data.count
-            self.resumeReadingIfBelowLimit(&s, &actions)
+            if s.readingPaused {
+                // Only a paused connection has anything to do here: no action list per message otherwise.
+                var actions = Actions()
+                self.resumeReadingIfBelowLimit(&s, &actions)
+                resync = actions.syncReadingPaused
+            }
             return frame
         }
-        if actions.syncReadingPaused { self.syncReadingPaused() }
+        if resync { self.syncReadingPaused() }
         return frame
     }
 
