@@ -130,7 +130,7 @@ final class CurlTransport: LoopRegistrant, WebSocketTransport, RoundEndFlushing,
     /// Sends or queues `bytes`; what is queued is `array` itself when given (no copy), else a copy.
     private func write(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?) -> Int {
         let onLoop = self.loop.inLoop
-        // Only a loop-thread write may wait for the end of the round (a plain-TCP one for CIO); see RoundWritePolicy.
+        // Only a loop-thread write may wait for the end of the round; see RoundWritePolicy.
         let mayDefer = onLoop && !self.writePolicy.countWrite(inRound: self.loop.round)
         var deferFlush = false
         let (buffered, failure) = self.state.withLock { state -> (Int, WebSocketConnectionError?) in

@@ -150,7 +150,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     private var stopping = false
     /// This loop as the executor its jobs run on (made once on the loop thread; a generic conformance lookup per
     /// round otherwise).
-    private var unownedExecutor: UnownedTaskExecutor?
+    private lazy var unownedExecutor: UnownedTaskExecutor = self.asUnownedTaskExecutor()
     private var events: UnsafeMutablePointer<epoll_event>
     private var eventCapacity = 64
     private var timers: [LoopTimer] = []
@@ -415,8 +415,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         }
         for task in batch { task() }
         if !jobs.isEmpty {
-            let executor = self.unownedExecutor ?? self.asUnownedTaskExecutor()
-            self.unownedExecutor = executor
+            let executor = self.unownedExecutor
             for job in jobs { job.runSynchronously(on: executor) }
         }
         batch.removeAll(keepingCapacity: true)
