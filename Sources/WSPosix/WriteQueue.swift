@@ -49,6 +49,12 @@ package struct WriteQueue {
     private var headPinned = false
     /// The number of bytes queued.
     package private(set) var byteCount = 0
+    /// Bytes copied into gathering chunks since the queue was last empty.
+    private var gatheredSinceEmpty = 0
+    /// What the queue gathered before it last became empty: a new gathering chunk starts with that much room (within
+    /// ``gatherStart`` ... ``gatherLimit``), so a sender that bursts every round allocates its chunk once per round
+    /// instead of doubling it up from 1 KiB, and nothing is kept while the queue is empty.
+    private var gatherHint = 0
 
     /// Writes up to this size are gathered into the queue's own chunks.
     static let smallWrite = 4_096
@@ -96,12 +102,14 @@ package struct WriteQueue {
         }
         if self.gather(bytes) { return }
         var gathering: [UInt8] = []
-        // Small to start with (thousands of connections may each hold one); it doubles as writes arrive.
-        gathering.reserveCapacity(Self.gatherStart)
+        // Small to start with (thousands of connections may each hold one) unless the last burst was bigger; it
+        // doubles as writes arrive.
+        gathering.reserveCapacity(self.gatheringCapacity(bytes.count))
         gathering.append(contentsOf: bytes)
         if self.head == self.chunks.count { self.headOffset = 0 }
         self.chunks.append(gathering)
         self.byteCount += bytes.count
+        self.gatheredSinceEmpty += bytes.count
         self.lastGathers = true
         self.lastIsSmall = false
     }
@@ -128,8 +136,10 @@ package struct WriteQueue {
             // A second small write in a row: both go into a chunk of the queue's own, which gathers what follows.
             let start = last == self.head ? self.headOffset : 0
             var gathering: [UInt8] = []
-            gathering.reserveCapacity(max(Self.gatherStart, self.chunks[last].count - start + bytes.count))
+            let previous = self.chunks[last].count - start
+            gathering.reserveCapacity(self.gatheringCapacity(previous + bytes.count))
             self.chunks[last].withUnsafeBufferPointer { gathering.append(contentsOf: $0[start...]) }
+            self.gatheredSinceEmpty += previous
             gathering.append(contentsOf: bytes)
             self.chunks[last] = gathering
             if last == self.head { self.headOffset = 0 }
@@ -139,7 +149,13 @@ package struct WriteQueue {
             return false
         }
         self.byteCount += bytes.count
+        self.gatheredSinceEmpty += bytes.count
         return true
+    }
+
+    /// The capacity of a new gathering chunk that starts with `count` bytes.
+    private func gatheringCapacity(_ count: Int) -> Int {
+        max(count, min(max(Self.gatherStart, self.gatherHint), Self.gatherLimit))
     }
 
     /// Drops the first `count` bytes (they reached the kernel or libcurl took them).
@@ -162,6 +178,8 @@ package struct WriteQueue {
         if self.head == self.chunks.count {
             self.chunks.removeAll(keepingCapacity: self.chunks.count <= 64)
             self.head = 0
+            self.gatherHint = self.gatheredSinceEmpty
+            self.gatheredSinceEmpty = 0
             self.lastGathers = false
             self.lastIsSmall = false
         } else if self.head >= 32 && self.head * 2 >= self.chunks.count {
@@ -176,6 +194,8 @@ package struct WriteQueue {
         self.head = 0
         self.headOffset = 0
         self.byteCount = 0
+        self.gatheredSinceEmpty = 0
+        self.gatherHint = 0
         self.lastGathers = false
         self.lastIsSmall = false
         self.headPinned = false

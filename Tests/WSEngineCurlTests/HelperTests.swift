@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 
 @testable import WSEngineCurl
@@ -125,6 +126,43 @@ struct CurlHelperTests {
         #expect(queue.withFirstChunk { Array($0) } == [4, 5, 6])
         queue.consume(3)
         #expect(queue.withFirstChunk { $0.count } == 5_000)
+        queue.consume(5_000)
+        #expect(queue.isEmpty && queue.byteCount == 0)
+    }
+
+    @Test("a gathering chunk starts with room for what the queue gathered last time it was busy, and forgets it after a quiet spell")
+    func writeQueueGatherSizing() {
+        var queue = WriteQueue()
+        let piece = [UInt8](repeating: 0xAB, count: 500)
+        // Where the first chunk's storage is (it moves when the chunk grows past its capacity).
+        func firstChunkBase(_ queue: WriteQueue) -> UInt {
+            let iov = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
+            defer { iov.deallocate() }
+            return queue.withIOVecs(iov, limit: 1) { _ in UInt(bitPattern: iov.pointee.iov_base) }
+        }
+        func burst(_ count: Int) -> [UInt] {
+            var bases: [UInt] = []
+            for _ in 0..<count {
+                piece.withUnsafeBytes { queue.append(copying: $0) }
+                bases.append(firstChunkBase(queue))
+            }
+            return bases
+        }
+        // The first burst grows its chunk from 1 KiB (the storage moves as it doubles).
+        let first = burst(100)
+        #expect(Set(first).count > 1)
+        queue.consume(50_000)
+        #expect(queue.isEmpty)
+        // The next burst of the same size stays in the chunk it started with: one allocation, no copying on growth.
+        let second = burst(100)
+        #expect(Set(second).count == 1)
+        #expect(queue.byteCount == 50_000)
+        queue.consume(50_000)
+        // A quiet spell (two small writes) brings the next chunk back to 1 KiB: it moves again as a burst follows.
+        _ = burst(2)
+        queue.consume(1_000)
+        let third = burst(10)
+        #expect(Set(third).count > 1)
         queue.consume(5_000)
         #expect(queue.isEmpty && queue.byteCount == 0)
     }
