@@ -2,7 +2,8 @@
 # Issue 7 benchmarks: builds the C echo server, the C limit client and wsbench (release), starts the echo
 # server on 127.0.0.1:$PORT, and for each workload runs every client once per round, alternating
 # (c A B C D, c A B C D, ...), $ROUNDS rounds. Prints a markdown table of medians, min–max and the median of
-# the per-round ratios to the C client measured in the same round; also writes it to $OUT if set.
+# the per-round ratios to the C client measured in the same round, and each client's CPU time per run (user + system,
+# whole process) with its ratio to the C client's; also writes it to $OUT if set.
 #
 #   bash Benchmarks/run.sh                       # 5 rounds, W1–W5 and idle, all clients
 #   ROUNDS=3 OUT=/tmp/table.md bash Benchmarks/run.sh
@@ -161,6 +162,13 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
         if w == "w4":
             extra.append(f"wall {statistics.median(r['seconds'] for r in ok)*1000:.0f} ms")
         extra.append(f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB")
+        # CPU of the whole process (start-up included), and its ratio to the C client's in the same round (lower is
+        # better): the cost the wall-clock figures hide where the kernel's wake-ups bound them (W1).
+        cpu = [r["cpu_ms"] for r in ok if "cpu_ms" in r]
+        ccpu = {r["round"]: r["cpu_ms"] for r in wr if r["client"] == "c" and "cpu_ms" in r}
+        cpu_ratios = [r["cpu_ms"] / ccpu[r["round"]] for r in ok if "cpu_ms" in r and ccpu.get(r["round"])]
+        if cpu:
+            extra.append(f"CPU {statistics.median(cpu):,.0f} ms" + (f" ({statistics.median(cpu_ratios):.2f}× C)" if cpu_ratios and c != "c" else ""))
         if failed:
             whys = sorted({str(r["error"]) for r in wr if r["client"] == c and r.get("error")})
             extra.append(f"{failed} run(s) failed ({', '.join(whys)})")

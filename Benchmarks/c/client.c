@@ -58,6 +58,13 @@ static long peak_rss_kib(void) {
     return v;
 }
 
+// The process's CPU time so far (user + system, all threads) in ms.
+static double cpu_ms(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3;
+}
+
 static uint32_t rng = 0x9E3779B9u;
 static uint32_t next_key(void) {
     rng ^= rng << 13;
@@ -260,8 +267,8 @@ static void w1(int port, const char *path) {
     clean_close(fd, &in, &out);
     qsort(lat, n, sizeof(double), cmp_double);
     printf("{\"client\":\"c\",\"workload\":\"w1\",\"value\":%.1f,\"unit\":\"rt/s\",\"p50_us\":%.1f,\"p99_us\":%.1f,"
-           "\"seconds\":%.3f,\"peak_rss_mib\":%.1f}\n",
-           n / el, lat[n / 2], lat[(int)(n * 0.99)], el, peak_rss_kib() / 1024.0);
+           "\"seconds\":%.3f,\"peak_rss_mib\":%.1f,\"cpu_ms\":%.1f}\n",
+           n / el, lat[n / 2], lat[(int)(n * 0.99)], el, peak_rss_kib() / 1024.0, cpu_ms());
 }
 
 // W2 / W3: count messages of size bytes, at most window unanswered.
@@ -291,12 +298,12 @@ static void stream(const char *name, int port, const char *path, long count, siz
     clean_close(fd, &in, &out);
     if (size < 1024)
         printf("{\"client\":\"c\",\"workload\":\"%s\",\"value\":%.1f,\"unit\":\"msg/s\",\"seconds\":%.3f,"
-               "\"peak_rss_mib\":%.1f}\n",
-               name, count / el, el, peak_rss_kib() / 1024.0);
+               "\"peak_rss_mib\":%.1f,\"cpu_ms\":%.1f}\n",
+               name, count / el, el, peak_rss_kib() / 1024.0, cpu_ms());
     else
         printf("{\"client\":\"c\",\"workload\":\"%s\",\"value\":%.1f,\"unit\":\"MB/s\",\"seconds\":%.3f,"
-               "\"peak_rss_mib\":%.1f}\n",
-               name, (double)count * (double)size / el / 1e6, el, peak_rss_kib() / 1024.0);
+               "\"peak_rss_mib\":%.1f,\"cpu_ms\":%.1f}\n",
+               name, (double)count * (double)size / el / 1e6, el, peak_rss_kib() / 1024.0, cpu_ms());
 }
 
 // W4: n concurrent connections, each: connect, upgrade, one 32-byte text echo, clean close.
@@ -369,8 +376,8 @@ static void w4(int port, const char *path, int n) {
     }
     double el = now_s() - t0;
     printf("{\"client\":\"c\",\"workload\":\"w4\",\"value\":%.1f,\"unit\":\"conn/s\",\"seconds\":%.3f,"
-           "\"peak_rss_mib\":%.1f}\n",
-           n / el, el, peak_rss_kib() / 1024.0);
+           "\"peak_rss_mib\":%.1f,\"cpu_ms\":%.1f}\n",
+           n / el, el, peak_rss_kib() / 1024.0, cpu_ms());
 }
 
 int main(int argc, char **argv) {

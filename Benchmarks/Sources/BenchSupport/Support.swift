@@ -87,6 +87,16 @@ public func statusMiB(_ field: String) -> Double {
 /// Peak RSS (VmHWM) in MiB.
 public func peakRSSMiB() -> Double { statusMiB("VmHWM") }
 
+/// The process's CPU time so far (user + system, all threads, start-up included) in ms: what a run cost the machine,
+/// which the wall-clock figures hide where they are bound by the kernel's wake-ups (W1).
+public func cpuMilliseconds() -> Double {
+    var usage = rusage()
+    guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return -1 }
+    let user = Double(usage.ru_utime.tv_sec) * 1e3 + Double(usage.ru_utime.tv_usec) / 1e3
+    let system = Double(usage.ru_stime.tv_sec) * 1e3 + Double(usage.ru_stime.tv_usec) / 1e3
+    return user + system
+}
+
 /// Raises the soft descriptor limit to the hard one (W4 and idle open thousands of sockets).
 public func raiseFileLimit() {
     var r = rlimit()
@@ -243,6 +253,7 @@ public func printOutcome(_ p: Params, _ outcome: Outcome, extra: String = "") {
     var json = "{\"client\":\"\(p.client)\",\"workload\":\"\(p.workload.rawValue)\",\"value\":\(fmt(outcome.value)),"
     json += "\"unit\":\"\(outcome.unit)\""
     if let p50 = outcome.p50, let p99 = outcome.p99 { json += ",\"p50_us\":\(fmt(p50)),\"p99_us\":\(fmt(p99))" }
-    json += ",\"seconds\":\(String((outcome.seconds * 1000).rounded() / 1000)),\"peak_rss_mib\":\(fmt(peakRSSMiB()))\(extra)}"
+    json += ",\"seconds\":\(String((outcome.seconds * 1000).rounded() / 1000)),\"peak_rss_mib\":\(fmt(peakRSSMiB()))"
+    json += ",\"cpu_ms\":\(fmt(cpuMilliseconds()))\(extra)}"
     print(json)
 }
