@@ -87,9 +87,11 @@ final class CIOTransport: WebSocketTransport, RoundEndFlushing, @unchecked Senda
     private var started = false
     private var finished = false
     private var closeErrorBeforeStart: (any Error)?
-    /// An EPOLLIN edge arrived (or may have, before this transport took over the socket) and no read has
-    /// returned EAGAIN (or a short read) since.
-    private var readable = true
+    /// An EPOLLIN edge arrived and no read has returned EAGAIN (or a short read) since. It starts `false` on plain
+    /// TCP: the connector hands the socket over with EPOLL_CTL_MOD, which re-arms the edge, so input already waiting
+    /// is reported as an event (no read that can only return EAGAIN when the session starts); `true` with TLS, where
+    /// the handshake may have left bytes inside OpenSSL.
+    private var readable: Bool
     /// EPOLLRDHUP, EPOLLHUP or EPOLLERR arrived: no further edge will come, so reads go on until EOF or EAGAIN
     /// instead of stopping at a short read.
     private var readToEnd = false
@@ -103,6 +105,7 @@ final class CIOTransport: WebSocketTransport, RoundEndFlushing, @unchecked Senda
         self.loop = loop
         self.fd = fd
         self.isTLS = ssl != nil
+        self.readable = ssl != nil
         self.tls = tls
         self.endpoint = endpoint
         self.logger = logger

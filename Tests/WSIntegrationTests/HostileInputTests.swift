@@ -552,6 +552,25 @@ struct HandshakeAbuseTests {
         #expect(dripped.load(ordering: .relaxed) < 200, "the client hung up after \(dripped.load(ordering: .relaxed)) bytes")
     }
 
+    @Test("a response sent on accept, before the request, is read when it arrives: the open fails at once", arguments: TestEngine.allCases)
+    func responseBeforeRequest(engine: TestEngine) async throws {
+        let server = try ScriptedServer { connection in
+            // On accept, before the client's request: a complete rejection, then silence (no FIN, nothing more).
+            // The bytes may reach the client while it is still connecting, before the transport takes the socket.
+            try connection.write(Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".utf8))
+            connection.drainUntilEnd()
+        }
+        defer { server.stop() }
+        let start = ContinuousClock.now
+        try await withClient(engine.client()) { client in
+            let error = await #expect(throws: WebSocketConnectionError.self) {
+                _ = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(10) }
+            }
+            #expect(error?.code == .upgradeRejected, "\(String(describing: error))")
+        }
+        #expect(ContinuousClock.now - start < .seconds(5), "read when it arrived, not found at the 10 s open timeout")
+    }
+
     @Test("a non-HTTP banner, then silence, fails within the open timeout", arguments: TestEngine.allCases)
     func banner(engine: TestEngine) async throws {
         let server = try ScriptedServer { connection in
