@@ -131,6 +131,14 @@ let package = Package(
             path: "Tests/SpawnSupport",
             swiftSettings: swiftSettings
         ),
+        // What the engine test targets share: Python peers on loopback, the openssl-made test PKI, a recording
+        // transport handler (a plain target: test targets cannot depend on each other).
+        .target(
+            name: "EngineTestSupport",
+            dependencies: ["WSCore", "SpawnSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/EngineTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WSCoreTests",
             dependencies: ["WSCore"],
@@ -138,12 +146,12 @@ let package = Package(
         ),
         .testTarget(
             name: "WSEngineCIOTests",
-            dependencies: ["WSCore", "WSEngineCIO", "SpawnSupport"],
+            dependencies: ["WSCore", "WSEngineCIO", "SpawnSupport", "EngineTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "WSEngineCurlTests",
-            dependencies: ["WSCore", "WSEngineCurl", "WSPosix", "WSTesting", "SpawnSupport"],
+            dependencies: ["WSCore", "WSEngineCurl", "WSPosix", "WSTesting", "SpawnSupport", "EngineTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

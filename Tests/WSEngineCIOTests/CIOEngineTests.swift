@@ -1,3 +1,4 @@
+import EngineTestSupport
 import Foundation
 import Glibc
 import Synchronization
@@ -457,7 +458,7 @@ struct PlainTCPTests {
 struct TLSTests {
     @Test("TLS echo with the test CA trusted, by host name")
     func trustedEcho() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
             let transport = try await engine.connect(
@@ -481,7 +482,7 @@ struct TLSTests {
 
     @Test("TLS to an IP literal verifies the IP address in the certificate")
     func ipAddressVerification() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
             let transport = try await engine.connect(
@@ -497,7 +498,7 @@ struct TLSTests {
 
     @Test("TLS 1.3 minimum works against a TLS 1.3 server")
     func tls13Minimum() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, minimumVersion: .tls13))) {
             engine in
@@ -509,7 +510,7 @@ struct TLSTests {
 
     @Test("a self-signed certificate is rejected")
     func untrustedRejected() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
             let error = await connectionError {
@@ -523,7 +524,7 @@ struct TLSTests {
 
     @Test("the system trust store does not trust the test CA")
     func systemStoreRejectsTestCA() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
         try await withEngine { engine in
             let error = await connectionError {
@@ -537,7 +538,7 @@ struct TLSTests {
 
     @Test("a certificate for another name is rejected (hostname mismatch)")
     func hostnameMismatch() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
             let error = await connectionError {
@@ -551,7 +552,7 @@ struct TLSTests {
 
     @Test("serverNameOverride is what gets verified")
     func serverNameOverride() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "wrong.example"))) {
             engine in
@@ -573,7 +574,7 @@ struct TLSTests {
 
     @Test("dangerouslyDisableCertificateVerification accepts a self-signed certificate")
     func verificationDisabled() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
         try await withEngine(tlsEngine(.init(dangerouslyDisableCertificateVerification: true))) { engine in
             let transport = try await engine.connect(
@@ -589,7 +590,7 @@ struct TLSTests {
 
     @Test("TLS: paused reads keep decrypted data until resumed")
     func tlsPauseResume() async throws {
-        let certificates = await Certificates.load()
+        let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
         try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
             let transport = try await engine.connect(

@@ -1,4 +1,5 @@
 // A whole WebSocket session (handshake, frames, close) through a real HTTP CONNECT proxy (tinyproxy).
+import EngineTestSupport
 import Logging
 import Testing
 import WSCore

@@ -1,5 +1,5 @@
-// Real peers for the Curl engine tests: Python stdlib servers (asyncio, ssl) and tinyproxy on loopback, and a test
-// PKI made with the openssl CLI. Nothing here talks to anything but 127.0.0.1 / ::1 / localhost.
+// Real peers for the engine tests (WSEngineCIOTests, WSEngineCurlTests): Python stdlib servers (asyncio, ssl) on
+// loopback, and a test PKI made with the openssl CLI. Nothing here talks to anything but 127.0.0.1 / ::1 / localhost.
 import Foundation
 import SpawnSupport
 import Glibc
@@ -99,22 +99,27 @@ private let serverScript = #"""
     """#
 
 /// A scratch directory for this test process.
-let fixturesDirectory: String = {
-    let path = NSTemporaryDirectory() + "curl-engine-tests-\(getpid())"
+package let fixturesDirectory: String = {
+    let path = NSTemporaryDirectory() + "engine-tests-\(getpid())"
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     try? serverScript.write(toFile: path + "/server.py", atomically: true, encoding: .utf8)
     return path
 }()
 
-struct PeerError: Error, CustomStringConvertible {
-    let description: String
+/// A peer that could not be started or prepared.
+package struct PeerError: Error, CustomStringConvertible {
+    /// What failed.
+    package let description: String
+
+    /// Creates an error.
+    package init(description: String) { self.description = description }
 }
 
 /// A Python server subprocess on loopback. It exits when this object goes away (its stdin closes). Started with
 /// posix_spawn (Spawn.swift), not Foundation's `Process`, which crashed test processes with many descriptors open.
-final class PythonServer: Sendable {
+package final class PythonServer: Sendable {
     /// The TCP port the server listens on.
-    var port: Int { self.child.port }
+    package var port: Int { self.child.port }
     private let child: PortAnnouncingChild
     private let stderrFile: String
 
@@ -129,10 +134,10 @@ final class PythonServer: Sendable {
     }
 
     /// What the server wrote to its standard error.
-    var log: String { (try? String(contentsOfFile: self.stderrFile, encoding: .utf8)) ?? "" }
+    package var log: String { (try? String(contentsOfFile: self.stderrFile, encoding: .utf8)) ?? "" }
 
     /// Starts `server.py mode host [cert key]` on a helper thread and waits for its port.
-    static func start(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil)
+    package static func start(mode: String, host: String = "127.0.0.1", certificate: (String, String)? = nil)
         async throws -> PythonServer
     {
         let pair = certificate.map { [$0.0, $0.1] }
@@ -141,85 +146,24 @@ final class PythonServer: Sendable {
 }
 
 
-/// tinyproxy (Debian's package) in the foreground on a free loopback port, allowing CONNECT to `connectPorts`.
-final class TinyProxy: Sendable {
-    /// The proxy's port on 127.0.0.1.
-    let port: Int
-    private let process: ChildProcess
-    private let logFile: String
-    private let stderrFile: String
-
-    private init(connectPorts: [Int]) throws {
-        let directory = fixturesDirectory + "/tinyproxy-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let port = freeLoopbackPort()
-        self.port = port
-        self.logFile = directory + "/tinyproxy.log"
-        self.stderrFile = directory + "/stderr.log"
-        var config = """
-            Port \(port)
-            Listen 127.0.0.1
-            Allow 127.0.0.1
-            Timeout 60
-            MaxClients 64
-            LogFile "\(self.logFile)"
-            LogLevel Info
-
-            """
-        for connectPort in connectPorts { config += "ConnectPort \(connectPort)\n" }
-        try config.write(toFile: directory + "/tinyproxy.conf", atomically: true, encoding: .utf8)
-        _ = FileManager.default.createFile(atPath: self.stderrFile, contents: nil)
-        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        let output = open(self.stderrFile, O_WRONLY | O_CLOEXEC)
-        defer {
-            if null >= 0 { close(null) }
-            if output >= 0 { close(output) }
-        }
-        guard null >= 0, output >= 0 else { throw PeerError(description: "cannot open tinyproxy's files (errno \(errno))") }
-        let process = try ChildProcess(
-            "/usr/bin/tinyproxy", ["-d", "-c", directory + "/tinyproxy.conf"], stdin: null, stdout: output,
-            stderr: output)
-        self.process = process
-        // Wait until it accepts connections.
-        for _ in 0..<200 {
-            if canConnect(toLoopbackPort: port) { return }
-            usleep(25_000)
-        }
-        process.terminateInBackground(signal: SIGKILL)
-        throw PeerError(description: "tinyproxy did not start on 127.0.0.1:\(port): \(self.log)")
-    }
-
-    /// Starts tinyproxy on a helper thread.
-    static func start(connectPorts: [Int]) async throws -> TinyProxy {
-        try await onDedicatedThread { try TinyProxy(connectPorts: connectPorts) }
-    }
-
-    /// Everything tinyproxy logged (its log file and its standard error, where `-d` may send it).
-    var log: String {
-        let file = (try? String(contentsOfFile: self.logFile, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: self.stderrFile, encoding: .utf8)) ?? ""
-        return file + stderr
-    }
-
-    deinit {
-        // SIGKILL: tinyproxy only notices SIGTERM when its accept loop wakes up, i.e. at the next connection.
-        self.process.terminateInBackground(signal: SIGKILL)
-    }
-}
-
-/// The test PKI: a CA, a server certificate it signed for localhost / 127.0.0.1 / ::1, and a self-signed
-/// ("untrusted") certificate for localhost.
-struct Certificates: Sendable {
-    let caFile: String
-    let server: (String, String)
-    let untrusted: (String, String)
+/// The test PKI: a CA, a server certificate it signed for localhost / 127.0.0.1 / ::1, one it signed for
+/// other.example only, and a self-signed ("untrusted") certificate for localhost.
+package struct Certificates: Sendable {
+    /// The CA's certificate (PEM).
+    package let caFile: String
+    /// The server certificate and key for localhost / 127.0.0.1 / ::1, signed by the CA.
+    package let server: (String, String)
+    /// A certificate and key for other.example only, signed by the CA (a name mismatch for localhost).
+    package let otherName: (String, String)
+    /// A self-signed certificate and key for localhost.
+    package let untrusted: (String, String)
 
     private static let shared: Result<Certificates, PeerError> = {
         do { return .success(try make()) } catch { return .failure(PeerError(description: "\(error)")) }
     }()
 
     /// The shared PKI, made once, on a helper thread.
-    static func load() async throws -> Certificates {
+    package static func load() async throws -> Certificates {
         try await onDedicatedThread { try shared.get() }
     }
 
@@ -237,19 +181,23 @@ struct Certificates: Sendable {
         let newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         try openssl(
             ["req", "-x509"] + newKey + [
-                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Curl Engine Test CA",
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Engine Test CA",
                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             ], in: directory)
-        try "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-            .write(toFile: "\(directory)/server.ext", atomically: true, encoding: .utf8)
-        try openssl(
-            ["req"] + newKey + ["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
-            in: directory)
-        try openssl(
-            [
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
-            ], in: directory)
+        func issue(_ name: String, subject: String, altNames: String) throws {
+            try "subjectAltName=\(altNames)\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                .write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
+            try openssl(
+                ["req"] + newKey + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(subject)"],
+                in: directory)
+            try openssl(
+                [
+                    "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", "\(name).pem", "-days", "2", "-extfile", "\(name).ext",
+                ], in: directory)
+        }
+        try issue("server", subject: "localhost", altNames: "DNS:localhost,IP:127.0.0.1,IP:::1")
+        try issue("other", subject: "other.example", altNames: "DNS:other.example")
         try openssl(
             ["req", "-x509"] + newKey + [
                 "-keyout", "untrusted.key", "-out", "untrusted.pem", "-days", "2", "-subj", "/CN=localhost",
@@ -258,12 +206,13 @@ struct Certificates: Sendable {
         return Certificates(
             caFile: "\(directory)/ca.pem",
             server: ("\(directory)/server.pem", "\(directory)/server.key"),
+            otherName: ("\(directory)/other.pem", "\(directory)/other.key"),
             untrusted: ("\(directory)/untrusted.pem", "\(directory)/untrusted.key"))
     }
 }
 
 /// Whether ::1 can be bound on this machine.
-let ipv6LoopbackAvailable: Bool = {
+package let ipv6LoopbackAvailable: Bool = {
     let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
@@ -278,7 +227,7 @@ let ipv6LoopbackAvailable: Bool = {
 }()
 
 /// A loopback port with nothing listening: bound (so no one else gets it while we look), never listened on.
-func unusedLoopbackPort() -> (port: Int, holder: Int32) {
+package func unusedLoopbackPort() -> (port: Int, holder: Int32) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     var address = loopbackAddress(port: 0)
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -291,15 +240,15 @@ func unusedLoopbackPort() -> (port: Int, holder: Int32) {
     return (Int(UInt16(bigEndian: address.sin_port)), fd)
 }
 
-/// A loopback port that was free a moment ago (for tinyproxy, which picks no port itself).
-func freeLoopbackPort() -> Int {
+/// A loopback port that was free a moment ago (for a peer such as tinyproxy that picks no port itself).
+package func freeLoopbackPort() -> Int {
     let (port, holder) = unusedLoopbackPort()
     close(holder)
     return port
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
-func canConnect(toLoopbackPort port: Int) -> Bool {
+package func canConnect(toLoopbackPort port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     defer { close(fd) }
     var address = loopbackAddress(port: port)
@@ -316,4 +265,13 @@ private func loopbackAddress(port: Int) -> sockaddr_in {
     address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
     address.sin_port = UInt16(port).bigEndian
     return address
+}
+
+/// Raises the soft RLIMIT_NOFILE to at least `minimum` (up to the hard limit).
+package func raiseOpenFileLimit(to minimum: UInt) {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    guard limit.rlim_cur < minimum else { return }
+    limit.rlim_cur = min(limit.rlim_max, rlim_t(minimum))
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
