@@ -55,12 +55,7 @@ private let serverScript = #"""
     async def handle(reader, writer):
         try:
             if MODE == "echo":
-                while True:
-                    data = await reader.read(65536)
-                    if not data:
-                        break
-                    writer.write(data)
-                    await writer.drain()
+                await pipe(reader, writer)
             elif MODE == "hello-close":
                 writer.write(b"hello")
                 await writer.drain()
