@@ -64,7 +64,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var extensions: [any WebSocketExtension] = []
 
         var queue = Deque<Frame>()
+        /// Payload bytes of the queued data (and close) frames; pings and pongs are bounded by count instead.
         var queuedBytes = 0
+        /// How many of the queued frames are pings and pongs: they never pause reading (see `enqueueControl`).
+        var queuedControl = 0
         var consumers = Deque<(id: UInt64, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var nextConsumerID: UInt64 = 0
         /// Set once incoming has delivered its last frame: `nil` error means it ended normally.
@@ -127,6 +130,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var abortTransport = false
         var startCloseTimer = false
         var startPendingFailureTimer = false
+        /// Reading resumed while a ping is unanswered: its pong deadline starts again (see `setReadingPaused`).
+        var restartPongTimer: [UInt8]?
         /// `readingPaused` changed: apply it to the transport.
         var syncReadingPaused = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
@@ -239,9 +244,18 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         guard proceed else { return }
         _ = self.writeControl(Frame(kind: .ping, data: payload))
+        self.startPongTimer(for: payload)
+    }
+
+    /// Fails the session if the pong for `payload` has not arrived within the pong timeout. The deadline measures
+    /// the server, not our own consumer: while reading is paused because `incoming` is not being consumed, the pong
+    /// cannot be read, so a deadline that passes then is not a failure; it starts again when reading resumes.
+    private func startPongTimer(for payload: [UInt8]) {
         guard let timeout = self.settings.effectivePongTimeout else { return }
         self.startTimer(.pong, after: timeout) { connection in
-            let missed = connection.state.withLock { $0.awaitingPong == payload && $0.phase == .open }
+            let missed = connection.state.withLock {
+                $0.awaitingPong == payload && $0.phase == .open && !$0.readingPaused
+            }
             if missed {
                 connection.fail(
                     WebSocketError(
@@ -453,10 +467,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             }
         }
         self.deliver(&s, &actions)
-        let overLimit =
-            s.queue.count >= self.settings.maxIncomingBufferMessages
-            || s.queuedBytes >= self.settings.maxIncomingBufferBytes
-        if overLimit && !s.readingPaused && !s.incomingEnded {
+        if !s.readingPaused && !s.incomingEnded && self.queueIsFull(s) {
             self.setReadingPaused(true, &s, &actions)
         }
     }
@@ -493,10 +504,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         switch frame.opcode {
         case 0x9:  // ping
             if !s.closeSent { actions.controlFrames.append(Frame(kind: .pong, data: frame.payload)) }
-            self.enqueue(Frame(kind: .ping, data: frame.payload), &s)
+            self.enqueueControl(Frame(kind: .ping, data: frame.payload), &s)
         case 0xA:  // pong
             if let expected = s.awaitingPong, expected == frame.payload { s.awaitingPong = nil }
-            self.enqueue(Frame(kind: .pong, data: frame.payload), &s)
+            self.enqueueControl(Frame(kind: .pong, data: frame.payload), &s)
         case 0x8:  // close
             let reason = try Self.validateClosePayload(frame.payload)
             s.receivedClose = true
@@ -570,10 +581,45 @@ final class Connection: WebSocketTransportHandler, Sendable {
         s.queuedBytes += frame.data.count
     }
 
+    /// How many received pings and pongs `incoming` holds at most while the consumer does not take them.
+    static let maxQueuedControlFrames = 16
+
+    /// Queues a received ping or pong for `incoming`. They do not count toward the incoming buffer limits, so they
+    /// never pause reading (a paused session could not read the pongs of its own keepalive); beyond
+    /// ``maxQueuedControlFrames`` undelivered ones the oldest is dropped (it was already answered or matched), so a
+    /// ping or pong flood cannot grow memory either.
+    private func enqueueControl(_ frame: Frame, _ s: inout State) {
+        guard !s.incomingEnded else { return }
+        if s.queuedControl >= Self.maxQueuedControlFrames,
+            let oldest = s.queue.firstIndex(where: { $0.kind == .ping || $0.kind == .pong })
+        {
+            s.queue.remove(at: oldest)
+            s.queuedControl -= 1
+        }
+        s.queue.append(frame)
+        s.queuedControl += 1
+    }
+
+    /// Takes the first queued frame, keeping the queue's counts.
+    private func dequeue(_ s: inout State) -> Frame? {
+        guard let frame = s.queue.popFirst() else { return nil }
+        if frame.kind == .ping || frame.kind == .pong {
+            s.queuedControl -= 1
+        } else {
+            s.queuedBytes -= frame.data.count
+        }
+        return frame
+    }
+
+    /// Whether the data frames waiting in `incoming` reached a buffer limit (reading pauses).
+    private func queueIsFull(_ s: State) -> Bool {
+        s.queue.count - s.queuedControl >= self.settings.maxIncomingBufferMessages
+            || s.queuedBytes >= self.settings.maxIncomingBufferBytes
+    }
+
     /// Hands queued frames to waiting consumers.
     private func deliver(_ s: inout State, _ actions: inout Actions) {
-        while !s.consumers.isEmpty, let frame = s.queue.popFirst() {
-            s.queuedBytes -= frame.data.count
+        while !s.consumers.isEmpty, let frame = self.dequeue(&s) {
             actions.deliver(.success(frame), to: s.consumers.removeFirst().continuation)
         }
         // A deferred failure fires once the frames before it are consumed and the consumer asks for more: by
@@ -658,6 +704,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         if actions.abortTransport { self.transport.abort() }
         if actions.startCloseTimer { self.startCloseTimer() }
         if actions.startPendingFailureTimer { self.startPendingFailureTimer() }
+        if let payload = actions.restartPongTimer { self.startPongTimer(for: payload) }
         for waiter in actions.endWaiters { waiter.resume() }
         for waiter in actions.drainWaiters { waiter.resume() }
         for timer in actions.timersToCancel { timer.cancel() }
@@ -682,6 +729,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         s.readingPaused = paused
         s.pauseGeneration &+= 1
         actions.syncReadingPaused = true
+        // The pong of an unanswered ping could not be read while paused: give the server its full time again.
+        if !paused, let payload = s.awaitingPong { actions.restartPongTimer = payload }
     }
 
     /// Applies the latest pause decision to the transport. The decision is made under the state lock but
@@ -885,19 +934,18 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// The fast path of ``receive()``: the next queued frame if one is waiting and no earlier consumer is.
     @usableFromInline
     func takeQueuedFrame() -> Frame? {
-        var resync = false
+        var resumed: Actions?
         let frame = self.state.withLock { s -> Frame? in
-            guard !s.controlFence, s.consumers.isEmpty, let frame = s.queue.popFirst() else { return nil }
-            s.queuedBytes -= frame.data.count
+            guard !s.controlFence, s.consumers.isEmpty, let frame = self.dequeue(&s) else { return nil }
             if s.readingPaused {
                 // Only a paused connection has anything to do here: no action list per message otherwise.
                 var actions = Actions()
                 self.resumeReadingIfBelowLimit(&s, &actions)
-                resync = actions.syncReadingPaused
+                resumed = actions
             }
             return frame
         }
-        if resync { self.syncReadingPaused() }
+        if let resumed { self.perform(resumed) }
         return frame
     }
 
@@ -913,8 +961,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Frame?, any Error>) in
                 var actions = Actions()
                 let immediate: Result<Frame?, any Error>? = self.state.withLock { s in
-                    if !s.controlFence, s.consumers.isEmpty, let frame = s.queue.popFirst() {
-                        s.queuedBytes -= frame.data.count
+                    if !s.controlFence, s.consumers.isEmpty, let frame = self.dequeue(&s) {
                         self.resumeReadingIfBelowLimit(&s, &actions)
                         return .success(frame)
                     }
@@ -940,7 +987,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     private func resumeReadingIfBelowLimit(_ s: inout State, _ actions: inout Actions) {
         guard s.readingPaused else { return }
-        if s.queue.count <= self.settings.maxIncomingBufferMessages / 2
+        if s.queue.count - s.queuedControl <= self.settings.maxIncomingBufferMessages / 2
             && s.queuedBytes <= self.settings.maxIncomingBufferBytes / 2
         {
             self.setReadingPaused(false, &s, &actions)
