@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         // Latency histograms for `wsc bench` only; no library target depends on it.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        // Property-based tests of the session state machine only (WSCoreTests); no library target depends on it.
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         // System C libraries, reached through prefixed shims; never re-exported.
@@ -141,7 +143,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WSCoreTests",
-            dependencies: ["WSCore"],
+            dependencies: ["WSCore", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

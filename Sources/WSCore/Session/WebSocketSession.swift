@@ -337,7 +337,6 @@ final class SessionOpening: Sendable {
 
     @inline(never)
     private func makeSession(_ connection: Connection, _ outcome: OpeningHandshake.Outcome) -> WebSocketSession {
-        connection.setOutgoingExtensions(outcome.extensions)
         let session = WebSocketSession(connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name)
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])

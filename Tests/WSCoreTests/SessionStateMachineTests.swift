@@ -1,0 +1,593 @@
+import PropertyBased
+import Testing
+
+@testable import WSCore
+
+/// Records the machine's actions as short strings (the action enum holds errors and is not `Equatable`).
+private struct Recorder: SessionActionSink {
+    var outgoingBufferedBytes = 0
+    var log: [String] = []
+    var actions: [SessionStateMachine.Action] = []
+
+    mutating func perform(_ action: SessionStateMachine.Action) {
+        self.actions.append(action)
+        self.log.append(Self.describe(action))
+    }
+
+    /// Returns the log so far and clears it.
+    mutating func take() -> [String] {
+        defer {
+            self.log = []
+            self.actions = []
+        }
+        return self.log
+    }
+
+    static func describe(_ action: SessionStateMachine.Action) -> String {
+        switch action {
+        case .writeControl(let frame): "write \(frame.kind) \(frame.data)"
+        case .sendClose(let reason): "sendClose \(reason.map { "\($0.code.rawValue) \($0.message)" } ?? "nil")"
+        case .deliver(let frame, let id): "deliver \(frame.kind) \(String(decoding: frame.data, as: UTF8.self)) to \(id)"
+        case .endIncoming(let error, let id): "end \(error.map { "\($0.code)" } ?? "nil") to \(id)"
+        case .setReadingPaused(let paused): paused ? "pause" : "resume"
+        case .armTimer(let kind, let delay): "arm \(kind) \(delay)"
+        case .cancelTimer(let kind): "cancel \(kind)"
+        case .closeTransport: "closeTransport"
+        case .abortTransport: "abortTransport"
+        case .finishHandshake: "finishHandshake"
+        case .failHandshake(let error): "failHandshake \(error)"
+        case .resumeDrainWaiters: "resumeDrainWaiters"
+        case .connectionEnded: "connectionEnded"
+        }
+    }
+}
+
+/// A frame as a server sends it (unmasked).
+private func wire(_ kind: Frame.Kind, _ data: [UInt8] = [], fin: Bool = true) -> [UInt8] {
+    var bytes: [UInt8] = []
+    FrameEncoder.encode(Frame(kind: kind, fin: fin, data: data), maskingKey: nil, into: &bytes)
+    return bytes
+}
+
+private func wire(_ kind: Frame.Kind, _ text: String) -> [UInt8] { wire(kind, Array(text.utf8)) }
+
+private func closePayload(_ code: UInt16, _ reason: String = "") -> [UInt8] {
+    [UInt8(code >> 8), UInt8(code & 0xFF)] + Array(reason.utf8)
+}
+
+private func configuration(_ change: (inout WebSockets.Configuration) -> Void = { _ in }) -> WebSockets.Configuration {
+    var configuration = WebSockets.Configuration()
+    change(&configuration)
+    return configuration
+}
+
+/// A machine in the open phase (as after a handshake done elsewhere).
+private func openMachine(_ configuration: WebSockets.Configuration = configuration()) -> SessionStateMachine {
+    var machine = SessionStateMachine(configuration: configuration)
+    machine.opened(OpeningHandshake.Outcome(subprotocol: nil, extensions: [], headers: HTTPHeaders()))
+    return machine
+}
+
+extension SessionStateMachine {
+    fileprivate mutating func read(_ bytes: [UInt8], _ sink: inout Recorder) {
+        bytes.withUnsafeBytes { self.read($0, &sink) }
+    }
+}
+
+private func makeHandshake() -> OpeningHandshake {
+    OpeningHandshake(
+        request: WebSocketRequestBuilder(url: WebSocketURL(secure: false, host: "example.com")), extensionFactories: [])
+}
+
+private func response(_ head: String) -> [UInt8] { Array(head.replacingOccurrences(of: "\n", with: "\r\n").utf8) }
+
+extension String {
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        self.split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
+
+@Suite("Session state machine")
+struct SessionStateMachineTests {
+    // MARK: Pings, pongs, keepalive
+
+    @Test("a ping is answered with a pong before anything read with it is delivered")
+    func pingAnsweredBeforeDelivery() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result1 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result1 == .waiting)
+        machine.read(wire(.ping, "pp") + wire(.text, "hi"), &sink)
+        #expect(sink.take() == ["write pong [112, 112]", "deliver ping pp to 1"])
+        let result2 = machine.takeQueuedFrame(&sink)
+        #expect(result2?.kind == .text)
+    }
+
+    @Test("no pong once our close was sent")
+    func noPongAfterClose() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.close(CloseReason(code: .normal), &sink)
+        _ = sink.take()
+        machine.read(wire(.ping, [7]), &sink)
+        #expect(!sink.take().contains { $0.hasPrefix("write") })
+    }
+
+    @Test("keepalive: the pong of our ping cancels its deadline; one unanswered ping at a time")
+    func keepalive() {
+        var machine = openMachine(configuration { $0.pingInterval = .seconds(5) })
+        var sink = Recorder()
+        machine.startKeepalive(&sink)
+        #expect(sink.take() == ["arm ping 5.0 seconds"])
+        machine.timerFired(.ping, &sink)
+        #expect(sink.take() == ["write ping [0, 0, 0, 0, 0, 0, 0, 1]", "arm pong 5.0 seconds", "arm ping 5.0 seconds"])
+        machine.timerFired(.ping, &sink)
+        #expect(sink.take() == ["arm ping 5.0 seconds"], "a second ping while the first is unanswered")
+        machine.read(wire(.pong, [9]), &sink)
+        #expect(sink.take().isEmpty, "a pong that is not ours matches nothing")
+        machine.read(wire(.pong, [0, 0, 0, 0, 0, 0, 0, 1]), &sink)
+        #expect(sink.take() == ["cancel pong"])
+        machine.timerFired(.ping, &sink)
+        #expect(sink.take().first == "write ping [0, 0, 0, 0, 0, 0, 0, 3]")
+    }
+
+    @Test("a missed pong fails the session with 1011 pongTimeout")
+    func pongTimeout() {
+        var machine = openMachine(configuration { $0.pingInterval = .seconds(5) })
+        var sink = Recorder()
+        machine.timerFired(.ping, &sink)
+        let result3 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result3 == .waiting)
+        _ = sink.take()
+        machine.timerFired(.pong, &sink)
+        let log = sink.take()
+        #expect(log.first?.hasPrefix("sendClose 1011 no pong arrived within 5.0 seconds") == true)
+        #expect(log.dropFirst() == ["closeTransport", "arm close 10.0 seconds", "end pongTimeout to 1"])
+        #expect(machine.closeReason?.code == .internalError)
+    }
+
+    @Test("the pong deadline does not count while reading is paused and starts again on resume")
+    func pongTimeoutWhilePaused() {
+        var machine = openMachine(configuration {
+            $0.pingInterval = .seconds(5)
+            $0.maxIncomingBufferMessages = 2
+        })
+        var sink = Recorder()
+        machine.timerFired(.ping, &sink)
+        machine.read(wire(.text, "a") + wire(.text, "b"), &sink)
+        #expect(sink.take().last == "pause")
+        machine.timerFired(.pong, &sink)
+        #expect(sink.take().isEmpty, "paused: the pong could not be read")
+        _ = machine.takeQueuedFrame(&sink)
+        #expect(sink.take() == ["resume", "arm pong 5.0 seconds"])
+        machine.timerFired(.pong, &sink)
+        #expect(sink.take().contains { $0.hasPrefix("sendClose 1011") })
+    }
+
+    @Test("pings and pongs never pause reading; at most 16 wait undelivered, the oldest is dropped")
+    func controlFramesBounded() {
+        var machine = openMachine(configuration { $0.maxIncomingBufferMessages = 2 })
+        var sink = Recorder()
+        var bytes: [UInt8] = []
+        for i in 0..<20 { bytes += wire(.ping, [UInt8(i)]) }
+        machine.read(bytes, &sink)
+        let log = sink.take()
+        #expect(log.count == 20 && log.allSatisfy { $0.hasPrefix("write pong") })
+        #expect(machine.queuedFrameCount == 16)
+        let result4 = machine.takeQueuedFrame(&sink)
+        #expect(result4?.data == [4])
+        #expect(!machine.readingPaused)
+    }
+
+    @Test("above the outgoing limit only the latest pong is kept, and sent when the transport drains")
+    func heldPong() {
+        var machine = openMachine(configuration { $0.maxOutgoingBufferBytes = 100 })
+        var sink = Recorder()
+        sink.outgoingBufferedBytes = 101
+        machine.read(wire(.ping, [1]) + wire(.ping, [2]), &sink)
+        #expect(sink.take().isEmpty)
+        sink.outgoingBufferedBytes = 0
+        machine.transportDrained(&sink)
+        #expect(sink.take() == ["write pong [2]", "resumeDrainWaiters"])
+        machine.transportDrained(&sink)
+        #expect(sink.take() == ["resumeDrainWaiters"])
+    }
+
+    // MARK: Close
+
+    @Test("the peer's close is echoed with its code, queued last, and the close timer starts")
+    func closeEcho() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result5 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result5 == .waiting)
+        machine.read(wire(.text, "x") + wire(.close, closePayload(1001, "bye")) + wire(.text, "after"), &sink)
+        #expect(sink.take() == ["sendClose 1001 ", "arm close 10.0 seconds", "deliver text x to 1"])
+        let result6 = machine.takeQueuedFrame(&sink)
+        #expect(result6?.readReason() == CloseReason(code: .goingAway, message: "bye"))
+        let result7 = machine.receive(2, isCancelled: false, &sink)
+        #expect(result7 == .end(nil))
+        #expect(machine.closeReason == CloseReason(code: .goingAway, message: "bye"))
+        machine.transportClosed(nil, &sink)
+        #expect(sink.take() == ["connectionEnded"])
+    }
+
+    @Test("a close without a code is answered without a code")
+    func closeWithoutCode() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.read(wire(.close), &sink)
+        #expect(sink.take() == ["sendClose nil", "arm close 10.0 seconds"])
+        #expect(machine.closeReason?.code == .noStatus)
+    }
+
+    @Test("an invalid close payload fails the session with 1002 or 1007", arguments: [
+        (closePayload(1005), CloseReason.Code.protocolError), ([3], .protocolError), (closePayload(1000) + [0xFF], .invalidPayload),
+    ])
+    func invalidClose(payload: [UInt8], code: CloseReason.Code) {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result8 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result8 == .waiting)
+        machine.read(wire(.close, payload), &sink)
+        let log = sink.take()
+        #expect(log.first?.hasPrefix("sendClose \(code.rawValue)") == true)
+        #expect(log.contains("closeTransport"))
+    }
+
+    @Test("closing twice sends one close; reserved codes are not sent")
+    func closeTwice() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.close(CloseReason(code: .noStatus), &sink)
+        #expect(sink.take() == ["sendClose nil", "arm close 10.0 seconds"])
+        machine.close(CloseReason(code: .normal), &sink)
+        #expect(sink.take().isEmpty)
+        #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .text, data: [1])) }
+    }
+
+    @Test("the close timer aborts the connection and records why")
+    func closeTimeout() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.close(CloseReason(code: .normal), &sink)
+        _ = sink.take()
+        machine.timerFired(.close, &sink)
+        #expect(sink.take() == ["abortTransport"])
+        #expect(machine.closeReason?.code == .abnormalClosure)
+        #expect(machine.closedError().message.contains("did not complete the close handshake within 10.0 seconds"))
+    }
+
+    @Test("data that arrives after our close is dropped")
+    func dataAfterCloseDropped() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.close(CloseReason(code: .normal), &sink)
+        machine.read(wire(.text, "late") + wire(.close, closePayload(1000)), &sink)
+        #expect(!sink.take().contains { $0.hasPrefix("deliver") })
+        #expect(machine.queuedFrameCount == 0)
+        let result9 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result9 == .end(nil))
+    }
+
+    @Test("a connection lost without a close frame ends every consumer with connectionLost")
+    func transportClosedEndsConsumers() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result10 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result10 == .waiting)
+        let result11 = machine.receive(2, isCancelled: false, &sink)
+        #expect(result11 == .waiting)
+        machine.transportClosed(nil, &sink)
+        #expect(sink.take() == ["end connectionLost to 1", "end connectionLost to 2", "connectionEnded"])
+        #expect(machine.closeReason?.code == .abnormalClosure)
+        #expect(machine.hasEnded)
+    }
+
+    @Test("a released session sends 1001 and closes the transport")
+    func closeDetached() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.closeDetached(&sink)
+        #expect(sink.take() == ["sendClose 1001 session released", "closeTransport"])
+        machine.closeDetached(&sink)
+        #expect(sink.take().isEmpty)
+    }
+
+    // MARK: Deferred failure
+
+    @Test("a violation behind queued frames fails the session only once they are consumed")
+    func deferredFailure() {
+        var machine = openMachine()
+        var sink = Recorder()
+        machine.read(wire(.text, "ok") + [0x83, 0x00], &sink)  // then a reserved opcode
+        #expect(sink.take() == ["arm pendingFailure 1.0 seconds"])
+        let result12 = machine.takeQueuedFrame(&sink)
+        #expect(result12?.data == Array("ok".utf8))
+        #expect(sink.take().isEmpty)
+        let result13 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result13 == .end(WebSocketError(.protocolViolation, "")))
+        let log = sink.take()
+        #expect(log.first?.hasPrefix("sendClose 1002") == true)
+        #expect(machine.closedError().message.contains("reserved opcode"))
+    }
+
+    @Test("a deferred violation fails the session after the grace period, or when the user closes")
+    func deferredFailureGraceAndClose() {
+        for viaClose in [false, true] {
+            var machine = openMachine()
+            var sink = Recorder()
+            machine.read(wire(.text, "ok") + [0x83, 0x00], &sink)
+            _ = sink.take()
+            if viaClose {
+                machine.close(CloseReason(code: .normal), &sink)
+            } else {
+                machine.timerFired(.pendingFailure, &sink)
+            }
+            #expect(sink.take().first?.hasPrefix("sendClose 1002") == true)
+        }
+    }
+
+    @Test("a violation with nothing queued and a consumer waiting fails at once")
+    func immediateFailure() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result14 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result14 == .waiting)
+        machine.read([0x83, 0x00], &sink)
+        #expect(sink.take().last == "end protocolViolation to 1")
+    }
+
+    @Test("invalid UTF-8 in a text frame that has only partly arrived fails at once")
+    func partialFrameUTF8() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result15 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result15 == .waiting)
+        machine.read(Array(wire(.text, [0x41, 0xFF, 0x41, 0x41]).prefix(4)), &sink)
+        #expect(sink.take().first?.hasPrefix("sendClose 1007") == true)
+    }
+
+    // MARK: Backpressure and consumers
+
+    @Test("reading pauses when the queue is full and resumes at half")
+    func pauseResume() {
+        var machine = openMachine(configuration { $0.maxIncomingBufferMessages = 4 })
+        var sink = Recorder()
+        machine.read(wire(.text, "1") + wire(.text, "2") + wire(.text, "3"), &sink)
+        #expect(sink.take().isEmpty)
+        machine.read(wire(.text, "4"), &sink)
+        #expect(sink.take() == ["pause"])
+        _ = machine.takeQueuedFrame(&sink)
+        #expect(sink.take().isEmpty, "3 left: above half")
+        _ = machine.takeQueuedFrame(&sink)
+        #expect(sink.take() == ["resume"])
+    }
+
+    @Test("reading pauses on the byte limit too")
+    func pauseOnBytes() {
+        var machine = openMachine(configuration { $0.maxIncomingBufferBytes = 10 })
+        var sink = Recorder()
+        machine.read(wire(.binary, [UInt8](repeating: 0, count: 10)), &sink)
+        #expect(sink.take() == ["pause"])
+        _ = machine.takeQueuedFrame(&sink)
+        #expect(sink.take() == ["resume"])
+    }
+
+    @Test("a read of several messages delivers the first to the waiting consumer and queues the rest")
+    func batchDelivery() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result16 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result16 == .waiting)
+        machine.read(wire(.text, "a") + wire(.text, "b") + wire(.text, "c"), &sink)
+        #expect(sink.take() == ["deliver text a to 1"])
+        let result17 = machine.takeQueuedFrame(&sink)
+        #expect(result17?.data == Array("b".utf8))
+        let result18 = machine.takeQueuedFrame(&sink)
+        #expect(result18?.data == Array("c".utf8))
+    }
+
+    @Test("a cancelled receive is removed: the next message stays queued")
+    func receiveCancellation() {
+        var machine = openMachine()
+        var sink = Recorder()
+        let result19 = machine.receive(1, isCancelled: false, &sink)
+        #expect(result19 == .waiting)
+        let result20 = machine.cancelReceive(1)
+        #expect(result20)
+        let result21 = machine.cancelReceive(1)
+        #expect(!result21)
+        machine.read(wire(.text, "a"), &sink)
+        #expect(sink.take().isEmpty)
+        let result22 = machine.receive(2, isCancelled: true, &sink)
+        #expect(result22 == .frame(Frame(kind: .text, data: Array("a".utf8))))
+        let result23 = machine.receive(3, isCancelled: true, &sink)
+        #expect(result23 == .cancelled)
+    }
+
+    @Test("control frames from the user are checked")
+    func sendChecks() {
+        let machine = openMachine()
+        #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .ping, data: [UInt8](repeating: 0, count: 126))) }
+        #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .pong, fin: false, data: [])) }
+        #expect((try? machine.prepareSend(Frame(kind: .text, data: [65])))?.data == [65])
+    }
+
+    // MARK: Opening handshake
+
+    @Test("a 101 opens the session and the bytes after it are frames")
+    func handshakeSuccess() {
+        let handshake = makeHandshake()
+        var machine = SessionStateMachine(configuration: configuration())
+        var sink = Recorder()
+        machine.beginHandshake(handshake, timeout: .seconds(3), &sink)
+        #expect(sink.take() == ["arm open 3.0 seconds"])
+        let accept = WebSocketHandshake.acceptValue(forKey: handshake.key)
+        let head = response("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Accept: \(accept)\n\n")
+        machine.read(head + wire(.text, "first"), &sink)
+        #expect(sink.take() == ["cancel open", "finishHandshake"])
+        let result24 = machine.takeQueuedFrame(&sink)
+        #expect(result24?.data == Array("first".utf8))
+    }
+
+    @Test("a rejection fails the handshake with the body, up to its Content-Length")
+    func handshakeRejection() {
+        var machine = SessionStateMachine(configuration: configuration())
+        var sink = Recorder()
+        machine.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink)
+        _ = sink.take()
+        machine.read(response("HTTP/1.1 403 Forbidden\nContent-Length: 5\n\nno"), &sink)
+        #expect(sink.take().isEmpty)
+        machine.read(Array("pe!!!".utf8), &sink)
+        #expect(sink.actions.count == 3)
+        guard case .failHandshake(let error as WebSocketConnectionError) = sink.actions[1] else {
+            Issue.record("no handshake failure: \(sink.log)")
+            return
+        }
+        #expect(error.code == .upgradeRejected)
+        #expect(error.body == Array("nope!".utf8))
+        #expect(error.message.contains("HTTP 403 Forbidden (check the credentials"))
+        #expect(sink.log == ["cancel open", sink.log[1], "abortTransport"])
+    }
+
+    @Test("a rejection body is capped; a close during the handshake fails it")
+    func handshakeRejectionCapAndClose() {
+        var machine = SessionStateMachine(configuration: configuration())
+        var sink = Recorder()
+        machine.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink)
+        machine.read(response("HTTP/1.1 500 Oops\nContent-Length: 100000\n\n") + [UInt8](repeating: 65, count: 5000), &sink)
+        guard case .failHandshake(let error as WebSocketConnectionError) = sink.actions.dropFirst(2).first else {
+            Issue.record("no handshake failure: \(sink.log)")
+            return
+        }
+        #expect(error.body.count == WebSocketConnectionError.maxBodyBytes)
+
+        var closing = SessionStateMachine(configuration: configuration())
+        var sink2 = Recorder()
+        closing.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink2)
+        closing.transportClosed(nil, &sink2)
+        guard case .failHandshake(let closed as WebSocketConnectionError) = sink2.actions.dropFirst().first else {
+            Issue.record("no handshake failure: \(sink2.log)")
+            return
+        }
+        #expect(closed.message == "the server closed the connection during the opening handshake without answering")
+    }
+
+    @Test("an invalid 101 fails the handshake; a late failure does nothing")
+    func handshakeInvalid() {
+        var machine = SessionStateMachine(configuration: configuration())
+        var sink = Recorder()
+        machine.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink)
+        machine.read(response("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n"), &sink)
+        #expect(sink.log.last == "abortTransport")
+        #expect(sink.log.contains { $0.contains("no Sec-WebSocket-Accept") })
+        _ = sink.take()
+        machine.failHandshake(WebSocketConnectionError(.timedOut, "late"), &sink)
+        #expect(sink.take().isEmpty)
+    }
+
+    // MARK: Properties
+
+    /// Events of the property test, chosen by number.
+    private static let eventCount = 18
+
+    @Test("invariants hold for any sequence of events")
+    func invariants() async {
+        await propertyCheck(count: 300, input: Gen.int(in: 0..<Self.eventCount).array(of: 1...60)) { events in
+            Self.run(events)
+        }
+    }
+
+    /// Runs `events` against a machine the way the glue would (timers fire only while armed), checking invariants.
+    private static func run(_ events: [Int]) {
+        var machine = openMachine(configuration {
+            $0.pingInterval = .seconds(1)
+            $0.maxIncomingBufferMessages = 4
+            $0.maxOutgoingBufferBytes = 100
+        })
+        var sink = Recorder()
+        machine.startKeepalive(&sink)
+        var armed: Set<SessionStateMachine.TimerKind> = []
+        var waiting: [SessionStateMachine.ConsumerID] = []
+        var nextID: SessionStateMachine.ConsumerID = 0
+        var closesSent = 0
+        var ended = false  // incoming ended for some consumer: nothing is delivered after
+        var transportClosed = false
+        var lastPing: [UInt8] = []
+
+        func account() {
+            for action in sink.actions {
+                switch action {
+                case .armTimer(let kind, _): armed.insert(kind)
+                case .cancelTimer(let kind): armed.remove(kind)
+                case .connectionEnded: armed = []
+                case .sendClose: closesSent += 1
+                case .writeControl(let frame) where frame.kind == .ping: lastPing = frame.data
+                case .deliver(_, let id):
+                    #expect(!ended, "a frame delivered after the end")
+                    #expect(waiting.contains(id))
+                    waiting.removeAll { $0 == id }
+                case .endIncoming(_, let id):
+                    ended = true
+                    #expect(waiting.contains(id))
+                    waiting.removeAll { $0 == id }
+                default: break
+                }
+            }
+            _ = sink.take()
+            #expect(closesSent <= 1, "more than one close frame")
+            #expect(machine.queueCountersAreConsistent)
+            if transportClosed { #expect(waiting.isEmpty, "a consumer still waits after the transport closed") }
+        }
+
+        account()
+        for event in events {
+            switch event {
+            case 0: machine.read(wire(.text, "t"), &sink)
+            case 1: machine.read(wire(.binary, [1, 2, 3]), &sink)
+            case 2: machine.read(wire(.ping, [5]), &sink)
+            case 3: machine.read(wire(.pong, lastPing), &sink)
+            case 4: machine.read(wire(.close, closePayload(1000)), &sink)
+            case 5: machine.read([0x83, 0x00], &sink)
+            case 6:
+                nextID += 1
+                if machine.receive(nextID, isCancelled: false, &sink) == .waiting { waiting.append(nextID) }
+            case 7: _ = machine.takeQueuedFrame(&sink)
+            case 8:
+                if let id = waiting.first, machine.cancelReceive(id) { waiting.removeFirst() }
+            case 9: machine.close(CloseReason(code: .normal), &sink)
+            case 10: if armed.remove(.ping) != nil { machine.timerFired(.ping, &sink) }
+            case 11: if armed.remove(.pong) != nil { machine.timerFired(.pong, &sink) }
+            case 12: if armed.remove(.close) != nil { machine.timerFired(.close, &sink) }
+            case 13: if armed.remove(.pendingFailure) != nil { machine.timerFired(.pendingFailure, &sink) }
+            case 14:
+                sink.outgoingBufferedBytes = 0
+                machine.transportDrained(&sink)
+            case 15:
+                machine.transportClosed(nil, &sink)
+                transportClosed = true
+            case 16: _ = try? machine.prepareSend(Frame(kind: .text, data: [1]))
+            default: sink.outgoingBufferedBytes = 1_000
+            }
+            account()
+        }
+        // Draining the queue always resumes a paused machine.
+        while machine.takeQueuedFrame(&sink) != nil {}
+        #expect(!machine.readingPaused, "still paused with an empty queue")
+        machine.transportClosed(nil, &sink)
+        transportClosed = true
+        account()
+    }
+}
+
+extension SessionStateMachine.ReceiveResult: Equatable {
+    static func == (a: Self, b: Self) -> Bool {
+        switch (a, b) {
+        case (.frame(let x), .frame(let y)): x == y
+        case (.end(let x), .end(let y)): x?.code == y?.code
+        case (.cancelled, .cancelled), (.waiting, .waiting): true
+        default: false
+        }
+    }
+}
