@@ -478,7 +478,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         guard let header = s.decoder.partialFrameHeader else { return }
         if s.partialCheck == nil {
             let validates =
-                header.opcode == 0x1 ? (s.extensions.isEmpty || header.reservedBits.isEmpty) : s.messageValidatesUTF8
+                header.opcode == .text ? (s.extensions.isEmpty || header.reservedBits.isEmpty) : s.messageValidatesUTF8
             s.partialCheck =
                 s.assembler.validatorForPartialFrame(opcode: header.opcode, validateUTF8: validates)
                 .map { .validating($0, checked: 0) } ?? .skip
@@ -495,20 +495,20 @@ final class Connection: WebSocketTransportHandler, Sendable {
     private func handle(_ frame: ParsedFrame, _ s: inout State, _ actions: inout Actions) throws {
         // Extensions claim reserved bits on the first frame of a data message only (RFC 7692 section 6.1):
         // on a control or continuation frame they are a protocol error even when an extension allows them.
-        if !frame.reservedBits.isEmpty && (frame.opcode & 0x8 != 0 || frame.opcode == 0x0) {
+        if !frame.reservedBits.isEmpty && (frame.opcode.isControl || frame.opcode == .continuation) {
             throw ProtocolViolation(
                 .protocolError,
-                "reserved bits set on a \(frame.opcode == 0 ? "continuation" : "control") frame"
+                "reserved bits set on a \(frame.opcode == .continuation ? "continuation" : "control") frame"
             )
         }
         switch frame.opcode {
-        case 0x9:  // ping
+        case .ping:
             if !s.closeSent { actions.controlFrames.append(Frame(kind: .pong, data: frame.payload)) }
             self.enqueueControl(Frame(kind: .ping, data: frame.payload), &s)
-        case 0xA:  // pong
+        case .pong:
             if let expected = s.awaitingPong, expected == frame.payload { s.awaitingPong = nil }
             self.enqueueControl(Frame(kind: .pong, data: frame.payload), &s)
-        case 0x8:  // close
+        case .close:
             let reason = try Self.validateClosePayload(frame.payload)
             s.receivedClose = true
             if s.failure == nil { s.closeReason = reason ?? CloseReason(code: .noStatus) }
@@ -522,7 +522,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             // Reading continues so the server's TCP close is seen; nothing after a close frame is parsed.
             if s.readingPaused { self.setReadingPaused(false, &s, &actions) }
         default:  // data: continuation, text, binary
-            if frame.opcode != 0 {
+            if frame.opcode != .continuation {
                 s.messageValidatesUTF8 = s.extensions.isEmpty || frame.reservedBits.isEmpty
             }
             guard var message = try s.assembler.push(frame, validateUTF8: s.messageValidatesUTF8) else { return }
