@@ -168,6 +168,7 @@ let package = Package(
             name: "WSIntegrationTests",
             dependencies: [
                 "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
+                "EngineTestSupport",
             ],
             swiftSettings: swiftSettings
         ),

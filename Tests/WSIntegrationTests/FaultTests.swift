@@ -42,7 +42,10 @@ struct FaultTests {
         let server = try ScriptedServer { connection in
             try connection.acceptUpgrade()
             try connection.write(rawFrame(0x81, Array("before".utf8)) + Array(frame.prefix(cut.bytes)))
-            usleep(50_000)  // let the bytes arrive before the cut
+            // The client holds the partial frame when the cut comes: it has read every byte before it.
+            guard connection.waitUntilClientRead() else {
+                throw RawConnectionError(description: "the client did not read the bytes before the cut within 10 s")
+            }
             if cut.reset { connection.reset() } else { connection.shutdownWrite() }
             if !cut.reset { connection.drainUntilEnd() }
         }
@@ -73,6 +76,8 @@ struct FaultTests {
             await session.close()
             #expect(ContinuousClock.now - start < .milliseconds(500))
         }
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
     }
 
     // MARK: F2 cut mid-handshake
@@ -101,7 +106,10 @@ struct FaultTests {
         let server = try ScriptedServer { connection in
             try connection.readHead()
             if !cut.bytes.isEmpty { try connection.write(cut.bytes) }
-            usleep(30_000)
+            // The client has read the partial response when the cut comes.
+            guard connection.waitUntilClientRead() else {
+                throw RawConnectionError(description: "the client did not read the partial response within 10 s")
+            }
             if cut.reset { connection.reset() } else { connection.shutdownWrite() }
         }
         defer { server.stop() }
@@ -114,6 +122,8 @@ struct FaultTests {
             #expect(error?.message.contains("opening handshake") == true, "\(String(describing: error))")
         }
         #expect(ContinuousClock.now - start < .seconds(10), "reported at once, not by the 30 s open timeout")
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
     }
 
     // MARK: F4 slowloris frames
