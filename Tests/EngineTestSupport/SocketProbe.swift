@@ -9,6 +9,8 @@ import Glibc
 package enum SocketProbe {
     /// The TCP state `ESTABLISHED`: connected.
     package static let established: UInt8 = 1
+    /// The TCP state `CLOSE`: the connection is gone (for a socket still open here: the peer reset it).
+    package static let closed: UInt8 = 7
     /// The TCP state `CLOSE_WAIT`: the peer's FIN has arrived, after everything it sent before it.
     package static let closeWait: UInt8 = 8
 

@@ -4,6 +4,7 @@
 // (MisbehavingServerTests.pongTimeout), a server that never answers our close (MisbehavingServerTests.closeTimeout,
 // WSTestingMisbehaviourTests.ignoresClose), EOF mid-frame (dropMidFrame in both), connection refused
 // (ConnectionErrorTests), a handshake that never comes (open timeout), TLS certificate failures (TLSTests).
+import EngineTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -75,6 +76,56 @@ struct FaultTests {
             let start = ContinuousClock.now
             await session.close()
             #expect(ContinuousClock.now - start < .milliseconds(500))
+        }
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
+    }
+
+    @Test("a cut that lands behind unread bytes while reading is paused surfaces the same way once it resumes", arguments: TestEngine.allCases, cuts)
+    func cutBehindUnreadBytes(engine: TestEngine, cut: Cut) async throws {
+        let frame = rawFrame(0x82, [UInt8](repeating: 7, count: 1000))
+        let cutArrived = Atomic<Bool>(false)
+        let server = try ScriptedServer { connection in
+            try connection.acceptUpgrade()
+            // One message fills the client's buffer (maxIncomingBufferMessages 1): it stops reading.
+            try connection.write(rawFrame(0x81, Array("filler".utf8)))
+            guard connection.waitUntilClientRead(), let client = connection.clientDescriptor() else {
+                throw RawConnectionError(description: "the client did not read the first message within 10 s")
+            }
+            let bytes = rawFrame(0x81, Array("before".utf8)) + Array(frame.prefix(cut.bytes))
+            try connection.write(bytes)
+            // The bytes wait unread in the client's socket, and the cut lands behind them.
+            guard SocketProbe.poll(timeout: .seconds(10), { SocketProbe.unreadBytes(client) == bytes.count }) else {
+                throw RawConnectionError(description: "the client's socket did not hold the \(bytes.count) bytes unread")
+            }
+            if cut.reset { connection.reset() } else { connection.shutdownWrite() }
+            let state = cut.reset ? SocketProbe.closed : SocketProbe.closeWait
+            guard SocketProbe.poll(timeout: .seconds(10), { SocketProbe.tcpState(client) == state }) else {
+                throw RawConnectionError(description: "the cut did not reach the client's socket within 10 s")
+            }
+            cutArrived.store(true, ordering: .releasing)
+            if !cut.reset { connection.drainUntilEnd() }
+        }
+        defer { server.stop() }
+        let client = engine.client {
+            $0.maxIncomingBufferMessages = 1
+            $0.closeTimeout = .seconds(2)
+        }
+        try await withClient(client) { client in
+            let session = try await client.webSocketSession(server.url)
+            #expect(await eventually { cutArrived.load(ordering: .acquiring) }, "\(server.scriptErrors)")
+            var received: [Frame] = []
+            var errors: [WebSocketError] = []
+            do {
+                for try await frame in session.incoming { received.append(frame) }
+            } catch let error as WebSocketError {
+                errors.append(error)
+            }
+            #expect(received.map { try? $0.readText() } == ["filler", "before"], "frames before the cut are delivered")
+            #expect(errors.count == 1)
+            #expect(errors.first?.code == .connectionLost, "\(cut): \(String(describing: errors.first))")
+            #expect(await session.closeReason?.code == .abnormalClosure)
+            #expect(session.isClosed)
         }
         #expect(await server.waitUntilFinished())
         #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")

@@ -105,15 +105,21 @@ final class RawConnection: Sendable {
     /// happen within `timeout`, or the client's socket was never found.
     func waitUntilClientRead(timeout: Duration = .seconds(10)) -> Bool {
         let fd = self.fd
-        guard let ports = SocketProbe.ports(of: fd) else { return false }
         var seen = false
         return SocketProbe.poll(timeout: timeout) {
             guard SocketProbe.unacknowledgedBytes(fd) == 0 else { return false }
-            // The client's end: from its port to ours. Gone after it was seen: the client closed it, nothing is left.
-            guard let client = SocketProbe.descriptor(localPort: ports.remote, remotePort: ports.local) else { return seen }
+            // Gone after it was seen: the client closed it, nothing is left to read.
+            guard let client = self.clientDescriptor() else { return seen }
             seen = true
             return SocketProbe.unreadBytes(client) == 0
         }
+    }
+
+    /// The client's end of this connection (a socket of this process, from the client's port to ours), or `nil`
+    /// when there is none (closed already), for ``SocketProbe``.
+    func clientDescriptor() -> Int32? {
+        guard let ports = SocketProbe.ports(of: self.fd) else { return nil }
+        return SocketProbe.descriptor(localPort: ports.remote, remotePort: ports.local)
     }
 
     /// Reads the client's request head (up to the blank line); bytes after it stay buffered for ``readFrame()``.
