@@ -335,7 +335,10 @@ struct InvalidUTF8Tests {
             let split = splits[order.add(1, ordering: .relaxed).oldValue]
             try connection.acceptUpgrade()
             try connection.write(Array(frame[..<split]))
-            usleep(30_000)  // the first part is read on its own
+            // The first part is read on its own: the second goes out only once the client has read it.
+            guard connection.waitUntilClientRead() else {
+                throw RawConnectionError(description: "TCP split at \(split): the client did not read the first part within 10 s")
+            }
             try? connection.write(Array(frame[split...]))
             let reason = connection.readUntilClose()
             received.withLock { $0[split] = reason }
@@ -350,6 +353,7 @@ struct InvalidUTF8Tests {
             }
         }
         await server.waitUntilFinished(timeout: .seconds(15))
+        #expect(server.scriptErrors.isEmpty, "\(what): \(server.scriptErrors)")
         let codes = received.withLock { $0 }
         for split in splits {
             let reason: CloseReason? = (codes[split] ?? nil) ?? nil
@@ -389,7 +393,9 @@ struct InvalidUTF8Tests {
             let split = splits[order.add(1, ordering: .relaxed).oldValue]
             try connection.acceptUpgrade()
             try connection.write(Array(frame[..<split]))
-            usleep(20_000)
+            guard connection.waitUntilClientRead() else {  // the first part is read on its own
+                throw RawConnectionError(description: "TCP split at \(split): the client did not read the first part within 10 s")
+            }
             try connection.write(Array(frame[split...]))
             _ = connection.readUntilClose()
             try? connection.write(rawFrame(0x88, [0x03, 0xE8]))
@@ -402,6 +408,8 @@ struct InvalidUTF8Tests {
                 await session.close()
             }
         }
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(server.scriptErrors)")
     }
 }
 
