@@ -106,13 +106,14 @@ let package = Package(
         ),
 
         // Benchmark only (not a product, nothing ships it): per-frame encode/decode cost of the WSCore codec, in ns
-        // and allocations per frame, without the network (scripts/bench-codec.sh, Docs/Performance.md). It lives in
+        // and allocations per frame, without the network (scripts/bench-codec.sh, Docs/Performance.md); with
+        // --serialization, the WSSerialization converters' messages per second instead. It lives in
         // this package, not in Benchmarks/, because FrameEncoder and FrameDecoder are `package` API.
         // CMallocCounter interposes malloc and friends to count allocations; link it into benchmarks only.
         .target(name: "CMallocCounter"),
         .executableTarget(
             name: "wsbench-codec",
-            dependencies: ["WSCore", "CMallocCounter"],
+            dependencies: ["WSCore", "WSSerialization", "CMallocCounter"],
             swiftSettings: swiftSettings
         ),
 
@@ -170,6 +171,7 @@ let package = Package(
             name: "WSIntegrationTests",
             dependencies: [
                 "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
+                "EngineTestSupport",
             ],
             swiftSettings: swiftSettings
         ),

@@ -24,6 +24,11 @@
 # engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
 # W5_MIB (64), W5_PORT (PORT + 1), PYTHON (../.venv/bin/python).
+#
+# Before/after a change, in the same rounds: build this directory in a second checkout at the old commit
+# (`swift build -c release --scratch-path .build-bench --product wsbench-ours-cio`, likewise wsbench-ours-curl) and
+# point BASE_BIN at that build's bin directory; the clients base-cio and base-curl then run the old build's drivers
+# alternating with the others, e.g. CLIENTS="c base-cio ours-cio base-curl ours-curl".
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -96,6 +101,9 @@ for w in $WORKLOADS; do
             if [[ "$w" == idle && "$c" != ours-cio* ]]; then continue; fi
             if [[ "$c" == c ]]; then
                 cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+            elif [[ "$c" == base-cio || "$c" == base-curl ]]; then
+                if [[ -z "${BASE_BIN:-}" ]]; then echo "$c needs BASE_BIN (see the top of this script)" >&2; exit 1; fi
+                cmd=("$BASE_BIN/wsbench-ours-${c#base-}" --client "ours-${c#base-}" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
             elif [[ "$w" == w5 ]]; then
                 cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$W5_URL" --w5-mib "$W5_MIB")
             else
@@ -104,6 +112,7 @@ for w in $WORKLOADS; do
             fi
             rc=0
             line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
+            if [[ "$c" == base-* ]]; then line=${line/\"client\":\"ours-/\"client\":\"base-}; fi
             if [[ "$line" == \{* ]]; then
                 echo "{\"round\":$r,${line#\{}" >>"$RESULTS"
                 echo "round $r $w $c: $line" >&2

@@ -5,6 +5,7 @@
 #   bash scripts/bench-codec.sh                 # Markdown table on stdout
 #   bash scripts/bench-codec.sh --json          # the same figures as JSON
 #   bash scripts/bench-codec.sh --runs 3        # three runs one after the other (the machine may be noisy)
+#   bash scripts/bench-codec.sh --serialization # the WSSerialization converters instead: messages per second
 #
 # Other arguments go to the benchmark: --iterations N (50), --warmup N (5), --frames N (1000), --size BYTES,
 # --only TEXT. It is the `wsbench-codec` executable target of the main package (a target, not a product: it needs

@@ -40,7 +40,7 @@ struct DeflateOffer: Sendable, Equatable {
     /// settles the parameters in force.
     /// - Parameter response: The server's `permessage-deflate` element.
     /// - Returns: What each direction uses.
-    /// - Throws: ``WebSocketError`` (`extensionFailure`) saying which rule the response breaks.
+    /// - Throws: `WebSocketError` (`extensionFailure`) saying which rule the response breaks.
     func accept(_ response: WebSocketExtensionHeader) throws(WebSocketError) -> DeflateAgreement {
         func reject(_ why: String) -> WebSocketError {
             WebSocketError(.extensionFailure, "permessage-deflate response '\(response)': \(why)")

@@ -15,11 +15,11 @@ public import WSCore
 /// print(session.extensions.map(\.header))  // [permessage-deflate; server_max_window_bits=12; ...]
 /// ```
 ///
-/// Decompressed sizes count against ``WebSockets/Configuration/maxMessageSize``: inflation stops, and the
+/// Decompressed sizes count against `WebSockets.Configuration.maxMessageSize`: inflation stops, and the
 /// session fails with close code 1009, as soon as a message would exceed it, so a small "decompression bomb"
 /// cannot make the client allocate more than that limit. Only engines with
-/// ``EngineCapability/webSocketExtensions`` can carry the extension; on others opening a session fails with
-/// ``WebSocketError/Code/unsupported``.
+/// `EngineCapability.webSocketExtensions` can carry the extension; on others opening a session fails with
+/// `WebSocketError.Code.unsupported`.
 ///
 /// Security: compressing secrets together with attacker-controlled data over TLS can leak the secrets through
 /// the compressed size (CRIME/BREACH; RFC 7692 section 8). Use ``Configuration/shouldCompress`` or a separate
@@ -111,7 +111,7 @@ public struct PerMessageDeflate: WebSocketExtensionFactory {
 
     /// Creates the factory; usually written `.perMessageDeflate(configuration)` inside `install`.
     /// - Parameter configuration: What to offer and how to compress.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/invalidArgument``) when a value is out of range.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.invalidArgument`) when a value is out of range.
     public init(_ configuration: Configuration = .init()) throws(WebSocketError) {
         func check(_ ok: Bool, _ what: String) throws(WebSocketError) {
             if !ok { throw WebSocketError(.invalidArgument, "PerMessageDeflate.Configuration: \(what)") }
@@ -149,8 +149,8 @@ public struct PerMessageDeflate: WebSocketExtensionFactory {
     /// Checks the server's accepted parameters against the offer (RFC 7692 section 7.1) and creates the
     /// connection's compressor and decompressor.
     /// - Parameter response: The server's `permessage-deflate` element.
-    /// - Returns: The negotiated extension; its ``WebSocketExtension/header`` is the server's element.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/extensionFailure``) for an unknown, repeated or
+    /// - Returns: The negotiated extension; its `WebSocketExtension.header` is the server's element.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.extensionFailure`) for an unknown, repeated or
     ///   malformed parameter, a window out of 8...15 or above the offer, `client_max_window_bits` that was not
     ///   offered, or an offered `server_no_context_takeover` / `server_max_window_bits` the server left out.
     public func negotiate(response: WebSocketExtensionHeader) throws -> any WebSocketExtension {
@@ -166,7 +166,7 @@ extension WebSocketExtensionFactory where Self == PerMessageDeflate {
     /// `try ws.extensions { try $0.install(.perMessageDeflate()) }`.
     /// - Parameter configuration: What to offer and how to compress; the defaults suit most servers.
     /// - Returns: The factory.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/invalidArgument``) when a value is out of range.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.invalidArgument`) when a value is out of range.
     public static func perMessageDeflate(
         _ configuration: PerMessageDeflate.Configuration = .init()
     ) throws(WebSocketError) -> PerMessageDeflate {

@@ -204,7 +204,7 @@ final class ZlibInflater {
     ///   - limit: The most bytes the message may inflate to; one byte more fails it, and inflation stops there.
     ///   - keepWindow: Whether the window must survive a final block (context takeover).
     /// - Returns: The decompressed message.
-    /// - Throws: ``WebSocketError`` `messageTooBig` (1009) past `limit`, `protocolViolation` (1002) for data that
+    /// - Throws: `WebSocketError` `messageTooBig` (1009) past `limit`, `protocolViolation` (1002) for data that
     ///   is not DEFLATE, `extensionFailure` (1011) when zlib itself fails.
     func decompress(_ payload: [UInt8], limit: Int, keepWindow: Bool) throws(WebSocketError) -> [UInt8] {
         // An empty payload is not valid (the appended tail lacks its block header, RFC 7692 section 7.2.3.6 sends

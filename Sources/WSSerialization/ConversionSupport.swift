@@ -88,7 +88,7 @@ enum CodableErrorText {
 }
 
 extension WebSocketError {
-    /// A ``WebSocketError/Code/conversion`` error for a value of type `T` that could not be encoded.
+    /// A `WebSocketError.Code.conversion` error for a value of type `T` that could not be encoded.
     static func encoding<T>(_ type: T.Type, as format: String, _ error: any Error) -> WebSocketError {
         WebSocketError(
             .conversion, "cannot encode \(T.self) as \(format): \(CodableErrorText.describe(error))",
@@ -96,7 +96,7 @@ extension WebSocketError {
         )
     }
 
-    /// A ``WebSocketError/Code/conversion`` error for a frame that could not be decoded as `T`; carries the frame.
+    /// A `WebSocketError.Code.conversion` error for a frame that could not be decoded as `T`; carries the frame.
     static func decoding<T>(_ type: T.Type, as format: String, from frame: Frame, _ error: any Error) -> WebSocketError {
         WebSocketError(
             .conversion,
@@ -106,7 +106,7 @@ extension WebSocketError {
         )
     }
 
-    /// A ``WebSocketError/Code/conversion`` error for a frame of a kind the converter does not read.
+    /// A `WebSocketError.Code.conversion` error for a frame of a kind the converter does not read.
     static func unreadable<T>(_ type: T.Type, converter: String, reads: String, frame: Frame) -> WebSocketError {
         WebSocketError(
             .conversion, "\(converter) reads \(reads), not a \(frame.kind) frame; cannot decode \(T.self) from it",

@@ -8,7 +8,7 @@ public import WSCore
 /// A content converter that sends values as JSON, with Foundation's `JSONEncoder` and `JSONDecoder`. The seed's
 /// `KotlinxWebsocketSerializationConverter(Json)`.
 ///
-/// Install it in the ``WSCore/WebSockets`` plugin, then send and receive `Codable` values:
+/// Install it in the `WebSockets` plugin, then send and receive `Codable` values:
 /// ```swift
 /// let client = WebSocketClient(engine: CIOEngine()) { config in
 ///     config.install(WebSockets.self) { $0.contentConverter = JSONWebSocketConverter() }
@@ -39,7 +39,7 @@ public import WSCore
 /// behind a mutex (Docs/Serialization.md). Changing the encoder's options after installing the converter is
 /// thread-safe but affects messages already being sent; configure them before.
 ///
-/// Errors are ``WSCore/WebSocketError``s with code ``WSCore/WebSocketError/Code/conversion`` that name the type,
+/// Errors are `WebSocketError`s with code `WebSocketError.Code.conversion` that name the type,
 /// say where in the value the problem is (e.g. `missing key "user" at messages[2]`) and, when decoding, carry
 /// the frame.
 public struct JSONWebSocketConverter: WebSocketContentConverter {
@@ -113,7 +113,7 @@ public struct JSONWebSocketConverter: WebSocketContentConverter {
     /// `Data` into the frame's payload.
     /// - Parameter value: The value to send.
     /// - Returns: A text or binary frame holding UTF-8 JSON.
-    /// - Throws: ``WSCore/WebSocketError`` (``WSCore/WebSocketError/Code/conversion``) naming `T` when the encoder
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.conversion`) naming `T` when the encoder
     ///   fails, e.g. on a `Double.nan` with the default float strategy.
     public func serialize<T: Encodable>(_ value: T) throws(WebSocketError) -> Frame {
         let json: Data
@@ -130,7 +130,7 @@ public struct JSONWebSocketConverter: WebSocketContentConverter {
     ///   - type: The type to decode.
     ///   - frame: A text or binary frame.
     /// - Returns: The decoded value.
-    /// - Throws: ``WSCore/WebSocketError`` (``WSCore/WebSocketError/Code/conversion``) naming `T` and carrying
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.conversion`) naming `T` and carrying
     ///   `frame`, when the payload is not JSON or does not match `T`, or when the frame is not text or binary.
     public func deserialize<T: Decodable>(_ type: T.Type, from frame: Frame) throws(WebSocketError) -> T {
         guard self.isApplicable(frame) else {

@@ -9,7 +9,7 @@ public import WSCore
 /// `PropertyListEncoder` and `PropertyListDecoder`.
 ///
 /// A compact binary alternative to ``JSONWebSocketConverter`` for peers that speak property lists (Apple
-/// platforms), and proof that ``WSCore/WebSocketContentConverter`` is not tied to JSON or to text:
+/// platforms), and proof that `WebSocketContentConverter` is not tied to JSON or to text:
 /// ```swift
 /// config.install(WebSockets.self) { $0.contentConverter = PropertyListWebSocketConverter() }
 /// ```
@@ -19,7 +19,7 @@ public import WSCore
 /// (``isApplicable(_:)`` is `false` for text frames).
 ///
 /// Like the JSON converter it shares its `Sendable` encoder and decoder between calls, and throws
-/// ``WSCore/WebSocketError``s with code ``WSCore/WebSocketError/Code/conversion`` that name the type.
+/// `WebSocketError`s with code `WebSocketError.Code.conversion` that name the type.
 public struct PropertyListWebSocketConverter: WebSocketContentConverter {
     /// The encoder; its `outputFormat` is `.binary` unless you pass one set otherwise.
     public let encoder: PropertyListEncoder
@@ -57,7 +57,7 @@ public struct PropertyListWebSocketConverter: WebSocketContentConverter {
     /// Encodes `value` as a property list into a binary frame (one copy from the encoder's `Data`).
     /// - Parameter value: The value to send.
     /// - Returns: A binary frame.
-    /// - Throws: ``WSCore/WebSocketError`` (``WSCore/WebSocketError/Code/conversion``) naming `T` when the encoder
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.conversion`) naming `T` when the encoder
     ///   fails.
     public func serialize<T: Encodable>(_ value: T) throws(WebSocketError) -> Frame {
         let plist: Data
@@ -74,7 +74,7 @@ public struct PropertyListWebSocketConverter: WebSocketContentConverter {
     ///   - type: The type to decode.
     ///   - frame: A binary frame.
     /// - Returns: The decoded value.
-    /// - Throws: ``WSCore/WebSocketError`` (``WSCore/WebSocketError/Code/conversion``) naming `T` and carrying
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.conversion`) naming `T` and carrying
     ///   `frame`, when the payload is not a property list or does not match `T`, or the frame is not binary.
     public func deserialize<T: Decodable>(_ type: T.Type, from frame: Frame) throws(WebSocketError) -> T {
         guard self.isApplicable(frame) else {

@@ -232,12 +232,12 @@ public final class ServerSession: Sendable {
     public func sendMalformedFrame(_ kind: MalformedFrame = .reservedOpcode) throws {
         let bytes: [UInt8] =
             switch kind {
-            case .reservedOpcode: Self.rawFrame(0x83, [])
-            case .reservedBits: Self.rawFrame(0xC1, Array("x".utf8))
-            case .fragmentedControlFrame: Self.rawFrame(0x09, [1])
-            case .oversizedControlFrame: Self.rawFrame(0x89, [UInt8](repeating: 0, count: 126))
-            case .unexpectedContinuation: Self.rawFrame(0x80, [1])
-            case .truncatedClosePayload: Self.rawFrame(0x88, [0x03])
+            case .reservedOpcode: Self.rawFrame(Opcode(rawValue: 0x3)!, [])
+            case .reservedBits: Self.rawFrame(.text, reservedBits: .rsv1, Array("x".utf8))
+            case .fragmentedControlFrame: Self.rawFrame(.ping, fin: false, [1])
+            case .oversizedControlFrame: Self.rawFrame(.ping, [UInt8](repeating: 0, count: 126))
+            case .unexpectedContinuation: Self.rawFrame(.continuation, [1])
+            case .truncatedClosePayload: Self.rawFrame(.close, [0x03])
             }
         try self.sendRaw(bytes)
     }
@@ -257,7 +257,7 @@ public final class ServerSession: Sendable {
     /// - Parameter bytes: The payload; it should not be valid UTF-8.
     /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
     public func sendInvalidUTF8(_ bytes: [UInt8] = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]) throws {
-        try self.sendRaw(Self.rawFrame(0x81, bytes))
+        try self.sendRaw(Self.rawFrame(.text, bytes))
     }
 
     /// Sends only the header of a binary frame that declares a `length`-byte payload, and no payload: a
@@ -265,7 +265,7 @@ public final class ServerSession: Sendable {
     /// - Parameter length: The declared payload length (sent with the 64-bit length form when over 65,535).
     /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
     public func sendOversizedFrameHeader(length: Int) throws {
-        var bytes: [UInt8] = [0x82]
+        var bytes: [UInt8] = [0x80 | Opcode.binary.rawValue]
         if length < 126 {
             bytes.append(UInt8(length))
         } else if length < 65536 {
@@ -285,7 +285,7 @@ public final class ServerSession: Sendable {
     ///   - sentBytes: How many bytes of the frame (header included) go out before the drop.
     /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
     public func dropMidFrame(payloadLength: Int = 1000, sentBytes: Int = 300) throws {
-        let frame = Self.rawFrame(0x82, [UInt8](repeating: 7, count: payloadLength))
+        let frame = Self.rawFrame(.binary, [UInt8](repeating: 7, count: payloadLength))
         try self.sendRaw(Array(frame.prefix(max(1, min(sentBytes, frame.count - 1)))))
         usleep(50_000)  // let the bytes leave before the reset
         self.closeSocket()
@@ -307,9 +307,11 @@ public final class ServerSession: Sendable {
         self.abortSocket()
     }
 
-    /// A frame with the given first byte (FIN, RSV, opcode) and an unmasked payload.
-    private static func rawFrame(_ first: UInt8, _ payload: [UInt8]) -> [UInt8] {
-        var bytes: [UInt8] = [first]
+    /// A frame with the given header flags and an unmasked payload, whether or not they are valid together.
+    private static func rawFrame(
+        _ opcode: Opcode, fin: Bool = true, reservedBits: Frame.ReservedBits = [], _ payload: [UInt8]
+    ) -> [UInt8] {
+        var bytes: [UInt8] = [(fin ? 0x80 : 0) | reservedBits.rawValue | opcode.rawValue]
         if payload.count < 126 {
             bytes.append(UInt8(payload.count))
         } else if payload.count < 65536 {

@@ -13,7 +13,8 @@
 //   swift build -c release --scratch-path .build-codec && .build-codec/release/wsbench-codec [--json]
 //   options: --iterations N (50), --warmup N (5), --frames N (1000), --json (JSON instead of the Markdown table),
 //            --size BYTES (one payload size instead of 128 and 65536),
-//            --only TEXT (only the workloads whose name contains TEXT, e.g. `--only encode` under perf record)
+//            --only TEXT (only the workloads whose name contains TEXT, e.g. `--only encode` under perf record),
+//            --serialization (instead: the WSSerialization converters' messages per second, Serialization.swift)
 import CMallocCounter
 import WSCore
 
@@ -39,6 +40,8 @@ struct Options {
     var only: String?
     /// The payload sizes to measure, in bytes.
     var sizes = [128, 64 * 1024]
+    /// Measure the WSSerialization converters instead of the codec.
+    var serialization = false
 
     /// Parses `arguments` (without the program name); exits with a usage message on anything unknown.
     /// - Parameter arguments: The command-line arguments after the program name.
@@ -47,6 +50,7 @@ struct Options {
         while let argument = rest.popFirst() {
             switch argument {
             case "--json": self.json = true
+            case "--serialization": self.serialization = true
             case "--iterations": self.iterations = Self.positive(rest.popFirst(), argument)
             case "--warmup": self.warmup = Self.positive(rest.popFirst(), argument, allowZero: true)
             case "--frames": self.frames = Self.positive(rest.popFirst(), argument)
@@ -77,7 +81,7 @@ struct Options {
         writeStandardError(
             "wsbench-codec: \(problem)\n"
                 + "usage: wsbench-codec [--iterations N] [--warmup N] [--frames N] [--size BYTES] [--only TEXT]"
-                + " [--json]\n"
+                + " [--json]\n       wsbench-codec --serialization\n"
         )
         exit(2)
     }
@@ -474,6 +478,15 @@ func json(_ results: [Measurement], _ options: Options) -> String {
 // MARK: - Main
 
 let options = Options(CommandLine.arguments.dropFirst())
+if options.serialization {
+    do {
+        try runSerializationBenchmark()
+        exit(0)
+    } catch {
+        writeStandardError("wsbench-codec: \(error)\n")
+        exit(1)
+    }
+}
 checkInterposition()
 var checksum = 0
 var results: [Measurement] = []

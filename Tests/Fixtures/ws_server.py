@@ -10,6 +10,7 @@ Run with the repository's venv (scripts/setup.sh creates it):
                                                  [--deflate-client-no-context-takeover]
 
 The first line on stdout is ``PORT <n>`` (flushed) once the server listens on 127.0.0.1; logs go to stderr.
+Later stdout lines are events a test asked for (``report-stall`` below).
 
 Behaviour is chosen by the request path (query parameters in brackets):
 
@@ -23,9 +24,11 @@ Behaviour is chosen by the request path (query parameters in brackets):
     /ping                        send a ping with payload "hello"; when its pong arrives send text "pong-received";
                                  echo meanwhile and afterwards
     /slow-handshake?delay=5      wait <delay> seconds (float) before answering the upgrade, then echo
-    /send-then-close?count=N&size=S
+    /send-then-close?count=N&size=S[&report-stall=T]
                                  send N binary messages of S bytes (byte i of each message is i % 256), then
-                                 close with 1000
+                                 close with 1000; with report-stall, print one line on stdout: ``STALLED i`` once
+                                 sending message i (from 0) has waited T seconds (float) for the client to read,
+                                 or ``SENT N`` when every message went out without such a wait
     /fragmented?count=N&size=S   send one text message as N frames of S bytes ("x"), then echo
     /broadcast                   every message from any /broadcast client goes to all /broadcast clients
                                  (the sender included)
@@ -128,8 +131,20 @@ async def handler(connection: ServerConnection) -> None:
             size = int_param(query, "size", 16)
             pattern = bytes(range(256)) * (size // 256 + 1)
             payload = pattern[:size]
-            for _ in range(count):
-                await connection.send(payload)
+            stall = float(query.get("report-stall", "0") or "0")
+            stalled = False
+            for index in range(count):
+                if stall > 0 and not stalled:
+                    send = asyncio.ensure_future(connection.send(payload))
+                    done, _ = await asyncio.wait({send}, timeout=stall)
+                    if not done:
+                        stalled = True
+                        print(f"STALLED {index}", flush=True)
+                    await send
+                else:
+                    await connection.send(payload)
+            if stall > 0 and not stalled:
+                print(f"SENT {count}", flush=True)
             await connection.close(1000)
         elif path == "/fragmented":
             count = int_param(query, "count", 3)

@@ -17,7 +17,7 @@ private let rfcKey = MaskingKey(0x37, 0xFA, 0x21, 0x3D)
 /// One example frame of RFC 6455 section 5.7 with its exact wire bytes.
 struct RFC6455FrameExample: Sendable, CustomTestStringConvertible {
     var name: String
-    var opcode: UInt8
+    var opcode: Opcode
     var fin: Bool
     var payload: [UInt8]
     var key: MaskingKey?
@@ -27,36 +27,36 @@ struct RFC6455FrameExample: Sendable, CustomTestStringConvertible {
 
 private let rfcExamples: [RFC6455FrameExample] = [
     RFC6455FrameExample(
-        name: "single-frame unmasked text", opcode: 0x1, fin: true, payload: hello, key: nil,
+        name: "single-frame unmasked text", opcode: .text, fin: true, payload: hello, key: nil,
         wire: [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F]
     ),
     RFC6455FrameExample(
-        name: "single-frame masked text", opcode: 0x1, fin: true, payload: hello, key: rfcKey,
+        name: "single-frame masked text", opcode: .text, fin: true, payload: hello, key: rfcKey,
         wire: [0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]
     ),
     RFC6455FrameExample(
-        name: "first fragment 'Hel'", opcode: 0x1, fin: false, payload: Array("Hel".utf8), key: nil,
+        name: "first fragment 'Hel'", opcode: .text, fin: false, payload: Array("Hel".utf8), key: nil,
         wire: [0x01, 0x03, 0x48, 0x65, 0x6C]
     ),
     RFC6455FrameExample(
-        name: "last fragment 'lo'", opcode: 0x0, fin: true, payload: Array("lo".utf8), key: nil,
+        name: "last fragment 'lo'", opcode: .continuation, fin: true, payload: Array("lo".utf8), key: nil,
         wire: [0x80, 0x02, 0x6C, 0x6F]
     ),
     RFC6455FrameExample(
-        name: "unmasked ping", opcode: 0x9, fin: true, payload: hello, key: nil,
+        name: "unmasked ping", opcode: .ping, fin: true, payload: hello, key: nil,
         wire: [0x89, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F]
     ),
     RFC6455FrameExample(
-        name: "masked pong", opcode: 0xA, fin: true, payload: hello, key: rfcKey,
+        name: "masked pong", opcode: .pong, fin: true, payload: hello, key: rfcKey,
         wire: [0x8A, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]
     ),
     RFC6455FrameExample(
-        name: "256-byte binary (16-bit length)", opcode: 0x2, fin: true,
+        name: "256-byte binary (16-bit length)", opcode: .binary, fin: true,
         payload: (0..<256).map { UInt8(truncatingIfNeeded: $0) }, key: nil,
         wire: [0x82, 0x7E, 0x01, 0x00] + (0..<256).map { UInt8(truncatingIfNeeded: $0) }
     ),
     RFC6455FrameExample(
-        name: "64 KiB binary (64-bit length)", opcode: 0x2, fin: true,
+        name: "64 KiB binary (64-bit length)", opcode: .binary, fin: true,
         payload: (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7) }, key: nil,
         wire: [0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]
             + (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7) }
@@ -64,7 +64,7 @@ private let rfcExamples: [RFC6455FrameExample] = [
 ]
 
 private func encode(
-    opcode: UInt8,
+    opcode: Opcode,
     fin: Bool = true,
     rsv: Frame.ReservedBits = [],
     payload: [UInt8],
@@ -127,7 +127,7 @@ struct FrameCodecTests {
     @Test("length encodings at the 7/16/64-bit boundaries", arguments: [0, 125, 126, 65535, 65536, 70000])
     func lengthBoundaries(length: Int) {
         let payload = (0..<length).map { UInt8(truncatingIfNeeded: $0 % 253) }
-        let wire = encode(opcode: 0x2, payload: payload)
+        let wire = encode(opcode: .binary, payload: payload)
         let expectedHeader: [UInt8]
         switch length {
         case ...125: expectedHeader = [0x82, UInt8(length)]
@@ -140,25 +140,25 @@ struct FrameCodecTests {
         #expect(wire.count == expectedHeader.count + length)
         #expect(FrameEncoder.headerSize(payloadLength: length, masked: false) == expectedHeader.count)
         let result = decode([wire], role: .client)
-        #expect(result.frames == [ParsedFrame(fin: true, opcode: 0x2, payload: payload)])
+        #expect(result.frames == [ParsedFrame(fin: true, opcode: .binary, payload: payload)])
     }
 
     @Test("masking with a fixed key XORs the payload with the rotating key, after the key")
     func fixedKeyMasking() {
         let key = MaskingKey(0x01, 0x02, 0x04, 0x80)
         let payload: [UInt8] = [0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x10]
-        let wire = encode(opcode: 0x2, payload: payload, key: key)
+        let wire = encode(opcode: .binary, payload: payload, key: key)
         #expect(wire == [0x82, 0x89, 0x01, 0x02, 0x04, 0x80, 0x01, 0x02, 0x04, 0x80, 0xFE, 0xFD, 0xFB, 0x7F, 0x11])
-        #expect(decode([wire], role: .server).frames == [ParsedFrame(fin: true, opcode: 0x2, payload: payload)])
+        #expect(decode([wire], role: .server).frames == [ParsedFrame(fin: true, opcode: .binary, payload: payload)])
     }
 
     @Test("masked 16-bit and 64-bit frames put the key after the extended length")
     func maskedExtendedLengths() {
         let key = MaskingKey(0xAA, 0xBB, 0xCC, 0xDD)
-        let short = encode(opcode: 0x1, payload: [UInt8](repeating: 0, count: 300), key: key)
+        let short = encode(opcode: .text, payload: [UInt8](repeating: 0, count: 300), key: key)
         #expect(Array(short.prefix(8)) == [0x81, 0xFE, 0x01, 0x2C, 0xAA, 0xBB, 0xCC, 0xDD])
         #expect(Array(short[8..<12]) == [0xAA, 0xBB, 0xCC, 0xDD])
-        let long = encode(opcode: 0x2, payload: [UInt8](repeating: 0, count: 65536), key: key)
+        let long = encode(opcode: .binary, payload: [UInt8](repeating: 0, count: 65536), key: key)
         #expect(Array(long.prefix(14)) == [0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD])
         #expect(long.count == 14 + 65536)
         #expect(Array(long.suffix(4)) == [0xAA, 0xBB, 0xCC, 0xDD])
@@ -166,9 +166,9 @@ struct FrameCodecTests {
 
     @Test("flags: FIN, RSV1-3 and the opcode land in the first byte")
     func firstByteFlags() {
-        #expect(encode(opcode: 0x1, fin: false, rsv: [.rsv1], payload: [])[0] == 0x41)
-        #expect(encode(opcode: 0x2, fin: true, rsv: .all, payload: [])[0] == 0xF2)
-        #expect(encode(opcode: 0x0, fin: false, rsv: [.rsv2, .rsv3], payload: []) == [0x30, 0x00])
+        #expect(encode(opcode: .text, fin: false, rsv: [.rsv1], payload: [])[0] == 0x41)
+        #expect(encode(opcode: .binary, fin: true, rsv: .all, payload: [])[0] == 0xF2)
+        #expect(encode(opcode: .continuation, fin: false, rsv: [.rsv2, .rsv3], payload: []) == [0x30, 0x00])
     }
 
     @Test("encoding a Frame equals encoding its parts, and appends to existing bytes")
@@ -176,7 +176,7 @@ struct FrameCodecTests {
         let frame = Frame(kind: .text, fin: false, data: Array("héllo".utf8), reservedBits: .rsv1)
         var out: [UInt8] = [0xEE]
         FrameEncoder.encode(frame, maskingKey: rfcKey, into: &out)
-        #expect(out == [0xEE] + encode(opcode: 0x1, fin: false, rsv: .rsv1, payload: frame.data, key: rfcKey))
+        #expect(out == [0xEE] + encode(opcode: .text, fin: false, rsv: .rsv1, payload: frame.data, key: rfcKey))
         var close: [UInt8] = []
         FrameEncoder.encode(.close(CloseReason(code: .normal)), maskingKey: nil, into: &close)
         #expect(close == [0x88, 0x02, 0x03, 0xE8])
@@ -184,9 +184,9 @@ struct FrameCodecTests {
 
     @Test("control frames of exactly 125 bytes and frames of exactly maxFrameSize are accepted")
     func limitsAreInclusive() {
-        let ping = encode(opcode: 0x9, payload: [UInt8](repeating: 7, count: 125))
+        let ping = encode(opcode: .ping, payload: [UInt8](repeating: 7, count: 125))
         #expect(decode([ping], role: .client).frames.first?.payload.count == 125)
-        let binary = encode(opcode: 0x2, payload: [UInt8](repeating: 1, count: 1000))
+        let binary = encode(opcode: .binary, payload: [UInt8](repeating: 1, count: 1000))
         let result = decode([binary], role: .client, maxFrameSize: 1000)
         #expect(result.error == nil)
         #expect(result.frames.first?.payload.count == 1000)
@@ -194,9 +194,9 @@ struct FrameCodecTests {
 
     @Test("an allowed reserved bit passes through")
     func allowedReservedBits() {
-        let wire = encode(opcode: 0x1, rsv: .rsv1, payload: [1, 2, 3])
+        let wire = encode(opcode: .text, rsv: .rsv1, payload: [1, 2, 3])
         let result = decode([wire], role: .client, allowedReservedBits: .rsv1)
-        #expect(result.frames == [ParsedFrame(fin: true, reservedBits: .rsv1, opcode: 0x1, payload: [1, 2, 3])])
+        #expect(result.frames == [ParsedFrame(fin: true, reservedBits: .rsv1, opcode: .text, payload: [1, 2, 3])])
         #expect(result.frames.first?.kind == .text)
     }
 
@@ -283,9 +283,9 @@ struct FrameCodecTests {
 
     @Test("a header error after good frames still delivers the good frames first")
     func errorAfterGoodFrames() {
-        let wire = encode(opcode: 0x1, payload: hello) + encode(opcode: 0x9, payload: []) + [0x83, 0x00]
+        let wire = encode(opcode: .text, payload: hello) + encode(opcode: .ping, payload: []) + [0x83, 0x00]
         let result = decode([wire], role: .client)
-        #expect(result.frames.map(\.opcode) == [0x1, 0x9])
+        #expect(result.frames.map(\.opcode) == [.text, .ping])
         #expect(result.error?.closeCode == .protocolError)
     }
 
@@ -302,7 +302,7 @@ struct FrameCodecTests {
             first = error
         }
         #expect(first == ProtocolViolation(.protocolError, "reserved opcode 0x3"))
-        encode(opcode: 0x1, payload: hello).withUnsafeBytes { decoder.append($0) }
+        encode(opcode: .text, payload: hello).withUnsafeBytes { decoder.append($0) }
         #expect(decoder.bufferedByteCount == 0)
         for _ in 0..<3 {
             #expect(throws: first) { try decoder.nextFrame() }
@@ -312,7 +312,7 @@ struct FrameCodecTests {
     @Test("returns nil until the frame is complete and counts buffered bytes")
     func incompleteFrames() throws {
         var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .server)
-        let wire = encode(opcode: 0x2, payload: [UInt8](repeating: 9, count: 300), key: rfcKey)
+        let wire = encode(opcode: .binary, payload: [UInt8](repeating: 9, count: 300), key: rfcKey)
         for (i, byte) in wire.enumerated() {
             [byte].withUnsafeBytes { decoder.append($0) }
             if i < wire.count - 1 {
@@ -333,11 +333,11 @@ struct FrameCodecTests {
         var rng = SplitMix64(seed: UInt64(chunkSize))
         for (role, key) in [(FrameDecoder.Role.server, MaskingKey(9, 8, 7, 6) as MaskingKey?), (.client, nil)] {
             let frames = [
-                ParsedFrame(fin: false, opcode: 0x2, payload: randomBytes(100_001, using: &rng)),
-                ParsedFrame(fin: true, opcode: 0x9, payload: [1, 2]),
-                ParsedFrame(fin: true, opcode: 0x0, payload: randomBytes(65_536, using: &rng)),
-                ParsedFrame(fin: true, opcode: 0x1, payload: Array("tail".utf8)),
-                ParsedFrame(fin: true, reservedBits: .rsv1, opcode: 0x2, payload: randomBytes(70_000, using: &rng)),
+                ParsedFrame(fin: false, opcode: .binary, payload: randomBytes(100_001, using: &rng)),
+                ParsedFrame(fin: true, opcode: .ping, payload: [1, 2]),
+                ParsedFrame(fin: true, opcode: .continuation, payload: randomBytes(65_536, using: &rng)),
+                ParsedFrame(fin: true, opcode: .text, payload: Array("tail".utf8)),
+                ParsedFrame(fin: true, reservedBits: .rsv1, opcode: .binary, payload: randomBytes(70_000, using: &rng)),
             ]
             var wire: [UInt8] = []
             for frame in frames {
@@ -354,7 +354,7 @@ struct FrameCodecTests {
     @Test("bufferedByteCount counts a large frame's bytes while they arrive")
     func bufferedCountDuringLargeFrame() throws {
         let payload = [UInt8](repeating: 0x33, count: 80_000)
-        let wire = encode(opcode: 0x2, payload: payload, key: rfcKey) + encode(opcode: 0x9, payload: [7], key: rfcKey)
+        let wire = encode(opcode: .binary, payload: payload, key: rfcKey) + encode(opcode: .ping, payload: [7], key: rfcKey)
         var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .server)
         var fed = 0
         for size in [1, 5, 9, 50_000, 29_999, 1, 6] {
@@ -366,9 +366,9 @@ struct FrameCodecTests {
             }
         }
         #expect(fed == wire.count)
-        #expect(try decoder.nextFrame() == ParsedFrame(fin: true, opcode: 0x2, payload: payload))
+        #expect(try decoder.nextFrame() == ParsedFrame(fin: true, opcode: .binary, payload: payload))
         #expect(decoder.bufferedByteCount == 7)
-        #expect(try decoder.nextFrame() == ParsedFrame(fin: true, opcode: 0x9, payload: [7]))
+        #expect(try decoder.nextFrame() == ParsedFrame(fin: true, opcode: .ping, payload: [7]))
         #expect(decoder.bufferedByteCount == 0)
         #expect(try decoder.nextFrame() == nil)
     }
@@ -378,19 +378,19 @@ struct FrameCodecTests {
         (
             .client,
             [
-                ParsedFrame(fin: false, opcode: 0x1, payload: Array("Hel".utf8)),
-                ParsedFrame(fin: true, opcode: 0x9, payload: []),
-                ParsedFrame(fin: true, opcode: 0x0, payload: Array("lo".utf8)),
-                ParsedFrame(fin: true, opcode: 0x2, payload: (0..<130).map { UInt8($0) }),
+                ParsedFrame(fin: false, opcode: .text, payload: Array("Hel".utf8)),
+                ParsedFrame(fin: true, opcode: .ping, payload: []),
+                ParsedFrame(fin: true, opcode: .continuation, payload: Array("lo".utf8)),
+                ParsedFrame(fin: true, opcode: .binary, payload: (0..<130).map { UInt8($0) }),
             ],
             [nil, nil, nil, nil]
         ),
         (
             .server,
             [
-                ParsedFrame(fin: true, opcode: 0x1, payload: hello),
-                ParsedFrame(fin: true, opcode: 0x8, payload: [0x03, 0xE8]),
-                ParsedFrame(fin: true, opcode: 0x2, payload: (0..<127).map { UInt8($0 ^ 0x5A) }),
+                ParsedFrame(fin: true, opcode: .text, payload: hello),
+                ParsedFrame(fin: true, opcode: .close, payload: [0x03, 0xE8]),
+                ParsedFrame(fin: true, opcode: .binary, payload: (0..<127).map { UInt8($0 ^ 0x5A) }),
             ],
             [rfcKey, MaskingKey(1, 2, 3, 4), MaskingKey(0xFF, 0, 0xFF, 0)]
         ),
@@ -425,13 +425,13 @@ struct FrameCodecTests {
     ])
     func randomizedRoundTrips(seed: UInt64) throws {
         var rng = SplitMix64(seed: seed)
-        let opcodes: [UInt8] = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA]
+        let opcodes: [Opcode] = [.continuation, .text, .binary, .close, .ping, .pong]
         for role in [FrameDecoder.Role.client, .server] {
             var expected: [ParsedFrame] = []
             var wire: [UInt8] = []
             for _ in 0..<120 {
                 let opcode = opcodes.randomElement(using: &rng)!
-                let isControl = opcode >= 0x8
+                let isControl = opcode.isControl
                 let length: Int
                 switch Int.random(in: 0..<10, using: &rng) {
                 case 0: length = 0
@@ -471,15 +471,15 @@ struct FrameCodecTests {
 
     @Test("reserved bits are rejected by default even on otherwise valid random frames")
     func reservedBitsRejectedByDefault() {
-        let result = decode([encode(opcode: 0x2, rsv: .rsv3, payload: [1])], role: .client)
+        let result = decode([encode(opcode: .binary, rsv: .rsv3, payload: [1])], role: .client)
         #expect(result.error == ProtocolViolation(.protocolError, "reserved bit RSV3 set without a negotiated extension"))
     }
 
     @Test("ParsedFrame exposes its kind and whether it is a control frame")
     func parsedFrameHelpers() {
-        #expect(ParsedFrame(fin: true, opcode: 0x8, payload: []).kind == .close)
-        #expect(ParsedFrame(fin: true, opcode: 0x8, payload: []).isControl)
-        #expect(!ParsedFrame(fin: true, opcode: 0x0, payload: []).isControl)
-        #expect(ParsedFrame(fin: true, opcode: 0x3, payload: []).kind == nil)
+        #expect(ParsedFrame(fin: true, opcode: .close, payload: []).kind == .close)
+        #expect(ParsedFrame(fin: true, opcode: .close, payload: []).isControl)
+        #expect(!ParsedFrame(fin: true, opcode: .continuation, payload: []).isControl)
+        #expect(ParsedFrame(fin: true, opcode: Opcode(rawValue: 0x3)!, payload: []).kind == nil)
     }
 }

@@ -14,7 +14,7 @@ struct FrameDecoderInputTests {
         for size in sizes.shuffled(using: &rng) {
             let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
             payload.withUnsafeBytes {
-                FrameEncoder.encode(opcode: 0x2, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &bytes)
+                FrameEncoder.encode(opcode: .binary, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &bytes)
             }
             payloads.append(payload)
         }
@@ -79,7 +79,7 @@ struct FrameDecoderInputTests {
         var stream: [UInt8] = []
         let payload = Array("hello, world".utf8)
         payload.withUnsafeBytes {
-            FrameEncoder.encode(opcode: 0x1, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &stream)
+            FrameEncoder.encode(opcode: .text, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &stream)
         }
         var first = Array(stream[..<5])
         first.withUnsafeBytes { decoder.beginInput($0) }

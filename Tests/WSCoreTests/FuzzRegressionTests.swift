@@ -193,6 +193,7 @@ package enum FuzzHarness {
             let available = stream.count - o
             guard available >= 1 else { return result }
             let b0 = stream[o]
+            // Raw bits, not `Opcode`'s properties: the reference does not share code with the decoder it checks.
             let opcode = b0 & 0x0F
             let fin = b0 & 0x80 != 0
             let isControl = opcode >= 8
@@ -238,7 +239,10 @@ package enum FuzzHarness {
                 for i in payload.indices { payload[i] ^= stream[start - 4 + i % 4] }
             }
             result.frames.append(
-                ParsedFrame(fin: fin, reservedBits: Frame.ReservedBits(rawValue: b0), opcode: opcode, payload: payload)
+                ParsedFrame(
+                    fin: fin, reservedBits: Frame.ReservedBits(rawValue: b0), opcode: Opcode(rawValue: opcode)!,
+                    payload: payload
+                )
             )
             o = start + Int(length)
             result.consumed = o
@@ -252,8 +256,8 @@ package enum FuzzHarness {
         let maxMessageSize: Int
         /// The assembler's `maxFragments`.
         let maxFragments: Int
-        /// The opcode of the message in progress (1 or 2), if any.
-        var opcode: UInt8?
+        /// The opcode of the message in progress (text or binary), if any.
+        var opcode: Opcode?
         /// The first frame's reserved bits.
         var reservedBits: Frame.ReservedBits = []
         /// The payload so far.
@@ -271,7 +275,7 @@ package enum FuzzHarness {
         ///   - validateUTF8: What the session passes for it.
         func violations(_ frame: ParsedFrame, validateUTF8: Bool) -> Set<UInt16> {
             var codes: Set<UInt16> = []
-            if frame.opcode == 0 {
+            if frame.opcode == .continuation {
                 guard self.opcode != nil else { return [1002] }
                 if self.fragments + 1 > self.maxFragments { codes.insert(1009) }
                 if self.data.count + frame.payload.count > self.maxMessageSize { codes.insert(1009) }
@@ -284,7 +288,7 @@ package enum FuzzHarness {
             } else {
                 if self.opcode != nil { codes.insert(1002) }
                 if frame.payload.count > self.maxMessageSize { codes.insert(1009) }
-                let validate = validateUTF8 && frame.opcode == 1
+                let validate = validateUTF8 && frame.opcode == .text
                 if !frame.fin && self.maxFragments < 1 { codes.insert(1009) }
                 if validate {
                     let ok =
@@ -301,12 +305,12 @@ package enum FuzzHarness {
         ///   - frame: A data frame without violations.
         ///   - validateUTF8: What the session passes for it.
         mutating func accept(_ frame: ParsedFrame, validateUTF8: Bool) -> Frame? {
-            if frame.opcode != 0 {
+            if frame.opcode != .continuation {
                 self.opcode = frame.opcode
                 self.reservedBits = frame.reservedBits
                 self.data = []
                 self.fragments = 0
-                self.validates = validateUTF8 && frame.opcode == 1
+                self.validates = validateUTF8 && frame.opcode == .text
                 self.tail = []
             }
             self.data += frame.payload
@@ -314,7 +318,7 @@ package enum FuzzHarness {
             if self.validates { self.tail = FuzzHarness.incompleteTail(self.tail + frame.payload) }
             guard frame.fin, let opcode = self.opcode else { return nil }
             let message = Frame(
-                kind: opcode == 1 ? .text : .binary, fin: true, data: self.data, reservedBits: self.reservedBits
+                kind: opcode == .text ? .text : .binary, fin: true, data: self.data, reservedBits: self.reservedBits
             )
             self = AssemblerModel(maxMessageSize: self.maxMessageSize, maxFragments: self.maxFragments)
             return message
@@ -374,7 +378,7 @@ package enum FuzzHarness {
         /// The incomplete frame at the head, as the session tracks it between chunks: its index, header, the
         /// payload seen so far, the validator primed by the assembler and whether it found invalid UTF-8.
         var partial: (
-            index: Int, opcode: UInt8, bits: Frame.ReservedBits, prefix: [UInt8], validator: UTF8Validator?,
+            index: Int, opcode: Opcode, bits: Frame.ReservedBits, prefix: [UInt8], validator: UTF8Validator?,
             invalid: Bool
         )?
 

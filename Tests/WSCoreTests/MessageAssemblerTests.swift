@@ -2,15 +2,15 @@ import Testing
 import WSCore
 
 private func text(_ string: String, fin: Bool = true, rsv: Frame.ReservedBits = []) -> ParsedFrame {
-    ParsedFrame(fin: fin, reservedBits: rsv, opcode: 0x1, payload: Array(string.utf8))
+    ParsedFrame(fin: fin, reservedBits: rsv, opcode: .text, payload: Array(string.utf8))
 }
 
 private func binary(_ bytes: [UInt8], fin: Bool = true, rsv: Frame.ReservedBits = []) -> ParsedFrame {
-    ParsedFrame(fin: fin, reservedBits: rsv, opcode: 0x2, payload: bytes)
+    ParsedFrame(fin: fin, reservedBits: rsv, opcode: .binary, payload: bytes)
 }
 
 private func continuation(_ bytes: [UInt8], fin: Bool) -> ParsedFrame {
-    ParsedFrame(fin: fin, opcode: 0x0, payload: bytes)
+    ParsedFrame(fin: fin, opcode: .continuation, payload: bytes)
 }
 
 /// Pushes frames in order; returns the messages produced and the first error.
@@ -82,16 +82,16 @@ struct MessageAssemblerTests {
         #expect(afterMessage.error?.closeCode == .protocolError)
     }
 
-    @Test("a text or binary frame while a message is in progress is a protocol error", arguments: [UInt8(0x1), 0x2])
-    func newMessageDuringFragmentation(opcode: UInt8) throws {
+    @Test("a text or binary frame while a message is in progress is a protocol error", arguments: [Opcode.text, .binary])
+    func newMessageDuringFragmentation(opcode: Opcode) throws {
         let result = run([binary([1], fin: false), ParsedFrame(fin: true, opcode: opcode, payload: [0x41])])
         let error = try #require(result.error)
         #expect(error.closeCode == .protocolError)
         #expect(error.message.contains("expected a continuation frame"))
     }
 
-    @Test("control and reserved opcodes are refused", arguments: [UInt8(0x8), 0x9, 0xA, 0x3])
-    func nonDataOpcodes(opcode: UInt8) {
+    @Test("control and reserved opcodes are refused", arguments: [Opcode.close, .ping, .pong, Opcode(rawValue: 0x3)!])
+    func nonDataOpcodes(opcode: Opcode) {
         #expect(run([ParsedFrame(fin: true, opcode: opcode, payload: [])]).error?.closeCode == .protocolError)
     }
 
@@ -124,19 +124,19 @@ struct MessageAssemblerTests {
 
     @Test("invalid UTF-8 in an unfragmented text frame is 1007")
     func invalidSingleFrame() {
-        let result = run([ParsedFrame(fin: true, opcode: 0x1, payload: [0x41, 0xED, 0xA0, 0x80])])
+        let result = run([ParsedFrame(fin: true, opcode: .text, payload: [0x41, 0xED, 0xA0, 0x80])])
         #expect(result.error == ProtocolViolation(.invalidPayload, "text message is not valid UTF-8"))
-        #expect(run([ParsedFrame(fin: true, opcode: 0x1, payload: [0x41, 0xE2])]).error?.closeCode == .invalidPayload)
+        #expect(run([ParsedFrame(fin: true, opcode: .text, payload: [0x41, 0xE2])]).error?.closeCode == .invalidPayload)
     }
 
     @Test("invalid UTF-8 fails fast on the fragment that contains it, before FIN")
     func failFastAcrossFragments() {
         // Autobahn 6.4.x: the first fragment is already unfixable.
-        let first = run([ParsedFrame(fin: false, opcode: 0x1, payload: [0xCE, 0xBA, 0xF4, 0x90])])
+        let first = run([ParsedFrame(fin: false, opcode: .text, payload: [0xCE, 0xBA, 0xF4, 0x90])])
         #expect(first.error?.closeCode == .invalidPayload)
         // The invalid byte arrives in the second fragment, which is not the last.
         let second = run([
-            ParsedFrame(fin: false, opcode: 0x1, payload: [0xCE, 0xBA, 0xF4]),
+            ParsedFrame(fin: false, opcode: .text, payload: [0xCE, 0xBA, 0xF4]),
             continuation([0x90, 0x80], fin: false),
         ])
         #expect(second.error?.closeCode == .invalidPayload)
@@ -147,18 +147,18 @@ struct MessageAssemblerTests {
     func splitCharacters() throws {
         let euro: [UInt8] = [0xE2, 0x82, 0xAC]
         let ok = run([
-            ParsedFrame(fin: false, opcode: 0x1, payload: [0x61, euro[0]]),
+            ParsedFrame(fin: false, opcode: .text, payload: [0x61, euro[0]]),
             continuation([euro[1]], fin: false),
             continuation([euro[2], 0x62], fin: true),
         ])
         #expect(try ok.messages.first?.readText() == "a€b")
-        let truncated = run([ParsedFrame(fin: false, opcode: 0x1, payload: [0x61, euro[0]]), continuation([euro[1]], fin: true)])
+        let truncated = run([ParsedFrame(fin: false, opcode: .text, payload: [0x61, euro[0]]), continuation([euro[1]], fin: true)])
         #expect(truncated.error == ProtocolViolation(.invalidPayload, "text message ends in the middle of a UTF-8 character"))
     }
 
     @Test("validateUTF8 false skips validation; binary messages are never validated")
     func validationCanBeSkipped() {
-        let compressed = [ParsedFrame(fin: false, reservedBits: .rsv1, opcode: 0x1, payload: [0xFF, 0xC0]), continuation([0xED], fin: true)]
+        let compressed = [ParsedFrame(fin: false, reservedBits: .rsv1, opcode: .text, payload: [0xFF, 0xC0]), continuation([0xED], fin: true)]
         let result = run(compressed, validateUTF8: false)
         #expect(result.error == nil)
         #expect(result.messages == [Frame(kind: .text, fin: true, data: [0xFF, 0xC0, 0xED], reservedBits: .rsv1)])

@@ -190,7 +190,10 @@ struct PlainTCPTests {
             transport.start(handler: recorder)
             let payload = pattern(count: 256 * 1024, seed: 3)
             transport.write(payload)
-            try await Task.sleep(for: .milliseconds(400))
+            // The echo is waiting in our socket, and the loop has seen it arrive.
+            let fd = try #require(SocketProbe.descriptor(remotePort: server.port))
+            #expect(await eventually { SocketProbe.unreadBytes(fd) ?? 0 > 0 || recorder.receivedCount > 0 })
+            await loopRounds(transport.executor)
             #expect(recorder.receivedCount == 0, "nothing is delivered while paused")
             transport.setReadingPaused(false)
             #expect(await recorder.wait { $0.received.count >= payload.count })
@@ -230,7 +233,10 @@ struct PlainTCPTests {
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
             let recorder = Recorder()
-            try await Task.sleep(for: .milliseconds(100))  // The peer has sent and closed before start.
+            // The peer's "hello" and its FIN wait in our socket before start (polled, not slept for).
+            let fd = try #require(SocketProbe.descriptor(remotePort: server.port))
+            try #require(await eventually { SocketProbe.tcpState(fd) == SocketProbe.closeWait && SocketProbe.unreadBytes(fd) == 5 })
+            await loopRounds(transport.executor)  // and the loop has seen them arrive
             transport.start(handler: recorder)
             #expect(await recorder.wait { $0.closes == 1 })
             try await Task.sleep(for: .milliseconds(50))
@@ -353,7 +359,10 @@ struct PlainTCPTests {
                     to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: true),
                     options: options(timeout: .seconds(30)))
             }
-            try await Task.sleep(for: .milliseconds(200))
+            // Cancelled in the TLS handshake: once the TCP connection to the silent server stands.
+            #expect(await eventually {
+                SocketProbe.descriptor(remotePort: server.port).flatMap(SocketProbe.tcpState) == SocketProbe.established
+            })
             task.cancel()
             let error = await connectionError { _ = try await task.value }
             #expect(error?.code == .cancelled)
@@ -600,7 +609,10 @@ struct TLSTests {
             let payload = pattern(count: 1_000_000, seed: 21)
             transport.setReadingPaused(true)
             transport.write(payload)
-            try await Task.sleep(for: .milliseconds(400))
+            // The echo is waiting in our socket, and the loop has seen it arrive.
+            let fd = try #require(SocketProbe.descriptor(remotePort: server.port))
+            #expect(await eventually { SocketProbe.unreadBytes(fd) ?? 0 > 0 || recorder.receivedCount > 0 })
+            await loopRounds(transport.executor)
             #expect(recorder.receivedCount == 0)
             for _ in 0..<20 {
                 transport.setReadingPaused(false)

@@ -113,7 +113,10 @@ struct CurlEngineTests {
         transport.start(handler: recorder)
         let bytes = pattern(count: 1 << 20, seed: 7)
         transport.write(bytes)
-        try await Task.sleep(for: .milliseconds(400))
+        // The echo is waiting in our socket, and the loop has seen it arrive.
+        let fd = try #require(SocketProbe.descriptor(remotePort: server.port))
+        #expect(await eventually { SocketProbe.unreadBytes(fd) ?? 0 > 0 || recorder.receivedCount > 0 })
+        await loopRounds(transport.executor)
         #expect(recorder.receivedCount == 0)
         transport.setReadingPaused(false)
         #expect(await recorder.wait { $0.received.count >= bytes.count })
@@ -197,7 +200,10 @@ struct CurlEngineTests {
         // Far below what a missing timeout would take, with room for a loaded 2-core machine.
         #expect(ContinuousClock.now - started < .seconds(15))
         let task = Task { try await engine.connect(to: endpoint, options: options(timeout: .seconds(30))) }
-        try await Task.sleep(for: .milliseconds(200))
+        // Cancelled in the TLS handshake: once the TCP connection to the silent server stands.
+        #expect(await eventually {
+            SocketProbe.descriptor(remotePort: server.port).flatMap(SocketProbe.tcpState) == SocketProbe.established
+        })
         task.cancel()
         await #expect {
             _ = try await task.value

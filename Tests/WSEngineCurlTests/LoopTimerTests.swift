@@ -1,6 +1,7 @@
 // The shared event loop's timer heap (WSPosix, used by both engines): timers scheduled from any thread fire once,
 // cancelled ones never fire, and cancelled entries leave the heap once they are half of it instead of staying until
 // their deadlines.
+import EngineTestSupport
 import Glibc
 import Synchronization
 import Testing
@@ -38,7 +39,10 @@ struct LoopTimerTests {
             loop.execute { loop.execute { continuation.resume(returning: loop.timerCount) } }
         }
         #expect(count == 51, "150 of 201 timers were cancelled; \(count) are still on the heap")
-        try await Task.sleep(for: .milliseconds(500))
+        // A timer due after the cancelled ones: once it fired, so would have any of them that was still armed.
+        let marker = Counter()
+        _ = loop.scheduleFromAnyThread(after: .milliseconds(300)) { marker.value.add(1, ordering: .relaxed) }
+        #expect(await eventually { marker.value.load(ordering: .relaxed) == 1 })
         #expect(kept.value.load(ordering: .relaxed) == 1)
         #expect(cancelledFired.value.load(ordering: .relaxed) == 0)
         for timer in others { timer.cancel() }

@@ -4,6 +4,7 @@
 // (MisbehavingServerTests.pongTimeout), a server that never answers our close (MisbehavingServerTests.closeTimeout,
 // WSTestingMisbehaviourTests.ignoresClose), EOF mid-frame (dropMidFrame in both), connection refused
 // (ConnectionErrorTests), a handshake that never comes (open timeout), TLS certificate failures (TLSTests).
+import EngineTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -42,7 +43,10 @@ struct FaultTests {
         let server = try ScriptedServer { connection in
             try connection.acceptUpgrade()
             try connection.write(rawFrame(0x81, Array("before".utf8)) + Array(frame.prefix(cut.bytes)))
-            usleep(50_000)  // let the bytes arrive before the cut
+            // The client holds the partial frame when the cut comes: it has read every byte before it.
+            guard connection.waitUntilClientRead() else {
+                throw RawConnectionError(description: "the client did not read the bytes before the cut within 10 s")
+            }
             if cut.reset { connection.reset() } else { connection.shutdownWrite() }
             if !cut.reset { connection.drainUntilEnd() }
         }
@@ -73,6 +77,58 @@ struct FaultTests {
             await session.close()
             #expect(ContinuousClock.now - start < .milliseconds(500))
         }
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
+    }
+
+    @Test("a cut that lands behind unread bytes while reading is paused surfaces the same way once it resumes", arguments: TestEngine.allCases, cuts)
+    func cutBehindUnreadBytes(engine: TestEngine, cut: Cut) async throws {
+        let frame = rawFrame(0x82, [UInt8](repeating: 7, count: 1000))
+        let cutArrived = Atomic<Bool>(false)
+        let server = try ScriptedServer { connection in
+            try connection.acceptUpgrade()
+            // One message fills the client's buffer (maxIncomingBufferMessages 1): it stops reading.
+            try connection.write(rawFrame(0x81, Array("filler".utf8)))
+            guard connection.waitUntilClientRead(), let client = connection.clientDescriptor() else {
+                throw RawConnectionError(description: "the client did not read the first message within 10 s")
+            }
+            let bytes = rawFrame(0x81, Array("before".utf8)) + Array(frame.prefix(cut.bytes))
+            try connection.write(bytes)
+            // The bytes wait unread in the client's socket, and the cut lands behind them.
+            guard SocketProbe.poll(timeout: .seconds(10), { SocketProbe.unreadBytes(client) == bytes.count }) else {
+                throw RawConnectionError(description: "the client's socket did not hold the \(bytes.count) bytes unread")
+            }
+            if cut.reset { connection.reset() } else { connection.shutdownWrite() }
+            let state = cut.reset ? SocketProbe.closed : SocketProbe.closeWait
+            guard SocketProbe.poll(timeout: .seconds(10), { SocketProbe.tcpState(client) == state }) else {
+                throw RawConnectionError(description: "the cut did not reach the client's socket within 10 s")
+            }
+            cutArrived.store(true, ordering: .releasing)
+            if !cut.reset { connection.drainUntilEnd() }
+        }
+        defer { server.stop() }
+        let client = engine.client {
+            $0.maxIncomingBufferMessages = 1
+            $0.closeTimeout = .seconds(2)
+        }
+        try await withClient(client) { client in
+            let session = try await client.webSocketSession(server.url)
+            #expect(await eventually { cutArrived.load(ordering: .acquiring) }, "\(server.scriptErrors)")
+            var received: [Frame] = []
+            var errors: [WebSocketError] = []
+            do {
+                for try await frame in session.incoming { received.append(frame) }
+            } catch let error as WebSocketError {
+                errors.append(error)
+            }
+            #expect(received.map { try? $0.readText() } == ["filler", "before"], "frames before the cut are delivered")
+            #expect(errors.count == 1)
+            #expect(errors.first?.code == .connectionLost, "\(cut): \(String(describing: errors.first))")
+            #expect(await session.closeReason?.code == .abnormalClosure)
+            #expect(session.isClosed)
+        }
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
     }
 
     // MARK: F2 cut mid-handshake
@@ -101,7 +157,10 @@ struct FaultTests {
         let server = try ScriptedServer { connection in
             try connection.readHead()
             if !cut.bytes.isEmpty { try connection.write(cut.bytes) }
-            usleep(30_000)
+            // The client has read the partial response when the cut comes.
+            guard connection.waitUntilClientRead() else {
+                throw RawConnectionError(description: "the client did not read the partial response within 10 s")
+            }
             if cut.reset { connection.reset() } else { connection.shutdownWrite() }
         }
         defer { server.stop() }
@@ -114,6 +173,8 @@ struct FaultTests {
             #expect(error?.message.contains("opening handshake") == true, "\(String(describing: error))")
         }
         #expect(ContinuousClock.now - start < .seconds(10), "reported at once, not by the 30 s open timeout")
+        #expect(await server.waitUntilFinished())
+        #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
     }
 
     // MARK: F4 slowloris frames

@@ -56,7 +56,9 @@ struct NetworkFaultTests {
                 let session = try await client.webSocketSession(url)
                 try await session.send("through the veth")
                 #expect(try await nextMessage(session).readText() == "through the veth")
-                try await Task.sleep(for: .milliseconds(700))  // pings answered meanwhile: the path works
+                // The path works: one of our keepalive pings is answered (its pong arrives on `incoming`; were none
+                // answered, the pong timeout would end the session and this would throw).
+                while try await session.incoming.receive().kind != .pong {}
                 try await namespace.dropAll()
                 let dropped = ContinuousClock.now
                 let error = await #expect(throws: WebSocketError.self) { for try await _ in session.incoming {} }

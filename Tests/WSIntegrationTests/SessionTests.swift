@@ -218,8 +218,12 @@ struct SessionTests {
             ws.maxIncomingBufferBytes = 64 << 10
         }
         try await withClient(client) { client in
-            try await client.webSocket(peer.url(path: "/send-then-close?count=400&size=65536")) { session in
-                try await Task.sleep(for: .milliseconds(500))  // let the server run into our paused reading
+            try await client.webSocket(peer.url(path: "/send-then-close?count=400&size=65536&report-stall=0.5")) { session in
+                // Nothing consumed yet: our buffer fills, reading pauses, the socket buffers fill and the server's
+                // send waits. Without the pause we would read all 26 MB into memory and the server would finish.
+                let event = await peer.nextLine(timeout: 60)
+                #expect(event?.hasPrefix("STALLED ") == true,
+                        "the server must run into our paused reading, not send everything: \(event ?? "no report within 60 s")")
                 var count = 0
                 for try await frame in session.incoming where frame.kind == .binary {
                     #expect(frame.data.count == 65536)

@@ -4,8 +4,8 @@ package struct ParsedFrame: Sendable, Equatable {
     package var fin: Bool
     /// RSV1–3 as received.
     package var reservedBits: Frame.ReservedBits
-    /// The opcode (0x0–0x2 and 0x8–0xA; the decoder rejects reserved opcodes).
-    package var opcode: UInt8
+    /// The opcode (never a reserved one: the decoder rejects those).
+    package var opcode: Opcode
     /// The payload, unmasked.
     package var payload: [UInt8]
 
@@ -15,7 +15,7 @@ package struct ParsedFrame: Sendable, Equatable {
     ///   - reservedBits: RSV1–3.
     ///   - opcode: The opcode.
     ///   - payload: The unmasked payload.
-    package init(fin: Bool, reservedBits: Frame.ReservedBits = [], opcode: UInt8, payload: [UInt8]) {
+    package init(fin: Bool, reservedBits: Frame.ReservedBits = [], opcode: Opcode, payload: [UInt8]) {
         self.fin = fin
         self.reservedBits = reservedBits
         self.opcode = opcode
@@ -23,10 +23,10 @@ package struct ParsedFrame: Sendable, Equatable {
     }
 
     /// The frame's kind, `nil` for a reserved opcode.
-    package var kind: Frame.Kind? { Frame.Kind(opcode: self.opcode) }
+    package var kind: Frame.Kind? { Frame.Kind(self.opcode) }
 
-    /// Whether this is a control frame (opcode 0x8–0xF).
-    package var isControl: Bool { self.opcode & 0x08 != 0 }
+    /// Whether this is a control frame (close, ping or pong).
+    package var isControl: Bool { self.opcode.isControl }
 }
 
 /// A protocol violation by the peer: the close code to send (1002 protocol error, 1007 invalid payload, 1009 too
@@ -89,7 +89,7 @@ package struct FrameDecoder {
     private struct PendingPayload {
         var fin: Bool
         var reservedBits: UInt8
-        var opcode: UInt8
+        var opcode: Opcode
         var key: MaskingKey?
         var headerLength: Int
         var length: Int
@@ -285,17 +285,16 @@ package struct FrameDecoder {
         guard available >= 1 else { return .needMore }
 
         let b0 = source[start]
-        let opcode = b0 & 0x0F
-        switch opcode {
-        case 0x0, 0x1, 0x2, 0x8, 0x9, 0xA: break
-        default: return .violation(.protocolError, "reserved opcode \(Self.hex(opcode))")
+        let opcode = Opcode(firstByte: b0)
+        if opcode.isReserved {
+            return .violation(.protocolError, "reserved opcode \(Self.hex(opcode))")
         }
         let reserved = b0 & 0x70
         if reserved & ~self.allowedReservedBits.rawValue != 0 {
             return .violation(.protocolError, Self.describeReservedBits(reserved & ~self.allowedReservedBits.rawValue))
         }
         let fin = b0 & 0x80 != 0
-        let isControl = opcode & 0x08 != 0
+        let isControl = opcode.isControl
         if isControl && !fin {
             return .violation(.protocolError, "fragmented control frame: opcode \(Self.hex(opcode)) without FIN")
         }
@@ -396,7 +395,7 @@ package struct FrameDecoder {
     /// The opcode and reserved bits of the incomplete frame at the head of the buffer, once its header has been
     /// validated by ``nextFrame()`` and is unmasked; `nil` otherwise. Lets the session fail fast on invalid UTF-8
     /// before a large text frame has fully arrived.
-    package var partialFrameHeader: (opcode: UInt8, reservedBits: Frame.ReservedBits)? {
+    package var partialFrameHeader: (opcode: Opcode, reservedBits: Frame.ReservedBits)? {
         if let pending = self.pending {
             guard pending.key == nil else { return nil }
             return (pending.opcode, Frame.ReservedBits(rawValue: pending.reservedBits))
@@ -421,7 +420,7 @@ package struct FrameDecoder {
     }
 
     /// The header of the frame at the head of the buffer when it is complete, unmasked and its payload is not.
-    private func partialHead() -> (opcode: UInt8, reserved: UInt8, headerLength: Int, payloadLength: Int)? {
+    private func partialHead() -> (opcode: Opcode, reserved: UInt8, headerLength: Int, payloadLength: Int)? {
         let start = self.readIndex
         let available = self.buffer.count &- start
         guard available >= 2, self.failure == nil else { return nil }
@@ -443,7 +442,7 @@ package struct FrameDecoder {
             headerLength = 10
         }
         guard available &- headerLength < payloadLength else { return nil }
-        return (b0 & 0x0F, b0 & 0x70, headerLength, payloadLength)
+        return (Opcode(firstByte: b0), b0 & 0x70, headerLength, payloadLength)
     }
 
     /// Empties the buffer, keeping its storage unless it has grown large.
@@ -478,8 +477,8 @@ package struct FrameDecoder {
     }
 
     /// `0x3`-style hexadecimal for an opcode in messages.
-    private static func hex(_ value: UInt8) -> String {
-        "0x" + String(value, radix: 16, uppercase: true)
+    private static func hex(_ opcode: Opcode) -> String {
+        "0x" + String(opcode.rawValue, radix: 16, uppercase: true)
     }
 
     private static func describeReservedBits(_ bits: UInt8) -> String {

@@ -15,14 +15,14 @@ package enum FrameEncoder {
     /// Appends one complete frame to `buffer`: the header, the masking key if one is given, and the payload
     /// (masked with that key). Reserves capacity once and copies the payload once.
     /// - Parameters:
-    ///   - opcode: The opcode (low four bits; higher bits are ignored).
+    ///   - opcode: The opcode, reserved ones included.
     ///   - fin: Whether this is the final fragment of its message.
     ///   - reservedBits: RSV1–3.
     ///   - payload: The unmasked payload.
     ///   - maskingKey: The key to mask with (every client frame needs one), or `nil` for an unmasked frame.
     ///   - buffer: The buffer to append to.
     package static func encode(
-        opcode: UInt8,
+        opcode: Opcode,
         fin: Bool,
         reservedBits: Frame.ReservedBits,
         payload: UnsafeRawBufferPointer,
@@ -33,7 +33,7 @@ package enum FrameEncoder {
         let masked = maskingKey != nil
         buffer.reserveCapacity(buffer.count + Self.headerSize(payloadLength: length, masked: masked) + length)
 
-        buffer.append((fin ? 0x80 : 0) | reservedBits.rawValue | (opcode & 0x0F))
+        buffer.append((fin ? 0x80 : 0) | reservedBits.rawValue | opcode.rawValue)
         let maskBit: UInt8 = masked ? 0x80 : 0
         if length <= 125 {
             buffer.append(maskBit | UInt8(truncatingIfNeeded: length))
@@ -111,7 +111,7 @@ package enum FrameEncoder {
     private static func encode(_ frame: Frame, maskingKey key: MaskingKey, to base: UnsafeMutableRawPointer) -> Int {
         let length = frame.data.count
         base.storeBytes(
-            of: (frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | (frame.kind.opcode & 0x0F), as: UInt8.self)
+            of: (frame.fin ? 0x80 : 0) | frame.reservedBits.rawValue | Opcode(frame.kind).rawValue, as: UInt8.self)
         let keyOffset: Int
         if length <= 125 {
             base.storeBytes(of: 0x80 | UInt8(truncatingIfNeeded: length), toByteOffset: 1, as: UInt8.self)
@@ -150,7 +150,7 @@ package enum FrameEncoder {
     package static func encode(_ frame: Frame, maskingKey: MaskingKey?, into buffer: inout [UInt8]) {
         frame.data.withUnsafeBytes { payload in
             Self.encode(
-                opcode: frame.kind.opcode,
+                opcode: Opcode(frame.kind),
                 fin: frame.fin,
                 reservedBits: frame.reservedBits,
                 payload: payload,

@@ -27,7 +27,7 @@ package struct MessageAssembler {
     /// Whether a fragmented message is in progress (its first frame had no FIN).
     package var isAssembling: Bool { self.kind != nil }
 
-    /// Feeds a data frame (opcode 0x0, 0x1 or 0x2).
+    /// Feeds a data frame (continuation, text or binary).
     ///
     /// Returns the complete message when this frame has FIN: a ``Frame`` of kind `.text` or `.binary` with `fin`
     /// set, the reserved bits of the message's first frame and the whole payload. An unfragmented frame's payload
@@ -46,7 +46,7 @@ package struct MessageAssembler {
     /// - Throws: ``ProtocolViolation`` with the close code to send.
     package mutating func push(_ frame: ParsedFrame, validateUTF8: Bool) throws(ProtocolViolation) -> Frame? {
         switch frame.opcode {
-        case 0x0:
+        case .continuation:
             guard let kind = self.kind else {
                 throw self.fail(.protocolError, "continuation frame without a message to continue")
             }
@@ -73,8 +73,8 @@ package struct MessageAssembler {
             self.reset()
             return message
 
-        case 0x1, 0x2:
-            let kind: Frame.Kind = frame.opcode == 0x1 ? .text : .binary
+        case .text, .binary:
+            let kind: Frame.Kind = frame.opcode == .text ? .text : .binary
             if let current = self.kind {
                 throw self.fail(
                     .protocolError,
@@ -111,7 +111,7 @@ package struct MessageAssembler {
             return nil
 
         default:
-            throw self.fail(.protocolError, "opcode 0x\(String(frame.opcode, radix: 16)) is not a data frame")
+            throw self.fail(.protocolError, "opcode 0x\(String(frame.opcode.rawValue, radix: 16)) is not a data frame")
         }
     }
 
@@ -121,10 +121,10 @@ package struct MessageAssembler {
     /// - Parameters:
     ///   - opcode: The partial frame's opcode.
     ///   - validateUTF8: Whether a text message starting with this frame would be validated.
-    package func validatorForPartialFrame(opcode: UInt8, validateUTF8: Bool) -> UTF8Validator? {
+    package func validatorForPartialFrame(opcode: Opcode, validateUTF8: Bool) -> UTF8Validator? {
         switch opcode {
-        case 0x1 where validateUTF8 && self.kind == nil: UTF8Validator()
-        case 0x0 where self.kind == .text && self.validatesUTF8: self.validator
+        case .text where validateUTF8 && self.kind == nil: UTF8Validator()
+        case .continuation where self.kind == .text && self.validatesUTF8: self.validator
         default: nil
         }
     }

@@ -32,33 +32,17 @@ public struct Frame: Sendable, Hashable {
         case continuation
 
         /// The opcode on the wire.
-        public var opcode: UInt8 {
-            switch self {
-            case .continuation: 0x0
-            case .text: 0x1
-            case .binary: 0x2
-            case .close: 0x8
-            case .ping: 0x9
-            case .pong: 0xA
-            }
-        }
+        public var opcode: UInt8 { Opcode(self).rawValue }
 
         /// Creates a kind from a wire opcode; `nil` for the reserved opcodes 0x3–0x7 and 0xB–0xF.
         /// - Parameter opcode: The low four bits of a frame's first byte.
         public init?(opcode: UInt8) {
-            switch opcode {
-            case 0x0: self = .continuation
-            case 0x1: self = .text
-            case 0x2: self = .binary
-            case 0x8: self = .close
-            case 0x9: self = .ping
-            case 0xA: self = .pong
-            default: return nil
-            }
+            guard let kind = Opcode(rawValue: opcode).flatMap(Frame.Kind.init) else { return nil }
+            self = kind
         }
 
         /// Whether this is a control frame (close, ping, pong): at most 125 bytes and never fragmented.
-        public var isControl: Bool { self.opcode & 0x8 != 0 }
+        public var isControl: Bool { Opcode(self).isControl }
 
         /// The kind's name, as in `text` or `close`.
         public var description: String {

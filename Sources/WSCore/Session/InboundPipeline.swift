@@ -64,19 +64,20 @@ struct InboundPipeline {
             self.partialCheck = nil
             // Extensions claim reserved bits on the first frame of a data message only (RFC 7692 section 6.1):
             // on a control or continuation frame they are a protocol error even when an extension allows them.
-            if !frame.reservedBits.isEmpty && (frame.opcode & 0x8 != 0 || frame.opcode == 0x0) {
+            if !frame.reservedBits.isEmpty && (frame.opcode.isControl || frame.opcode == .continuation) {
                 throw ProtocolViolation(
-                    .protocolError, "reserved bits set on a \(frame.opcode == 0 ? "continuation" : "control") frame")
+                    .protocolError,
+                    "reserved bits set on a \(frame.opcode == .continuation ? "continuation" : "control") frame")
             }
             switch frame.opcode {
-            case 0x9:  // ping
+            case .ping:
                 return .ping(frame.payload)
-            case 0xA:  // pong
+            case .pong:
                 return .pong(frame.payload)
-            case 0x8:  // close
+            case .close:
                 return .close(try Self.validateClosePayload(frame.payload), payload: frame.payload)
             default:  // data: continuation, text, binary
-                if frame.opcode != 0 {
+                if frame.opcode != .continuation {
                     self.messageValidatesUTF8 = self.extensions.isEmpty || frame.reservedBits.isEmpty
                 }
                 guard var message = try self.assembler.push(frame, validateUTF8: self.messageValidatesUTF8) else {
@@ -118,7 +119,7 @@ struct InboundPipeline {
         guard let header = self.decoder.partialFrameHeader else { return }
         if self.partialCheck == nil {
             let validates =
-                header.opcode == 0x1
+                header.opcode == .text
                 ? (self.extensions.isEmpty || header.reservedBits.isEmpty) : self.messageValidatesUTF8
             self.partialCheck =
                 self.assembler.validatorForPartialFrame(opcode: header.opcode, validateUTF8: validates)

@@ -2,6 +2,7 @@
 // exactly as sent (masks included) and can misbehave below the WebSocket layer (drip-fed bytes, RST, a tiny
 // receive buffer, never reading), a resident-memory probe, a log handler that captures everything, and a
 // line-reading child process for the Python TLS probe.
+import EngineTestSupport
 import Foundation
 import SpawnSupport
 import Logging
@@ -96,6 +97,29 @@ final class RawConnection: Sendable {
         var descriptor = pollfd(fd: self.fd, events: Int16(POLLOUT), revents: 0)
         let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         return poll(&descriptor, 1, milliseconds) == 1
+    }
+
+    /// Waits until the client has read every byte written so far: its kernel has acknowledged them all and its
+    /// socket (in this process, found by its ports) holds none unread. Write, wait for this, then write more or cut:
+    /// the client then reads the earlier bytes on their own, whatever the scheduling. `false` when that did not
+    /// happen within `timeout`, or the client's socket was never found.
+    func waitUntilClientRead(timeout: Duration = .seconds(10)) -> Bool {
+        let fd = self.fd
+        var seen = false
+        return SocketProbe.poll(timeout: timeout) {
+            guard SocketProbe.unacknowledgedBytes(fd) == 0 else { return false }
+            // Gone after it was seen: the client closed it, nothing is left to read.
+            guard let client = self.clientDescriptor() else { return seen }
+            seen = true
+            return SocketProbe.unreadBytes(client) == 0
+        }
+    }
+
+    /// The client's end of this connection (a socket of this process, from the client's port to ours), or `nil`
+    /// when there is none (closed already), for ``SocketProbe``.
+    func clientDescriptor() -> Int32? {
+        guard let ports = SocketProbe.ports(of: self.fd) else { return nil }
+        return SocketProbe.descriptor(localPort: ports.remote, remotePort: ports.local)
     }
 
     /// Reads the client's request head (up to the blank line); bytes after it stay buffered for ``readFrame()``.

@@ -221,6 +221,22 @@ final class PythonPeer: Sendable {
     /// Whether the peer process still runs.
     var isRunning: Bool { process.isRunning }
 
+    /// The next line the peer prints on stdout after its port (an event a test asked for, such as `STALLED 12` from
+    /// `/send-then-close?report-stall=T`), or `nil` when none came within `timeout` seconds or the peer exited.
+    /// Waits on a thread of its own, not on the cooperative pool; call it from one task at a time.
+    func nextLine(timeout: Double) async -> String? {
+        let fd = stdoutRead
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                if case .line(let line) = Self.readLine(fd: fd, timeout: timeout) {
+                    continuation.resume(returning: line)
+                } else {
+                    continuation.resume(returning: nil)
+                }
+            }
+        }
+    }
+
     /// The last lines the peer wrote to stderr (its log), for failure messages.
     func logTail(maxBytes: Int = 4000) -> String { Self.tail(of: logPath, maxBytes: maxBytes) }
 
