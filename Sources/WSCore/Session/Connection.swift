@@ -14,15 +14,17 @@ import Synchronization
 @usableFromInline
 final class Connection: WebSocketTransportHandler, Sendable {
     let transport: any WebSocketTransport
-    let settings: WebSockets.Configuration
+    /// ``WebSockets/Configuration/maxOutgoingBufferBytes``: above it, senders wait for the transport to drain. (The
+    /// rest of the configuration is not kept here: the machine keeps what it needs, and memory per connection counts.)
+    let maxOutgoingBufferBytes: Int
     let logger: Logger
     private let state: Mutex<Locked>
 
     init(transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger) {
         self.transport = transport
-        self.settings = settings
+        self.maxOutgoingBufferBytes = settings.maxOutgoingBufferBytes
         self.logger = logger
-        self.state = Mutex(Locked(machine: SessionStateMachine(configuration: settings), io: IO(transport: transport)))
+        self.state = Mutex(Locked(machine: SessionStateMachine(configuration: settings), io: IO()))
         self.state.withLock { $0.io.connection = self }
     }
 
@@ -42,9 +44,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     /// What the glue keeps beside the machine, and how it performs the machine's actions (under the lock).
     private struct IO: SessionActionSink {
-        let transport: any WebSocketTransport
         /// The connection this lives in (set right after it is created; it owns this).
-        unowned(unsafe) var connection: Connection?
+        unowned(unsafe) var connection: Connection!
         var keys = MaskingKeyGenerator()
         var handshake: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
         var openTimeoutError: (@Sendable () -> WebSocketConnectionError)?
@@ -59,9 +60,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var pauseGeneration: UInt64 = 0
         var deferred = Deferred()
 
-        init(transport: any WebSocketTransport) {
-            self.transport = transport
-        }
+        var transport: any WebSocketTransport { self.connection.transport }
 
         var outgoingBufferedBytes: Int { self.transport.bufferedBytes }
 
@@ -119,7 +118,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// connection until it fires or is cancelled, which every timer is when the connection ends. Not a weak
         /// reference: that would give the connection a side table and slow down every retain and release of it.
         private mutating func arm(_ kind: SessionStateMachine.TimerKind, after delay: Duration) {
-            guard let connection = self.connection else { return }
+            let connection: Connection = self.connection
             self.lastTimerToken &+= 1
             let token = self.lastTimerToken
             let fire: @Sendable () -> Void = { connection.timerFired(kind, token: token) }
@@ -245,7 +244,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             }
             return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
         }
-        return buffered > self.settings.maxOutgoingBufferBytes
+        return buffered > self.maxOutgoingBufferBytes
     }
 
     /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.

@@ -94,7 +94,28 @@ struct SessionStateMachine {
     /// How many received pings and pongs `incoming` holds at most while the consumer does not take them.
     static let maxQueuedControlFrames = 16
 
-    private let configuration: WebSockets.Configuration
+    /// What the machine needs of the configuration: a copy of all of it per connection would cost memory.
+    private struct Limits {
+        var maxIncomingBufferMessages: Int
+        var maxIncomingBufferBytes: Int
+        var maxOutgoingBufferBytes: Int
+        var maxMessageSize: Int
+        var pingInterval: Duration?
+        var pongTimeout: Duration?
+        var closeTimeout: Duration
+
+        init(_ configuration: WebSockets.Configuration) {
+            self.maxIncomingBufferMessages = configuration.maxIncomingBufferMessages
+            self.maxIncomingBufferBytes = configuration.maxIncomingBufferBytes
+            self.maxOutgoingBufferBytes = configuration.maxOutgoingBufferBytes
+            self.maxMessageSize = configuration.maxMessageSize
+            self.pingInterval = configuration.pingInterval
+            self.pongTimeout = configuration.effectivePongTimeout
+            self.closeTimeout = configuration.closeTimeout
+        }
+    }
+
+    private let limits: Limits
     private var phase: Phase = .idle
     private var pipeline: InboundPipeline
 
@@ -135,7 +156,7 @@ struct SessionStateMachine {
     /// Creates a machine in the idle phase.
     /// - Parameter configuration: The session's limits and timeouts.
     init(configuration: WebSockets.Configuration) {
-        self.configuration = configuration
+        self.limits = Limits(configuration)
         self.pipeline = InboundPipeline(configuration: configuration)
     }
 
@@ -175,7 +196,7 @@ struct SessionStateMachine {
 
     /// The session object exists: starts the keepalive pings if configured.
     mutating func startKeepalive(_ sink: inout some SessionActionSink) {
-        if let interval = self.configuration.pingInterval { self.arm(.ping, after: interval, &sink) }
+        if let interval = self.limits.pingInterval { self.arm(.ping, after: interval, &sink) }
     }
 
     // MARK: - Transport events
@@ -253,7 +274,7 @@ struct SessionStateMachine {
             self.sendPing(&sink)
         case .pong:
             guard case .open = self.phase, self.awaitingPong != nil, !self.readingPaused,
-                let timeout = self.configuration.effectivePongTimeout
+                let timeout = self.limits.pongTimeout
             else { return }
             self.fail(
                 WebSocketError(
@@ -262,7 +283,7 @@ struct SessionStateMachine {
                 &sink)
         case .close:
             if !self.receivedClose && self.failure == nil {
-                let message = "the server did not complete the close handshake within \(self.configuration.closeTimeout)"
+                let message = "the server did not complete the close handshake within \(self.limits.closeTimeout)"
                 self.closeReason = CloseReason(code: .abnormalClosure, message: message)
                 self.failure = WebSocketError(.closeTimeout, message, closeCode: .abnormalClosure)
             }
@@ -279,9 +300,9 @@ struct SessionStateMachine {
             let payload = withUnsafeBytes(of: self.pingCounter.bigEndian) { Array($0) }
             self.awaitingPong = payload
             sink.perform(.writeControl(Frame(kind: .ping, data: payload)))
-            if let timeout = self.configuration.effectivePongTimeout { self.arm(.pong, after: timeout, &sink) }
+            if let timeout = self.limits.pongTimeout { self.arm(.pong, after: timeout, &sink) }
         }
-        if let interval = self.configuration.pingInterval { self.arm(.ping, after: interval, &sink) }
+        if let interval = self.limits.pingInterval { self.arm(.ping, after: interval, &sink) }
     }
 
     // MARK: - Reading frames
@@ -310,7 +331,7 @@ struct SessionStateMachine {
                     self.endIncoming(error: nil)
                     // Echo the peer's code (RFC 6455 section 5.5.1); a close without a code is answered the same way.
                     self.sendClose(reason.map { CloseReason(code: $0.code) }, &sink)
-                    self.arm(.close, after: self.configuration.closeTimeout, &sink)
+                    self.arm(.close, after: self.limits.closeTimeout, &sink)
                     // Reading continues so the server's TCP close is seen; nothing after a close frame is parsed.
                     if self.readingPaused { self.setReadingPaused(false, &sink) }
                     break events
@@ -330,7 +351,7 @@ struct SessionStateMachine {
                 // Frames before the violation are still queued, or the consumer is busy with the last one: fail
                 // when it asks for more (or closes), at the latest after a short grace period.
                 self.pendingFailure = violation
-                self.arm(.pendingFailure, after: min(Self.pendingFailureGrace, self.configuration.closeTimeout), &sink)
+                self.arm(.pendingFailure, after: min(Self.pendingFailureGrace, self.limits.closeTimeout), &sink)
             }
         }
         self.deliver(&sink)
@@ -343,7 +364,7 @@ struct SessionStateMachine {
     /// outgoing limit only the pong of the latest ping is kept, and sent once the transport drains (RFC 6455
     /// section 5.5.3 allows answering only the most recent ping).
     private mutating func writePong(_ payload: [UInt8], _ sink: inout some SessionActionSink) {
-        if sink.outgoingBufferedBytes > self.configuration.maxOutgoingBufferBytes {
+        if sink.outgoingBufferedBytes > self.limits.maxOutgoingBufferBytes {
             self.heldPong = payload
         } else {
             sink.perform(.writeControl(Frame(kind: .pong, data: payload)))
@@ -384,23 +405,23 @@ struct SessionStateMachine {
 
     /// Whether the data frames waiting in `incoming` reached a buffer limit (reading pauses).
     private var queueIsFull: Bool {
-        self.queue.count - self.queuedControl >= self.configuration.maxIncomingBufferMessages
-            || self.queuedBytes >= self.configuration.maxIncomingBufferBytes
+        self.queue.count - self.queuedControl >= self.limits.maxIncomingBufferMessages
+            || self.queuedBytes >= self.limits.maxIncomingBufferBytes
     }
 
     private mutating func setReadingPaused(_ paused: Bool, _ sink: inout some SessionActionSink) {
         self.readingPaused = paused
         sink.perform(.setReadingPaused(paused))
         // The pong of an unanswered ping could not be read while paused: give the server its full time again.
-        if !paused, self.awaitingPong != nil, let timeout = self.configuration.effectivePongTimeout {
+        if !paused, self.awaitingPong != nil, let timeout = self.limits.pongTimeout {
             self.arm(.pong, after: timeout, &sink)
         }
     }
 
     private mutating func resumeReadingIfBelowLimit(_ sink: inout some SessionActionSink) {
         guard self.readingPaused else { return }
-        if self.queue.count - self.queuedControl <= self.configuration.maxIncomingBufferMessages / 2
-            && self.queuedBytes <= self.configuration.maxIncomingBufferBytes / 2
+        if self.queue.count - self.queuedControl <= self.limits.maxIncomingBufferMessages / 2
+            && self.queuedBytes <= self.limits.maxIncomingBufferBytes / 2
         {
             self.setReadingPaused(false, &sink)
         }
@@ -443,7 +464,7 @@ struct SessionStateMachine {
             self.sendClose(CloseReason(code: code, message: Self.truncated(error.message)), &sink)
         }
         sink.perform(.closeTransport)
-        self.arm(.close, after: self.configuration.closeTimeout, &sink)
+        self.arm(.close, after: self.limits.closeTimeout, &sink)
         if self.readingPaused { self.setReadingPaused(false, &sink) }
         self.deliver(&sink)
     }
@@ -536,7 +557,7 @@ struct SessionStateMachine {
             let extensions = self.pipeline.extensions
             if extensions.isEmpty { return frame }
             var frame = frame
-            let context = WebSocketExtensionContext(maxMessageSize: self.configuration.maxMessageSize)
+            let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
             for ext in extensions { frame = try ext.processOutgoing(frame, context: context) }
             return frame
         }
@@ -568,7 +589,7 @@ struct SessionStateMachine {
         self.endIncoming(error: nil)
         if self.readingPaused { self.setReadingPaused(false, &sink) }
         self.sendClose(reason, &sink)
-        self.arm(.close, after: self.configuration.closeTimeout, &sink)
+        self.arm(.close, after: self.limits.closeTimeout, &sink)
         self.deliver(&sink)
     }
 

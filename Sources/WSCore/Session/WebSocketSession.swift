@@ -33,7 +33,8 @@ public final class WebSocketSession: Sendable {
         connection: Connection,
         outcome: OpeningHandshake.Outcome,
         url: WebSocketURL,
-        engineName: String
+        engineName: String,
+        contentConverter: (any WebSocketContentConverter)?
     ) {
         self.connection = connection
         self.extensions = outcome.extensions
@@ -41,7 +42,7 @@ public final class WebSocketSession: Sendable {
         self.responseHeaders = outcome.headers
         self.url = url
         self.engineName = engineName
-        self.contentConverter = connection.settings.contentConverter
+        self.contentConverter = contentConverter
     }
 
     deinit {
@@ -79,7 +80,7 @@ public final class WebSocketSession: Sendable {
     /// Waits until the outgoing buffer is back under ``WebSockets/Configuration/maxOutgoingBufferBytes``.
     @usableFromInline
     nonisolated(nonsending) func waitForRoom() async {
-        await self.connection.waitForDrain(above: self.connection.settings.maxOutgoingBufferBytes)
+        await self.connection.waitForDrain(above: self.connection.maxOutgoingBufferBytes)
     }
 
     /// Sends a frame as given: a whole message, a fragment (`fin == false`, then continuation frames), a
@@ -337,7 +338,9 @@ final class SessionOpening: Sendable {
 
     @inline(never)
     private func makeSession(_ connection: Connection, _ outcome: OpeningHandshake.Outcome) -> WebSocketSession {
-        let session = WebSocketSession(connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name)
+        let session = WebSocketSession(
+            connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
+            contentConverter: self.settings.contentConverter)
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
         return session
