@@ -494,7 +494,7 @@ struct SessionStateMachineTests {
 
     @Test("invariants hold for any sequence of events")
     func invariants() async {
-        await propertyCheck(count: 300, input: Gen.int(in: 0..<Self.eventCount).array(of: 1...60)) { events in
+        await propertyCheck(count: 1_000, input: Gen.int(in: 0..<Self.eventCount).array(of: 1...60)) { events in
             Self.run(events)
         }
     }

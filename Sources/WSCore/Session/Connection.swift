@@ -44,7 +44,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     /// What the glue keeps beside the machine, and how it performs the machine's actions (under the lock).
     private struct IO: SessionActionSink {
-        /// The connection this lives in (set right after it is created; it owns this).
+        /// The connection this lives in, set right after it is created. Unowned and uncounted: this struct lives in
+        /// the connection's own `Mutex`, so it never outlives it (a counted reference would be a cycle).
         unowned(unsafe) var connection: Connection!
         var keys = MaskingKeyGenerator()
         var handshake: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
