@@ -832,7 +832,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 )
             }
             let reason = s.closeReason.map { " (\($0))" } ?? ""
-            return WebSocketError(.sessionClosed, "the session is closed; nothing more can be sent\(reason)")
+            return WebSocketError(
+                .sessionClosed, "the session is closed; nothing more can be sent\(reason)", closeCode: s.closeReason?.code
+            )
         }
     }
 
