@@ -145,7 +145,7 @@ public final class WebSocketSession: Sendable {
     /// }
     /// ```
     ///
-    /// The block entry points (``WebSocketClient/webSocket(_:request:_:)``, `ws`, `wss`) do this for you unless
+    /// The block entry points (``WebSocketClient/webSocket(_:request:_:)-(String,_,_)``, `ws`, `wss`) do this for you unless
     /// ``WebSockets/Configuration/runsBlocksOnEventLoop`` is `false`. Code on it must not block the thread: it
     /// serves every connection of that event loop.
     public var executor: (any TaskExecutor)? { self.connection.transport.executor }
