@@ -13,12 +13,12 @@ struct CLINormalCloseTests {
 
     @Test("wsc echo exits 0 when a message and the server's close 1000 arrive in one write", arguments: TestEngine.allCases)
     func echoMessageWithClose(engine: TestEngine) async throws {
-        let server = try scriptedServer { session in try session.sendRaw(textThenClose("bye")) }
+        let server = try scriptedServer(echoThenMessageWithClose(last: "bye"))
         defer { server.stop() }
         let result = try await WSCTool.run(["echo", server.url, "--verbose"] + Self.engineArguments(engine), stdin: nil)
         #expect(result.status == 0, "\(result)")
         #expect(!result.stderr.contains("error"), "\(result)")
-        #expect(result.stderr.contains("echoed 0 messages (1 arrived with the server's close"), "\(result)")
+        #expect(result.stderr.contains("echoed 1 messages (1 arrived with the server's close"), "\(result)")
     }
 
     @Test("wsc echo still exits 1 when the connection drops right after a message, without a close frame",
