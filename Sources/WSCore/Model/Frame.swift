@@ -172,9 +172,14 @@ public struct Frame: Sendable, Hashable {
     }
 
     /// A string with the bytes of `utf8`, which the caller knows to be valid UTF-8: one copy, no validation.
+    ///
+    /// Only an ASCII scan, which stops at the first non-ASCII byte: a string not marked ASCII would be slow to
+    /// measure and index in UTF-16 (as Foundation does) for as long as it lives.
     @available(macOS 26.0, iOS 26.0, watchOS 26.0, tvOS 26.0, visionOS 26.0, *)
     private static func string(fromValidUTF8 utf8: [UInt8]) -> String {
-        String(copying: UTF8Span(unchecked: utf8.span))
+        var span = UTF8Span(unchecked: utf8.span)
+        _ = span.checkForASCII()
+        return String(copying: span)
     }
 
     /// The payload bytes.
