@@ -35,6 +35,7 @@ extension WebSocketSession {
     ///   status code) and the close code in ``WebSocketError/closeCode``; the same as
     ///   ``WebSocketIncoming/receive()``. If the session failed, the failure (protocol violation, lost connection,
     ///   pong timeout).
+    @inlinable
     nonisolated(nonsending) public func receiveMessage() async throws -> WebSocketMessage {
         let frame = try await self.receiveDataFrame()
         return frame.kind == .text ? .text(try frame.readText()) : .binary(frame.data)
@@ -46,6 +47,7 @@ extension WebSocketSession {
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/unexpectedMessageKind`` if a binary message arrives
     ///   instead (it is consumed, and handed back in ``WebSocketError/frame``; the session stays open);
     ///   otherwise what ``receiveMessage()`` throws.
+    @inlinable
     nonisolated(nonsending) public func receiveText() async throws -> String {
         let frame = try await self.receiveDataFrame()
         guard frame.kind == .text else { throw Self.unexpected(frame, expected: .text) }
@@ -58,6 +60,7 @@ extension WebSocketSession {
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/unexpectedMessageKind`` if a text message arrives
     ///   instead (it is consumed, and handed back in ``WebSocketError/frame``; the session stays open);
     ///   otherwise what ``receiveMessage()`` throws.
+    @inlinable
     nonisolated(nonsending) public func receiveBinary() async throws -> [UInt8] {
         let frame = try await self.receiveDataFrame()
         guard frame.kind == .binary else { throw Self.unexpected(frame, expected: .binary) }
@@ -80,6 +83,7 @@ extension WebSocketSession {
     /// Sends a text or binary message.
     /// - Parameter message: The message.
     /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
+    @inlinable
     nonisolated(nonsending) public func send(_ message: WebSocketMessage) async throws {
         switch message {
         case .text(let text): try await self.send(text)
@@ -88,7 +92,9 @@ extension WebSocketSession {
     }
 
     /// The next text or binary frame from ``incoming``; throws as ``WebSocketIncoming/receive()`` does at the end.
-    nonisolated(nonsending) private func receiveDataFrame() async throws -> Frame {
+    // Inlinable, as `incoming.receive()` is: inlined into the caller it costs no async frame of its own.
+    @inlinable
+    nonisolated(nonsending) func receiveDataFrame() async throws -> Frame {
         let incoming = self.incoming
         while true {
             let frame = try await incoming.receive()
@@ -98,7 +104,8 @@ extension WebSocketSession {
     }
 
     /// The error for a message of the wrong kind; it carries the message.
-    private static func unexpected(_ frame: Frame, expected: Frame.Kind) -> WebSocketError {
+    @usableFromInline
+    static func unexpected(_ frame: Frame, expected: Frame.Kind) -> WebSocketError {
         WebSocketError(
             .unexpectedMessageKind,
             "expected a \(expected) message but received a \(frame.kind) message (\(frame.data.count) bytes); "
@@ -116,16 +123,17 @@ extension WebSocketSession {
 public struct WebSocketMessages: AsyncSequence, Sendable {
     /// Each element is a whole message.
     public typealias Element = WebSocketMessage
-    let session: WebSocketSession
+    @usableFromInline let session: WebSocketSession
 
     /// Creates an iterator.
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(session: self.session) }
 
     /// Iterates the messages.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        let session: WebSocketSession
+        @usableFromInline let session: WebSocketSession
 
         /// The next message, or `nil` after the last.
+        @inlinable
         nonisolated(nonsending) public mutating func next() async throws -> WebSocketMessage? {
             var frames = self.session.incoming.makeAsyncIterator()
             while let frame = try await frames.next() {
