@@ -7,7 +7,6 @@
 import Glibc
 package import CWSLinux
 import Synchronization
-import WSCore
 
 /// Work handed to a loop from any thread.
 package typealias LoopTask = @Sendable () -> Void
@@ -18,7 +17,7 @@ package typealias LoopTask = @Sendable () -> Void
 /// cancelled entries from its heap once they are half of it (sessions that open and close in a burst would otherwise
 /// leave an open and a close timeout each on the heap until their deadlines, and libcurl replaces its timer on every
 /// call).
-package final class LoopTimer: WebSocketTransportTimer, @unchecked Sendable {  // `action` is a Mutex; the rest immutable
+package final class LoopTimer: @unchecked Sendable {  // `action` is a Mutex; the rest immutable
     /// When the timer fires (monotonic nanoseconds).
     let deadline: UInt64
     /// Tie-breaker: timers with the same deadline fire in scheduling order.
@@ -45,17 +44,26 @@ package final class LoopTimer: WebSocketTransportTimer, @unchecked Sendable {  /
     /// Stops the timer from firing, releases its action and counts it for the heap's compaction (on the loop
     /// thread, or any thread for a timer from ``PosixEventLoop/scheduleFromAnyThread(after:_:)``).
     package func cancel() {
-        if self.action.withLock({ $0.take() }) != nil { self.cancellations.count.add(1, ordering: .relaxed) }
+        if self.action.withLock({ $0.takeValue() }) != nil { self.cancellations.count.add(1, ordering: .relaxed) }
     }
 
     /// Whether the timer will do nothing when it comes due.
     var isDead: Bool { self.action.withLock { $0 == nil } }
 
     /// Runs the action unless it was cancelled or already ran (loop thread).
-    func fire() { self.action.withLock { $0.take() }?.run() }
+    func fire() { self.action.withLock { $0.takeValue() }?.run() }
 
     func fires(before other: LoopTimer) -> Bool {
         self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
+    }
+}
+
+extension Optional {
+    /// Returns the value and leaves `nil` behind.
+    fileprivate mutating func takeValue() -> Wrapped? {
+        let value = self
+        self = nil
+        return value
     }
 }
 

@@ -96,3 +96,10 @@ package func availableProcessorCount() -> Int {
     let count = Int(cws_affinity_processor_count())
     return count > 0 ? count : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 }
+
+/// `shutdown(2)` of `fd`: both directions, or only the sending side (FIN).
+/// - Returns: The call's result (0, or -1 with errno set); callers treat it as best effort.
+@discardableResult
+package func shutdownSocket(_ fd: Int32, readAndWrite: Bool) -> Int32 {
+    Glibc.shutdown(fd, Int32(readAndWrite ? SHUT_RDWR : SHUT_WR))
+}

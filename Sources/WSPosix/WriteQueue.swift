@@ -36,7 +36,7 @@ package struct RoundWritePolicy {
 /// one. Writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one) unless
 /// small writes follow each other: those are copied into a chunk of the queue's own that gathers them, so a burst of
 /// small messages leaves as one contiguous buffer instead of one iovec each. Not thread-safe: it lives inside the connection's Mutex.
-package struct WriteQueue {
+package struct WriteQueue: Sendable {
     private var chunks: [[UInt8]] = []
     private var head = 0
     private var headOffset = 0
