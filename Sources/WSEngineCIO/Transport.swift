@@ -45,7 +45,9 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private let tls: TLSContext?
     let settings: TransportSettings
     let state: Mutex<TransportLockedState<IO>>
-    var loopState = TransportLoopState<any WebSocketTransportHandler>()
+    /// Loop thread only. Unchecked: the skeleton never holds an access to it across a call that can reach it again
+    /// (it copies the handler out before calling it), and the runtime checks would cost a call per read and write.
+    @exclusivity(unchecked) var loopState = TransportLoopState<any WebSocketTransportHandler>()
 
     // loop:
     /// An EPOLLIN edge arrived and no read has returned EAGAIN (or a short read) since. It starts `false` on plain

@@ -45,7 +45,9 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     private let shortReadDrains: Bool
     let settings: TransportSettings
     let state: Mutex<TransportLockedState<IO>>
-    var loopState = TransportLoopState<any WebSocketTransportHandler>()
+    /// Loop thread only. Unchecked: the skeleton never holds an access to it across a call that can reach it again
+    /// (it copies the handler out before calling it), and the runtime checks would cost a call per read and write.
+    @exclusivity(unchecked) var loopState = TransportLoopState<any WebSocketTransportHandler>()
 
     init(
         loop: CurlEventLoop, handles: CurlHandles, fd: Int32, shortReadDrains: Bool, endpoint: String, logger: Logger,

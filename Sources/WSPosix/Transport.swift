@@ -8,16 +8,18 @@
 // the fields (the protocol names them), does the I/O (send, flush the queue, read one buffer, half-close and release
 // the socket) and reaches the session's handler, whose type WSPosix does not know. Everything here is @inlinable, so
 // each engine gets a copy specialised for its own class: no existential or witness-table call is added on the way
-// to a byte.
+// to a byte. That needs the protocol and every package declaration its bodies use to be @usableFromInline (and the
+// modules they use imported `public`): an @inlinable body in a plain `package` protocol's extension is not inlined
+// into another module, and the engines then ran the generic code, with metadata lookups on every write.
 //
 // Thread rules: `state` (the Mutex) guards the phase, pause, write queue and the backend's I/O state; `loopState`
 // and the engine's loop fields are confined to the loop thread; the fd is closed only on the loop thread after the
 // phase became `.closed` under the Mutex, so a thread that sees another phase under the Mutex may use it.
-package import Logging
-package import Synchronization
+public import Logging
+public import Synchronization
 
 /// The lifecycle of a transport, kept under its Mutex.
-package enum TransportPhase: Equatable, Sendable {
+@usableFromInline package enum TransportPhase: Equatable, Sendable {
     /// Reading and writing.
     case open
     /// `close()` was called: flushing the queue; writes are dropped.
@@ -30,15 +32,15 @@ package enum TransportPhase: Equatable, Sendable {
 
 /// What a transport keeps under its Mutex: the shared phase, pause flag and write queue, and the backend's own I/O
 /// state (`IO`: its TLS or libcurl handles and flags).
-package struct TransportLockedState<IO: Sendable>: Sendable {
+@usableFromInline package struct TransportLockedState<IO: Sendable>: Sendable {
     /// Where the connection is in its lifecycle.
-    package var phase = TransportPhase.open
+    @usableFromInline package var phase = TransportPhase.open
     /// Reading is paused (backpressure).
-    package var paused = false
+    @usableFromInline package var paused = false
     /// Bytes not yet taken by the kernel (or libcurl).
-    package var queue = WriteQueue()
+    @usableFromInline package var queue = WriteQueue()
     /// The backend's state that its I/O calls need.
-    package var io: IO
+    @usableFromInline package var io: IO
 
     /// An open, unpaused transport with nothing queued.
     package init(io: IO) {
@@ -47,38 +49,38 @@ package struct TransportLockedState<IO: Sendable>: Sendable {
 }
 
 /// What a transport keeps on its loop thread only.
-package struct TransportLoopState<Handler> {
+@usableFromInline package struct TransportLoopState<Handler> {
     /// The session's handler, from `start(handler:)` until the close is reported.
-    package var handler: Handler?
+    @usableFromInline package var handler: Handler?
     /// `start(handler:)` reached the loop.
-    package var started = false
+    @usableFromInline package var started = false
     /// The transport finished: the socket is released and the close reported (or kept for the start).
-    package var finished = false
+    @usableFromInline package var finished = false
     /// Why the transport finished before it was started, reported when it starts.
-    package var closeErrorBeforeStart: (any Error)?
+    @usableFromInline package var closeErrorBeforeStart: (any Error)?
     /// A loop task continues the read loop after the per-wakeup budget ran out.
-    package var readTaskQueued = false
+    @usableFromInline package var readTaskQueued = false
     /// The close deadline: first the flush timeout, then the grace period for the peer's end of stream.
-    package var closeTimer: LoopTimer?
+    @usableFromInline package var closeTimer: LoopTimer?
     /// A flush waits for the end of the loop's round.
-    package var flushDeferred = false
+    @usableFromInline package var flushDeferred = false
     /// Whether a write on the loop thread leaves at once or at the end of the round.
-    package var writePolicy = RoundWritePolicy()
+    @usableFromInline package var writePolicy = RoundWritePolicy()
 
     /// A transport that has not started.
     package init() {}
 }
 
 /// The fixed settings of a transport.
-package struct TransportSettings: Sendable {
+@usableFromInline package struct TransportSettings: Sendable {
     /// `host:port`, for messages.
-    package let endpoint: String
+    @usableFromInline package let endpoint: String
     /// The connection's logger.
-    package let logger: Logger
+    @usableFromInline package let logger: Logger
     /// How long a half-closed transport waits for the peer's end of stream.
-    package let closeGraceNanoseconds: UInt64
+    @usableFromInline package let closeGraceNanoseconds: UInt64
     /// How long `close()` waits for the queue to reach the kernel.
-    package let closeFlushNanoseconds: UInt64
+    @usableFromInline package let closeFlushNanoseconds: UInt64
 
     /// Settings for a transport to `endpoint`.
     package init(endpoint: String, logger: Logger, closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64) {
@@ -90,7 +92,7 @@ package struct TransportSettings: Sendable {
 }
 
 /// How a read that ended the buffer (or found nothing) left the stream.
-package enum TransportReadOutcome<Failure> {
+@usableFromInline package enum TransportReadOutcome<Failure> {
     /// Nothing more to read for now.
     case wouldBlock
     /// The peer ended the stream.
@@ -100,7 +102,7 @@ package enum TransportReadOutcome<Failure> {
 }
 
 /// What one backend read produced.
-package enum TransportReadStep<Failure> {
+@usableFromInline package enum TransportReadStep<Failure> {
     /// `count` bytes in the loop's read buffer, and how the read after them ended (`nil`: read again).
     case data(Int, then: TransportReadOutcome<Failure>?)
     /// No bytes, and why.
@@ -112,7 +114,7 @@ package enum TransportReadStep<Failure> {
 }
 
 /// What an immediate send of a write produced.
-package enum TransportSendOutcome<Failure> {
+@usableFromInline package enum TransportSendOutcome<Failure> {
     /// This many bytes were taken; the rest (if any) is queued and waits for writability.
     case sent(Int)
     /// This many bytes were taken; the rest is queued and the loop must retry the flush itself (a TLS write that
@@ -123,7 +125,7 @@ package enum TransportSendOutcome<Failure> {
 }
 
 /// What sending the queue produced.
-package enum TransportQueueOutcome<Failure> {
+@usableFromInline package enum TransportQueueOutcome<Failure> {
     /// The queue is empty.
     case drained
     /// The kernel (or libcurl) took what it could; the rest waits.
@@ -133,7 +135,7 @@ package enum TransportQueueOutcome<Failure> {
 }
 
 /// The kind of error a transport reports by itself (not from a system call).
-package enum TransportErrorKind: Sendable {
+@usableFromInline package enum TransportErrorKind: Sendable {
     /// The engine stopped, or the connection was lost.
     case network
     /// A close did not complete in time.
@@ -146,7 +148,7 @@ package enum TransportErrorKind: Sendable {
 /// this protocol's extension implements the transport: start, write with the round write policy, pause, close,
 /// abort, the read loop, the flush and the finish. A backend requirement is called under the Mutex when it takes the
 /// locked state as a parameter, and never calls the handler.
-package protocol PosixTransport: RoundEndFlushing, Sendable {
+@usableFromInline package protocol PosixTransport: RoundEndFlushing, Sendable {
     /// The engine's loop dispatcher; its transports are this type.
     associatedtype Dispatcher: EventLoopDispatcher where Dispatcher.Transport == Self
     /// The backend's I/O state, kept under the Mutex.
