@@ -70,7 +70,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     ) {
         self.loop = loop
         self.endpoint = endpoint
-        self.hostPort = hostPortText(endpoint)
+        self.hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
         self.timeout = options.connectTimeout
         var logger = options.logger
         logger.setDebugMetadata("ws.engine", "Curl")

@@ -103,3 +103,8 @@ package func availableProcessorCount() -> Int {
 @usableFromInline package func shutdownSocket(_ fd: Int32, readAndWrite: Bool) -> Int32 {
     Glibc.shutdown(fd, Int32(readAndWrite ? SHUT_RDWR : SHUT_WR))
 }
+
+/// `host:port` for messages, with brackets around an IPv6 literal (`[::1]:443`).
+package func hostPortText(host: String, port: Int) -> String {
+    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+}
