@@ -61,10 +61,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // What both engines share (epoll loop, write queue, syscall helpers); internal to the package, not a product.
+        // What both engines share (epoll loop, transport skeleton, write queue, syscall helpers); it does not depend
+        // on WSCore. Internal to the package, not a product.
         .target(
             name: "WSPosix",
-            dependencies: ["WSCore", "CWSLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CWSLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -148,8 +148,7 @@ public final class CIOEngine: WebSocketEngine {
             endpoint.host = String(endpoint.host.dropFirst().dropLast())  // Tolerate a bracketed IPv6 literal.
         }
         if Task.isCancelled {
-            let hostPort =
-                endpoint.host.contains(":") ? "[\(endpoint.host)]:\(endpoint.port)" : "\(endpoint.host):\(endpoint.port)"
+            let hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
             throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
         }
         let (loop, tls) = try self.prepare(secure: endpoint.secure, preferred: options.executor)

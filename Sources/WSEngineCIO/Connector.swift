@@ -56,7 +56,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     private var epollData: UInt64 { UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())) | 1 }
 
     private var hostPort: String {
-        self.endpoint.host.contains(":") ? "[\(self.endpoint.host)]:\(self.endpoint.port)" : "\(self.endpoint.host):\(self.endpoint.port)"
+        hostPortText(host: self.endpoint.host, port: self.endpoint.port)
     }
 
     // MARK: Entry points (loop thread)

@@ -84,3 +84,13 @@ extension PosixEventLoop where Dispatcher == CIOLoopDispatcher {
         _ = self.epollControl(EPOLL_CTL_DEL, fd: fd, events: 0, data: 0)
     }
 }
+
+/// A session timer on a CIO loop's timer heap (a struct around the loop's timer: returned as an existential, it
+/// fits in place and costs no allocation).
+struct LoopTimerHandle: WebSocketTransportTimer {
+    /// The loop's timer.
+    let timer: LoopTimer
+
+    /// Stops the timer from firing (any thread).
+    func cancel() { self.timer.cancel() }
+}

@@ -1,6 +1,7 @@
 // Layer 1 of the engine (after NIOPosix's System.swift): thin socket wrappers over Glibc and CWSLinux; the helpers
-// both engines share (time, descriptors, threads) are in WSPosix. Would-block is an ordinary result, never an
-// error; EINTR is retried here.
+// both engines share (time, descriptors, threads, host:port text) are in WSPosix (`systemError` stays in each engine:
+// it builds WSCore's SystemError, which WSPosix cannot see). Would-block is an ordinary result, never an error; EINTR
+// is retried here.
 import CWSLinux
 import Glibc
 import WSCore

@@ -70,7 +70,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     ) {
         self.loop = loop
         self.endpoint = endpoint
-        self.hostPort = hostPortText(endpoint)
+        self.hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
         self.timeout = options.connectTimeout
         var logger = options.logger
         logger.setDebugMetadata("ws.engine", "Curl")
@@ -274,7 +274,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             self.watches[fd] = watch
         }
         guard watch.events != events else { return }
-        let result = self.loop.setInterest(fd: fd, events: events, registered: watch.events != 0, registrant: watch)
+        let result = self.loop.setInterest(fd: fd, events: events, registered: watch.events != 0, data: watch.epollData)
         if result == 0 {
             watch.events = events
         } else {
@@ -304,7 +304,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private func unwatch(_ fd: Int32) {
         guard let watch = self.watches.removeValue(forKey: fd) else { return }
         watch.active = false
-        _ = self.loop.setInterest(fd: fd, events: 0, registered: watch.events != 0, registrant: watch)
+        _ = self.loop.setInterest(fd: fd, events: 0, registered: watch.events != 0, data: watch.epollData)
         watch.events = 0
         self.loop.retire(watch)
     }

@@ -229,7 +229,7 @@ public final class CurlEngine: WebSocketEngine {
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
-        let hostPort = hostPortText(endpoint)
+        let hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
         if Task.isCancelled {
             throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
         }

@@ -16,14 +16,15 @@ import WSPosix
 /// The Curl engine's loop: the shared epoll loop with the Curl registrants.
 typealias CurlEventLoop = PosixEventLoop<CurlLoopDispatcher>
 
-/// Something registered with the loop's epoll instance; the loop calls ``handleEvents(_:)`` on its thread with the
-/// registrant's address as the epoll data.
+/// Something registered with the loop's epoll instance while connecting; the loop calls ``handleEvents(_:)`` on its
+/// thread with the registrant's address, tagged with bit 0, as the epoll data (transports use their untagged address).
 class LoopRegistrant: @unchecked Sendable {  // Stateless; handleEvents runs on the loop thread only.
     /// An epoll event for this registrant (loop thread).
     func handleEvents(_ events: UInt32) {}
 
-    /// The epoll data that routes events here: this object's address (never 0, which is the wakeup eventfd).
-    final var epollData: UInt64 { UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())) }
+    /// The epoll data that routes events here: this object's address with bit 0 set (never 0, which is the wakeup
+    /// eventfd).
+    final var epollData: UInt64 { UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())) | 1 }
 }
 
 /// How the Curl loop reaches its registrants. Loop thread only.
@@ -31,10 +32,15 @@ final class CurlLoopDispatcher: EventLoopDispatcher {
     /// The pending connects and open transports.
     var registrants = LoopRegistrants<CurlConnector, CurlTransport, WebSocketConnectionError>()
 
-    /// Routes an event to the ``LoopRegistrant`` whose address is `data`.
+    /// Routes an event: data with the low bit set is a ``LoopRegistrant``'s address, otherwise a ``CurlTransport``'s.
     func handleEvent(data: UInt64, events: UInt32) {
-        let pointer = UnsafeRawPointer(bitPattern: UInt(data))!
-        Unmanaged<LoopRegistrant>.fromOpaque(pointer).takeUnretainedValue().handleEvents(events)
+        if data & 1 == 1 {
+            let pointer = UnsafeRawPointer(bitPattern: UInt(data & ~1))!
+            Unmanaged<LoopRegistrant>.fromOpaque(pointer).takeUnretainedValue().handleEvents(events)
+        } else {
+            let pointer = UnsafeRawPointer(bitPattern: UInt(data))!
+            Unmanaged<CurlTransport>.fromOpaque(pointer).takeUnretainedValue().handleEvents(events)
+        }
     }
 
     func fail(_ connector: CurlConnector, stopping reason: WebSocketConnectionError) { connector.fail(reason) }
@@ -55,11 +61,10 @@ extension PosixEventLoop where Dispatcher == CurlLoopDispatcher {
 
     // MARK: epoll registration (any thread; callers serialize per descriptor)
 
-    /// Sets the level-triggered interest of `fd` to `events` for `registrant`: adds, modifies or (for 0) removes
-    /// the registration. `registered` says whether `fd` is currently registered by this registrant.
+    /// Sets the level-triggered interest of `fd` to `events` for the registrant that `data` routes to: adds,
+    /// modifies or (for 0) removes the registration. `registered` says whether `fd` is currently registered by it.
     /// - Returns: 0, or the `errno` of a failed `epoll_ctl`.
-    func setInterest(fd: Int32, events: UInt32, registered: Bool, registrant: LoopRegistrant) -> Int32 {
-        let data = registrant.epollData
+    func setInterest(fd: Int32, events: UInt32, registered: Bool, data: UInt64) -> Int32 {
         if events == 0 {
             guard registered else { return 0 }
             _ = self.epollControl(EPOLL_CTL_DEL, fd: fd, events: events, data: data)
@@ -75,4 +80,14 @@ extension PosixEventLoop where Dispatcher == CurlLoopDispatcher {
         // A stale registration of a reused descriptor number: take it over.
         return self.epollControl(EPOLL_CTL_MOD, fd: fd, events: events, data: data)
     }
+}
+
+/// A session timer on the Curl loop's timer heap (a struct around the loop's timer: returned as an existential, it
+/// fits in place and costs no allocation).
+struct LoopTimerHandle: WebSocketTransportTimer {
+    /// The loop's timer.
+    let timer: LoopTimer
+
+    /// Stops the timer from firing (any thread).
+    func cancel() { self.timer.cancel() }
 }

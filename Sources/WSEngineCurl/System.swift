@@ -1,4 +1,5 @@
-// Small helpers of the Curl engine; the ones both engines share (time, descriptors, threads) are in WSPosix.
+// Small helpers of the Curl engine; the ones both engines share (time, descriptors, threads, host:port text) are in
+// WSPosix. `systemError` stays in each engine: it builds WSCore's SystemError, which WSPosix cannot see.
 import Glibc
 import WSCore
 import WSPosix
@@ -14,9 +15,4 @@ extension Duration {
 /// A `SystemError` for `call`, with the `strerror` text of `code`.
 func systemError(_ call: String, _ code: Int32 = errno) -> SystemError {
     SystemError(errno: code, call: call, text: errnoText(code))
-}
-
-/// `host:port`, with brackets around an IPv6 literal.
-func hostPortText(_ endpoint: EngineEndpoint) -> String {
-    endpoint.host.contains(":") ? "[\(endpoint.host)]:\(endpoint.port)" : "\(endpoint.host):\(endpoint.port)"
 }

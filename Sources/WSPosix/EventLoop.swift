@@ -7,10 +7,9 @@
 import Glibc
 package import CWSLinux
 import Synchronization
-import WSCore
 
 /// Work handed to a loop from any thread.
-package typealias LoopTask = @Sendable () -> Void
+@usableFromInline package typealias LoopTask = @Sendable () -> Void
 
 /// A one-shot timer on a loop's timer heap. A timer from ``PosixEventLoop/schedule(afterNanoseconds:_:)`` is cancelled
 /// on the loop thread; one from ``PosixEventLoop/scheduleFromAnyThread(after:_:)`` (a session timer of both engines)
@@ -18,7 +17,7 @@ package typealias LoopTask = @Sendable () -> Void
 /// cancelled entries from its heap once they are half of it (sessions that open and close in a burst would otherwise
 /// leave an open and a close timeout each on the heap until their deadlines, and libcurl replaces its timer on every
 /// call).
-package final class LoopTimer: WebSocketTransportTimer, @unchecked Sendable {  // `action` is a Mutex; the rest immutable
+@usableFromInline package final class LoopTimer: @unchecked Sendable {  // `action` is a Mutex; the rest immutable
     /// When the timer fires (monotonic nanoseconds).
     let deadline: UInt64
     /// Tie-breaker: timers with the same deadline fire in scheduling order.
@@ -44,18 +43,27 @@ package final class LoopTimer: WebSocketTransportTimer, @unchecked Sendable {  /
 
     /// Stops the timer from firing, releases its action and counts it for the heap's compaction (on the loop
     /// thread, or any thread for a timer from ``PosixEventLoop/scheduleFromAnyThread(after:_:)``).
-    package func cancel() {
-        if self.action.withLock({ $0.take() }) != nil { self.cancellations.count.add(1, ordering: .relaxed) }
+    @usableFromInline package func cancel() {
+        if self.action.withLock({ $0.takeValue() }) != nil { self.cancellations.count.add(1, ordering: .relaxed) }
     }
 
     /// Whether the timer will do nothing when it comes due.
     var isDead: Bool { self.action.withLock { $0 == nil } }
 
     /// Runs the action unless it was cancelled or already ran (loop thread).
-    func fire() { self.action.withLock { $0.take() }?.run() }
+    func fire() { self.action.withLock { $0.takeValue() }?.run() }
 
     func fires(before other: LoopTimer) -> Bool {
         self.deadline != other.deadline ? self.deadline < other.deadline : self.sequence < other.sequence
+    }
+}
+
+extension Optional {
+    /// Returns the value and leaves `nil` behind.
+    fileprivate mutating func takeValue() -> Wrapped? {
+        let value = self
+        self = nil
+        return value
     }
 }
 
@@ -66,7 +74,7 @@ final class TimerCancellations: Sendable {
 
 /// The engine-specific part of a loop: what its registrants are and how events reach them. Every requirement is
 /// used on the loop thread only (the metatype is Sendable because the loop thread's closure captures the loop type).
-package protocol EventLoopDispatcher: AnyObject, SendableMetatype {
+@usableFromInline package protocol EventLoopDispatcher: AnyObject, SendableMetatype {
     /// A pending connect.
     associatedtype Connector: AnyObject
     /// An open connection.
@@ -85,7 +93,7 @@ package protocol EventLoopDispatcher: AnyObject, SendableMetatype {
 }
 
 /// A registrant that gathers what it writes during a loop round and flushes it when the round ends (loop thread only).
-package protocol RoundEndFlushing: AnyObject {
+@usableFromInline package protocol RoundEndFlushing: AnyObject {
     /// Called once on the loop thread after each ``PosixEventLoop/deferUntilRoundEnds(_:)`` with this object.
     func roundDidEnd()
 }
@@ -101,7 +109,7 @@ private struct LoopTaskQueue {
 }
 
 /// The pending connects and open transports of one loop, by identity, and why the loop stops (loop thread only).
-package struct LoopRegistrants<Connector: AnyObject, Transport: AnyObject, StopReason> {
+@usableFromInline package struct LoopRegistrants<Connector: AnyObject, Transport: AnyObject, StopReason> {
     fileprivate var connectors: [ObjectIdentifier: Connector] = [:]
     fileprivate var transports: [ObjectIdentifier: Transport] = [:]
     fileprivate var stopReason: StopReason?
@@ -112,6 +120,7 @@ package struct LoopRegistrants<Connector: AnyObject, Transport: AnyObject, StopR
 
 /// An epoll loop thread with an eventfd for wakeups, a Mutex-protected task queue, a timer heap and one reusable
 /// read buffer; `dispatcher` routes socket events to the engine's registrants.
+@usableFromInline
 package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked Sendable {  // Mutex + loop-confined
     // Thread rules: `epollFD`, `wakeFD`, `readBuffer`, `readBufferSize`, `name` and `dispatcher` (the reference)
     // are immutable after init; `tasks` is a Mutex; `threadID` is atomic; `thread` is written once in init; every
@@ -121,9 +130,9 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     package let epollFD: Int32
     private let wakeFD: Int32
     /// The one read buffer of this loop: transports read into it and hand it to their handler during the call.
-    package let readBuffer: UnsafeMutableRawPointer
+    @usableFromInline package let readBuffer: UnsafeMutableRawPointer
     /// The size of ``readBuffer``.
-    package let readBufferSize: Int
+    @usableFromInline package let readBufferSize: Int
     /// The loop's name, for thread names and logs.
     package let name: String
     /// The engine's registrants (their state is loop-thread only).
@@ -145,7 +154,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     private var spareDeferred: [any RoundEndFlushing] = []
     /// Counts the loop's rounds (one per `epoll_wait`): transports send the first write of a round at once and gather
     /// the rest until the round ends.
-    package private(set) var round: UInt = 0
+    @usableFromInline package private(set) var round: UInt = 0
     /// Set with the registrants' stop reason: until then the loop need not look at its registrants to know it goes on.
     private var stopping = false
     /// This loop as the executor its jobs run on (made once on the loop thread; a generic conformance lookup per
@@ -199,14 +208,14 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     }
 
     /// Whether the caller runs on this loop's thread.
-    package var inLoop: Bool {
+    @usableFromInline package var inLoop: Bool {
         pthread_equal(pthread_self(), pthread_t(self.threadID.load(ordering: .acquiring))) != 0
     }
 
     /// Runs `task` on the loop thread, after the current event batch. Callable from any thread.
     /// - Returns: `false` if the loop has stopped and the task will never run.
     @discardableResult
-    package func execute(_ task: @escaping LoopTask) -> Bool {
+    @usableFromInline package func execute(_ task: @escaping LoopTask) -> Bool {
         self.submit { $0.tasks.append(task) }
     }
 
@@ -257,7 +266,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     /// Calls `flusher.roundDidEnd()` on the loop thread after the current round of events, timers, tasks and jobs,
     /// before the loop waits again (loop thread only). Transports use it to gather the writes of one round into one
     /// system call; the caller defers itself once per round (no allocation per call).
-    package func deferUntilRoundEnds(_ flusher: any RoundEndFlushing) {
+    @usableFromInline package func deferUntilRoundEnds(_ flusher: any RoundEndFlushing) {
         self.deferred.append(flusher)
     }
 
@@ -281,7 +290,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         self.dispatcher.registrants.transports[ObjectIdentifier(transport)] = transport
     }
     /// Removes a transport (kept alive until the batch ends).
-    package func remove(_ transport: Dispatcher.Transport) {
+    @usableFromInline package func remove(_ transport: Dispatcher.Transport) {
         if let removed = self.dispatcher.registrants.transports.removeValue(forKey: ObjectIdentifier(transport)) {
             self.retire(removed)
         }
@@ -322,6 +331,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     // MARK: Timers (loop thread)
 
     /// Schedules `action` to run on the loop after `nanoseconds`.
+    @usableFromInline
     package func schedule(afterNanoseconds nanoseconds: UInt64, _ action: @escaping () -> Void) -> LoopTimer {
         let timer = self.makeTimer(afterNanoseconds: nanoseconds, action)
         self.insert(timer)
@@ -489,7 +499,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 /// and sent at the end of the round. Jobs enqueued after the loop stopped go to the global concurrent executor.
 extension PosixEventLoop: TaskExecutor {
     /// Queues `job` to run on the loop thread (any thread).
-    package func enqueue(_ job: consuming ExecutorJob) {
+    @usableFromInline package func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
         if !self.submit({ $0.jobs.append(unowned) }) { globalConcurrentExecutor.enqueue(ExecutorJob(unowned)) }
     }

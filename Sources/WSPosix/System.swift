@@ -45,7 +45,7 @@ extension Duration {
     }
 
     /// Seconds for messages: `10`, `0.5`, `2.25`.
-    package var secondsText: String {
+    @usableFromInline package var secondsText: String {
         let nanoseconds = self.clampedNanoseconds
         if nanoseconds % 1_000_000_000 == 0 { return "\(nanoseconds / 1_000_000_000)" }
         let milliseconds = (nanoseconds + 500_000) / 1_000_000
@@ -95,4 +95,16 @@ package func startThread(name: String, detached: Bool, _ body: @escaping @Sendab
 package func availableProcessorCount() -> Int {
     let count = Int(cws_affinity_processor_count())
     return count > 0 ? count : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+}
+
+/// `shutdown(2)` of `fd`: both directions, or only the sending side (FIN).
+/// - Returns: The call's result (0, or -1 with errno set); callers treat it as best effort.
+@discardableResult
+@usableFromInline package func shutdownSocket(_ fd: Int32, readAndWrite: Bool) -> Int32 {
+    Glibc.shutdown(fd, Int32(readAndWrite ? SHUT_RDWR : SHUT_WR))
+}
+
+/// `host:port` for messages, with brackets around an IPv6 literal (`[::1]:443`).
+package func hostPortText(host: String, port: Int) -> String {
+    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
 }

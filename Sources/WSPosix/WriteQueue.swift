@@ -10,7 +10,7 @@ package import Glibc
 /// response traffic (one reply per message received) then costs no copy and no deferral. Once a round produces
 /// several writes (a burst, or replies to a batch of reads), the next rounds gather theirs into one system call until
 /// a round writes once again.
-package struct RoundWritePolicy {
+@usableFromInline package struct RoundWritePolicy {
     @usableFromInline var round: UInt = .max
     @usableFromInline var writesThisRound = 0
     @usableFromInline var writesLastRound = 0
@@ -36,7 +36,7 @@ package struct RoundWritePolicy {
 /// one. Writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one) unless
 /// small writes follow each other: those are copied into a chunk of the queue's own that gathers them, so a burst of
 /// small messages leaves as one contiguous buffer instead of one iovec each. Not thread-safe: it lives inside the connection's Mutex.
-package struct WriteQueue {
+@usableFromInline package struct WriteQueue: Sendable {
     private var chunks: [[UInt8]] = []
     private var head = 0
     private var headOffset = 0
@@ -48,7 +48,7 @@ package struct WriteQueue {
     /// the same bytes (OpenSSL requires it after WANT_WRITE), so the head chunk must not grow until it is consumed.
     private var headPinned = false
     /// The number of bytes queued.
-    package private(set) var byteCount = 0
+    @usableFromInline package private(set) var byteCount = 0
     /// Bytes copied into gathering chunks since the queue was last empty.
     private var gatheredSinceEmpty = 0
     /// What the queue gathered before it last became empty: a new gathering chunk starts with that much room (within
@@ -64,7 +64,7 @@ package struct WriteQueue {
     static let gatherLimit = 65_536
 
     /// Whether nothing is queued.
-    package var isEmpty: Bool { self.byteCount == 0 }
+    @usableFromInline package var isEmpty: Bool { self.byteCount == 0 }
 
     /// An empty queue.
     package init() {}
@@ -116,7 +116,7 @@ package struct WriteQueue {
 
     /// Appends `bytes[offset...]` (must be non-empty): the caller's `array` itself when there is one (`bytes` is its
     /// storage), else a copy.
-    package mutating func append(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?, from offset: Int) {
+    @usableFromInline package mutating func append(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?, from offset: Int) {
         if let array {
             self.append(array, offset: offset)
         } else {
@@ -189,7 +189,7 @@ package struct WriteQueue {
     }
 
     /// Drops everything.
-    package mutating func removeAll() {
+    @usableFromInline package mutating func removeAll() {
         self.chunks = []
         self.head = 0
         self.headOffset = 0

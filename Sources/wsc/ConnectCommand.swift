@@ -204,7 +204,9 @@ struct ConnectCommand: AsyncParsableCommand {
                 if !quiet { printError("wsc: \(number == SIGINT ? "interrupted" : "terminated"): closing (Ctrl-C again to quit at once)") }
                 closing = Task { await session.close() }
             case .sendFailed(let error):
-                if !session.isClosed, closing == nil {
+                // A send after the server closed normally is not a failure: the receiver reports the close.
+                let normalEnd = (error as? WebSocketError)?.isNormalClosure ?? false
+                if !normalEnd, !session.isClosed, closing == nil {
                     printError("wsc: send failed: \(describe(error))")
                 }
             case .receiverEnded(let error):

@@ -8,9 +8,10 @@ struct EchoCommand: AsyncParsableCommand {
         commandName: "echo",
         abstract: "Connect and echo every text and binary message back until the server closes.",
         discussion: """
-            Each message is sent back at once, with the same kind and bytes. Exits 0 when the server closed the \
-            session with a close frame (whatever its code), non-zero with the error on stderr otherwise. This is \
-            the client side of the Autobahn|Testsuite fuzzing server's cases.
+            Each message is sent back at once, with the same kind and bytes; a message that arrives together \
+            with the server's close frame cannot be answered any more and is not. Exits 0 when the server closed \
+            the session with a close frame (whatever its code), non-zero with the error on stderr otherwise. This \
+            is the client side of the Autobahn|Testsuite fuzzing server's cases.
             """
     )
 
@@ -44,13 +45,20 @@ struct EchoCommand: AsyncParsableCommand {
         do {
             let session = try await client.webSocketSession(self.url) { options.apply(to: &$0) }
             var echoed = 0
+            var unanswered = 0
             var serverClose: Frame?
             do {
                 for try await frame in session.incoming {
                     switch frame.kind {
                     case .text, .binary:
-                        try await session.send(Frame(kind: frame.kind, data: frame.data))
-                        echoed += 1
+                        do {
+                            try await session.send(Frame(kind: frame.kind, data: frame.data))
+                            echoed += 1
+                        } catch let error as WebSocketError where error.isNormalClosure {
+                            // The server's close came with this message (e.g. in the same write): the session
+                            // is closed and the message cannot be answered. Not a failure; its close frame follows.
+                            unanswered += 1
+                        }
                     case .close:
                         serverClose = frame  // the session answers it
                     default:
@@ -69,7 +77,8 @@ struct EchoCommand: AsyncParsableCommand {
             }
             await client.close()
             let received = serverClose.readReason().map { "\($0)" } ?? "no status code"
-            return "echoed \(echoed) messages; the server closed with \(received)"
+            let late = unanswered == 0 ? "" : " (\(unanswered) arrived with the server's close and were not answered)"
+            return "echoed \(echoed) messages\(late); the server closed with \(received)"
         } catch {
             await client.close()
             throw error

@@ -20,7 +20,7 @@ extension WebSocketClient {
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
     ///   - host: The host, `localhost` by default.
-    ///   - port: The port; 80 by default (443 if the request block switches to wss).
+    ///   - port: The port; `nil` (the default) for the scheme's: 80 for ws.
     ///   - path: The path and query, `/` by default.
     ///   - request: Edits the request further.
     /// - Returns: The open session.
@@ -93,7 +93,7 @@ extension WebSocketClient {
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
     ///   - host: The host, `localhost` by default.
-    ///   - port: The port, 80 by default.
+    ///   - port: The port; `nil` (the default) for the scheme's: 80 for ws.
     ///   - path: The path and query, `/` by default.
     ///   - request: Edits the request.
     ///   - block: Works with the session.
@@ -113,7 +113,7 @@ extension WebSocketClient {
             }, block)
     }
 
-    /// The seed's short alias `ws(urlString, request, block)`: the same as ``webSocket(_:request:_:)``.
+    /// The seed's short alias `ws(urlString, request, block)`: the same as ``webSocket(_:request:_:)-(String,_,_)``.
     /// - Parameters:
     ///   - urlString: A ws, wss, http or https URL.
     ///   - request: Edits the request.
@@ -128,11 +128,12 @@ extension WebSocketClient {
         try await self.webSocket(urlString, request: request, block)
     }
 
-    /// A plain (ws://) session to a URL built from components; the companion of ``wss(method:host:port:path:request:_:)``.
+    /// A plain (ws://) session to a URL built from components; the companion of ``wss(method:host:port:path:request:_:)``
+    /// and the same as ``webSocket(method:host:port:path:request:_:)``.
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
-    ///   - host: The host.
-    ///   - port: The port, 80 by default.
+    ///   - host: The host, `localhost` by default.
+    ///   - port: The port; `nil` (the default) for the scheme's: 80.
     ///   - path: The path and query, `/` by default.
     ///   - request: Edits the request.
     ///   - block: Works with the session.
@@ -140,8 +141,8 @@ extension WebSocketClient {
     /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
     public func ws<Result>(
         method: HTTPMethod = .get,
-        host: String,
-        port: Int = 80,
+        host: String = "localhost",
+        port: Int? = nil,
         path: String = "/",
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
@@ -156,7 +157,7 @@ extension WebSocketClient {
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
     /// - Throws: ``WebSocketError`` (``WebSocketError/Code/invalidURL``) for a ws/http URL, and what
-    ///   ``webSocket(_:request:_:)`` throws.
+    ///   ``webSocket(_:request:_:)-(String,_,_)`` throws.
     public func wss<Result>(
         _ urlString: String,
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
@@ -172,8 +173,8 @@ extension WebSocketClient {
     /// The seed's `wss(host, port, path, request, block)`: a TLS session to a URL built from components.
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
-    ///   - host: The host.
-    ///   - port: The port, 443 by default.
+    ///   - host: The host, `localhost` by default.
+    ///   - port: The port; `nil` (the default) for the scheme's: 443.
     ///   - path: The path and query, `/` by default.
     ///   - request: Edits the request (headers, subprotocols, timeouts).
     ///   - block: Works with the session.
@@ -181,8 +182,8 @@ extension WebSocketClient {
     /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
     public func wss<Result>(
         method: HTTPMethod = .get,
-        host: String,
-        port: Int = 443,
+        host: String = "localhost",
+        port: Int? = nil,
         path: String = "/",
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result

@@ -98,6 +98,13 @@ public final class WebSocketClient: Sendable {
         self.engine.isSupported(capability)
     }
 
+    /// Why the engine does not support `capability` on this machine, and what to use instead; `nil` when it does.
+    /// E.g. `client.unsupportedReason(.webSocket)` names the libcurl version that lacks WebSockets.
+    /// - Parameter capability: ``EngineCapability/webSocket`` or ``EngineCapability/webSocketExtensions``.
+    public func unsupportedReason(_ capability: EngineCapability) -> String? {
+        self.engine.unsupportedReason(capability)
+    }
+
     /// Releases the engine: its threads stop and open sessions end abnormally. Close sessions first for a
     /// clean close handshake.
     public func close() async {

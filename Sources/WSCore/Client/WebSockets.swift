@@ -50,7 +50,7 @@ public enum WebSockets: ClientPlugin {
         /// The converter for ``WebSocketSession/sendSerialized(_:)`` and
         /// ``WebSocketSession/receiveDeserialized(_:)``; `nil` by default. WSSerialization provides a JSON one.
         public var contentConverter: (any WebSocketContentConverter)? = nil
-        /// Whether the block entry points (``WebSocketClient/webSocket(_:request:_:)`` and the others) open the
+        /// Whether the block entry points (``WebSocketClient/webSocket(_:request:_:)-(String,_,_)`` and the others) open the
         /// session, run their block and close the session with the session's ``WebSocketSession/executor`` as
         /// their task executor preference (default `true`): the connect, the handshake, code awaiting a message
         /// and the close then continue on the engine thread that delivered their event, with no thread hop, and

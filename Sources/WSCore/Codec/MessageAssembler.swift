@@ -31,7 +31,8 @@ package struct MessageAssembler {
     ///
     /// Returns the complete message when this frame has FIN: a ``Frame`` of kind `.text` or `.binary` with `fin`
     /// set, the reserved bits of the message's first frame and the whole payload. An unfragmented frame's payload
-    /// is moved into the message, not copied.
+    /// is moved into the message, not copied. A text message validated here is marked as such
+    /// (``Frame/dataIsValidUTF8``), so reading it as a string does not validate it again.
     ///
     /// A continuation frame without a message in progress, or a text or binary frame while one is in progress,
     /// fails with 1002; a message over ``maxMessageSize`` bytes or ``maxFragments`` fragments fails with 1009.
@@ -69,7 +70,8 @@ package struct MessageAssembler {
             }
             self.data.append(contentsOf: frame.payload)
             guard frame.fin else { return nil }
-            let message = Frame(kind: kind, fin: true, data: self.data, reservedBits: self.reservedBits)
+            var message = Frame(kind: kind, fin: true, data: self.data, reservedBits: self.reservedBits)
+            message.dataIsValidUTF8 = self.validatesUTF8
             self.reset()
             return message
 
@@ -92,7 +94,9 @@ package struct MessageAssembler {
                 if validate && !frame.payload.withUnsafeBytes({ UTF8Validator.validate($0) }) {
                     throw self.fail(.invalidPayload, "text message is not valid UTF-8")
                 }
-                return Frame(kind: kind, fin: true, data: frame.payload, reservedBits: frame.reservedBits)
+                var message = Frame(kind: kind, fin: true, data: frame.payload, reservedBits: frame.reservedBits)
+                message.dataIsValidUTF8 = validate
+                return message
             }
             if self.maxFragments < 1 {
                 throw self.fail(.messageTooBig, "message has more than \(self.maxFragments) fragments")

@@ -12,7 +12,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case protocolViolation, invalidUTF8, messageTooBig, pongTimeout, closeTimeout, sessionClosed
             case connectionLost, unsupported, invalidArgument, extensionFailure, noContentConverter, conversion
-            case invalidURL
+            case invalidURL, unexpectedMessageKind
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -44,6 +44,10 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         public static let conversion = Code(.conversion)
         /// The URL is not a valid ws, wss, http or https URL.
         public static let invalidURL = Code(.invalidURL)
+        /// A message of the other kind arrived: ``WebSocketSession/receiveText()`` received a binary message, or
+        /// ``WebSocketSession/receiveBinary()`` a text message. The message is in ``WebSocketError/frame``; the
+        /// session stays open.
+        public static let unexpectedMessageKind = Code(.unexpectedMessageKind)
 
         /// The code's name, as in `messageTooBig`.
         public var description: String { self.base.rawValue }
@@ -53,7 +57,8 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
     public let code: Code
     /// A sentence saying what happened and, where it helps, what to do.
     public let message: String
-    /// The close code the session sent or received because of this error, if any.
+    /// The close code the session sent or received because of this error, if any. For
+    /// ``Code/sessionClosed``: the code the session ended with (the peer's, or yours if you closed first).
     public let closeCode: CloseReason.Code?
     /// The frame involved, e.g. the frame a converter could not decode; it is not lost to the caller.
     public let frame: Frame?
@@ -79,6 +84,25 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         self.closeCode = closeCode
         self.frame = frame
         self.underlying = underlying
+    }
+
+    /// Whether this error only says that the session ended normally: it is ``Code/sessionClosed`` after a close
+    /// handshake with code 1000 (normal), 1001 (going away) or no status code, whichever side started it. The
+    /// equivalent of Python websockets' `ConnectionClosedOK`; `false` for every failure (a protocol violation, a
+    /// lost connection, a pong timeout, a close with an error code such as 1011).
+    ///
+    /// A server may send its last message and its close frame together; by the time you answer the message, the
+    /// session is closed and the send throws. Treat that as the end of the conversation, not as a failure:
+    /// ```swift
+    /// do {
+    ///     for try await message in session.messages { try await session.send(message) }
+    /// } catch let error as WebSocketError where error.isNormalClosure {
+    ///     // the server said goodbye
+    /// }
+    /// ```
+    public var isNormalClosure: Bool {
+        guard self.code == .sessionClosed, self.underlying == nil, let closeCode = self.closeCode else { return false }
+        return closeCode == .normal || closeCode == .goingAway || closeCode == .noStatus
     }
 
     /// `WebSocketError(code): message`, with the close code and underlying error when present.

@@ -81,8 +81,14 @@ public struct Frame: Sendable, Hashable {
     public var fin: Bool
     /// The reserved bits; set by extensions, zero otherwise.
     public var reservedBits: ReservedBits
+    /// Whether ``data`` is known to be valid UTF-8: set by the session on the text messages it validated, so that
+    /// ``readText()`` does not validate them again. Any change to ``data`` clears it. Not part of equality.
+    /// (Declared before `data` so that it fits in the padding after the one-byte fields: a frame stays 16 bytes.)
+    package var dataIsValidUTF8 = false
     /// The payload, unmasked.
-    public var data: [UInt8]
+    public var data: [UInt8] {
+        didSet { self.dataIsValidUTF8 = false }
+    }
 
     /// Creates a frame.
     /// - Parameters:
@@ -151,12 +157,29 @@ public struct Frame: Sendable, Hashable {
     // MARK: Reading, as in the seed (readText, readBytes, readReason)
 
     /// The payload decoded as UTF-8.
+    ///
+    /// A text message delivered by a session was validated as it arrived; this returns it without validating
+    /// it again.
     /// - Throws: ``WebSocketError`` with code ``WebSocketError/Code/invalidUTF8`` if the payload is not UTF-8.
     public func readText() throws(WebSocketError) -> String {
+        if self.dataIsValidUTF8, #available(macOS 26.0, iOS 26.0, watchOS 26.0, tvOS 26.0, visionOS 26.0, *) {
+            return Self.string(fromValidUTF8: self.data)
+        }
         guard let text = String(validating: self.data, as: UTF8.self) else {
             throw WebSocketError(.invalidUTF8, "the frame's payload is not valid UTF-8")
         }
         return text
+    }
+
+    /// A string with the bytes of `utf8`, which the caller knows to be valid UTF-8: one copy, no validation.
+    ///
+    /// Only an ASCII scan, which stops at the first non-ASCII byte: a string not marked ASCII would be slow to
+    /// measure and index in UTF-16 (as Foundation does) for as long as it lives.
+    @available(macOS 26.0, iOS 26.0, watchOS 26.0, tvOS 26.0, visionOS 26.0, *)
+    private static func string(fromValidUTF8 utf8: [UInt8]) -> String {
+        var span = UTF8Span(unchecked: utf8.span)
+        _ = span.checkForASCII()
+        return String(copying: span)
     }
 
     /// The payload bytes.
@@ -166,6 +189,21 @@ public struct Frame: Sendable, Hashable {
     public func readReason() -> CloseReason? {
         guard self.kind == .close else { return nil }
         return CloseReason(decoding: self.data)
+    }
+}
+
+extension Frame {
+    /// Whether two frames have the same kind, FIN flag, reserved bits and payload.
+    public static func == (lhs: Frame, rhs: Frame) -> Bool {
+        lhs.kind == rhs.kind && lhs.fin == rhs.fin && lhs.reservedBits == rhs.reservedBits && lhs.data == rhs.data
+    }
+
+    /// Hashes the kind, FIN flag, reserved bits and payload.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.kind)
+        hasher.combine(self.fin)
+        hasher.combine(self.reservedBits)
+        hasher.combine(self.data)
     }
 }
 

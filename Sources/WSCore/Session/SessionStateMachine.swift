@@ -571,7 +571,8 @@ struct SessionStateMachine {
                 underlying: failure)
         }
         let reason = self.closeReason.map { " (\($0))" } ?? ""
-        return WebSocketError(.sessionClosed, "the session is closed; nothing more can be sent\(reason)")
+        return WebSocketError(
+            .sessionClosed, "the session is closed; nothing more can be sent\(reason)", closeCode: self.closeReason?.code)
     }
 
     /// The user closes with `reason` (`nil`: no status code). A code that may not be sent on the wire (1005, 1006,

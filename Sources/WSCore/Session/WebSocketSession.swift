@@ -107,8 +107,11 @@ public final class WebSocketSession: Sendable {
     @usableFromInline
     nonisolated(nonsending) func receiveWaiting() async throws -> Frame {
         if let frame = try await self.connection.receive() { return frame }
-        let reason = self.connection.currentCloseReason.map { " (\($0))" } ?? ""
-        throw WebSocketError(.sessionClosed, "the session is closed; no more frames will arrive\(reason)")
+        let reason = self.connection.currentCloseReason
+        throw WebSocketError(
+            .sessionClosed, "the session is closed; no more frames will arrive\(reason.map { " (\($0))" } ?? "")",
+            closeCode: reason?.code
+        )
     }
 
 
@@ -143,7 +146,7 @@ public final class WebSocketSession: Sendable {
     /// }
     /// ```
     ///
-    /// The block entry points (``WebSocketClient/webSocket(_:request:_:)``, `ws`, `wss`) do this for you unless
+    /// The block entry points (``WebSocketClient/webSocket(_:request:_:)-(String,_,_)``, `ws`, `wss`) do this for you unless
     /// ``WebSockets/Configuration/runsBlocksOnEventLoop`` is `false`. Code on it must not block the thread: it
     /// serves every connection of that event loop.
     public var executor: (any TaskExecutor)? { self.connection.transport.executor }
@@ -187,7 +190,7 @@ public final class WebSocketSession: Sendable {
                 let reason = frame.readReason().map { "\($0)" } ?? "no status"
                 throw WebSocketError(
                     .sessionClosed, "the server closed the session (\(reason)) while a \(T.self) was expected",
-                    closeCode: frame.readReason()?.code, frame: frame
+                    closeCode: frame.readReason()?.code ?? .noStatus, frame: frame
                 )
             default:
                 guard converter.isApplicable(frame) else {
