@@ -402,6 +402,16 @@ public final class InMemoryServerConnection: Sendable {
         await self.waitNonThrowing { $0.outgoing.count >= count }
     }
 
+    /// The bytes sent to the client that it has not read yet because it paused reading (see
+    /// ``isClientReadingPaused``): they are delivered, in order, when it reads on.
+    public var heldBytes: Int {
+        self.state.withLock { s in
+            s.events.reduce(0) { total, event in
+                if case .read(let bytes) = event { total + bytes.count } else { total }
+            }
+        }
+    }
+
     /// Whether the client's session has paused reading (its incoming buffer is full): frames sent meanwhile are
     /// held and delivered when it resumes.
     public var isClientReadingPaused: Bool { self.state.withLock { $0.clientPaused } }

@@ -271,10 +271,12 @@ struct InMemorySessionRuleTests {
         let server = try await engine.nextConnection()
         for index in 0..<10 { try await server.send(text: "m\(index)") }
         #expect(server.isClientReadingPaused)
+        #expect(server.heldBytes == 6 * 4)  // m4...m9 wait, 4 bytes each on the wire
         var received: [String] = []
         for _ in 0..<10 { received.append(try await session.incoming.receive().readText()) }
         #expect(received == (0..<10).map { "m\($0)" })
         #expect(!server.isClientReadingPaused)
+        #expect(server.heldBytes == 0)
         await session.close()
     }
 }
