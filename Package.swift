@@ -169,7 +169,7 @@ let package = Package(
         // The in-memory engine of WSTesting and the session rules run on it: no sockets, no peers, a virtual clock.
         .testTarget(
             name: "WSTestingTests",
-            dependencies: ["WSCore", "WSTesting"],
+            dependencies: ["WSCore", "WSExtensions", "WSTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 import WSCore
+import WSExtensions
 import WSTesting
 
 /// A client on `engine` with the WebSockets settings `configure` makes.
@@ -53,6 +54,24 @@ struct InMemoryEngineTests {
         #expect(session.engineName == "InMemory")
         await session.close()
         #expect(engine.connections.first?.request.selectedSubprotocol == "chat.v2")
+    }
+
+    @Test("an extension the server accepts is negotiated; its reserved bits reach the server as sent")
+    func extensionAccepted() async throws {
+        let engine = InMemoryEngine { server in
+            #expect(server.request.headers["Sec-WebSocket-Extensions"]?.hasPrefix("permessage-deflate") == true)
+            try server.accept(headers: ["Sec-WebSocket-Extensions": "permessage-deflate"])
+            let frame = try #require(try await server.receive())
+            #expect(frame.kind == .text && frame.rsv1)  // compressed by the client, not decompressed here
+            #expect(frame.data != Array("hello hello hello hello hello hello hello hello".utf8))
+        }
+        #expect(engine.isSupported(.webSocketExtensions))
+        let session = try await client(engine) { ws in
+            try? ws.extensions { try $0.install(.perMessageDeflate()) }
+        }.webSocketSession("ws://chat.test/")
+        #expect(session.extensions.map(\.name) == ["permessage-deflate"])
+        try await session.send("hello hello hello hello hello hello hello hello")
+        #expect(await session.closeReason?.code == .normal)  // the handler returned: closed with 1000
     }
 
     @Test("a rejected upgrade fails the open with the status and body")
