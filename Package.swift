@@ -168,6 +168,12 @@ let package = Package(
             dependencies: ["WSCore", "WSExtensions"],
             swiftSettings: swiftSettings
         ),
+        // The in-memory engine of WSTesting and the session rules run on it: no sockets, no peers, a virtual clock.
+        .testTarget(
+            name: "WSTestingTests",
+            dependencies: ["WSCore", "WSExtensions", "WSTesting"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WSIntegrationTests",
             dependencies: [

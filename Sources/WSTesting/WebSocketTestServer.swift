@@ -485,7 +485,7 @@ final class ServerCore: Sendable {
     }
 
     /// The standard reason phrase of an HTTP error status.
-    private static func reasonPhrase(_ status: Int) -> String {
+    static func reasonPhrase(_ status: Int) -> String {
         switch status {
         case 400: "Bad Request"
         case 401: "Unauthorized"

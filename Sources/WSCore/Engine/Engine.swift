@@ -117,11 +117,20 @@ extension WebSocketEngine {
 
 /// A connected byte stream supplied by an engine.
 ///
-/// Threading contract:
-/// - ``write(_:)``, ``setReadingPaused(_:)``, ``close()`` and ``abort()`` may be called from any thread,
-///   including from inside a handler callback (implementations must not hold a lock while calling the
-///   handler).
-/// - The handler's callbacks arrive serially (never two at once) on the engine's thread.
+/// This is what a third engine implements (besides ``WebSocketEngine/connect(to:options:)``); the session does
+/// everything above the bytes. The rules the session relies on:
+/// - ``write(_:)``, ``write(bytes:)``, ``setReadingPaused(_:)``, ``close()``, ``abort()``, ``bufferedBytes`` and
+///   ``schedule(after:_:)`` may be called from any thread, including from inside a handler callback, and while the
+///   session holds a lock of its own: the transport's own lock is innermost (it takes no other lock and calls out to
+///   nothing while holding it).
+/// - None of those calls invokes the handler before it returns: every callback comes later, from the engine's thread.
+///   (The session calls `write` while holding its lock, and a callback takes that lock.)
+/// - The handler's callbacks arrive serially (never two at once), and so do the actions of timers from
+///   ``schedule(after:_:)``, which may be called before ``start(handler:)`` (the opening handshake's timeout is).
+/// - While reading is paused, no bytes are delivered; the end of the stream and a connection error that arrive behind
+///   unread bytes are reported after those bytes, once reading resumes. The end that ``close()`` or ``abort()``
+///   brings is reported whether reading is paused or not.
+/// - ``WebSocketTransportHandler/transportDidClose(error:)`` comes exactly once, and nothing after it.
 public protocol WebSocketTransport: AnyObject, Sendable {
     /// Starts delivering events to `handler`. Called exactly once; bytes that arrived earlier are delivered
     /// first.
