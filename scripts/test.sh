@@ -5,7 +5,8 @@
 #   2. swift build --build-tests
 #   3. swift test                with WS_TEST_VENV / WS_TEST_PYTHON pointing at .venv (arguments to this script,
 #                                e.g. --filter PeerSmoke, go to swift test; Autobahn then runs only if AUTOBAHN=on)
-#   4. scripts/autobahn.sh       Autobahn|Testsuite cases 1-10 through `wsc echo`, CIO then Curl engine; 12-13 with deflate (skipped with a notice where no
+#   4. scripts/docs.sh           the DocC archive of every library module, docc warnings as errors (DOCS=off skips it)
+#   5. scripts/autobahn.sh       Autobahn|Testsuite cases 1-10 through `wsc echo`, CIO then Curl engine; 12-13 with deflate (skipped with a notice where no
 #                                Python 2.7 exists; AUTOBAHN=off skips it)
 #
 # Limits (seconds, env): BUILD_TIMEOUT=2400, SWIFT_TEST_TIMEOUT=1800; autobahn.sh has AUTOBAHN_TOTAL_TIMEOUT.
@@ -130,7 +131,20 @@ TEST_COUNTS="$( { grep -E 'Executed [0-9]+ tests?, with' "$LOG_DIR/swift-test.lo
                   grep -E 'Test run with [0-9]+ tests?' "$LOG_DIR/swift-test.log" | tail -n 1 || true; } \
                 | sed 's/^[^A-Za-z]*//' || true)"
 
-# --------------------------------------------------------------------------------------------------- 4. autobahn
+# ------------------------------------------------------------------------------------------------------- 4. docs
+t=$SECONDS
+if [ "${DOCS:-}" = off ]; then
+    echo "docs: SKIPPED — DOCS=off"
+elif [ $# -gt 0 ] && [ "${DOCS:-}" != on ]; then
+    echo "docs: SKIPPED — swift test arguments given (set DOCS=on to run it anyway)"
+else
+    echo "=== test.sh: scripts/check-docs.sh and scripts/docs.sh (DocC, warnings as errors)"
+    bash "$ROOT/scripts/check-docs.sh" || FAILED+=("docs (scripts/check-docs.sh: public symbols without a doc comment)")
+    bash "$ROOT/scripts/docs.sh" || FAILED+=("docs (scripts/docs.sh)")
+    step_done docs "$t"
+fi
+
+# --------------------------------------------------------------------------------------------------- 5. autobahn
 t=$SECONDS
 if [ "${AUTOBAHN:-}" = off ]; then
     echo "autobahn: SKIPPED — AUTOBAHN=off"

@@ -121,7 +121,7 @@ public final class CIOEngine: WebSocketEngine {
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
-    /// - Throws: ``WebSocketConnectionError`` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
+    /// - Throws: `WebSocketConnectionError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
     ///   `.tlsFailure`, `.cancelled` or `.network`.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport

@@ -20,7 +20,7 @@ struct SSLHandle: @unchecked Sendable {  // Used only under the owning CIOTransp
     let pointer: OpaquePointer
 }
 
-/// The engine's ``WebSocketTransport``.
+/// The engine's `WebSocketTransport`.
 final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendable {  // `state` Mutex + `loop`-thread confinement.
     // Thread rules: fields in `state` are guarded by that Mutex; `loopState`, `readable` and `readToEnd` are
     // confined to `loop`'s thread; the rest are immutable.

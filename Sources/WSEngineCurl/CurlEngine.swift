@@ -18,7 +18,7 @@ import WSPosix
 /// and extensions, rejects frames with RSV bits (so no permessage-deflate), leaves the close handshake to the
 /// caller, reused one masking key per connection before 8.16, and could lose bytes that arrived with the 101
 /// response before 8.21. None of that applies here, because libcurl only carries bytes; for the same reason this
-/// engine supports ``EngineCapability/webSocketExtensions``.
+/// engine supports `EngineCapability.webSocketExtensions`.
 ///
 /// - Threading: a few epoll loop threads (``Configuration/eventLoopCount``, by default one per processor) serve
 ///   every connection, round-robin (no thread per connection). Connects run concurrently on their loop through
@@ -194,7 +194,7 @@ public final class CurlEngine: WebSocketEngine {
     /// libcurl without WebSockets, such as Debian 12's stock 7.88, is reported as such.
     public static var supportsWebSockets: Bool { LoadedCurl.hasWebSockets && LoadedCurl.initializationFailure == nil }
 
-    /// ``EngineCapability/webSocket`` and ``EngineCapability/webSocketExtensions`` are supported when
+    /// `EngineCapability.webSocket` and `EngineCapability.webSocketExtensions` are supported when
     /// ``supportsWebSockets`` is `true`: WSCore runs its own codec over libcurl's byte stream, so the reserved bits
     /// and extension headers pass through untouched.
     /// - Parameter capability: The capability to check.
@@ -223,7 +223,7 @@ public final class CurlEngine: WebSocketEngine {
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
-    /// - Throws: ``WebSocketConnectionError`` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
+    /// - Throws: `WebSocketConnectionError` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
     ///   (ECONNREFUSED), `.timedOut`, `.tlsFailure`, `.cancelled`, `.unsupported` (the loaded libcurl lacks
     ///   WebSockets or TLS) or `.network`; its message carries `curl_easy_strerror` and libcurl's error detail.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws

@@ -22,7 +22,7 @@ import Synchronization
 import WSCore
 import WSPosix
 
-/// The engine's ``WebSocketTransport``.
+/// The engine's `WebSocketTransport`.
 final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendable {  // `state` Mutex + loop thread.
     // Thread rules: fields in `state` are guarded by that Mutex; `loopState` is confined to `loop`'s thread; the
     // rest are immutable.

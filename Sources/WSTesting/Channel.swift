@@ -24,7 +24,7 @@ enum ChannelError: Error, CustomStringConvertible {
     }
 }
 
-/// Makes a ``SystemError`` from the current `errno`.
+/// Makes a `SystemError` from the current `errno`.
 func systemError(_ call: String, _ code: Int32 = errno) -> SystemError {
     SystemError(errno: code, call: call, text: String(cString: strerror(code)))
 }

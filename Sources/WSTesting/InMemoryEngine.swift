@@ -1,7 +1,7 @@
 import Synchronization
 public import WSCore
 
-/// An engine that connects a ``WebSocketClient`` to a server side your test scripts, entirely in memory: no
+/// An engine that connects a `WebSocketClient` to a server side your test scripts, entirely in memory: no
 /// sockets, no threads of its own, and a virtual ``clock`` for the session's timers. Unit-test your own WebSocket
 /// code with it, deterministically and in milliseconds.
 ///
@@ -62,7 +62,7 @@ public final class InMemoryEngine: WebSocketEngine {
     /// `InMemory`.
     public var name: String { "InMemory" }
 
-    /// Supports ``EngineCapability/webSocket`` and ``EngineCapability/webSocketExtensions``.
+    /// Supports `EngineCapability.webSocket` and `EngineCapability.webSocketExtensions`.
     /// - Parameter capability: The capability to check.
     public func isSupported(_ capability: EngineCapability) -> Bool {
         capability == .webSocket || capability == .webSocketExtensions
@@ -74,7 +74,7 @@ public final class InMemoryEngine: WebSocketEngine {
     ///   - endpoint: Not used: every endpoint reaches this engine.
     ///   - options: Not used.
     /// - Returns: The client's transport.
-    /// - Throws: ``WebSocketConnectionError`` (``WebSocketConnectionError/Code/connectionRefused``) after
+    /// - Throws: `WebSocketConnectionError` (`WebSocketConnectionError.Code.connectionRefused`) after
     ///   ``shutdown()``.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
@@ -100,7 +100,7 @@ public final class InMemoryEngine: WebSocketEngine {
     /// the requests arrived; each connection is returned once. Meant for engines without a handler, whose
     /// connections are accepted at once: open the session, then take its server side.
     /// - Returns: The server side.
-    /// - Throws: ``WebSocketConnectionError`` (``WebSocketConnectionError/Code/cancelled``) after ``shutdown()``.
+    /// - Throws: `WebSocketConnectionError` (`WebSocketConnectionError.Code.cancelled`) after ``shutdown()``.
     public func nextConnection() async throws -> InMemoryServerConnection {
         let server = await withCheckedContinuation { (continuation: CheckedContinuation<InMemoryServerConnection?, Never>) in
             let ready = self.state.withLock { s -> InMemoryServerConnection?? in

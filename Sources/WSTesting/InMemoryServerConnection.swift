@@ -128,7 +128,7 @@ public final class InMemoryServerConnection: Sendable {
     ///   - headers: More response headers, e.g. `Sec-WebSocket-Extensions: permessage-deflate`. When it names an
     ///     extension, the client's frames may carry reserved bits; ``receive()`` returns them as sent (the server
     ///     side does not compress or decompress).
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/invalidArgument``) when the request was answered already.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.invalidArgument`) when the request was answered already.
     public func accept(subprotocol: String? = nil, headers: HTTPHeaders = HTTPHeaders()) throws {
         try self.answer { s in
             var response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -145,12 +145,12 @@ public final class InMemoryServerConnection: Sendable {
     }
 
     /// Refuses the upgrade with an HTTP error response, then ends the connection: the client's open fails with
-    /// ``WebSocketConnectionError`` ``WebSocketConnectionError/Code/upgradeRejected`` and this `status`.
+    /// `WebSocketConnectionError` `WebSocketConnectionError.Code.upgradeRejected` and this `status`.
     /// - Parameters:
     ///   - status: The HTTP status, e.g. 403.
     ///   - body: A plain-text body.
     ///   - headers: More response headers.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/invalidArgument``) when the request was answered already.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.invalidArgument`) when the request was answered already.
     public func reject(status: Int, body: String = "", headers: HTTPHeaders = HTTPHeaders()) throws {
         try self.answer { s in
             let bodyBytes = Array(body.utf8)
@@ -208,7 +208,7 @@ public final class InMemoryServerConnection: Sendable {
     /// `false`), pongs and the client's close frame. After the close frame, or once the client has closed the
     /// connection and every frame was returned, it returns `nil`.
     /// - Returns: The next frame, or `nil` at the end.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/protocolViolation`` and friends, with the close code
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.protocolViolation` and friends, with the close code
     ///   a server would send) when the client's bytes break RFC 6455; `CancellationError` when the task is
     ///   cancelled.
     public func receive() async throws -> Frame? {
@@ -247,8 +247,8 @@ public final class InMemoryServerConnection: Sendable {
     /// Sends a frame as it is, unmasked: any kind, FIN flag and reserved bits (fragments, invalid frames). Returns
     /// once the client's session has read it, or at once while the client has paused reading.
     /// - Parameter frame: The frame.
-    /// - Throws: ``WebSocketError``: ``WebSocketError/Code/sessionClosed`` after a close frame was sent,
-    ///   ``WebSocketError/Code/connectionLost`` once the connection has ended.
+    /// - Throws: `WebSocketError`: `WebSocketError.Code.sessionClosed` after a close frame was sent,
+    ///   `WebSocketError.Code.connectionLost` once the connection has ended.
     public func send(_ frame: Frame) async throws {
         self.acceptIfUnanswered()
         try self.state.withLock { s throws(WebSocketError) in
@@ -267,14 +267,14 @@ public final class InMemoryServerConnection: Sendable {
 
     /// Sends a text message (one final text frame), as ``send(_:)`` does.
     /// - Parameter text: The message.
-    /// - Throws: ``WebSocketError`` as ``send(_:)`` does.
+    /// - Throws: `WebSocketError` as ``send(_:)`` does.
     public func send(text: String) async throws {
         try await self.send(Frame.text(text))
     }
 
     /// Sends a binary message (one final binary frame), as ``send(_:)`` does.
     /// - Parameter bytes: The message.
-    /// - Throws: ``WebSocketError`` as ``send(_:)`` does.
+    /// - Throws: `WebSocketError` as ``send(_:)`` does.
     public func send(bytes: [UInt8]) async throws {
         try await self.send(Frame.binary(bytes))
     }
@@ -282,7 +282,7 @@ public final class InMemoryServerConnection: Sendable {
     /// Sends bytes as they are, without framing, for misbehaviour tests (a bad opcode, a masked frame, half a
     /// frame). Returns once the client's session has read them.
     /// - Parameter bytes: The bytes.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/connectionLost``) once the connection has ended.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.connectionLost`) once the connection has ended.
     public func sendRaw(_ bytes: [UInt8]) async throws {
         self.acceptIfUnanswered()
         try self.state.withLock { s throws(WebSocketError) in
@@ -338,7 +338,7 @@ public final class InMemoryServerConnection: Sendable {
     }
 
     /// Drops the connection without a close handshake, as a lost network does: the client reads what was sent
-    /// before, then its session ends with close code 1006 (``WebSocketError/Code/connectionLost``).
+    /// before, then its session ends with close code 1006 (`WebSocketError.Code.connectionLost`).
     public func drop() async {
         self.state.withLock { s in
             self.endStream(InMemoryConnectionDropped(), &s)

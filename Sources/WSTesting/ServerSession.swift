@@ -76,9 +76,9 @@ public final class ServerSession: Sendable {
     /// UTF-8, ...), the session sends a close frame with the matching code (1002, 1007, 1009), closes the
     /// connection and throws.
     /// - Returns: The next frame, or `nil` when the connection has closed.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/protocolViolation``,
-    ///   ``WebSocketError/Code/invalidUTF8``, ``WebSocketError/Code/messageTooBig``, or
-    ///   ``WebSocketError/Code/connectionLost`` when reading fails).
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.protocolViolation`,
+    ///   `WebSocketError.Code.invalidUTF8`, `WebSocketError.Code.messageTooBig`, or
+    ///   `WebSocketError.Code.connectionLost` when reading fails).
     public func receive() throws -> Frame? {
         try self.reader.withLock { reader throws(WebSocketError) -> Frame? in
             if reader.closeReceived || reader.ended || self.isClosed { return nil }
@@ -177,22 +177,22 @@ public final class ServerSession: Sendable {
     /// Sends a frame as it is, unmasked: any kind, FIN flag and reserved bits (so tests can send fragments or
     /// invalid frames). Sending a close frame ends sending.
     /// - Parameter frame: The frame to send.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/sessionClosed`` after a close frame was sent, or
-    ///   ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.sessionClosed` after a close frame was sent, or
+    ///   `WebSocketError.Code.connectionLost` when writing fails.
     public func send(_ frame: Frame) throws {
         try self.write(frame, onlyBeforeClose: true)
     }
 
     /// Sends a text message.
     /// - Parameter text: The message.
-    /// - Throws: ``WebSocketError`` as ``send(_:)-(Frame)`` does.
+    /// - Throws: `WebSocketError` as ``send(_:)-(Frame)`` does.
     public func send(_ text: String) throws {
         try self.send(Frame.text(text))
     }
 
     /// Sends a binary message.
     /// - Parameter bytes: The message.
-    /// - Throws: ``WebSocketError`` as ``send(_:)-(Frame)`` does.
+    /// - Throws: `WebSocketError` as ``send(_:)-(Frame)`` does.
     public func send(_ bytes: [UInt8]) throws {
         try self.send(Frame.binary(bytes))
     }
@@ -200,7 +200,7 @@ public final class ServerSession: Sendable {
     /// Writes raw bytes to the connection, bypassing framing, for misbehaviour tests (a bad opcode, a masked
     /// server frame, a truncated header, ...). Works even after a close frame was sent.
     /// - Parameter bytes: The bytes to write.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
     public func sendRaw(_ bytes: [UInt8]) throws {
         try self.output.withLock { _ throws(WebSocketError) in
             try self.writeLocked(bytes)
@@ -228,7 +228,7 @@ public final class ServerSession: Sendable {
 
     /// Sends a frame that breaks the protocol in the given way (see ``MalformedFrame``).
     /// - Parameter kind: How the frame is malformed; ``MalformedFrame/reservedOpcode`` by default.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
     public func sendMalformedFrame(_ kind: MalformedFrame = .reservedOpcode) throws {
         let bytes: [UInt8] =
             switch kind {
@@ -245,7 +245,7 @@ public final class ServerSession: Sendable {
     /// Sends `frame` masked, as only a client may (a server's frames must not be masked): the client must fail
     /// the session with 1002.
     /// - Parameter frame: The frame to send; a text frame "masked" by default.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
     public func sendMasked(_ frame: Frame = .text("masked")) throws {
         var bytes: [UInt8] = []
         FrameEncoder.encode(frame, maskingKey: MaskingKey(0x37, 0xFA, 0x21, 0x3D), into: &bytes)
@@ -255,7 +255,7 @@ public final class ServerSession: Sendable {
     /// Sends a final text frame whose payload is not valid UTF-8 (`bytes`, by default a UTF-16 surrogate
     /// encoded as UTF-8): the client must fail the session with 1007.
     /// - Parameter bytes: The payload; it should not be valid UTF-8.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
     public func sendInvalidUTF8(_ bytes: [UInt8] = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]) throws {
         try self.sendRaw(Self.rawFrame(.text, bytes))
     }
@@ -263,7 +263,7 @@ public final class ServerSession: Sendable {
     /// Sends only the header of a binary frame that declares a `length`-byte payload, and no payload: a
     /// client whose frame limit is below `length` must fail the session with 1009 from the header alone.
     /// - Parameter length: The declared payload length (sent with the 64-bit length form when over 65,535).
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
     public func sendOversizedFrameHeader(length: Int) throws {
         var bytes: [UInt8] = [0x80 | Opcode.binary.rawValue]
         if length < 126 {
@@ -279,11 +279,11 @@ public final class ServerSession: Sendable {
 
     /// Sends the first `sentBytes` bytes of a binary frame of `payloadLength` bytes, then drops the TCP
     /// connection without a close frame: the client sees an abnormal closure (1006,
-    /// ``WebSocketError/Code/connectionLost``).
+    /// `WebSocketError.Code.connectionLost`).
     /// - Parameters:
     ///   - payloadLength: The payload length the frame declares.
     ///   - sentBytes: How many bytes of the frame (header included) go out before the drop.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when writing fails.
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
     public func dropMidFrame(payloadLength: Int = 1000, sentBytes: Int = 300) throws {
         let frame = Self.rawFrame(.binary, [UInt8](repeating: 7, count: payloadLength))
         try self.sendRaw(Array(frame.prefix(max(1, min(sentBytes, frame.count - 1)))))
@@ -366,7 +366,7 @@ public final class ServerSession: Sendable {
     /// ``closeTimeout`` for the client's close frame (discarding messages that arrive meanwhile), then closes
     /// the TCP connection. Does nothing when the connection is already closed.
     /// - Parameter reason: The close code and message; 1000 NORMAL by default.
-    /// - Throws: ``WebSocketError`` with ``WebSocketError/Code/connectionLost`` when the close frame cannot
+    /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when the close frame cannot
     ///   be written (the connection is closed all the same).
     public func close(_ reason: CloseReason = CloseReason(code: .normal)) throws {
         try self.closeHandshake(.close(reason))
