@@ -23,6 +23,15 @@ let package = Package(
         .library(name: "WSTesting", targets: ["WSTesting"]),
         .executable(name: "wsc", targets: ["wsc"]),
     ],
+    traits: [
+        .trait(
+            name: "FoundationURL",
+            description: "Foundation URL overloads of the entry points (webSocket, webSocketSession, ws, wss, "
+                + "WebSocketURL.init(_:)). Links FoundationEssentials into the process (about 2 MiB resident); "
+                + "disable it with `traits: []` on the package dependency to keep Foundation out."
+        ),
+        .default(enabledTraits: ["FoundationURL"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),

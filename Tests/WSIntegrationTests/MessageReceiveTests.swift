@@ -322,6 +322,7 @@ struct EntryPointTests {
         }
     }
 
+    #if FoundationURL
     @Test("URL overloads of webSocketSession, webSocket, ws and wss", arguments: TestEngine.allCases)
     func urlOverloads(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
@@ -356,6 +357,7 @@ struct EntryPointTests {
             #expect(try WebSocketURL(try #require(URL(string: "ws://[::1]:9000/a?b=c"))).port == 9000)
         }
     }
+    #endif
 
     @Test("client.unsupportedReason says nothing for a supported capability and matches the engine's",
           arguments: TestEngine.allCases)

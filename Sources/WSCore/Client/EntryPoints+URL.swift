@@ -1,6 +1,8 @@
 // The entry points that take a URL string, also taking Foundation's `URL`. FoundationEssentials where the toolchain
 // has it (Linux, Swift 6): `URL` without the rest of Foundation (ICU, formatters); it is the same type your code
-// sees through `import Foundation`.
+// sees through `import Foundation`. Only with the package trait FoundationURL (on by default): without it WSCore
+// links nothing of Foundation.
+#if FoundationURL
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
@@ -86,3 +88,4 @@ extension WebSocketClient {
         try await self.wss(url.absoluteString, request: request, block)
     }
 }
+#endif
