@@ -6,7 +6,6 @@ import PackageDescription
 
 let package = Package(
     name: "swift-websocket-client-benchmarks",
-    platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "swift-websocket-client", path: ".."),
         .package(url: "https://github.com/vapor/websocket-kit.git", exact: "2.16.2"),
