@@ -56,7 +56,8 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     ln -sf "$(cd WSClientBench && swift build -c release --scratch-path ../"$SCRATCH"/wsclient --show-bin-path)/wsbench-wsclient" \
         "$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/wsbench-wsclient"
 fi
-WSBENCH="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)/wsbench"
+BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)"
+WSBENCH="$BIN/wsbench"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 "$BIN_C/echo_server" "$PORT" 2>/dev/null &
@@ -107,7 +108,11 @@ for w in $WORKLOADS; do
             elif [[ "$w" == w5 ]]; then
                 cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$W5_URL" --w5-mib "$W5_MIB")
             else
-                cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+                # wsbench execs our engines' drivers (their RSS is ours alone); call them directly when built.
+                driver=$WSBENCH
+                if [[ "$c" == ours-curl* && -x "$BIN/wsbench-ours-curl" ]]; then driver=$BIN/wsbench-ours-curl; fi
+                if [[ "$c" == ours-cio* && -x "$BIN/wsbench-ours-cio" ]]; then driver=$BIN/wsbench-ours-cio; fi
+                cmd=("$driver" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
                 if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS"); fi
             fi
             rc=0
