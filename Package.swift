@@ -1,6 +1,8 @@
 // swift-tools-version: 6.1
 // The WebSocket client SDK: a pure-Swift core (WSCore), two engines (the native epoll engine WSEngineCIO and the
 // libcurl engine WSEngineCurl), opt-in permessage-deflate (WSExtensions) and Codable converters (WSSerialization).
+// Linux only (epoll, eventfd, glibc; tested on Debian 12 with Swift 6.3), so no `platforms`: that list only sets
+// minimum versions of Apple platforms, on which the engines do not run.
 import PackageDescription
 
 /// Settings shared by every Swift target: Swift 6 language mode with strict concurrency and explicit imports.
@@ -13,7 +15,6 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "swift-websocket-client",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "WSCore", targets: ["WSCore"]),
         .library(name: "WSEngineCIO", targets: ["WSEngineCIO"]),

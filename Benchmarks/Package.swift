@@ -6,7 +6,6 @@ import PackageDescription
 
 let package = Package(
     name: "swift-websocket-client-benchmarks",
-    platforms: [.macOS(.v15)],
     dependencies: [
         // Without the default trait FoundationURL: the drivers use no Foundation type, and the trait's only cost, loading
         // FoundationEssentials (about 2 MiB resident and 15-20 ms of CPU at process start, measured), is not the

@@ -31,7 +31,6 @@ let fuzzers: [(name: String, harness: String)] = [
 
 let package = Package(
     name: "swift-websocket-client-fuzz",
-    platforms: [.macOS(.v15)],
     targets: [
         .systemLibrary(name: "CWSZlib"),
         // The dependency-free part of WSCore: the codec, the handshake parsers and the model types.

@@ -6,7 +6,6 @@ import PackageDescription
 
 let package = Package(
     name: "wsclient-bench",
-    platforms: [.macOS(.v15)],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/swift-websocket.git", exact: "1.6.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),

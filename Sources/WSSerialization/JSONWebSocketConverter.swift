@@ -5,8 +5,8 @@ public import Foundation
 #endif
 public import WSCore
 
-/// A content converter that sends values as JSON, with Foundation's `JSONEncoder` and `JSONDecoder`. The seed's
-/// `KotlinxWebsocketSerializationConverter(Json)`.
+/// A content converter that sends values as JSON, with Foundation's `JSONEncoder` and `JSONDecoder`. What
+/// `KotlinxWebsocketSerializationConverter(Json)` is in Ktor.
 ///
 /// Install it in the `WebSockets` plugin, then send and receive `Codable` values:
 /// ```swift

@@ -1,4 +1,4 @@
-// wsbench-codec: what one frame costs in the WSCore codec, without the network (issue 7).
+// wsbench-codec: what one frame costs in the WSCore codec, without the network.
 //
 // For payloads of 128 B and 64 KiB (binary frames) it measures, over 1,000 frames per iteration:
 //   - encode: a client frame, masked with a fresh key, into a fresh array, exactly as `Connection.enqueue` does;

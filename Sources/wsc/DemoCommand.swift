@@ -253,7 +253,8 @@ struct DemoStep {
     }
 }
 
-/// The seed's chat message, sent by the serialization step; `timestamp` in milliseconds as the seed's `Long`.
+/// The chat message of Ktor's serialization example, sent by the serialization step; `timestamp` in
+/// milliseconds, as a Kotlin `Long`.
 struct DemoChatMessage: Codable, Equatable, CustomStringConvertible {
     let user: String
     let message: String

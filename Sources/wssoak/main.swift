@@ -1,4 +1,4 @@
-// wssoak: the load and soak driver of scripts/soak.sh (issue 8). Not a product; nothing ships it.
+// wssoak: the load and soak driver of scripts/soak.sh. Not a product; nothing ships it.
 //
 //   wssoak open URL [--connections N] [--parallel P] [--engine cio|curl] [--hold SECONDS] [--rounds R] [--settle S]
 //       Opens N sessions to an echo server (at most P handshakes in flight), keeps them all open at once,

@@ -1,7 +1,7 @@
-// The seed's connection functions: webSocketSession (3 forms), webSocket (3 forms), ws and wss.
+// The connection functions, as Ktor's: webSocketSession (3 forms), webSocket (3 forms), ws and wss.
 
 extension WebSocketClient {
-    /// Opens a session configured entirely by the request block. The seed's `webSocketSession(block)`.
+    /// Opens a session configured entirely by the request block.
     ///
     /// The session stays open until you call ``WebSocketSession/close(_:)`` or the server closes it.
     /// - Parameter request: Sets the URL (`try request.url("ws://...")`), headers, subprotocols, timeouts.
@@ -16,7 +16,7 @@ extension WebSocketClient {
         }.open()
     }
 
-    /// Opens a session to a URL built from components. The seed's `webSocketSession(method, host, port, path)`.
+    /// Opens a session to a URL built from components.
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
     ///   - host: The host, `localhost` by default.
@@ -37,7 +37,7 @@ extension WebSocketClient {
         }.open()
     }
 
-    /// Opens a session to a URL string. The seed's `webSocketSession(urlString)`.
+    /// Opens a session to a URL string.
     /// - Parameters:
     ///   - urlString: A ws, wss, http or https URL.
     ///   - request: Edits the request (headers, subprotocols, timeouts).
@@ -53,7 +53,6 @@ extension WebSocketClient {
     }
 
     /// Opens a session, runs `block` with it, and closes it (code 1000) when the block returns or throws.
-    /// The seed's `webSocket(request, block)`.
     /// - Parameters:
     ///   - request: Sets the URL, headers, subprotocols and timeouts.
     ///   - block: Works with the session.
@@ -70,7 +69,6 @@ extension WebSocketClient {
     }
 
     /// Opens a session to a URL string, runs `block`, and closes the session when it returns or throws.
-    /// The seed's `webSocket(urlString, request, block)`.
     /// - Parameters:
     ///   - urlString: A ws, wss, http or https URL.
     ///   - request: Edits the request.
@@ -89,7 +87,7 @@ extension WebSocketClient {
     }
 
     /// Opens a session to a URL built from components, runs `block`, and closes the session when it returns
-    /// or throws. The seed's `webSocket(method, host, port, path, request, block)`.
+    /// or throws.
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
     ///   - host: The host, `localhost` by default.
@@ -113,7 +111,7 @@ extension WebSocketClient {
             }, block)
     }
 
-    /// The seed's short alias `ws(urlString, request, block)`: the same as ``webSocket(_:request:_:)-(String,_,_)``.
+    /// A short alias: the same as ``webSocket(_:request:_:)-(String,_,_)``.
     /// - Parameters:
     ///   - urlString: A ws, wss, http or https URL.
     ///   - request: Edits the request.
@@ -170,7 +168,7 @@ extension WebSocketClient {
         return try await self.webSocket(urlString, request: request, block)
     }
 
-    /// The seed's `wss(host, port, path, request, block)`: a TLS session to a URL built from components.
+    /// A short alias: a TLS session to a URL built from components.
     /// - Parameters:
     ///   - method: The request method, `GET` by default.
     ///   - host: The host, `localhost` by default.

@@ -12,8 +12,8 @@ public struct HTTPMethod: RawRepresentable, Sendable, Hashable, CustomStringConv
     public var description: String { self.rawValue }
 }
 
-/// The opening handshake request, edited in the `request` block of the entry points. The seed's
-/// `HttpRequestBuilder`.
+/// The opening handshake request, edited in the `request` block of the entry points (Ktor's
+/// `HttpRequestBuilder`).
 ///
 /// ```swift
 /// let session = try await client.webSocketSession("wss://api.example.com/ws") { request in

@@ -1,6 +1,6 @@
 public import Logging
 
-/// A plugin installed in a client's configuration block, as the seed's `HttpClientPlugin`. The WebSocket
+/// A plugin installed in a client's configuration block, as Ktor's `HttpClientPlugin`. The WebSocket
 /// support itself is the ``WebSockets`` plugin.
 public protocol ClientPlugin {
     /// The plugin's settings, edited in the `install` block.
@@ -11,7 +11,7 @@ public protocol ClientPlugin {
     static func defaultConfiguration() -> Configuration
 }
 
-/// The client: an engine plus the installed plugins. The seed's `HttpClient`, reduced to what a WebSocket
+/// The client: an engine plus the installed plugins. Ktor's `HttpClient`, reduced to what a WebSocket
 /// SDK needs.
 ///
 /// ```swift
@@ -42,7 +42,7 @@ public final class WebSocketClient: Sendable {
         /// Creates a configuration with no plugin installed.
         public init() {}
 
-        /// Installs a plugin and edits its settings, as the seed's `install(WebSockets) { ... }`. Installing a
+        /// Installs a plugin and edits its settings, as Ktor's `install(WebSockets) { ... }`. Installing a
         /// plugin twice edits the same settings.
         /// - Parameters:
         ///   - plugin: The plugin type, e.g. `WebSockets.self`.

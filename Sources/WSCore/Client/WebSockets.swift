@@ -1,5 +1,5 @@
 /// The WebSockets plugin: install it in a client's configuration block to set pings, limits, extensions and
-/// the content converter. The seed's `WebSockets` plugin object.
+/// the content converter. Ktor's `WebSockets` plugin.
 ///
 /// ```swift
 /// config.install(WebSockets.self) { ws in
@@ -10,7 +10,7 @@
 /// ```
 /// Without an explicit `install`, sessions use the defaults below.
 public enum WebSockets: ClientPlugin {
-    /// The plugin's key, `WebSocket`, as in the seed.
+    /// The plugin's key, `WebSocket`.
     public static let key = "WebSocket"
 
     /// The default settings.
@@ -25,8 +25,8 @@ public enum WebSockets: ClientPlugin {
         public var pongTimeout: Duration? = nil
         /// The largest frame accepted from the server, in bytes (default 1 MiB, as Python websockets'
         /// `max_size`). A bigger frame ends the session with close code 1009. Checked from the frame header,
-        /// before the payload is buffered: the seed's default of `Long.MAX_VALUE` would let any server make the
-        /// client allocate without bound. Raise it when you expect bigger frames.
+        /// before the payload is buffered: an unlimited default (Ktor's is `Long.MAX_VALUE`) would let any
+        /// server make the client allocate without bound. Raise it when you expect bigger frames.
         public var maxFrameSize: Int = 1 << 20
         /// The largest message accepted from the server, after reassembly and decompression (default 1 MiB).
         /// A bigger message ends the session with close code 1009. Raise it when you expect bigger messages.
@@ -64,7 +64,7 @@ public enum WebSockets: ClientPlugin {
         /// Creates the default settings.
         public init() {}
 
-        /// Configures the extensions to offer, as the seed's `extensions { }` block.
+        /// Configures the extensions to offer (Ktor's `extensions { }` block).
         /// - Parameter block: Installs extension factories.
         public mutating func extensions(_ block: (inout WebSocketExtensionsConfiguration) throws -> Void) rethrows {
             try block(&self.extensionsConfiguration)

@@ -1,7 +1,7 @@
 public import Logging
 
 /// Something an engine may or may not be able to do, checked at run time with
-/// ``WebSocketClient/isSupported(_:)``. The seed's `HttpClientEngineCapability`.
+/// ``WebSocketClient/isSupported(_:)``. Ktor's `HttpClientEngineCapability`.
 public struct EngineCapability: Hashable, Sendable, CustomStringConvertible {
     /// The capability's name, e.g. `WebSocketCapability`.
     public let name: String
@@ -9,10 +9,10 @@ public struct EngineCapability: Hashable, Sendable, CustomStringConvertible {
     /// - Parameter name: A unique name.
     public init(name: String) { self.name = name }
 
-    /// The engine can open WebSocket sessions. The seed's `WebSocketCapability`.
+    /// The engine can open WebSocket sessions.
     public static let webSocket = EngineCapability(name: "WebSocketCapability")
     /// The engine carries the reserved bits and extension headers that WebSocket extensions such as
-    /// permessage-deflate need. The seed's `WebSocketExtensionsCapability`.
+    /// permessage-deflate need.
     public static let webSocketExtensions = EngineCapability(name: "WebSocketExtensionsCapability")
 
     /// The capability's name.

@@ -1,6 +1,6 @@
 /// Converts values to and from frames for ``WebSocketSession/sendSerialized(_:)`` and
-/// ``WebSocketSession/receiveDeserialized(_:)``. The seed's `WebsocketContentConverter`; the JSON converter is
-/// in WSSerialization.
+/// ``WebSocketSession/receiveDeserialized(_:)``. Ktor's `WebsocketContentConverter`; the JSON converter is in
+/// WSSerialization.
 public protocol WebSocketContentConverter: Sendable {
     /// Serializes a value into a frame (text or binary).
     /// - Parameter value: The value to send.

@@ -97,8 +97,8 @@ public protocol WebSocketExtension: AnyObject, Sendable {
     func processIncoming(_ message: Frame, context: WebSocketExtensionContext) throws -> Frame
 }
 
-/// The plugin's `extensions { }` block: the extensions to offer, in order. The seed's
-/// `WebSocketExtensionsConfig`.
+/// The plugin's `extensions { }` block: the extensions to offer, in order (Ktor's
+/// `WebSocketExtensionsConfig`).
 public struct WebSocketExtensionsConfiguration: Sendable {
     /// The installed factories, in order.
     public private(set) var factories: [any WebSocketExtensionFactory] = []

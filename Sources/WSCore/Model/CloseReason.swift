@@ -5,8 +5,8 @@
 /// if let reason = await session.closeReason, reason.code == .goingAway { ... }
 /// ```
 public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
-    /// A close status code. The named codes are the seed's `CloseReason.Codes`; any other value in 1000–4999
-    /// can be expressed with ``init(rawValue:)``.
+    /// A close status code. The named codes are those of RFC 6455 (Ktor's `CloseReason.Codes`); any other
+    /// value in 1000–4999 can be expressed with ``init(rawValue:)``.
     public struct Code: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
         /// The numeric code on the wire.
         public let rawValue: UInt16
@@ -102,7 +102,7 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
         self.message = message
     }
 
-    /// Creates a close reason from a raw code, as the seed's `CloseReason(code: Short, message)`.
+    /// Creates a close reason from a raw code, as Ktor's `CloseReason(code: Short, message)`.
     /// - Parameters:
     ///   - code: The numeric status code.
     ///   - message: A human-readable reason.

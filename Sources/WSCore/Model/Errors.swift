@@ -1,5 +1,5 @@
 /// An error on an established WebSocket session, or a misuse of the API: a protocol violation by the peer, a
-/// message over a limit, a missing pong, a send after close, a missing capability. The seed's
+/// message over a limit, a missing pong, a send after close, a missing capability. Ktor's
 /// `WebSocketException`.
 ///
 /// Match on ``code``; new codes may be added in later versions, so keep a `default` branch:
@@ -115,7 +115,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
 }
 
 /// The connection could not be established: name resolution, TCP connect, TLS, a timeout, or a server that
-/// answered without upgrading. The seed's `WebSocketConnectionException`.
+/// answered without upgrading. Ktor's `WebSocketConnectionException`.
 ///
 /// When the server answered with an HTTP response other than `101 Switching Protocols`, ``status``,
 /// ``headers`` and a bounded prefix of the ``body`` say what it said.

@@ -110,7 +110,7 @@ public struct Frame: Sendable, Hashable {
     /// Whether RSV3 is set.
     public var rsv3: Bool { self.reservedBits.contains(.rsv3) }
 
-    // MARK: Factories, named as in the seed (Frame.Text, Frame.Binary, ...)
+    // MARK: Factories, named as Ktor's (Frame.Text, Frame.Binary, ...)
 
     /// A text frame carrying `text` as UTF-8.
     /// - Parameters:
@@ -154,7 +154,7 @@ public struct Frame: Sendable, Hashable {
         Frame(kind: .close, data: reason?.encoded() ?? [])
     }
 
-    // MARK: Reading, as in the seed (readText, readBytes, readReason)
+    // MARK: Reading, as in Ktor (readText, readBytes, readReason)
 
     /// The payload decoded as UTF-8.
     ///

@@ -2,7 +2,7 @@ import Logging
 import Synchronization
 
 /// An open WebSocket session: receive from ``incoming``, send with ``send(_:)-(String)`` and friends, end it
-/// with ``close(_:)``. The seed's `DefaultClientWebSocketSession`.
+/// with ``close(_:)``. Ktor's `DefaultClientWebSocketSession`.
 ///
 /// The session answers pings with pongs, sends pings when a ping interval is set, reassembles fragmented
 /// messages, enforces the size limits and runs the close handshake. It is `Sendable`: one task may receive
@@ -54,7 +54,7 @@ public final class WebSocketSession: Sendable {
     /// ``WebSocketIncoming/receive()``. Iteration throws ``WebSocketError`` if the session fails.
     public var incoming: WebSocketIncoming { WebSocketIncoming(session: self) }
 
-    /// The outgoing side: ``WebSocketOutgoing/send(_:)`` sends a frame, as the seed's `outgoing.send(frame)`.
+    /// The outgoing side: ``WebSocketOutgoing/send(_:)`` sends a frame, as `outgoing.send(frame)` in Ktor.
     public var outgoing: WebSocketOutgoing { WebSocketOutgoing(session: self) }
 
     /// Sends a text message.
@@ -154,8 +154,7 @@ public final class WebSocketSession: Sendable {
     /// Whether the session has ended (the connection is released).
     public var isClosed: Bool { self.connection.hasEnded }
 
-    /// Sends `value` through the installed ``WebSockets/Configuration/contentConverter``. The seed's
-    /// `sendSerialized`.
+    /// Sends `value` through the installed ``WebSockets/Configuration/contentConverter``.
     /// - Parameter value: The value to send.
     /// - Throws: ``WebSocketError/Code/noContentConverter`` if no converter is installed,
     ///   ``WebSocketError/Code/conversion`` if it cannot serialize the value.
@@ -173,7 +172,7 @@ public final class WebSocketSession: Sendable {
     }
 
     /// Receives the next text or binary message and converts it to `T` with the installed content converter.
-    /// Pings and pongs are skipped. The seed's `receiveDeserialized`.
+    /// Pings and pongs are skipped.
     /// - Parameter type: The type to decode; inferred from context when omitted.
     /// - Returns: The decoded value.
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/noContentConverter``;
@@ -228,7 +227,7 @@ public final class WebSocketSession: Sendable {
     }
 }
 
-/// The frames received on a session, as an `AsyncSequence` (the seed's `incoming` channel).
+/// The frames received on a session, as an `AsyncSequence` (Ktor's `incoming` channel).
 ///
 /// Yields whole text and binary messages, pings (already answered) and pongs, and the server's close frame
 /// last; then it ends. If the session fails (a protocol violation, a lost connection, a pong timeout)
@@ -263,7 +262,7 @@ public struct WebSocketIncoming: AsyncSequence, Sendable {
     }
 }
 
-/// The sending side of a session (the seed's `outgoing` channel).
+/// The sending side of a session (Ktor's `outgoing` channel).
 public struct WebSocketOutgoing: Sendable {
     let session: WebSocketSession
     /// Sends a frame; the same as ``WebSocketSession/send(_:)-(Frame)``.
