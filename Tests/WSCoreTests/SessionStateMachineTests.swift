@@ -193,6 +193,29 @@ struct SessionStateMachineTests {
         #expect(sink.take() == ["resumeDrainWaiters"])
     }
 
+    @Test("behind unsent bytes, 64 KiB of pongs at most wait; then only the latest is kept until the drain")
+    func pongBudget() {
+        var machine = openMachine()
+        var sink = Recorder()
+        // 125-byte pings: each pong costs 131 bytes on the wire; 500 of them would be 65,500 bytes.
+        let payload = [UInt8](repeating: 7, count: 125)
+        sink.outgoingBufferedBytes = 0
+        machine.read(wire(.ping, payload), &sink)  // straight to the network: not counted
+        sink.outgoingBufferedBytes = 1
+        var flood: [UInt8] = []
+        for i in 0..<600 { flood += wire(.ping, payload.dropLast() + [UInt8(i % 256)]) }
+        machine.read(flood, &sink)
+        let written = sink.take().filter { $0.hasPrefix("write pong") }.count
+        #expect(written == 1 + (SessionStateMachine.maxQueuedPongBytes + 130) / 131)
+        sink.outgoingBufferedBytes = 0
+        machine.transportDrained(&sink)
+        let drained = sink.take()
+        #expect(drained.count == 2 && drained[0].hasPrefix("write pong") && drained[0].hasSuffix("\(599 % 256)]"))
+        // The network takes everything again: pongs go out one per ping.
+        machine.read(wire(.ping, [1]) + wire(.ping, [2]), &sink)
+        #expect(sink.take().filter { $0.hasPrefix("write pong") }.count == 2)
+    }
+
     // MARK: Close
 
     @Test("the peer's close is echoed with its code, queued last, and the close timer starts")

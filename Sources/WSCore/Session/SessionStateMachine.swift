@@ -152,6 +152,11 @@ struct SessionStateMachine {
     private var awaitingPong: [UInt8]?
     /// The pong for the latest ping, held back while the server does not read what we send.
     private var heldPong: [UInt8]?
+    /// Pong bytes written while the transport already held unsent bytes (see `writePong`).
+    private var pongBytesQueued = 0
+
+    /// How many bytes of pongs may wait behind unsent bytes before only the latest pong is kept.
+    static let maxQueuedPongBytes = 64 << 10
 
     /// Creates a machine in the idle phase.
     /// - Parameter configuration: The session's limits and timeouts.
@@ -229,6 +234,7 @@ struct SessionStateMachine {
 
     /// The transport's buffer drained: sends a held pong and resumes the drain waiters.
     mutating func transportDrained(_ sink: inout some SessionActionSink) {
+        self.pongBytesQueued = 0
         if let pong = self.heldPong.take(), !self.closeSent {
             sink.perform(.writeControl(Frame(kind: .pong, data: pong)))
         }
@@ -363,11 +369,18 @@ struct SessionStateMachine {
     /// Answers a ping. A server that floods pings and does not read our pongs must not grow our memory: above the
     /// outgoing limit only the pong of the latest ping is kept, and sent once the transport drains (RFC 6455
     /// section 5.5.3 allows answering only the most recent ping).
+    ///
+    /// Pongs are also bounded on their own: once 64 KiB of them wait behind unsent bytes, only the latest is kept, so
+    /// a ping flood at a server that does not read costs 64 KiB of pongs, not the whole outgoing buffer. The count
+    /// starts again whenever the transport holds nothing unsent (pongs that went straight to the network cost nothing).
     private mutating func writePong(_ payload: [UInt8], _ sink: inout some SessionActionSink) {
-        if sink.outgoingBufferedBytes > self.limits.maxOutgoingBufferBytes {
+        let buffered = sink.outgoingBufferedBytes
+        if buffered == 0 { self.pongBytesQueued = 0 }
+        if buffered > self.limits.maxOutgoingBufferBytes || self.pongBytesQueued >= Self.maxQueuedPongBytes {
             self.heldPong = payload
         } else {
             sink.perform(.writeControl(Frame(kind: .pong, data: payload)))
+            if buffered > 0 { self.pongBytesQueued += payload.count &+ 6 }  // header and masking key
         }
     }
 
