@@ -79,8 +79,9 @@ public final class InMemoryEngine: WebSocketEngine {
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
-        let server = InMemoryServerConnection(clock: self.clock, handler: self.handler) { [self] server in
-            self.requestArrived(server)
+        // Weak: the engine keeps its connections (`connections`), so a strong capture would make a cycle.
+        let server = InMemoryServerConnection(clock: self.clock, handler: self.handler) { [weak self] server in
+            self?.requestArrived(server)
         }
         let open = self.state.withLock { s -> Bool in
             guard !s.shutDown else { return false }
