@@ -216,6 +216,22 @@ struct SessionStateMachineTests {
         #expect(sink.take().filter { $0.hasPrefix("write pong") }.count == 2)
     }
 
+    @Test("a text message an extension transformed is validated once and marked, so readText trusts it")
+    func transformedTextMarked() throws {
+        var machine = SessionStateMachine(configuration: configuration())
+        let outcome = OpeningHandshake.Outcome(subprotocol: nil, extensions: [ReversingExtension()], headers: HTTPHeaders())
+        machine.opened(outcome)
+        var sink = Recorder()
+        var bytes: [UInt8] = []
+        FrameEncoder.encode(
+            Frame(kind: .text, data: Array("olleh".utf8), reservedBits: .rsv1), maskingKey: nil, into: &bytes)
+        machine.read(bytes, &sink)
+        let taken = machine.takeQueuedFrame(&sink)
+        let message = try #require(taken)
+        #expect(try message.readText() == "hello")
+        #expect(message.dataIsValidUTF8)
+    }
+
     // MARK: Close
 
     @Test("the peer's close is echoed with its code, queued last, and the close timer starts")
@@ -612,5 +628,19 @@ extension SessionStateMachine.ReceiveResult: Equatable {
         case (.cancelled, .cancelled), (.waiting, .waiting): true
         default: false
         }
+    }
+}
+
+/// An extension that owns RSV1 and restores incoming messages by reversing their payload: a new array, as
+/// inflating makes one.
+private final class ReversingExtension: WebSocketExtension {
+    let name = "x-reverse"
+    let header = WebSocketExtensionHeader(name: "x-reverse")
+    let reservedBits: Frame.ReservedBits = .rsv1
+
+    func processOutgoing(_ frame: Frame, context: WebSocketExtensionContext) throws -> Frame { frame }
+
+    func processIncoming(_ message: Frame, context: WebSocketExtensionContext) throws -> Frame {
+        Frame(kind: message.kind, fin: message.fin, data: message.data.reversed())
     }
 }

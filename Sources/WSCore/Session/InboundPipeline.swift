@@ -93,6 +93,7 @@ struct InboundPipeline {
                         guard message.data.withUnsafeBytes({ UTF8Validator.validate($0) }) else {
                             throw ProtocolViolation(.invalidPayload, "a text message is not valid UTF-8")
                         }
+                        message.dataIsValidUTF8 = true  // readText() need not validate it again
                     }
                 }
                 return .message(message)
