@@ -53,13 +53,7 @@ struct FaultTests {
         defer { server.stop() }
         try await withClient(engine.client { $0.closeTimeout = .seconds(2) }) { client in
             let session = try await client.webSocketSession(server.url)
-            var received: [Frame] = []
-            var errors: [WebSocketError] = []
-            do {
-                for try await frame in session.incoming { received.append(frame) }
-            } catch let error as WebSocketError {
-                errors.append(error)
-            }
+            let (received, errors) = try await readToEnd(session)
             #expect(received.map { try? $0.readText() } == ["before"], "frames before the cut are delivered")
             #expect(errors.count == 1)
             #expect(errors.first?.code == .connectionLost, "\(cut): \(String(describing: errors.first))")
@@ -114,13 +108,7 @@ struct FaultTests {
         try await withClient(client) { client in
             let session = try await client.webSocketSession(server.url)
             #expect(await eventually { cutArrived.load(ordering: .acquiring) }, "\(server.scriptErrors)")
-            var received: [Frame] = []
-            var errors: [WebSocketError] = []
-            do {
-                for try await frame in session.incoming { received.append(frame) }
-            } catch let error as WebSocketError {
-                errors.append(error)
-            }
+            let (received, errors) = try await readToEnd(session)
             #expect(received.map { try? $0.readText() } == ["filler", "before"], "frames before the cut are delivered")
             #expect(errors.count == 1)
             #expect(errors.first?.code == .connectionLost, "\(cut): \(String(describing: errors.first))")
@@ -324,4 +312,17 @@ final class SendProgress: Sendable {
             self.count.add(1, ordering: .releasing)
         }
     }
+}
+
+/// Every frame `incoming` delivers until it ends, and the `WebSocketError` it ends with, if any (other errors
+/// are thrown).
+private func readToEnd(_ session: WebSocketSession) async throws -> (frames: [Frame], errors: [WebSocketError]) {
+    var received: [Frame] = []
+    var errors: [WebSocketError] = []
+    do {
+        for try await frame in session.incoming { received.append(frame) }
+    } catch let error as WebSocketError {
+        errors.append(error)
+    }
+    return (received, errors)
 }
