@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it:  bash scripts/test.sh
 #
 #   1. scripts/setup.sh          apt packages, libcurl with WebSockets, .venv (Python test peers), .autobahn
-#   2. swift build --build-tests
+#   2. swift build --build-tests, and `wsc` (swift build --package-path Tools --product wsc: the tools are a package
+#                                of their own, so that the library's users resolve none of their dependencies)
 #   3. swift test                with WS_TEST_VENV / WS_TEST_PYTHON pointing at .venv (arguments to this script,
 #                                e.g. --filter PeerSmoke, go to swift test; Autobahn then runs only if AUTOBAHN=on)
 #   4. scripts/docs.sh           the DocC archive of every library module, docc warnings as errors (DOCS=off skips it)
@@ -109,6 +110,15 @@ set -e
 if [ "$rc" = 124 ]; then printf '\n'; echo "test.sh: the build did not finish within ${BUILD_TIMEOUT:-2400}s"; fi
 if [ "$rc" = 130 ]; then abort "build (interrupted)"; fi
 [ "$rc" = 0 ] || abort "build (swift build --build-tests, exit $rc)"
+echo "=== test.sh: swift build --package-path Tools --product wsc"
+set +e
+run_bounded "${BUILD_TIMEOUT:-2400}" swift build --package-path Tools --product wsc
+rc=$?
+set -e
+if [ "$rc" = 124 ]; then printf '\n'; echo "test.sh: the build of wsc did not finish within ${BUILD_TIMEOUT:-2400}s"; fi
+if [ "$rc" = 130 ]; then abort "build (interrupted)"; fi
+[ "$rc" = 0 ] || abort "build of wsc (swift build --package-path Tools --product wsc, exit $rc)"
+export WSC_BINARY="$ROOT/Tools/.build/debug/wsc"
 step_done build "$t"
 
 # ------------------------------------------------------------------------------------------------------ 3. tests

@@ -287,7 +287,7 @@ struct MessagePrinter: Sendable {
             let text = String(decoding: frame.data, as: UTF8.self)
             printOutput(self.json ? Self.prettyJSON(text) ?? text : text)
         case .binary:
-            let encoded = self.base64 ? Base64.encode(frame.data) : Self.hex(frame.data)
+            let encoded = self.base64 ? Data(frame.data).base64EncodedString() : Self.hex(frame.data)
             printOutput("< [binary \(frame.data.count) bytes] \(encoded)")
         case .ping, .pong:
             if self.verbose { printError("< [\(frame.kind) \(frame.data.count) bytes]") }
