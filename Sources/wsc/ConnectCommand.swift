@@ -24,7 +24,7 @@ enum SessionExit: Int32, CaseIterable {
 
     /// The exit status for an error thrown while opening a session.
     static func forOpening(_ error: any Error) -> SessionExit {
-        error is WebSocketConnectionError ? .connectionFailed : .failure
+        (error as? WebSocketError)?.isConnectionFailure == true ? .connectionFailed : .failure
     }
 
     /// The exit status for an error thrown while the session was open.
