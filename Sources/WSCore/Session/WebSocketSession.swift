@@ -392,10 +392,14 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger.setDebugMetadata("ws.url", "\(url)")
+        let proxyConfiguration = self.configuration.proxy
+        let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
-            options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
+            options: EngineConnectOptions(
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
+                proxyTLS: proxyConfiguration.tls),
             handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout)
     }
 }
