@@ -69,7 +69,7 @@ package enum HTTPConnectTunnel {
         let statusText = "\(head.status)\(head.reason.isEmpty ? "" : " \(head.reason)")"
         var message: String
         switch head.status {
-        case 407:
+        case 407, 401:  // tinyproxy answers 401 to a missing or wrong Proxy-Authorization.
             let challenge = head.headers.values(for: "Proxy-Authenticate")
             let asks = challenge.isEmpty ? "" : "; it asks for \(challenge.joined(separator: ", "))"
             message = proxy.hasCredentials
