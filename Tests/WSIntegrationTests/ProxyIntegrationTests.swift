@@ -308,4 +308,35 @@ struct ProxyIntegrationTests {
         #expect(error?.code == .upgradeRejected && error?.status == 403, "\(String(describing: error))")
         #expect(error?.bodyText == "nope")
     }
+
+    @Test("the environment, for real (wsc in a child process): http_proxy is used, no_proxy and --proxy '' bypass it",
+        arguments: TestEngine.allCases)
+    func environment(engine: TestEngine) async throws {
+        let server = try WebSocketTestServer.start(.init(), handler: .echo)
+        defer { server.stop() }
+        let proxy = try await ProxyDaemon.tinyproxy(connectPorts: [server.port])
+        let url = "ws://127.0.0.1:\(server.port)/"
+        let engineArguments = ["--engine", engine.rawValue]
+        let connects = { proxy.log.components(separatedBy: "CONNECT 127.0.0.1:\(server.port)").count - 1 }
+
+        let viaEnvironment = try await WSCTool.run(
+            ["connect"] + engineArguments + ["--once", "-q", url, "hi"],
+            environment: ["http_proxy": "http://127.0.0.1:\(proxy.port)"])
+        #expect(viaEnvironment.status == 0 && viaEnvironment.stdout.contains("hi"), "\(viaEnvironment)")
+        #expect(connects() == 1, "\(proxy.log)")
+
+        let bypassed = try await WSCTool.run(
+            ["connect"] + engineArguments + ["--once", "-q", url, "hi"],
+            environment: ["http_proxy": "http://127.0.0.1:\(proxy.port)", "NO_PROXY": "localhost,127.0.0.0/8"])
+        #expect(bypassed.status == 0, "\(bypassed)")
+        let explicitNone = try await WSCTool.run(
+            ["connect"] + engineArguments + ["--proxy", "", "--once", "-q", url, "hi"],
+            environment: ["http_proxy": "http://127.0.0.1:\(proxy.port)"])
+        #expect(explicitNone.status == 0, "\(explicitNone)")
+        let upperCase = try await WSCTool.run(
+            ["connect"] + engineArguments + ["--once", "-q", url, "hi"],
+            environment: ["HTTP_PROXY": "http://127.0.0.1:\(proxy.port)"])  // curl's rule: lower case only
+        #expect(upperCase.status == 0, "\(upperCase)")
+        #expect(connects() == 1, "only the first run went through the proxy: \(proxy.log)")
+    }
 }
