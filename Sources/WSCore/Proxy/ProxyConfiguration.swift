@@ -206,7 +206,7 @@ public struct ProxyTLSConfiguration: Sendable, Hashable {
 /// Which proxy, if any, a client's connections go through; honoured identically by every engine.
 ///
 /// - ``environment`` (the default) reads the proxy environment variables as curl does (see
-///   ``server(for:environment:)``).
+///   ``server(forHost:port:secure:environment:)``).
 /// - ``direct`` never uses a proxy, whatever the environment says.
 /// - ``server(_:noProxy:tls:)`` or ``init(url:noProxy:tls:)`` always uses that proxy, except for the hosts in its
 ///   own `noProxy` list; the environment is not read at all.
