@@ -142,6 +142,7 @@ struct ProxyTunnel {
     }
 
     private mutating func readHTTPReply(_ io: TunnelIO) -> Outcome? {
+        if io.ssl == nil { return self.peekHTTPReply(io) }
         var byte: UInt8 = 0
         while true {
             switch io.read(into: &byte, count: 1) {
@@ -154,22 +155,69 @@ struct ProxyTunnel {
             case .data:
                 self.input.append(byte)
             }
-            if byte == UInt8(ascii: "\n") && !self.statusLineChecked {
-                self.statusLineChecked = true
-                guard self.input.starts(with: Array("HTTP/1.".utf8)) else {
-                    let line = String(decoding: self.input.prefix(80), as: UTF8.self)
-                        .filter { !$0.isNewline && ($0.isASCII && ($0.asciiValue! >= 0x20) || !$0.isASCII) }
-                    return .failed(
-                        WebSocketError(
-                            .proxyFailure,
-                            "the proxy \(self.proxy) did not answer the CONNECT to \(self.target) with HTTP: it sent '\(line)'"))
+            if byte == UInt8(ascii: "\n"), let outcome = self.lineEnded() { return outcome }
+        }
+    }
+
+    /// After a line feed: the status line must be HTTP; a blank line ends the head.
+    private mutating func lineEnded() -> Outcome? {
+        if !self.statusLineChecked {
+            self.statusLineChecked = true
+            guard self.input.starts(with: Array("HTTP/1.".utf8)) else {
+                let line = String(decoding: self.input.prefix(80), as: UTF8.self)
+                    .filter { !$0.isNewline && ($0.isASCII && ($0.asciiValue! >= 0x20) || !$0.isASCII) }
+                return .failed(
+                    WebSocketError(
+                        .proxyFailure,
+                        "the proxy \(self.proxy) did not answer the CONNECT to \(self.target) with HTTP: it sent '\(line)'"))
+            }
+        }
+        if self.input.suffix(2) == [10, 10] || self.input.suffix(4) == [13, 10, 13, 10] {
+            return self.parse(endOfStream: false)
+        }
+        if self.input.count >= HTTPConnectTunnel.maxReplyHeadBytes {
+            return .failed(
+                WebSocketError(
+                    .proxyFailure,
+                    "the head of the proxy \(self.proxy)'s reply to the CONNECT to \(self.target) exceeds \(HTTPConnectTunnel.maxReplyHeadBytes) bytes"))
+        }
+        return nil
+    }
+
+    /// Plain TCP: peeks at what the socket holds and takes exactly the bytes up to the end of the head (two system
+    /// calls per wakeup instead of one per byte); the rest stays in the socket.
+    private mutating func peekHTTPReply(_ io: TunnelIO) -> Outcome? {
+        var window = [UInt8](repeating: 0, count: HTTPConnectTunnel.maxReplyHeadBytes - self.input.count)
+        while true {
+            let peeked = window.withUnsafeMutableBytes { recv(io.fd, $0.baseAddress!, $0.count, Int32(MSG_PEEK)) }
+            if peeked == 0 { return self.parse(endOfStream: true) }
+            if peeked < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == EAGAIN || code == EWOULDBLOCK { return .waiting }
+                return .failed(self.ioFailure("reading the reply of", errnoText(code)))
+            }
+            // Take bytes up to and including each line feed, checking each line as it ends.
+            var taken = 0
+            var outcome: Outcome?
+            while taken < peeked, outcome == nil {
+                let end = window[taken..<peeked].firstIndex(of: 10).map { $0 + 1 } ?? peeked
+                self.input += window[taken..<end]
+                taken = end
+                if self.input.last == 10 {
+                    outcome = self.lineEnded()
+                } else if self.input.count >= HTTPConnectTunnel.maxReplyHeadBytes {
+                    outcome = self.lineEnded()
                 }
             }
-            if byte == UInt8(ascii: "\n") && (self.input.suffix(2) == [10, 10] || self.input.suffix(4) == [13, 10, 13, 10])
-                || self.input.count >= HTTPConnectTunnel.maxReplyHeadBytes
-            {
-                return self.parse(endOfStream: false)
+            // Consume exactly what was taken (it is in the socket: the peek just saw it).
+            let consumed = window.withUnsafeMutableBytes { recv(io.fd, $0.baseAddress!, taken, 0) }
+            if consumed != taken {
+                return .failed(self.ioFailure("reading the reply of", "the socket lost bytes it had shown"))
             }
+            if let outcome { return outcome }
+            window.removeLast(min(window.count, taken))
+            if window.isEmpty { return self.lineEnded() }
         }
     }
 

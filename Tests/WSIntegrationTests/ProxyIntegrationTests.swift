@@ -135,6 +135,7 @@ private func hostileProxy(_ mode: String) async throws -> ProxyDaemon {
                 except OSError: pass
             elif mode == "after200":
                 c.sendall(b"HTTP/1.1 200 OK\\r\\n\\r\\nHTTP/1.1 403 Forbidden\\r\\nContent-Length: 4\\r\\n\\r\\nnope")
+            elif mode == "silent": held = c  # keeps the connection open and never answers
         """
     return try await onDedicatedThread {
         try ProxyDaemon("/usr/bin/python3", name: "hostile-\(mode)") { _, _ in script } arguments: { path, port in
@@ -147,15 +148,16 @@ private func hostileProxy(_ mode: String) async throws -> ProxyDaemon {
 struct ProxyIntegrationTests {
     /// A client on `engine` through `proxy`, logging everything at trace into `store`.
     private func client(
-        _ engine: TestEngine, proxy: ProxyConfiguration, trustedCA: String? = nil, store: CapturingLogHandler.Store
+        _ engine: TestEngine, proxy: ProxyConfiguration, trustedCA: String? = nil, store: CapturingLogHandler.Store,
+        timeout: Duration = .seconds(5)
     ) -> WebSocketClient {
         WebSocketClient(engine: engine.make(trustedCA: trustedCA)) { config in
             var logger = Logger(label: "ws.proxy-test") { _ in CapturingLogHandler(store: store) }
             logger.logLevel = .trace
             config.logger = logger
             config.proxy = proxy
-            config.connectTimeout = .seconds(5)
-            config.openTimeout = .seconds(5)
+            config.connectTimeout = timeout
+            config.openTimeout = timeout
         }
     }
 
@@ -293,7 +295,8 @@ struct ProxyIntegrationTests {
                 self.client(engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init()),
                 "ws://127.0.0.1:9/")
             #expect(error != nil, "\(mode)")
-            #expect(ContinuousClock.now - started < .seconds(4), "\(mode): \(String(describing: error))")
+            // Ended by the proxy's reply or by the connect timeout (5 s), never a hang.
+            #expect(ContinuousClock.now - started < .seconds(8), "\(mode): \(String(describing: error))")
             if engine == .cio { #expect(error?.code == .proxyFailure, "\(mode): \(String(describing: error))") }
         }
     }
@@ -338,5 +341,19 @@ struct ProxyIntegrationTests {
             environment: ["HTTP_PROXY": "http://127.0.0.1:\(proxy.port)"])  // curl's rule: lower case only
         #expect(upperCase.status == 0, "\(upperCase)")
         #expect(connects() == 1, "only the first run went through the proxy: \(proxy.log)")
+    }
+
+    @Test("a proxy that never answers: the connect timeout covers the tunnel and says so", arguments: TestEngine.allCases)
+    func silentProxy(engine: TestEngine) async throws {
+        let proxy = try await hostileProxy("silent")
+        let started = ContinuousClock.now
+        let error = await self.connectError(
+            self.client(
+                engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init(),
+                timeout: .milliseconds(800)),
+            "ws://127.0.0.1:9/")
+        #expect(error?.code == .timedOut, "\(String(describing: error))")
+        #expect(ContinuousClock.now - started < .seconds(3))
+        if engine == .cio { #expect(error?.message.contains("waiting for the proxy") == true, "\(String(describing: error))") }
     }
 }
