@@ -389,7 +389,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                 let message = connectCode == 407 || connectCode == 401
                     ? "the proxy \(proxyText) requires authentication or rejected the credentials (\(connectCode))"
                     : "the proxy \(proxyText) refused to open a tunnel to \(self.hostPort) (\(connectCode))"
-                self.fail(WebSocketConnectionError(.proxyFailure, message, status: connectCode))
+                self.fail(WebSocketError(.proxyFailure, message, status: connectCode))
                 return
             }
             self.fail(

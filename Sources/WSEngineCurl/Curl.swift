@@ -187,7 +187,7 @@ func connectError(
     let explanation = curlError.summary
     if code == CURLE_PROXY {
         // A SOCKS or proxy handshake failure: the same code the CIO engine reports.
-        return WebSocketConnectionError(
+        return WebSocketError(
             .proxyFailure, "the proxy did not open a tunnel to \(hostPort): \(explanation)", underlying: curlError)
     }
     switch cws_curl_error_class(code) {

@@ -123,9 +123,9 @@ struct ProxyTests {
             decoding: HTTPConnectTunnel.request(host: "h", port: 1, proxy: ProxyServer(.http, host: "p")), as: UTF8.self)
         #expect(!anonymous.contains("Proxy-Authorization"))
 
-        func parse(_ text: String, end: Bool = false) throws(WebSocketConnectionError) -> HTTPConnectTunnel.ReplyStatus {
+        func parse(_ text: String, end: Bool = false) throws(WebSocketError) -> HTTPConnectTunnel.ReplyStatus {
             try Array(text.utf8).withUnsafeBytes { bytes in
-                Result { () throws(WebSocketConnectionError) in
+                Result { () throws(WebSocketError) in
                     try HTTPConnectTunnel.parseReply(bytes, target: "h:1", proxy: proxy, endOfStream: end)
                 }
             }.get()
@@ -140,7 +140,7 @@ struct ProxyTests {
             Issue.record("a partial head was accepted")
             return
         }
-        func failure(_ text: String, end: Bool = false) -> WebSocketConnectionError? {
+        func failure(_ text: String, end: Bool = false) -> WebSocketError? {
             do {
                 _ = try parse(text, end: end)
                 return nil
@@ -191,7 +191,7 @@ struct ProxyTests {
     @Test("SOCKS5: every refusal is a clear proxyFailure without the password")
     func socks5Errors() throws {
         let proxy = try ProxyServer(url: "socks5h://alice:\("pa%3Ass%40w%25rd")@p:1080")
-        func replyError(_ code: UInt8) throws -> WebSocketConnectionError? {
+        func replyError(_ code: UInt8) throws -> WebSocketError? {
             var machine = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: proxy, targetText: "h:1")
             _ = try machine.receive([5, 0])
             do {
@@ -210,15 +210,15 @@ struct ProxyTests {
         #expect(try replyError(9)?.message.contains("unknown reply") == true)
         var rejected = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: proxy, targetText: "h:1")
         _ = try rejected.receive([5, 2])
-        #expect(throws: WebSocketConnectionError.self) { try rejected.receive([1, 1]) }
+        #expect(throws: WebSocketError.self) { try rejected.receive([1, 1]) }
         var noMethod = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: ProxyServer(.socks5h, host: "p"), targetText: "h:1")
         do {
             _ = try noMethod.receive([5, 0xFF])
             Issue.record("no error")
         } catch { #expect(error.message.contains("user name and password")) }
         var wrongVersion = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: proxy, targetText: "h:1")
-        #expect(throws: WebSocketConnectionError.self) { try wrongVersion.receive([4, 0]) }
-        #expect(throws: WebSocketConnectionError.self) {
+        #expect(throws: WebSocketError.self) { try wrongVersion.receive([4, 0]) }
+        #expect(throws: WebSocketError.self) {
             try SOCKS5Handshake(target: .name(String(repeating: "a", count: 256)), port: 1, proxy: proxy, targetText: "x")
         }
     }

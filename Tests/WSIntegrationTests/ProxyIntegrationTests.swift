@@ -170,11 +170,11 @@ struct ProxyIntegrationTests {
         }
     }
 
-    private func connectError(_ client: WebSocketClient, _ url: String) async -> WebSocketConnectionError? {
+    private func connectError(_ client: WebSocketClient, _ url: String) async -> WebSocketError? {
         do {
             try await self.echo(client, url)
             return nil
-        } catch let error as WebSocketConnectionError {
+        } catch let error as WebSocketError {
             return error
         } catch {
             Issue.record("unexpected error \(error)")
