@@ -28,6 +28,8 @@ public final class WebSocketSession: Sendable {
     public let engineName: String
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
+    /// The message being streamed in and whether a streamed send runs (WebSocketSession+Streaming.swift).
+    let streaming = Mutex(StreamingState())
 
     init(
         connection: Connection,
@@ -343,6 +345,7 @@ final class SessionOpening: Sendable {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
             contentConverter: self.settings.contentConverter)
+        session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
         return session
