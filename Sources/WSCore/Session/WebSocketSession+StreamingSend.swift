@@ -56,6 +56,8 @@ extension WebSocketSession {
             while true {
                 try Task.checkCancellation()
                 let next = try await iterator.next(isolation: #isolation)
+                // A sequence may end early when its task is cancelled (AsyncStream does): that is not the end.
+                if next == nil { try Task.checkCancellation() }
                 let chunk = current ?? []
                 if chunk.isEmpty && next != nil {
                     current = next
