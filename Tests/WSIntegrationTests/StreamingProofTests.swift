@@ -7,6 +7,7 @@
 // child process; the figures are printed.
 import EngineTestSupport
 import Foundation
+import SpawnSupport
 import Synchronization
 import Testing
 import WSCore
@@ -94,20 +95,27 @@ struct StreamingProofTests {
     @Test("a message streamed to an echo peer and back keeps memory bounded and arrives byte for byte",
         .enabled(if: MemoryIsolation.isChild, MemoryIsolation.skipReason))
     func echoRoundTrip() async throws {
-        let peer: LineReportingProcess
+        var python: LineReportingProcess?
+        var echo: ChildProcess?
         let port: Int
         if Self.deflate {
             let venv = Self.environment["WS_TEST_VENV"] ?? "/work/main/.venv"
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
                 .appendingPathComponent("Fixtures/stream_echo_server.py").path
-            peer = try LineReportingProcess(executable: "\(venv)/bin/python", arguments: [script, "--deflate"])
+            let peer = try LineReportingProcess(executable: "\(venv)/bin/python", arguments: [script, "--deflate"])
+            python = peer
             port = Int(try await peer.line(startingWith: "PORT ")) ?? 0
         } else {
             port = freeLoopbackPort()
-            peer = try LineReportingProcess(executable: try Self.buildEchoServer(), arguments: ["\(port)"])
+            let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+            defer { close(null) }
+            echo = try ChildProcess(try Self.buildEchoServer(), ["\(port)"], stdin: null, stdout: null, stderr: null)
             while !canConnect(toLoopbackPort: port) { try await Task.sleep(for: .milliseconds(20)) }
         }
-        defer { peer.stop() }
+        defer {
+            python?.stop()
+            _ = echo?.terminate(grace: .seconds(2))  // before this process exits: the server does not watch stdin
+        }
         let client = try WebSocketClient(engine: CIOEngine()) { config in
             try config.install(WebSockets.self) { ws in
                 ws.streamsIncomingMessages = true
