@@ -119,7 +119,10 @@ struct StreamingProofTests {
         let client = try WebSocketClient(engine: CIOEngine()) { config in
             try config.install(WebSockets.self) { ws in
                 ws.streamsIncomingMessages = true
-                ws.pingInterval = .seconds(5)  // the keepalive runs while the message streams
+                // The keepalive runs while the message streams: a ping every 5 s, its pong due within 20 s (the Python peer
+                // reads our ping only after the megabytes queued before it).
+                ws.pingInterval = .seconds(5)
+                ws.pongTimeout = .seconds(20)
                 if Self.deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
             }
         }

@@ -190,6 +190,23 @@ struct StreamingSessionTests {
         await client2.close()
     }
 
+    @Test("receiveDeserialized reads a fragmented message whole in streaming mode")
+    func deserializeFragments() async throws {
+        /// Decodes a text frame as its string.
+        struct TextConverter: WebSocketContentConverter {
+            func serialize<T: Encodable>(_ value: T) throws -> Frame { Frame.text("\(value)") }
+            func deserialize<T: Decodable>(_ type: T.Type, from frame: Frame) throws -> T {
+                try #require(String(decoding: frame.data, as: UTF8.self) as? T)
+            }
+        }
+        let (client, session, server) = try await open { $0.contentConverter = TextConverter() }
+        try await server.send(Frame(kind: .text, fin: false, data: Array("hel".utf8)))
+        try await server.send(Frame(kind: .continuation, fin: true, data: Array("lo".utf8)))
+        #expect(try await session.receiveDeserialized(String.self) == "hello")
+        await session.close()
+        await client.close()
+    }
+
     @Test("a streamed send goes out as fragments: first frame, continuations, FIN on the last")
     func streamedSend() async throws {
         let (client, session, server) = try await open()

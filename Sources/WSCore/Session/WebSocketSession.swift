@@ -183,9 +183,12 @@ public final class WebSocketSession: Sendable {
     nonisolated(nonsending) public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
         let converter = try self.requireConverter()
         while true {
-            let frame = try await self.incoming.receive()
+            var frame = try await self.incoming.receive()
+            if !frame.fin && (frame.kind == .text || frame.kind == .binary) {
+                frame = try await self.collectFragments(frame)  // a streamed message (streamsIncomingMessages)
+            }
             switch frame.kind {
-            case .ping, .pong:
+            case .ping, .pong, .continuation:
                 continue
             case .close:
                 let reason = frame.readReason().map { "\($0)" } ?? "no status"
