@@ -185,14 +185,16 @@ struct ConnectCommand: AsyncParsableCommand {
         let lastMessage = LastMessage()
         let linger = Duration.milliseconds(Int64((self.linger * 1000).rounded()))
         let saver = self.saveTo.map { MessageSaver(directory: $0, quiet: quiet) }
-        let receiver = Task {
+        // Streamed files run on the session's event loop (fewer thread hand-offs per fragment); their reads and
+        // writes of 256 KiB chunks are short enough for a loop that serves this one session.
+        let receiver = Task(executorPreference: saver != nil ? session.executor : nil) {
             do {
                 var text: [UInt8]?
                 for try await var frame in session.incoming {
                     lastMessage.time.withLock { $0 = .now }
                     if let saver {
                         // Streamed: binary fragments go to a file, text fragments are joined and printed whole.
-                        if saver.isSaving || frame.kind == .binary {
+                        if frame.kind == .continuation && saver.isSaving || frame.kind == .binary {
                             try saver.write(frame)
                             if once && frame.fin { break }
                             continue
@@ -228,6 +230,11 @@ struct ConnectCommand: AsyncParsableCommand {
                     closing = Task {
                         let ended = ContinuousClock.now
                         while !session.isClosed {
+                            // A message being saved is finished first, however long it takes.
+                            if saver?.isSaving == true {
+                                try? await Task.sleep(for: .milliseconds(20))
+                                continue
+                            }
                             let idle = ContinuousClock.now - max(ended, lastMessage.time.withLock { $0 })
                             if idle >= linger { break }
                             try? await Task.sleep(for: linger - idle)
@@ -277,7 +284,7 @@ struct ConnectCommand: AsyncParsableCommand {
         let (binary, once) = (self.binary, self.once)
         if let path = self.sendFile {
             let quiet = self.client.quiet
-            Task {
+            Task(executorPreference: session.executor) {
                 do {
                     if let first { try await session.send(first) }
                     try await session.sendFile(atPath: path)
@@ -324,9 +331,11 @@ struct ConnectCommand: AsyncParsableCommand {
 
 /// Writes streamed binary messages to files `message-N.bin` in a directory, fragment by fragment (`--save-to`).
 /// Used by the receiving task only.
-final class MessageSaver: @unchecked Sendable {  // only the receiving task touches it, one frame at a time
+final class MessageSaver: @unchecked Sendable {  // the vars: only the receiving task, a frame at a time; `saving`: atomic
     let directory: String
     let quiet: Bool
+    /// Whether a binary message is being written (read by the closing task).
+    private let saving = Atomic(false)
     private var descriptor: Int32 = -1
     private var path = ""
     private var count = 0
@@ -338,7 +347,7 @@ final class MessageSaver: @unchecked Sendable {  // only the receiving task touc
     }
 
     /// Whether a binary message is being written.
-    var isSaving: Bool { self.descriptor >= 0 }
+    var isSaving: Bool { self.saving.load(ordering: .acquiring) }
 
     /// Writes a binary message's first fragment or a continuation; closes the file at the last.
     func write(_ frame: Frame) throws {
@@ -347,7 +356,9 @@ final class MessageSaver: @unchecked Sendable {  // only the receiving task touc
             self.bytes = 0
             self.path = "\(self.directory)/message-\(self.count).bin"
             self.descriptor = open(self.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            self.saving.store(true, ordering: .releasing)
             guard self.descriptor >= 0 else {
+                self.saving.store(false, ordering: .releasing)
                 throw WebSocketError(.invalidArgument, "cannot create \(self.path): \(String(cString: strerror(errno)))")
             }
         }
@@ -366,6 +377,7 @@ final class MessageSaver: @unchecked Sendable {  // only the receiving task touc
         if frame.fin {
             Glibc.close(self.descriptor)
             self.descriptor = -1
+            self.saving.store(false, ordering: .releasing)
             if !self.quiet { printError("wsc: saved \(self.bytes) bytes to \(self.path)") }
         }
     }
