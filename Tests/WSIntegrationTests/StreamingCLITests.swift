@@ -20,7 +20,7 @@ struct StreamingCLITests {
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        // 3 MiB: three times the default maxMessageSize, so only a streamed receive can save it.
+        // 3 MiB, three times the message limit given below, so only a streamed receive can save it.
         var rng = SystemRandomNumberGenerator()
         let bytes = (0..<(3 << 20) / 8).flatMap { _ in withUnsafeBytes(of: rng.next() as UInt64) { Array($0) } }
         let input = directory.appendingPathComponent("input.bin")
@@ -29,7 +29,8 @@ struct StreamingCLITests {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
 
         let result = try await WSCTool.run(
-            ["ws://127.0.0.1:\(port)/", "--send-file", input.path, "--save-to", output.path, "--linger", "2"], stdin: "",
+            ["ws://127.0.0.1:\(port)/", "--send-file", input.path, "--save-to", output.path, "--linger", "2",
+             "--max-message-size", "\(1 << 20)"], stdin: "",
             timeout: 60)
         #expect(result.status == 0, "\(result)")
         #expect(result.stderr.contains("saved \(bytes.count) bytes"), "\(result)")
