@@ -6,17 +6,20 @@ import Testing
 
 @Suite("wsc streaming files")
 struct StreamingCLITests {
-    @Test("--send-file streams a 3 MiB file as one message; --save-to writes its echo to a file, byte for byte")
-    func sendFileSaveTo() async throws {
+    @Test(
+        "--send-file streams a 3 MiB file as one message; --save-to writes its echo to a file, byte for byte",
+        arguments: ["cio", "curl"])
+    func sendFileSaveTo(engine: String) async throws {
         let port = freeLoopbackPort()
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(null) }
-        let echo = try ChildProcess(
-            try StreamingProofTests.buildEchoServer(), ["\(port)"], stdin: null, stdout: null, stderr: null)
+        let binary = try StreamingProofTests.buildEchoServer()
+        defer { unlink(binary) }  // the running server keeps its file
+        let echo = try ChildProcess(binary, ["\(port)"], stdin: null, stdout: null, stderr: null)
         defer { _ = echo.terminate(grace: .seconds(2)) }
         while !canConnect(toLoopbackPort: port) { try await Task.sleep(for: .milliseconds(20)) }
 
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsc-stream-\(getpid())")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsc-stream-\(getpid())-\(engine)")
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -30,7 +33,7 @@ struct StreamingCLITests {
 
         let result = try await WSCTool.run(
             ["ws://127.0.0.1:\(port)/", "--send-file", input.path, "--save-to", output.path, "--linger", "2",
-             "--max-message-size", "\(1 << 20)"], stdin: "",
+             "--max-message-size", "\(1 << 20)", "--engine", engine], stdin: "",
             timeout: 60)
         #expect(result.status == 0, "\(result)")
         #expect(result.stderr.contains("saved \(bytes.count) bytes"), "\(result)")

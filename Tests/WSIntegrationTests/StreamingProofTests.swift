@@ -81,11 +81,11 @@ struct StreamingProofTests {
     /// Whether the message goes through permessage-deflate (against the Python streaming echo).
     static let deflate = Self.environment["WS_TEST_STREAM_DEFLATE"] == "1"
 
-    /// Builds the C echo server into a temporary directory; returns its path.
+    /// Builds the C echo server into a temporary file of its own; returns its path (the caller removes it).
     static func buildEchoServer() throws -> String {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ws-echo-\(getpid())").path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ws-echo-\(getpid())-\(UUID().uuidString.prefix(8))").path
         let (status, text) = runProcessBlocking(
             "/usr/bin/cc", ["-O2", "-o", output, root.appendingPathComponent("Benchmarks/c/echo_server.c").path, "-lcrypto"])
         guard status == 0 else { throw TestPeerError(description: "cc failed: \(text)") }
@@ -109,7 +109,9 @@ struct StreamingProofTests {
             port = freeLoopbackPort()
             let null = open("/dev/null", O_RDWR | O_CLOEXEC)
             defer { close(null) }
-            echo = try ChildProcess(try Self.buildEchoServer(), ["\(port)"], stdin: null, stdout: null, stderr: null)
+            let binary = try Self.buildEchoServer()
+            defer { unlink(binary) }  // the running server keeps its file
+            echo = try ChildProcess(binary, ["\(port)"], stdin: null, stdout: null, stderr: null)
             while !canConnect(toLoopbackPort: port) { try await Task.sleep(for: .milliseconds(20)) }
         }
         defer {
