@@ -74,6 +74,13 @@ struct ConnectCommand: AsyncParsableCommand {
               echo '{"op":"hi"}' | wsc ws://127.0.0.1:8080 --json
               wsc ws://127.0.0.1:8080 --once hello
               wsc wss://localhost:8443 --cacert ca.pem --engine curl
+              wsc ws://127.0.0.1:8080/feed --reconnect
+
+            With --reconnect the session connects again after a lost connection or a server restart, with \
+            exponential backoff and jitter; lines typed meanwhile are queued and sent after the reconnection, and \
+            each state change (connecting, open, reconnecting, closed) is printed on stderr. It ends when the \
+            server closes with a code that is not retried (e.g. 1000, 1008), after --reconnect-attempts failed \
+            attempts in a row, or at the end of input or Ctrl-C.
             """
     )
 
@@ -84,6 +91,8 @@ struct ConnectCommand: AsyncParsableCommand {
     var message: [String] = []
 
     @OptionGroup var client: ConnectionOptions
+
+    @OptionGroup var reconnection: ReconnectOptions
 
     @Flag(help: "Read stdin to its end and send it as one binary message (instead of a text message per line).")
     var binary = false
@@ -107,6 +116,7 @@ struct ConnectCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard self.linger >= 0 else { throw ValidationError("--linger must not be negative") }
+        if self.reconnection.reconnect && self.once { throw ValidationError("--once and --reconnect do not go together") }
     }
 
     func run() async throws {
@@ -127,6 +137,7 @@ struct ConnectCommand: AsyncParsableCommand {
     }
 
     private func session() async -> SessionExit {
+        if self.reconnection.reconnect { return await self.reconnectingSession() }
         let deflate = self.deflate
         let client: WebSocketClient
         do {
