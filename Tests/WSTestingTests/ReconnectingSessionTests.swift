@@ -339,6 +339,54 @@ struct ReconnectingSessionTests {
         #expect(rejecting.connections.count == 1)
     }
 
+    @Test("the guide's example: a token per attempt, re-subscribe in the hook, a status from the states")
+    func guideExample() async throws {
+        struct SubscriptionRefused: Error {}
+        let connections = Atomic<Int>(0)
+        let engine = InMemoryEngine { server in
+            let number = connections.add(1, ordering: .acquiringAndReleasing).newValue
+            #expect(server.request.headers["Authorization"] == "Bearer token-\(number)")
+            #expect(try await server.receive()?.readText() == #"{"op": "subscribe"}"#)
+            try await server.send(text: #"{"ok": true}"#)
+            try await server.send(text: "price \(number)")
+            if number == 1 { await server.drop() } else { try await server.close(CloseReason(code: .normal)) }
+        }
+        let tokens = Atomic<Int>(0)
+        let client = WebSocketClient(engine: engine)
+        let configuration = configuration(engine.clock) { configuration in
+            configuration.onConnect = { connection in
+                try await connection.send(#"{"op": "subscribe"}"#)
+                let ack = try await connection.receiveText()  // the hook may read; what it reads is consumed
+                guard ack.contains("ok") else { throw SubscriptionRefused() }
+            }
+        }
+        let (prices, seen) = try await client.reconnectingWebSocket(
+            "wss://feed.example.com/ws", configuration: configuration,
+            request: { request in
+                request.headers["Authorization"] = "Bearer token-\(tokens.add(1, ordering: .acquiringAndReleasing).newValue)"
+            }
+        ) { feed in
+            let status = Task {
+                var seen: [String] = []
+                for await state in feed.states { seen.append(brief(state)) }
+                return seen
+            }
+            var prices: [String] = []
+            for try await message in feed.messages {
+                if case .text(let text) = message { prices.append(text) }
+                if prices.count == 1 {  // the server drops the first connection: let the backoff delay pass
+                    for await state in feed.states { if case .reconnecting = state { break } }
+                    await engine.clock.waitForPendingTimers()
+                    await engine.clock.advance(by: .seconds(2))
+                }
+            }
+            return (prices, await status.value)
+        }
+        #expect(prices == ["price 1", "price 2"])
+        #expect(seen.last == "closed 1000", "\(seen)")
+        #expect(seen.contains("reconnecting 1 2.0 seconds 1006"), "\(seen)")
+    }
+
     @Test("a hook that throws closes the connection with 1011 and ends the session (not retried by default)")
     func hookThrows() async throws {
         struct NotAuthorized: Error {}
