@@ -28,20 +28,33 @@ struct ReconnectPolicyTests {
             (400, false), (401, false), (403, false), (404, false), (408, false), (426, false), (301, false),
         ])
     func handshakeStatus(status: Int, retried: Bool) {
-        let error = WebSocketConnectionError(.upgradeRejected, "answered \(status)", status: status)
+        let error = WebSocketError(.upgradeRejected, "answered \(status)", status: status)
         #expect(ReconnectPolicy.isRetriedByDefault(.failure(error)) == retried)
     }
 
     @Test("connection errors: network trouble is retried; TLS, bad handshakes and misuse are not")
     func connectionErrors() {
-        let retried: [WebSocketConnectionError.Code] = [.dnsFailure, .connectionRefused, .timedOut, .network]
-        let notRetried: [WebSocketConnectionError.Code] = [.tlsFailure, .invalidHandshake, .unsupported, .cancelled]
+        let retried: [WebSocketError.Code] = [.dnsFailure, .connectionRefused, .timedOut, .network]
+        let notRetried: [WebSocketError.Code] = [.tlsFailure, .invalidHandshake, .unsupported, .cancelled]
         for code in retried {
-            #expect(ReconnectPolicy.isRetriedByDefault(.failure(WebSocketConnectionError(code, "x"))), "\(code)")
+            #expect(ReconnectPolicy.isRetriedByDefault(.failure(WebSocketError(code, "x"))), "\(code)")
         }
         for code in notRetried {
-            #expect(!ReconnectPolicy.isRetriedByDefault(.failure(WebSocketConnectionError(code, "x"))), "\(code)")
+            #expect(!ReconnectPolicy.isRetriedByDefault(.failure(WebSocketError(code, "x"))), "\(code)")
         }
+    }
+
+    @Test("a proxy that answered 5xx (it could not reach the server) is retried; 407, 403 and SOCKS refusals are not")
+    func proxyFailures() {
+        for status in [502, 503, 504] {
+            let error = WebSocketError(.proxyFailure, "the proxy answered \(status)", status: status)
+            #expect(ReconnectPolicy.isRetriedByDefault(.failure(error)), "\(status)")
+        }
+        for status in [407, 403] {
+            let error = WebSocketError(.proxyFailure, "the proxy answered \(status)", status: status)
+            #expect(!ReconnectPolicy.isRetriedByDefault(.failure(error)), "\(status)")
+        }
+        #expect(!ReconnectPolicy.isRetriedByDefault(.failure(WebSocketError(.proxyFailure, "SOCKS5 reply 2: not allowed"))))
     }
 
     @Test("session errors: a lost connection and a missing pong are retried; protocol failures are not")
@@ -85,7 +98,7 @@ struct ReconnectPolicyTests {
 
     @Test("a 503 with Retry-After is classified as retried after at least that delay")
     func retryAfterClassified() {
-        let error = WebSocketConnectionError(
+        let error = WebSocketError(
             .upgradeRejected, "busy", status: 503, headers: ["Retry-After": "7"])
         let classified = ReconnectPolicy.classify(error, unixTime: nil)
         #expect(classified.retry)

@@ -52,14 +52,14 @@ struct ReconnectStateMachineTests {
 
     private static func describe(_ cause: ReconnectingWebSocketSession.Cause) -> String {
         switch cause {
-        case .failure(let error as WebSocketConnectionError): "failure \(error.code)\(error.status.map { " \($0)" } ?? "")"
+        case .failure(let error as WebSocketError): "failure \(error.code)\(error.status.map { " \($0)" } ?? "")"
         case .failure(let error): "failure \(type(of: error))"
         case .closed(let reason): "closed \(reason.code.rawValue)"
         case .closedByClient(let reason): "byClient \(reason.code.rawValue)"
         }
     }
 
-    private static let refused = WebSocketConnectionError(.connectionRefused, "refused")
+    private static let refused = WebSocketError(.connectionRefused, "refused")
 
     /// A machine whose first connection is open at `openedAt`.
     private static func openMachine(_ policy: ReconnectPolicy = policy(), openedAt: Double = 0) -> Machine {
@@ -141,7 +141,7 @@ struct ReconnectStateMachineTests {
         #expect(machine.isClosed)
         var rejected = Machine(policy: Self.policy())
         _ = rejected.start(at: Self.at(0))
-        let unauthorized = WebSocketConnectionError(.upgradeRejected, "no", status: 401)
+        let unauthorized = WebSocketError(.upgradeRejected, "no", status: 401)
         #expect(
             Self.describe(rejected.failed(unauthorized, at: Self.at(0.1)))
                 == ["state closed failure upgradeRejected 401", "finish failure upgradeRejected 401"])
@@ -156,7 +156,7 @@ struct ReconnectStateMachineTests {
             "state reconnecting 2 2.0 failure connectionRefused", "wait 2.0",
         ])
         _ = machine.backoffElapsed(at: Self.at(23))
-        let timedOut = WebSocketConnectionError(.timedOut, "slow")
+        let timedOut = WebSocketError(.timedOut, "slow")
         #expect(
             Self.describe(machine.failed(timedOut, at: Self.at(24)))
                 == ["state closed failure timedOut", "finish failure timedOut"])
@@ -185,13 +185,13 @@ struct ReconnectStateMachineTests {
     func retryAfter() {
         var machine = Machine(policy: Self.policy())
         _ = machine.start(at: Self.at(0))
-        let busy = WebSocketConnectionError(.upgradeRejected, "busy", status: 503, headers: ["Retry-After": "2"])
+        let busy = WebSocketError(.upgradeRejected, "busy", status: 503, headers: ["Retry-After": "2"])
         #expect(Self.describe(machine.failed(busy, at: Self.at(0))) == [
             "state reconnecting 1 2.0 failure upgradeRejected 503", "wait 2.0",
         ])
         _ = machine.backoffElapsed(at: Self.at(2))
         _ = machine.backoffElapsed(at: Self.at(2))
-        let tooMany = WebSocketConnectionError(.upgradeRejected, "slow down", status: 429, headers: ["Retry-After": "1"])
+        let tooMany = WebSocketError(.upgradeRejected, "slow down", status: 429, headers: ["Retry-After": "1"])
         // The backoff (2 s for attempt 2) is longer than Retry-After: it wins.
         #expect(Self.describe(machine.failed(tooMany, at: Self.at(3))) == [
             "state reconnecting 2 2.0 failure upgradeRejected 429", "wait 2.0",
@@ -199,7 +199,7 @@ struct ReconnectStateMachineTests {
         // An HTTP-date, turned into a delay with the wall clock the event carries.
         var dated = Machine(policy: Self.policy())
         _ = dated.start(at: Self.at(0))
-        let later = WebSocketConnectionError(
+        let later = WebSocketError(
             .upgradeRejected, "busy", status: 503, headers: ["Retry-After": "Sun, 06 Nov 1994 08:49:37 GMT"])
         #expect(Self.describe(dated.failed(later, at: Self.at(0, unixTime: 784_111_767))) == [
             "state reconnecting 1 10.0 failure upgradeRejected 503", "wait 10.0",
@@ -239,7 +239,7 @@ struct ReconnectStateMachineTests {
         _ = lost.start(at: Self.at(0))
         _ = lost.connected(subprotocol: nil, extensions: [], at: Self.at(0))
         #expect(Self.describe(lost.hookFailed(WebSocketError(.connectionLost, "gone"), at: Self.at(0.5))) == [
-            "closeConnection 1011", "state reconnecting 1 1.0 failure WebSocketError", "wait 1.0",
+            "closeConnection 1011", "state reconnecting 1 1.0 failure connectionLost", "wait 1.0",
         ])
     }
 

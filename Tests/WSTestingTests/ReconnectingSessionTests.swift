@@ -87,7 +87,6 @@ private func brief(_ state: ReconnectingWebSocketSession.State?) -> String {
 
 private func brief(_ cause: ReconnectingWebSocketSession.Cause) -> String {
     switch cause {
-    case .failure(let error as WebSocketConnectionError): "\(error.code)"
     case .failure(let error as WebSocketError): "\(error.code)"
     case .failure(let error): "\(type(of: error))"
     case .closed(let reason): "\(reason.code.rawValue)"
@@ -176,7 +175,7 @@ struct ReconnectingSessionTests {
     @Test("the queue is bounded by count and bytes: beyond either, send throws sendQueueFull")
     func queueBounds() async throws {
         let engine = FlakyEngine()
-        engine.failNext([WebSocketConnectionError(.connectionRefused, "down")])
+        engine.failNext([WebSocketError(.connectionRefused, "down")])
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/",
             configuration: configuration(engine.memory.clock) { $0.sendsWhileDisconnected = .queue(maxMessages: 2, maxBytes: 10) })
@@ -301,8 +300,8 @@ struct ReconnectingSessionTests {
     @Test("refused connects are retried with growing delays; the attempt limit ends in closed with the last error")
     func attemptLimit() async throws {
         let engine = FlakyEngine()
-        let refused = WebSocketConnectionError(.connectionRefused, "down")
-        engine.failNext([refused, refused, WebSocketConnectionError(.timedOut, "slow")])
+        let refused = WebSocketError(.connectionRefused, "down")
+        engine.failNext([refused, refused, WebSocketError(.timedOut, "slow")])
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/", configuration: configuration(engine.memory.clock) { $0.policy.maxAttempts = 2 })
         var states = session.states.makeAsyncIterator()
@@ -315,7 +314,7 @@ struct ReconnectingSessionTests {
         #expect(engine.attempts == 3)
         let error = await #expect(throws: WebSocketError.self) { for try await _ in session.messages {} }
         #expect(error?.code == .sessionClosed)
-        #expect((error?.underlying as? WebSocketConnectionError)?.code == .timedOut)
+        #expect((error?.underlying as? WebSocketError)?.code == .timedOut)
         #expect(error?.isNormalClosure == false)
     }
 

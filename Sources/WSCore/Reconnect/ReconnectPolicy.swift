@@ -21,6 +21,7 @@
 /// |---|---|
 /// | network errors, connection refused, DNS failures, timeouts | TLS and certificate failures |
 /// | handshake answered with 5xx or 429 (waiting at least its `Retry-After`) | any other HTTP status (401, 403, 404, ...) |
+/// | a proxy that answered 5xx (502, 503, 504) | any other proxy failure (407, 403, a SOCKS refusal) |
 /// | closes 1001, 1006 (dropped), 1011, 1012, 1013, 1014 | closes 1000, 1002, 1003, 1005, 1007, 1008, 1009, 1010, 1015, 3000–4999 |
 /// | a missing pong (1011) | an invalid handshake response, an unsupported engine or URL |
 ///
@@ -95,25 +96,21 @@ public struct ReconnectPolicy: Sendable {
     ///
     /// The one place that knows the error types: a change of the error types changes only this function.
     static func classify(_ error: any Error, unixTime: Int64?) -> (retry: Bool, retryAfter: Duration?) {
-        if let error = error as? WebSocketConnectionError {
+        if let error = error as? WebSocketError {
             switch error.code {
-            case .dnsFailure, .connectionRefused, .timedOut, .network:
+            case .dnsFailure, .connectionRefused, .timedOut, .network, .connectionLost, .pongTimeout, .closeTimeout:
                 return (true, nil)
             case .upgradeRejected:
                 guard let status = error.status, status == 429 || (500...599).contains(status) else { return (false, nil) }
                 let retryAfter = error.headers["Retry-After"].flatMap { RetryAfter.delay($0, unixTime: unixTime) }
                 return (true, retryAfter)
-            default:  // tlsFailure, invalidHandshake, unsupported, cancelled
-                return (false, nil)
-            }
-        }
-        if let error = error as? WebSocketError {
-            switch error.code {
-            case .connectionLost, .pongTimeout, .closeTimeout:
+            case .proxyFailure:
+                // A proxy that answered 5xx could not reach the server (502, 504) or is itself restarting (503).
+                guard let status = error.status, (500...599).contains(status) else { return (false, nil) }
                 return (true, nil)
             case .sessionClosed:
                 return (error.closeCode.map(Self.isRetried) ?? false, nil)
-            default:
+            default:  // tlsFailure, invalidHandshake, unsupported, invalidURL, cancelled, protocol errors, ...
                 return (false, nil)
             }
         }

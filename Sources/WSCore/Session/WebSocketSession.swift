@@ -28,6 +28,8 @@ public final class WebSocketSession: Sendable {
     public let engineName: String
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
+    /// The message being streamed in and whether a streamed send runs (WebSocketSession+Streaming.swift).
+    let streaming = Mutex(StreamingState())
 
     init(
         connection: Connection,
@@ -181,9 +183,12 @@ public final class WebSocketSession: Sendable {
     nonisolated(nonsending) public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
         let converter = try self.requireConverter()
         while true {
-            let frame = try await self.incoming.receive()
+            var frame = try await self.incoming.receive()
+            if !frame.fin && (frame.kind == .text || frame.kind == .binary) {
+                frame = try await self.collectFragments(frame)  // a streamed message (streamsIncomingMessages)
+            }
             switch frame.kind {
-            case .ping, .pong:
+            case .ping, .pong, .continuation:
                 continue
             case .close:
                 let reason = frame.readReason().map { "\($0)" } ?? "no status"
@@ -306,9 +311,14 @@ final class SessionOpening: Sendable {
     var executor: (any TaskExecutor)? { self.options.executor }
 
     /// Connects, then runs the opening handshake within what is left of the open timeout.
+    /// - Throws: A ``WebSocketError`` marked ``WebSocketError/isConnectionFailure``, whatever its code.
     func open() async throws -> WebSocketSession {
-        // Two calls, so the frame of each is live only while it runs.
-        try await self.handshake(over: try await self.connect())
+        do {
+            // Two calls, so the frame of each is live only while it runs.
+            return try await self.handshake(over: try await self.connect())
+        } catch let error as WebSocketError {
+            throw error.asConnectionFailure
+        }
     }
 
     /// Connects. The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the
@@ -324,7 +334,7 @@ final class SessionOpening: Sendable {
         let outcome = try await connection.performHandshake(
             self.handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
             timeoutError: { [url = self.url, openTimeout = self.openTimeout] in
-                WebSocketConnectionError(
+                WebSocketError(
                     .timedOut,
                     "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
                 )
@@ -343,6 +353,7 @@ final class SessionOpening: Sendable {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
             contentConverter: self.settings.contentConverter)
+        session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
         return session
@@ -360,13 +371,19 @@ extension WebSocketClient {
     func prepareOpening(
         forBlock: Bool, settings: WebSockets.Configuration? = nil, _ makeRequest: () throws -> WebSocketRequestBuilder
     ) throws -> SessionOpening {
-        let request = try makeRequest()
+        let request: WebSocketRequestBuilder
+        do {
+            request = try makeRequest()
+        } catch let error as WebSocketError {
+            throw error.asConnectionFailure
+        }
         let settings = settings ?? self.webSocketSettings
         let engine = self.engine
         guard engine.isSupported(.webSocket) else {
             throw WebSocketError(
                 .unsupported,
-                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets"
+                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets",
+                isConnectionFailure: true
             )
         }
         let factories = settings.extensionsConfiguration.factories
@@ -375,7 +392,8 @@ extension WebSocketClient {
                 .unsupported,
                 (engine.unsupportedReason(.webSocketExtensions)
                     ?? "the \(engine.name) engine cannot carry WebSocket extensions")
-                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine"
+                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine",
+                isConnectionFailure: true
             )
         }
         let url = request.url
@@ -383,10 +401,14 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger.setDebugMetadata("ws.url", "\(url)")
+        let proxyConfiguration = self.configuration.proxy
+        let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
-            options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
+            options: EngineConnectOptions(
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
+                proxyTLS: proxyConfiguration.tls),
             handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout)
     }
 }

@@ -47,7 +47,8 @@ extension SessionExit {
         switch cause {
         case .closedByClient: .clean
         case .closed(let reason): SessionExit.forClose(reason)
-        case .failure(let error as WebSocketConnectionError): error.code == .cancelled ? .clean : .connectionFailed
+        case .failure(let error as WebSocketError) where error.isConnectionFailure:
+            error.code == .cancelled ? .clean : .connectionFailed
         case .failure(let error): SessionExit.forSession(error)
         }
     }
