@@ -51,6 +51,8 @@ final class ReconnectCore: Sendable {
         var cancelDriver = false
         var driverDone = false
         var doneWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Whether a streamed message is being sent: other sends wait in the queue behind it.
+        var sendingStream = false
     }
 
     /// What the driver does next.
@@ -254,10 +256,10 @@ final class ReconnectCore: Sendable {
 
     /// Sends the queued messages on `session`, in order, then lets sends go to it directly. A message the
     /// connection refuses because it is closing stays queued for the next connection (it was not written).
-    private func flush(_ session: WebSocketSession) async {
+    private nonisolated(nonsending) func flush(_ session: WebSocketSession) async {
         while true {
             let waitForRoom = self.shared.withLock { s -> Bool in
-                guard s.current === session, case .open = s.machine.phase else { return false }
+                guard s.current === session, case .open = s.machine.phase, !s.sendingStream else { return false }
                 while let frame = s.queue.first {
                     do {
                         let full = try session.connection.enqueue(frame)
@@ -362,6 +364,11 @@ final class ReconnectCore: Sendable {
                 }
             }
             switch self.configuration.sendsWhileDisconnected {
+            case .failFast where s.sendingStream:
+                throw WebSocketError(
+                    .invalidArgument,
+                    "a streamed message is being sent; send this one after it (the session fails fast instead of "
+                        + "queueing)")
             case .failFast:
                 throw WebSocketError(
                     .notConnected,
@@ -380,6 +387,35 @@ final class ReconnectCore: Sendable {
             }
         }
         if let target { await target.waitForRoom() }
+    }
+
+    /// Sends a streamed message with `body` on the open connection. Sends made meanwhile wait in the queue behind
+    /// it and go out after it, on the same connection if it is still open, else after the next hook.
+    nonisolated(nonsending) func sendStreaming(_ body: (WebSocketSession) async throws -> Void) async throws {
+        let session = try self.shared.withLock { s throws -> WebSocketSession in
+            if let cause = s.finalCause { throw Self.closedError(cause) }
+            if s.sendingStream {
+                throw WebSocketError(.invalidArgument, "another streamed message is being sent on this session; send one at a time")
+            }
+            guard let target = s.sendTarget else {
+                throw WebSocketError(
+                    .notConnected,
+                    "no connection is open (\(s.machine.state)); a streamed message is sent only on an open "
+                        + "connection, never queued: wait for the open state and send it again")
+            }
+            s.sendTarget = nil
+            s.sendingStream = true
+            return target
+        }
+        do {
+            try await body(session)
+        } catch {
+            self.shared.withLock { $0.sendingStream = false }
+            await self.flush(session)
+            throw error
+        }
+        self.shared.withLock { $0.sendingStream = false }
+        await self.flush(session)
     }
 
     private static func closedError(_ cause: Cause) -> WebSocketError {
@@ -405,12 +441,33 @@ final class ReconnectCore: Sendable {
             guard let session = try await self.nextReadable() else { return nil }
             do {
                 while let frame = try await session.connection.receive() {
-                    if frame.kind == .text || frame.kind == .binary { return frame }
+                    if frame.kind == .text || frame.kind == .binary {
+                        // With streamsIncomingMessages a message arrives as its first fragment: collect the rest.
+                        return frame.fin ? frame : try await session.collectFragments(frame)
+                    }
                 }
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
                 // This connection failed; its cause is in the state stream. Messages continue on the next one.
+            }
+            self.shared.withLock { s in
+                if s.readable.first === session { s.readable.removeFirst() }
+            }
+        }
+    }
+
+    /// The next message as a stream of chunks, from the oldest connection that still has one; `nil` once the
+    /// session has ended and every connection is read.
+    nonisolated(nonsending) func receiveStreamingMessage() async throws -> WebSocketStreamingMessage? {
+        while true {
+            guard let session = try await self.nextReadable() else { return nil }
+            do {
+                return try await session.receiveStreamingMessage()
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // This connection has ended; messages continue on the next one.
             }
             self.shared.withLock { s in
                 if s.readable.first === session { s.readable.removeFirst() }

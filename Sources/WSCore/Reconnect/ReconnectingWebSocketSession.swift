@@ -126,6 +126,50 @@ public final class ReconnectingWebSocketSession: Sendable {
         }
     }
 
+    /// Receives the next text or binary message as a stream of chunks, from whichever connection is open, waiting
+    /// through outages; see ``WebSocketSession/receiveStreamingMessage()``. With
+    /// ``WebSockets/Configuration/streamsIncomingMessages`` set each chunk is handed over as its fragment arrives.
+    ///
+    /// A message is never continued on another connection: if the connection drops in the middle of it, iterating
+    /// its ``WebSocketStreamingMessage/chunks`` throws the connection's ``WebSocketError``, the rest of that message
+    /// is lost (at most once), and the next call receives from the next connection.
+    /// - Returns: The message: its kind and its chunks.
+    /// - Throws: What ``receiveMessage()`` throws.
+    nonisolated(nonsending) public func receiveStreamingMessage() async throws -> WebSocketStreamingMessage {
+        guard let message = try await self.core.receiveStreamingMessage() else { throw self.core.endError() }
+        return message
+    }
+
+    /// Sends one message from an asynchronous sequence of chunks on the open connection, a fragment per chunk,
+    /// with backpressure; see ``WebSocketSession/sendStreamingMessage(_:from:)``.
+    ///
+    /// A streamed message is never queued nor resent: it needs an open connection when it starts, and if that
+    /// connection is lost before its last fragment, this throws and the message is lost (the next connection
+    /// never sees part of it). Messages sent with `send` meanwhile wait in the queue and go out after it (in
+    /// fail-fast mode they throw ``WebSocketError/Code/invalidArgument``). A producer error or a cancellation after
+    /// the first fragment closes that connection with 1011, and the session reconnects.
+    /// - Parameters:
+    ///   - kind: `.text` (the chunks, joined, must be UTF-8) or `.binary`.
+    ///   - chunks: The message's bytes in order.
+    /// - Throws: ``WebSocketError``: ``WebSocketError/Code/notConnected`` when no connection is open,
+    ///   ``WebSocketError/Code/invalidArgument`` while another streamed message is being sent, what
+    ///   ``WebSocketSession/sendStreamingMessage(_:from:)`` throws.
+    nonisolated(nonsending) public func sendStreamingMessage<Chunks: AsyncSequence>(
+        _ kind: Frame.Kind = .binary, from chunks: Chunks
+    ) async throws where Chunks.Element == [UInt8] {
+        try await self.core.sendStreaming { session in try await session.sendStreamingMessage(kind, from: chunks) }
+    }
+
+    /// Sends a file's contents as one binary message on the open connection, read and written chunk by chunk, with
+    /// the rules of ``sendStreamingMessage(_:from:)``; see ``WebSocketSession/sendFile(atPath:chunkSize:)``.
+    /// - Parameters:
+    ///   - path: The file's path.
+    ///   - chunkSize: Bytes per read and per fragment (default 256 KiB).
+    /// - Throws: What ``sendStreamingMessage(_:from:)`` and ``WebSocketSession/sendFile(atPath:chunkSize:)`` throw.
+    nonisolated(nonsending) public func sendFile(atPath path: String, chunkSize: Int = 256 << 10) async throws {
+        try await self.core.sendStreaming { session in try await session.sendFile(atPath: path, chunkSize: chunkSize) }
+    }
+
     /// The text and binary messages from every connection, in order, as an `AsyncSequence`. It ends after
     /// ``close(_:)`` or a server's normal close, and throws ``WebSocketError/Code/sessionClosed`` with the last
     /// failure when the session gave up.
@@ -223,8 +267,8 @@ extension ReconnectingWebSocketSession {
     /// Why a connection ended, an attempt failed, or the session closed.
     public enum Cause: Sendable, CustomStringConvertible {
         /// An attempt failed (connect, TLS, the opening handshake, your request block) or your
-        /// ``Configuration/onConnect`` hook threw: the error says why (``WebSocketConnectionError`` for the
-        /// connection and handshake).
+        /// ``Configuration/onConnect`` hook threw: the error says why (a ``WebSocketError`` with
+        /// ``WebSocketError/isConnectionFailure`` set for the connection and the handshake).
         case failure(any Error)
         /// The connection ended with this reason: the server's close code, `1006` when it dropped without a close
         /// frame, or the code the session sent when it failed it (`1011` when no pong came, `1002` for a protocol
@@ -271,7 +315,8 @@ extension ReconnectingWebSocketSession {
     }
 
     /// How a reconnecting session behaves. The client's ``WebSockets`` settings (limits, extensions, the content
-    /// converter, the close timeout) apply to each connection, except the keepalive, set here.
+    /// converter, the close timeout, streaming) and its proxy apply to each connection, except the keepalive, set
+    /// here.
     public struct Configuration: Sendable {
         /// When to reconnect and how long to wait.
         public var policy = ReconnectPolicy()
