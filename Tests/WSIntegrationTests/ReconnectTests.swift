@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import WSCore
 import WSExtensions
+import WSSerialization
 import WSTesting
 
 /// A policy that keeps the tests fast: delays of 50–400 ms.
@@ -173,6 +174,40 @@ struct ReconnectTests {
             #expect(seen.count == 2, "\(seen)")
             let cause = await session.closeCause
             #expect((cause.error as? WebSocketError)?.code == .tlsFailure, "\(seen)")
+        }
+    }
+
+    @Test(
+        "close() during a backoff delay returns at once; values through the content converter before it",
+        arguments: TestEngine.allCases)
+    func closeDuringBackoffAndConverter(engine: TestEngine) async throws {
+        struct Quote: Codable, Equatable { var symbol: String; var price: Double }
+        let peer = try await PythonPeer.start()
+        try await withClient(engine.client { $0.contentConverter = JSONWebSocketConverter() }) { client in
+            let session = try client.reconnectingWebSocketSession(
+                peer.url(path: "/echo"), configuration: fastConfiguration { configuration in
+                    configuration.policy.initialDelay = .seconds(30)
+                    configuration.policy.maximumDelay = .seconds(30)
+                    configuration.policy.jitter = .none
+                })
+            var states = session.states.makeAsyncIterator()
+            _ = await nextState(&states)
+            #expect(await nextState(&states)?.isOpen == true)
+            try await session.sendSerialized(Quote(symbol: "BTC", price: 1.5))
+            #expect(try await session.receiveDeserialized(Quote.self) == Quote(symbol: "BTC", price: 1.5))
+
+            peer.stop()
+            guard case .reconnecting(1, let delay, _) = await nextState(&states) else {
+                Issue.record("no reconnecting state after the server stopped")
+                return
+            }
+            #expect(delay == .seconds(30))
+            let started = ContinuousClock.now
+            await session.close()
+            let took = ContinuousClock.now - started
+            #expect(took < .seconds(1), "close() took \(took) during a backoff delay of \(delay)")
+            #expect(await nextState(&states).map { "\($0)" } == "closed: closed by the client (1000 NORMAL)")
+            #expect(await nextState(&states) == nil, "a state after closed")
         }
     }
 
