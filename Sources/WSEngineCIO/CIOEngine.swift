@@ -17,7 +17,7 @@ import WSPosix
 ///   handling.
 ///
 /// ```swift
-/// let engine = CIOEngine(configuration: .init(tls: .init(trustedCAFile: "/etc/my-ca.pem")))
+/// let engine = CIOEngine(configuration: .init(tls: .init(trustRoots: .file("/etc/my-ca.pem"))))
 /// ```
 public final class CIOEngine: WebSocketEngine {
     /// How the engine runs.
@@ -27,8 +27,9 @@ public final class CIOEngine: WebSocketEngine {
         /// blocks run on their session's loop by default, so several loops let sessions use several cores. A loop's
         /// thread starts when the rotation first reaches it: one connection starts one thread.
         public var eventLoopCount: Int
-        /// TLS settings for `wss` endpoints.
-        public var tls: TLSConfiguration
+        /// TLS settings for `wss` endpoints: trust roots, client identity, minimum version, server name override and
+        /// the opt-out of verification, in the engine-neutral shape the Curl engine takes too.
+        public var tls: WebSocketTLSConfiguration
         /// The most bytes one read hands to the handler (one buffer of this size per loop). Default 256 KiB:
         /// bulk transfers take a quarter of the system calls they took with 64 KiB, and a loop's untouched pages
         /// cost no memory.
@@ -55,7 +56,7 @@ public final class CIOEngine: WebSocketEngine {
         ///   - closeFlushTimeout: Wait for buffered bytes to leave on `close()`.
         public init(
             eventLoopCount: Int = CIOEngine.defaultEventLoopCount,
-            tls: TLSConfiguration = TLSConfiguration(),
+            tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
             readBufferSize: Int = 256 * 1024,
             maxAddressAttempts: Int = 8,
             resolverThreadCount: Int = 2,
