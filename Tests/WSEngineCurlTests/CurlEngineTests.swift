@@ -255,7 +255,7 @@ struct CurlEngineTests {
         logger.logLevel = .trace
         let engine = CurlEngine(
             configuration: CurlEngine.Configuration(
-                trustedCAFile: pki.caFile, proxy: "http://tester:s3cr3t-pw@127.0.0.1:\(proxy.port)",
+                tls: .init(trustRoots: .file(pki.caFile)), proxy: "http://tester:s3cr3t-pw@127.0.0.1:\(proxy.port)",
                 noProxy: "", verbose: true))
         try await expectEcho(engine, port: tlsServer.port, secure: true, bytes: pattern(count: 1 << 20), logger: logger)
         try await expectEcho(
@@ -278,7 +278,7 @@ struct CurlEngineTests {
         let socks = try await PythonServer.start(mode: "socks5")
         let engine = CurlEngine(
             configuration: CurlEngine.Configuration(
-                trustedCAFile: pki.caFile, proxy: "socks5h://127.0.0.1:\(socks.port)", noProxy: ""))
+                tls: .init(trustRoots: .file(pki.caFile)), proxy: "socks5h://127.0.0.1:\(socks.port)", noProxy: ""))
         try await expectEcho(engine, port: server.port, host: "localhost", secure: true, bytes: pattern(count: 100_000))
         await engine.shutdown()
         #expect(socks.log.contains("SOCKS CONNECT localhost:\(server.port)"), "SOCKS log: \(socks.log)")

@@ -18,7 +18,7 @@ struct ProxySessionTests {
         defer { server.stop() }
         let proxy = try await TinyProxy.start(connectPorts: [server.port])
         let engine = CurlEngine(
-            configuration: .init(trustedCAFile: pki.caFile, proxy: "http://127.0.0.1:\(proxy.port)", noProxy: "")
+            configuration: .init(tls: .init(trustRoots: .file(pki.caFile)), proxy: "http://127.0.0.1:\(proxy.port)", noProxy: "")
         )
         let client = WebSocketClient(engine: engine)
         do {
