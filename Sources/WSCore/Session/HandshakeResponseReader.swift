@@ -55,8 +55,12 @@ struct HandshakeResponseReader {
     /// - Parameter error: The transport's error, if any.
     func closedError(_ error: (any Error)?) -> WebSocketConnectionError {
         if self.rejectedHead != nil { return self.rejectionError() }
+        // A TLS alert read here (e.g. a client certificate the server rejects after a TLS 1.3 handshake) stays a
+        // TLS failure.
+        let code: WebSocketConnectionError.Code =
+            (error as? WebSocketConnectionError)?.code == .tlsFailure ? .tlsFailure : .network
         return WebSocketConnectionError(
-            .network,
+            code,
             "the server closed the connection during the opening handshake"
                 + (error.map { ": \($0)" } ?? " without answering"),
             underlying: error
