@@ -23,9 +23,7 @@ extension WebSocketTLSConfiguration {
     ///   - minimumVersion: The lowest TLS version accepted.
     ///   - serverNameOverride: The name to send as SNI and to verify instead of the endpoint's host.
     ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
-    @available(
-        *, deprecated,
-        message: "use init(trustRoots: .file(...), clientIdentity: .files(certificate:privateKey:), ...)")
+    @available(*, deprecated, message: "use init(trustRoots: .file(...), clientIdentity: .files(...), ...)")
     public init(
         trustedCAFile: String? = nil,
         trustedCADirectory: String? = nil,
