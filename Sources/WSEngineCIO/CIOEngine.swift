@@ -19,7 +19,7 @@ import WSPosix
 /// ```swift
 /// let engine = CIOEngine(configuration: .init(tls: .init(trustRoots: .file("/etc/my-ca.pem"))))
 /// ```
-public final class CIOEngine: WebSocketEngine {
+public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// How the engine runs.
     public struct Configuration: Sendable {
         /// The number of event-loop threads; connections are spread over them round-robin. Default
@@ -191,6 +191,15 @@ public final class CIOEngine: WebSocketEngine {
     /// The next loop in the rotation (the loops start on first use); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
         try? self.prepare(secure: false, preferred: nil).0
+    }
+
+    /// The next loop in the rotation and a watched executor of it for the session's code, which reports (once) a
+    /// job that holds the loop for `limit` or longer; `nil` once the engine is shut down.
+    package func executorsForNextConnection(
+        reportingHoldsOf limit: Duration, _ report: @escaping @Sendable (Duration) -> Void
+    ) -> (connection: any TaskExecutor, session: any TaskExecutor)? {
+        guard let loop = try? self.prepare(secure: false, preferred: nil).0 else { return nil }
+        return (loop, WatchedLoopExecutor(loop: loop, limit: limit) { report(.nanoseconds($0)) })
     }
 
     /// Picks `preferred` if it is one of the loops, else the next loop in the rotation (starting its thread when the

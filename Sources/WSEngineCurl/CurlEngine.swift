@@ -39,7 +39,7 @@ import WSPosix
 /// ```swift
 /// let engine = CurlEngine(configuration: .init(proxy: "http://proxy.internal:3128"))
 /// ```
-public final class CurlEngine: WebSocketEngine {
+public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// A TLS protocol version; now `WebSocketTLSConfiguration.Version`.
     @available(*, deprecated, renamed: "WebSocketTLSConfiguration.Version")
     public typealias TLSVersion = WebSocketTLSConfiguration.Version
@@ -237,6 +237,15 @@ public final class CurlEngine: WebSocketEngine {
     /// The next loop in the rotation (started when first reached); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
         try? self.prepareLoop(preferred: nil)
+    }
+
+    /// The next loop in the rotation and a watched executor of it for the session's code, which reports (once) a
+    /// job that holds the loop for `limit` or longer; `nil` once the engine is shut down.
+    package func executorsForNextConnection(
+        reportingHoldsOf limit: Duration, _ report: @escaping @Sendable (Duration) -> Void
+    ) -> (connection: any TaskExecutor, session: any TaskExecutor)? {
+        guard let loop = try? self.prepareLoop(preferred: nil) else { return nil }
+        return (loop, WatchedLoopExecutor(loop: loop, limit: limit) { report(.nanoseconds($0)) })
     }
 
     /// `preferred` if it is one of the loops, else the next loop in the rotation (its thread started when the rotation

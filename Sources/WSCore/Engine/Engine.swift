@@ -105,6 +105,22 @@ public protocol WebSocketEngine: AnyObject, Sendable {
     func shutdown() async
 }
 
+/// An engine whose event loops can time the jobs of one session's code: the package's engines adopt it, so that a
+/// block that holds its loop too long (blocking I/O, `sleep`) is reported instead of silently freezing its session.
+package protocol LoopHoldWatchingEngine: WebSocketEngine {
+    /// Like ``WebSocketEngine/executorForNextConnection()``, plus an executor for the session's own code that runs
+    /// its jobs on that loop, times each, and calls `report` once, on the loop thread, with the first job that held
+    /// the loop for `limit` or longer.
+    /// - Parameters:
+    ///   - limit: The shortest hold reported.
+    ///   - report: Receives the length of that hold.
+    /// - Returns: The loop (for ``EngineConnectOptions/executor``) and the watched executor for the session's code;
+    ///   `nil` when the engine is shut down.
+    func executorsForNextConnection(
+        reportingHoldsOf limit: Duration, _ report: @escaping @Sendable (Duration) -> Void
+    ) -> (connection: any TaskExecutor, session: any TaskExecutor)?
+}
+
 extension WebSocketEngine {
     /// Default: no executors of its own.
     public func executorForNextConnection() -> (any TaskExecutor)? { nil }

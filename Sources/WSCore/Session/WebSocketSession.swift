@@ -286,12 +286,17 @@ final class SessionOpening: Sendable {
     let options: EngineConnectOptions
     let handshake: OpeningHandshake
     let openTimeout: Duration
+    /// The executor a block entry point runs the session's code on: the connection's executor, or a watched
+    /// executor of the same loop that reports a block holding it (``WebSockets/Configuration/eventLoopHoldWarningThreshold``).
+    let blockExecutor: (any TaskExecutor)?
     let start = ContinuousClock.now
 
     init(
         engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, logger: Logger,
-        options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration
+        options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration,
+        blockExecutor: (any TaskExecutor)?
     ) {
+        self.blockExecutor = blockExecutor
         self.engine = engine
         self.settings = settings
         self.url = url
@@ -380,10 +385,41 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger.setDebugMetadata("ws.url", "\(url)")
-        let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
+        var executor: (any TaskExecutor)?
+        var blockExecutor: (any TaskExecutor)?
+        if forBlock && settings.runsBlocksOnEventLoop {
+            if let limit = settings.eventLoopHoldWarningThreshold, let watching = engine as? any LoopHoldWatchingEngine {
+                let executors = watching.executorsForNextConnection(
+                    reportingHoldsOf: limit, Self.loopHoldReport(url: url, engineName: engine.name, logger: logger))
+                (executor, blockExecutor) = (executors?.connection, executors?.session)
+            } else {
+                executor = engine.executorForNextConnection()
+                blockExecutor = executor
+            }
+        }
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
             options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
-            handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout)
+            handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout,
+            blockExecutor: blockExecutor)
+    }
+
+    /// The warning for a session's block that held its event loop (logged once per session, on the loop thread).
+    private static func loopHoldReport(url: WebSocketURL, engineName: String, logger: Logger)
+        -> @Sendable (Duration) -> Void
+    {
+        { held in
+            let milliseconds = held.components.seconds * 1000 + held.components.attoseconds / 1_000_000_000_000_000
+            logger.warning(
+                """
+                the block of the WebSocket session \(url) held its \(engineName) event loop for \(milliseconds) ms without \
+                suspending: meanwhile this session could not read, answer pings or run its timers, nor could the other \
+                sessions on that loop. Move blocking work (readLine(), sleep, blocking I/O, long computations) off the \
+                loop: read input on a thread of its own and hand it over with an AsyncStream, or set \
+                WebSockets.Configuration.runsBlocksOnEventLoop = false. Reported once per session \
+                (eventLoopHoldWarningThreshold sets the limit; nil turns the check off).
+                """,
+                metadata: ["ws.url": "\(url)", "ws.engine": "\(engineName)", "ws.heldMilliseconds": "\(milliseconds)"])
+        }
     }
 }
