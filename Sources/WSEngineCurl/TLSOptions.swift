@@ -4,9 +4,9 @@ import Glibc
 import WSCore
 
 /// libcurl 7.71.0, the first with CURLOPT_SSLCERT_BLOB and CURLOPT_SSLKEY_BLOB.
-private let clientPEMVersion: UInt32 = 0x07_47_00
+let clientPEMVersion: UInt32 = 0x07_47_00
 /// libcurl 7.77.0, the first with CURLOPT_CAINFO_BLOB.
-private let trustPEMVersion: UInt32 = 0x07_4D_00
+let trustPEMVersion: UInt32 = 0x07_4D_00
 
 /// Sets the TLS options of `tls` on the easy handle.
 /// - Throws: `.tlsFailure` for a configuration the engine refuses (a client certificate without its key, an
@@ -70,12 +70,20 @@ func setTLSOptions(_ tls: WebSocketTLSConfiguration, _ options: EasyOptions) thr
 
 /// Throws `.unsupported` naming the loaded version unless libcurl is at least `minimum`.
 private func requireVersion(_ minimum: UInt32, _ text: String, for what: String) throws(CurlOptionError) {
-    guard cws_curl_version_num() < minimum else { return }
-    throw CurlOptionError(
-        error: WebSocketConnectionError(
-            .unsupported,
-            "\(what) needs libcurl \(text) or newer, and this process loaded libcurl \(LoadedCurl.version): give "
-                + "PEM files instead, install a newer libcurl (Debian 12: bookworm-backports), or use the CIO engine"))
+    if let reason = tooOldReason(
+        loaded: cws_curl_version_num(), loadedText: LoadedCurl.version, minimum: minimum, minimumText: text, for: what)
+    {
+        throw CurlOptionError(error: WebSocketConnectionError(.unsupported, reason))
+    }
+}
+
+/// Why a libcurl `loaded` (0xXXYYZZ) cannot do `what`, which needs `minimum`; `nil` when it can (separate for tests).
+func tooOldReason(loaded: UInt32, loadedText: String, minimum: UInt32, minimumText: String, for what: String)
+    -> String?
+{
+    guard loaded < minimum else { return nil }
+    return "\(what) needs libcurl \(minimumText) or newer, and this process loaded libcurl \(loadedText): give "
+        + "PEM files instead, install a newer libcurl (Debian 12: bookworm-backports), or use the CIO engine"
 }
 
 /// The contents of a text file, or `nil` when it cannot be read.
