@@ -87,8 +87,9 @@ public struct WebSocketTLSConfiguration: Sendable, Hashable {
 
     /// The certificate and private key a client presents for mutual TLS.
     public struct ClientIdentity: Sendable, Hashable, CustomStringConvertible {
-        /// Where the certificate and key come from.
-        public enum Source: Sendable, Hashable {
+        /// Where the certificate and key come from (package-level, so that more kinds can be added later without
+        /// breaking a `switch`).
+        package enum Source: Sendable, Hashable {
             /// PEM files: the certificate file holds the leaf first, then any intermediates.
             case files(certificate: String, privateKey: String)
             /// PEM text in memory, laid out as the files are.
@@ -96,7 +97,7 @@ public struct WebSocketTLSConfiguration: Sendable, Hashable {
         }
 
         /// Where the certificate and key come from.
-        public let source: Source
+        package let source: Source
         /// The password of an encrypted private key (PKCS#8 or traditional PEM encryption), or `nil` for an
         /// unencrypted key.
         public let privateKeyPassword: String?
