@@ -122,7 +122,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
-    /// - Throws: `WebSocketConnectionError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
+    /// - Throws: `WebSocketError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
     ///   `.tlsFailure`, `.cancelled` or `.network`.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
@@ -150,7 +150,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         }
         if Task.isCancelled {
             let hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
-            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+            throw WebSocketError(.cancelled, "connecting to \(hostPort) was cancelled")
         }
         let (loop, tls) = try self.prepare(secure: endpoint.secure, preferred: options.executor)
         let context = ConnectContext(
@@ -186,7 +186,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         }
     }
 
-    private static let shutdownError = WebSocketConnectionError(.network, "the CIO engine was shut down")
+    private static let shutdownError = WebSocketError(.network, "the CIO engine was shut down")
 
     /// The next loop in the rotation (the loops start on first use); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
@@ -204,10 +204,10 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
 
     /// Picks `preferred` if it is one of the loops, else the next loop in the rotation (starting its thread when the
     /// rotation first reaches it), and, for TLS, the shared context.
-    private func prepare(secure: Bool, preferred: (any TaskExecutor)?) throws(WebSocketConnectionError)
+    private func prepare(secure: Bool, preferred: (any TaskExecutor)?) throws(WebSocketError)
         -> (EventLoop, TLSContext?)
     {
-        try self.state.withLock { state throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) in
+        try self.state.withLock { state throws(WebSocketError) -> (EventLoop, TLSContext?) in
             guard !state.shutDown else { throw Self.shutdownError }
             var tls: TLSContext?
             if secure {

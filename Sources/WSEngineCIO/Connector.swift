@@ -39,7 +39,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     private var nextAddress = 0
     private var fd: Int32 = -1
     private var ssl: OpaquePointer?
-    private var lastError: WebSocketConnectionError?
+    private var lastError: WebSocketError?
 
     init(loop: EventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions, context: ConnectContext) {
         self.loop = loop
@@ -75,7 +75,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.continuation = continuation
         self.loop.add(self)
         guard (0...65535).contains(self.endpoint.port) else {
-            self.fail(WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid port"))
+            self.fail(WebSocketError(.network, "cannot connect to \(self.hostPort): invalid port"))
             return
         }
         self.deadline = self.loop.schedule(afterNanoseconds: self.timeout.clampedNanoseconds) { [self] in
@@ -95,7 +95,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         }
         if !accepted {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network,
                     "cannot resolve host '\(self.endpoint.host)': no resolver thread (the engine is shut down or out of threads)"
                 ))
@@ -115,8 +115,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.fail(self.cancelledError)
     }
 
-    private var cancelledError: WebSocketConnectionError {
-        WebSocketConnectionError(.cancelled, "connecting to \(self.hostPort) was cancelled")
+    private var cancelledError: WebSocketError {
+        WebSocketError(.cancelled, "connecting to \(self.hostPort) was cancelled")
     }
 
     private func resolved(_ result: ResolveResult) {
@@ -141,7 +141,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         default: break
         }
         self.logger.debug("connect timed out")
-        self.fail(WebSocketConnectionError(.timedOut, message))
+        self.fail(WebSocketError(.timedOut, message))
     }
 
     /// Tries the next address, or fails with the last error when none is left.
@@ -153,7 +153,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             let fd = socket(address.family, streamSocketType, Int32(IPPROTO_TCP))
             guard fd >= 0 else {
                 let error = systemError("socket")
-                self.lastError = WebSocketConnectionError(
+                self.lastError = WebSocketError(
                     .network, "cannot open a socket for \(address): \(error.text)", underlying: error)
                 continue
             }
@@ -162,7 +162,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             guard registration == 0 else {
                 closeDescriptor(fd)
                 let error = systemError("epoll_ctl", registration)
-                self.lastError = WebSocketConnectionError(
+                self.lastError = WebSocketError(
                     .network, "cannot watch a socket for \(address): \(error.text)", underlying: error)
                 continue
             }
@@ -180,7 +180,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         }
         self.fail(
             self.lastError
-                ?? WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): no address to try"))
+                ?? WebSocketError(.network, "cannot connect to \(self.hostPort): no address to try"))
     }
 
     private func attemptFailed(address: SocketAddress, errno code: Int32) {
@@ -188,11 +188,11 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.phase = .idle
         let error = systemError("connect", code)
         if code == ECONNREFUSED {
-            self.lastError = WebSocketConnectionError(
+            self.lastError = WebSocketError(
                 .connectionRefused, "connection refused by \(address): nothing is listening there",
                 underlying: error)
         } else {
-            self.lastError = WebSocketConnectionError(
+            self.lastError = WebSocketError(
                 .network, "connecting to \(self.hostPort) (\(address)) failed: \(error.text)", underlying: error)
         }
         self.logger.debug("connect attempt failed", metadata: ["ws.address": "\(address)", "ws.errno": "\(code)"])
@@ -229,7 +229,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             return
         }
         guard let tls = self.context.tls else {
-            self.fail(WebSocketConnectionError(.tlsFailure, "TLS is not configured"))
+            self.fail(WebSocketError(.tlsFailure, "TLS is not configured"))
             return
         }
         let serverName = tls.configuration.serverNameOverride ?? self.endpoint.host
@@ -287,7 +287,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             let error = systemError("epoll_ctl", registration)
             transport.finish(error: nil)
             continuation.resume(
-                throwing: WebSocketConnectionError(
+                throwing: WebSocketError(
                     .network, "cannot watch the socket for \(self.hostPort): \(error.text)", underlying: error))
             return
         }
@@ -296,7 +296,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     }
 
     /// Fails the connect (idempotent) and releases the socket.
-    func fail(_ error: WebSocketConnectionError) {
+    func fail(_ error: WebSocketError) {
         if case .done = self.phase { return }
         self.phase = .done
         self.lastError = error

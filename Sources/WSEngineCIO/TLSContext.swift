@@ -24,7 +24,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     var verifiesPeer: Bool { !self.configuration.dangerouslyDisableCertificateVerification }
 
     /// Builds the context: verification, trust store, client identity, minimum version, options.
-    init(configuration: WebSocketTLSConfiguration) throws(WebSocketConnectionError) {
+    init(configuration: WebSocketTLSConfiguration) throws(WebSocketError) {
         self.configuration = configuration
         ERR_clear_error()
         guard let method = cws_sockbio_method_new() else {
@@ -66,7 +66,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
 
     /// Loads `roots` into the context's trust store; any roots but the system's replace it.
     private static func loadTrustRoots(_ roots: WebSocketTLSConfiguration.TrustRoots, into context: OpaquePointer)
-        throws(WebSocketConnectionError)
+        throws(WebSocketError)
     {
         guard !roots.isSystem else {
             guard SSL_CTX_set_default_verify_paths(context) == 1 else {
@@ -95,13 +95,13 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
 
     /// Makes `identity` the context's client certificate chain and private key, and checks that they match.
     private static func loadIdentity(_ identity: WebSocketTLSConfiguration.ClientIdentity, into context: OpaquePointer)
-        throws(WebSocketConnectionError)
+        throws(WebSocketError)
     {
         let password = identity.privateKeyPassword
         switch identity.source {
         case .files(let certificate, let key):
             guard !certificate.isEmpty, !key.isEmpty else {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .tlsFailure,
                     "TLS configuration: the client certificate and private key must be set together")
             }
@@ -144,7 +144,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
 
     /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
     /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
-    func makeSSL(fd: Int32, serverName: String) throws(WebSocketConnectionError) -> OpaquePointer {
+    func makeSSL(fd: Int32, serverName: String) throws(WebSocketError) -> OpaquePointer {
         ERR_clear_error()
         guard let ssl = SSL_new(self.context) else {
             throw tlsConfigurationError("could not create an OpenSSL connection")
@@ -190,9 +190,9 @@ func drainOpenSSLErrors() -> String? {
 }
 
 /// A `.tlsFailure` for a local setup problem, with the OpenSSL error queue appended.
-func tlsConfigurationError(_ message: String) -> WebSocketConnectionError {
+func tlsConfigurationError(_ message: String) -> WebSocketError {
     let queue = drainOpenSSLErrors()
-    return WebSocketConnectionError(.tlsFailure, "TLS configuration: \(message)" + (queue.map { " (\($0))" } ?? ""))
+    return WebSocketError(.tlsFailure, "TLS configuration: \(message)" + (queue.map { " (\($0))" } ?? ""))
 }
 
 /// A `.tlsFailure` for a failed TLS operation on `ssl`: the verification failure (e.g. "certificate verify
@@ -205,7 +205,7 @@ func tlsConfigurationError(_ message: String) -> WebSocketConnectionError {
 ///   - systemErrno: `errno` right after the failed call, for SSL_ERROR_SYSCALL.
 func tlsFailure(
     _ prefix: String, ssl: OpaquePointer, verifying: Bool, sslError: Int32, systemErrno: Int32
-) -> WebSocketConnectionError {
+) -> WebSocketError {
     var reasons: [String] = []
     let verifyResult = SSL_get_verify_result(ssl)
     if verifying && verifyResult != Int(X509_V_OK) {
@@ -223,5 +223,5 @@ func tlsFailure(
     }
     if let queue = drainOpenSSLErrors() { reasons.append(queue) }
     if reasons.isEmpty { reasons.append("SSL error \(sslError)") }
-    return WebSocketConnectionError(.tlsFailure, "\(prefix): \(reasons.joined(separator: "; "))", underlying: underlying)
+    return WebSocketError(.tlsFailure, "\(prefix): \(reasons.joined(separator: "; "))", underlying: underlying)
 }

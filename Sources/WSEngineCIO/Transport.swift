@@ -117,7 +117,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     var gathersLoopWrites: Bool { !self.isTLS }
 
     func sendNow(_ bytes: UnsafeRawBufferPointer, _ state: inout TransportLockedState<IO>)
-        -> TransportSendOutcome<WebSocketConnectionError>
+        -> TransportSendOutcome<WebSocketError>
     {
         var sent = 0
         if let ssl = state.io.ssl?.pointer {
@@ -156,7 +156,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         return .sent(sent)
     }
 
-    func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketConnectionError> {
+    func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketError> {
         if let ssl = state.io.ssl?.pointer {
             state.io.writeWantsRead = false
             while !state.queue.isEmpty {
@@ -210,12 +210,12 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         return true
     }
 
-    func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketConnectionError> {
+    func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketError> {
         if self.isTLS {
             let readable = self.readable
             // The socket has no more input for now (WANT_READ): wait for the next edge.
             var drained = false
-            let step = self.state.withLock { state -> TransportReadStep<WebSocketConnectionError> in
+            let step = self.state.withLock { state -> TransportReadStep<WebSocketError> in
                 guard state.phase != .closed, let ssl = state.io.ssl?.pointer else { return .stop }
                 guard !state.paused else { return .paused }
                 // SSL_read must wait for the socket to become writable; the socket may still hold input.
@@ -334,19 +334,20 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         handler.transportDidClose(error: error)
     }
 
-    func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketConnectionError {
-        WebSocketConnectionError(kind == .timedOut ? .timedOut : .network, message)
+    func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketError {
+        WebSocketError(kind == .timedOut ? .timedOut : .network, message, isConnectionFailure: false)
     }
 
-    private func ioError(_ call: String, _ doing: String, _ code: Int32) -> WebSocketConnectionError {
+    private func ioError(_ call: String, _ doing: String, _ code: Int32) -> WebSocketError {
         let error = systemError(call, code)
         let what = code == ECONNRESET ? "the peer reset the connection" : error.text
-        return WebSocketConnectionError(
-            .network, "\(doing) \(self.settings.endpoint) failed: \(what)", underlying: error)
+        return WebSocketError(
+            .network, "\(doing) \(self.settings.endpoint) failed: \(what)", underlying: error,
+            isConnectionFailure: false)
     }
 
     private func tlsError(_ doing: String, ssl: OpaquePointer, sslError: Int32, errno code: Int32)
-        -> WebSocketConnectionError
+        -> WebSocketError
     {
         tlsFailure(
             "TLS error \(doing) \(self.settings.endpoint)", ssl: ssl, verifying: false, sslError: sslError,

@@ -12,7 +12,7 @@
 // Flow: curl_multi_add_handle → libcurl asks for sockets (CURLMOPT_SOCKETFUNCTION) and timeouts
 // (CURLMOPT_TIMERFUNCTION) → the loop calls curl_multi_socket_action on their events → CURLMSG_DONE: with
 // CURLE_OK the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a
-// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketConnectionError.
+// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketError.
 import CWSCurl
 import CWSLinux
 import Glibc
@@ -79,8 +79,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.configuration = configuration
     }
 
-    private var cancelledError: WebSocketConnectionError {
-        WebSocketConnectionError(.cancelled, "connecting to \(self.hostPort) was cancelled")
+    private var cancelledError: WebSocketError {
+        WebSocketError(.cancelled, "connecting to \(self.hostPort) was cancelled")
     }
 
     // MARK: Entry points (loop thread)
@@ -111,14 +111,14 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             [self] in
             self.deadline = nil
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .timedOut, "connecting to \(self.hostPort) timed out after \(self.timeout.secondsText) s"))
         }
         guard let handles = self.handles else { return }
         let added = curl_multi_add_handle(handles.multi, handles.easy)
         if added != CURLM_OK {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network,
                     "cannot connect to \(self.hostPort): curl_multi_add_handle failed: "
                         + String(cString: curl_multi_strerror(added))))
@@ -142,23 +142,23 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     /// Creates the handles and sets every option.
     private func setUp() throws(CurlOptionError) {
         if let failure = LoadedCurl.initializationFailure {
-            throw CurlOptionError(error: WebSocketConnectionError(.unsupported, failure))
+            throw CurlOptionError(error: WebSocketError(.unsupported, failure))
         }
         guard (1...65535).contains(self.endpoint.port) else {
             throw CurlOptionError(
-                error: WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid port"))
+                error: WebSocketError(.network, "cannot connect to \(self.hostPort): invalid port"))
         }
         // The host goes into a URL: refuse anything that could change the URL's meaning.
         guard isSafeURLHost(self.endpoint.host) else {
             throw CurlOptionError(
-                error: WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid host name"))
+                error: WebSocketError(.network, "cannot connect to \(self.hostPort): invalid host name"))
         }
         // A server name override is the URL's host (SNI and verification use it); CURLOPT_CONNECT_TO sends the
         // connection to the endpoint's host.
         let serverName = self.endpoint.secure ? self.configuration.tls.serverNameOverride : nil
         if let serverName, !isSafeURLHost(serverName) {
             throw CurlOptionError(
-                error: WebSocketConnectionError(
+                error: WebSocketError(
                     .tlsFailure, "TLS configuration: invalid server name override '\(serverName)'"))
         }
         let easy = curl_easy_init()
@@ -167,7 +167,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             if let easy { curl_easy_cleanup(easy) }
             if let multi { _ = curl_multi_cleanup(multi) }
             throw CurlOptionError(
-                error: WebSocketConnectionError(
+                error: WebSocketError(
                     .network, "cannot connect to \(self.hostPort): libcurl is out of memory"))
         }
         let errorBuffer = ErrorBuffer.allocate()
@@ -188,7 +188,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             let list = cws_curl_set_connect_to(easy, "::\(self.hostPort)", &code)
             guard let list else {
                 throw CurlOptionError(
-                    error: WebSocketConnectionError(
+                    error: WebSocketError(
                         .unsupported, "libcurl \(LoadedCurl.version) rejected CURLOPT_CONNECT_TO: "
                             + String(cString: curl_easy_strerror(code))))
             }
@@ -279,7 +279,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             // Failing from inside a libcurl callback is not allowed: fail right after this callback.
             self.loop.execute { [self] in
                 self.fail(
-                    WebSocketConnectionError(
+                    WebSocketError(
                         .network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
             }
         }
@@ -322,7 +322,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         let code = curl_multi_socket_action(handles.multi, fd, mask, &running)
         guard code == CURLM_OK else {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network,
                     "connecting to \(self.hostPort) failed: curl_multi_socket_action: "
                         + String(cString: curl_multi_strerror(code))))
@@ -366,7 +366,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.detachFromCurl()
         guard info == CURLE_OK, fd != cws_curl_socket_bad() else {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network, "connecting to \(self.hostPort) failed: libcurl reported no active socket"))
             return
         }
@@ -389,7 +389,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     }
 
     /// Fails the connect (idempotent) and releases the handles.
-    func fail(_ error: WebSocketConnectionError) {
+    func fail(_ error: WebSocketError) {
         if case .done = self.phase { return }
         self.phase = .done
         self.detachFromCurl()

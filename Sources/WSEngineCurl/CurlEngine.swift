@@ -179,7 +179,7 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
-    /// - Throws: `WebSocketConnectionError` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
+    /// - Throws: `WebSocketError` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
     ///   (ECONNREFUSED), `.timedOut`, `.tlsFailure`, `.cancelled`, `.unsupported` (the loaded libcurl lacks
     ///   WebSockets or TLS) or `.network`; its message carries `curl_easy_strerror` and libcurl's error detail.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
@@ -187,13 +187,13 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     {
         let hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
         if Task.isCancelled {
-            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+            throw WebSocketError(.cancelled, "connecting to \(hostPort) was cancelled")
         }
         if let reason = LoadedCurl.webSocketUnsupportedReason {
-            throw WebSocketConnectionError(.unsupported, "cannot connect to \(hostPort): \(reason)")
+            throw WebSocketError(.unsupported, "cannot connect to \(hostPort): \(reason)")
         }
         if endpoint.secure && !LoadedCurl.hasHTTPS {
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .unsupported,
                 "cannot connect to \(hostPort) with TLS: the loaded libcurl \(LoadedCurl.version) has no TLS backend")
         }
@@ -232,7 +232,7 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         }
     }
 
-    private static let shutdownError = WebSocketConnectionError(.network, "the Curl engine was shut down")
+    private static let shutdownError = WebSocketError(.network, "the Curl engine was shut down")
 
     /// The next loop in the rotation (started when first reached); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
@@ -250,8 +250,8 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
 
     /// `preferred` if it is one of the loops, else the next loop in the rotation (its thread started when the rotation
     /// first reaches it).
-    private func prepareLoop(preferred: (any TaskExecutor)?) throws(WebSocketConnectionError) -> CurlEventLoop {
-        try self.state.withLock { state throws(WebSocketConnectionError) -> CurlEventLoop in
+    private func prepareLoop(preferred: (any TaskExecutor)?) throws(WebSocketError) -> CurlEventLoop {
+        try self.state.withLock { state throws(WebSocketError) -> CurlEventLoop in
             guard !state.shutDown else { throw Self.shutdownError }
             if let preferred, let loop = state.loops.first(where: { $0 === preferred }) { return loop }
             let index = state.nextLoop % max(1, self.configuration.eventLoopCount)

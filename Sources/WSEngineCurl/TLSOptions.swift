@@ -23,7 +23,7 @@ func setTLSOptions(_ tls: WebSocketTLSConfiguration, _ options: EasyOptions) thr
             if let file = roots.file {
                 guard let contents = readTextFile(file) else {
                     throw CurlOptionError(
-                        error: WebSocketConnectionError(
+                        error: WebSocketError(
                             .tlsFailure, "TLS configuration: could not load the trusted CA certificates from '\(file)'"))
                 }
                 pem = contents + "\n" + pem
@@ -40,7 +40,7 @@ func setTLSOptions(_ tls: WebSocketTLSConfiguration, _ options: EasyOptions) thr
         case .files(let certificate, let key):
             guard !certificate.isEmpty, !key.isEmpty else {
                 throw CurlOptionError(
-                    error: WebSocketConnectionError(
+                    error: WebSocketError(
                         .tlsFailure, "TLS configuration: the client certificate and private key must be set together"))
             }
             try options.set(CURLOPT_SSLCERT, certificate, "CURLOPT_SSLCERT")
@@ -73,7 +73,7 @@ private func requireVersion(_ minimum: UInt32, _ text: String, for what: String)
     if let reason = tooOldReason(
         loaded: cws_curl_version_num(), loadedText: LoadedCurl.version, minimum: minimum, minimumText: text, for: what)
     {
-        throw CurlOptionError(error: WebSocketConnectionError(.unsupported, reason))
+        throw CurlOptionError(error: WebSocketError(.unsupported, reason))
     }
 }
 

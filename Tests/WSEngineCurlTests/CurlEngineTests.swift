@@ -177,7 +177,7 @@ struct CurlEngineTests {
             _ = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: port, secure: false), options: options())
         } throws: { error in
-            guard let error = error as? WebSocketConnectionError else { return false }
+            guard let error = error as? WebSocketError else { return false }
             // The message carries curl_easy_strerror and the CURLOPT_ERRORBUFFER detail.
             return error.code == .connectionRefused && error.message.contains("127.0.0.1:\(port)")
                 && error.message.contains("connect to server")
@@ -195,7 +195,7 @@ struct CurlEngineTests {
         await #expect {
             _ = try await engine.connect(to: endpoint, options: options(timeout: .milliseconds(500)))
         } throws: { error in
-            (error as? WebSocketConnectionError)?.code == .timedOut
+            (error as? WebSocketError)?.code == .timedOut
         }
         // Far below what a missing timeout would take, with room for a loaded 2-core machine.
         #expect(ContinuousClock.now - started < .seconds(15))
@@ -208,7 +208,7 @@ struct CurlEngineTests {
         await #expect {
             _ = try await task.value
         } throws: { error in
-            (error as? WebSocketConnectionError)?.code == .cancelled
+            (error as? WebSocketError)?.code == .cancelled
         }
         await engine.shutdown()
     }
@@ -233,7 +233,7 @@ struct CurlEngineTests {
             await #expect {
                 _ = try await engine.connect(to: endpoint, options: options())
             } throws: { error in
-                guard let error = error as? WebSocketConnectionError else { return false }
+                guard let error = error as? WebSocketError else { return false }
                 return error.code == .tlsFailure && error.message.contains("127.0.0.1:\(server.port)")
                     && error.message.contains("SSL certificate problem")
             }
@@ -323,7 +323,7 @@ struct CurlEngineTests {
         await engine.shutdown()
         #expect(recorder.closes == 1)
         #expect(recorder.state.withLock { $0.closeError?.code } == .network)
-        await #expect(throws: WebSocketConnectionError.self) {
+        await #expect(throws: WebSocketError.self) {
             _ = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
         }

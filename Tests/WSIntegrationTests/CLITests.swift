@@ -23,22 +23,16 @@ struct CLIResult: Sendable, CustomStringConvertible {
 
 /// Finding and running the `wsc` binary.
 enum WSCTool {
-    /// `$WSC_BINARY`, else `wsc` next to the running test binary (`swift build --build-tests` builds it there),
-    /// else `<repo>/.build/debug/wsc`.
+    /// `$WSC_BINARY`, else `<repo>/Tools/.build/debug/wsc`: `wsc` lives in the Tools package, which
+    /// scripts/test.sh builds before the tests (`swift build --package-path Tools --product wsc`).
     static func path() throws -> String {
         let fileManager = FileManager.default
         var candidates: [String] = []
         if let explicit = ProcessInfo.processInfo.environment["WSC_BINARY"], !explicit.isEmpty { candidates.append(explicit) }
-        if let exe = try? fileManager.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
-            // On macOS-style bundles the executable sits in .xctest/Contents/MacOS.
-            while directory.path.contains(".xctest") { directory.deleteLastPathComponent() }
-            candidates.append(directory.appendingPathComponent("wsc").path)
-        }
-        candidates.append(TestEnvironment.repositoryRoot.appendingPathComponent(".build/debug/wsc").path)
+        candidates.append(TestEnvironment.repositoryRoot.appendingPathComponent("Tools/.build/debug/wsc").path)
         if let found = candidates.first(where: { fileManager.isExecutableFile(atPath: $0) }) { return found }
         throw TestPeerError(
-            description: "the wsc binary was not found (tried \(candidates)); build it with `swift build --build-tests` or `swift build --product wsc`, or set WSC_BINARY")
+            description: "the wsc binary was not found (tried \(candidates)); build it with `swift build --package-path Tools --product wsc`, or set WSC_BINARY")
     }
 
     /// Runs `wsc arguments` with `stdin` piped in (closed after it is written), waits at most `timeout`

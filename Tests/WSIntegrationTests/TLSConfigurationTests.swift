@@ -24,7 +24,7 @@ private enum TLSOutcome: Equatable, CustomStringConvertible {
     /// The session opened and echoed a message.
     case echoed
     /// The connect failed with this code.
-    case failed(WebSocketConnectionError.Code)
+    case failed(WebSocketError.Code)
     /// The connect failed with `.tlsFailure` or `.network` (expected only: what the peer does decides which).
     case failedTLSOrNetwork
     /// Anything else (the text says what).
@@ -125,7 +125,7 @@ private func outcome(_ engine: TestEngine, _ tls: WebSocketTLSConfiguration, url
             let text = try await session.receiveText()
             return text == "over TLS" ? .echoed : .other("echo was \(text)")
         }
-    } catch let error as WebSocketConnectionError {
+    } catch let error as WebSocketError {
         result = .failed(error.code)
         message = error.message
     } catch {

@@ -88,9 +88,9 @@ public protocol WebSocketEngine: AnyObject, Sendable {
     ///   - endpoint: Where to connect.
     ///   - options: Timeouts and logger.
     /// - Returns: A transport that has not started reading yet.
-    /// - Throws: ``WebSocketConnectionError`` (``WebSocketConnectionError/Code/dnsFailure``,
-    ///   ``WebSocketConnectionError/Code/connectionRefused``, ``WebSocketConnectionError/Code/timedOut``,
-    ///   ``WebSocketConnectionError/Code/tlsFailure``, ...).
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/dnsFailure``,
+    ///   ``WebSocketError/Code/connectionRefused``, ``WebSocketError/Code/timedOut``,
+    ///   ``WebSocketError/Code/tlsFailure``, ...).
     func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport
 
     /// The executor (event-loop thread) the engine will give the next connection, for callers that want to open

@@ -234,7 +234,6 @@ func printOutput(_ line: String) {
 /// A short, readable description of an error thrown by the SDK.
 func describe(_ error: any Error) -> String {
     if let error = error as? WebSocketError { return error.description }
-    if let error = error as? WebSocketConnectionError { return error.description }
     return String(describing: error)
 }
 
