@@ -40,6 +40,8 @@ trap 'rm -rf "$PKI"' EXIT
 # ---- build, as a user would: swift build in the consumer package
 echo "consumer.sh: building Tests/ConsumerPackage (depends on this checkout by path)"
 t=$SECONDS
+# SwiftPM misses files added to a path dependency in an existing build folder: drop the plans (scripts/build-tools.sh)
+rm -f "$SCRATCH"/*.yaml
 if ! swift build --package-path "$PACKAGE" --scratch-path "$SCRATCH" 2>&1 | tee "$PKI/build.log" | grep -E "warning:|error:|Compiling Consumer|Build complete"; then
     :
 fi

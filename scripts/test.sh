@@ -115,7 +115,7 @@ if [ "$rc" = 130 ]; then abort "build (interrupted)"; fi
 [ "$rc" = 0 ] || abort "build (swift build --build-tests, exit $rc)"
 echo "=== test.sh: swift build --package-path Tools --product wsc"
 set +e
-run_bounded "${BUILD_TIMEOUT:-2400}" swift build --package-path Tools --product wsc
+run_bounded "${BUILD_TIMEOUT:-2400}" bash "$ROOT/scripts/build-tools.sh" --product wsc
 rc=$?
 set -e
 if [ "$rc" = 124 ]; then printf '\n'; echo "test.sh: the build of wsc did not finish within ${BUILD_TIMEOUT:-2400}s"; fi

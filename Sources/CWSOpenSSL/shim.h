@@ -174,4 +174,14 @@ static inline int cws_ssl_ctx_use_private_key_pem(SSL_CTX *ctx, const char *data
     return ok;
 }
 
+/// TLS inside TLS (wss through an https:// proxy): a filter BIO whose reads and writes are SSL_read/SSL_write on
+/// `outer`, the connection to the proxy, with its want-read/want-write mapped to BIO retries. `outer` stays owned
+/// by the caller (BIO_NOCLOSE); it must outlive the BIO.
+static inline BIO *cws_bio_new_ssl_filter(SSL *outer) {
+    BIO *bio = BIO_new(BIO_f_ssl());
+    if (bio == NULL) return NULL;
+    BIO_set_ssl(bio, outer, BIO_NOCLOSE);
+    return bio;
+}
+
 #endif

@@ -85,6 +85,8 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         var nextLoop = 0
         var shutDown = false
         var tls: TLSContext?
+        /// One context per trust setting of https:// proxies.
+        var proxyTLS: [ProxyTLSConfiguration: TLSContext] = [:]
     }
     private let state = Mutex(State())
     private let resolver: Resolver
@@ -117,13 +119,15 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     }
 
     /// Resolves, connects (trying the addresses in order) and runs the TLS handshake for `wss`, all within
-    /// `options.connectTimeout`. Cancelling the calling task aborts the attempt.
+    /// `options.connectTimeout`. Cancelling the calling task aborts the attempt. With `options.proxy` it goes through
+    /// that proxy: an HTTP `CONNECT` tunnel (over TLS to an `https://` proxy, verified with `options.proxyTLS`) or a
+    /// SOCKS5 tunnel, then TLS with the endpoint for `wss`; the timeout covers the whole way.
     /// - Parameters:
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
     /// - Throws: `WebSocketError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
-    ///   `.tlsFailure`, `.cancelled` or `.network`.
+    ///   `.tlsFailure`, `.proxyFailure` (the proxy refused the tunnel), `.cancelled` or `.network`.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
@@ -153,8 +157,13 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
             throw WebSocketError(.cancelled, "connecting to \(hostPort) was cancelled")
         }
         let (loop, tls) = try self.prepare(secure: endpoint.secure, preferred: options.executor)
+        var proxyTLS: TLSContext?
+        if let proxy = options.proxy, proxy.kind == .https {
+            proxyTLS = try self.proxyTLSContext(options.proxyTLS)
+        }
         let context = ConnectContext(
-            resolver: self.resolver, tls: tls, maxAddressAttempts: self.configuration.maxAddressAttempts,
+            resolver: self.resolver, tls: tls, proxyTLS: proxyTLS,
+            maxAddressAttempts: self.configuration.maxAddressAttempts,
             closeGraceNanoseconds: self.configuration.closeGracePeriod.clampedNanoseconds,
             closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds)
         return Connector(loop: loop, endpoint: endpoint, options: options, context: context)
@@ -200,6 +209,19 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     ) -> (connection: any TaskExecutor, session: any TaskExecutor)? {
         guard let loop = try? self.prepare(secure: false, preferred: nil).0 else { return nil }
         return (loop, WatchedLoopExecutor(loop: loop, limit: limit) { report(.nanoseconds($0)) })
+    }
+
+    /// The shared TLS context for https:// proxies with these trust settings (built on first use).
+    private func proxyTLSContext(_ settings: ProxyTLSConfiguration) throws(WebSocketError) -> TLSContext {
+        try self.state.withLock { state throws(WebSocketError) -> TLSContext in
+            if let context = state.proxyTLS[settings] { return context }
+            let context = try TLSContext(
+                configuration: TLSConfiguration(
+                    trustedCAFile: settings.trustedCAFile, trustedCADirectory: settings.trustedCADirectory,
+                    dangerouslyDisableCertificateVerification: settings.dangerouslyDisableCertificateVerification))
+            state.proxyTLS[settings] = context
+            return context
+        }
     }
 
     /// Picks `preferred` if it is one of the loops, else the next loop in the rotation (starting its thread when the

@@ -145,13 +145,25 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
     /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
     func makeSSL(fd: Int32, serverName: String) throws(WebSocketError) -> OpaquePointer {
+        try self.makeSSL(serverName: serverName) { cws_sockbio_new(self.bioMethod, fd) }
+    }
+
+    /// A new client SSL that runs inside `outer` (TLS to the endpoint through the TLS connection to an https://
+    /// proxy), set up like ``makeSSL(fd:serverName:)``. `outer` must outlive the returned SSL.
+    func makeSSL(over outer: OpaquePointer, serverName: String) throws(WebSocketError) -> OpaquePointer {
+        try self.makeSSL(serverName: serverName) { cws_bio_new_ssl_filter(outer) }
+    }
+
+    private func makeSSL(
+        serverName: String, bio makeBIO: () -> OpaquePointer?
+    ) throws(WebSocketError) -> OpaquePointer {
         ERR_clear_error()
         guard let ssl = SSL_new(self.context) else {
             throw tlsConfigurationError("could not create an OpenSSL connection")
         }
-        guard let bio = cws_sockbio_new(self.bioMethod, fd) else {
+        guard let bio = makeBIO() else {
             SSL_free(ssl)
-            throw tlsConfigurationError("could not create the socket BIO")
+            throw tlsConfigurationError("could not create the BIO")
         }
         SSL_set_bio(ssl, bio, bio)
         SSL_set_connect_state(ssl)

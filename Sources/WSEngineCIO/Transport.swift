@@ -28,6 +28,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     /// The TLS state under the Mutex (unused on plain TCP).
     struct IO {
         var ssl: SSLHandle?
+        /// The TLS connection to an https:// proxy that `ssl` runs inside (wss through such a proxy); freed after it.
+        var tunnelSSL: SSLHandle?
         /// A fatal TLS error happened: SSL_shutdown must not be called.
         var sslBroken = false
         /// SSL_read needs the socket to become writable.
@@ -43,6 +45,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private let isTLS: Bool
     /// Keeps the SSL_CTX and the BIO method alive as long as the SSL object.
     private let tls: TLSContext?
+    /// Keeps the https:// proxy's SSL_CTX alive as long as `tunnelSSL`.
+    private let tunnelTLS: TLSContext?
     let settings: TransportSettings
     let state: Mutex<TransportLockedState<IO>>
     /// Loop thread only. Unchecked: the skeleton never holds an access to it across a call that can reach it again
@@ -61,7 +65,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
 
     init(
         loop: EventLoop, fd: Int32, ssl: OpaquePointer?, tls: TLSContext?, endpoint: String, logger: Logger,
-        closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64
+        closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64, tunnelSSL: OpaquePointer? = nil,
+        tunnelTLS: TLSContext? = nil
     ) {
         self.loop = loop
         self.fd = fd
@@ -71,7 +76,10 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         self.settings = TransportSettings(
             endpoint: endpoint, logger: logger, closeGraceNanoseconds: closeGraceNanoseconds,
             closeFlushNanoseconds: closeFlushNanoseconds)
-        self.state = Mutex(TransportLockedState(io: IO(ssl: ssl.map(SSLHandle.init(pointer:)))))
+        self.tunnelTLS = tunnelTLS
+        self.state = Mutex(
+            TransportLockedState(
+                io: IO(ssl: ssl.map(SSLHandle.init(pointer:)), tunnelSSL: tunnelSSL.map(SSLHandle.init(pointer:)))))
     }
 
     // MARK: WebSocketTransport (any thread; the rest is PosixTransport's)
@@ -303,6 +311,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         if let ssl = state.io.ssl?.pointer, !state.io.sslBroken {
             ERR_clear_error()
             _ = SSL_shutdown(ssl)  // Best effort: a close_notify the kernel cannot take now is dropped.
+            if let tunnel = state.io.tunnelSSL?.pointer { _ = SSL_shutdown(tunnel) }
             ERR_clear_error()
         }
     }
@@ -311,6 +320,10 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         if let ssl = state.io.ssl?.pointer {
             SSL_free(ssl)
             state.io.ssl = nil
+        }
+        if let tunnel = state.io.tunnelSSL?.pointer {
+            SSL_free(tunnel)
+            state.io.tunnelSSL = nil
         }
     }
 

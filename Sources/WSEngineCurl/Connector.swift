@@ -55,6 +55,9 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private let timeout: Duration
     private let logger: Logger
     private let configuration: CurlEngine.Configuration
+    /// The proxy chosen by the session (`nil`: direct), unless the deprecated string settings override it.
+    private let proxy: ProxyServer?
+    private let proxyTLS: ProxyTLSConfiguration
 
     private var continuation: CheckedContinuation<CurlTransport, any Error>?
     private var phase = Phase.idle
@@ -75,8 +78,19 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         var logger = options.logger
         logger.setDebugMetadata("ws.engine", "Curl")
         logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
-        self.logger = logger
         self.configuration = configuration
+        self.proxy = options.proxy
+        self.proxyTLS = options.proxyTLS
+        if let proxy = options.proxy, configuration.legacyProxy == nil {
+            logger.setDebugMetadata("ws.proxy", "\(proxy)")  // Never the credentials.
+        }
+        self.logger = logger
+    }
+
+    /// Whether the connection goes through a proxy named in the configuration or the options.
+    private var proxied: Bool {
+        if let legacy = self.configuration.legacyProxy { return !legacy.isEmpty }
+        return self.proxy != nil
     }
 
     private var cancelledError: WebSocketError {
@@ -208,8 +222,34 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         // Not CURLOPT_FORBID_REUSE: libcurl would close the connection as soon as the CONNECT_ONLY transfer is
         // done. No other transfer ever uses this connection's private multi handle anyway.
         try options.set(CURLOPT_FRESH_CONNECT, 1, "CURLOPT_FRESH_CONNECT")
-        if let proxy = configuration.proxy { try options.set(CURLOPT_PROXY, proxy, "CURLOPT_PROXY") }
-        if let noProxy = configuration.noProxy { try options.set(CURLOPT_NOPROXY, noProxy, "CURLOPT_NOPROXY") }
+        if let legacy = configuration.legacyProxy {
+            // The deprecated string settings: libcurl's own rules, as before.
+            try options.set(CURLOPT_PROXY, legacy, "CURLOPT_PROXY")
+            if let noProxy = configuration.legacyNoProxy {
+                try options.set(CURLOPT_NOPROXY, noProxy, "CURLOPT_NOPROXY")
+            }
+        } else if let proxy = self.proxy {
+            // The session chose this proxy (from the client's ProxyConfiguration and the environment): libcurl must
+            // not apply its own environment rules on top. Credentials go in their own options, unencoded.
+            try options.set(CURLOPT_PROXY, "\(proxy.kind.scheme)://\(proxy.hostPort)", "CURLOPT_PROXY")
+            try options.set(CURLOPT_NOPROXY, "", "CURLOPT_NOPROXY")
+            if proxy.hasCredentials {
+                try options.set(CURLOPT_PROXYUSERNAME, proxy.username ?? "", "CURLOPT_PROXYUSERNAME")
+                try options.set(CURLOPT_PROXYPASSWORD, proxy.password ?? "", "CURLOPT_PROXYPASSWORD")
+            }
+            if proxy.kind == .https {
+                let trust = self.proxyTLS
+                if trust.trustedCAFile != nil || trust.trustedCADirectory != nil {
+                    try options.set(CURLOPT_PROXY_CAINFO, trust.trustedCAFile, "CURLOPT_PROXY_CAINFO")
+                    try options.set(CURLOPT_PROXY_CAPATH, trust.trustedCADirectory, "CURLOPT_PROXY_CAPATH")
+                }
+                let verify = trust.dangerouslyDisableCertificateVerification ? 0 : 1
+                try options.set(CURLOPT_PROXY_SSL_VERIFYPEER, verify, "CURLOPT_PROXY_SSL_VERIFYPEER")
+                try options.set(CURLOPT_PROXY_SSL_VERIFYHOST, verify * 2, "CURLOPT_PROXY_SSL_VERIFYHOST")
+            }
+        } else {
+            try options.set(CURLOPT_PROXY, "", "CURLOPT_PROXY")  // Direct: ignore the environment.
+        }
 
         // TLS with the endpoint. An https:// proxy keeps libcurl's defaults (built-in store, full verification).
         try setTLSOptions(self.configuration.tls, options)
@@ -243,7 +283,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             metadata: [
                 "ws.libcurl": "\(LoadedCurl.version) \(LoadedCurl.sslVersion)",
                 "ws.proxy":
-                    "\(configuration.proxy.map { $0.isEmpty ? "none" : redactingCredentials($0) } ?? "environment")",
+                    "\(configuration.legacyProxy.map { $0.isEmpty ? "none" : redactingCredentials($0) } ?? self.proxy.map { "\($0)" } ?? "none")",
             ])
     }
 
@@ -337,10 +377,21 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             let detail = handles.errorBuffer.text
             self.logger.debug(
                 "connect failed", metadata: ["ws.curlcode": "\(result.rawValue)", "ws.error": "\(detail)"])
+            var connectCode = 0
+            _ = cws_curl_getinfo_long(handles.easy, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+            if connectCode >= 300 {
+                // The HTTP proxy refused the CONNECT: the same error the CIO engine reports.
+                let proxyText = self.proxy.map { "\($0)" } ?? "(from the configuration)"
+                let message = connectCode == 407 || connectCode == 401
+                    ? "the proxy \(proxyText) requires authentication or rejected the credentials (\(connectCode))"
+                    : "the proxy \(proxyText) refused to open a tunnel to \(self.hostPort) (\(connectCode))"
+                self.fail(WebSocketError(.proxyFailure, message, status: connectCode))
+                return
+            }
             self.fail(
                 connectError(
                     result, easy: handles.easy, detail: detail, hostPort: self.hostPort, timeout: self.timeout,
-                    proxied: self.configuration.proxy?.isEmpty == false))
+                    proxied: self.proxied))
         }
     }
 

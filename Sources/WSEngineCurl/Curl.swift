@@ -196,6 +196,11 @@ func connectError(
 ) -> WebSocketError {
     let curlError = CurlError(code, detail: detail)
     let explanation = curlError.summary
+    if code == CURLE_PROXY {
+        // A SOCKS or proxy handshake failure: the same code the CIO engine reports.
+        return WebSocketError(
+            .proxyFailure, "the proxy did not open a tunnel to \(hostPort): \(explanation)", underlying: curlError)
+    }
     switch cws_curl_error_class(code) {
     case CWS_CURL_ERROR_DNS:
         let what = code == CURLE_COULDNT_RESOLVE_PROXY ? "the proxy's host name" : "the host name"

@@ -37,7 +37,9 @@ import WSPosix
 ///   close_notify for a `CONNECT_ONLY` connection; the WebSocket close handshake marks the clean end instead.
 ///
 /// ```swift
-/// let engine = CurlEngine(configuration: .init(proxy: "http://proxy.internal:3128"))
+/// let client = WebSocketClient(engine: CurlEngine()) { config in
+///     config.proxy = try ProxyConfiguration(url: "http://proxy.internal:3128")
+/// }
 /// ```
 public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// A TLS protocol version; now `WebSocketTLSConfiguration.Version`.
@@ -52,20 +54,27 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         /// `CURLOPT_SSLKEY` or their `_BLOB` forms, `CURLOPT_KEYPASSWD`), minimum version (`CURLOPT_SSLVERSION`),
         /// server name override (`CURLOPT_CONNECT_TO`: the URL names the override, the connection goes to the
         /// endpoint's host) and the opt-out (`CURLOPT_SSL_VERIFYPEER` and `CURLOPT_SSL_VERIFYHOST` 0). They apply
-        /// to the endpoint only: an `https://` proxy is always verified against libcurl's built-in store.
+        /// to the endpoint only: an `https://` proxy is verified with `ProxyConfiguration.tls` (the `CURLOPT_PROXY_*`
+        /// options).
         public var tls: WebSocketTLSConfiguration
-        /// The proxy (`CURLOPT_PROXY`), e.g. `http://127.0.0.1:8888`, `https://proxy:443` or
-        /// `socks5h://127.0.0.1:1080`; HTTP(S) proxies are asked for a `CONNECT` tunnel.
-        ///
-        /// `nil` (the default) lets libcurl pick one from the environment. The engine connects to `http://` URLs
-        /// for `ws` and `https://` URLs for `wss`, so libcurl reads `http_proxy` (lowercase only) for `ws`,
-        /// `https_proxy` or `HTTPS_PROXY` for `wss`, then `all_proxy` or `ALL_PROXY`, and skips hosts listed in
-        /// `no_proxy` or `NO_PROXY` (`ws_proxy`/`wss_proxy` are not read). The empty string `""` means no proxy at
-        /// all, whatever the environment says.
-        public var proxy: String?
-        /// Hosts that bypass the proxy (`CURLOPT_NOPROXY`): a comma-separated list of names, domains, IP
-        /// addresses or CIDR ranges, or `*`. `nil` (the default) lets libcurl read `no_proxy`/`NO_PROXY`.
-        public var noProxy: String?
+        /// The proxy as a libcurl string (`CURLOPT_PROXY`), overriding the client's
+        /// `WebSocketClient.Configuration.proxy` for this engine; `""` means no proxy. `nil` (the default): the
+        /// client's setting, which both engines honour alike.
+        @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration), which every engine honours")
+        public var proxy: String? {
+            get { self.legacyProxy }
+            set { self.legacyProxy = newValue }
+        }
+        /// Hosts that bypass the deprecated ``proxy`` string (`CURLOPT_NOPROXY`).
+        @available(*, deprecated, message: "use ProxyConfiguration(url:noProxy:) in WebSocketClient.Configuration.proxy")
+        public var noProxy: String? {
+            get { self.legacyNoProxy }
+            set { self.legacyNoProxy = newValue }
+        }
+        /// Storage of the deprecated ``proxy``.
+        var legacyProxy: String?
+        /// Storage of the deprecated ``noProxy``.
+        var legacyNoProxy: String?
         /// Routes libcurl's verbose trace (`CURLOPT_VERBOSE` + `CURLOPT_DEBUGFUNCTION`) into the connection's
         /// logger: informational lines at `.debug`, proxy request and response header lines at `.trace` with
         /// every header value removed (so credentials never reach a log). Transferred data is never logged.
@@ -79,25 +88,45 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         /// rotation first reaches it: one connection starts one thread.
         public var eventLoopCount: Int
 
-        /// Creates a configuration; every argument defaults to the secure choice.
+        /// Creates a configuration; every argument defaults to the secure choice. Proxies are set on the client
+        /// (`WebSocketClient.Configuration.proxy`), alike for every engine.
         /// - Parameters:
         ///   - tls: TLS settings for `wss` endpoints.
-        ///   - proxy: The proxy URL; `nil` for the environment's, `""` for none.
-        ///   - noProxy: Hosts that bypass the proxy; `nil` for the environment's.
         ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
         ///   - readBufferSize: Bytes per read.
         ///   - eventLoopCount: Event-loop threads (at least 1).
         public init(
             tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
-            proxy: String? = nil,
+            verbose: Bool = false,
+            readBufferSize: Int = 256 * 1024,
+            eventLoopCount: Int = CurlEngine.defaultEventLoopCount
+        ) {
+            self.tls = tls
+            self.verbose = verbose
+            self.readBufferSize = readBufferSize
+            self.eventLoopCount = eventLoopCount
+        }
+
+        /// Creates a configuration with the deprecated proxy strings.
+        /// - Parameters:
+        ///   - tls: TLS settings for `wss` endpoints.
+        ///   - proxy: The proxy URL as libcurl reads it, `""` for none; `nil` for the client's setting.
+        ///   - noProxy: Hosts that bypass that proxy.
+        ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
+        ///   - readBufferSize: Bytes per read.
+        ///   - eventLoopCount: Event-loop threads (at least 1).
+        @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration) instead of proxy strings")
+        public init(
+            tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
+            proxy: String?,
             noProxy: String? = nil,
             verbose: Bool = false,
             readBufferSize: Int = 256 * 1024,
             eventLoopCount: Int = CurlEngine.defaultEventLoopCount
         ) {
             self.tls = tls
-            self.proxy = proxy
-            self.noProxy = noProxy
+            self.legacyProxy = proxy
+            self.legacyNoProxy = noProxy
             self.verbose = verbose
             self.readBufferSize = readBufferSize
             self.eventLoopCount = eventLoopCount

@@ -9,14 +9,15 @@ extension CurlEngine.Configuration {
     ///   - trustedCADirectory: A hashed directory of trusted CAs (replaces the built-in store).
     ///   - clientCertificateFile: A PEM client certificate chain for mutual TLS.
     ///   - clientPrivateKeyFile: The PEM private key of the client certificate.
-    ///   - proxy: The proxy URL; `nil` for the environment's, `""` for none.
-    ///   - noProxy: Hosts that bypass the proxy; `nil` for the environment's.
+    ///   - proxy: The proxy URL as libcurl reads it, `""` for none; `nil` for the client's setting
+    ///     (`WebSocketClient.Configuration.proxy`).
+    ///   - noProxy: Hosts that bypass that proxy.
     ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
     ///   - minimumTLSVersion: The lowest TLS version accepted.
     ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
     ///   - readBufferSize: Bytes per read.
     ///   - eventLoopCount: Event-loop threads (at least 1).
-    @available(*, deprecated, message: "use init(tls: WebSocketTLSConfiguration(...), proxy:, ...)")
+    @available(*, deprecated, message: "use init(tls: WebSocketTLSConfiguration(...)) and WebSocketClient.Configuration.proxy")
     public init(
         trustedCAFile: String? = nil,
         trustedCADirectory: String? = nil,
@@ -36,8 +37,9 @@ extension CurlEngine.Configuration {
                 clientIdentity: fileIdentity(certificate: clientCertificateFile, privateKey: clientPrivateKeyFile),
                 minimumVersion: minimumTLSVersion,
                 dangerouslyDisableCertificateVerification: dangerouslyDisableCertificateVerification),
-            proxy: proxy, noProxy: noProxy, verbose: verbose, readBufferSize: readBufferSize,
-            eventLoopCount: eventLoopCount)
+            verbose: verbose, readBufferSize: readBufferSize, eventLoopCount: eventLoopCount)
+        self.legacyProxy = proxy
+        self.legacyNoProxy = noProxy
     }
 
     /// A PEM file of trusted CA certificates; now `tls.trustRoots` (`.file(_:)`).

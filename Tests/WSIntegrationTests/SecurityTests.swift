@@ -225,7 +225,7 @@ struct SecurityTests {
         let webSocketEngine: any WebSocketEngine =
             switch engine {
             case .cio: CIOEngine()
-            case .curl: CurlEngine(configuration: .init(proxy: "", verbose: true))
+            case .curl: CurlEngine(configuration: .init(verbose: true))
             }
         return WebSocketClient(engine: webSocketEngine) { config in
             var logger = Logger(label: "ws.security-test") { _ in CapturingLogHandler(store: store) }

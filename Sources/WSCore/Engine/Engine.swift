@@ -54,16 +54,28 @@ public struct EngineConnectOptions: Sendable {
     /// the thread that will deliver its events. `nil`: the engine chooses. An engine ignores an executor that is not
     /// one of its own.
     public var executor: (any TaskExecutor)?
+    /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
+    /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
+    public var proxy: ProxyServer?
+    /// The trust settings for the TLS connection to an `https://` ``proxy``.
+    public var proxyTLS: ProxyTLSConfiguration
 
     /// Creates options.
     /// - Parameters:
-    ///   - connectTimeout: The connect timeout.
+    ///   - connectTimeout: The connect timeout (it covers the whole way through a proxy).
     ///   - logger: Where the engine logs.
     ///   - executor: The executor wanted for the transport (see ``executor``).
-    public init(connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil) {
+    ///   - proxy: The proxy to connect through; `nil` for a direct connection.
+    ///   - proxyTLS: The trust settings for an `https://` proxy.
+    public init(
+        connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
+        proxyTLS: ProxyTLSConfiguration = ProxyTLSConfiguration()
+    ) {
         self.connectTimeout = connectTimeout
         self.logger = logger
         self.executor = executor
+        self.proxy = proxy
+        self.proxyTLS = proxyTLS
     }
 }
 

@@ -61,9 +61,10 @@ package struct HTTPResponseParser {
     /// - Parameters:
     ///   - maxHeaderBytes: The most bytes the head may have, status line and final blank line included.
     ///   - maxHeaderCount: The most header fields the head may have.
-    package init(maxHeaderBytes: Int = 16384, maxHeaderCount: Int = 128) {
+    ///   - party: Who sent the response, for error messages (e.g. `the proxy's reply`).
+    package init(maxHeaderBytes: Int = 16384, maxHeaderCount: Int = 128, party: String = "the server's response") {
         self.scanner = HTTPHeadScanner(
-            party: "the server's response",
+            party: party,
             maxHeaderBytes: maxHeaderBytes,
             maxHeaderCount: maxHeaderCount
         )
@@ -80,7 +81,7 @@ package struct HTTPResponseParser {
     ) throws(WebSocketError) -> (head: HTTPResponseHead, consumed: Int)? {
         guard let (lines, consumed) = try self.scanner.feed(bytes) else { return nil }
         do {
-            let (version, status, reason) = try Self.parseStatusLine(lines[0])
+            let (version, status, reason) = try self.parseStatusLine(lines[0])
             let headers = try self.scanner.parseFields(lines)
             return (HTTPResponseHead(version: version, status: status, reason: reason, headers: headers), consumed)
         } catch {
@@ -88,13 +89,13 @@ package struct HTTPResponseParser {
         }
     }
 
-    private static func parseStatusLine(
+    private func parseStatusLine(
         _ line: ArraySlice<UInt8>
     ) throws(WebSocketError) -> (String, Int, String) {
         func malformed() -> WebSocketError {
             WebSocketError(
                 .invalidHandshake,
-                "malformed status line '\(HTTPGrammar.printable(line))' in the server's response: expected "
+                "malformed status line '\(HTTPGrammar.printable(line))' in \(self.scanner.party): expected "
                     + "'HTTP/1.x' followed by a space and a 3-digit status code"
             )
         }
@@ -114,7 +115,7 @@ package struct HTTPResponseParser {
         guard reason.allSatisfy(HTTPGrammar.isFieldValueByte) else {
             throw WebSocketError(
                 .invalidHandshake,
-                "the reason phrase of the server's status line contains a control character"
+                "the reason phrase of the status line in \(self.scanner.party) contains a control character"
             )
         }
         return (String(decoding: line[s..<s + 8], as: UTF8.self), status, String(decoding: reason, as: UTF8.self))

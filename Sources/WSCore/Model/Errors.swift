@@ -26,7 +26,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
             case connectionLost, unsupported, invalidArgument, extensionFailure, noContentConverter, conversion
             case invalidURL, unexpectedMessageKind
             case dnsFailure, connectionRefused, timedOut, tlsFailure, upgradeRejected, invalidHandshake, network
-            case cancelled
+            case cancelled, proxyFailure
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -51,6 +51,11 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         public static let network = Code(.network)
         /// The connecting task was cancelled.
         public static let cancelled = Code(.cancelled)
+        /// The proxy did not open the tunnel: an HTTP proxy refused the `CONNECT` (``WebSocketError/status`` is its
+        /// status, e.g. 407 when it wants credentials, with its `Proxy-Authenticate` challenge in
+        /// ``WebSocketError/headers``; 403; 502 when it could not reach the host), a SOCKS5 proxy refused (the
+        /// message names its reply), or the proxy's reply was malformed, too large or cut short.
+        public static let proxyFailure = Code(.proxyFailure)
 
         // MARK: The session
 
@@ -94,7 +99,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         var isConnectingCode: Bool {
             switch self.base {
             case .dnsFailure, .connectionRefused, .timedOut, .tlsFailure, .upgradeRejected, .invalidHandshake, .network,
-                .cancelled:
+                .cancelled, .proxyFailure:
                 return true
             default:
                 return false

@@ -397,6 +397,8 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger.setDebugMetadata("ws.url", "\(url)")
+        let proxyConfiguration = self.configuration.proxy
+        let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         var executor: (any TaskExecutor)?
         var blockExecutor: (any TaskExecutor)?
         if forBlock && settings.runsBlocksOnEventLoop {
@@ -411,7 +413,9 @@ extension WebSocketClient {
         }
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
-            options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
+            options: EngineConnectOptions(
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
+                proxyTLS: proxyConfiguration.tls),
             handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout,
             blockExecutor: blockExecutor)
     }

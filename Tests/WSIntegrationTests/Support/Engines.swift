@@ -24,8 +24,7 @@ enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
         case .cio:
             return CIOEngine(configuration: .init(tls: tls))
         case .curl:
-            // proxy "" keeps any *_proxy environment variable from sending test traffic elsewhere.
-            return CurlEngine(configuration: .init(tls: tls, proxy: ""))
+            return CurlEngine(configuration: .init(tls: tls))
         }
     }
 
@@ -36,6 +35,7 @@ enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
         _ configure: (inout WebSockets.Configuration) -> Void = { _ in }
     ) -> WebSocketClient {
         WebSocketClient(engine: self.make(trustedCA: trustedCA, disableVerification: disableVerification)) { config in
+            config.proxy = .direct  // Test traffic never follows a *_proxy environment variable.
             config.install(WebSockets.self) { configure(&$0) }
         }
     }

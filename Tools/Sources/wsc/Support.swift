@@ -88,7 +88,7 @@ struct ConnectionOptions: ParsableArguments {
         help: ArgumentHelp("The name to send as SNI and verify instead of the URL's host (wss).", valueName: "name"))
     var serverName: String?
 
-    @Option(help: ArgumentHelp("The proxy URL (curl engine only), e.g. http://127.0.0.1:3128; '' for none.", valueName: "url"))
+    @Option(help: ArgumentHelp("The proxy URL (http, https, socks5, socks5h), e.g. http://127.0.0.1:3128; '' for none (ignoring http_proxy etc.).", valueName: "url"))
     var proxy: String?
 
     @Flag(
@@ -114,8 +114,8 @@ struct ConnectionOptions: ParsableArguments {
         if (self.clientCertificateFile == nil) != (self.clientPrivateKeyFile == nil) {
             throw ValidationError("--cert and --key go together")
         }
-        if self.proxy != nil && self.engine != .curl {
-            throw ValidationError("--proxy needs --engine curl")
+        if let proxy = self.proxy {
+            do { _ = try ProxyConfiguration(url: proxy) } catch { throw ValidationError("--proxy: \(error.message)") }
         }
         if let timeout = self.timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive") }
         if let interval = self.pingInterval, !(interval > 0) { throw ValidationError("--ping-interval must be positive") }
@@ -146,7 +146,7 @@ struct ConnectionOptions: ParsableArguments {
         case .cio:
             return CIOEngine(configuration: .init(tls: tls))
         case .curl:
-            let engine = CurlEngine(configuration: .init(tls: tls, proxy: self.proxy))
+            let engine = CurlEngine(configuration: .init(tls: tls))
             if let reason = engine.unsupportedReason(.webSocket) { throw ToolError(reason) }
             return engine
         }
@@ -168,8 +168,10 @@ struct ConnectionOptions: ParsableArguments {
         let messageLimit = self.maxMessageSize ?? max(maxMessageSize, frameLimit)
         let pingInterval = self.pingInterval.map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
         let timeout = self.timeout.map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
+        let proxy = try self.proxy.map { url throws(WebSocketError) in try ProxyConfiguration(url: url) }
         return try WebSocketClient(engine: engine) { config in
             config.logger = logger
+            if let proxy { config.proxy = proxy }
             if let timeout {
                 config.openTimeout = timeout
                 config.connectTimeout = timeout
