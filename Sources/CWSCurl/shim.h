@@ -64,8 +64,12 @@ static inline unsigned int cws_curl_version_num(void) {
 #define CWS_CURL_PEM_CAINFO 0
 #define CWS_CURL_PEM_SSLCERT 1
 #define CWS_CURL_PEM_SSLKEY 2
+#define CWS_CURL_PEM_PROXY_CAINFO 3
+#define CWS_CURL_PEM_PROXY_SSLCERT 4
+#define CWS_CURL_PEM_PROXY_SSLKEY 5
 
-/// CURLOPT_CAINFO_BLOB (7.77+), CURLOPT_SSLCERT_BLOB or CURLOPT_SSLKEY_BLOB (7.71+) with a copy of `data`
+/// CURLOPT_CAINFO_BLOB (7.77+), CURLOPT_SSLCERT_BLOB or CURLOPT_SSLKEY_BLOB (7.71+), or their CURLOPT_PROXY_*
+/// forms (the same versions), with a copy of `data`
 /// (CURL_BLOB_COPY). Headers older than those versions compile too: the call then reports CURLE_UNKNOWN_OPTION.
 static inline CURLcode cws_curl_setopt_pem(CURL *h, int which, const char *data, size_t length) {
 #if LIBCURL_VERSION_NUM >= 0x074D00
@@ -77,6 +81,9 @@ static inline CURLcode cws_curl_setopt_pem(CURL *h, int which, const char *data,
     case CWS_CURL_PEM_CAINFO: return curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
     case CWS_CURL_PEM_SSLCERT: return curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
     case CWS_CURL_PEM_SSLKEY: return curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
+    case CWS_CURL_PEM_PROXY_CAINFO: return curl_easy_setopt(h, CURLOPT_PROXY_CAINFO_BLOB, &blob);
+    case CWS_CURL_PEM_PROXY_SSLCERT: return curl_easy_setopt(h, CURLOPT_PROXY_SSLCERT_BLOB, &blob);
+    case CWS_CURL_PEM_PROXY_SSLKEY: return curl_easy_setopt(h, CURLOPT_PROXY_SSLKEY_BLOB, &blob);
     default: return CURLE_BAD_FUNCTION_ARGUMENT;
     }
 #else

@@ -86,7 +86,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         var shutDown = false
         var tls: TLSContext?
         /// One context per trust setting of https:// proxies.
-        var proxyTLS: [ProxyTLSConfiguration: TLSContext] = [:]
+        var proxyTLS: [WebSocketTLSConfiguration: TLSContext] = [:]
     }
     private let state = Mutex(State())
     private let resolver: Resolver
@@ -211,14 +211,14 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         return (loop, WatchedLoopExecutor(loop: loop, limit: limit) { report(.nanoseconds($0)) })
     }
 
-    /// The shared TLS context for https:// proxies with these trust settings (built on first use).
-    private func proxyTLSContext(_ settings: ProxyTLSConfiguration) throws(WebSocketError) -> TLSContext {
-        try self.state.withLock { state throws(WebSocketError) -> TLSContext in
+    /// The shared TLS context for https:// proxies with these settings (built on first use). The server name
+    /// override does not apply to a proxy, which is verified against the host of its URL.
+    private func proxyTLSContext(_ configuration: WebSocketTLSConfiguration) throws(WebSocketError) -> TLSContext {
+        var settings = configuration
+        settings.serverNameOverride = nil
+        return try self.state.withLock { state throws(WebSocketError) -> TLSContext in
             if let context = state.proxyTLS[settings] { return context }
-            let context = try TLSContext(
-                configuration: TLSConfiguration(
-                    trustedCAFile: settings.trustedCAFile, trustedCADirectory: settings.trustedCADirectory,
-                    dangerouslyDisableCertificateVerification: settings.dangerouslyDisableCertificateVerification))
+            let context = try TLSContext(configuration: settings)
             state.proxyTLS[settings] = context
             return context
         }

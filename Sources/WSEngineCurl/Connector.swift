@@ -57,7 +57,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private let configuration: CurlEngine.Configuration
     /// The proxy chosen by the session (`nil`: direct), unless the deprecated string settings override it.
     private let proxy: ProxyServer?
-    private let proxyTLS: ProxyTLSConfiguration
+    /// The TLS settings for an `https://` ``proxy``.
+    private let proxyTLS: WebSocketTLSConfiguration
 
     private var continuation: CheckedContinuation<CurlTransport, any Error>?
     private var phase = Phase.idle
@@ -238,20 +239,14 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                 try options.set(CURLOPT_PROXYPASSWORD, proxy.password ?? "", "CURLOPT_PROXYPASSWORD")
             }
             if proxy.kind == .https {
-                let trust = self.proxyTLS
-                if trust.trustedCAFile != nil || trust.trustedCADirectory != nil {
-                    try options.set(CURLOPT_PROXY_CAINFO, trust.trustedCAFile, "CURLOPT_PROXY_CAINFO")
-                    try options.set(CURLOPT_PROXY_CAPATH, trust.trustedCADirectory, "CURLOPT_PROXY_CAPATH")
-                }
-                let verify = trust.dangerouslyDisableCertificateVerification ? 0 : 1
-                try options.set(CURLOPT_PROXY_SSL_VERIFYPEER, verify, "CURLOPT_PROXY_SSL_VERIFYPEER")
-                try options.set(CURLOPT_PROXY_SSL_VERIFYHOST, verify * 2, "CURLOPT_PROXY_SSL_VERIFYHOST")
+                // The proxy's own TLS settings (its serverNameOverride does not apply: the proxy URL's host is verified).
+                try setTLSOptions(self.proxyTLS, options, .proxy)
             }
         } else {
             try options.set(CURLOPT_PROXY, "", "CURLOPT_PROXY")  // Direct: ignore the environment.
         }
 
-        // TLS with the endpoint. An https:// proxy keeps libcurl's defaults (built-in store, full verification).
+        // TLS with the endpoint (an https:// proxy has its own settings, set above).
         try setTLSOptions(self.configuration.tls, options)
 
         if let debugContext {

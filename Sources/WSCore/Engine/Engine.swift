@@ -57,8 +57,9 @@ public struct EngineConnectOptions: Sendable {
     /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
     /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
     public var proxy: ProxyServer?
-    /// The trust settings for the TLS connection to an `https://` ``proxy``.
-    public var proxyTLS: ProxyTLSConfiguration
+    /// The TLS settings for the connection to an `https://` ``proxy`` (`ProxyConfiguration.tls`; its server name
+    /// override does not apply to a proxy).
+    public var proxyTLS: WebSocketTLSConfiguration
 
     /// Creates options.
     /// - Parameters:
@@ -66,10 +67,10 @@ public struct EngineConnectOptions: Sendable {
     ///   - logger: Where the engine logs.
     ///   - executor: The executor wanted for the transport (see ``executor``).
     ///   - proxy: The proxy to connect through; `nil` for a direct connection.
-    ///   - proxyTLS: The trust settings for an `https://` proxy.
+    ///   - proxyTLS: The TLS settings for an `https://` proxy.
     public init(
         connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
-        proxyTLS: ProxyTLSConfiguration = ProxyTLSConfiguration()
+        proxyTLS: WebSocketTLSConfiguration = WebSocketTLSConfiguration()
     ) {
         self.connectTimeout = connectTimeout
         self.logger = logger
