@@ -28,6 +28,8 @@ public final class WebSocketSession: Sendable {
     public let engineName: String
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
+    /// The message being streamed in and whether a streamed send runs (WebSocketSession+Streaming.swift).
+    let streaming = Mutex(StreamingState())
 
     init(
         connection: Connection,
@@ -181,9 +183,12 @@ public final class WebSocketSession: Sendable {
     nonisolated(nonsending) public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
         let converter = try self.requireConverter()
         while true {
-            let frame = try await self.incoming.receive()
+            var frame = try await self.incoming.receive()
+            if !frame.fin && (frame.kind == .text || frame.kind == .binary) {
+                frame = try await self.collectFragments(frame)  // a streamed message (streamsIncomingMessages)
+            }
             switch frame.kind {
-            case .ping, .pong:
+            case .ping, .pong, .continuation:
                 continue
             case .close:
                 let reason = frame.readReason().map { "\($0)" } ?? "no status"
@@ -353,6 +358,7 @@ final class SessionOpening: Sendable {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
             contentConverter: self.settings.contentConverter)
+        session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
         return session
