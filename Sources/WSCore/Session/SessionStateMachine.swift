@@ -132,6 +132,10 @@ struct SessionStateMachine {
     private var incomingError: WebSocketError?
     /// Whether reading from the transport is paused (the queue is full).
     private(set) var readingPaused = false
+    /// Parsing stopped when the queue filled up, with received bytes left in the pipeline: they are parsed before
+    /// reading resumes, so one read cannot queue more than the limits (a read of compressed messages could inflate
+    /// to hundreds of megabytes).
+    private var inputLeftUnparsed = false
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
     private var pendingFailure: WebSocketError?
@@ -314,6 +318,23 @@ struct SessionStateMachine {
     // MARK: - Reading frames
 
     private mutating func readFrames(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+        var bytes = bytes
+        while true {
+            self.parse(bytes, &sink)
+            self.deliver(&sink)
+            // Stopped at a full queue that a waiting consumer then drained: go on with what is left.
+            guard self.inputLeftUnparsed, !self.queueIsFull else { break }
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        if !self.readingPaused && !self.incomingEnded && self.queueIsFull {
+            self.setReadingPaused(true, &sink)
+        }
+    }
+
+    /// Parses `bytes` (after what the pipeline holds) into queued frames, answers pings, handles the close; stops
+    /// once the queue is full, leaving the rest in the pipeline (``inputLeftUnparsed``).
+    private mutating func parse(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+        self.inputLeftUnparsed = false
         guard !self.receivedClose, self.failure == nil, self.pendingFailure == nil else { return }
         // Frames are parsed straight out of the engine's read buffer; what is left of it is copied at the end.
         self.pipeline.beginInput(bytes)
@@ -343,6 +364,10 @@ struct SessionStateMachine {
                     break events
                 case .message(let message):
                     self.enqueue(message)
+                    if self.queueIsFull && !self.incomingEnded {
+                        self.inputLeftUnparsed = true
+                        break events
+                    }
                 }
             }
             try self.pipeline.finishInput(checkPartialFrame: !self.receivedClose)
@@ -359,10 +384,6 @@ struct SessionStateMachine {
                 self.pendingFailure = violation
                 self.arm(.pendingFailure, after: min(Self.pendingFailureGrace, self.limits.closeTimeout), &sink)
             }
-        }
-        self.deliver(&sink)
-        if !self.readingPaused && !self.incomingEnded && self.queueIsFull {
-            self.setReadingPaused(true, &sink)
         }
     }
 
@@ -436,8 +457,14 @@ struct SessionStateMachine {
         if self.queue.count - self.queuedControl <= self.limits.maxIncomingBufferMessages / 2
             && self.queuedBytes <= self.limits.maxIncomingBufferBytes / 2
         {
-            self.setReadingPaused(false, &sink)
+            self.resumeReading(&sink)
         }
+    }
+
+    /// Resumes reading, after parsing what a full queue left in the pipeline (which may fill it again).
+    private mutating func resumeReading(_ sink: inout some SessionActionSink) {
+        self.setReadingPaused(false, &sink)
+        if self.inputLeftUnparsed { self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), &sink) }
     }
 
     /// Hands queued frames to waiting consumers; then a deferred failure or the end, once the queue is empty.
@@ -604,6 +631,8 @@ struct SessionStateMachine {
         if self.readingPaused { self.setReadingPaused(false, &sink) }
         self.sendClose(reason, &sink)
         self.arm(.close, after: self.limits.closeTimeout, &sink)
+        // What a full queue left unparsed may hold the server's close: look for it now (data is dropped).
+        if self.inputLeftUnparsed { self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), &sink) }
         self.deliver(&sink)
     }
 
