@@ -502,9 +502,24 @@ struct SessionStateMachineTests {
 
     @Test("control frames from the user are checked")
     func sendChecks() {
-        let machine = openMachine()
+        var machine = openMachine()
         #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .ping, data: [UInt8](repeating: 0, count: 126))) }
         #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .pong, fin: false, data: [])) }
+        #expect((try? machine.prepareSend(Frame(kind: .text, data: [65])))?.data == [65])
+    }
+
+    @Test("fragments of one message are not interleaved with another; the message's end is tracked")
+    func sendFragmentOrder() throws {
+        var machine = openMachine()
+        let stray = #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .continuation, data: [1])) }
+        #expect(stray?.code == .invalidArgument)
+        _ = try machine.prepareSend(Frame(kind: .binary, fin: false, data: [1]))
+        #expect(machine.isSendingFragmentedMessage)
+        #expect(throws: MessageInProgress.self) { try machine.prepareSend(Frame(kind: .text, data: [65])) }
+        _ = try machine.prepareSend(Frame(kind: .ping, data: []))
+        _ = try machine.prepareSend(Frame(kind: .continuation, fin: false, data: [2]))
+        _ = try machine.prepareSend(Frame(kind: .continuation, data: [3]))
+        #expect(!machine.isSendingFragmentedMessage)
         #expect((try? machine.prepareSend(Frame(kind: .text, data: [65])))?.data == [65])
     }
 

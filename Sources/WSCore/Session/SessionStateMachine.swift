@@ -143,6 +143,8 @@ struct SessionStateMachine {
     // Lifecycle.
     /// We sent a close frame: nothing more is sent, and data frames that still arrive are dropped.
     private var closeSent = false
+    /// A data frame with `fin == false` was sent and the frame with `fin == true` that ends its message was not yet.
+    private var sendingFragmentedMessage = false
     private var receivedClose = false
     /// Why the session ended (or is ending); `nil` while open.
     private(set) var closeReason: CloseReason?
@@ -576,10 +578,15 @@ struct SessionStateMachine {
 
     // MARK: - Sending and closing
 
+    /// Whether a fragmented message is being sent (its first frame went out with `fin == false`, its last has not):
+    /// another data message cannot start before it ends. `false` once the session is closing.
+    var isSendingFragmentedMessage: Bool { self.sendingFragmentedMessage && !self.closeSent && !self.hasEnded }
+
     /// Checks a frame the user sends and applies the extensions: the frame to write.
-    /// - Throws: ``WebSocketError`` (`invalidArgument` for a bad control frame, `sessionClosed` once our close was
-    ///   sent or the transport closed) or an extension's error.
-    func prepareSend(_ frame: Frame) throws -> Frame {
+    /// - Throws: ``WebSocketError`` (`invalidArgument` for a bad control frame or a continuation frame outside a
+    ///   message, `sessionClosed` once our close was sent or the transport closed), ``MessageInProgress`` for a new
+    ///   data message while a fragmented one is being sent (the caller waits for its end), or an extension's error.
+    mutating func prepareSend(_ frame: Frame) throws -> Frame {
         switch frame.kind {
         case .close:
             preconditionFailure("close frames go through close(_:_:)")
@@ -594,12 +601,23 @@ struct SessionStateMachine {
             return frame
         case .text, .binary, .continuation:
             guard !self.closeSent, !self.hasEnded else { throw self.closedError() }
+            if frame.kind == .continuation {
+                guard self.sendingFragmentedMessage else {
+                    throw WebSocketError(
+                        .invalidArgument,
+                        "a continuation frame belongs to a message in progress; start the message with a text or binary frame with fin == false")
+                }
+            } else if self.sendingFragmentedMessage {
+                throw MessageInProgress()
+            }
             let extensions = self.pipeline.extensions
-            if extensions.isEmpty { return frame }
-            var frame = frame
-            let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
-            for ext in extensions { frame = try ext.processOutgoing(frame, context: context) }
-            return frame
+            var prepared = frame
+            if !extensions.isEmpty {
+                let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
+                for ext in extensions { prepared = try ext.processOutgoing(prepared, context: context) }
+            }
+            self.sendingFragmentedMessage = !frame.fin
+            return prepared
         }
     }
 
@@ -642,4 +660,11 @@ struct SessionStateMachine {
         self.sendClose(CloseReason(code: .goingAway, message: "session released"), &sink)
         sink.perform(.closeTransport)
     }
+}
+
+/// Thrown by ``SessionStateMachine/prepareSend(_:)`` for a new data message while a fragmented one is being sent: its
+/// fragments may not be interleaved with another message (RFC 6455 section 5.4), so the sender waits for its end.
+@usableFromInline
+struct MessageInProgress: Error {
+    @usableFromInline init() {}
 }
