@@ -257,17 +257,20 @@ final class ReconnectCore: Sendable {
     /// Sends the queued messages on `session`, in order, then lets sends go to it directly. A message the
     /// connection refuses because it is closing stays queued for the next connection (it was not written).
     private nonisolated(nonsending) func flush(_ session: WebSocketSession) async {
+        enum Wait { case none, room, messageEnd }
         while true {
-            let waitForRoom = self.shared.withLock { s -> Bool in
-                guard s.current === session, case .open = s.machine.phase, !s.sendingStream else { return false }
+            let wait = self.shared.withLock { s -> Wait in
+                guard s.current === session, case .open = s.machine.phase, !s.sendingStream else { return .none }
                 while let frame = s.queue.first {
                     do {
                         let full = try session.connection.enqueue(frame)
                         s.queue.removeFirst()
                         s.queuedBytes -= frame.data.count
-                        if full { return true }
+                        if full { return .room }
+                    } catch is MessageInProgress {
+                        return .messageEnd  // the hook left a streamed message going: the queue goes after it
                     } catch let error as WebSocketError where error.code == .sessionClosed {
-                        return false
+                        return .none
                     } catch {
                         // This message cannot be sent on any connection (an extension refused it): drop it.
                         self.logger.warning("reconnecting session: a queued message was dropped: \(error)")
@@ -276,10 +279,13 @@ final class ReconnectCore: Sendable {
                     }
                 }
                 s.sendTarget = session
-                return false
+                return .none
             }
-            guard waitForRoom else { return }
-            await session.waitForRoom()
+            switch wait {
+            case .none: return
+            case .room: await session.waitForRoom()
+            case .messageEnd: await session.connection.waitForMessageEnd()
+            }
         }
     }
 
@@ -354,11 +360,32 @@ final class ReconnectCore: Sendable {
 
     /// Sends on the open connection, or queues or refuses while there is none.
     nonisolated(nonsending) func send(_ frame: Frame) async throws {
-        let target = try self.shared.withLock { s throws -> WebSocketSession? in
+        while true {
+            switch try self.trySend(frame) {
+            case .done: return
+            case .waitForRoom(let target): return await target.waitForRoom()
+            case .waitForMessageEnd(let target): await target.connection.waitForMessageEnd()
+            }
+        }
+    }
+
+    /// What ``send(_:)`` does after one try.
+    private enum SendOutcome {
+        case done
+        case waitForRoom(WebSocketSession)
+        /// A streamed message the hook started on the connection is still going: try again after it.
+        case waitForMessageEnd(WebSocketSession)
+    }
+
+    /// One try of ``send(_:)``: writes on the open connection, queues, or refuses while there is none.
+    private func trySend(_ frame: Frame) throws -> SendOutcome {
+        try self.shared.withLock { s throws -> SendOutcome in
             if let cause = s.finalCause { throw Self.closedError(cause) }
             if let target = s.sendTarget {
                 do {
-                    return try target.connection.enqueue(frame) ? target : nil
+                    return try target.connection.enqueue(frame) ? .waitForRoom(target) : .done
+                } catch is MessageInProgress {
+                    return .waitForMessageEnd(target)
                 } catch let error as WebSocketError where error.code == .sessionClosed {
                     s.sendTarget = nil  // the connection is going; the driver notices too
                 }
@@ -383,10 +410,9 @@ final class ReconnectCore: Sendable {
                 }
                 s.queue.append(frame)
                 s.queuedBytes += frame.data.count
-                return nil
+                return .done
             }
         }
-        if let target { await target.waitForRoom() }
     }
 
     /// Sends a streamed message with `body` on the open connection. Sends made meanwhile wait in the queue behind
