@@ -44,6 +44,17 @@ private func nextState(
     return state
 }
 
+/// The first state that is not `connecting`: an attempt that ends quickly may end before the subscription, whose
+/// first state is then already the next one.
+private func stateAfterConnecting(
+    _ states: inout AsyncStream<ReconnectingWebSocketSession.State>.Iterator,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async -> ReconnectingWebSocketSession.State? {
+    let state = await nextState(&states, sourceLocation: sourceLocation)
+    guard case .connecting = state else { return state }
+    return await nextState(&states, sourceLocation: sourceLocation)
+}
+
 /// Carries an iterator into a child task and back.
 private final class IteratorBox: @unchecked Sendable {
     // Safe: one task at a time uses `iterator` (the child task, then the parent after the group has ended).
@@ -129,11 +140,10 @@ struct ReconnectTests {
                 peer.url(path: "/subprotocol", host: "localhost"), configuration: fastConfiguration()
             ) { $0.subprotocols = ["chat.v1"] }
             var states = session.states.makeAsyncIterator()
-            _ = await nextState(&states)
             var restarted: PythonPeer?
             defer { restarted?.stop() }
             for connection in 1...2 {
-                let open = connection == 1 ? await nextState(&states) : await skipReconnecting(&states).0
+                let open = connection == 1 ? await stateAfterConnecting(&states) : await skipReconnecting(&states).0
                 guard case .open(let subprotocol, let extensions) = open else {
                     Issue.record("connection \(connection): \(String(describing: open))")
                     return
@@ -191,8 +201,7 @@ struct ReconnectTests {
                     configuration.policy.jitter = .none
                 })
             var states = session.states.makeAsyncIterator()
-            _ = await nextState(&states)
-            #expect(await nextState(&states)?.isOpen == true)
+            #expect(await stateAfterConnecting(&states)?.isOpen == true)
             try await session.sendSerialized(Quote(symbol: "BTC", price: 1.5))
             #expect(try await session.receiveDeserialized(Quote.self) == Quote(symbol: "BTC", price: 1.5))
 
@@ -219,8 +228,7 @@ struct ReconnectTests {
             let session = try client.reconnectingWebSocketSession(
                 peer.url(path: "/echo"), configuration: fastConfiguration { $0.sendsWhileDisconnected = .failFast })
             var states = session.states.makeAsyncIterator()
-            _ = await nextState(&states)
-            #expect(await nextState(&states)?.isOpen == true)
+            #expect(await stateAfterConnecting(&states)?.isOpen == true)
             peer.stop()
             guard case .reconnecting = await nextState(&states) else {
                 Issue.record("no reconnecting state")
@@ -247,8 +255,7 @@ struct ReconnectTests {
                 peer.url(path: "/reject?status=503&retry-after=2"),
                 configuration: fastConfiguration { $0.policy.maxAttempts = 1 })
             var states = session.states.makeAsyncIterator()
-            _ = await nextState(&states)
-            guard case .reconnecting(1, let delay, let cause) = await nextState(&states) else {
+            guard case .reconnecting(1, let delay, let cause) = await stateAfterConnecting(&states) else {
                 Issue.record("the 503 was not retried")
                 return
             }
@@ -275,8 +282,7 @@ struct ReconnectTests {
             let session = try client.reconnectingWebSocketSession(
                 peer.url(path: "/reject?status=\(status)"), configuration: fastConfiguration())
             var states = session.states.makeAsyncIterator()
-            _ = await nextState(&states)
-            guard case .closed(let cause) = await nextState(&states) else {
+            guard case .closed(let cause) = await stateAfterConnecting(&states) else {
                 Issue.record("\(status) was retried")
                 return
             }
@@ -359,8 +365,7 @@ struct ReconnectNetworkTests {
                 "ws://\(host):\(server.port)/", configuration: configuration
             ) { $0.timeout.connectTimeout = .milliseconds(500) }
             var states = session.states.makeAsyncIterator()
-            _ = await nextState(&states)
-            #expect(await nextState(&states)?.isOpen == true)
+            #expect(await stateAfterConnecting(&states)?.isOpen == true)
             try await session.send("through the veth")
             #expect(try await session.receiveMessage() == .text("through the veth"))
 
