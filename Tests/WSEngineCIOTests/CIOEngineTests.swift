@@ -60,7 +60,7 @@ private func bytesAcknowledged(_ fd: Int32) -> Int? {
     return info.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: 120, as: UInt64.self)) }
 }
 
-private func tlsEngine(_ tls: CIOEngine.TLSConfiguration) -> CIOEngine.Configuration {
+private func tlsEngine(_ tls: WebSocketTLSConfiguration) -> CIOEngine.Configuration {
     CIOEngine.Configuration(tls: tls)
 }
 
@@ -480,7 +480,7 @@ struct TLSTests {
     func trustedEcho() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             let recorder = Recorder()
@@ -504,7 +504,7 @@ struct TLSTests {
     func ipAddressVerification() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: true), options: options())
             let recorder = Recorder()
@@ -520,7 +520,7 @@ struct TLSTests {
     func tls13Minimum() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, minimumVersion: .tls13))) {
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), minimumVersion: .tls13))) {
             engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
@@ -532,7 +532,7 @@ struct TLSTests {
     func untrustedRejected() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let error = await connectionError {
                 _ = try await engine.connect(
                     to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
@@ -560,7 +560,7 @@ struct TLSTests {
     func hostnameMismatch() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let error = await connectionError {
                 _ = try await engine.connect(
                     to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
@@ -574,7 +574,7 @@ struct TLSTests {
     func serverNameOverride() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "wrong.example"))) {
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "wrong.example"))) {
             engine in
             let error = await connectionError {
                 _ = try await engine.connect(
@@ -584,7 +584,7 @@ struct TLSTests {
             #expect(error?.message.contains("hostname mismatch") == true, "\(String(describing: error))")
         }
         let other = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "other.example"))) {
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "other.example"))) {
             engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: other.port, secure: true), options: options())
@@ -612,7 +612,7 @@ struct TLSTests {
     func tlsPauseResume() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             let recorder = Recorder()
@@ -644,7 +644,7 @@ struct TLSTests {
         // The server starts reading 1.5 s after the handshake: the burst fills the kernel's buffers, so SSL_write
         // meets WANT_WRITE and is retried when the socket drains.
         let server = try await PythonServer.start(mode: "slow-echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             // 16 MB in writes of 1...97 bytes (about 330,000), made on the loop thread.
@@ -679,7 +679,7 @@ struct TLSTests {
 
     @Test("a missing CA file is a readable tlsFailure")
     func missingCAFile() async throws {
-        try await withEngine(tlsEngine(.init(trustedCAFile: "/nonexistent/ca.pem"))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file("/nonexistent/ca.pem")))) { engine in
             let error = await connectionError {
                 _ = try await engine.connect(
                     to: EngineEndpoint(host: "localhost", port: 1, secure: true), options: options())

@@ -238,12 +238,35 @@ struct ProxyIntegrationTests {
         let tiny = try await ProxyDaemon.tinyproxy(connectPorts: [plain.port, tls.port])
         let stunnel = try await ProxyDaemon.stunnel(targetPort: tiny.port, certificate: pki.server)
         let trusted = try ProxyConfiguration(
-            url: "https://localhost:\(stunnel.port)", tls: ProxyTLSConfiguration(trustedCAFile: pki.caFile))
+            url: "https://localhost:\(stunnel.port)", tls: WebSocketTLSConfiguration(trustRoots: .file(pki.caFile)))
         try await self.echo(self.client(engine, proxy: trusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
         try await self.echo(
             self.client(engine, proxy: trusted, trustedCA: pki.caFile, store: .init()), "wss://localhost:\(tls.port)/")
         #expect(tiny.log.contains("CONNECT localhost:\(tls.port)"), "\(tiny.log)")
         let untrusted = try ProxyConfiguration(url: "https://localhost:\(stunnel.port)")
+        let error = await self.connectError(
+            self.client(engine, proxy: untrusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
+        #expect(error?.code == .tlsFailure, "\(String(describing: error))")
+    }
+
+    @Test("an https:// proxy trusted through PEM in memory (ProxyConfiguration.tls); another root's PEM is refused",
+        arguments: TestEngine.allCases)
+    func httpsProxyPEM(engine: TestEngine) async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/stunnel4") else { return }
+        let pki = try await Certificates.load()
+        let plain = try WebSocketTestServer.start(.init(), handler: .echo)
+        defer { plain.stop() }
+        let tiny = try await ProxyDaemon.tinyproxy(connectPorts: [plain.port])
+        let stunnel = try await ProxyDaemon.stunnel(targetPort: tiny.port, certificate: pki.server)
+        let caPEM = try String(contentsOfFile: pki.caFile, encoding: .utf8)
+        let trusted = try ProxyConfiguration(
+            url: "https://localhost:\(stunnel.port)", tls: WebSocketTLSConfiguration(trustRoots: .pem(caPEM)))
+        try await self.echo(self.client(engine, proxy: trusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
+        #expect(tiny.log.contains("CONNECT 127.0.0.1:\(plain.port)"), "\(tiny.log)")
+        // Only another root, in memory: the proxy's chain leads nowhere trusted.
+        let otherPEM = try String(contentsOfFile: pki.untrusted.0, encoding: .utf8)
+        let untrusted = try ProxyConfiguration(
+            url: "https://localhost:\(stunnel.port)", tls: WebSocketTLSConfiguration(trustRoots: .pem(otherPEM)))
         let error = await self.connectError(
             self.client(engine, proxy: untrusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
         #expect(error?.code == .tlsFailure, "\(String(describing: error))")
@@ -355,5 +378,44 @@ struct ProxyIntegrationTests {
         #expect(error?.code == .timedOut, "\(String(describing: error))")
         #expect(ContinuousClock.now - started < .seconds(3))
         if engine == .cio { #expect(error?.message.contains("waiting for the proxy") == true, "\(String(describing: error))") }
+    }
+
+    @Test(
+        "a reconnecting session through tinyproxy: the proxy's 5xx while the server is down is retried",
+        arguments: TestEngine.allCases)
+    func reconnectingThroughProxy(engine: TestEngine) async throws {
+        let peer = try await PythonPeer.start()
+        let port = peer.port
+        let proxy = try await ProxyDaemon.tinyproxy(connectPorts: [port])
+        var configuration = ReconnectingWebSocketSession.Configuration()
+        configuration.policy.initialDelay = .milliseconds(100)
+        configuration.policy.maximumDelay = .milliseconds(400)
+        let client = self.client(engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init())
+        try await withClient(client) { client in
+            let session = try client.reconnectingWebSocketSession(peer.url(path: "/echo"), configuration: configuration)
+            var restarted: PythonPeer?
+            defer { restarted?.stop() }
+            var opens = 0
+            var proxyRefusals = 0
+            for await state in session.states {
+                switch state {
+                case .open:
+                    opens += 1
+                    try await session.send("through the proxy \(opens)")
+                    #expect(try await session.receiveMessage() == .text("through the proxy \(opens)"))
+                    if opens == 1 { peer.stop() } else { await session.close() }
+                case .reconnecting(_, _, let cause):
+                    guard let error = cause.error as? WebSocketError, error.code == .proxyFailure else { continue }
+                    #expect((error.status ?? 0) >= 500, "\(error)")
+                    proxyRefusals += 1
+                    if restarted == nil { restarted = try await PythonPeer.start(port: port) }
+                default:
+                    continue
+                }
+            }
+            #expect(opens == 2, "\(session.state)")
+            #expect(proxyRefusals >= 1)
+            #expect(proxy.log.components(separatedBy: "CONNECT 127.0.0.1:\(port)").count - 1 >= 3, "\(proxy.log)")
+        }
     }
 }

@@ -52,7 +52,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var openTimeoutError: (@Sendable () -> WebSocketError)?
         var consumers = Deque<(id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var endWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Waiters for the session to start closing or fail (see `waitUntilClosing`).
+        var closingWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Senders of a data message waiting for a fragmented message being sent to end (or the session to close).
+        var messageEndWaiters: [CheckedContinuation<Void, Never>] = []
         /// The running timers; a fire whose token is no longer here is stale (replaced or cancelled) and ignored.
         var timers: [SessionStateMachine.TimerKind: (token: UInt64, timer: any WebSocketTransportTimer)] = [:]
         var lastTimerToken: UInt64 = 0
@@ -60,6 +64,13 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// a newer decision is noticed and corrected (see `syncReadingPaused`).
         var pauseGeneration: UInt64 = 0
         var deferred = Deferred()
+
+        /// Resumes the closing waiters once the machine has a close reason (it is closing, closed or failed).
+        mutating func resumeClosingWaiters(ifClosing closing: Bool) {
+            guard closing else { return }
+            for waiter in self.closingWaiters { waiter.resume() }
+            self.closingWaiters = []
+        }
 
         var transport: any WebSocketTransport { self.connection.transport }
 
@@ -70,12 +81,19 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return self.deferred
         }
 
+        /// Wakes the senders waiting for the end of a fragmented message (they try again).
+        mutating func resumeMessageEndWaiters() {
+            for waiter in self.messageEndWaiters { waiter.resume() }
+            self.messageEndWaiters = []
+        }
+
         mutating func perform(_ action: SessionStateMachine.Action) {
             switch action {
             case .writeControl(let frame):
                 _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) { self.transport.write(bytes: $0) }
             case .sendClose(let reason):
                 self.transport.write(FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next()))
+                self.resumeMessageEndWaiters()
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
             case .endIncoming(let error, let id):
@@ -101,7 +119,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 self.drainWaiters = []
             case .connectionEnded:
                 for waiter in self.endWaiters { waiter.resume() }
+                for waiter in self.closingWaiters { waiter.resume() }
+                self.closingWaiters = []
                 for waiter in self.drainWaiters { waiter.resume() }
+                self.resumeMessageEndWaiters()
                 self.endWaiters = []
                 self.drainWaiters = []
                 for entry in self.timers.values { entry.timer.cancel() }
@@ -155,6 +176,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             } else {
                 s.machine.timerFired(kind, &s.io)
             }
+            if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
         self.carryOut(deferred)
@@ -209,6 +231,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     func transportDidRead(_ bytes: UnsafeRawBufferPointer) {
         let deferred = self.state.withLock { s -> Deferred in
             s.machine.read(bytes, &s.io)
+            if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
         if !deferred.isEmpty { self.carryOut(deferred) }
@@ -236,7 +259,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
     @usableFromInline
     func enqueue(_ frame: Frame) throws -> Bool {
         let buffered = try self.state.withLock { s throws -> Int in
+            let wasFragmented = s.machine.isSendingFragmentedMessage
             let frame = try s.machine.prepareSend(frame)
+            if wasFragmented && !s.machine.isSendingFragmentedMessage { s.io.resumeMessageEndWaiters() }
             let key = s.io.keys.next()
             if frame.data.count <= FrameEncoder.maxTemporaryPayload {
                 // Small frames are encoded in a temporary buffer that the transport copies into its write buffer
@@ -246,6 +271,21 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
         }
         return buffered > self.maxOutgoingBufferBytes
+    }
+
+    /// How many senders wait for the end of a fragmented message being sent (for tests).
+    package var sendersWaitingForMessageEnd: Int { self.state.withLock { $0.io.messageEndWaiters.count } }
+
+    /// Waits until no fragmented message is being sent (its last frame went out), or the session is closing.
+    nonisolated(nonsending) func waitForMessageEnd() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = self.state.withLock { s -> Bool in
+                if !s.machine.isSendingFragmentedMessage { return true }
+                s.io.messageEndWaiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
     }
 
     /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.
@@ -269,14 +309,16 @@ final class Connection: WebSocketTransportHandler, Sendable {
         if waitForEnd { await self.waitForEnd() }
     }
 
-    /// The synchronous part of ``close(_:waitForEnd:)``, kept out of its async frame.
+    /// The synchronous part of ``close(_:waitForEnd:)``, kept out of its async frame; starts the close handshake
+    /// without waiting (a reconnecting session closes its connection with it from a cancellation handler).
     @inline(never)
-    private func beginClose(_ reason: CloseReason?) {
+    func beginClose(_ reason: CloseReason?) {
         if let code = reason?.code, !code.isValidOnWire {
             self.logger.warning("close code \(code) may not be sent on the wire; sending a close frame without a code")
         }
         let deferred = self.state.withLock { s -> Deferred in
             s.machine.close(reason, &s.io)
+            if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
         self.carryOut(deferred)
@@ -300,6 +342,21 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 return false
             }
             if ended { continuation.resume() }
+        }
+    }
+
+    /// Waits until the session is no longer usable: a close frame was sent or received, it failed (a protocol
+    /// violation, a missing pong), or it ended. Unlike ``waitForEnd()`` it does not wait for the close handshake
+    /// and the TCP close, which on a dead network take the close timeout. A reconnecting session watches its
+    /// connection with it.
+    nonisolated(nonsending) func waitUntilClosing() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let closing = self.state.withLock { s -> Bool in
+                if s.machine.hasEnded || s.machine.closeReason != nil { return true }
+                s.io.closingWaiters.append(continuation)
+                return false
+            }
+            if closing { continuation.resume() }
         }
     }
 
