@@ -184,11 +184,12 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
     return (outcome, extra)
 }
 
-/// The PEM file named by `WSBENCH_CA_FILE` (the wss:// echo server's self-signed certificate, which run.sh makes with
-/// TLS=1), or `nil` for the engine's default trust store.
-public func benchCAFile() -> String? {
-    guard let value = getenv("WSBENCH_CA_FILE"), value.pointee != 0 else { return nil }
-    return String(decoding: UnsafeRawBufferPointer(start: value, count: strlen(value)), as: UTF8.self)
+/// The TLS settings for wss://: trust the PEM file named by `WSBENCH_CA_FILE` (the echo server's self-signed
+/// certificate, which run.sh makes with TLS=1), else the system store.
+public func benchTLS() -> WebSocketTLSConfiguration {
+    guard let value = getenv("WSBENCH_CA_FILE"), value.pointee != 0 else { return WebSocketTLSConfiguration() }
+    let path = String(decoding: UnsafeRawBufferPointer(start: value, count: strlen(value)), as: UTF8.self)
+    return WebSocketTLSConfiguration(trustRoots: .file(path))
 }
 
 /// Runs the workload named by the command line with an engine made by `makeEngine` for the variant's engine name,

@@ -3,5 +3,4 @@ import OursDriver
 import WSEngineCurl
 
 // Over wss:// (run.sh's TLS=1) the engine trusts the echo server's self-signed certificate, WSBENCH_CA_FILE.
-let caFile = benchCAFile()
-await runOursMain(engineName: "curl") { CurlEngine(configuration: .init(trustedCAFile: caFile)) }
+await runOursMain(engineName: "curl") { CurlEngine(configuration: .init(tls: benchTLS())) }
