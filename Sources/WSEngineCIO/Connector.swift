@@ -40,6 +40,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     private var fd: Int32 = -1
     private var ssl: OpaquePointer?
     private var lastError: WebSocketConnectionError?
+    /// ``EngineConnectOptions/progress``, called at each step on the loop.
+    private let progress: (@Sendable (EngineConnectStep) -> Void)?
 
     init(loop: EventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions, context: ConnectContext) {
         self.loop = loop
@@ -50,6 +52,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
         self.logger = logger
         self.context = context
+        self.progress = options.progress
     }
 
     /// The epoll data that routes events to this connector: its address with bit 0 set.
@@ -124,6 +127,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         switch result {
         case .success(let addresses):
             self.logger.debug("resolved host name", metadata: ["ws.addresses": "\(addresses.count)"])
+            self.progress?(.resolved)
             self.addresses = addresses
             self.attemptNext()
         case .failure(let error):
@@ -224,6 +228,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private func connected(to address: SocketAddress) {
         self.logger.debug("TCP connected", metadata: ["ws.address": "\(address)"])
+        self.progress?(.connected)
         guard self.endpoint.secure else {
             self.succeed()
             return
@@ -254,6 +259,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
                 let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?"
                 self.logger.debug("TLS handshake completed", metadata: ["ws.tls": "\(version) \(cipher)"])
             }
+            self.progress?(.tlsEstablished)
             self.succeed()
             return
         }

@@ -67,6 +67,8 @@ struct SessionStateMachine {
         case resumeDrainWaiters
         /// The transport has closed: resume every waiter (end and drain) and stop every timer.
         case connectionEnded
+        /// A pong answered our ping after `roundTrip`: a keepalive ping (`nil`) or the ping of ``sendPing(_:at:_:)``.
+        case pongReceived(PingID?, roundTrip: Duration)
     }
 
     /// What ``receive(_:isCancelled:_:)`` found.
@@ -147,9 +149,16 @@ struct SessionStateMachine {
     private(set) var hasEnded = false
 
     // Keepalive.
-    private var pingCounter: UInt64 = 0
+    /// Numbers our pings (keepalive and application ones), so each payload is unique.
+    var pingCounter: UInt64 = 0
     /// The payload of our ping whose pong has not arrived.
     private var awaitingPong: [UInt8]?
+    /// When the keepalive ping in `awaitingPong` was sent, if the caller said (see ``timerFired(_:at:_:)``).
+    var keepaliveSentAt: ContinuousClock.Instant?
+    /// The pings of ``sendPing(_:at:_:)`` waiting for their pong, oldest first.
+    var userPings: [UserPing] = []
+    /// The received side of the statistics and the round-trip times (the glue counts what it writes).
+    var statistics = WebSocketSessionStatistics()
     /// The pong for the latest ping, held back while the server does not read what we send.
     private var heldPong: [UInt8]?
     /// Pong bytes written while the transport already held unsent bytes (see `writePong`).
@@ -167,6 +176,16 @@ struct SessionStateMachine {
 
     /// The negotiated extensions (empty before the session is open).
     var extensions: [any WebSocketExtension] { self.pipeline.extensions }
+
+    /// Whether nothing more may be sent: the session is not open, our close was sent or the transport closed.
+    var closeSentOrEnded: Bool {
+        guard case .open = self.phase else { return true }
+        return self.closeSent || self.hasEnded
+    }
+
+    /// Frames decoded so far, and the payload bytes of the data frames among them (for the statistics).
+    var pipelineFramesDecoded: Int { self.pipeline.framesDecoded }
+    var pipelineDataPayloadBytesDecoded: Int { self.pipeline.dataPayloadBytesDecoded }
 
     // MARK: - Opening
 
@@ -207,7 +226,10 @@ struct SessionStateMachine {
     // MARK: - Transport events
 
     /// Bytes arrived.
-    mutating func read(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+    /// - Parameter now: When the bytes were read; the caller passes it while ``isAwaitingPong`` (round-trip times).
+    mutating func read(
+        _ bytes: UnsafeRawBufferPointer, at now: ContinuousClock.Instant? = nil, _ sink: inout some SessionActionSink
+    ) {
         switch self.phase {
         case .handshaking(var reader):
             let step = reader.read(bytes)
@@ -223,10 +245,12 @@ struct SessionStateMachine {
                 self.open(outcome)
                 sink.perform(.cancelTimer(.open))
                 sink.perform(.finishHandshake(outcome))
-                if consumed < bytes.count { self.readFrames(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), &sink) }
+                if consumed < bytes.count {
+                    self.readFrames(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), at: now, &sink)
+                }
             }
         case .open:
-            self.readFrames(bytes, &sink)
+            self.readFrames(bytes, at: now, &sink)
         case .idle, .closed:
             break
         }
@@ -271,13 +295,16 @@ struct SessionStateMachine {
     }
 
     /// A timer armed with ``Action/armTimer(_:after:)`` fired (and was not re-armed or cancelled since).
-    mutating func timerFired(_ kind: TimerKind, _ sink: inout some SessionActionSink) {
+    /// - Parameter now: When it fired; a keepalive ping sent now measures its round trip from it.
+    mutating func timerFired(
+        _ kind: TimerKind, at now: ContinuousClock.Instant? = nil, _ sink: inout some SessionActionSink
+    ) {
         guard !self.hasEnded else { return }
         switch kind {
         case .open:
             break  // the caller fails the handshake with its own error (failHandshake)
         case .ping:
-            self.sendPing(&sink)
+            self.sendPing(at: now, &sink)
         case .pong:
             guard case .open = self.phase, self.awaitingPong != nil, !self.readingPaused,
                 let timeout = self.limits.pongTimeout
@@ -300,11 +327,12 @@ struct SessionStateMachine {
     }
 
     /// Sends the next keepalive ping unless one is unanswered (its pong timeout decides), and re-arms the ping timer.
-    private mutating func sendPing(_ sink: inout some SessionActionSink) {
+    private mutating func sendPing(at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink) {
         self.pingCounter &+= 1
         if case .open = self.phase, !self.closeSent, !self.receivedClose, self.awaitingPong == nil {
             let payload = withUnsafeBytes(of: self.pingCounter.bigEndian) { Array($0) }
             self.awaitingPong = payload
+            self.keepaliveSentAt = now
             sink.perform(.writeControl(Frame(kind: .ping, data: payload)))
             if let timeout = self.limits.pongTimeout { self.arm(.pong, after: timeout, &sink) }
         }
@@ -313,8 +341,11 @@ struct SessionStateMachine {
 
     // MARK: - Reading frames
 
-    private mutating func readFrames(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+    private mutating func readFrames(
+        _ bytes: UnsafeRawBufferPointer, at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink
+    ) {
         guard !self.receivedClose, self.failure == nil, self.pendingFailure == nil else { return }
+        self.statistics.wireBytesReceived &+= bytes.count
         // Frames are parsed straight out of the engine's read buffer; what is left of it is copied at the end.
         self.pipeline.beginInput(bytes)
         var violation: WebSocketError?
@@ -328,6 +359,9 @@ struct SessionStateMachine {
                     if let expected = self.awaitingPong, expected == payload {
                         self.awaitingPong = nil
                         sink.perform(.cancelTimer(.pong))
+                        self.keepalivePongArrived(at: now, &sink)
+                    } else if !self.userPings.isEmpty {
+                        self.userPongArrived(payload, at: now, &sink)
                     }
                     self.enqueueControl(Frame(kind: .pong, data: payload))
                 case .close(let reason, let payload):
@@ -342,6 +376,7 @@ struct SessionStateMachine {
                     if self.readingPaused { self.setReadingPaused(false, &sink) }
                     break events
                 case .message(let message):
+                    self.statistics.countReceivedMessage(message)
                     self.enqueue(message)
                 }
             }
