@@ -162,7 +162,11 @@ let package = Package(
         ),
         .testTarget(
             name: "WSCoreTests",
-            dependencies: ["WSCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: [
+                "WSCore", .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -195,7 +199,8 @@ let package = Package(
             name: "WSIntegrationTests",
             dependencies: [
                 "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
-                "EngineTestSupport",
+                "EngineTestSupport", .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
