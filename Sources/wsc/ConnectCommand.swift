@@ -230,13 +230,13 @@ struct ConnectCommand: AsyncParsableCommand {
         await closing?.value
         let reason = await session.closeReason
         if !quiet { printError("wsc: closed: \(reason.map { "\($0)" } ?? "no close reason")") }
-        if self.stats { printError(Self.describe(session.statistics)) }
+        if self.stats { printError(Self.statisticsText(session.statistics)) }
         await client.close()
         return exit ?? SessionExit.forClose(reason)
     }
 
     /// The session's statistics, one line per kind, for `--stats`.
-    static func describe(_ statistics: WebSocketSessionStatistics) -> String {
+    static func statisticsText(_ statistics: WebSocketSessionStatistics) -> String {
         var lines = ["wsc: statistics:"]
         if let open = statistics.openDuration() { lines.append("  open for        \(open)") }
         lines.append("  frames          sent \(statistics.framesSent), received \(statistics.framesReceived)")

@@ -159,7 +159,7 @@ struct ObservabilityTests {
         let server = try WebSocketTestServer.start()
         defer { server.stop() }
         let tracer = W3CTestTracer()
-        try await withTracer(tracer) {
+        _ = try await withTracer(tracer) {
             try await withClient(WebSocketClient(engine: engine.make())) { client in
                 try await client.webSocket(server.url(path: "/traced")) { session in
                     try await session.send("x")
@@ -181,7 +181,7 @@ struct ObservabilityTests {
     func tracingFailure(engine: TestEngine) async throws {
         let tracer = W3CTestTracer()
         let port = try unusedPort()
-        await withTracer(tracer) {
+        _ = await withTracer(tracer) {
             await #expect(throws: (any Error).self) {
                 try await withClient(WebSocketClient(engine: engine.make())) { client in
                     _ = try await client.webSocketSession("ws://127.0.0.1:\(port)/")
@@ -211,15 +211,20 @@ private struct W3CTestTracer: Tracer {
     typealias Span = InMemorySpan
     let inMemory: InMemoryTracer
 
-    init() {
-        let counter = Mutex<UInt64>(0)
+    /// Numbers the ids.
+    private final class Counter: Sendable {
+        let value = Mutex<UInt64>(0)
         func next(_ digits: Int) -> String {
-            let value = counter.withLock { $0 += 1; return $0 }
+            let value = self.value.withLock { $0 += 1; return $0 }
             let hex = String(value, radix: 16)
             return String(repeating: "0", count: digits - hex.count) + hex
         }
+    }
+
+    init() {
+        let counter = Counter()
         self.inMemory = InMemoryTracer(
-            idGenerator: .init(nextTraceID: { next(32) }, nextSpanID: { next(16) }))
+            idGenerator: .init(nextTraceID: { counter.next(32) }, nextSpanID: { counter.next(16) }))
     }
 
     func startSpan<Instant: TracerInstant>(
