@@ -60,7 +60,7 @@ struct SessionObservabilityTests {
         let t1 = self.t0 + .seconds(5)
         machine.timerFired(.ping, at: t1, &sink)
         machine.read(wire(.pong, sink.written[1].data), at: t1 + .milliseconds(70), &sink)
-        let statistics = machine.receivedStatistics
+        let statistics = machine.statistics()
         #expect(statistics.lastRoundTripTime == .milliseconds(70))
         #expect(statistics.smoothedRoundTripTime == .milliseconds(35), "30 + (70 - 30) / 8")
         #expect(statistics.pongsMatched == 2)
@@ -109,7 +109,7 @@ struct SessionObservabilityTests {
             wire(.text, Array("hello".utf8)) + wire(.binary, [1, 2, 3]) + wire(.ping, [9])
             + wire(.text, Array("ab".utf8), fin: false) + wire(.continuation, Array("cd".utf8))
         machine.read(bytes, at: nil, &sink)
-        let statistics = machine.receivedStatistics
+        let statistics = machine.statistics()
         #expect(statistics.framesReceived == 5)
         #expect(statistics.textMessagesReceived == 2)
         #expect(statistics.binaryMessagesReceived == 1)
@@ -120,11 +120,13 @@ struct SessionObservabilityTests {
 
     @Test("sent statistics: a fragmented text message counts once, as text; wire bytes include header and key")
     func sentStatistics() {
-        var statistics = WebSocketSessionStatistics()
-        statistics.countSent(Frame(kind: .text, fin: false, data: Array("ab".utf8)), wirePayload: 2)
-        statistics.countSent(Frame(kind: .continuation, fin: true, data: Array("cd".utf8)), wirePayload: 2)
-        statistics.countSent(Frame(kind: .binary, data: [UInt8](repeating: 0, count: 200)), wirePayload: 100)
-        statistics.countSentControl(payload: 0)
+        var sent = SentCounters()
+        sent.count(Frame(kind: .text, fin: false, data: Array("ab".utf8)), wirePayload: 2)
+        sent.count(Frame(kind: .continuation, fin: true, data: Array("cd".utf8)), wirePayload: 2)
+        sent.count(Frame(kind: .binary, data: [UInt8](repeating: 0, count: 200)), wirePayload: 100)
+        sent.countControl(payload: 0)
+        let statistics = WebSocketSessionStatistics(
+            received: ReceivedCounters(), sent: sent, framesDecoded: 0, dataPayloadBytesDecoded: 0)
         #expect(statistics.framesSent == 4)
         #expect(statistics.textMessagesSent == 1)
         #expect(statistics.binaryMessagesSent == 1)

@@ -8,10 +8,7 @@ extension Connection {
     /// The session's statistics now.
     var statistics: WebSocketSessionStatistics {
         self.state.withLock { s in
-            var statistics = s.machine.receivedStatistics
-            statistics.addSent(s.io.sent)
-            statistics.openedAt = s.io.sent.openedAt
-            return statistics
+            s.machine.statistics(sent: s.io.sent)
         }
     }
 
@@ -91,10 +88,13 @@ extension Connection {
                 guard !s.machine.hasEnded else { return nil }
                 self.armMetricsTimer(&s.io)
             }
-            var now = s.machine.receivedStatistics
-            now.addSent(s.io.sent)
-            let previous = s.io.metricsReported
-            s.io.metricsReported = now
+            let now = s.machine.statistics(sent: s.io.sent)
+            let previous = s.io.metricsReported?.statistics ?? WebSocketSessionStatistics()
+            if let reported = s.io.metricsReported {
+                reported.statistics = now
+            } else {
+                s.io.metricsReported = ReportedStatistics(now)
+            }
             return (now, previous, s.machine.closeReason, !s.machine.extensions.isEmpty)
         }
         guard let report else { return }
@@ -126,9 +126,13 @@ extension Connection {
 
 extension Logger {
     /// Sets the metadata every log line of a session carries: `ws.session`, a short random id (8 hex digits), and
-    /// `ws.endpoint`, the scheme, host, port and path of the URL (never its query string or credentials).
+    /// `ws.endpoint`, the scheme, host, port and path of the URL (never its query string or credentials). Only when
+    /// this logger logs debug messages, as every line the SDK logs about a session is at debug or trace: metadata
+    /// costs memory and CPU per connection (swift-log's default handler renders it again on each change), which a
+    /// logger at info level would pay for nothing.
     /// - Parameter url: The session's URL.
     mutating func setSessionMetadata(_ url: WebSocketURL) {
+        guard self.logLevel <= .debug else { return }
         self[metadataKey: "ws.session"] = .string(Self.makeSessionID())
         self[metadataKey: "ws.endpoint"] = .string(Self.endpoint(of: url))
     }
@@ -144,5 +148,16 @@ extension Logger {
         let host = url.host.contains(":") ? "[\(url.host)]" : url.host
         let path = url.pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         return "\(url.scheme)://\(host):\(url.port)\(path)"
+    }
+}
+
+/// The statistics a connection last reported to the metrics, boxed so that a connection without metrics keeps only a
+/// `nil` pointer for them.
+final class ReportedStatistics: @unchecked Sendable {  // read and written only under its connection's state lock
+    /// What was reported.
+    var statistics: WebSocketSessionStatistics
+
+    init(_ statistics: WebSocketSessionStatistics) {
+        self.statistics = statistics
     }
 }

@@ -65,9 +65,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var pauseGeneration: UInt64 = 0
         var deferred = Deferred()
         /// The sent side of the statistics (the machine counts the received side), and when the session opened.
-        var sent = WebSocketSessionStatistics()
-        /// The statistics as last reported to the metrics.
-        var metricsReported = WebSocketSessionStatistics()
+        var sent = SentCounters()
+        /// The statistics as last reported to the metrics; `nil` before the first report (a pointer's worth of memory
+        /// in a connection without metrics).
+        var metricsReported: ReportedStatistics?
         var metricsTimer: (any WebSocketTransportTimer)?
         /// The application's pings waiting for their pong, with their timeout timers.
         var pings: [SessionStateMachine.PingID: (continuation: CheckedContinuation<Duration, any Error>, timer: any WebSocketTransportTimer)] = [:]
@@ -87,12 +88,12 @@ final class Connection: WebSocketTransportHandler, Sendable {
         mutating func perform(_ action: SessionStateMachine.Action) {
             switch action {
             case .writeControl(let frame):
-                self.sent.countSentControl(payload: frame.data.count)
+                self.sent.countControl(payload: frame.data.count)
                 _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) { self.transport.write(bytes: $0) }
             case .sendClose(let reason):
                 let bytes = FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next())
-                self.sent.framesSent &+= 1
-                self.sent.wireBytesSent &+= bytes.count
+                self.sent.frames &+= 1
+                self.sent.wireBytes &+= bytes.count
                 self.transport.write(bytes)
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
@@ -275,7 +276,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     func enqueue(_ original: Frame) throws -> Bool {
         let buffered = try self.state.withLock { s throws -> Int in
             let frame = try s.machine.prepareSend(original)
-            s.io.sent.countSent(original, wirePayload: frame.data.count)
+            s.io.sent.count(original, wirePayload: frame.data.count)
             let key = s.io.keys.next()
             if frame.data.count <= FrameEncoder.maxTemporaryPayload {
                 // Small frames are encoded in a temporary buffer that the transport copies into its write buffer

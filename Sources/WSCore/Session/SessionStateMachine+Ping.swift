@@ -16,13 +16,12 @@ extension SessionStateMachine {
     /// of each read to ``read(_:at:_:)``.
     var isAwaitingPong: Bool { self.keepaliveSentAt != nil || !self.userPings.isEmpty }
 
-    /// The statistics now: the received side and round-trip times counted here, plus the frames and bytes decoded.
-    /// The caller adds what it wrote (``WebSocketSessionStatistics/addSent(_:)``).
-    var receivedStatistics: WebSocketSessionStatistics {
-        var statistics = self.statistics
-        statistics.framesReceived = self.pipelineFramesDecoded
-        statistics.dataPayloadBytesReceived = self.pipelineDataPayloadBytesDecoded
-        return statistics
+    /// The statistics now: the received side and round-trip times counted here, the frames and bytes decoded, and
+    /// `sent`, what the caller counted of what it wrote.
+    func statistics(sent: SentCounters = SentCounters()) -> WebSocketSessionStatistics {
+        WebSocketSessionStatistics(
+            received: self.received, sent: sent, framesDecoded: self.pipelineFramesDecoded,
+            dataPayloadBytesDecoded: self.pipelineDataPayloadBytesDecoded)
     }
 
     /// Sends a ping for the application; its pong is reported with ``Action/pongReceived(_:roundTrip:)``.
@@ -58,7 +57,7 @@ extension SessionStateMachine {
         guard let sentAt = self.keepaliveSentAt.take() else { return }
         guard let now else { return }
         let rtt = now - sentAt
-        self.statistics.addRoundTrip(rtt)
+        self.received.addRoundTrip(rtt)
         sink.perform(.pongReceived(nil, roundTrip: rtt))
     }
 
@@ -68,7 +67,7 @@ extension SessionStateMachine {
         let ping = self.userPings.remove(at: index)
         // A read without a time (a caller that did not pass one) still answers the ping, with no measured time.
         let rtt = now.map { $0 - ping.sentAt } ?? .zero
-        if now != nil { self.statistics.addRoundTrip(rtt) }
+        if now != nil { self.received.addRoundTrip(rtt) }
         sink.perform(.pongReceived(ping.id, roundTrip: rtt))
     }
 }

@@ -158,7 +158,7 @@ struct SessionStateMachine {
     /// The pings of ``sendPing(_:at:_:)`` waiting for their pong, oldest first.
     var userPings: [UserPing] = []
     /// The received side of the statistics and the round-trip times (the glue counts what it writes).
-    var statistics = WebSocketSessionStatistics()
+    var received = ReceivedCounters()
     /// The pong for the latest ping, held back while the server does not read what we send.
     private var heldPong: [UInt8]?
     /// Pong bytes written while the transport already held unsent bytes (see `writePong`).
@@ -345,7 +345,7 @@ struct SessionStateMachine {
         _ bytes: UnsafeRawBufferPointer, at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink
     ) {
         guard !self.receivedClose, self.failure == nil, self.pendingFailure == nil else { return }
-        self.statistics.wireBytesReceived &+= bytes.count
+        self.received.wireBytes &+= bytes.count
         // Frames are parsed straight out of the engine's read buffer; what is left of it is copied at the end.
         self.pipeline.beginInput(bytes)
         var violation: WebSocketError?
@@ -376,7 +376,7 @@ struct SessionStateMachine {
                     if self.readingPaused { self.setReadingPaused(false, &sink) }
                     break events
                 case .message(let message):
-                    self.statistics.countReceivedMessage(message)
+                    self.received.countMessage(message)
                     self.enqueue(message)
                 }
             }

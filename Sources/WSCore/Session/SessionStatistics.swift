@@ -67,61 +67,96 @@ public struct WebSocketSessionStatistics: Sendable, Hashable, CustomStringConver
         return text
     }
 
-    // MARK: - Counting (under the session's lock)
+    /// Assembles the statistics from the session's two counters and what its frame decoder counted.
+    init(received: ReceivedCounters, sent: SentCounters, framesDecoded: Int, dataPayloadBytesDecoded: Int) {
+        self.framesSent = sent.frames
+        self.textMessagesSent = sent.textMessages
+        self.binaryMessagesSent = sent.binaryMessages
+        self.messageBytesSent = sent.messageBytes
+        self.dataPayloadBytesSent = sent.dataPayloadBytes
+        self.wireBytesSent = sent.wireBytes
+        self.openedAt = sent.openedAt
+        self.framesReceived = framesDecoded
+        self.dataPayloadBytesReceived = dataPayloadBytesDecoded
+        self.textMessagesReceived = received.textMessages
+        self.binaryMessagesReceived = received.binaryMessages
+        self.messageBytesReceived = received.messageBytes
+        self.wireBytesReceived = received.wireBytes
+        self.pongsMatched = received.pongsMatched
+        if received.pongsMatched > 0 {
+            self.lastRoundTripTime = .nanoseconds(received.lastRoundTripNanoseconds)
+            self.smoothedRoundTripTime = .nanoseconds(received.smoothedRoundTripNanoseconds)
+        }
+    }
+}
+
+// MARK: - Counting (under the session's lock)
+
+// The counters are kept small (plain integers, no optionals where avoidable): every connection carries them.
+
+/// What the session machine counts of the received side (the frame decoder counts frames and payload bytes).
+struct ReceivedCounters {
+    var textMessages = 0
+    var binaryMessages = 0
+    var messageBytes = 0
+    var wireBytes = 0
+    var pongsMatched = 0
+    var lastRoundTripNanoseconds: Int64 = 0
+    var smoothedRoundTripNanoseconds: Int64 = 0
 
     /// Counts a whole message received (after the extensions).
-    mutating func countReceivedMessage(_ frame: Frame) {
-        if frame.kind == .text { self.textMessagesReceived &+= 1 } else { self.binaryMessagesReceived &+= 1 }
-        self.messageBytesReceived &+= frame.data.count
+    mutating func countMessage(_ frame: Frame) {
+        if frame.kind == .text { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
+        self.messageBytes &+= frame.data.count
     }
 
-    /// Counts a frame the application sent: `original` before the extensions, `wire` as written.
+    /// Adds a round-trip time sample; the smoothed time weighs it 1/8, as TCP's SRTT.
+    mutating func addRoundTrip(_ rtt: Duration) {
+        let (seconds, attoseconds) = rtt.components
+        let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+        self.smoothedRoundTripNanoseconds =
+            self.pongsMatched == 0
+            ? nanoseconds : self.smoothedRoundTripNanoseconds + (nanoseconds - self.smoothedRoundTripNanoseconds) / 8
+        self.lastRoundTripNanoseconds = nanoseconds
+        self.pongsMatched &+= 1
+    }
+}
+
+/// What the connection counts of what it writes, and when the session opened.
+struct SentCounters {
+    var frames = 0
+    var textMessages = 0
+    var binaryMessages = 0
+    var messageBytes = 0
+    var dataPayloadBytes = 0
+    var wireBytes = 0
+    var openedAt: ContinuousClock.Instant?
+    /// Whether the message being sent in fragments is text (its first frame said so).
+    var sendingText = false
+
+    /// Counts a frame the application sent.
     /// - Parameters:
-    ///   - original: The frame as the application gave it.
+    ///   - original: The frame as the application gave it (before the extensions).
     ///   - wirePayload: Its payload length after the extensions.
-    mutating func countSent(_ original: Frame, wirePayload: Int) {
-        self.framesSent &+= 1
-        self.wireBytesSent &+= FrameEncoder.headerSize(payloadLength: wirePayload, masked: true) &+ wirePayload
+    mutating func count(_ original: Frame, wirePayload: Int) {
+        self.frames &+= 1
+        self.wireBytes &+= FrameEncoder.headerSize(payloadLength: wirePayload, masked: true) &+ wirePayload
         switch original.kind {
         case .text, .binary, .continuation:
-            self.messageBytesSent &+= original.data.count
-            self.dataPayloadBytesSent &+= wirePayload
+            self.messageBytes &+= original.data.count
+            self.dataPayloadBytes &+= wirePayload
             if original.kind != .continuation { self.sendingText = original.kind == .text }
             if original.fin {
-                if self.sendingText { self.textMessagesSent &+= 1 } else { self.binaryMessagesSent &+= 1 }
+                if self.sendingText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
             }
         case .ping, .pong, .close:
             break
         }
     }
 
-    /// Counts a control frame the session itself wrote (a pong, a keepalive ping, the close frame).
-    mutating func countSentControl(payload: Int) {
-        self.framesSent &+= 1
-        self.wireBytesSent &+= FrameEncoder.headerSize(payloadLength: payload, masked: true) &+ payload
+    /// Counts a control frame the session itself wrote (a pong, a keepalive ping).
+    mutating func countControl(payload: Int) {
+        self.frames &+= 1
+        self.wireBytes &+= FrameEncoder.headerSize(payloadLength: payload, masked: true) &+ payload
     }
-
-    /// Adds a round-trip time sample.
-    mutating func addRoundTrip(_ rtt: Duration) {
-        self.pongsMatched &+= 1
-        self.lastRoundTripTime = rtt
-        if let smoothed = self.smoothedRoundTripTime {
-            self.smoothedRoundTripTime = smoothed + (rtt - smoothed) / 8
-        } else {
-            self.smoothedRoundTripTime = rtt
-        }
-    }
-
-    /// Takes the sent side (frames, messages and bytes sent) from `sent`, where the writing glue counted it.
-    mutating func addSent(_ sent: WebSocketSessionStatistics) {
-        self.framesSent = sent.framesSent
-        self.textMessagesSent = sent.textMessagesSent
-        self.binaryMessagesSent = sent.binaryMessagesSent
-        self.messageBytesSent = sent.messageBytesSent
-        self.dataPayloadBytesSent = sent.dataPayloadBytesSent
-        self.wireBytesSent = sent.wireBytesSent
-    }
-
-    /// Whether the message being sent in fragments is text (its first frame said so).
-    var sendingText = false
 }
