@@ -8,6 +8,7 @@ import Synchronization
 import Testing
 import Tracing
 import WSCore
+import WSExtensions
 import WSTesting
 
 /// What the server received and sent on its connections.
@@ -135,6 +136,46 @@ struct ObservabilityTests {
         #expect(try metrics.expectCounter(ClientMetrics_wireBytes, [e, ("direction", "received")]).totalValue > 11)
     }
 
+    @Test("keepalive pongs feed the statistics and the round-trip metric; deflate sessions record their ratio")
+    func keepaliveAndCompression() async throws {
+        var configuration = WebSocketTestServer.Configuration()
+        configuration.perMessageDeflate = true
+        let server = try WebSocketTestServer.start(configuration)
+        defer { server.stop() }
+        let metrics = TestMetrics()
+        let client = try WebSocketClient(engine: TestEngine.cio.make()) { config in
+            config.metricsFactory = metrics
+            try config.install(WebSockets.self) { ws in
+                ws.pingInterval = .milliseconds(20)
+                try ws.extensions { try $0.install(.perMessageDeflate()) }
+            }
+        }
+        let text = String(repeating: "compressible text ", count: 200)
+        try await withClient(client) { client in
+            let session = try await client.webSocketSession(server.url)
+            #expect(!session.extensions.isEmpty)
+            try await session.send(text)
+            #expect(try await nextMessage(session).readText() == text)
+            // The keepalive runs on its own schedule: wait (at most 5 s) for its first answered ping.
+            let deadline = ContinuousClock.now + .seconds(5)
+            while session.statistics.pongsMatched == 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let statistics = session.statistics
+            #expect(statistics.pongsMatched > 0)
+            #expect(statistics.lastRoundTripTime.map { $0 > .zero } == true)
+            #expect(statistics.dataPayloadBytesSent < statistics.messageBytesSent, "compressed on the wire")
+            #expect(statistics.messageBytesReceived == text.utf8.count)
+            await session.close()
+        }
+        let e = ("engine", "CIO")
+        #expect(try metrics.expectTimer(ClientMetrics_pingRTT, [e]).values.count >= 1)
+        let sentRatio = try metrics.expectRecorder(ClientMetrics_compressionRatio, [e, ("direction", "sent")])
+        let receivedRatio = try metrics.expectRecorder(ClientMetrics_compressionRatio, [e, ("direction", "received")])
+        #expect(sentRatio.values.count == 1 && sentRatio.values[0] > 5, "\(sentRatio.values)")
+        #expect(receivedRatio.values.count == 1 && receivedRatio.values[0] > 5, "\(receivedRatio.values)")
+    }
+
     @Test("with metrics off, a client reports nothing", arguments: [TestEngine.cio])
     func metricsOff(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start()
@@ -204,6 +245,7 @@ private let ClientMetrics_pingRTT = "websocket_client_ping_rtt_seconds"
 private let ClientMetrics_messages = "websocket_client_messages_total"
 private let ClientMetrics_messageBytes = "websocket_client_message_bytes_total"
 private let ClientMetrics_wireBytes = "websocket_client_wire_bytes_total"
+private let ClientMetrics_compressionRatio = "websocket_client_compression_ratio"
 
 /// The in-memory tracer of swift-distributed-tracing, propagating its context as W3C `traceparent` (which the
 /// in-memory tracer does not do itself). Trace ids are 32 and span ids 16 hex digits, as W3C requires.

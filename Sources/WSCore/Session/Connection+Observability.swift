@@ -74,7 +74,12 @@ extension Connection {
     func armMetricsTimer(_ io: inout IO) {
         let fire: @Sendable () -> Void = { self.reportMetrics(final: false) }
         let interval = ClientMetrics.reportInterval
-        io.metricsTimer = self.transport.schedule(after: interval, fire) ?? TaskTimer(after: interval, fire)
+        let timer = self.transport.schedule(after: interval, fire) ?? TaskTimer(after: interval, fire)
+        if let reporting = io.metricsReporting {
+            reporting.timer = timer
+        } else {
+            io.metricsReporting = MetricsReporting(timer: timer)
+        }
     }
 
     /// Reports what the session counted since its last report; at the end (`final`) also the close and the
@@ -89,12 +94,10 @@ extension Connection {
                 self.armMetricsTimer(&s.io)
             }
             let now = s.machine.statistics(sent: s.io.sent)
-            let previous = s.io.metricsReported?.statistics ?? WebSocketSessionStatistics()
-            if let reported = s.io.metricsReported {
-                reported.statistics = now
-            } else {
-                s.io.metricsReported = ReportedStatistics(now)
-            }
+            let reporting = s.io.metricsReporting ?? MetricsReporting(timer: nil)
+            s.io.metricsReporting = reporting
+            let previous = reporting.reported
+            reporting.reported = now
             return (now, previous, s.machine.closeReason, !s.machine.extensions.isEmpty)
         }
         guard let report else { return }
@@ -151,13 +154,15 @@ extension Logger {
     }
 }
 
-/// The statistics a connection last reported to the metrics, boxed so that a connection without metrics keeps only a
-/// `nil` pointer for them.
-final class ReportedStatistics: @unchecked Sendable {  // read and written only under its connection's state lock
-    /// What was reported.
-    var statistics: WebSocketSessionStatistics
+/// A connection's metrics reports: the timer of the next one and what was last reported. Boxed, so that a connection
+/// without metrics keeps only a `nil` pointer for them.
+final class MetricsReporting: @unchecked Sendable {  // read and written only under its connection's state lock
+    /// The timer of the next periodic report.
+    var timer: (any WebSocketTransportTimer)?
+    /// What was last reported.
+    var reported = WebSocketSessionStatistics()
 
-    init(_ statistics: WebSocketSessionStatistics) {
-        self.statistics = statistics
+    init(timer: (any WebSocketTransportTimer)?) {
+        self.timer = timer
     }
 }

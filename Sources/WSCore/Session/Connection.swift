@@ -66,10 +66,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var deferred = Deferred()
         /// The sent side of the statistics (the machine counts the received side), and when the session opened.
         var sent = SentCounters()
-        /// The statistics as last reported to the metrics; `nil` before the first report (a pointer's worth of memory
-        /// in a connection without metrics).
-        var metricsReported: ReportedStatistics?
-        var metricsTimer: (any WebSocketTransportTimer)?
+        /// The metrics reports' timer and what was last reported; `nil` in a connection without metrics (a pointer's
+        /// worth of memory).
+        var metricsReporting: MetricsReporting?
         /// The application's pings waiting for their pong, with their timeout timers.
         var pings: [SessionStateMachine.PingID: (continuation: CheckedContinuation<Duration, any Error>, timer: any WebSocketTransportTimer)] = [:]
         var lastPingID: SessionStateMachine.PingID = 0
@@ -130,7 +129,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 self.drainWaiters = []
                 for entry in self.timers.values { entry.timer.cancel() }
                 self.timers = [:]
-                self.metricsTimer.take()?.cancel()
+                self.metricsReporting?.timer.take()?.cancel()
                 for (_, ping) in self.pings {
                     ping.timer.cancel()
                     ping.continuation.resume(
