@@ -16,13 +16,14 @@ let swiftSettings: [SwiftSetting] = [
 let package = Package(
     name: "swift-websocket-client",
     products: [
+        // The one-import entry: WSCore and the native engine, and `WebSocketClient()` on it.
+        .library(name: "WebSocketClientKit", targets: ["WebSocketClientKit"]),
         .library(name: "WSCore", targets: ["WSCore"]),
         .library(name: "WSEngineCIO", targets: ["WSEngineCIO"]),
         .library(name: "WSEngineCurl", targets: ["WSEngineCurl"]),
         .library(name: "WSExtensions", targets: ["WSExtensions"]),
         .library(name: "WSSerialization", targets: ["WSSerialization"]),
         .library(name: "WSTesting", targets: ["WSTesting"]),
-        .executable(name: "wsc", targets: ["wsc"]),
     ],
     traits: [
         .trait(
@@ -41,9 +42,6 @@ let package = Package(
         // needed as a direct dependency.
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
-        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        // Latency histograms for `wsc bench` only; no library target depends on it.
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         // Property-based tests of the session state machine only (WSCoreTests); no library target depends on it.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
@@ -97,6 +95,12 @@ let package = Package(
             dependencies: ["WSCore", "WSPosix", "CWSLinux", "CWSCurl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // WSCore and WSEngineCIO re-exported, and client initialisers without an engine argument that use CIO.
+        .target(
+            name: "WebSocketClientKit",
+            dependencies: ["WSCore", "WSEngineCIO"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "WSExtensions",
             dependencies: ["WSCore", "CWSZlib"],
@@ -112,39 +116,6 @@ let package = Package(
             dependencies: ["WSCore", "WSExtensions", "CWSOpenSSL"],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(
-            name: "wsc",
-            dependencies: [
-                "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-
-        // Benchmark only (not a product, nothing ships it): per-frame encode/decode cost of the WSCore codec, in ns
-        // and allocations per frame, without the network (scripts/bench-codec.sh, Docs/Performance.md); with
-        // --serialization, the WSSerialization converters' messages per second instead. It lives in
-        // this package, not in Benchmarks/, because FrameEncoder and FrameDecoder are `package` API.
-        // CMallocCounter interposes malloc and friends to count allocations; link it into benchmarks only.
-        .target(name: "CMallocCounter"),
-        .executableTarget(
-            name: "wsbench-codec",
-            dependencies: ["WSCore", "WSSerialization", "CMallocCounter"],
-            swiftSettings: swiftSettings
-        ),
-
-        // Soak and load driver for scripts/soak.sh (not a product, nothing ships it): thousands of concurrent
-        // connections with RSS per connection, and a connect/send/close loop that watches RSS (run under ASan).
-        .executableTarget(
-            name: "wssoak",
-            dependencies: [
-                "WSCore", "WSEngineCIO", "WSEngineCurl", .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-
         // Child processes for the tests (posix_spawn, not Foundation's Process): shared by the test targets that
         // start peers (Python servers, tinyproxy, openssl, the wsc binary).
         .target(
@@ -199,7 +170,7 @@ let package = Package(
             name: "WSIntegrationTests",
             dependencies: [
                 "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
-                "EngineTestSupport", .product(name: "MetricsTestKit", package: "swift-metrics"),
+                "EngineTestSupport", "WebSocketClientKit", .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings

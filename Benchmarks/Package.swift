@@ -1,8 +1,16 @@
 // swift-tools-version: 6.1
-// Benchmarks for swift-websocket-client (issue 7): a separate package so the SDK's own dependency graph
+// Benchmarks for swift-websocket-client: a separate package so the SDK's own dependency graph
 // stays small. Build with `swift build -c release --scratch-path .build-bench` from this directory (run.sh does,
 // and builds the WSClient driver in WSClientBench/, a package of its own).
 import PackageDescription
+
+/// The main package's settings, for the codec sources compiled here and the driver that measures them.
+let codecSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
 
 let package = Package(
     name: "swift-websocket-client-benchmarks",
@@ -44,6 +52,23 @@ let package = Package(
             dependencies: ["OursDriver", .product(name: "WSEngineCurl", package: "swift-websocket-client")],
             path: "Sources/WSBenchOursCurl",
             swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // wsbench-codec (scripts/bench-codec.sh): what one frame costs in the WSCore codec, without the network, and
+        // with --serialization the WSSerialization converters' messages per second. The codec is `package` API of
+        // WSCore, so WSCoreCodec compiles the very same source files through symlinks (Sources/WSCoreCodec ->
+        // ../../Sources/WSCore/{Codec,Handshake,Model} and WebSocketExtension.swift), as Fuzz/ does.
+        // CMallocCounter interposes malloc and friends to count allocations; only wsbench-codec links it.
+        .target(name: "WSCoreCodec", path: "Sources/WSCoreCodec", swiftSettings: codecSettings),
+        .target(name: "CMallocCounter", path: "Sources/CMallocCounter"),
+        .executableTarget(
+            name: "wsbench-codec",
+            dependencies: [
+                "WSCoreCodec", "CMallocCounter",
+                .product(name: "WSCore", package: "swift-websocket-client"),
+                .product(name: "WSSerialization", package: "swift-websocket-client"),
+            ],
+            path: "Sources/wsbench-codec",
+            swiftSettings: codecSettings
         ),
         .executableTarget(
             name: "wsbench",

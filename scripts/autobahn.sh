@@ -11,7 +11,7 @@
 #   AUTOBAHN_CASE_TIMEOUT=60      seconds per case before the client is killed
 #   AUTOBAHN_TOTAL_TIMEOUT=1500   seconds for all cases; cases not started by then count as failed
 #   AUTOBAHN_BUILD_CONFIG=debug   which `swift build` configuration's wsc to use (debug|release)
-#   WSC=/path/to/wsc              the wsc binary (default: $(swift build --show-bin-path)/wsc, built if missing)
+#   WSC=/path/to/wsc              the wsc binary (default: the Tools package's, built or brought up to date first)
 #   WSC_CMD="prog args"           a whole client command instead of "wsc echo [--engine X]"; the URL is appended
 #                                 (e.g. WSC_CMD=".venv/bin/python Tests/Fixtures/py_echo_client.py")
 # Reports: autobahn-reports/clients/index.json and one HTML/JSON file per case.
@@ -53,14 +53,13 @@ else
     if [ -z "${WSC:-}" ]; then
         if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
         CONFIG="${AUTOBAHN_BUILD_CONFIG:-debug}"
-        BIN="$(swift build -c "$CONFIG" --show-bin-path)" || fail "swift build --show-bin-path" "see the error above"
+        # wsc lives in the Tools package; building it is a no-op when it is up to date (test.sh built it).
+        bash "$ROOT/scripts/build-tools.sh" -c "$CONFIG" --product wsc >/dev/null \
+            || fail "building wsc (swift build --package-path Tools -c $CONFIG --product wsc)" "see the compiler errors above"
+        BIN="$(swift build --package-path Tools -c "$CONFIG" --show-bin-path)" || fail "swift build --show-bin-path" "see the error above"
         WSC="$BIN/wsc"
-        if [ ! -x "$WSC" ]; then
-            echo "autobahn: $WSC not built yet; swift build -c $CONFIG --product wsc"
-            swift build -c "$CONFIG" --product wsc || fail "building wsc" "see the compiler errors above"
-        fi
     fi
-    [ -x "$WSC" ] || fail "wsc binary '$WSC' not found" "build it (swift build --product wsc) or set WSC=/path/to/wsc"
+    [ -x "$WSC" ] || fail "wsc binary '$WSC' not found" "build it (swift build --package-path Tools --product wsc) or set WSC=/path/to/wsc"
     CLIENT=("$WSC" echo)
     [ -n "${AUTOBAHN_ENGINE:-}" ] && CLIENT+=(--engine "$ENGINE")
     if [ "${AUTOBAHN_DEFLATE:-0}" = 1 ]; then CLIENT+=(--deflate); fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Codec micro-benchmarks (issue 7): encode and decode of 1,000 frames of 128 B and 64 KiB, without the network, in
+# Codec micro-benchmarks: encode and decode of 1,000 frames of 128 B and 64 KiB, without the network, in
 # ns per frame, MB/s and allocations per frame (recorded in Docs/Performance.md, "Codec micro-benchmarks").
 #
 #   bash scripts/bench-codec.sh                 # Markdown table on stdout
@@ -8,8 +8,8 @@
 #   bash scripts/bench-codec.sh --serialization # the WSSerialization converters instead: messages per second
 #
 # Other arguments go to the benchmark: --iterations N (50), --warmup N (5), --frames N (1000), --size BYTES,
-# --only TEXT. It is the `wsbench-codec` executable target of the main package (a target, not a product: it needs
-# WSCore's `package` API), built in release mode in .build-codec (reused between runs).
+# --only TEXT. It is the `wsbench-codec` executable of the Benchmarks package (which compiles WSCore's codec sources
+# through symlinks, since they are `package` API), built in release mode in Benchmarks/.build-codec (reused).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,9 +25,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-echo "bench-codec: building (release) in $ROOT/.build-codec ..." >&2
-swift build -c release --scratch-path "$ROOT/.build-codec" --product wsbench-codec >&2
-BIN="$ROOT/.build-codec/release/wsbench-codec"
+SCRATCH="$ROOT/Benchmarks/.build-codec"
+echo "bench-codec: building (release) in $SCRATCH ..." >&2
+swift build --package-path "$ROOT/Benchmarks" -c release --scratch-path "$SCRATCH" --product wsbench-codec >&2
+BIN="$SCRATCH/release/wsbench-codec"
 
 CPU="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
 echo "bench-codec: $(date -u +%Y-%m-%d), $(uname -m) ${CPU:-?}, $(nproc) cores," \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job:  bash scripts/demo.sh
-# Installs what building needs (scripts/setup.sh --minimal), builds the `wsc` product and runs `wsc demo`
+# Installs what building needs (scripts/setup.sh --minimal), builds `wsc` (the Tools package) and runs `wsc demo`
 # (a demo against an embedded echo server on loopback; no outside server). Extra arguments go to `wsc demo`.
 set -euo pipefail
 # a command failing under set -e would end the script silently; say where (not under set +e)
@@ -15,8 +15,10 @@ fail() { echo "demo: FAILED: $1 — $2" >&2; exit 1; }
 
 bash "$ROOT/scripts/setup.sh" --minimal || fail "setup (scripts/setup.sh --minimal)" "see the setup message above"
 echo "demo: building wsc (debug; the first build takes a few minutes)"
-swift build --product wsc || fail "building wsc (swift build --product wsc)" "see the compiler errors above"
-BIN="$(swift build --show-bin-path)" || fail "swift build --show-bin-path" "see the error above"
+# wsc is in the Tools package (tools apart from the library, so that its users resolve none of their dependencies)
+bash "$ROOT/scripts/build-tools.sh" --product wsc \
+    || fail "building wsc (swift build --package-path Tools --product wsc)" "see the compiler errors above"
+BIN="$(swift build --package-path Tools --show-bin-path)" || fail "swift build --show-bin-path" "see the error above"
 echo "demo: running $BIN/wsc demo $*"
 set +e
 "$BIN/wsc" demo "$@"

@@ -70,6 +70,14 @@ demangle() { if [ -x "$SWIFT_BIN_DIR/swift-demangle" ]; then "$SWIFT_BIN_DIR/swi
 SUMMARY=()
 FAILED=0
 
+# The CLI tests run the wsc binary of the Tools package (a package of its own, built without a sanitizer here: the
+# sanitizer checks the library inside the test process; wsc's own runs are checked by scripts/soak.sh).
+if [ -z "${WSC_BINARY:-}" ]; then
+    echo "=== sanitizers.sh: swift build --package-path Tools --product wsc (for the CLI tests)"
+    bash "$ROOT/scripts/build-tools.sh" --product wsc >/dev/null || { echo "sanitizers.sh: FAILED: building wsc" >&2; exit 1; }
+    export WSC_BINARY="$ROOT/Tools/.build/debug/wsc"
+fi
+
 # build SANITIZER: swift build --build-tests into .build-tsan / .build-asan (again when a source changed meanwhile)
 build() {
     local sanitizer="$1" scratch="$2" logs="$2/logs" rc attempt
@@ -106,7 +114,7 @@ run_pass() {
 
     # What ran: XCTest's line only when it ran tests (the suite is Swift Testing; XCTest says "Executed 0 tests"),
     # Swift Testing's last count line; what failed; what the sanitizer said (reports of child processes included:
-    # the CLI tests print the stderr of the wsc they start).
+    # the CLI tests print the stderr of the wsc they start, which is not sanitized).
     counts="$( { grep -aE 'Executed [1-9][0-9]* tests?, with' "$log" | tail -n 1; grep -aE '^. Test run with [0-9]+ tests?' "$log" | tail -n 1; } \
         | sed 's/^[^A-Za-z]*//' | paste -sd ';' | sed 's/;/; /g')"
     failed_tests="$(grep -aE "^✘ Test \".*\" (with [0-9]+ test cases )?failed after|^Test Case '.*' failed" "$log" \

@@ -19,7 +19,7 @@
 #
 # Environment: SOAK, SOAK_CONNECTIONS, SOAK_PARALLEL (handshakes in flight in (a), 500), SOAK_ROUNDS, SOAK_MINUTES,
 # SOAK_ENGINES, SOAK_WORKERS, SOAK_SAMPLE_SECONDS, SOAK_SKIP_BUILD=1. Scratch: .build-soak (release, echo server)
-# and .build-asan (shared with scripts/sanitizers.sh). Logs: .build-soak/logs/.
+# and .build-soak-asan (the Tools package under ASan). Logs: .build-soak/logs/.
 # Exit status: 0 when every part passed, 1 otherwise.
 set -uo pipefail
 
@@ -63,13 +63,13 @@ if [ "${SOAK_SKIP_BUILD:-0}" != 1 ]; then
     echo "=== soak.sh: building the echo server (cc -O2 ... -lcrypto)"
     cc -O2 -Wall -o "$SERVER_BIN" Benchmarks/c/echo_server.c -lcrypto || { echo "soak.sh: FAILED: the echo server did not build" >&2; exit 1; }
     if [ "$WHAT" != loop ]; then
-        echo "=== soak.sh: swift build -c release --product wssoak --scratch-path .build-soak"
-        swift build -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \
+        echo "=== soak.sh: swift build --package-path Tools -c release --product wssoak --scratch-path .build-soak"
+        bash "$ROOT/scripts/build-tools.sh" -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-release.log"; echo "soak.sh: FAILED: wssoak (release) did not build" >&2; exit 1; }
     fi
     if [ "$WHAT" != connections ]; then
-        echo "=== soak.sh: swift build --product wssoak --sanitize=address --scratch-path .build-asan"
-        swift build --product wssoak --sanitize=address --scratch-path .build-asan >"$LOGS/build-asan.log" 2>&1 \
+        echo "=== soak.sh: swift build --package-path Tools --product wssoak --sanitize=address --scratch-path .build-soak-asan"
+        bash "$ROOT/scripts/build-tools.sh" --product wssoak --sanitize=address --scratch-path .build-soak-asan >"$LOGS/build-asan.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-asan.log"; echo "soak.sh: FAILED: wssoak (ASan) did not build" >&2; exit 1; }
     fi
 fi
@@ -133,7 +133,7 @@ if [ "$WHAT" != connections ]; then
         : >"$log"
         LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp:print_suppressions=1" \
         ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" \
-            "$ROOT/.build-asan/debug/wssoak" loop "$URL" --minutes "$MINUTES" --engine "$engine" \
+            "$ROOT/.build-soak-asan/debug/wssoak" loop "$URL" --minutes "$MINUTES" --engine "$engine" \
             --workers "$WORKERS" --sample-seconds "$SAMPLE" >"$log" 2>&1 &
         soak_pid=$!
         tail -n +1 -f "$log" --pid "$soak_pid" &

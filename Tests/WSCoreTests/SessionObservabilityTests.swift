@@ -138,10 +138,11 @@ struct SessionObservabilityTests {
 
     @Test("metric labels are few and bounded")
     func labels() {
-        #expect(ClientMetrics.failureKind(WebSocketConnectionError(.connectionRefused, "x")) == "refused")
-        #expect(ClientMetrics.failureKind(WebSocketConnectionError(.upgradeRejected, "x", status: 403)) == "handshake_status")
-        #expect(ClientMetrics.failureKind(WebSocketConnectionError(.timedOut, "x")) == "timeout")
-        #expect(ClientMetrics.failureKind(WebSocketConnectionError(.tlsFailure, "x")) == "tls")
+        #expect(ClientMetrics.failureKind(WebSocketError(.connectionRefused, "x")) == "refused")
+        #expect(ClientMetrics.failureKind(WebSocketError(.upgradeRejected, "x", status: 403)) == "handshake_status")
+        #expect(ClientMetrics.failureKind(WebSocketError(.timedOut, "x")) == "timeout")
+        #expect(ClientMetrics.failureKind(WebSocketError(.tlsFailure, "x")) == "tls")
+        #expect(ClientMetrics.failureKind(WebSocketError(.proxyFailure, "x", status: 407)) == "proxy")
         #expect(ClientMetrics.failureKind(CancellationError()) == "cancelled")
         #expect(ClientMetrics.closeCodeLabel(.normal) == "1000")
         #expect(ClientMetrics.closeCodeLabel(.internalError) == "1011")

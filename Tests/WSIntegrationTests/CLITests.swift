@@ -23,35 +23,40 @@ struct CLIResult: Sendable, CustomStringConvertible {
 
 /// Finding and running the `wsc` binary.
 enum WSCTool {
-    /// `$WSC_BINARY`, else `wsc` next to the running test binary (`swift build --build-tests` builds it there),
-    /// else `<repo>/.build/debug/wsc`.
+    /// `$WSC_BINARY`, else `<repo>/Tools/.build/debug/wsc`: `wsc` lives in the Tools package, which
+    /// scripts/test.sh builds before the tests (`swift build --package-path Tools --product wsc`).
     static func path() throws -> String {
         let fileManager = FileManager.default
         var candidates: [String] = []
         if let explicit = ProcessInfo.processInfo.environment["WSC_BINARY"], !explicit.isEmpty { candidates.append(explicit) }
-        if let exe = try? fileManager.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
-            // On macOS-style bundles the executable sits in .xctest/Contents/MacOS.
-            while directory.path.contains(".xctest") { directory.deleteLastPathComponent() }
-            candidates.append(directory.appendingPathComponent("wsc").path)
-        }
-        candidates.append(TestEnvironment.repositoryRoot.appendingPathComponent(".build/debug/wsc").path)
+        candidates.append(TestEnvironment.repositoryRoot.appendingPathComponent("Tools/.build/debug/wsc").path)
         if let found = candidates.first(where: { fileManager.isExecutableFile(atPath: $0) }) { return found }
         throw TestPeerError(
-            description: "the wsc binary was not found (tried \(candidates)); build it with `swift build --build-tests` or `swift build --product wsc`, or set WSC_BINARY")
+            description: "the wsc binary was not found (tried \(candidates)); build it with `swift build --package-path Tools --product wsc`, or set WSC_BINARY")
     }
 
     /// Runs `wsc arguments` with `stdin` piped in (closed after it is written), waits at most `timeout`
     /// seconds (then SIGTERM, SIGKILL 3 s later), on a thread of its own. Started with posix_spawn (Spawn.swift),
     /// not Foundation's `Process`.
-    static func run(_ arguments: [String], stdin: String? = "", timeout: Double = 30) async throws -> CLIResult {
+    /// `environment` is added to the test's own environment, from which every proxy variable is removed first.
+    static func run(
+        _ arguments: [String], stdin: String? = "", timeout: Double = 30, environment: [String: String] = [:]
+    ) async throws -> CLIResult {
         let binary = try self.path()
-        return try await onDedicatedThread { try self.runBlocking(binary, arguments, stdin: stdin, timeout: timeout) }
+        return try await onDedicatedThread {
+            try self.runBlocking(binary, arguments, stdin: stdin, timeout: timeout, extra: environment)
+        }
     }
 
-    private static func runBlocking(_ binary: String, _ arguments: [String], stdin: String?, timeout: Double) throws -> CLIResult {
+    private static func runBlocking(
+        _ binary: String, _ arguments: [String], stdin: String?, timeout: Double, extra: [String: String]
+    ) throws -> CLIResult {
         var environment = ProcessInfo.processInfo.environment
-        for name in ["http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] { environment[name] = nil }
+        for name in [
+            "http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "ws_proxy", "WS_PROXY", "wss_proxy",
+            "WSS_PROXY", "no_proxy", "NO_PROXY",
+        ] { environment[name] = nil }
+        environment.merge(extra) { $1 }
         // stdin is always a pipe (nil: one closed at once), as a shell pipeline gives it.
         let result = try runToCompletion(
             binary, arguments, environment: environment, input: Array((stdin ?? "").utf8),

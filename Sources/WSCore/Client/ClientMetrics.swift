@@ -138,7 +138,7 @@ final class ClientMetrics: Sendable {
 
     /// The `kind` dimension of a failed opening: a short, bounded name.
     static func failureKind(_ error: any Error) -> String {
-        if let error = error as? WebSocketConnectionError {
+        if let error = error as? WebSocketError {
             switch error.code {
             case .dnsFailure: return "dns"
             case .connectionRefused: return "refused"
@@ -146,15 +146,10 @@ final class ClientMetrics: Sendable {
             case .tlsFailure: return "tls"
             case .upgradeRejected: return "handshake_status"
             case .invalidHandshake: return "handshake_invalid"
+            case .proxyFailure: return "proxy"
             case .network: return "network"
             case .unsupported: return "unsupported"
             case .cancelled: return "cancelled"
-            default: return "other"
-            }
-        }
-        if let error = error as? WebSocketError {
-            switch error.code {
-            case .unsupported: return "unsupported"
             case .invalidURL, .invalidArgument: return "invalid_request"
             default: return "other"
             }

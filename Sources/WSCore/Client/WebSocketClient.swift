@@ -46,6 +46,10 @@ public final class WebSocketClient: Sendable {
         /// `MetricsSystem.bootstrap` when the client is created. Set it to give one client its own backend, e.g. a
         /// `TestMetrics` in tests.
         public var metricsFactory: (any MetricsFactory)? = nil
+        /// Which proxy connections go through, on every engine alike. Default ``ProxyConfiguration/environment``:
+        /// the `*_proxy` and `no_proxy` environment variables, read as curl reads them, when the session opens;
+        /// ``ProxyConfiguration/direct`` ignores them. The connect timeout covers the way through the proxy.
+        public var proxy: ProxyConfiguration = .environment
         private var plugins: [String: any Sendable] = [:]
 
         /// Creates a configuration with no plugin installed.

@@ -34,6 +34,18 @@ public enum WebSockets: ClientPlugin {
         /// The most frames one fragmented message may have (default 65,536); more ends the session with 1009.
         /// Bounds the work an endless stream of tiny fragments can cause.
         public var maxFragments: Int = 65_536
+        /// Whether received messages are handed over as they arrive, fragment by fragment, instead of whole
+        /// (default `false`). With `true`, ``WebSocketSession/receiveStreamingMessage()`` streams each message in
+        /// memory bounded by ``maxFrameSize`` and the incoming buffer limits, whatever its size;
+        /// ``WebSocketSession/incoming`` yields the fragments (a text or binary frame, then continuation frames, the
+        /// last with `fin`); ``WebSocketSession/receiveMessage()`` and ``WebSocketSession/messages`` still
+        /// reassemble whole messages up to ``maxMessageSize``. ``maxFragments`` does not apply to streamed
+        /// messages; ``maxStreamedMessageSize`` does.
+        public var streamsIncomingMessages = false
+        /// The largest message accepted from the server when messages are streamed
+        /// (``streamsIncomingMessages``), after decompression; `nil` (the default) accepts any size, since a
+        /// streamed message is never held whole. A bigger message ends the session with close code 1009.
+        public var maxStreamedMessageSize: Int? = nil
         /// The most messages buffered in ``WebSocketSession/incoming`` before the session stops reading from the
         /// network (default 64). Together with ``maxIncomingBufferBytes`` this bounds the memory a slow consumer
         /// can cost.

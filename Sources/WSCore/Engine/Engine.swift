@@ -57,16 +57,28 @@ public struct EngineConnectOptions: Sendable {
     /// Called as the connect passes its steps (name resolved, TCP connected, TLS established), for the opening's
     /// trace; `nil` unless a tracer is in place. Engines call it on their own thread; it must return quickly.
     public var progress: (@Sendable (EngineConnectStep) -> Void)?
+    /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
+    /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
+    public var proxy: ProxyServer?
+    /// The trust settings for the TLS connection to an `https://` ``proxy``.
+    public var proxyTLS: ProxyTLSConfiguration
 
     /// Creates options.
     /// - Parameters:
-    ///   - connectTimeout: The connect timeout.
+    ///   - connectTimeout: The connect timeout (it covers the whole way through a proxy).
     ///   - logger: Where the engine logs.
     ///   - executor: The executor wanted for the transport (see ``executor``).
-    public init(connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil) {
+    ///   - proxy: The proxy to connect through; `nil` for a direct connection.
+    ///   - proxyTLS: The trust settings for an `https://` proxy.
+    public init(
+        connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
+        proxyTLS: ProxyTLSConfiguration = ProxyTLSConfiguration()
+    ) {
         self.connectTimeout = connectTimeout
         self.logger = logger
         self.executor = executor
+        self.proxy = proxy
+        self.proxyTLS = proxyTLS
     }
 }
 
@@ -110,9 +122,9 @@ public protocol WebSocketEngine: AnyObject, Sendable {
     ///   - endpoint: Where to connect.
     ///   - options: Timeouts and logger.
     /// - Returns: A transport that has not started reading yet.
-    /// - Throws: ``WebSocketConnectionError`` (``WebSocketConnectionError/Code/dnsFailure``,
-    ///   ``WebSocketConnectionError/Code/connectionRefused``, ``WebSocketConnectionError/Code/timedOut``,
-    ///   ``WebSocketConnectionError/Code/tlsFailure``, ...).
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/dnsFailure``,
+    ///   ``WebSocketError/Code/connectionRefused``, ``WebSocketError/Code/timedOut``,
+    ///   ``WebSocketError/Code/tlsFailure``, ...).
     func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport
 
     /// The executor (event-loop thread) the engine will give the next connection, for callers that want to open

@@ -61,9 +61,9 @@ final class OpeningHandshake: Sendable {
 
     /// Checks a 101 response: Upgrade, Connection, exactly one matching Sec-WebSocket-Accept, an offered
     /// subprotocol, and offered extensions only.
-    func validate(_ head: HTTPResponseHead) throws(WebSocketConnectionError) -> Outcome {
-        func invalid(_ why: String) -> WebSocketConnectionError {
-            WebSocketConnectionError(.invalidHandshake, why, status: head.status, headers: head.headers)
+    func validate(_ head: HTTPResponseHead) throws(WebSocketError) -> Outcome {
+        func invalid(_ why: String) -> WebSocketError {
+            WebSocketError(.invalidHandshake, why, status: head.status, headers: head.headers)
         }
         let headers = head.headers
         guard headers.values(for: "Upgrade").contains(where: { HTTPHeaders.equalNames($0, "websocket") }) else {
@@ -114,7 +114,7 @@ final class OpeningHandshake: Sendable {
             do {
                 extensions.append(try factory.negotiate(response: element))
             } catch {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .invalidHandshake,
                     "the server's parameters for extension '\(element.name)' violate our offer: \(error)",
                     status: head.status, headers: headers, underlying: error

@@ -28,6 +28,8 @@ public final class WebSocketSession: Sendable {
     public let engineName: String
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
+    /// The message being streamed in and whether a streamed send runs (WebSocketSession+Streaming.swift).
+    let streaming = Mutex(StreamingState())
 
     init(
         connection: Connection,
@@ -198,9 +200,12 @@ public final class WebSocketSession: Sendable {
     nonisolated(nonsending) public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
         let converter = try self.requireConverter()
         while true {
-            let frame = try await self.incoming.receive()
+            var frame = try await self.incoming.receive()
+            if !frame.fin && (frame.kind == .text || frame.kind == .binary) {
+                frame = try await self.collectFragments(frame)  // a streamed message (streamsIncomingMessages)
+            }
             switch frame.kind {
-            case .ping, .pong:
+            case .ping, .pong, .continuation:
                 continue
             case .close:
                 let reason = frame.readReason().map { "\($0)" } ?? "no status"
@@ -328,14 +333,19 @@ final class SessionOpening: Sendable {
     /// Connects, then runs the opening handshake within what is left of the open timeout. With a tracer (or another
     /// instrument) in place, the opening is traced and the trace context goes into the request
     /// (SessionOpening+Tracing.swift).
+    /// - Throws: A ``WebSocketError`` marked ``WebSocketError/isConnectionFailure``, whatever its code.
     func open() async throws -> WebSocketSession {
-        if OpeningTracing.isActive { return try await self.openTraced() }
         do {
-            // Two calls, so the frame of each is live only while it runs.
-            return try await self.handshake(over: try await self.connect(), self.handshake)
-        } catch {
-            self.failed(error)
-            throw error
+            if OpeningTracing.isActive { return try await self.openTraced() }
+            do {
+                // Two calls, so the frame of each is live only while it runs.
+                return try await self.handshake(over: try await self.connect(), self.handshake)
+            } catch {
+                self.failed(error)
+                throw error
+            }
+        } catch let error as WebSocketError {
+            throw error.asConnectionFailure
         }
     }
 
@@ -359,7 +369,7 @@ final class SessionOpening: Sendable {
         let outcome = try await connection.performHandshake(
             handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
             timeoutError: { [url = self.url, openTimeout = self.openTimeout] in
-                WebSocketConnectionError(
+                WebSocketError(
                     .timedOut,
                     "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
                 )
@@ -378,6 +388,7 @@ final class SessionOpening: Sendable {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
             contentConverter: self.settings.contentConverter)
+        session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
         let duration = ContinuousClock.now - self.start
         self.metrics?.sessionOpened(after: duration)
@@ -396,13 +407,19 @@ extension WebSocketClient {
     ///   - makeRequest: Builds the request.
     @inline(never)
     func prepareOpening(forBlock: Bool, _ makeRequest: () throws -> WebSocketRequestBuilder) throws -> SessionOpening {
-        let request = try makeRequest()
+        let request: WebSocketRequestBuilder
+        do {
+            request = try makeRequest()
+        } catch let error as WebSocketError {
+            throw error.asConnectionFailure
+        }
         let settings = self.webSocketSettings
         let engine = self.engine
         guard engine.isSupported(.webSocket) else {
             throw WebSocketError(
                 .unsupported,
-                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets"
+                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets",
+                isConnectionFailure: true
             )
         }
         let factories = settings.extensionsConfiguration.factories
@@ -411,7 +428,8 @@ extension WebSocketClient {
                 .unsupported,
                 (engine.unsupportedReason(.webSocketExtensions)
                     ?? "the \(engine.name) engine cannot carry WebSocket extensions")
-                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine"
+                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine",
+                isConnectionFailure: true
             )
         }
         let url = request.url
@@ -420,10 +438,14 @@ extension WebSocketClient {
         var logger = self.configuration.logger
         // Every line a session logs carries its short id and the endpoint (never the query string or credentials).
         logger.setSessionMetadata(url)
+        let proxyConfiguration = self.configuration.proxy
+        let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
-            options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
+            options: EngineConnectOptions(
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
+                proxyTLS: proxyConfiguration.tls),
             handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout,
             metrics: self.metrics)
     }

@@ -16,7 +16,7 @@
 //            --only TEXT (only the workloads whose name contains TEXT, e.g. `--only encode` under perf record),
 //            --serialization (instead: the WSSerialization converters' messages per second, Serialization.swift)
 import CMallocCounter
-import WSCore
+import WSCoreCodec
 
 #if canImport(Glibc)
 import Glibc

@@ -1,0 +1,1 @@
+../../../Sources/WSCore/Extensions/WebSocketExtension.swift
