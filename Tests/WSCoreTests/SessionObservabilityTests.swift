@@ -118,6 +118,26 @@ struct SessionObservabilityTests {
         #expect(statistics.wireBytesReceived == bytes.count)
     }
 
+    @Test("streamed receive: a message handed over fragment by fragment counts once, as its first fragment's kind")
+    func streamedReceivedStatistics() {
+        var configuration = WebSockets.Configuration()
+        configuration.streamsIncomingMessages = true
+        var machine = SessionStateMachine(configuration: configuration)
+        machine.opened(OpeningHandshake.Outcome(subprotocol: nil, extensions: [], headers: HTTPHeaders()))
+        var sink = Sink()
+        let bytes =
+            wire(.text, Array("ab".utf8), fin: false) + wire(.continuation, Array("cd".utf8), fin: false)
+            + wire(.continuation, Array("e".utf8)) + wire(.binary, [1, 2, 3], fin: false) + wire(.continuation, [4])
+            + wire(.text, Array("x".utf8))
+        machine.read(bytes, at: nil, &sink)
+        let statistics = machine.statistics()
+        #expect(statistics.framesReceived == 6)
+        #expect(statistics.textMessagesReceived == 2, "a streamed text message of 3 fragments, then a whole one")
+        #expect(statistics.binaryMessagesReceived == 1, "2 fragments")
+        #expect(statistics.messageBytesReceived == 5 + 4 + 1)
+        #expect(statistics.dataPayloadBytesReceived == 5 + 4 + 1)
+    }
+
     @Test("sent statistics: a fragmented text message counts once, as text; wire bytes include header and key")
     func sentStatistics() {
         var sent = SentCounters()

@@ -176,6 +176,51 @@ struct ObservabilityTests {
         #expect(receivedRatio.values.count == 1 && receivedRatio.values[0] > 5, "\(receivedRatio.values)")
     }
 
+    @Test("streamed messages count once each way, their bytes as the fragments go; the metrics agree")
+    func streamedMessages() async throws {
+        let (connections, continuation) = AsyncStream.makeStream(of: InMemoryServerConnection.self)
+        let engine = InMemoryEngine { server in
+            try server.accept()
+            continuation.yield(server)
+            await server.waitForDisconnect()
+        }
+        let metrics = TestMetrics()
+        let client = WebSocketClient(engine: engine) { config in
+            config.metricsFactory = metrics
+            config.install(WebSockets.self) { $0.streamsIncomingMessages = true }
+        }
+        let session = try await client.webSocketSession("ws://stats.test/")
+        var servers = connections.makeAsyncIterator()
+        let server = try #require(await servers.next())
+
+        // Sent: one binary message in three fragments (an empty chunk is skipped).
+        try await session.sendStreamingMessage(.binary, from: Chunks(chunks: [[1, 2], [], [3], [4, 5, 6]]))
+        for _ in 0..<3 { _ = try #require(await server.receive()) }
+        // Received: one text message in three fragments, streamed.
+        try await server.send(Frame(kind: .text, fin: false, data: Array("ab".utf8)))
+        try await server.send(Frame(kind: .continuation, fin: false, data: Array("cd".utf8)))
+        try await server.send(Frame(kind: .continuation, fin: true, data: Array("e".utf8)))
+        let message = try await session.receiveStreamingMessage()
+        var received: [UInt8] = []
+        for try await chunk in message.chunks { received += chunk }
+        #expect(received == Array("abcde".utf8))
+
+        let statistics = session.statistics
+        #expect(statistics.binaryMessagesSent == 1 && statistics.textMessagesSent == 0)
+        #expect(statistics.messageBytesSent == 6)
+        #expect(statistics.framesSent == 3)
+        #expect(statistics.textMessagesReceived == 1 && statistics.binaryMessagesReceived == 0)
+        #expect(statistics.messageBytesReceived == 5)
+        #expect(statistics.framesReceived == 3)
+        await session.close()
+        await client.close()
+
+        let e = ("engine", engine.name)
+        #expect(try metrics.expectCounter(ClientMetrics_messages, [e, ("direction", "sent"), ("type", "binary")]).totalValue == 1)
+        #expect(try metrics.expectCounter(ClientMetrics_messages, [e, ("direction", "received"), ("type", "text")]).totalValue == 1)
+        #expect(try metrics.expectCounter(ClientMetrics_messageBytes, [e, ("direction", "received")]).totalValue == 5)
+    }
+
     @Test("with metrics off, a client reports nothing", arguments: [TestEngine.cio])
     func metricsOff(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start()
@@ -233,6 +278,16 @@ struct ObservabilityTests {
         #expect(span.attributes["websocket.failure"]?.toSpanAttribute() == "refused")
         #expect(!span.errors.isEmpty)
     }
+}
+
+/// Chunks for a streamed send.
+private struct Chunks: AsyncSequence, Sendable {
+    let chunks: [[UInt8]]
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var rest: ArraySlice<[UInt8]>
+        mutating func next() async -> [UInt8]? { self.rest.popFirst() }
+    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(rest: self.chunks[...]) }
 }
 
 // The metric names, as documented (Docs/Observability.md); spelled out so a renamed metric fails these tests.

@@ -9,17 +9,17 @@ public struct WebSocketSessionStatistics: Sendable, Hashable, CustomStringConver
     public var framesSent = 0
     /// Frames received: data frames (each fragment counts), pings, pongs and the close frame.
     public var framesReceived = 0
-    /// Whole text messages sent.
+    /// Text messages sent; a message sent in fragments counts once, at its last fragment.
     public var textMessagesSent = 0
-    /// Whole binary messages sent.
+    /// Binary messages sent; a message sent in fragments counts once, at its last fragment.
     public var binaryMessagesSent = 0
-    /// Whole text messages received.
+    /// Text messages received; a message streamed in fragments counts once, at its last fragment.
     public var textMessagesReceived = 0
-    /// Whole binary messages received.
+    /// Binary messages received; a message streamed in fragments counts once, at its last fragment.
     public var binaryMessagesReceived = 0
     /// Payload bytes of the text and binary frames the application sent, before compression.
     public var messageBytesSent = 0
-    /// Payload bytes of the messages received, after decompression.
+    /// Payload bytes of the messages received, after decompression (streamed fragments count as they arrive).
     public var messageBytesReceived = 0
     /// Payload bytes of the data frames sent as they went on the wire (after compression).
     public var dataPayloadBytesSent = 0
@@ -104,10 +104,16 @@ struct ReceivedCounters {
     var lastRoundTripNanoseconds: Int64 = 0
     var smoothedRoundTripNanoseconds: Int64 = 0
 
-    /// Counts a whole message received (after the extensions).
+    /// Whether the message being streamed in fragments is text (its first fragment said so).
+    var receivingText = false
+
+    /// Counts a message received (after the extensions): a whole one, or a fragment of a streamed one
+    /// (``WebSockets/Configuration/streamsIncomingMessages``), whose message counts once, at its last fragment.
     mutating func countMessage(_ frame: Frame) {
-        if frame.kind == .text { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
         self.messageBytes &+= frame.data.count
+        if frame.kind != .continuation { self.receivingText = frame.kind == .text }
+        guard frame.fin else { return }
+        if self.receivingText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
     }
 
     /// Adds a round-trip time sample; the smoothed time weighs it 1/8, as TCP's SRTT.
