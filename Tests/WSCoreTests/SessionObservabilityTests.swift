@@ -66,6 +66,26 @@ struct SessionObservabilityTests {
         #expect(statistics.pongsMatched == 2)
     }
 
+    @Test("a pong left unparsed behind a full queue gets the round-trip time of its read, not none")
+    func pongParsedLater() throws {
+        var configuration = WebSockets.Configuration()
+        configuration.pingInterval = .seconds(5)
+        configuration.maxIncomingBufferMessages = 2
+        var machine = SessionStateMachine(configuration: configuration)
+        machine.opened(OpeningHandshake.Outcome(subprotocol: nil, extensions: [], headers: HTTPHeaders()))
+        var sink = Sink()
+        machine.timerFired(.ping, at: self.t0, &sink)
+        let ping = try #require(sink.written.first)
+        let bytes = wire(.text, Array("a".utf8)) + wire(.text, Array("b".utf8)) + wire(.text, Array("c".utf8))
+            + wire(.pong, ping.data)
+        machine.read(bytes, at: self.t0 + .milliseconds(30), &sink)
+        #expect(sink.pongs.isEmpty, "the queue filled before the pong was parsed")
+        for _ in 0..<3 { _ = machine.takeQueuedFrame(&sink) }
+        #expect(sink.pongs.count == 1)
+        #expect(sink.pongs.first?.rtt == .milliseconds(30))
+        #expect(machine.statistics().lastRoundTripTime == .milliseconds(30))
+    }
+
     @Test("an application ping is answered by the pong with its payload only; a timed-out one is forgotten")
     func applicationPing() throws {
         var machine = openMachine()

@@ -272,6 +272,48 @@ struct StreamingSessionTests {
         await client2.close()
     }
 
+    @Test("messages other tasks send during a streamed send wait for its last fragment; a ping goes between")
+    func sendDuringStreamedSend() async throws {
+        let (client, session, server) = try await open()
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+        continuation.yield([1])
+        continuation.yield([2])
+        let streaming = Task { try await session.sendStreamingMessage(.binary, from: stream) }
+        let first = try #require(await server.receive())  // the first fragment is out; the producer waits
+        #expect(first.kind == .binary && !first.fin)
+        let other = Task { try await session.send("hello") }
+        while session.sendersWaitingForMessageEnd == 0 { await Task.yield() }
+        try await session.send(Frame.ping([7]))
+        continuation.finish()
+        try await streaming.value
+        try await other.value
+        var frames: [Frame] = []
+        for _ in 0..<3 { frames.append(try #require(await server.receive())) }
+        #expect(frames.map(\.kind) == [.ping, .continuation, .text])
+        #expect(frames[1].fin && frames[1].data == [2])
+        #expect(frames[2].data == Array("hello".utf8))
+        await session.close()
+        await client.close()
+    }
+
+    @Test("a message fragmented by hand cannot be interleaved: a new message or a stray continuation throws")
+    func handFragmentedOrder() async throws {
+        let (client, session, server) = try await open()
+        let stray = await #expect(throws: WebSocketError.self) { try await session.send(Frame.continuation([0], fin: true)) }
+        #expect(stray?.code == .invalidArgument)
+        try await session.send(Frame.text("a", fin: false))
+        let inside = await #expect(throws: WebSocketError.self) { try await session.send("b") }
+        #expect(inside?.code == .invalidArgument)
+        try await session.send(Frame.continuation(Array("c".utf8), fin: true))
+        try await session.send("d")
+        var frames: [Frame] = []
+        for _ in 0..<3 { frames.append(try #require(await server.receive())) }
+        #expect(frames.map(\.kind) == [.text, .continuation, .text])
+        #expect(frames.map { String(decoding: $0.data, as: UTF8.self) } == ["a", "c", "d"])
+        await session.close()
+        await client.close()
+    }
+
     @Test("permessage-deflate both ways, fragment by fragment, one DEFLATE stream per message")
     func deflate() async throws {
         let (client, session, server) = try await open(

@@ -70,6 +70,13 @@ public enum WebSockets: ClientPlugin {
         /// its thread (no blocking I/O or long computations without `await`); set `false` to run blocks on the
         /// global concurrent executor instead.
         public var runsBlocksOnEventLoop = true
+        /// When a block that runs on its event loop (``runsBlocksOnEventLoop``) holds the loop's thread this long or
+        /// longer without suspending — `readLine()`, `sleep`, blocking file or network I/O, a long computation —
+        /// the client's logger gets one warning for that session (at most one per session), naming its URL and
+        /// saying how to move the blocking work off the loop. Meanwhile the session could not read, answer pings or
+        /// run its timers, nor could the other sessions on that loop. Default 500 ms; `nil` turns the check off.
+        /// The check times each piece of the block between two suspensions (two clock reads each).
+        public var eventLoopHoldWarningThreshold: Duration? = .milliseconds(500)
         /// The extensions offered to the server, in order. Edit with ``extensions(_:)``.
         public var extensionsConfiguration = WebSocketExtensionsConfiguration()
 

@@ -57,6 +57,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var consumers = Deque<(id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Senders of a data message waiting for a fragmented message being sent to end (or the session to close).
+        var messageEndWaiters: [CheckedContinuation<Void, Never>] = []
         /// The running timers; a fire whose token is no longer here is stale (replaced or cancelled) and ignored.
         var timers: [SessionStateMachine.TimerKind: (token: UInt64, timer: any WebSocketTransportTimer)] = [:]
         var lastTimerToken: UInt64 = 0
@@ -84,6 +86,12 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return self.deferred
         }
 
+        /// Wakes the senders waiting for the end of a fragmented message (they try again).
+        mutating func resumeMessageEndWaiters() {
+            for waiter in self.messageEndWaiters { waiter.resume() }
+            self.messageEndWaiters = []
+        }
+
         mutating func perform(_ action: SessionStateMachine.Action) {
             switch action {
             case .writeControl(let frame):
@@ -94,6 +102,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 self.sent.frames &+= 1
                 self.sent.wireBytes &+= bytes.count
                 self.transport.write(bytes)
+                self.resumeMessageEndWaiters()
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
             case .endIncoming(let error, let id):
@@ -126,6 +135,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                     self.endWaiters = []
                 }
                 for waiter in self.drainWaiters { waiter.resume() }
+                self.resumeMessageEndWaiters()
                 self.drainWaiters = []
                 for entry in self.timers.values { entry.timer.cancel() }
                 self.timers = [:]
@@ -274,8 +284,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
     @usableFromInline
     func enqueue(_ original: Frame) throws -> Bool {
         let buffered = try self.state.withLock { s throws -> Int in
+            let wasFragmented = s.machine.isSendingFragmentedMessage
             let frame = try s.machine.prepareSend(original)
             s.io.sent.count(original, wirePayload: frame.data.count)
+            if wasFragmented && !s.machine.isSendingFragmentedMessage { s.io.resumeMessageEndWaiters() }
             let key = s.io.keys.next()
             if frame.data.count <= FrameEncoder.maxTemporaryPayload {
                 // Small frames are encoded in a temporary buffer that the transport copies into its write buffer
@@ -285,6 +297,21 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
         }
         return buffered > self.maxOutgoingBufferBytes
+    }
+
+    /// How many senders wait for the end of a fragmented message being sent (for tests).
+    package var sendersWaitingForMessageEnd: Int { self.state.withLock { $0.io.messageEndWaiters.count } }
+
+    /// Waits until no fragmented message is being sent (its last frame went out), or the session is closing.
+    nonisolated(nonsending) func waitForMessageEnd() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = self.state.withLock { s -> Bool in
+                if !s.machine.isSendingFragmentedMessage { return true }
+                s.io.messageEndWaiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
     }
 
     /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.

@@ -20,8 +20,9 @@ extension WebSocketSession {
     ///
     /// A message cannot be abandoned half-sent: once its first fragment is out, if the sequence throws, the task is
     /// cancelled, or a text chunk is not UTF-8, the session is closed with `1011 INTERNAL_ERROR` (the close
-    /// handshake starts; this call does not wait for it) and the error is rethrown. Do not send other data messages
-    /// on the session while this runs (they would land inside this message); control frames are fine.
+    /// handshake starts; this call does not wait for it) and the error is rethrown. Messages sent on the session by
+    /// other tasks while this runs wait until its last fragment is out (fragments of two messages cannot interleave);
+    /// pings and pongs go out between the fragments.
     ///
     /// ```swift
     /// try await session.sendStreamingMessage(.binary, from: producer)  // producer: AsyncSequence of [UInt8]
@@ -110,6 +111,9 @@ extension WebSocketSession {
         guard chunkSize > 0 else { throw WebSocketError(.invalidArgument, "chunkSize must be positive, not \(chunkSize)") }
         try await self.sendStreamingMessage(.binary, from: FileChunks(descriptor: descriptor, chunkSize: chunkSize))
     }
+
+    /// How many sends wait for a streamed message being sent to end (for tests).
+    package var sendersWaitingForMessageEnd: Int { self.connection.sendersWaitingForMessageEnd }
 
     /// Closes the session after a streamed send stopped in the middle of its message.
     private nonisolated(nonsending) func abandonStreamedSend(_ error: any Error) async {
