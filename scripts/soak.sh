@@ -68,8 +68,8 @@ fi
 # ------------------------------------------------------------------------------------------------- build
 SERVER_BIN="$ROOT/.build-soak/echo_server"
 if [ "${SOAK_SKIP_BUILD:-0}" != 1 ]; then
-    echo "=== soak.sh: building the echo server (cc -O2 ... -lcrypto)"
-    cc -O2 -Wall -o "$SERVER_BIN" Benchmarks/c/echo_server.c -lcrypto || { echo "soak.sh: FAILED: the echo server did not build" >&2; exit 1; }
+    echo "=== soak.sh: building the echo server (cc -O2 ... -lssl -lcrypto)"
+    cc -O2 -Wall -o "$SERVER_BIN" Benchmarks/c/echo_server.c -lssl -lcrypto || { echo "soak.sh: FAILED: the echo server did not build" >&2; exit 1; }
     if [ "$WHAT" != loop ] && [ "$WHAT" != reconnect ]; then
         echo "=== soak.sh: swift build --package-path Tools -c release --product wssoak --scratch-path .build-soak"
         bash "$ROOT/scripts/build-tools.sh" -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \

@@ -87,7 +87,7 @@ struct StreamingProofTests {
             .deletingLastPathComponent()
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("ws-echo-\(getpid())-\(UUID().uuidString.prefix(8))").path
         let (status, text) = runProcessBlocking(
-            "/usr/bin/cc", ["-O2", "-o", output, root.appendingPathComponent("Benchmarks/c/echo_server.c").path, "-lcrypto"])
+            "/usr/bin/cc", ["-O2", "-o", output, root.appendingPathComponent("Benchmarks/c/echo_server.c").path, "-lssl", "-lcrypto"])
         guard status == 0 else { throw TestPeerError(description: "cc failed: \(text)") }
         return output
     }
