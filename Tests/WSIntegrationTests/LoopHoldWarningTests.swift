@@ -52,6 +52,8 @@ struct LoopHoldWarningTests {
         #expect(warnings.filter { $0.contains("/echo/first") }.count == 1, "\(warnings)")
         #expect(warnings.filter { $0.contains("/echo/second") }.count == 1, "\(warnings)")
         #expect(warnings.allSatisfy { $0.contains("runsBlocksOnEventLoop") && $0.contains("AsyncStream") })
+        // Above debug level the logger carries no session metadata: the warning brings its own.
+        #expect(warnings.allSatisfy { $0.contains("ws.session=") && $0.contains("ws.endpoint=ws://127.0.0.1:") })
     }
 
     @Test("no warning for a block that suspends instead", arguments: TestEngine.allCases)
@@ -78,5 +80,21 @@ struct LoopHoldWarningTests {
             }
         }
         #expect(holdWarnings(store).isEmpty, "\(store.all)")
+    }
+
+    @Test("a warning logged above debug level carries the session id and the endpoint, never the query", arguments: TestEngine.allCases)
+    func warningMetadata(engine: TestEngine) async throws {
+        let peer = try await PythonPeer.start()
+        defer { peer.stop() }
+        let store = CapturingLogHandler.Store()
+        try await withClient(loggingClient(engine, store: store, threshold: nil)) { client in
+            let session = try await client.webSocketSession(peer.url(path: "/echo?token=secret"))
+            // 1005 may not be sent on the wire: the SDK warns and closes without a code.
+            await session.close(CloseReason(code: CloseReason.Code(1005)))
+        }
+        let warnings = store.all.filter { $0.hasPrefix("warning") && $0.contains("may not be sent") }
+        #expect(warnings.count == 1, "\(store.all)")
+        #expect(warnings.allSatisfy { $0.contains("ws.session=") && $0.contains("ws.endpoint=ws://127.0.0.1:") })
+        #expect(!store.all.contains { $0.contains("secret") }, "\(store.all)")
     }
 }

@@ -273,7 +273,9 @@ final class ReconnectCore: Sendable {
                         return .none
                     } catch {
                         // This message cannot be sent on any connection (an extension refused it): drop it.
-                        self.logger.warning("reconnecting session: a queued message was dropped: \(error)")
+                        self.logger.warning(
+                            "reconnecting session: a queued message was dropped: \(error)",
+                            metadata: session.connection.warningMetadata)
                         s.queue.removeFirst()
                         s.queuedBytes -= frame.data.count
                     }

@@ -133,10 +133,13 @@ extension Logger {
     /// this logger logs debug messages, as every line the SDK logs about a session is at debug or trace: metadata
     /// costs memory and CPU per connection (swift-log's default handler renders it again on each change), which a
     /// logger at info level would pay for nothing.
-    /// - Parameter url: The session's URL.
-    mutating func setSessionMetadata(_ url: WebSocketURL) {
+    /// A warning, logged above debug level, gets them from ``Connection/warningMetadata`` instead.
+    /// - Parameters:
+    ///   - url: The session's URL.
+    ///   - id: The session's short id (``makeSessionID()``).
+    mutating func setSessionMetadata(_ url: WebSocketURL, id: String) {
         guard self.logLevel <= .debug else { return }
-        self[metadataKey: "ws.session"] = .string(Self.makeSessionID())
+        self[metadataKey: "ws.session"] = .string(id)
         self[metadataKey: "ws.endpoint"] = .string(Self.endpoint(of: url))
     }
 
@@ -164,5 +167,14 @@ final class MetricsReporting: @unchecked Sendable {  // read and written only un
 
     init(timer: (any WebSocketTransportTimer)?) {
         self.timer = timer
+    }
+}
+
+extension Connection {
+    /// `ws.session` and `ws.endpoint` for a warning of this connection's session when its logger does not carry them
+    /// (a logger above debug level); `nil` when it does, or when the connection has no session identity.
+    var warningMetadata: Logger.Metadata? {
+        guard let identity = self.identity, self.logger[metadataKey: "ws.session"] == nil else { return nil }
+        return ["ws.session": .string(identity.id), "ws.endpoint": .string(Logger.endpoint(of: identity.url))]
     }
 }

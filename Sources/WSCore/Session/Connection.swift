@@ -23,10 +23,18 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// The machine and the glue's state (Connection+Observability.swift reads it too).
     let state: Mutex<Locked>
 
-    init(transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger, metrics: ClientMetrics? = nil) {
+    /// The session's short id and URL, for the metadata of a warning logged above debug level (where the logger does
+    /// not carry them; see `Logger.setSessionMetadata`). `nil` for a connection made without a session opening.
+    let identity: (id: String, url: WebSocketURL)?
+
+    init(
+        transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger,
+        metrics: ClientMetrics? = nil, identity: (id: String, url: WebSocketURL)? = nil
+    ) {
         self.transport = transport
         self.maxOutgoingBufferBytes = settings.maxOutgoingBufferBytes
         self.logger = logger
+        self.identity = identity
         self.metrics = metrics
         self.state = Mutex(Locked(machine: SessionStateMachine(configuration: settings), io: IO()))
         self.state.withLock { $0.io.connection = self }
@@ -353,7 +361,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
     @inline(never)
     func beginClose(_ reason: CloseReason?) {
         if let code = reason?.code, !code.isValidOnWire {
-            self.logger.warning("close code \(code) may not be sent on the wire; sending a close frame without a code")
+            self.logger.warning(
+                "close code \(code) may not be sent on the wire; sending a close frame without a code",
+                metadata: self.warningMetadata)
         }
         let deferred = self.state.withLock { s -> Deferred in
             s.machine.close(reason, &s.io)

@@ -343,6 +343,8 @@ final class SessionOpening: Sendable {
     let engine: any WebSocketEngine
     let settings: WebSockets.Configuration
     let url: WebSocketURL
+    /// The session's short id in log lines (`ws.session`).
+    let sessionID: String
     let logger: Logger
     let endpoint: EngineEndpoint
     let options: EngineConnectOptions
@@ -356,14 +358,15 @@ final class SessionOpening: Sendable {
     let metrics: ClientMetrics?
 
     init(
-        engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, logger: Logger,
-        options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration,
+        engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, sessionID: String,
+        logger: Logger, options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration,
         blockExecutor: (any TaskExecutor)?, metrics: ClientMetrics? = nil
     ) {
         self.blockExecutor = blockExecutor
         self.engine = engine
         self.settings = settings
         self.url = url
+        self.sessionID = sessionID
         self.logger = logger
         self.endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
         self.options = options
@@ -425,7 +428,9 @@ final class SessionOpening: Sendable {
     /// Creates the connection outside the async frame (its state is large).
     @inline(never)
     private func makeConnection(_ transport: any WebSocketTransport) -> Connection {
-        Connection(transport: transport, settings: self.settings, logger: self.logger, metrics: self.metrics)
+        Connection(
+            transport: transport, settings: self.settings, logger: self.logger, metrics: self.metrics,
+            identity: (self.sessionID, self.url))
     }
 
     @inline(never)
@@ -485,7 +490,8 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         // Every line a session logs carries its short id and the endpoint (never the query string or credentials).
-        logger.setSessionMetadata(url)
+        let sessionID = Logger.makeSessionID()
+        logger.setSessionMetadata(url, id: sessionID)
         let proxyConfiguration = self.configuration.proxy
         let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         var executor: (any TaskExecutor)?
@@ -493,7 +499,8 @@ extension WebSocketClient {
         if forBlock && settings.runsBlocksOnEventLoop {
             if let limit = settings.eventLoopHoldWarningThreshold, let watching = engine as? any LoopHoldWatchingEngine {
                 let executors = watching.executorsForNextConnection(
-                    reportingHoldsOf: limit, Self.loopHoldReport(url: url, engineName: engine.name, logger: logger))
+                    reportingHoldsOf: limit,
+                    Self.loopHoldReport(url: url, sessionID: sessionID, engineName: engine.name, logger: logger))
                 (executor, blockExecutor) = (executors?.connection, executors?.session)
             } else {
                 executor = engine.executorForNextConnection()
@@ -501,7 +508,7 @@ extension WebSocketClient {
             }
         }
         return SessionOpening(
-            engine: engine, settings: settings, url: url, logger: logger,
+            engine: engine, settings: settings, url: url, sessionID: sessionID, logger: logger,
             options: EngineConnectOptions(
                 connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
                 proxyTLS: proxyConfiguration.tls),
@@ -510,7 +517,7 @@ extension WebSocketClient {
     }
 
     /// The warning for a session's block that held its event loop (logged once per session, on the loop thread).
-    private static func loopHoldReport(url: WebSocketURL, engineName: String, logger: Logger)
+    private static func loopHoldReport(url: WebSocketURL, sessionID: String, engineName: String, logger: Logger)
         -> @Sendable (Duration) -> Void
     {
         // The endpoint without the query string or credentials, which may hold a token (Observability in the docs).
@@ -526,7 +533,10 @@ extension WebSocketClient {
                 WebSockets.Configuration.runsBlocksOnEventLoop = false. Reported once per session \
                 (eventLoopHoldWarningThreshold sets the limit; nil turns the check off).
                 """,
-                metadata: ["ws.url": "\(endpoint)", "ws.engine": "\(engineName)", "ws.heldMilliseconds": "\(milliseconds)"])
+                metadata: [
+                    "ws.session": "\(sessionID)", "ws.endpoint": "\(endpoint)", "ws.engine": "\(engineName)",
+                    "ws.heldMilliseconds": "\(milliseconds)",
+                ])
         }
     }
 }
