@@ -197,9 +197,8 @@ struct ReconnectingSessionTests {
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/", configuration: configuration(engine.clock) { $0.sendsWhileDisconnected = .failFast })
         var states = session.states.makeAsyncIterator()
-        _ = await nextState(&states)
         let first = try await engine.nextConnection()
-        #expect(brief(await nextState(&states)) == "open")
+        #expect(brief(await stateAfterConnecting(&states)) == "open")
         await first.drop()
         #expect(brief(await nextState(&states)).hasPrefix("reconnecting 1"))
         let error = await #expect(throws: WebSocketError.self) { try await session.send("lost") }
@@ -239,9 +238,8 @@ struct ReconnectingSessionTests {
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/", configuration: configuration(engine.memory.clock) { $0.policy.initialDelay = .seconds(30) })
         var states = session.states.makeAsyncIterator()
-        _ = await nextState(&states)
         let first = try await engine.memory.nextConnection()
-        _ = await nextState(&states)
+        #expect(brief(await stateAfterConnecting(&states)) == "open")
         await first.drop()
         #expect(brief(await nextState(&states)) == "reconnecting 1 30.0 seconds 1006")
         await engine.memory.clock.waitForPendingTimers()
@@ -300,9 +298,8 @@ struct ReconnectingSessionTests {
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/", configuration: configuration(engine.clock))
         var states = session.states.makeAsyncIterator()
-        _ = await nextState(&states)
         let first = try await engine.nextConnection()
-        _ = await nextState(&states)
+        #expect(brief(await stateAfterConnecting(&states)) == "open")
         first.pauseReading()  // a dead network: nothing the client sends arrives, not even its close frame
         await engine.clock.advance(by: .seconds(20))  // the ping (default interval 20 s)
         #expect(first.clientBufferedBytes > 0, "no ping was sent")
@@ -332,9 +329,8 @@ struct ReconnectingSessionTests {
             request.headers["Authorization"] = "Bearer \(tokens.add(1, ordering: .acquiringAndReleasing).newValue)"
         }
         var states = session.states.makeAsyncIterator()
-        _ = await nextState(&states)
         let first = try await engine.nextConnection()
-        _ = await nextState(&states)
+        #expect(brief(await stateAfterConnecting(&states)) == "open")
         try await first.close(CloseReason(code: .serviceRestart))  // 1012: retried
         #expect(brief(await nextState(&states)) == "reconnecting 1 2.0 seconds 1012")
         await waitForTimer(engine.clock, at: engine.clock.now + .seconds(2))
@@ -373,9 +369,8 @@ struct ReconnectingSessionTests {
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/", configuration: configuration(engine.clock))
         var states = session.states.makeAsyncIterator()
-        _ = await nextState(&states)
         let first = try await engine.nextConnection()
-        _ = await nextState(&states)
+        #expect(brief(await stateAfterConnecting(&states)) == "open")
         try await first.close(CloseReason(code: .policyViolation, message: "banned"))
         #expect(brief(await nextState(&states)) == "closed 1008")
         #expect(engine.connections.count == 1)
@@ -446,9 +441,8 @@ struct ReconnectingSessionTests {
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/", configuration: configuration(engine.clock) { $0.onConnect = { _ in throw NotAuthorized() } })
         var states = session.states.makeAsyncIterator()
-        _ = await nextState(&states)
         let server = try await engine.nextConnection()
-        #expect(brief(await nextState(&states)) == "closed NotAuthorized")
+        #expect(brief(await stateAfterConnecting(&states)) == "closed NotAuthorized")
         let close = try #require(try await server.receive())
         #expect(close.kind == .close && close.readReason()?.code == .internalError)
     }
