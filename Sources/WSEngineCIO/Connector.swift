@@ -15,6 +15,8 @@ struct ConnectContext: Sendable {
     let maxAddressAttempts: Int
     let closeGraceNanoseconds: UInt64
     let closeFlushNanoseconds: UInt64
+    /// The ALPN protocol list to offer in the TLS handshake (wire format), or empty for none.
+    var alpn: [UInt8] = []
 }
 
 /// Drives one `connect(to:options:)` on its loop and resumes the caller's continuation exactly once.
@@ -234,7 +236,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         }
         let serverName = tls.configuration.serverNameOverride ?? self.endpoint.host
         do {
-            self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName)
+            self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName, alpn: self.context.alpn)
         } catch {
             self.fail(error)
             return
@@ -275,8 +277,17 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.phase = .done
         self.deadline?.cancel()
         self.deadline = nil
+        var alpn: String?
+        if let ssl = self.ssl, !self.context.alpn.isEmpty {
+            var selected: UnsafePointer<UInt8>?
+            var length: UInt32 = 0
+            SSL_get0_alpn_selected(ssl, &selected, &length)
+            if let selected, length > 0 {
+                alpn = String(decoding: UnsafeBufferPointer(start: selected, count: Int(length)), as: UTF8.self)
+            }
+        }
         let transport = CIOTransport(
-            loop: self.loop, fd: self.fd, ssl: self.ssl, tls: self.context.tls, endpoint: self.hostPort,
+            loop: self.loop, fd: self.fd, ssl: self.ssl, tls: self.context.tls, alpn: alpn, endpoint: self.hostPort,
             logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
             closeFlushNanoseconds: self.context.closeFlushNanoseconds)
         let registration = self.loop.reregister(fd: self.fd, data: transport.epollData)

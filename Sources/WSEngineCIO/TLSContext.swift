@@ -98,7 +98,8 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
 
     /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
     /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
-    func makeSSL(fd: Int32, serverName: String) throws(WebSocketConnectionError) -> OpaquePointer {
+    /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
+    func makeSSL(fd: Int32, serverName: String, alpn: [UInt8] = []) throws(WebSocketConnectionError) -> OpaquePointer {
         ERR_clear_error()
         guard let ssl = SSL_new(self.context) else {
             throw tlsConfigurationError("could not create an OpenSSL connection")
@@ -125,6 +126,11 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
         guard configured else {
             SSL_free(ssl)
             throw tlsConfigurationError("could not set the TLS server name '\(serverName)'")
+        }
+        // SSL_set_alpn_protos returns 0 on success.
+        if !alpn.isEmpty, SSL_set_alpn_protos(ssl, alpn, UInt32(alpn.count)) != 0 {
+            SSL_free(ssl)
+            throw tlsConfigurationError("could not set the ALPN protocols")
         }
         return ssl
     }

@@ -43,6 +43,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private let isTLS: Bool
     /// Keeps the SSL_CTX and the BIO method alive as long as the SSL object.
     private let tls: TLSContext?
+    /// The protocol the server selected with ALPN (`h2`, `http/1.1`), or `nil` when none was offered or selected.
+    let alpn: String?
     let settings: TransportSettings
     let state: Mutex<TransportLockedState<IO>>
     /// Loop thread only. Unchecked: the skeleton never holds an access to it across a call that can reach it again
@@ -60,10 +62,11 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private var readToEnd = false
 
     init(
-        loop: EventLoop, fd: Int32, ssl: OpaquePointer?, tls: TLSContext?, endpoint: String, logger: Logger,
-        closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64
+        loop: EventLoop, fd: Int32, ssl: OpaquePointer?, tls: TLSContext?, alpn: String? = nil, endpoint: String,
+        logger: Logger, closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64
     ) {
         self.loop = loop
+        self.alpn = alpn
         self.fd = fd
         self.isTLS = ssl != nil
         self.readable = ssl != nil

@@ -75,7 +75,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .writeControl(let frame):
                 _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) { self.transport.write(bytes: $0) }
             case .sendClose(let reason):
-                self.transport.write(FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next()))
+                self.transport.writeLast(FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next()))
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
             case .endIncoming(let error, let id):
@@ -193,6 +193,14 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         self.transport.start(handler: self)
         self.transport.write(handshake.requestBytes())
+    }
+
+    /// Opens the session with an outcome the engine negotiated (an HTTP/2 extended CONNECT): no HTTP/1.1 handshake;
+    /// frames flow at once.
+    /// - Parameter outcome: The subprotocol and extensions in effect.
+    func beginOpened(_ outcome: OpeningHandshake.Outcome) {
+        self.state.withLock { s in s.machine.opened(outcome) }
+        self.transport.start(handler: self)
     }
 
     /// Called once the session object exists: starts the ping timer if configured.

@@ -26,6 +26,9 @@ public final class WebSocketSession: Sendable {
     public let url: WebSocketURL
     /// The name of the engine carrying the session, e.g. `CIO`.
     public let engineName: String
+    /// The HTTP version that carries the session: ``WebSocketHTTPVersion/http2`` when it is a stream of a shared
+    /// HTTP/2 connection (RFC 8441), ``WebSocketHTTPVersion/http1_1`` otherwise.
+    public let httpVersion: WebSocketHTTPVersion
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
 
@@ -34,6 +37,7 @@ public final class WebSocketSession: Sendable {
         outcome: OpeningHandshake.Outcome,
         url: WebSocketURL,
         engineName: String,
+        httpVersion: WebSocketHTTPVersion,
         contentConverter: (any WebSocketContentConverter)?
     ) {
         self.connection = connection
@@ -42,6 +46,7 @@ public final class WebSocketSession: Sendable {
         self.responseHeaders = outcome.headers
         self.url = url
         self.engineName = engineName
+        self.httpVersion = httpVersion
         self.contentConverter = contentConverter
     }
 
@@ -320,6 +325,7 @@ final class SessionOpening: Sendable {
 
     /// Runs the opening handshake over `transport`.
     private func handshake(over transport: any WebSocketTransport) async throws -> WebSocketSession {
+        if let response = transport.openingResponse { return try self.opened(transport, response) }
         let connection = self.makeConnection(transport)
         let outcome = try await connection.performHandshake(
             self.handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
@@ -329,7 +335,25 @@ final class SessionOpening: Sendable {
                     "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
                 )
             })
-        return self.makeSession(connection, outcome)
+        return self.makeSession(connection, outcome, httpVersion: .http1_1)
+    }
+
+    /// Starts the session on a transport the engine already opened it on (an HTTP/2 stream), once its response
+    /// passes the checks.
+    @inline(never)
+    private func opened(_ transport: any WebSocketTransport, _ response: EngineOpeningResponse) throws
+        -> WebSocketSession
+    {
+        let outcome: OpeningHandshake.Outcome
+        do {
+            outcome = try self.handshake.validate(response)
+        } catch {
+            transport.abort()
+            throw error
+        }
+        let connection = self.makeConnection(transport)
+        connection.beginOpened(outcome)
+        return self.makeSession(connection, outcome, httpVersion: response.httpVersion)
     }
 
     /// Creates the connection outside the async frame (its state is large).
@@ -339,10 +363,12 @@ final class SessionOpening: Sendable {
     }
 
     @inline(never)
-    private func makeSession(_ connection: Connection, _ outcome: OpeningHandshake.Outcome) -> WebSocketSession {
+    private func makeSession(
+        _ connection: Connection, _ outcome: OpeningHandshake.Outcome, httpVersion: WebSocketHTTPVersion
+    ) -> WebSocketSession {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
-            contentConverter: self.settings.contentConverter)
+            httpVersion: httpVersion, contentConverter: self.settings.contentConverter)
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
         return session
@@ -381,9 +407,12 @@ extension WebSocketClient {
         var logger = self.configuration.logger
         logger.setDebugMetadata("ws.url", "\(url)")
         let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
+        let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
-            options: EngineConnectOptions(connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor),
-            handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout)
+            options: EngineConnectOptions(
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor,
+                openingRequest: engine.isSupported(.webSocketOverHTTP2) ? handshake.openingRequest() : nil),
+            handshake: handshake, openTimeout: openTimeout)
     }
 }
