@@ -7,23 +7,24 @@ import SpawnSupport
 import Synchronization
 import Testing
 import WSCore
-import WSEngineCIO
+@testable import WSEngineCIO
 import WSExtensions
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A running Tests/Fixtures/h2_ws_server.py (Hypercorn over TLS) on 127.0.0.1.
+/// A running Tests/Fixtures/h2_ws_server.py (Hypercorn over TLS) or h2_hostile_server.py (a scripted `h2` server)
+/// on 127.0.0.1.
 final class HypercornPeer: Sendable {
     let port: Int
     /// The server's standard error (Hypercorn's error log when H2_SERVER_DEBUG is set).
     let logPath: String
     private let child: PortAnnouncingChild
 
-    private init(mode: String, certificates: TestCertificates) throws {
+    private init(script: String, mode: String, certificates: TestCertificates) throws {
         let python = try TestEnvironment.python()
-        let script = TestEnvironment.fixturesDirectory.appendingPathComponent("h2_ws_server.py").path
+        let script = TestEnvironment.fixturesDirectory.appendingPathComponent(script).path
         let logPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("hypercorn-\(getpid())-\(UUID().uuidString.prefix(8)).log").path
         let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -35,10 +36,20 @@ final class HypercornPeer: Sendable {
         self.logPath = logPath
     }
 
-    /// Starts the server in `mode` (`h2`, `http1`, `h2-no-connect`).
+    /// Starts Hypercorn in `mode` (`h2`, `http1`, `h2-no-connect`).
     static func start(_ mode: String) async throws -> HypercornPeer {
         let certificates = try await TestCertificates.load()
-        return try await onDedicatedThread { try HypercornPeer(mode: mode, certificates: certificates) }
+        return try await onDedicatedThread {
+            try HypercornPeer(script: "h2_ws_server.py", mode: mode, certificates: certificates)
+        }
+    }
+
+    /// Starts the scripted h2 server in `mode` (`script`, `huge-headers`, `continuation`, `flood`).
+    static func hostile(_ mode: String) async throws -> HypercornPeer {
+        let certificates = try await TestCertificates.load()
+        return try await onDedicatedThread {
+            try HypercornPeer(script: "h2_hostile_server.py", mode: mode, certificates: certificates)
+        }
     }
 
     /// `wss://localhost:PORT/`.
@@ -217,5 +228,116 @@ struct HTTP2Tests {
             (error as? WebSocketConnectionError)?.code == .unsupported
         }
         await required.close()
+    }
+}
+
+@Suite("WebSockets over HTTP/2: hostile and failing servers", .serialized, .timeLimit(.minutes(2)))
+struct HostileHTTP2Tests {
+    @Test("RST_STREAM on one stream ends that session with 1006 and leaves the others open")
+    func streamReset() async throws {
+        let peer = try await HypercornPeer.hostile("script")
+        let client = try await http2Client(.required)
+        let victim = try await client.webSocketSession(peer.url)
+        let bystander = try await client.webSocketSession(peer.url)
+        try await victim.send("rst")
+        await #expect {
+            _ = try await victim.receiveText()
+        } throws: { error in
+            (error as? WebSocketError)?.code == .connectionLost && "\(error)".contains("RST_STREAM")
+        }
+        #expect(await victim.closeReason?.code == .abnormalClosure)
+        try await bystander.send("still here")
+        #expect(try await bystander.receiveText() == "still here")
+        try await bystander.send("stats")
+        #expect(try await bystander.receiveText() == "connections=1")
+        await bystander.close()
+        await client.close()
+    }
+
+    @Test("past the server's MAX_CONCURRENT_STREAMS a second connection opens; an idle one closes")
+    func streamLimit() async throws {
+        let peer = try await HypercornPeer.hostile("limit2")
+        let engine = CIOEngine(
+            configuration: .init(
+                eventLoopCount: 1, tls: .init(trustedCAFile: try await TestCertificates.load().caCertificate),
+                http2: .init(mode: .required, idleTimeout: .milliseconds(100))))
+        let client = WebSocketClient(engine: engine)
+        var sessions: [WebSocketSession] = []
+        for _ in 0..<3 { sessions.append(try await client.webSocketSession(peer.url)) }
+        try await sessions[2].send("stats")
+        #expect(try await sessions[2].receiveText() == "connections=2")
+        try await sessions[0].send("stats")
+        #expect(try await sessions[0].receiveText() == "connections=2")
+        #expect(engine.http2Pool.connectionCount("localhost:\(peer.port)") == 2)
+        for session in sessions { await session.close() }
+        // Both connections close once idle (GOAWAY, then the TCP close); the pool forgets them.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while engine.http2Pool.connectionCount("localhost:\(peer.port)") > 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(engine.http2Pool.connectionCount("localhost:\(peer.port)") == 0)
+        await client.close()
+    }
+
+    @Test("GOAWAY: open sessions go on, a new session gets a new connection")
+    func goAway() async throws {
+        let peer = try await HypercornPeer.hostile("script")
+        let client = try await http2Client(.required)
+        let first = try await client.webSocketSession(peer.url)
+        let second = try await client.webSocketSession(peer.url)
+        try await first.send("goaway")
+        #expect(try await first.receiveText() == "goaway-sent")
+        try await second.send("after goaway")
+        #expect(try await second.receiveText() == "after goaway")
+        let third = try await client.webSocketSession(peer.url)
+        try await third.send("stats")
+        #expect(try await third.receiveText() == "connections=2")
+        try await first.send("first still open")
+        #expect(try await first.receiveText() == "first still open")
+        for session in [first, second, third] { await session.close() }
+        await client.close()
+    }
+
+    @Test("a 1 MiB response header block ends the connection with a clear error, quickly")
+    func hugeHeaders() async throws {
+        let peer = try await HypercornPeer.hostile("huge-headers")
+        let client = try await http2Client(.required)
+        let start = ContinuousClock.now
+        await #expect {
+            _ = try await client.webSocketSession(peer.url)
+        } throws: { error in
+            (error as? WebSocketConnectionError)?.message.contains("header block larger than") == true
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        await client.close()
+    }
+
+    @Test("an endless CONTINUATION sequence ends the connection with a clear error, quickly")
+    func continuationFlood() async throws {
+        let peer = try await HypercornPeer.hostile("continuation")
+        let client = try await http2Client(.required)
+        let start = ContinuousClock.now
+        await #expect {
+            _ = try await client.webSocketSession(peer.url)
+        } throws: { error in
+            guard let error = error as? WebSocketConnectionError else { return false }
+            return error.code == .network && error.message.contains("HTTP/2")
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        await client.close()
+    }
+
+    @Test("DATA beyond the stream window is a flow-control error that ends the session")
+    func flowControlViolation() async throws {
+        let peer = try await HypercornPeer.hostile("flood")
+        let client = try await http2Client(.required)
+        let session = try await client.webSocketSession(peer.url)
+        await #expect {
+            while true { _ = try await session.receiveMessage() }
+        } throws: { error in
+            "\(error)".contains("FLOW_CONTROL_ERROR")
+        }
+        #expect(await session.closeReason?.code == .abnormalClosure)
+        await client.close()
     }
 }
