@@ -12,6 +12,8 @@ In the other modes (`script`, `limit2`) each WebSocket stream echoes the client'
   `rst`           the server resets this stream (RST_STREAM INTERNAL_ERROR)
   `goaway`        the server sends GOAWAY (NO_ERROR, last stream = the newest); open streams go on
   `stats`         -> `connections=N` (TCP connections accepted so far)
+  `lastclose`     -> the code of the last close frame a client sent, and whether END_STREAM came on its DATA
+                     frame, e.g. `4002 with END_STREAM`
 """
 import asyncio, os, ssl, struct, sys, threading
 
@@ -19,6 +21,7 @@ import h2.config, h2.connection, h2.events, h2.settings, h2.errors
 
 MODE, CERT, KEY = sys.argv[1], sys.argv[2], sys.argv[3]
 connections = [0]
+last_close = ["none"]
 
 
 def watch_stdin():
@@ -125,6 +128,12 @@ async def handle(reader, writer):
                     connection.acknowledge_received_data(event.flow_controlled_length, sid)
                     frames, buffers[sid] = ws_frames(buffers.get(sid, b"") + event.data)
                     for opcode, payload in frames:
+                        if opcode == 8:
+                            code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else "none"
+                            ended = "with" if event.stream_ended is not None else "without"
+                            last_close[0] = "%s %s END_STREAM" % (code, ended)
+                        if opcode == 1 and payload == b"lastclose":
+                            payload = last_close[0].encode()
                         if opcode == 1 and payload == b"rst":
                             connection.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
                             break

@@ -127,6 +127,29 @@ struct HTTP2Tests {
         await client.close()
     }
 
+    @Test("a session that does not read does not stall the others on the connection")
+    func slowSessionDoesNotStallOthers() async throws {
+        let peer = try await HypercornPeer.start("h2")
+        let client = try await http2Client(.required)
+        let slow = try await client.webSocketSession(peer.url)
+        let fast = try await client.webSocketSession(peer.url)
+        // 4 MiB echoed to a session nobody reads: far beyond its stream window and the session's buffer limits.
+        let chunk = [UInt8](repeating: 7, count: 64 << 10)
+        for _ in 0..<64 { try await slow.send(chunk) }
+        for index in 0..<20 {
+            try await fast.send("fast \(index)")
+            #expect(try await fast.receiveText() == "fast \(index)")
+        }
+        var received = 0
+        while received < 64 {
+            #expect(try await slow.receiveBinary() == chunk)
+            received += 1
+        }
+        await slow.close()
+        await fast.close()
+        await client.close()
+    }
+
     @Test("close codes both ways; closing one session leaves the others open")
     func closeCodes() async throws {
         let peer = try await HypercornPeer.start("h2")
@@ -276,6 +299,20 @@ struct HostileHTTP2Tests {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(engine.http2Pool.connectionCount("localhost:\(peer.port)") == 0)
+        await client.close()
+    }
+
+    @Test("a client close ends the stream on the DATA frame that carries the close frame")
+    func closeCarriesEndStream() async throws {
+        let peer = try await HypercornPeer.hostile("script")
+        let client = try await http2Client(.required)
+        let closing = try await client.webSocketSession(peer.url)
+        let observer = try await client.webSocketSession(peer.url)
+        await closing.close(CloseReason(code: CloseReason.Code(4002)))
+        #expect(await closing.closeReason?.code == CloseReason.Code(4002))
+        try await observer.send("lastclose")
+        #expect(try await observer.receiveText() == "4002 with END_STREAM")
+        await observer.close()
         await client.close()
     }
 
