@@ -58,7 +58,8 @@ final class HypercornPeer: Sendable {
 
 /// A client on a CIO engine with HTTP/2 `mode`, trusting the test CA.
 private func http2Client(
-    _ mode: CIOEngine.HTTP2Mode, deflate: Bool = false, idleTimeout: Duration = .seconds(2)
+    _ mode: CIOEngine.HTTP2Mode, deflate: Bool = false, idleTimeout: Duration = .seconds(2),
+    maxIncomingBufferMessages: Int = 64
 ) async throws -> WebSocketClient {
     let certificates = try await TestCertificates.load()
     let engine = CIOEngine(
@@ -67,6 +68,7 @@ private func http2Client(
             http2: .init(mode: mode, idleTimeout: idleTimeout)))
     return try WebSocketClient(engine: engine) { config in
         try config.install(WebSockets.self) { ws in
+            ws.maxIncomingBufferMessages = maxIncomingBufferMessages
             if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
         }
     }
@@ -130,16 +132,26 @@ struct HTTP2Tests {
     @Test("a session that does not read does not stall the others on the connection")
     func slowSessionDoesNotStallOthers() async throws {
         let peer = try await HypercornPeer.start("h2")
-        let client = try await http2Client(.required)
+        // The slow session's queue takes 4 messages; the rest waits in its stream window, then at the server.
+        let client = try await http2Client(.required, maxIncomingBufferMessages: 4)
         let slow = try await client.webSocketSession(peer.url)
         let fast = try await client.webSocketSession(peer.url)
         // 4 MiB echoed to a session nobody reads: far beyond its stream window and the session's buffer limits.
         let chunk = [UInt8](repeating: 7, count: 64 << 10)
         for _ in 0..<64 { try await slow.send(chunk) }
+        let start = ContinuousClock.now
+        let answered = Atomic(0)
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(5))
+            if answered.load(ordering: .relaxed) < 20 { await fast.close(CloseReason(code: .goingAway)) }
+        }
         for index in 0..<20 {
             try await fast.send("fast \(index)")
             #expect(try await fast.receiveText() == "fast \(index)")
+            answered.add(1, ordering: .relaxed)
         }
+        watchdog.cancel()
+        #expect(ContinuousClock.now - start < .seconds(5))
         var received = 0
         while received < 64 {
             #expect(try await slow.receiveBinary() == chunk)
