@@ -16,6 +16,8 @@ let swiftSettings: [SwiftSetting] = [
 let package = Package(
     name: "swift-websocket-client",
     products: [
+        // The one-import entry: WSCore and the native engine, and `WebSocketClient()` on it.
+        .library(name: "WebSocketClientKit", targets: ["WebSocketClientKit"]),
         .library(name: "WSCore", targets: ["WSCore"]),
         .library(name: "WSEngineCIO", targets: ["WSEngineCIO"]),
         .library(name: "WSEngineCurl", targets: ["WSEngineCurl"]),
@@ -93,6 +95,12 @@ let package = Package(
             dependencies: ["WSCore", "WSPosix", "CWSLinux", "CWSCurl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // WSCore and WSEngineCIO re-exported, and client initialisers without an engine argument that use CIO.
+        .target(
+            name: "WebSocketClientKit",
+            dependencies: ["WSCore", "WSEngineCIO"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "WSExtensions",
             dependencies: ["WSCore", "CWSZlib"],
@@ -158,7 +166,7 @@ let package = Package(
             name: "WSIntegrationTests",
             dependencies: [
                 "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
-                "EngineTestSupport",
+                "EngineTestSupport", "WebSocketClientKit",
             ],
             swiftSettings: swiftSettings
         ),

@@ -54,7 +54,7 @@ else
         if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
         CONFIG="${AUTOBAHN_BUILD_CONFIG:-debug}"
         # wsc lives in the Tools package; building it is a no-op when it is up to date (test.sh built it).
-        swift build --package-path Tools -c "$CONFIG" --product wsc >/dev/null \
+        bash "$ROOT/scripts/build-tools.sh" -c "$CONFIG" --product wsc >/dev/null \
             || fail "building wsc (swift build --package-path Tools -c $CONFIG --product wsc)" "see the compiler errors above"
         BIN="$(swift build --package-path Tools -c "$CONFIG" --show-bin-path)" || fail "swift build --show-bin-path" "see the error above"
         WSC="$BIN/wsc"

@@ -16,7 +16,7 @@ fail() { echo "demo: FAILED: $1 — $2" >&2; exit 1; }
 bash "$ROOT/scripts/setup.sh" --minimal || fail "setup (scripts/setup.sh --minimal)" "see the setup message above"
 echo "demo: building wsc (debug; the first build takes a few minutes)"
 # wsc is in the Tools package (tools apart from the library, so that its users resolve none of their dependencies)
-swift build --package-path Tools --product wsc \
+bash "$ROOT/scripts/build-tools.sh" --product wsc \
     || fail "building wsc (swift build --package-path Tools --product wsc)" "see the compiler errors above"
 BIN="$(swift build --package-path Tools --show-bin-path)" || fail "swift build --show-bin-path" "see the error above"
 echo "demo: running $BIN/wsc demo $*"

@@ -18,7 +18,7 @@ DOCC="$(command -v docc || true)"
 if [ -z "$DOCC" ]; then DOCC="$(dirname "$(readlink -f "$(command -v swift)")")/docc"; fi
 if [ ! -x "$DOCC" ]; then echo "docs.sh: FAILED: no docc next to swift — install a Swift toolchain that ships DocC (6.0 or later)" >&2; exit 1; fi
 
-MODULES=${MODULES:-"WSCore WSEngineCIO WSEngineCurl WSExtensions WSSerialization WSTesting"}
+MODULES=${MODULES:-"WSCore WSEngineCIO WSEngineCurl WSExtensions WSSerialization WSTesting WebSocketClientKit"}
 SCRATCH=.build-docs
 GRAPHS="$SCRATCH/symbol-graphs"
 OUT="$SCRATCH/archives"

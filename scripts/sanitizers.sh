@@ -74,7 +74,7 @@ FAILED=0
 # sanitizer checks the library inside the test process; wsc's own runs are checked by scripts/soak.sh).
 if [ -z "${WSC_BINARY:-}" ]; then
     echo "=== sanitizers.sh: swift build --package-path Tools --product wsc (for the CLI tests)"
-    swift build --package-path "$ROOT/Tools" --product wsc >/dev/null || { echo "sanitizers.sh: FAILED: building wsc" >&2; exit 1; }
+    bash "$ROOT/scripts/build-tools.sh" --product wsc >/dev/null || { echo "sanitizers.sh: FAILED: building wsc" >&2; exit 1; }
     export WSC_BINARY="$ROOT/Tools/.build/debug/wsc"
 fi
 

@@ -41,7 +41,8 @@ APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::O
 BUILD_PKGS=(build-essential pkg-config libssl-dev zlib1g-dev libnghttp2-dev openssl git ca-certificates)
 # what the swift.org toolchain itself needs on Debian 12 (swift-build links libncurses and libxml2, for example)
 SWIFT_DEPS=(binutils libncurses-dev libxml2-dev libedit2 libsqlite3-dev libicu-dev libpython3-dev uuid-dev tzdata)
-TEST_PKGS=(python3 python3-venv tinyproxy iproute2 procps nftables)
+# stunnel4 (an https:// proxy in front of tinyproxy) and dante-server (danted, SOCKS5) are the proxy tests' peers.
+TEST_PKGS=(python3 python3-venv tinyproxy stunnel4 dante-server iproute2 procps nftables)
 PKGS=("${BUILD_PKGS[@]}" "${SWIFT_DEPS[@]}")
 [ "$MINIMAL" = 1 ] || PKGS+=("${TEST_PKGS[@]}")
 
@@ -79,7 +80,8 @@ apt_update() {
     APT_UPDATED=1
 }
 
-# Keep apt from starting daemons (tinyproxy's package would start one on port 8888): tests start their own.
+# Keep apt from starting daemons (tinyproxy's package would start one on port 8888, dante-server one on 1080):
+# tests start their own.
 POLICY_RC=/usr/sbin/policy-rc.d
 POLICY_RC_OURS=0
 block_services() {
@@ -171,6 +173,21 @@ if ! getent hosts localhost >/dev/null 2>&1; then
     fi
     getent hosts localhost >/dev/null 2>&1 \
         || fail "the name 'localhost' does not resolve" "add '127.0.0.1 localhost' to /etc/hosts (as root)"
+fi
+
+# ------------------------------------------------------------------------------------------- SOCKS5 test user
+# danted's username method (RFC 1929) checks the system's users: the SOCKS5 tests log in as 'wsproxy' with a
+# password that is only a test fixture (a system account with no home and no login shell).
+if [ "$MINIMAL" = 0 ] && ! getent passwd wsproxy >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        note "creating the system user 'wsproxy' for the SOCKS5 proxy tests"
+        useradd --system --no-create-home --shell /usr/sbin/nologin wsproxy \
+            || fail "useradd wsproxy" "create it by hand: useradd --system -M -s /usr/sbin/nologin wsproxy"
+        echo 'wsproxy:ws-proxy-test-pw' | chpasswd \
+            || fail "setting the password of wsproxy" "run: echo 'wsproxy:ws-proxy-test-pw' | chpasswd"
+    else
+        note "NOTICE: not root: the user 'wsproxy' is missing, so the SOCKS5 username/password tests are skipped"
+    fi
 fi
 
 # --------------------------------------------------------------------------------------------------------- Swift

@@ -64,12 +64,12 @@ if [ "${SOAK_SKIP_BUILD:-0}" != 1 ]; then
     cc -O2 -Wall -o "$SERVER_BIN" Benchmarks/c/echo_server.c -lcrypto || { echo "soak.sh: FAILED: the echo server did not build" >&2; exit 1; }
     if [ "$WHAT" != loop ]; then
         echo "=== soak.sh: swift build --package-path Tools -c release --product wssoak --scratch-path .build-soak"
-        swift build --package-path Tools -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \
+        bash "$ROOT/scripts/build-tools.sh" -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-release.log"; echo "soak.sh: FAILED: wssoak (release) did not build" >&2; exit 1; }
     fi
     if [ "$WHAT" != connections ]; then
         echo "=== soak.sh: swift build --package-path Tools --product wssoak --sanitize=address --scratch-path .build-soak-asan"
-        swift build --package-path Tools --product wssoak --sanitize=address --scratch-path .build-soak-asan >"$LOGS/build-asan.log" 2>&1 \
+        bash "$ROOT/scripts/build-tools.sh" --product wssoak --sanitize=address --scratch-path .build-soak-asan >"$LOGS/build-asan.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-asan.log"; echo "soak.sh: FAILED: wssoak (ASan) did not build" >&2; exit 1; }
     fi
 fi

@@ -7,7 +7,10 @@
 #   3. swift test                with WS_TEST_VENV / WS_TEST_PYTHON pointing at .venv (arguments to this script,
 #                                e.g. --filter PeerSmoke, go to swift test; Autobahn then runs only if AUTOBAHN=on)
 #   4. scripts/docs.sh           the DocC archive of every library module, docc warnings as errors (DOCS=off skips it)
-#   5. scripts/autobahn.sh       Autobahn|Testsuite cases 1-10 through `wsc echo`, CIO then Curl engine; 12-13 with deflate (skipped with a notice where no
+#   5. scripts/consumer.sh       Tests/ConsumerPackage, a package depending on this one by path as a user's does: built
+#                                and run against its own loopback servers; its Package.resolved must hold no tool
+#                                dependency (CONSUMER=off skips it)
+#   6. scripts/autobahn.sh       Autobahn|Testsuite cases 1-10 through `wsc echo`, CIO then Curl engine; 12-13 with deflate (skipped with a notice where no
 #                                Python 2.7 exists; AUTOBAHN=off skips it)
 #
 # Limits (seconds, env): BUILD_TIMEOUT=2400, SWIFT_TEST_TIMEOUT=1800; autobahn.sh has AUTOBAHN_TOTAL_TIMEOUT.
@@ -112,7 +115,7 @@ if [ "$rc" = 130 ]; then abort "build (interrupted)"; fi
 [ "$rc" = 0 ] || abort "build (swift build --build-tests, exit $rc)"
 echo "=== test.sh: swift build --package-path Tools --product wsc"
 set +e
-run_bounded "${BUILD_TIMEOUT:-2400}" swift build --package-path Tools --product wsc
+run_bounded "${BUILD_TIMEOUT:-2400}" bash "$ROOT/scripts/build-tools.sh" --product wsc
 rc=$?
 set -e
 if [ "$rc" = 124 ]; then printf '\n'; echo "test.sh: the build of wsc did not finish within ${BUILD_TIMEOUT:-2400}s"; fi
@@ -154,7 +157,19 @@ else
     step_done docs "$t"
 fi
 
-# --------------------------------------------------------------------------------------------------- 5. autobahn
+# --------------------------------------------------------------------------------------------------- 5. consumer
+t=$SECONDS
+if [ "${CONSUMER:-}" = off ]; then
+    echo "consumer: SKIPPED — CONSUMER=off"
+elif [ $# -gt 0 ] && [ "${CONSUMER:-}" != on ]; then
+    echo "consumer: SKIPPED — swift test arguments given (set CONSUMER=on to run it anyway)"
+else
+    echo "=== test.sh: scripts/consumer.sh (the SDK as a user's package uses it, by path)"
+    bash "$ROOT/scripts/consumer.sh" || FAILED+=("consumer package (scripts/consumer.sh)")
+    step_done consumer "$t"
+fi
+
+# --------------------------------------------------------------------------------------------------- 6. autobahn
 t=$SECONDS
 if [ "${AUTOBAHN:-}" = off ]; then
     echo "autobahn: SKIPPED — AUTOBAHN=off"

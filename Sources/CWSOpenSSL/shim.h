@@ -89,4 +89,14 @@ static inline uint64_t cws_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENE
 static inline int cws_ssl_filetype_pem(void) { return SSL_FILETYPE_PEM; }
 static inline void cws_ssl_ctx_set_read_ahead(SSL_CTX *ctx, int yes) { SSL_CTX_set_read_ahead(ctx, yes); }
 
+/// TLS inside TLS (wss through an https:// proxy): a filter BIO whose reads and writes are SSL_read/SSL_write on
+/// `outer`, the connection to the proxy, with its want-read/want-write mapped to BIO retries. `outer` stays owned
+/// by the caller (BIO_NOCLOSE); it must outlive the BIO.
+static inline BIO *cws_bio_new_ssl_filter(SSL *outer) {
+    BIO *bio = BIO_new(BIO_f_ssl());
+    if (bio == NULL) return NULL;
+    BIO_set_ssl(bio, outer, BIO_NOCLOSE);
+    return bio;
+}
+
 #endif

@@ -89,6 +89,8 @@ public final class CIOEngine: WebSocketEngine {
         var nextLoop = 0
         var shutDown = false
         var tls: TLSContext?
+        /// One context per trust setting of https:// proxies.
+        var proxyTLS: [ProxyTLSConfiguration: TLSContext] = [:]
     }
     private let state = Mutex(State())
     private let resolver: Resolver
@@ -140,13 +142,15 @@ public final class CIOEngine: WebSocketEngine {
     }
 
     /// Resolves, connects (trying the addresses in order) and runs the TLS handshake for `wss`, all within
-    /// `options.connectTimeout`. Cancelling the calling task aborts the attempt.
+    /// `options.connectTimeout`. Cancelling the calling task aborts the attempt. With `options.proxy` it goes through
+    /// that proxy: an HTTP `CONNECT` tunnel (over TLS to an `https://` proxy, verified with `options.proxyTLS`) or a
+    /// SOCKS5 tunnel, then TLS with the endpoint for `wss`; the timeout covers the whole way.
     /// - Parameters:
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
-    /// - Throws: `WebSocketConnectionError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
-    ///   `.tlsFailure`, `.cancelled` or `.network`.
+    /// - Throws: `WebSocketError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
+    ///   `.tlsFailure`, `.proxyFailure` (the proxy refused the tunnel), `.cancelled` or `.network`.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
@@ -155,7 +159,7 @@ public final class CIOEngine: WebSocketEngine {
                 return try await self.connectHTTP2(to: endpoint, options: options, request: request)
             }
             if self.configuration.http2.mode == .required {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .unsupported,
                     endpoint.secure
                         ? self.unsupportedReason(.webSocketOverHTTP2) ?? "HTTP/2 is not available"
@@ -195,11 +199,16 @@ public final class CIOEngine: WebSocketEngine {
         }
         if Task.isCancelled {
             let hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
-            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+            throw WebSocketError(.cancelled, "connecting to \(hostPort) was cancelled")
         }
         let (loop, tls) = try self.prepare(secure: endpoint.secure, preferred: options.executor)
+        var proxyTLS: TLSContext?
+        if let proxy = options.proxy, proxy.kind == .https {
+            proxyTLS = try self.proxyTLSContext(options.proxyTLS)
+        }
         let context = ConnectContext(
-            resolver: self.resolver, tls: tls, maxAddressAttempts: self.configuration.maxAddressAttempts,
+            resolver: self.resolver, tls: tls, proxyTLS: proxyTLS,
+            maxAddressAttempts: self.configuration.maxAddressAttempts,
             closeGraceNanoseconds: self.configuration.closeGracePeriod.clampedNanoseconds,
             closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds, alpn: alpn)
         return Connector(loop: loop, endpoint: endpoint, options: options, context: context)
@@ -231,19 +240,32 @@ public final class CIOEngine: WebSocketEngine {
         }
     }
 
-    private static let shutdownError = WebSocketConnectionError(.network, "the CIO engine was shut down")
+    private static let shutdownError = WebSocketError(.network, "the CIO engine was shut down")
 
     /// The next loop in the rotation (the loops start on first use); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
         try? self.prepare(secure: false, preferred: nil).0
     }
 
+    /// The shared TLS context for https:// proxies with these trust settings (built on first use).
+    private func proxyTLSContext(_ settings: ProxyTLSConfiguration) throws(WebSocketError) -> TLSContext {
+        try self.state.withLock { state throws(WebSocketError) -> TLSContext in
+            if let context = state.proxyTLS[settings] { return context }
+            let context = try TLSContext(
+                configuration: TLSConfiguration(
+                    trustedCAFile: settings.trustedCAFile, trustedCADirectory: settings.trustedCADirectory,
+                    dangerouslyDisableCertificateVerification: settings.dangerouslyDisableCertificateVerification))
+            state.proxyTLS[settings] = context
+            return context
+        }
+    }
+
     /// Picks `preferred` if it is one of the loops, else the next loop in the rotation (starting its thread when the
     /// rotation first reaches it), and, for TLS, the shared context.
-    private func prepare(secure: Bool, preferred: (any TaskExecutor)?) throws(WebSocketConnectionError)
+    private func prepare(secure: Bool, preferred: (any TaskExecutor)?) throws(WebSocketError)
         -> (EventLoop, TLSContext?)
     {
-        try self.state.withLock { state throws(WebSocketConnectionError) -> (EventLoop, TLSContext?) in
+        try self.state.withLock { state throws(WebSocketError) -> (EventLoop, TLSContext?) in
             guard !state.shutDown else { throw Self.shutdownError }
             var tls: TLSContext?
             if secure {

@@ -1,6 +1,11 @@
 // One connect attempt, as a state machine on its loop: resolve (on the resolver pool, or not at all for IP
 // literals) → try each address with a non-blocking connect (EPOLLOUT + SO_ERROR) → TLS handshake → hand the
 // socket to a CIOTransport. One deadline timer bounds the whole attempt.
+//
+// Through a proxy (options.proxy) the same machine connects to the proxy instead, then: TLS to the proxy for an
+// https:// proxy (its own trust settings) → the tunnel (HTTP CONNECT or SOCKS5, ProxyTunnel.swift) → TLS to the
+// endpoint for wss, inside the proxy's TLS when there is one. For socks5:// the endpoint's name is resolved first.
+// Without a proxy none of these steps runs: `proxy` is nil and every added branch is skipped.
 import CWSLinux
 import CWSOpenSSL
 import Glibc
@@ -12,6 +17,8 @@ import WSPosix
 struct ConnectContext: Sendable {
     let resolver: Resolver
     let tls: TLSContext?
+    /// The TLS context for an https:// proxy (its own trust settings).
+    let proxyTLS: TLSContext?
     let maxAddressAttempts: Int
     let closeGraceNanoseconds: UInt64
     let closeFlushNanoseconds: UInt64
@@ -26,6 +33,12 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private enum Phase {
         case idle, resolving, connecting(SocketAddress), handshaking(SocketAddress), done
+        /// socks5://: resolving the endpoint's name before connecting to the proxy.
+        case resolvingTarget
+        /// TLS handshake with an https:// proxy.
+        case proxyHandshaking(SocketAddress)
+        /// The CONNECT or SOCKS5 exchange.
+        case tunnelling(SocketAddress)
     }
 
     let loop: EventLoop
@@ -41,7 +54,14 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     private var nextAddress = 0
     private var fd: Int32 = -1
     private var ssl: OpaquePointer?
-    private var lastError: WebSocketConnectionError?
+    private var lastError: WebSocketError?
+    /// The proxy to go through, or nil for a direct connection.
+    private let proxy: ProxyServer?
+    /// The TLS connection to an https:// proxy (the endpoint's TLS, if any, runs inside it).
+    private var proxySSL: OpaquePointer?
+    private var tunnel: ProxyTunnel?
+    /// socks5://: the endpoint's address, resolved here.
+    private var socksTargetAddress: [UInt8]?
 
     init(loop: EventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions, context: ConnectContext) {
         self.loop = loop
@@ -50,8 +70,10 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         var logger = options.logger
         logger.setDebugMetadata("ws.engine", "CIO")
         logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
+        if let proxy = options.proxy { logger.setDebugMetadata("ws.proxy", "\(proxy)") }  // Never the credentials.
         self.logger = logger
         self.context = context
+        self.proxy = options.proxy
     }
 
     /// The epoll data that routes events to this connector: its address with bit 0 set.
@@ -60,6 +82,12 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     private var hostPort: String {
         hostPortText(host: self.endpoint.host, port: self.endpoint.port)
     }
+
+    /// The host connected to over TCP: the proxy's, or the endpoint's.
+    private var connectHost: String { self.proxy?.host ?? self.endpoint.host }
+    private var connectPort: Int { self.proxy?.port ?? self.endpoint.port }
+    /// What the TCP connect reaches, for messages: `the proxy socks5://127.0.0.1:1080`, or `host:port`.
+    private var connectTarget: String { self.proxy.map { "the proxy \($0)" } ?? self.hostPort }
 
     // MARK: Entry points (loop thread)
 
@@ -77,30 +105,59 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.continuation = continuation
         self.loop.add(self)
         guard (0...65535).contains(self.endpoint.port) else {
-            self.fail(WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid port"))
+            self.fail(WebSocketError(.network, "cannot connect to \(self.hostPort): invalid port"))
             return
         }
         self.deadline = self.loop.schedule(afterNanoseconds: self.timeout.clampedNanoseconds) { [self] in
             self.timedOut()
         }
-        if let address = SocketAddress(ipLiteral: self.endpoint.host, port: UInt16(self.endpoint.port)) {
+        if let proxy = self.proxy, proxy.kind == .socks5, IPAddressBytes(self.endpoint.host) == nil {
+            // socks5:// names the endpoint by address: resolve it here first.
+            self.phase = .resolvingTarget
+            self.resolve(self.endpoint.host, self.endpoint.port) { [self] result in self.targetResolved(result) }
+            return
+        }
+        self.resolveConnectHost()
+    }
+
+    /// Resolves the host to connect to (the proxy's or the endpoint's) unless it is an IP literal, then connects.
+    private func resolveConnectHost() {
+        guard (0...65535).contains(self.connectPort) else {
+            self.fail(WebSocketError(.network, "cannot connect to \(self.connectTarget): invalid port"))
+            return
+        }
+        if let address = SocketAddress(ipLiteral: self.connectHost, port: UInt16(self.connectPort)) {
             self.addresses = [address]
             self.attemptNext()
             return
         }
         self.phase = .resolving
-        self.logger.debug("resolving host name")
+        self.logger.debug(self.proxy == nil ? "resolving host name" : "resolving the proxy's host name")
+        self.resolve(self.connectHost, self.connectPort) { [self] result in self.resolved(result) }
+    }
+
+    private func resolve(_ host: String, _ port: Int, _ then: @escaping @Sendable (ResolveResult) -> Void) {
         let loop = self.loop
-        let accepted = self.context.resolver.resolve(host: self.endpoint.host, port: self.endpoint.port) {
-            [self] result in
-            loop.execute { self.resolved(result) }
+        let accepted = self.context.resolver.resolve(host: host, port: port) { result in
+            loop.execute { then(result) }
         }
         if !accepted {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network,
-                    "cannot resolve host '\(self.endpoint.host)': no resolver thread (the engine is shut down or out of threads)"
+                    "cannot resolve host '\(host)': no resolver thread (the engine is shut down or out of threads)"
                 ))
+        }
+    }
+
+    private func targetResolved(_ result: ResolveResult) {
+        guard case .resolvingTarget = self.phase else { return }
+        switch result {
+        case .success(let addresses):
+            self.socksTargetAddress = addresses.first.map(\.addressBytes)
+            self.resolveConnectHost()
+        case .failure(let error):
+            self.fail(error)
         }
     }
 
@@ -117,8 +174,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.fail(self.cancelledError)
     }
 
-    private var cancelledError: WebSocketConnectionError {
-        WebSocketConnectionError(.cancelled, "connecting to \(self.hostPort) was cancelled")
+    private var cancelledError: WebSocketError {
+        WebSocketError(.cancelled, "connecting to \(self.hostPort) was cancelled")
     }
 
     private func resolved(_ result: ResolveResult) {
@@ -130,7 +187,13 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             self.attemptNext()
         case .failure(let error):
             self.logger.debug("could not resolve host name", metadata: ["ws.error": "\(error.message)"])
-            self.fail(error)
+            if self.proxy != nil {
+                self.fail(
+                    WebSocketError(
+                        .dnsFailure, "cannot reach \(self.connectTarget): \(error.message)", underlying: error.underlying))
+            } else {
+                self.fail(error)
+            }
         }
     }
 
@@ -138,12 +201,16 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.deadline = nil
         var message = "connecting to \(self.hostPort) timed out after \(self.timeout.secondsText) s"
         switch self.phase {
-        case .resolving: message += " (resolving the host name)"
+        case .resolving: message += self.proxy == nil ? " (resolving the host name)" : " (resolving the proxy's host name)"
+        case .resolvingTarget: message += " (resolving the host name)"
+        case .connecting where self.proxy != nil: message += " (connecting to \(self.connectTarget))"
+        case .proxyHandshaking: message += " (during the TLS handshake with \(self.connectTarget))"
+        case .tunnelling: message += " (waiting for \(self.connectTarget) to open the tunnel)"
         case .handshaking: message += " (during the TLS handshake)"
         default: break
         }
         self.logger.debug("connect timed out")
-        self.fail(WebSocketConnectionError(.timedOut, message))
+        self.fail(WebSocketError(.timedOut, message))
     }
 
     /// Tries the next address, or fails with the last error when none is left.
@@ -155,7 +222,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             let fd = socket(address.family, streamSocketType, Int32(IPPROTO_TCP))
             guard fd >= 0 else {
                 let error = systemError("socket")
-                self.lastError = WebSocketConnectionError(
+                self.lastError = WebSocketError(
                     .network, "cannot open a socket for \(address): \(error.text)", underlying: error)
                 continue
             }
@@ -164,7 +231,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             guard registration == 0 else {
                 closeDescriptor(fd)
                 let error = systemError("epoll_ctl", registration)
-                self.lastError = WebSocketConnectionError(
+                self.lastError = WebSocketError(
                     .network, "cannot watch a socket for \(address): \(error.text)", underlying: error)
                 continue
             }
@@ -182,7 +249,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         }
         self.fail(
             self.lastError
-                ?? WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): no address to try"))
+                ?? WebSocketError(.network, "cannot connect to \(self.connectTarget): no address to try"))
     }
 
     private func attemptFailed(address: SocketAddress, errno code: Int32) {
@@ -190,12 +257,13 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.phase = .idle
         let error = systemError("connect", code)
         if code == ECONNREFUSED {
-            self.lastError = WebSocketConnectionError(
-                .connectionRefused, "connection refused by \(address): nothing is listening there",
+            let what = self.proxy.map { "the proxy \($0) (\(address))" } ?? "\(address)"
+            self.lastError = WebSocketError(
+                .connectionRefused, "connection refused by \(what): nothing is listening there",
                 underlying: error)
         } else {
-            self.lastError = WebSocketConnectionError(
-                .network, "connecting to \(self.hostPort) (\(address)) failed: \(error.text)", underlying: error)
+            self.lastError = WebSocketError(
+                .network, "connecting to \(self.connectTarget) (\(address)) failed: \(error.text)", underlying: error)
         }
         self.logger.debug("connect attempt failed", metadata: ["ws.address": "\(address)", "ws.errno": "\(code)"])
     }
@@ -219,6 +287,10 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             }
         case .handshaking(let address):
             self.handshake(address)
+        case .proxyHandshaking(let address):
+            self.proxyHandshake(address)
+        case .tunnelling(let address):
+            self.tunnelStep(address)
         default:
             return
         }
@@ -226,23 +298,108 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private func connected(to address: SocketAddress) {
         self.logger.debug("TCP connected", metadata: ["ws.address": "\(address)"])
+        if let proxy = self.proxy {
+            self.connectedToProxy(proxy, address)
+            return
+        }
+        self.startEndpointTLS(address)
+    }
+
+    /// TLS with the endpoint for wss (inside the proxy's TLS when there is one), else done.
+    private func startEndpointTLS(_ address: SocketAddress) {
         guard self.endpoint.secure else {
             self.succeed()
             return
         }
         guard let tls = self.context.tls else {
-            self.fail(WebSocketConnectionError(.tlsFailure, "TLS is not configured"))
+            self.fail(WebSocketError(.tlsFailure, "TLS is not configured"))
             return
         }
         let serverName = tls.configuration.serverNameOverride ?? self.endpoint.host
         do {
-            self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName, alpn: self.context.alpn)
+            if let outer = self.proxySSL {
+                self.ssl = try tls.makeSSL(over: outer, serverName: serverName, alpn: self.context.alpn)
+            } else {
+                self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName, alpn: self.context.alpn)
+            }
         } catch {
             self.fail(error)
             return
         }
         self.phase = .handshaking(address)
         self.handshake(address)
+    }
+
+    // MARK: Through a proxy (loop thread)
+
+    private func connectedToProxy(_ proxy: ProxyServer, _ address: SocketAddress) {
+        guard proxy.kind == .https else {
+            self.beginTunnel(address)
+            return
+        }
+        guard let tls = self.context.proxyTLS else {
+            self.fail(WebSocketError(.tlsFailure, "TLS for the proxy is not configured"))
+            return
+        }
+        do {
+            self.proxySSL = try tls.makeSSL(fd: self.fd, serverName: proxy.host)
+        } catch {
+            self.fail(error)
+            return
+        }
+        self.phase = .proxyHandshaking(address)
+        self.proxyHandshake(address)
+    }
+
+    private func proxyHandshake(_ address: SocketAddress) {
+        guard let ssl = self.proxySSL else { return }
+        ERR_clear_error()
+        errno = 0
+        let result = SSL_do_handshake(ssl)
+        if result == 1 {
+            self.logger.debug("TLS handshake with the proxy completed")
+            self.beginTunnel(address)
+            return
+        }
+        let code = errno
+        let sslError = SSL_get_error(ssl, result)
+        if sslError == SSL_ERROR_WANT_READ || sslError == SSL_ERROR_WANT_WRITE { return }
+        let error = tlsFailure(
+            "TLS handshake with \(self.connectTarget) (\(address)) failed", ssl: ssl,
+            verifying: self.context.proxyTLS?.verifiesPeer ?? true, sslError: sslError, systemErrno: code)
+        self.logger.debug("TLS handshake with the proxy failed", metadata: ["ws.error": "\(error.message)"])
+        self.fail(error)
+    }
+
+    private func beginTunnel(_ address: SocketAddress) {
+        guard let proxy = self.proxy else { return }
+        do {
+            self.tunnel = try ProxyTunnel(
+                proxy: proxy, host: self.endpoint.host, port: self.endpoint.port, address: self.socksTargetAddress)
+        } catch {
+            self.fail(error)
+            return
+        }
+        self.logger.debug("asking the proxy for a tunnel")
+        self.phase = .tunnelling(address)
+        self.tunnelStep(address)
+    }
+
+    private func tunnelStep(_ address: SocketAddress) {
+        guard var tunnel = self.tunnel else { return }
+        let outcome = tunnel.step(TunnelIO(fd: self.fd, ssl: self.proxySSL))
+        self.tunnel = tunnel
+        switch outcome {
+        case .waiting:
+            return
+        case .established:
+            self.tunnel = nil
+            self.logger.debug("proxy tunnel open")
+            self.startEndpointTLS(address)
+        case .failed(let error):
+            self.logger.debug("proxy tunnel failed", metadata: ["ws.error": "\(error.message)"])
+            self.fail(error)
+        }
     }
 
     private func handshake(_ address: SocketAddress) {
@@ -286,10 +443,22 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
                 alpn = String(decoding: UnsafeBufferPointer(start: selected, count: Int(length)), as: UTF8.self)
             }
         }
-        let transport = CIOTransport(
-            loop: self.loop, fd: self.fd, ssl: self.ssl, tls: self.context.tls, alpn: alpn, endpoint: self.hostPort,
-            logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
-            closeFlushNanoseconds: self.context.closeFlushNanoseconds)
+        let transport: CIOTransport
+        if let proxySSL = self.proxySSL {
+            // ws: the stream is the proxy's TLS; wss: the endpoint's TLS runs inside it.
+            let inner = self.ssl
+            transport = CIOTransport(
+                loop: self.loop, fd: self.fd, ssl: inner ?? proxySSL, tls: inner == nil ? self.context.proxyTLS : self.context.tls,
+                alpn: alpn, endpoint: self.hostPort, logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
+                closeFlushNanoseconds: self.context.closeFlushNanoseconds, tunnelSSL: inner == nil ? nil : proxySSL,
+                tunnelTLS: self.context.proxyTLS)
+            self.proxySSL = nil
+        } else {
+            transport = CIOTransport(
+                loop: self.loop, fd: self.fd, ssl: self.ssl, tls: self.context.tls, alpn: alpn,
+                endpoint: self.hostPort, logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
+                closeFlushNanoseconds: self.context.closeFlushNanoseconds)
+        }
         let registration = self.loop.reregister(fd: self.fd, data: transport.epollData)
         self.fd = -1
         self.ssl = nil
@@ -298,7 +467,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             let error = systemError("epoll_ctl", registration)
             transport.finish(error: nil)
             continuation.resume(
-                throwing: WebSocketConnectionError(
+                throwing: WebSocketError(
                     .network, "cannot watch the socket for \(self.hostPort): \(error.text)", underlying: error))
             return
         }
@@ -307,7 +476,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     }
 
     /// Fails the connect (idempotent) and releases the socket.
-    func fail(_ error: WebSocketConnectionError) {
+    func fail(_ error: WebSocketError) {
         if case .done = self.phase { return }
         self.phase = .done
         self.lastError = error
@@ -325,6 +494,10 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         if let ssl = self.ssl {
             SSL_free(ssl)
             self.ssl = nil
+        }
+        if let ssl = self.proxySSL {
+            SSL_free(ssl)  // After the endpoint's SSL, whose BIO reads through it.
+            self.proxySSL = nil
         }
         if self.fd >= 0 {
             self.loop.deregister(fd: self.fd)

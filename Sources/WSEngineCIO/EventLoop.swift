@@ -18,7 +18,7 @@ final class CIOLoopDispatcher: EventLoopDispatcher {
     /// The number of ``iovecs``: IOV_MAX.
     let iovecCount: Int
     /// The pending connects and open transports.
-    var registrants = LoopRegistrants<Connector, CIOTransport, WebSocketConnectionError>()
+    var registrants = LoopRegistrants<Connector, CIOTransport, WebSocketError>()
 
     init() {
         let iovMax = sysconf(Int32(_SC_IOV_MAX))
@@ -39,8 +39,8 @@ final class CIOLoopDispatcher: EventLoopDispatcher {
         }
     }
 
-    func fail(_ connector: Connector, stopping reason: WebSocketConnectionError) { connector.fail(reason) }
-    func finish(_ transport: CIOTransport, stopping reason: WebSocketConnectionError) {
+    func fail(_ connector: Connector, stopping reason: WebSocketError) { connector.fail(reason) }
+    func finish(_ transport: CIOTransport, stopping reason: WebSocketError) {
         transport.finish(error: reason)
     }
 }
@@ -48,12 +48,12 @@ final class CIOLoopDispatcher: EventLoopDispatcher {
 extension PosixEventLoop where Dispatcher == CIOLoopDispatcher {
     /// Creates a loop and starts its thread.
     /// - Throws: `.network` when the process is out of descriptors or threads.
-    static func start(name: String, readBufferSize: Int) throws(WebSocketConnectionError) -> EventLoop {
+    static func start(name: String, readBufferSize: Int) throws(WebSocketError) -> EventLoop {
         do {
             return try EventLoop(name: name, readBufferSize: readBufferSize, dispatcher: CIOLoopDispatcher())
         } catch {
             let underlying = systemError(error.call, error.code)
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .network, "cannot start the CIO event loop: \(underlying)", underlying: underlying)
         }
     }

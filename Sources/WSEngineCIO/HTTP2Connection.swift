@@ -53,9 +53,9 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     /// Streams promised to sessions that are about to open them (counted against the server's limit).
     private var reserved = 0
     private var readinessWaiters: [CheckedContinuation<Readiness, any Error>] = []
-    private var readiness: Result<Readiness, WebSocketConnectionError>?
+    private var readiness: Result<Readiness, WebSocketError>?
     /// Why the connection failed, for the streams' errors.
-    private var failure: WebSocketConnectionError?
+    private var failure: WebSocketError?
     private var retired = false
     /// Bytes and frames of the header block being received (HEADERS + CONTINUATION), for the limit.
     private var headerBlockBytes = 0
@@ -70,7 +70,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     init(
         transport: CIOTransport, origin: String, settings: CIOEngine.HTTP2Configuration, logger: Logger,
         onRetire: @escaping @Sendable (HTTP2Connection) -> Void
-    ) throws(WebSocketConnectionError) {
+    ) throws(WebSocketError) {
         self.transport = transport
         self.loop = transport.loop
         self.origin = origin
@@ -79,13 +79,13 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         self.onRetire = onRetire
         var callbacks: OpaquePointer?
         guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else {
-            throw WebSocketConnectionError(.network, "cannot create the HTTP/2 session callbacks (out of memory)")
+            throw WebSocketError(.network, "cannot create the HTTP/2 session callbacks (out of memory)")
         }
         defer { nghttp2_session_callbacks_del(callbacks) }
         HTTP2Callbacks.install(callbacks)
         var option: OpaquePointer?
         guard nghttp2_option_new(&option) == 0, let option else {
-            throw WebSocketConnectionError(.network, "cannot create the HTTP/2 session options (out of memory)")
+            throw WebSocketError(.network, "cannot create the HTTP/2 session options (out of memory)")
         }
         defer { nghttp2_option_del(option) }
         nghttp2_option_set_no_auto_window_update(option, 1)
@@ -94,7 +94,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         let created = nghttp2_session_client_new2(
             &session, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
         guard created == 0, let session else {
-            throw WebSocketConnectionError(.network, "cannot create the HTTP/2 session: \(Self.text(Int32(created)))")
+            throw WebSocketError(.network, "cannot create the HTTP/2 session: \(Self.text(Int32(created)))")
         }
         self.session = session
         var entries = [
@@ -127,7 +127,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
             self.lock.withLock { _ in
                 guard self.phase == .starting else { return }
                 self.failLocked(
-                    WebSocketConnectionError(
+                    WebSocketError(
                         .timedOut, "the server sent no HTTP/2 SETTINGS within \(timeout) on \(self.origin)"))
             }
         }
@@ -143,7 +143,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     /// Waits for the server's SETTINGS.
     func waitUntilReady() async throws -> Readiness {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Readiness, any Error>) in
-            let result = self.lock.withLock { _ -> Result<Readiness, WebSocketConnectionError>? in
+            let result = self.lock.withLock { _ -> Result<Readiness, WebSocketError>? in
                 if let readiness = self.readiness { return readiness }
                 self.readinessWaiters.append(continuation)
                 return nil
@@ -170,10 +170,10 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     func openStream(_ request: EngineOpeningRequest, timeout: Duration) async throws -> HTTP2Stream {
         let stream = HTTP2Stream(connection: self)
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTP2Stream, any Error>) in
-            let failure = self.lock.withLock { _ -> WebSocketConnectionError? in
+            let failure = self.lock.withLock { _ -> WebSocketError? in
                 self.reserved -= 1
                 guard self.phase == .ready || self.phase == .starting, let session = self.session else {
-                    return self.failure ?? WebSocketConnectionError(
+                    return self.failure ?? WebSocketError(
                         .network, "the HTTP/2 connection to \(self.origin) no longer takes new streams")
                 }
                 let id = Self.withHeaderFields(request, authority: request.authority) { fields, count in
@@ -181,7 +181,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
                 }
                 guard id > 0 else {
                     self.scheduleIdleCheck()
-                    return WebSocketConnectionError(
+                    return WebSocketError(
                         .network, "cannot open an HTTP/2 stream to \(self.origin): \(Self.text(id))")
                 }
                 stream.id = id
@@ -204,7 +204,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         self.lock.withLock { _ in
             guard let continuation = stream.opening.take() else { return }
             continuation.resume(
-                throwing: WebSocketConnectionError(
+                throwing: WebSocketError(
                     .timedOut,
                     "the server did not answer the HTTP/2 WebSocket request on \(self.origin) within \(timeout)"))
             self.resetLocked(stream, code: NGHTTP2_CANCEL.rawValue)
@@ -311,7 +311,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
             let length = nghttp2_session_mem_send(session, &data)
             if length < 0 {
                 self.failLocked(
-                    WebSocketConnectionError(
+                    WebSocketError(
                         .network, "HTTP/2 error on the connection to \(self.origin): \(Self.text(Int32(length)))"))
                 return
             }
@@ -320,7 +320,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             // GOAWAY exchanged and nothing left to do.
-            self.failLocked(self.failure ?? WebSocketConnectionError(
+            self.failLocked(self.failure ?? WebSocketError(
                 .network, "the HTTP/2 connection to \(self.origin) was closed"))
         }
     }
@@ -341,7 +341,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
                 session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
             if result < 0 {
                 self.failLocked(
-                    self.failure ?? WebSocketConnectionError(
+                    self.failure ?? WebSocketError(
                         .network, "HTTP/2 error on the connection to \(self.origin): \(Self.text(Int32(result)))"))
                 return
             }
@@ -357,14 +357,14 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
 
     func transportDidClose(error: (any Error)?) {
         self.lock.withLock { _ in
-            let reason: WebSocketConnectionError
+            let reason: WebSocketError
             if let failure = self.failure {
                 reason = failure
             } else if let error {
-                reason = WebSocketConnectionError(
+                reason = WebSocketError(
                     .network, "the HTTP/2 connection to \(self.origin) failed: \(error)", underlying: error)
             } else {
-                reason = WebSocketConnectionError(.network, "the server closed the HTTP/2 connection to \(self.origin)")
+                reason = WebSocketError(.network, "the server closed the HTTP/2 connection to \(self.origin)")
             }
             self.failLocked(reason)
         }
@@ -372,7 +372,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     }
 
     /// Ends the connection: every stream ends with `error`, waiters fail, the transport is aborted.
-    func failLocked(_ error: WebSocketConnectionError) {
+    func failLocked(_ error: WebSocketError) {
         guard self.phase != .closed else { return }
         if self.failure == nil { self.failure = error }
         self.phase = .closed
@@ -395,7 +395,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         self.loop.execute { [self] in onRetire(self) }
     }
 
-    func resolveReadiness(_ result: Result<Readiness, WebSocketConnectionError>) {
+    func resolveReadiness(_ result: Result<Readiness, WebSocketError>) {
         guard self.readiness == nil else { return }
         self.readiness = result
         if case .success = result, self.phase == .starting { self.phase = .ready }
@@ -410,11 +410,11 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
             metadata: ["ws.h2.error": "\(Self.errorName(code))", "ws.h2.lastStream": "\(lastStreamID)"])
         if self.phase == .ready || self.phase == .starting { self.phase = .draining }
         if code != NGHTTP2_NO_ERROR.rawValue && self.failure == nil {
-            self.failure = WebSocketConnectionError(
+            self.failure = WebSocketError(
                 .network, "the server ended the HTTP/2 connection to \(self.origin) (GOAWAY \(Self.errorName(code)))")
         }
         self.resolveReadiness(
-            .failure(WebSocketConnectionError(.network, "the server sent GOAWAY before its SETTINGS")))
+            .failure(WebSocketError(.network, "the server sent GOAWAY before its SETTINGS")))
         self.retireLocked()
         self.scheduleIdleCheck()
     }
@@ -423,7 +423,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     func headerFrameBegan(length: Int, continuation: Bool) -> Bool {
         self.headerBlockBytes = (continuation ? self.headerBlockBytes : 0) + length + 9
         guard self.headerBlockBytes <= self.settings.maxHeaderListSize else {
-            self.failure = WebSocketConnectionError(
+            self.failure = WebSocketError(
                 .network,
                 "the server sent an HTTP/2 header block larger than \(self.settings.maxHeaderListSize) bytes on the connection to \(self.origin); the connection was closed")
             return false
@@ -433,7 +433,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
 
     /// Records a fatal condition found in a callback (the callback then fails the session).
     func recordFailure(_ message: String) {
-        if self.failure == nil { self.failure = WebSocketConnectionError(.network, message) }
+        if self.failure == nil { self.failure = WebSocketError(.network, message) }
     }
 
     // MARK: Idle close
@@ -473,7 +473,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
             guard length > 0, let data else { break }
             self.transport.write(bytes: UnsafeRawBufferPointer(start: data, count: length))
         }
-        self.resolveReadiness(.failure(WebSocketConnectionError(.network, "the HTTP/2 connection was closed")))
+        self.resolveReadiness(.failure(WebSocketError(.network, "the HTTP/2 connection was closed")))
         let transport = self.transport
         self.loop.execute { transport.close() }
     }

@@ -21,7 +21,7 @@ extension CIOEngine {
         /// Offer `h2` and `http/1.1` with ALPN; use HTTP/2 when the server selects it and enables extended CONNECT,
         /// else fall back to HTTP/1.1 (the reason is logged at debug level).
         public static let preferred = HTTP2Mode(.preferred)
-        /// Use HTTP/2 or fail with ``WebSocketConnectionError/Code/unsupported`` saying why it is not available.
+        /// Use HTTP/2 or fail with ``WebSocketError/Code/unsupported`` saying why it is not available.
         public static let required = HTTP2Mode(.required)
 
         /// `disabled`, `preferred` or `required`.
@@ -99,8 +99,16 @@ final class PendingHTTP2Connection: Sendable {
     }
 }
 
-/// The engine's HTTP/2 connections by origin.
+/// The engine's HTTP/2 connections by origin and the proxy they go through.
 final class HTTP2Pool: Sendable {
+    /// What connections are shared by: the origin (`host:port`), and the proxy with its trust settings (a tunnel
+    /// through one proxy is not a connection to the origin through another, or a direct one).
+    struct Key: Hashable, Sendable {
+        var origin: String
+        var proxy: ProxyServer?
+        var proxyTLS: ProxyTLSConfiguration?
+    }
+
     private struct Origin {
         var connections: [HTTP2Connection] = []
         var pending: PendingHTTP2Connection?
@@ -116,10 +124,10 @@ final class HTTP2Pool: Sendable {
         case http1(reason: String)
     }
 
-    private let origins = Mutex<[String: Origin]>([:])
+    private let origins = Mutex<[Key: Origin]>([:])
 
     /// Picks a connection with a free stream slot (taking it), or says what to do instead.
-    func plan(_ key: String) -> Plan {
+    func plan(_ key: Key) -> Plan {
         self.origins.withLock { origins -> Plan in
             var origin = origins[key] ?? Origin()
             defer { origins[key] = origin }
@@ -134,7 +142,7 @@ final class HTTP2Pool: Sendable {
 
     /// Ends the setup of `pending`: `connection` joins the pool, or `http1Reason` marks the origin HTTP/1.1 only.
     func finish(
-        _ key: String, _ pending: PendingHTTP2Connection, connection: HTTP2Connection?, http1Reason: String?
+        _ key: Key, _ pending: PendingHTTP2Connection, connection: HTTP2Connection?, http1Reason: String?
     ) {
         self.origins.withLock { origins in
             var origin = origins[key] ?? Origin()
@@ -147,15 +155,17 @@ final class HTTP2Pool: Sendable {
     }
 
     /// Forgets a connection that takes no new streams.
-    func retire(_ key: String, _ connection: HTTP2Connection) {
+    func retire(_ key: Key, _ connection: HTTP2Connection) {
         self.origins.withLock { origins in
             origins[key]?.connections.removeAll { $0 === connection }
         }
     }
 
-    /// The number of pooled connections to `key` (for tests).
-    func connectionCount(_ key: String) -> Int {
-        self.origins.withLock { $0[key]?.connections.count ?? 0 }
+    /// The number of pooled connections to `origin` (`host:port`), direct or through any proxy (for tests).
+    func connectionCount(_ origin: String) -> Int {
+        self.origins.withLock { origins in
+            origins.reduce(0) { $0 + ($1.key.origin == origin ? $1.value.connections.count : 0) }
+        }
     }
 }
 
@@ -165,13 +175,18 @@ extension CIOEngine {
         to endpoint: EngineEndpoint, options: EngineConnectOptions, request: EngineOpeningRequest
     ) async throws -> any WebSocketTransport {
         let required = self.configuration.http2.mode == .required
-        let key = hostPortText(host: endpoint.host, port: endpoint.port)
+        let origin = hostPortText(host: endpoint.host, port: endpoint.port)
+        // Through a proxy, the connection is a tunnel to the origin: TLS and ALPN are end to end, so HTTP/2 works
+        // the same; connections are shared only by sessions that go through the same proxy.
+        let key = HTTP2Pool.Key(
+            origin: origin, proxy: options.proxy, proxyTLS: options.proxy?.kind == .https ? options.proxyTLS : nil)
         var logger = options.logger
         logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
+        if let proxy = options.proxy { logger.setDebugMetadata("ws.proxy", "\(proxy)") }
         func fallback(_ reason: String) async throws -> any WebSocketTransport {
             if required {
-                throw WebSocketConnectionError(
-                    .unsupported, "HTTP/2 is required but not available for WebSockets on \(key): \(reason)")
+                throw WebSocketError(
+                    .unsupported, "HTTP/2 is required but not available for WebSockets on \(origin): \(reason)")
             }
             logger.debug("WebSocket over HTTP/1.1: \(reason)")
             return try await self.connectTransport(to: endpoint, options: options, alpn: Self.alpnHTTP1)
@@ -207,7 +222,7 @@ extension CIOEngine {
                 do {
                     let pool = self.http2Pool
                     connection = try HTTP2Connection(
-                        transport: transport, origin: key, settings: self.configuration.http2, logger: logger,
+                        transport: transport, origin: origin, settings: self.configuration.http2, logger: logger,
                         onRetire: { pool.retire(key, $0) })
                     connection.start(timeout: options.connectTimeout)
                     readiness = try await connection.waitUntilReady()

@@ -171,7 +171,7 @@ final class HTTP2Stream: WebSocketTransport, @unchecked Sendable {  // Mutable s
         self.openTimer = nil
         if let opening = self.opening.take() {
             opening.resume(
-                throwing: error ?? WebSocketConnectionError(
+                throwing: error ?? WebSocketError(
                     .network, "the HTTP/2 stream ended before the server answered the WebSocket request"))
         }
         self.connection.noteEventsLocked(self)
@@ -387,11 +387,11 @@ extension HTTP2Connection {
             stream.endLocked(error: nil)
         } else if code == NGHTTP2_REFUSED_STREAM.rawValue {
             stream.endLocked(
-                error: WebSocketConnectionError(
+                error: WebSocketError(
                     .network, "the server refused the HTTP/2 stream on \(self.origin) (REFUSED_STREAM or GOAWAY)"))
         } else {
             stream.endLocked(
-                error: WebSocketConnectionError(
+                error: WebSocketError(
                     .network,
                     "the server reset the HTTP/2 stream of this session on \(self.origin) (RST_STREAM \(Self.errorName(code)))"
                 ))

@@ -11,7 +11,7 @@ enum ResolveResult: Sendable {
     /// The addresses, in getaddrinfo's (RFC 6724) order.
     case success([SocketAddress])
     /// Why resolution failed (`.dnsFailure`).
-    case failure(WebSocketConnectionError)
+    case failure(WebSocketError)
 }
 
 /// A pool of up to `maxThreads` resolver threads, started on demand and stopped by ``stop()``.
@@ -135,7 +135,7 @@ final class Resolver: @unchecked Sendable {  // `state` Mutex; `semaphore` is a 
                 reason = String(cString: gai_strerror(status))
             }
             return .failure(
-                WebSocketConnectionError(
+                WebSocketError(
                     .dnsFailure, "could not resolve host '\(host)': \(reason)", underlying: underlying))
         }
         defer { freeaddrinfo(list) }
@@ -151,7 +151,7 @@ final class Resolver: @unchecked Sendable {  // `state` Mutex; `semaphore` is a 
         }
         guard !addresses.isEmpty else {
             return .failure(
-                WebSocketConnectionError(.dnsFailure, "could not resolve host '\(host)': no IPv4 or IPv6 address"))
+                WebSocketError(.dnsFailure, "could not resolve host '\(host)': no IPv4 or IPv6 address"))
         }
         return .success(addresses)
     }

@@ -90,6 +90,16 @@ struct SocketAddress: Sendable, CustomStringConvertible {
         self.length = length
     }
 
+    /// The raw address: 4 bytes for IPv4, 16 for IPv6 (network order), as a SOCKS5 request carries it.
+    var addressBytes: [UInt8] {
+        withUnsafeBytes(of: self.storage) { raw -> [UInt8] in
+            if self.family == AF_INET {
+                return withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { Array($0) }
+            }
+            return withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) }
+        }
+    }
+
     /// Whether `host` is an IPv4 or IPv6 literal.
     static func isIPLiteral(_ host: String) -> Bool {
         var buffer = in6_addr()

@@ -24,7 +24,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     var verifiesPeer: Bool { !self.configuration.dangerouslyDisableCertificateVerification }
 
     /// Builds the context: verification, trust store, client certificate, minimum version, options.
-    init(configuration: CIOEngine.TLSConfiguration) throws(WebSocketConnectionError) {
+    init(configuration: CIOEngine.TLSConfiguration) throws(WebSocketError) {
         self.configuration = configuration
         ERR_clear_error()
         guard let method = cws_sockbio_method_new() else {
@@ -85,7 +85,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
                 throw tlsConfigurationError("the client private key '\(key)' does not match '\(certificate)'")
             }
         default:
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .tlsFailure,
                 "TLS configuration: clientCertificateFile and clientPrivateKeyFile must be set together")
         }
@@ -99,14 +99,30 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
     /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
     /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
-    func makeSSL(fd: Int32, serverName: String, alpn: [UInt8] = []) throws(WebSocketConnectionError) -> OpaquePointer {
+    func makeSSL(fd: Int32, serverName: String, alpn: [UInt8] = []) throws(WebSocketError) -> OpaquePointer {
+        try self.makeSSL(serverName: serverName, alpn: alpn) { cws_sockbio_new(self.bioMethod, fd) }
+    }
+
+    /// A new client SSL that runs inside `outer` (TLS to the endpoint through the TLS connection to an https://
+    /// proxy), set up like ``makeSSL(fd:serverName:alpn:)``: ALPN is end to end, so the endpoint sees the same
+    /// offer as on a direct connection. `outer` must outlive the returned SSL.
+    /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
+    func makeSSL(over outer: OpaquePointer, serverName: String, alpn: [UInt8] = []) throws(WebSocketError)
+        -> OpaquePointer
+    {
+        try self.makeSSL(serverName: serverName, alpn: alpn) { cws_bio_new_ssl_filter(outer) }
+    }
+
+    private func makeSSL(
+        serverName: String, alpn: [UInt8], bio makeBIO: () -> OpaquePointer?
+    ) throws(WebSocketError) -> OpaquePointer {
         ERR_clear_error()
         guard let ssl = SSL_new(self.context) else {
             throw tlsConfigurationError("could not create an OpenSSL connection")
         }
-        guard let bio = cws_sockbio_new(self.bioMethod, fd) else {
+        guard let bio = makeBIO() else {
             SSL_free(ssl)
-            throw tlsConfigurationError("could not create the socket BIO")
+            throw tlsConfigurationError("could not create the BIO")
         }
         SSL_set_bio(ssl, bio, bio)
         SSL_set_connect_state(ssl)
@@ -150,9 +166,9 @@ func drainOpenSSLErrors() -> String? {
 }
 
 /// A `.tlsFailure` for a local setup problem, with the OpenSSL error queue appended.
-func tlsConfigurationError(_ message: String) -> WebSocketConnectionError {
+func tlsConfigurationError(_ message: String) -> WebSocketError {
     let queue = drainOpenSSLErrors()
-    return WebSocketConnectionError(.tlsFailure, "TLS configuration: \(message)" + (queue.map { " (\($0))" } ?? ""))
+    return WebSocketError(.tlsFailure, "TLS configuration: \(message)" + (queue.map { " (\($0))" } ?? ""))
 }
 
 /// A `.tlsFailure` for a failed TLS operation on `ssl`: the verification failure (e.g. "certificate verify
@@ -165,7 +181,7 @@ func tlsConfigurationError(_ message: String) -> WebSocketConnectionError {
 ///   - systemErrno: `errno` right after the failed call, for SSL_ERROR_SYSCALL.
 func tlsFailure(
     _ prefix: String, ssl: OpaquePointer, verifying: Bool, sslError: Int32, systemErrno: Int32
-) -> WebSocketConnectionError {
+) -> WebSocketError {
     var reasons: [String] = []
     let verifyResult = SSL_get_verify_result(ssl)
     if verifying && verifyResult != Int(X509_V_OK) {
@@ -183,5 +199,5 @@ func tlsFailure(
     }
     if let queue = drainOpenSSLErrors() { reasons.append(queue) }
     if reasons.isEmpty { reasons.append("SSL error \(sslError)") }
-    return WebSocketConnectionError(.tlsFailure, "\(prefix): \(reasons.joined(separator: "; "))", underlying: underlying)
+    return WebSocketError(.tlsFailure, "\(prefix): \(reasons.joined(separator: "; "))", underlying: underlying)
 }

@@ -28,6 +28,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     /// The TLS state under the Mutex (unused on plain TCP).
     struct IO {
         var ssl: SSLHandle?
+        /// The TLS connection to an https:// proxy that `ssl` runs inside (wss through such a proxy); freed after it.
+        var tunnelSSL: SSLHandle?
         /// A fatal TLS error happened: SSL_shutdown must not be called.
         var sslBroken = false
         /// SSL_read needs the socket to become writable.
@@ -45,6 +47,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private let tls: TLSContext?
     /// The protocol the server selected with ALPN (`h2`, `http/1.1`), or `nil` when none was offered or selected.
     let alpn: String?
+    /// Keeps the https:// proxy's SSL_CTX alive as long as `tunnelSSL`.
+    private let tunnelTLS: TLSContext?
     let settings: TransportSettings
     let state: Mutex<TransportLockedState<IO>>
     /// Loop thread only. Unchecked: the skeleton never holds an access to it across a call that can reach it again
@@ -63,7 +67,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
 
     init(
         loop: EventLoop, fd: Int32, ssl: OpaquePointer?, tls: TLSContext?, alpn: String? = nil, endpoint: String,
-        logger: Logger, closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64
+        logger: Logger, closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64, tunnelSSL: OpaquePointer? = nil,
+        tunnelTLS: TLSContext? = nil
     ) {
         self.loop = loop
         self.alpn = alpn
@@ -74,7 +79,10 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         self.settings = TransportSettings(
             endpoint: endpoint, logger: logger, closeGraceNanoseconds: closeGraceNanoseconds,
             closeFlushNanoseconds: closeFlushNanoseconds)
-        self.state = Mutex(TransportLockedState(io: IO(ssl: ssl.map(SSLHandle.init(pointer:)))))
+        self.tunnelTLS = tunnelTLS
+        self.state = Mutex(
+            TransportLockedState(
+                io: IO(ssl: ssl.map(SSLHandle.init(pointer:)), tunnelSSL: tunnelSSL.map(SSLHandle.init(pointer:)))))
     }
 
     // MARK: WebSocketTransport (any thread; the rest is PosixTransport's)
@@ -120,7 +128,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     var gathersLoopWrites: Bool { !self.isTLS }
 
     func sendNow(_ bytes: UnsafeRawBufferPointer, _ state: inout TransportLockedState<IO>)
-        -> TransportSendOutcome<WebSocketConnectionError>
+        -> TransportSendOutcome<WebSocketError>
     {
         var sent = 0
         if let ssl = state.io.ssl?.pointer {
@@ -159,7 +167,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         return .sent(sent)
     }
 
-    func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketConnectionError> {
+    func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketError> {
         if let ssl = state.io.ssl?.pointer {
             state.io.writeWantsRead = false
             while !state.queue.isEmpty {
@@ -213,12 +221,12 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         return true
     }
 
-    func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketConnectionError> {
+    func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketError> {
         if self.isTLS {
             let readable = self.readable
             // The socket has no more input for now (WANT_READ): wait for the next edge.
             var drained = false
-            let step = self.state.withLock { state -> TransportReadStep<WebSocketConnectionError> in
+            let step = self.state.withLock { state -> TransportReadStep<WebSocketError> in
                 guard state.phase != .closed, let ssl = state.io.ssl?.pointer else { return .stop }
                 guard !state.paused else { return .paused }
                 // SSL_read must wait for the socket to become writable; the socket may still hold input.
@@ -306,6 +314,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         if let ssl = state.io.ssl?.pointer, !state.io.sslBroken {
             ERR_clear_error()
             _ = SSL_shutdown(ssl)  // Best effort: a close_notify the kernel cannot take now is dropped.
+            if let tunnel = state.io.tunnelSSL?.pointer { _ = SSL_shutdown(tunnel) }
             ERR_clear_error()
         }
     }
@@ -314,6 +323,10 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         if let ssl = state.io.ssl?.pointer {
             SSL_free(ssl)
             state.io.ssl = nil
+        }
+        if let tunnel = state.io.tunnelSSL?.pointer {
+            SSL_free(tunnel)
+            state.io.tunnelSSL = nil
         }
     }
 
@@ -337,19 +350,20 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         handler.transportDidClose(error: error)
     }
 
-    func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketConnectionError {
-        WebSocketConnectionError(kind == .timedOut ? .timedOut : .network, message)
+    func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketError {
+        WebSocketError(kind == .timedOut ? .timedOut : .network, message, isConnectionFailure: false)
     }
 
-    private func ioError(_ call: String, _ doing: String, _ code: Int32) -> WebSocketConnectionError {
+    private func ioError(_ call: String, _ doing: String, _ code: Int32) -> WebSocketError {
         let error = systemError(call, code)
         let what = code == ECONNRESET ? "the peer reset the connection" : error.text
-        return WebSocketConnectionError(
-            .network, "\(doing) \(self.settings.endpoint) failed: \(what)", underlying: error)
+        return WebSocketError(
+            .network, "\(doing) \(self.settings.endpoint) failed: \(what)", underlying: error,
+            isConnectionFailure: false)
     }
 
     private func tlsError(_ doing: String, ssl: OpaquePointer, sslError: Int32, errno code: Int32)
-        -> WebSocketConnectionError
+        -> WebSocketError
     {
         tlsFailure(
             "TLS error \(doing) \(self.settings.endpoint)", ssl: ssl, verifying: false, sslError: sslError,

@@ -12,7 +12,7 @@
 // Flow: curl_multi_add_handle → libcurl asks for sockets (CURLMOPT_SOCKETFUNCTION) and timeouts
 // (CURLMOPT_TIMERFUNCTION) → the loop calls curl_multi_socket_action on their events → CURLMSG_DONE: with
 // CURLE_OK the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a
-// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketConnectionError.
+// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketError.
 import CWSCurl
 import CWSLinux
 import Glibc
@@ -55,6 +55,9 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private let timeout: Duration
     private let logger: Logger
     private let configuration: CurlEngine.Configuration
+    /// The proxy chosen by the session (`nil`: direct), unless the deprecated string settings override it.
+    private let proxy: ProxyServer?
+    private let proxyTLS: ProxyTLSConfiguration
 
     private var continuation: CheckedContinuation<CurlTransport, any Error>?
     private var phase = Phase.idle
@@ -75,12 +78,23 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         var logger = options.logger
         logger.setDebugMetadata("ws.engine", "Curl")
         logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
-        self.logger = logger
         self.configuration = configuration
+        self.proxy = options.proxy
+        self.proxyTLS = options.proxyTLS
+        if let proxy = options.proxy, configuration.legacyProxy == nil {
+            logger.setDebugMetadata("ws.proxy", "\(proxy)")  // Never the credentials.
+        }
+        self.logger = logger
     }
 
-    private var cancelledError: WebSocketConnectionError {
-        WebSocketConnectionError(.cancelled, "connecting to \(self.hostPort) was cancelled")
+    /// Whether the connection goes through a proxy named in the configuration or the options.
+    private var proxied: Bool {
+        if let legacy = self.configuration.legacyProxy { return !legacy.isEmpty }
+        return self.proxy != nil
+    }
+
+    private var cancelledError: WebSocketError {
+        WebSocketError(.cancelled, "connecting to \(self.hostPort) was cancelled")
     }
 
     // MARK: Entry points (loop thread)
@@ -111,14 +125,14 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             [self] in
             self.deadline = nil
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .timedOut, "connecting to \(self.hostPort) timed out after \(self.timeout.secondsText) s"))
         }
         guard let handles = self.handles else { return }
         let added = curl_multi_add_handle(handles.multi, handles.easy)
         if added != CURLM_OK {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network,
                     "cannot connect to \(self.hostPort): curl_multi_add_handle failed: "
                         + String(cString: curl_multi_strerror(added))))
@@ -142,11 +156,11 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     /// Creates the handles and sets every option.
     private func setUp() throws(CurlOptionError) {
         if let failure = LoadedCurl.initializationFailure {
-            throw CurlOptionError(error: WebSocketConnectionError(.unsupported, failure))
+            throw CurlOptionError(error: WebSocketError(.unsupported, failure))
         }
         guard (1...65535).contains(self.endpoint.port) else {
             throw CurlOptionError(
-                error: WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid port"))
+                error: WebSocketError(.network, "cannot connect to \(self.hostPort): invalid port"))
         }
         // The host goes into a URL: refuse anything that could change the URL's meaning.
         let forbidden: Set<Character> = ["/", "?", "#", "@", "[", "]", " ", "\\"]
@@ -154,7 +168,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             !self.endpoint.host.contains(where: { forbidden.contains($0) || $0.isNewline || $0.asciiValue == 0 })
         else {
             throw CurlOptionError(
-                error: WebSocketConnectionError(.network, "cannot connect to \(self.hostPort): invalid host name"))
+                error: WebSocketError(.network, "cannot connect to \(self.hostPort): invalid host name"))
         }
         let easy = curl_easy_init()
         let multi = curl_multi_init()
@@ -162,7 +176,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             if let easy { curl_easy_cleanup(easy) }
             if let multi { _ = curl_multi_cleanup(multi) }
             throw CurlOptionError(
-                error: WebSocketConnectionError(
+                error: WebSocketError(
                     .network, "cannot connect to \(self.hostPort): libcurl is out of memory"))
         }
         let errorBuffer = ErrorBuffer.allocate()
@@ -190,8 +204,34 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         // Not CURLOPT_FORBID_REUSE: libcurl would close the connection as soon as the CONNECT_ONLY transfer is
         // done. No other transfer ever uses this connection's private multi handle anyway.
         try options.set(CURLOPT_FRESH_CONNECT, 1, "CURLOPT_FRESH_CONNECT")
-        if let proxy = configuration.proxy { try options.set(CURLOPT_PROXY, proxy, "CURLOPT_PROXY") }
-        if let noProxy = configuration.noProxy { try options.set(CURLOPT_NOPROXY, noProxy, "CURLOPT_NOPROXY") }
+        if let legacy = configuration.legacyProxy {
+            // The deprecated string settings: libcurl's own rules, as before.
+            try options.set(CURLOPT_PROXY, legacy, "CURLOPT_PROXY")
+            if let noProxy = configuration.legacyNoProxy {
+                try options.set(CURLOPT_NOPROXY, noProxy, "CURLOPT_NOPROXY")
+            }
+        } else if let proxy = self.proxy {
+            // The session chose this proxy (from the client's ProxyConfiguration and the environment): libcurl must
+            // not apply its own environment rules on top. Credentials go in their own options, unencoded.
+            try options.set(CURLOPT_PROXY, "\(proxy.kind.scheme)://\(proxy.hostPort)", "CURLOPT_PROXY")
+            try options.set(CURLOPT_NOPROXY, "", "CURLOPT_NOPROXY")
+            if proxy.hasCredentials {
+                try options.set(CURLOPT_PROXYUSERNAME, proxy.username ?? "", "CURLOPT_PROXYUSERNAME")
+                try options.set(CURLOPT_PROXYPASSWORD, proxy.password ?? "", "CURLOPT_PROXYPASSWORD")
+            }
+            if proxy.kind == .https {
+                let trust = self.proxyTLS
+                if trust.trustedCAFile != nil || trust.trustedCADirectory != nil {
+                    try options.set(CURLOPT_PROXY_CAINFO, trust.trustedCAFile, "CURLOPT_PROXY_CAINFO")
+                    try options.set(CURLOPT_PROXY_CAPATH, trust.trustedCADirectory, "CURLOPT_PROXY_CAPATH")
+                }
+                let verify = trust.dangerouslyDisableCertificateVerification ? 0 : 1
+                try options.set(CURLOPT_PROXY_SSL_VERIFYPEER, verify, "CURLOPT_PROXY_SSL_VERIFYPEER")
+                try options.set(CURLOPT_PROXY_SSL_VERIFYHOST, verify * 2, "CURLOPT_PROXY_SSL_VERIFYHOST")
+            }
+        } else {
+            try options.set(CURLOPT_PROXY, "", "CURLOPT_PROXY")  // Direct: ignore the environment.
+        }
 
         // TLS with the endpoint. An https:// proxy keeps libcurl's defaults (built-in store, full verification).
         if configuration.trustedCAFile != nil || configuration.trustedCADirectory != nil {
@@ -247,7 +287,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             metadata: [
                 "ws.libcurl": "\(LoadedCurl.version) \(LoadedCurl.sslVersion)",
                 "ws.proxy":
-                    "\(configuration.proxy.map { $0.isEmpty ? "none" : redactingCredentials($0) } ?? "environment")",
+                    "\(configuration.legacyProxy.map { $0.isEmpty ? "none" : redactingCredentials($0) } ?? self.proxy.map { "\($0)" } ?? "none")",
             ])
     }
 
@@ -283,7 +323,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             // Failing from inside a libcurl callback is not allowed: fail right after this callback.
             self.loop.execute { [self] in
                 self.fail(
-                    WebSocketConnectionError(
+                    WebSocketError(
                         .network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
             }
         }
@@ -326,7 +366,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         let code = curl_multi_socket_action(handles.multi, fd, mask, &running)
         guard code == CURLM_OK else {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network,
                     "connecting to \(self.hostPort) failed: curl_multi_socket_action: "
                         + String(cString: curl_multi_strerror(code))))
@@ -341,10 +381,21 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             let detail = handles.errorBuffer.text
             self.logger.debug(
                 "connect failed", metadata: ["ws.curlcode": "\(result.rawValue)", "ws.error": "\(detail)"])
+            var connectCode = 0
+            _ = cws_curl_getinfo_long(handles.easy, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+            if connectCode >= 300 {
+                // The HTTP proxy refused the CONNECT: the same error the CIO engine reports.
+                let proxyText = self.proxy.map { "\($0)" } ?? "(from the configuration)"
+                let message = connectCode == 407 || connectCode == 401
+                    ? "the proxy \(proxyText) requires authentication or rejected the credentials (\(connectCode))"
+                    : "the proxy \(proxyText) refused to open a tunnel to \(self.hostPort) (\(connectCode))"
+                self.fail(WebSocketError(.proxyFailure, message, status: connectCode))
+                return
+            }
             self.fail(
                 connectError(
                     result, easy: handles.easy, detail: detail, hostPort: self.hostPort, timeout: self.timeout,
-                    proxied: self.configuration.proxy?.isEmpty == false))
+                    proxied: self.proxied))
         }
     }
 
@@ -370,7 +421,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.detachFromCurl()
         guard info == CURLE_OK, fd != cws_curl_socket_bad() else {
             self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .network, "connecting to \(self.hostPort) failed: libcurl reported no active socket"))
             return
         }
@@ -393,7 +444,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     }
 
     /// Fails the connect (idempotent) and releases the handles.
-    func fail(_ error: WebSocketConnectionError) {
+    func fail(_ error: WebSocketError) {
         if case .done = self.phase { return }
         self.phase = .done
         self.detachFromCurl()

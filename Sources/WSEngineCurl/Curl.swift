@@ -1,5 +1,5 @@
 // libcurl plumbing: one-time global init, the loaded library's version and protocols, typed option setters that
-// turn a rejected option into a thrown error, CURLcode → WebSocketConnectionError mapping, and the verbose-trace
+// turn a rejected option into a thrown error, CURLcode → WebSocketError mapping, and the verbose-trace
 // bridge from CURLOPT_DEBUGFUNCTION into swift-log.
 import CWSCurl
 import Glibc
@@ -133,7 +133,7 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
 
 /// Thrown by the option setters when libcurl rejects an option.
 struct CurlOptionError: Error {
-    let error: WebSocketConnectionError
+    let error: WebSocketError
 }
 
 /// Sets options on an easy handle, turning a rejected option into a `.network` or `.unsupported` error.
@@ -143,10 +143,10 @@ struct EasyOptions {
     private func check(_ code: CURLcode, _ name: String) throws(CurlOptionError) {
         guard code != CURLE_OK else { return }
         let text = String(cString: curl_easy_strerror(code))
-        let kind: WebSocketConnectionError.Code =
+        let kind: WebSocketError.Code =
             code == CURLE_UNKNOWN_OPTION || code == CURLE_NOT_BUILT_IN ? .unsupported : .network
         throw CurlOptionError(
-            error: WebSocketConnectionError(
+            error: WebSocketError(
                 kind, "libcurl \(LoadedCurl.version) rejected \(name): \(text)",
                 underlying: CurlError(code, detail: "")))
     }
@@ -182,13 +182,18 @@ struct EasyOptions {
 func connectError(
     _ code: CURLcode, easy: UnsafeMutableRawPointer, detail: String, hostPort: String, timeout: Duration,
     proxied: Bool
-) -> WebSocketConnectionError {
+) -> WebSocketError {
     let curlError = CurlError(code, detail: detail)
     let explanation = curlError.summary
+    if code == CURLE_PROXY {
+        // A SOCKS or proxy handshake failure: the same code the CIO engine reports.
+        return WebSocketError(
+            .proxyFailure, "the proxy did not open a tunnel to \(hostPort): \(explanation)", underlying: curlError)
+    }
     switch cws_curl_error_class(code) {
     case CWS_CURL_ERROR_DNS:
         let what = code == CURLE_COULDNT_RESOLVE_PROXY ? "the proxy's host name" : "the host name"
-        return WebSocketConnectionError(
+        return WebSocketError(
             .dnsFailure, "cannot connect to \(hostPort): could not resolve \(what) (\(explanation))",
             underlying: curlError)
     case CWS_CURL_ERROR_CONNECT:
@@ -196,22 +201,22 @@ func connectError(
         _ = cws_curl_getinfo_long(easy, CURLINFO_OS_ERRNO, &osErrno)
         if osErrno == Int(ECONNREFUSED) {
             let target = proxied ? "\(hostPort) (or its proxy)" : hostPort
-            return WebSocketConnectionError(
+            return WebSocketError(
                 .connectionRefused, "connection refused by \(target): nothing is listening there (\(explanation))",
                 underlying: systemError("connect", ECONNREFUSED))
         }
-        return WebSocketConnectionError(
+        return WebSocketError(
             .network, "connecting to \(hostPort) failed: \(explanation)",
             underlying: osErrno != 0 ? systemError("connect", Int32(osErrno)) : curlError)
     case CWS_CURL_ERROR_TIMEOUT:
-        return WebSocketConnectionError(
+        return WebSocketError(
             .timedOut, "connecting to \(hostPort) timed out after \(timeout.secondsText) s (\(explanation))",
             underlying: curlError)
     case CWS_CURL_ERROR_TLS:
-        return WebSocketConnectionError(
+        return WebSocketError(
             .tlsFailure, "TLS handshake with \(hostPort) failed: \(explanation)", underlying: curlError)
     default:
-        return WebSocketConnectionError(
+        return WebSocketError(
             .network, "connecting to \(hostPort) failed: \(explanation)", underlying: curlError)
     }
 }

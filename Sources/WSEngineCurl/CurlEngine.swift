@@ -37,7 +37,9 @@ import WSPosix
 ///   close_notify for a `CONNECT_ONLY` connection; the WebSocket close handshake marks the clean end instead.
 ///
 /// ```swift
-/// let engine = CurlEngine(configuration: .init(proxy: "http://proxy.internal:3128"))
+/// let client = WebSocketClient(engine: CurlEngine()) { config in
+///     config.proxy = try ProxyConfiguration(url: "http://proxy.internal:3128")
+/// }
 /// ```
 public final class CurlEngine: WebSocketEngine {
     /// A TLS protocol version, used as the lowest version the engine accepts.
@@ -76,18 +78,24 @@ public final class CurlEngine: WebSocketEngine {
         public var clientCertificateFile: String?
         /// A PEM file with the private key of ``clientCertificateFile`` (`CURLOPT_SSLKEY`).
         public var clientPrivateKeyFile: String?
-        /// The proxy (`CURLOPT_PROXY`), e.g. `http://127.0.0.1:8888`, `https://proxy:443` or
-        /// `socks5h://127.0.0.1:1080`; HTTP(S) proxies are asked for a `CONNECT` tunnel.
-        ///
-        /// `nil` (the default) lets libcurl pick one from the environment. The engine connects to `http://` URLs
-        /// for `ws` and `https://` URLs for `wss`, so libcurl reads `http_proxy` (lowercase only) for `ws`,
-        /// `https_proxy` or `HTTPS_PROXY` for `wss`, then `all_proxy` or `ALL_PROXY`, and skips hosts listed in
-        /// `no_proxy` or `NO_PROXY` (`ws_proxy`/`wss_proxy` are not read). The empty string `""` means no proxy at
-        /// all, whatever the environment says.
-        public var proxy: String?
-        /// Hosts that bypass the proxy (`CURLOPT_NOPROXY`): a comma-separated list of names, domains, IP
-        /// addresses or CIDR ranges, or `*`. `nil` (the default) lets libcurl read `no_proxy`/`NO_PROXY`.
-        public var noProxy: String?
+        /// The proxy as a libcurl string (`CURLOPT_PROXY`), overriding the client's
+        /// `WebSocketClient.Configuration.proxy` for this engine; `""` means no proxy. `nil` (the default): the
+        /// client's setting, which both engines honour alike.
+        @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration), which every engine honours")
+        public var proxy: String? {
+            get { self.legacyProxy }
+            set { self.legacyProxy = newValue }
+        }
+        /// Hosts that bypass the deprecated ``proxy`` string (`CURLOPT_NOPROXY`).
+        @available(*, deprecated, message: "use ProxyConfiguration(url:noProxy:) in WebSocketClient.Configuration.proxy")
+        public var noProxy: String? {
+            get { self.legacyNoProxy }
+            set { self.legacyNoProxy = newValue }
+        }
+        /// Storage of the deprecated ``proxy``.
+        var legacyProxy: String?
+        /// Storage of the deprecated ``noProxy``.
+        var legacyNoProxy: String?
         /// Turns off certificate chain AND host name verification of the endpoint (`CURLOPT_SSL_VERIFYPEER` and
         /// `CURLOPT_SSL_VERIFYHOST` 0), so that any server, including an attacker in the middle, is accepted.
         /// Only for tests against self-signed servers; never in production. A proxy's certificate is still
@@ -108,14 +116,13 @@ public final class CurlEngine: WebSocketEngine {
         /// rotation first reaches it: one connection starts one thread.
         public var eventLoopCount: Int
 
-        /// Creates a configuration; every argument defaults to the secure choice.
+        /// Creates a configuration; every argument defaults to the secure choice. Proxies are set on the client
+        /// (`WebSocketClient.Configuration.proxy`), alike for every engine.
         /// - Parameters:
         ///   - trustedCAFile: A PEM file of trusted CAs (replaces the built-in store).
         ///   - trustedCADirectory: A hashed directory of trusted CAs (replaces the built-in store).
         ///   - clientCertificateFile: A PEM client certificate chain for mutual TLS.
         ///   - clientPrivateKeyFile: The PEM private key of the client certificate.
-        ///   - proxy: The proxy URL; `nil` for the environment's, `""` for none.
-        ///   - noProxy: Hosts that bypass the proxy; `nil` for the environment's.
         ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
         ///   - minimumTLSVersion: The lowest TLS version accepted.
         ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
@@ -126,7 +133,43 @@ public final class CurlEngine: WebSocketEngine {
             trustedCADirectory: String? = nil,
             clientCertificateFile: String? = nil,
             clientPrivateKeyFile: String? = nil,
-            proxy: String? = nil,
+            dangerouslyDisableCertificateVerification: Bool = false,
+            minimumTLSVersion: TLSVersion = .tls12,
+            verbose: Bool = false,
+            readBufferSize: Int = 256 * 1024,
+            eventLoopCount: Int = CurlEngine.defaultEventLoopCount
+        ) {
+            self.trustedCAFile = trustedCAFile
+            self.trustedCADirectory = trustedCADirectory
+            self.clientCertificateFile = clientCertificateFile
+            self.clientPrivateKeyFile = clientPrivateKeyFile
+            self.dangerouslyDisableCertificateVerification = dangerouslyDisableCertificateVerification
+            self.minimumTLSVersion = minimumTLSVersion
+            self.verbose = verbose
+            self.readBufferSize = readBufferSize
+            self.eventLoopCount = eventLoopCount
+        }
+
+        /// Creates a configuration with the deprecated proxy strings.
+        /// - Parameters:
+        ///   - trustedCAFile: A PEM file of trusted CAs (replaces the built-in store).
+        ///   - trustedCADirectory: A hashed directory of trusted CAs (replaces the built-in store).
+        ///   - clientCertificateFile: A PEM client certificate chain for mutual TLS.
+        ///   - clientPrivateKeyFile: The PEM private key of the client certificate.
+        ///   - proxy: The proxy URL as libcurl reads it, `""` for none; `nil` for the client's setting.
+        ///   - noProxy: Hosts that bypass that proxy.
+        ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
+        ///   - minimumTLSVersion: The lowest TLS version accepted.
+        ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
+        ///   - readBufferSize: Bytes per read.
+        ///   - eventLoopCount: Event-loop threads (at least 1).
+        @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration) instead of proxy strings")
+        public init(
+            trustedCAFile: String? = nil,
+            trustedCADirectory: String? = nil,
+            clientCertificateFile: String? = nil,
+            clientPrivateKeyFile: String? = nil,
+            proxy: String?,
             noProxy: String? = nil,
             dangerouslyDisableCertificateVerification: Bool = false,
             minimumTLSVersion: TLSVersion = .tls12,
@@ -138,8 +181,8 @@ public final class CurlEngine: WebSocketEngine {
             self.trustedCADirectory = trustedCADirectory
             self.clientCertificateFile = clientCertificateFile
             self.clientPrivateKeyFile = clientPrivateKeyFile
-            self.proxy = proxy
-            self.noProxy = noProxy
+            self.legacyProxy = proxy
+            self.legacyNoProxy = noProxy
             self.dangerouslyDisableCertificateVerification = dangerouslyDisableCertificateVerification
             self.minimumTLSVersion = minimumTLSVersion
             self.verbose = verbose
@@ -223,7 +266,7 @@ public final class CurlEngine: WebSocketEngine {
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
     /// - Returns: A connected transport that has not started reading.
-    /// - Throws: `WebSocketConnectionError` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
+    /// - Throws: `WebSocketError` with code `.dnsFailure` (host or proxy name), `.connectionRefused`
     ///   (ECONNREFUSED), `.timedOut`, `.tlsFailure`, `.cancelled`, `.unsupported` (the loaded libcurl lacks
     ///   WebSockets or TLS) or `.network`; its message carries `curl_easy_strerror` and libcurl's error detail.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
@@ -231,13 +274,13 @@ public final class CurlEngine: WebSocketEngine {
     {
         let hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
         if Task.isCancelled {
-            throw WebSocketConnectionError(.cancelled, "connecting to \(hostPort) was cancelled")
+            throw WebSocketError(.cancelled, "connecting to \(hostPort) was cancelled")
         }
         if let reason = LoadedCurl.webSocketUnsupportedReason {
-            throw WebSocketConnectionError(.unsupported, "cannot connect to \(hostPort): \(reason)")
+            throw WebSocketError(.unsupported, "cannot connect to \(hostPort): \(reason)")
         }
         if endpoint.secure && !LoadedCurl.hasHTTPS {
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .unsupported,
                 "cannot connect to \(hostPort) with TLS: the loaded libcurl \(LoadedCurl.version) has no TLS backend")
         }
@@ -276,7 +319,7 @@ public final class CurlEngine: WebSocketEngine {
         }
     }
 
-    private static let shutdownError = WebSocketConnectionError(.network, "the Curl engine was shut down")
+    private static let shutdownError = WebSocketError(.network, "the Curl engine was shut down")
 
     /// The next loop in the rotation (started when first reached); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
@@ -285,8 +328,8 @@ public final class CurlEngine: WebSocketEngine {
 
     /// `preferred` if it is one of the loops, else the next loop in the rotation (its thread started when the rotation
     /// first reaches it).
-    private func prepareLoop(preferred: (any TaskExecutor)?) throws(WebSocketConnectionError) -> CurlEventLoop {
-        try self.state.withLock { state throws(WebSocketConnectionError) -> CurlEventLoop in
+    private func prepareLoop(preferred: (any TaskExecutor)?) throws(WebSocketError) -> CurlEventLoop {
+        try self.state.withLock { state throws(WebSocketError) -> CurlEventLoop in
             guard !state.shutDown else { throw Self.shutdownError }
             if let preferred, let loop = state.loops.first(where: { $0 === preferred }) { return loop }
             let index = state.nextLoop % max(1, self.configuration.eventLoopCount)

@@ -30,7 +30,7 @@ class LoopRegistrant: @unchecked Sendable {  // Stateless; handleEvents runs on 
 /// How the Curl loop reaches its registrants. Loop thread only.
 final class CurlLoopDispatcher: EventLoopDispatcher {
     /// The pending connects and open transports.
-    var registrants = LoopRegistrants<CurlConnector, CurlTransport, WebSocketConnectionError>()
+    var registrants = LoopRegistrants<CurlConnector, CurlTransport, WebSocketError>()
 
     /// Routes an event: data with the low bit set is a ``LoopRegistrant``'s address, otherwise a ``CurlTransport``'s.
     func handleEvent(data: UInt64, events: UInt32) {
@@ -43,8 +43,8 @@ final class CurlLoopDispatcher: EventLoopDispatcher {
         }
     }
 
-    func fail(_ connector: CurlConnector, stopping reason: WebSocketConnectionError) { connector.fail(reason) }
-    func finish(_ transport: CurlTransport, stopping reason: WebSocketConnectionError) {
+    func fail(_ connector: CurlConnector, stopping reason: WebSocketError) { connector.fail(reason) }
+    func finish(_ transport: CurlTransport, stopping reason: WebSocketError) {
         transport.finish(error: reason)
     }
 }

@@ -99,7 +99,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     var gathersLoopWrites: Bool { true }
 
     /// One curl_easy_send: `.success(0)` when libcurl cannot take bytes now (CURLE_AGAIN).
-    private func send(_ handles: CurlHandles, _ bytes: UnsafeRawBufferPointer) -> Result<Int, WebSocketConnectionError>
+    private func send(_ handles: CurlHandles, _ bytes: UnsafeRawBufferPointer) -> Result<Int, WebSocketError>
     {
         var count = 0
         handles.errorBuffer.clear()
@@ -109,7 +109,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     }
 
     func sendNow(_ bytes: UnsafeRawBufferPointer, _ state: inout TransportLockedState<IO>)
-        -> TransportSendOutcome<WebSocketConnectionError>
+        -> TransportSendOutcome<WebSocketError>
     {
         guard let handles = state.io.handles else { return .sent(0) }
         var sent = 0
@@ -126,7 +126,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     }
 
     /// Sends the head chunk as one piece, so a send libcurl reported as blocked is retried with the same bytes.
-    func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketConnectionError> {
+    func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketError> {
         guard let handles = state.io.handles else { return .blocked }
         while !state.queue.isEmpty {
             switch state.queue.withFirstChunk({ self.send(handles, $0) }) {
@@ -145,8 +145,8 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     @inline(__always)
     func flushWillStart(_ state: inout TransportLockedState<IO>) -> Bool { false }
 
-    func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketConnectionError> {
-        self.state.withLock { state -> TransportReadStep<WebSocketConnectionError> in
+    func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketError> {
+        self.state.withLock { state -> TransportReadStep<WebSocketError> in
             guard state.phase != .closed, let handles = state.io.handles else { return .stop }
             guard !state.paused else { return .paused }
             // Fill the buffer from several calls (a TLS read returns at most one record).
@@ -155,7 +155,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
                 var count = 0
                 handles.errorBuffer.clear()
                 let code = curl_easy_recv(handles.easy, buffer + filled, capacity - filled, &count)
-                let outcome: TransportReadOutcome<WebSocketConnectionError>
+                let outcome: TransportReadOutcome<WebSocketError>
                 if code == CURLE_OK {
                     if count > 0 {
                         let asked = capacity - filled
@@ -197,9 +197,9 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
             state.queue.removeAll()
             self.loop.execute { [self] in
                 self.finish(
-                    error: WebSocketConnectionError(
+                    error: WebSocketError(
                         .network, "cannot watch the socket for \(self.settings.endpoint): \(error.text)",
-                        underlying: error))
+                        underlying: error, isConnectionFailure: false))
             }
         }
     }
@@ -244,16 +244,17 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
         handler.transportDidClose(error: error)
     }
 
-    func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketConnectionError {
-        WebSocketConnectionError(kind == .timedOut ? .timedOut : .network, message)
+    func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketError {
+        WebSocketError(kind == .timedOut ? .timedOut : .network, message, isConnectionFailure: false)
     }
 
-    private func ioError(_ doing: String, _ code: CURLcode, _ handles: CurlHandles) -> WebSocketConnectionError {
+    private func ioError(_ doing: String, _ code: CURLcode, _ handles: CurlHandles) -> WebSocketError {
         let curlError = CurlError(code, detail: handles.errorBuffer.text)
         let explanation = curlError.summary
-        let kind: WebSocketConnectionError.Code =
+        let kind: WebSocketError.Code =
             cws_curl_error_class(code) == CWS_CURL_ERROR_TLS ? .tlsFailure : .network
-        return WebSocketConnectionError(
-            kind, "\(doing) \(self.settings.endpoint) failed: \(explanation)", underlying: curlError)
+        return WebSocketError(
+            kind, "\(doing) \(self.settings.endpoint) failed: \(explanation)", underlying: curlError,
+            isConnectionFailure: false)
     }
 }

@@ -74,7 +74,7 @@ public final class InMemoryEngine: WebSocketEngine {
     ///   - endpoint: Not used: every endpoint reaches this engine.
     ///   - options: Not used.
     /// - Returns: The client's transport.
-    /// - Throws: `WebSocketConnectionError` (`WebSocketConnectionError.Code.connectionRefused`) after
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.connectionRefused`) after
     ///   ``shutdown()``.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
@@ -89,7 +89,7 @@ public final class InMemoryEngine: WebSocketEngine {
             return true
         }
         guard open else {
-            throw WebSocketConnectionError(.connectionRefused, "the in-memory engine was shut down")
+            throw WebSocketError(.connectionRefused, "the in-memory engine was shut down")
         }
         return InMemoryTransport(server: server)
     }
@@ -101,7 +101,7 @@ public final class InMemoryEngine: WebSocketEngine {
     /// the requests arrived; each connection is returned once. Meant for engines without a handler, whose
     /// connections are accepted at once: open the session, then take its server side.
     /// - Returns: The server side.
-    /// - Throws: `WebSocketConnectionError` (`WebSocketConnectionError.Code.cancelled`) after ``shutdown()``.
+    /// - Throws: `WebSocketError` (`WebSocketError.Code.cancelled`) after ``shutdown()``.
     public func nextConnection() async throws -> InMemoryServerConnection {
         let server = await withCheckedContinuation { (continuation: CheckedContinuation<InMemoryServerConnection?, Never>) in
             let ready = self.state.withLock { s -> InMemoryServerConnection?? in
@@ -112,7 +112,7 @@ public final class InMemoryEngine: WebSocketEngine {
             }
             if let ready { continuation.resume(returning: ready) }
         }
-        guard let server else { throw WebSocketConnectionError(.cancelled, "the in-memory engine was shut down") }
+        guard let server else { throw WebSocketError(.cancelled, "the in-memory engine was shut down") }
         return server
     }
 

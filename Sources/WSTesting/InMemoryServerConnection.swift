@@ -145,7 +145,7 @@ public final class InMemoryServerConnection: Sendable {
     }
 
     /// Refuses the upgrade with an HTTP error response, then ends the connection: the client's open fails with
-    /// `WebSocketConnectionError` `WebSocketConnectionError.Code.upgradeRejected` and this `status`.
+    /// `WebSocketError` `WebSocketError.Code.upgradeRejected` and this `status`.
     /// - Parameters:
     ///   - status: The HTTP status, e.g. 403.
     ///   - body: A plain-text body.

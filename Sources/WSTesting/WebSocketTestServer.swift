@@ -404,7 +404,7 @@ final class ServerCore: Sendable {
             } catch {
                 Self.respond(
                     channel, status: 400, reason: "Bad Request",
-                    body: "\((error as? WebSocketConnectionError)?.message ?? "\(error)")\n")
+                    body: "\((error as? WebSocketError)?.message ?? "\(error)")\n")
                 return nil
             }
         }

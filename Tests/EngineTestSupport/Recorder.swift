@@ -17,7 +17,7 @@ package final class Recorder: WebSocketTransportHandler {
         /// `transportDidClose` calls.
         package var closes = 0
         /// The close error, when it was a connection error.
-        package var closeError: WebSocketConnectionError?
+        package var closeError: WebSocketError?
         /// The close error's description, whatever its type.
         package var closeErrorText: String?
         /// Callbacks made after `transportDidClose`.
@@ -76,7 +76,7 @@ package final class Recorder: WebSocketTransportHandler {
         self.enter()
         self.state.withLock { state in
             state.closes += 1
-            state.closeError = error as? WebSocketConnectionError
+            state.closeError = error as? WebSocketError
             state.closeErrorText = error.map { "\($0)" }
         }
         self.leave()

@@ -4,7 +4,7 @@ import WSCore
 private typealias Ext = WebSocketExtensionHeader
 private typealias Param = WebSocketExtensionHeader.Parameter
 
-private func parse(_ values: [String]) -> (elements: [Ext]?, error: WebSocketConnectionError?) {
+private func parse(_ values: [String]) -> (elements: [Ext]?, error: WebSocketError?) {
     do {
         return (try Ext.parse(values), nil)
     } catch {

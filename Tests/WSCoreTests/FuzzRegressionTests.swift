@@ -571,7 +571,7 @@ package enum FuzzHarness {
         /// - Parameter bytes: The next bytes.
         mutating func feed(
             _ bytes: UnsafeRawBufferPointer
-        ) throws(WebSocketConnectionError) -> (startLine: [String], headers: HTTPHeaders, consumed: Int)? {
+        ) throws(WebSocketError) -> (startLine: [String], headers: HTTPHeaders, consumed: Int)? {
             if self.request != nil {
                 guard let (head, consumed) = try self.request!.feed(bytes) else { return nil }
                 return ([head.method, head.target, head.version], head.headers, consumed)
@@ -584,9 +584,9 @@ package enum FuzzHarness {
         /// - Parameter bytes: The next bytes.
         mutating func result(
             _ bytes: some Collection<UInt8>
-        ) -> Result<(startLine: [String], headers: HTTPHeaders, consumed: Int)?, WebSocketConnectionError> {
+        ) -> Result<(startLine: [String], headers: HTTPHeaders, consumed: Int)?, WebSocketError> {
             let copy = Array(bytes)
-            return copy.withUnsafeBytes { raw in Result { () throws(WebSocketConnectionError) in try self.feed(raw) } }
+            return copy.withUnsafeBytes { raw in Result { () throws(WebSocketError) in try self.feed(raw) } }
         }
     }
 
@@ -728,8 +728,8 @@ package enum FuzzHarness {
 
     /// Parses header values, as a `Result`.
     /// - Parameter values: One value per header line.
-    static func parseExtensions(_ values: [String]) -> Result<[WebSocketExtensionHeader], WebSocketConnectionError> {
-        Result { () throws(WebSocketConnectionError) in try WebSocketExtensionHeader.parse(values) }
+    static func parseExtensions(_ values: [String]) -> Result<[WebSocketExtensionHeader], WebSocketError> {
+        Result { () throws(WebSocketError) in try WebSocketExtensionHeader.parse(values) }
     }
 
     /// Fuzz target 3: ``WebSocketExtensionHeader/parse(_:)``.

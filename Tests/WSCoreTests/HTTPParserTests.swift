@@ -12,9 +12,9 @@ private let frameBytes: [UInt8] = [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F]
 private func feed(
     _ parser: inout HTTPResponseParser,
     _ bytes: [UInt8]
-) throws(WebSocketConnectionError) -> (head: HTTPResponseHead, consumed: Int)? {
+) throws(WebSocketError) -> (head: HTTPResponseHead, consumed: Int)? {
     try bytes.withUnsafeBytes { raw in
-        Result { () throws(WebSocketConnectionError) in try parser.feed(raw) }
+        Result { () throws(WebSocketError) in try parser.feed(raw) }
     }.get()
 }
 
@@ -22,9 +22,9 @@ private func feed(
 private func feed(
     _ parser: inout HTTPRequestParser,
     _ bytes: [UInt8]
-) throws(WebSocketConnectionError) -> (head: HTTPRequestHead, consumed: Int)? {
+) throws(WebSocketError) -> (head: HTTPRequestHead, consumed: Int)? {
     try bytes.withUnsafeBytes { raw in
-        Result { () throws(WebSocketConnectionError) in try parser.feed(raw) }
+        Result { () throws(WebSocketError) in try parser.feed(raw) }
     }.get()
 }
 
@@ -33,7 +33,7 @@ private func parseResponse(
     _ chunks: [[UInt8]],
     maxHeaderBytes: Int = 16384,
     maxHeaderCount: Int = 128
-) -> (head: HTTPResponseHead?, leftover: [UInt8], error: WebSocketConnectionError?) {
+) -> (head: HTTPResponseHead?, leftover: [UInt8], error: WebSocketError?) {
     var parser = HTTPResponseParser(maxHeaderBytes: maxHeaderBytes, maxHeaderCount: maxHeaderCount)
     for (index, chunk) in chunks.enumerated() {
         do {
@@ -48,7 +48,7 @@ private func parseResponse(
     return (nil, [], nil)
 }
 
-private func parseRequest(_ bytes: [UInt8]) -> (head: HTTPRequestHead?, consumed: Int, error: WebSocketConnectionError?) {
+private func parseRequest(_ bytes: [UInt8]) -> (head: HTTPRequestHead?, consumed: Int, error: WebSocketError?) {
     var parser = HTTPRequestParser()
     do {
         let result = try feed(&parser, bytes)
@@ -177,7 +177,7 @@ struct HTTPParserTests {
         // An endless head fails as soon as the limit is crossed, without waiting for the blank line.
         var parser = HTTPResponseParser()
         let chunk = Array("X-Filler: \(String(repeating: "y", count: 1000))\r\n".utf8)
-        var thrown: WebSocketConnectionError?
+        var thrown: WebSocketError?
         var fed = 0
         while thrown == nil && fed < 100_000 {
             do {
@@ -190,7 +190,7 @@ struct HTTPParserTests {
         #expect(thrown?.message == "the server's response headers exceed 16384 bytes")
         #expect(fed <= 16384)
         // The parser stays failed.
-        #expect(throws: WebSocketConnectionError.self) {
+        #expect(throws: WebSocketError.self) {
             try feed(&parser, Array("\r\n\r\n".utf8))
         }
     }
@@ -232,7 +232,7 @@ struct HTTPParserTests {
     @Test("the request parser names the client in its limit errors")
     func requestLimitMessage() throws {
         var parser = HTTPRequestParser(maxHeaderBytes: 10)
-        #expect(throws: WebSocketConnectionError.self) {
+        #expect(throws: WebSocketError.self) {
             try feed(&parser, Array("GET / HTTP/1.1\r\n\r\n".utf8))
         }
         let error = try #require(parseRequestLimitError())
@@ -293,7 +293,7 @@ struct HTTPParserTests {
     }
 }
 
-private func parseRequestLimitError() -> WebSocketConnectionError? {
+private func parseRequestLimitError() -> WebSocketError? {
     var parser = HTTPRequestParser(maxHeaderBytes: 10)
     do {
         _ = try feed(&parser, Array("GET / HTTP/1.1\r\n\r\n".utf8))

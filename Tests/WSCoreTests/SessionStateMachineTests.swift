@@ -480,7 +480,7 @@ struct SessionStateMachineTests {
         #expect(sink.take().isEmpty)
         machine.read(Array("pe!!!".utf8), &sink)
         #expect(sink.actions.count == 3)
-        guard case .failHandshake(let error as WebSocketConnectionError) = sink.actions[1] else {
+        guard case .failHandshake(let error as WebSocketError) = sink.actions[1] else {
             Issue.record("no handshake failure: \(sink.log)")
             return
         }
@@ -496,17 +496,17 @@ struct SessionStateMachineTests {
         var sink = Recorder()
         machine.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink)
         machine.read(response("HTTP/1.1 500 Oops\nContent-Length: 100000\n\n") + [UInt8](repeating: 65, count: 5000), &sink)
-        guard case .failHandshake(let error as WebSocketConnectionError) = sink.actions.dropFirst(2).first else {
+        guard case .failHandshake(let error as WebSocketError) = sink.actions.dropFirst(2).first else {
             Issue.record("no handshake failure: \(sink.log)")
             return
         }
-        #expect(error.body.count == WebSocketConnectionError.maxBodyBytes)
+        #expect(error.body.count == WebSocketError.maxBodyBytes)
 
         var closing = SessionStateMachine(configuration: configuration())
         var sink2 = Recorder()
         closing.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink2)
         closing.transportClosed(nil, &sink2)
-        guard case .failHandshake(let closed as WebSocketConnectionError) = sink2.actions.dropFirst().first else {
+        guard case .failHandshake(let closed as WebSocketError) = sink2.actions.dropFirst().first else {
             Issue.record("no handshake failure: \(sink2.log)")
             return
         }
@@ -522,7 +522,7 @@ struct SessionStateMachineTests {
         #expect(sink.log.last == "abortTransport")
         #expect(sink.log.contains { $0.contains("no Sec-WebSocket-Accept") })
         _ = sink.take()
-        machine.failHandshake(WebSocketConnectionError(.timedOut, "late"), &sink)
+        machine.failHandshake(WebSocketError(.timedOut, "late"), &sink)
         #expect(sink.take().isEmpty)
     }
 

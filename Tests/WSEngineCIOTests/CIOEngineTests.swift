@@ -22,16 +22,16 @@ private func withEngine<Result>(
     }
 }
 
-/// Expects `body` to throw a `WebSocketConnectionError` and returns it.
-private func connectionError(_ body: () async throws -> Void) async -> WebSocketConnectionError? {
+/// Expects `body` to throw a `WebSocketError` and returns it.
+private func connectionError(_ body: () async throws -> Void) async -> WebSocketError? {
     do {
         try await body()
-        Issue.record("expected a WebSocketConnectionError, but the call succeeded")
+        Issue.record("expected a WebSocketError, but the call succeeded")
         return nil
-    } catch let error as WebSocketConnectionError {
+    } catch let error as WebSocketError {
         return error
     } catch {
-        Issue.record("expected a WebSocketConnectionError, got \(error)")
+        Issue.record("expected a WebSocketError, got \(error)")
         return nil
     }
 }

@@ -10,10 +10,12 @@ import WSEngineCurl
 /// Connects `engine` to 127.0.0.1:`port` (or `host`), starts `recorder`, and returns the transport.
 private func connect(
     _ engine: CurlEngine, port: Int, host: String = "127.0.0.1", secure: Bool = false, recorder: Recorder,
-    logger: Logger = testLogger
+    logger: Logger = testLogger, proxy: ProxyServer? = nil
 ) async throws -> any WebSocketTransport {
+    var connectOptions = options(logger: logger)
+    connectOptions.proxy = proxy
     let transport = try await engine.connect(
-        to: EngineEndpoint(host: host, port: port, secure: secure), options: options(logger: logger))
+        to: EngineEndpoint(host: host, port: port, secure: secure), options: connectOptions)
     transport.start(handler: recorder)
     return transport
 }
@@ -21,11 +23,11 @@ private func connect(
 /// Writes `bytes` and waits for the echo; closes and checks the contract.
 private func expectEcho(
     _ engine: CurlEngine, port: Int, host: String = "127.0.0.1", secure: Bool = false, bytes: [UInt8],
-    logger: Logger = testLogger
+    logger: Logger = testLogger, proxy: ProxyServer? = nil
 ) async throws {
     let recorder = Recorder()
     let transport = try await connect(
-        engine, port: port, host: host, secure: secure, recorder: recorder, logger: logger)
+        engine, port: port, host: host, secure: secure, recorder: recorder, logger: logger, proxy: proxy)
     transport.write(bytes)
     let echoed = await recorder.wait(timeout: .seconds(60)) { $0.received.count >= bytes.count }
     #expect(echoed, "received \(recorder.receivedCount) of \(bytes.count) bytes")
@@ -177,7 +179,7 @@ struct CurlEngineTests {
             _ = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: port, secure: false), options: options())
         } throws: { error in
-            guard let error = error as? WebSocketConnectionError else { return false }
+            guard let error = error as? WebSocketError else { return false }
             // The message carries curl_easy_strerror and the CURLOPT_ERRORBUFFER detail.
             return error.code == .connectionRefused && error.message.contains("127.0.0.1:\(port)")
                 && error.message.contains("connect to server")
@@ -195,7 +197,7 @@ struct CurlEngineTests {
         await #expect {
             _ = try await engine.connect(to: endpoint, options: options(timeout: .milliseconds(500)))
         } throws: { error in
-            (error as? WebSocketConnectionError)?.code == .timedOut
+            (error as? WebSocketError)?.code == .timedOut
         }
         // Far below what a missing timeout would take, with room for a loaded 2-core machine.
         #expect(ContinuousClock.now - started < .seconds(15))
@@ -208,7 +210,7 @@ struct CurlEngineTests {
         await #expect {
             _ = try await task.value
         } throws: { error in
-            (error as? WebSocketConnectionError)?.code == .cancelled
+            (error as? WebSocketError)?.code == .cancelled
         }
         await engine.shutdown()
     }
@@ -233,7 +235,7 @@ struct CurlEngineTests {
             await #expect {
                 _ = try await engine.connect(to: endpoint, options: options())
             } throws: { error in
-                guard let error = error as? WebSocketConnectionError else { return false }
+                guard let error = error as? WebSocketError else { return false }
                 return error.code == .tlsFailure && error.message.contains("127.0.0.1:\(server.port)")
                     && error.message.contains("SSL certificate problem")
             }
@@ -253,13 +255,13 @@ struct CurlEngineTests {
         let storage = CapturingLogHandler.Storage()
         var logger = Logger(label: "curl-proxy-test") { _ in CapturingLogHandler(storage: storage) }
         logger.logLevel = .trace
-        let engine = CurlEngine(
-            configuration: CurlEngine.Configuration(
-                trustedCAFile: pki.caFile, proxy: "http://tester:s3cr3t-pw@127.0.0.1:\(proxy.port)",
-                noProxy: "", verbose: true))
-        try await expectEcho(engine, port: tlsServer.port, secure: true, bytes: pattern(count: 1 << 20), logger: logger)
+        let engine = CurlEngine(configuration: CurlEngine.Configuration(trustedCAFile: pki.caFile, verbose: true))
+        let server = try ProxyServer(url: "http://tester:s3cr3t-pw@127.0.0.1:\(proxy.port)")
         try await expectEcho(
-            engine, port: plainServer.port, bytes: Array("plain through the tunnel".utf8), logger: logger)
+            engine, port: tlsServer.port, secure: true, bytes: pattern(count: 1 << 20), logger: logger, proxy: server)
+        try await expectEcho(
+            engine, port: plainServer.port, bytes: Array("plain through the tunnel".utf8), logger: logger,
+            proxy: server)
         await engine.shutdown()
         let log = proxy.log
         #expect(log.contains("CONNECT 127.0.0.1:\(tlsServer.port)"), "tinyproxy log: \(log)")
@@ -276,10 +278,10 @@ struct CurlEngineTests {
         let pki = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: pki.server)
         let socks = try await PythonServer.start(mode: "socks5")
-        let engine = CurlEngine(
-            configuration: CurlEngine.Configuration(
-                trustedCAFile: pki.caFile, proxy: "socks5h://127.0.0.1:\(socks.port)", noProxy: ""))
-        try await expectEcho(engine, port: server.port, host: "localhost", secure: true, bytes: pattern(count: 100_000))
+        let engine = CurlEngine(configuration: CurlEngine.Configuration(trustedCAFile: pki.caFile))
+        try await expectEcho(
+            engine, port: server.port, host: "localhost", secure: true, bytes: pattern(count: 100_000),
+            proxy: ProxyServer(.socks5h, host: "127.0.0.1", port: socks.port))
         await engine.shutdown()
         #expect(socks.log.contains("SOCKS CONNECT localhost:\(server.port)"), "SOCKS log: \(socks.log)")
     }
@@ -323,7 +325,7 @@ struct CurlEngineTests {
         await engine.shutdown()
         #expect(recorder.closes == 1)
         #expect(recorder.state.withLock { $0.closeError?.code } == .network)
-        await #expect(throws: WebSocketConnectionError.self) {
+        await #expect(throws: WebSocketError.self) {
             _ = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false), options: options())
         }

@@ -17,10 +17,10 @@ struct ProxySessionTests {
         let server = try WebSocketTestServer.start(configuration, handler: .echo)
         defer { server.stop() }
         let proxy = try await TinyProxy.start(connectPorts: [server.port])
-        let engine = CurlEngine(
-            configuration: .init(trustedCAFile: pki.caFile, proxy: "http://127.0.0.1:\(proxy.port)", noProxy: "")
-        )
-        let client = WebSocketClient(engine: engine)
+        let engine = CurlEngine(configuration: .init(trustedCAFile: pki.caFile))
+        let client = try WebSocketClient(engine: engine) { config in
+            config.proxy = try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)")
+        }
         do {
             try await client.wss(host: "localhost", port: server.port, path: "/chat") { session in
                 try await session.send("through the tunnel")

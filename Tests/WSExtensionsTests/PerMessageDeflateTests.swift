@@ -86,7 +86,7 @@ struct DeflateAPITests {
         let name = "Plain"
         func isSupported(_ capability: EngineCapability) -> Bool { capability == .webSocket }
         func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport {
-            throw WebSocketConnectionError(.network, "this test engine never connects")
+            throw WebSocketError(.network, "this test engine never connects")
         }
         func shutdown() async {}
     }

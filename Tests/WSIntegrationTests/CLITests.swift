@@ -38,14 +38,25 @@ enum WSCTool {
     /// Runs `wsc arguments` with `stdin` piped in (closed after it is written), waits at most `timeout`
     /// seconds (then SIGTERM, SIGKILL 3 s later), on a thread of its own. Started with posix_spawn (Spawn.swift),
     /// not Foundation's `Process`.
-    static func run(_ arguments: [String], stdin: String? = "", timeout: Double = 30) async throws -> CLIResult {
+    /// `environment` is added to the test's own environment, from which every proxy variable is removed first.
+    static func run(
+        _ arguments: [String], stdin: String? = "", timeout: Double = 30, environment: [String: String] = [:]
+    ) async throws -> CLIResult {
         let binary = try self.path()
-        return try await onDedicatedThread { try self.runBlocking(binary, arguments, stdin: stdin, timeout: timeout) }
+        return try await onDedicatedThread {
+            try self.runBlocking(binary, arguments, stdin: stdin, timeout: timeout, extra: environment)
+        }
     }
 
-    private static func runBlocking(_ binary: String, _ arguments: [String], stdin: String?, timeout: Double) throws -> CLIResult {
+    private static func runBlocking(
+        _ binary: String, _ arguments: [String], stdin: String?, timeout: Double, extra: [String: String]
+    ) throws -> CLIResult {
         var environment = ProcessInfo.processInfo.environment
-        for name in ["http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] { environment[name] = nil }
+        for name in [
+            "http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "ws_proxy", "WS_PROXY", "wss_proxy",
+            "WSS_PROXY", "no_proxy", "NO_PROXY",
+        ] { environment[name] = nil }
+        environment.merge(extra) { $1 }
         // stdin is always a pipe (nil: one closed at once), as a shell pipeline gives it.
         let result = try runToCompletion(
             binary, arguments, environment: environment, input: Array((stdin ?? "").utf8),

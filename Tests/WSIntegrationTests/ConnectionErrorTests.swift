@@ -13,7 +13,7 @@ struct ConnectionErrorTests {
             do {
                 _ = try await client.webSocketSession(peer.url(path: "/reject?status=403"))
                 Issue.record("the upgrade should have been refused")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .upgradeRejected)
                 #expect(error.status == 403)
                 #expect(error.bodyText.contains("forbidden by test"))
@@ -30,7 +30,7 @@ struct ConnectionErrorTests {
             do {
                 _ = try await client.webSocketSession("ws://127.0.0.1:\(port)/")
                 Issue.record("nothing listens there")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .connectionRefused)
             }
         }
@@ -47,7 +47,7 @@ struct ConnectionErrorTests {
                     $0.timeout.openTimeout = .milliseconds(500)
                 }
                 Issue.record("the handshake should have timed out")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .timedOut)
             }
             // Far below the server's 30 s delay, with room for a loaded machine.

@@ -412,7 +412,7 @@ struct ScriptedServerDeflateTests {
             return
         }
         try await withClient(client) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession(server.url)
             }
             #expect(error?.code == .invalidHandshake, "\(String(describing: error))")

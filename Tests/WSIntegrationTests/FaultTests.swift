@@ -154,7 +154,7 @@ struct FaultTests {
         defer { server.stop() }
         let start = ContinuousClock.now
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self, "\(cut)") {
+            let error = await #expect(throws: WebSocketError.self, "\(cut)") {
                 _ = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(30) }
             }
             #expect(error?.code == .network, "\(cut): \(String(describing: error))")
@@ -243,7 +243,7 @@ struct FaultTests {
         defer { server.stop() }
         let certificates = try await sharedCertificates()
         try await withClient(engine.client(trustedCA: certificates.caCertificate)) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession("wss://127.0.0.1:\(server.port)/") { $0.timeout.openTimeout = .seconds(20) }
             }
             #expect(error?.code == .tlsFailure, "\(String(describing: error))")
@@ -288,7 +288,7 @@ struct FaultTests {
         #expect(interfaces == ["lo"], "not isolated: \(interfaces)")
         let start = ContinuousClock.now
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession("ws://ws-test.invalid/") { $0.timeout.openTimeout = .seconds(10) }
             }
             #expect(error?.code == .dnsFailure, "\(String(describing: error))")

@@ -59,7 +59,7 @@ final class HypercornPeer: Sendable {
 /// A client on a CIO engine with HTTP/2 `mode`, trusting the test CA.
 private func http2Client(
     _ mode: CIOEngine.HTTP2Mode, deflate: Bool = false, idleTimeout: Duration = .seconds(2),
-    maxIncomingBufferMessages: Int = 64
+    maxIncomingBufferMessages: Int = 64, proxy: ProxyConfiguration? = nil
 ) async throws -> WebSocketClient {
     let certificates = try await TestCertificates.load()
     let engine = CIOEngine(
@@ -67,6 +67,7 @@ private func http2Client(
             eventLoopCount: 1, tls: .init(trustedCAFile: certificates.caCertificate),
             http2: .init(mode: mode, idleTimeout: idleTimeout)))
     return try WebSocketClient(engine: engine) { config in
+        if let proxy { config.proxy = proxy }
         try config.install(WebSockets.self) { ws in
             ws.maxIncomingBufferMessages = maxIncomingBufferMessages
             if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
@@ -216,7 +217,7 @@ struct HTTP2Tests {
         await #expect {
             _ = try await required.webSocketSession(peer.url)
         } throws: { error in
-            guard let error = error as? WebSocketConnectionError, error.code == .unsupported else { return false }
+            guard let error = error as? WebSocketError, error.code == .unsupported else { return false }
             return error.message.contains("ALPN")
         }
         await required.close()
@@ -237,7 +238,7 @@ struct HTTP2Tests {
         await #expect {
             _ = try await required.webSocketSession(peer.url)
         } throws: { error in
-            guard let error = error as? WebSocketConnectionError, error.code == .unsupported else { return false }
+            guard let error = error as? WebSocketError, error.code == .unsupported else { return false }
             return error.message.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL") || error.message.contains("extended CONNECT")
         }
         await required.close()
@@ -260,9 +261,81 @@ struct HTTP2Tests {
         await #expect {
             _ = try await required.webSocketSession("ws://127.0.0.1:\(peer.port)/")
         } throws: { error in
-            (error as? WebSocketConnectionError)?.code == .unsupported
+            (error as? WebSocketError)?.code == .unsupported
         }
         await required.close()
+    }
+}
+
+@Suite("WebSockets over HTTP/2 through proxies", .serialized, .timeLimit(.minutes(2)))
+struct HTTP2ProxyTests {
+    /// Opens `count` sessions to `peer` on `client`, checks they run over HTTP/2 and echo, and returns the server's
+    /// `stats` answer.
+    private func sessions(_ count: Int, _ client: WebSocketClient, _ peer: HypercornPeer) async throws -> String {
+        var sessions: [WebSocketSession] = []
+        for _ in 0..<count { sessions.append(try await client.webSocketSession(peer.url)) }
+        #expect(sessions.allSatisfy { $0.httpVersion == .http2 })
+        for (index, session) in sessions.enumerated() {
+            try await session.send("via proxy \(index)")
+            #expect(try await session.receiveText() == "via proxy \(index)")
+        }
+        try await sessions[0].send("stats")
+        let stats = try await sessions[0].receiveText()
+        for session in sessions { await session.close() }
+        return stats
+    }
+
+    @Test("an http:// proxy (tinyproxy): ALPN is end to end, 5 sessions share one tunnel and one HTTP/2 connection")
+    func connectTunnel() async throws {
+        let peer = try await HypercornPeer.start("h2")
+        let proxy = try await ProxyDaemon.tinyproxy(connectPorts: [peer.port])
+        let client = try await http2Client(
+            .required, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"))
+        #expect(try await self.sessions(5, client, peer) == "connections=1 http=2")
+        let connects = proxy.log.components(separatedBy: "CONNECT localhost:\(peer.port)").count - 1
+        #expect(connects == 1, "\(proxy.log)")
+        await client.close()
+    }
+
+    @Test("an https:// proxy (tinyproxy behind stunnel4): HTTP/2 inside the endpoint's TLS inside the proxy's TLS")
+    func tlsInTLS() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/stunnel4") else { return }
+        let certificates = try await TestCertificates.load()
+        let peer = try await HypercornPeer.start("h2")
+        let tiny = try await ProxyDaemon.tinyproxy(connectPorts: [peer.port])
+        let stunnel = try await ProxyDaemon.stunnel(
+            targetPort: tiny.port,
+            certificate: (certificates.server.certificate, certificates.server.privateKey))
+        let proxy = try ProxyConfiguration(
+            url: "https://localhost:\(stunnel.port)",
+            tls: ProxyTLSConfiguration(trustedCAFile: certificates.caCertificate))
+        let client = try await http2Client(.required, proxy: proxy)
+        #expect(try await self.sessions(3, client, peer) == "connections=1 http=2")
+        #expect(tiny.log.components(separatedBy: "CONNECT localhost:\(peer.port)").count - 1 == 1, "\(tiny.log)")
+        await client.close()
+    }
+
+    @Test("sessions through a proxy and direct ones do not share a connection")
+    func proxiedAndDirectApart() async throws {
+        let peer = try await HypercornPeer.start("h2")
+        let proxy = try await ProxyDaemon.tinyproxy(connectPorts: [peer.port])
+        let certificates = try await TestCertificates.load()
+        let engine = CIOEngine(
+            configuration: .init(
+                eventLoopCount: 1, tls: .init(trustedCAFile: certificates.caCertificate),
+                http2: .init(mode: .required)))
+        let viaProxy = try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)")
+        let direct = WebSocketClient(engine: engine) { $0.proxy = .direct }
+        let proxied = WebSocketClient(engine: engine) { $0.proxy = viaProxy }
+        let first = try await direct.webSocketSession(peer.url)
+        let second = try await proxied.webSocketSession(peer.url)
+        #expect(first.httpVersion == .http2 && second.httpVersion == .http2)
+        try await second.send("stats")
+        #expect(try await second.receiveText() == "connections=2 http=2")
+        #expect(engine.http2Pool.connectionCount("localhost:\(peer.port)") == 2)
+        await first.close()
+        await second.close()
+        await direct.close()  // Shuts the shared engine down.
     }
 }
 
@@ -355,7 +428,7 @@ struct HostileHTTP2Tests {
         await #expect {
             _ = try await client.webSocketSession(peer.url)
         } throws: { error in
-            (error as? WebSocketConnectionError)?.message.contains("header block larger than") == true
+            (error as? WebSocketError)?.message.contains("header block larger than") == true
         }
         #expect(ContinuousClock.now - start < .seconds(5))
         await client.close()
@@ -369,7 +442,7 @@ struct HostileHTTP2Tests {
         await #expect {
             _ = try await client.webSocketSession(peer.url)
         } throws: { error in
-            guard let error = error as? WebSocketConnectionError else { return false }
+            guard let error = error as? WebSocketError else { return false }
             return error.code == .network && error.message.contains("HTTP/2")
         }
         #expect(ContinuousClock.now - start < .seconds(5))

@@ -239,7 +239,7 @@ struct ExtensionNegotiationTests {
         defer { server.stop() }
         let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
         try await withClient(client) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self, "\(response)") {
+            let error = await #expect(throws: WebSocketError.self, "\(response)") {
                 _ = try await client.webSocketSession(server.url)
             }
             #expect(error?.code == .invalidHandshake, "\(response): \(String(describing: error))")
@@ -254,7 +254,7 @@ struct ExtensionNegotiationTests {
         }
         defer { server.stop() }
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession(server.url)
             }
             #expect(error?.code == .invalidHandshake)
@@ -422,7 +422,7 @@ struct HandshakeAbuseTests {
         /// The case's name.
         let description: String
         /// The connection error the client must report.
-        let error: WebSocketConnectionError.Code
+        let error: WebSocketError.Code
         /// The response bytes, given the client's Sec-WebSocket-Key.
         let response: @Sendable (String) -> [UInt8]
     }
@@ -473,7 +473,7 @@ struct HandshakeAbuseTests {
         let server = try RawHandshakeServer { key in testCase.response(key) }
         defer { server.stop() }
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self, "\(testCase)") {
+            let error = await #expect(throws: WebSocketError.self, "\(testCase)") {
                 _ = try await client.webSocketSession("ws://127.0.0.1:\(server.port)/") { $0.timeout.openTimeout = .seconds(20) }
             }
             #expect(error?.code == testCase.error, "\(testCase): \(String(describing: error))")
@@ -515,12 +515,12 @@ struct HandshakeAbuseTests {
         defer { server.stop() }
         let start = ContinuousClock.now
         let (error, growth) = try await ResidentMemory.peakGrowth("\(engine) \(flood)") {
-            try await withClient(engine.client()) { client -> WebSocketConnectionError? in
+            try await withClient(engine.client()) { client -> WebSocketError? in
                 do {
                     let session = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(30) }
                     await session.close()
                     return nil
-                } catch let error as WebSocketConnectionError {
+                } catch let error as WebSocketError {
                     return error
                 }
             }
@@ -546,7 +546,7 @@ struct HandshakeAbuseTests {
         defer { server.stop() }
         let start = ContinuousClock.now
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(1) }
             }
             #expect(error?.code == .timedOut, "\(String(describing: error))")
@@ -571,7 +571,7 @@ struct HandshakeAbuseTests {
         defer { server.stop() }
         let start = ContinuousClock.now
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(10) }
             }
             #expect(error?.code == .upgradeRejected, "\(String(describing: error))")
@@ -589,7 +589,7 @@ struct HandshakeAbuseTests {
         defer { server.stop() }
         let start = ContinuousClock.now
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(1) }
             }
             // The status line is only parsed once the head is complete, so the open timeout ends this.

@@ -232,7 +232,7 @@ struct BrokenHandshakeTests {
             do {
                 _ = try await client.webSocketSession("ws://127.0.0.1:\(server.port)/")
                 Issue.record("\(response) must be refused")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .invalidHandshake, "\(response): \(error)")
             }
         }

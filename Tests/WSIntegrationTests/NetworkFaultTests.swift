@@ -104,7 +104,7 @@ struct NetworkFaultTests {
             try await namespace.dropAll()
             let start = ContinuousClock.now
             try await withClient(engine.client()) { client in
-                let error = await #expect(throws: WebSocketConnectionError.self) {
+                let error = await #expect(throws: WebSocketError.self) {
                     _ = try await client.webSocketSession(url) { $0.timeout.connectTimeout = .seconds(1) }
                 }
                 #expect(error?.code == .timedOut, "\(String(describing: error))")

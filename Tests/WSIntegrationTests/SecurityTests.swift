@@ -118,7 +118,7 @@ struct SecurityTests {
         }
         defer { server.stop() }
         try await withClient(engine.client()) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self) {
+            let error = await #expect(throws: WebSocketError.self) {
                 _ = try await client.webSocketSession("ws://127.0.0.1:\(server.port)/")
             }
             #expect(error?.code == .invalidHandshake, "\(String(describing: error))")
@@ -149,7 +149,7 @@ struct SecurityTests {
         let url = peer.url(path: "/echo", host: "localhost")
         let trusted: String? = certificate == .untrustedCA ? nil : certificates.caCertificate
         try await withClient(engine.client(trustedCA: trusted)) { client in
-            let error = await #expect(throws: WebSocketConnectionError.self, "\(certificate)") {
+            let error = await #expect(throws: WebSocketError.self, "\(certificate)") {
                 _ = try await client.webSocketSession(url)
             }
             #expect(error?.code == .tlsFailure, "\(certificate): \(String(describing: error))")
@@ -181,7 +181,7 @@ struct SecurityTests {
         for disableVerification in [false, true] {
             let client = engine.client(trustedCA: certificates.caCertificate, disableVerification: disableVerification)
             try await withClient(client) { client in
-                let error = await #expect(throws: WebSocketConnectionError.self, "\(version), verification off: \(disableVerification)") {
+                let error = await #expect(throws: WebSocketError.self, "\(version), verification off: \(disableVerification)") {
                     _ = try await client.webSocketSession("wss://localhost:\(port)/") { $0.timeout.openTimeout = .seconds(20) }
                 }
                 #expect(error?.code == .tlsFailure, "\(version): \(String(describing: error))")
@@ -225,7 +225,7 @@ struct SecurityTests {
         let webSocketEngine: any WebSocketEngine =
             switch engine {
             case .cio: CIOEngine()
-            case .curl: CurlEngine(configuration: .init(proxy: "", verbose: true))
+            case .curl: CurlEngine(configuration: .init(verbose: true))
             }
         return WebSocketClient(engine: webSocketEngine) { config in
             var logger = Logger(label: "ws.security-test") { _ in CapturingLogHandler(store: store) }

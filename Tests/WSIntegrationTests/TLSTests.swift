@@ -34,7 +34,7 @@ struct TLSTests {
             do {
                 _ = try await client.webSocketSession(peer.url(path: "/echo", host: "localhost"))
                 Issue.record("a self-signed certificate must not be trusted")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .tlsFailure)
                 #expect(error.message.lowercased().contains("certificate"))
             }
@@ -57,7 +57,7 @@ struct TLSTests {
             do {
                 _ = try await client.webSocketSession(peer.url(path: "/echo", host: "localhost"))
                 Issue.record("the certificate is for wrong.example, not localhost")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .tlsFailure)
                 #expect(error.message.lowercased().contains("host"))
             }
@@ -73,7 +73,7 @@ struct TLSTests {
             do {
                 _ = try await client.webSocketSession(peer.url(path: "/echo", host: "localhost"))
                 Issue.record("the certificate expired in 2021")
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 #expect(error.code == .tlsFailure)
                 #expect(error.message.lowercased().contains("expired"))
             }

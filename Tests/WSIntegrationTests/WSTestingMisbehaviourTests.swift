@@ -11,7 +11,7 @@ struct WSTestingMisbehaviourTests {
         _ engine: TestEngine,
         _ configuration: WebSocketTestServer.Configuration,
         openTimeout: Duration? = nil
-    ) async throws -> WebSocketConnectionError? {
+    ) async throws -> WebSocketError? {
         let server = try WebSocketTestServer.start(configuration)
         defer { server.stop() }
         return try await withClient(engine.client()) { client in
@@ -22,7 +22,7 @@ struct WSTestingMisbehaviourTests {
                 await session.close()
                 Issue.record("the handshake should fail")
                 return nil
-            } catch let error as WebSocketConnectionError {
+            } catch let error as WebSocketError {
                 return error
             }
         }

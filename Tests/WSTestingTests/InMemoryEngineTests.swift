@@ -77,7 +77,7 @@ struct InMemoryEngineTests {
     @Test("a rejected upgrade fails the open with the status and body")
     func upgradeRejected() async throws {
         let engine = InMemoryEngine { server in try server.reject(status: 403, body: "no token") }
-        let error = await #expect(throws: WebSocketConnectionError.self) {
+        let error = await #expect(throws: WebSocketError.self) {
             _ = try await client(engine).webSocketSession("ws://chat.test/")
         }
         #expect(error?.code == .upgradeRejected)
@@ -93,7 +93,7 @@ struct InMemoryEngineTests {
         let opening = Task { try await client.webSocketSession("ws://chat.test/") }
         await engine.clock.waitForPendingTimers()  // the open timer
         await engine.clock.advance(by: .seconds(5))
-        let error = await #expect(throws: WebSocketConnectionError.self) { _ = try await opening.value }
+        let error = await #expect(throws: WebSocketError.self) { _ = try await opening.value }
         #expect(error?.code == .timedOut)
     }
 

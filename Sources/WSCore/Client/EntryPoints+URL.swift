@@ -33,7 +33,7 @@ extension WebSocketClient {
     ///   - url: A ws, wss, http or https URL.
     ///   - request: Edits the request (headers, subprotocols, timeouts).
     /// - Returns: The open session.
-    /// - Throws: ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocketSession(
         _ url: URL,
         _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
@@ -48,7 +48,7 @@ extension WebSocketClient {
     ///   - request: Edits the request.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocket<Result>(
         _ url: URL,
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
@@ -63,7 +63,7 @@ extension WebSocketClient {
     ///   - request: Edits the request.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func ws<Result>(
         _ url: URL,
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },

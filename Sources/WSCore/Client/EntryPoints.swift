@@ -6,8 +6,8 @@ extension WebSocketClient {
     /// The session stays open until you call ``WebSocketSession/close(_:)`` or the server closes it.
     /// - Parameter request: Sets the URL (`try request.url("ws://...")`), headers, subprotocols, timeouts.
     /// - Returns: The open session.
-    /// - Throws: ``WebSocketConnectionError`` when the connection or handshake fails, ``WebSocketError`` when
-    ///   the engine lacks a needed capability or the URL is invalid.
+    /// - Throws: ``WebSocketError`` with ``WebSocketError/isConnectionFailure`` set when the connection or
+    ///   handshake fails, the engine lacks a needed capability or the URL is invalid.
     public func webSocketSession(
         _ request: (inout WebSocketRequestBuilder) throws -> Void
     ) async throws -> WebSocketSession {
@@ -24,7 +24,7 @@ extension WebSocketClient {
     ///   - path: The path and query, `/` by default.
     ///   - request: Edits the request further.
     /// - Returns: The open session.
-    /// - Throws: ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocketSession(
         method: HTTPMethod = .get,
         host: String = "localhost",
@@ -42,7 +42,7 @@ extension WebSocketClient {
     ///   - urlString: A ws, wss, http or https URL.
     ///   - request: Edits the request (headers, subprotocols, timeouts).
     /// - Returns: The open session.
-    /// - Throws: ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocketSession(
         _ urlString: String,
         _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
@@ -57,7 +57,7 @@ extension WebSocketClient {
     ///   - request: Sets the URL, headers, subprotocols and timeouts.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocket<Result>(
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
@@ -74,7 +74,7 @@ extension WebSocketClient {
     ///   - request: Edits the request.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocket<Result>(
         _ urlString: String,
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
@@ -96,7 +96,7 @@ extension WebSocketClient {
     ///   - request: Edits the request.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func webSocket<Result>(
         method: HTTPMethod = .get,
         host: String = "localhost",
@@ -117,7 +117,7 @@ extension WebSocketClient {
     ///   - request: Edits the request.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func ws<Result>(
         _ urlString: String,
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
@@ -136,7 +136,7 @@ extension WebSocketClient {
     ///   - request: Edits the request.
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func ws<Result>(
         method: HTTPMethod = .get,
         host: String = "localhost",
@@ -177,7 +177,7 @@ extension WebSocketClient {
     ///   - request: Edits the request (headers, subprotocols, timeouts).
     ///   - block: Works with the session.
     /// - Returns: What `block` returns.
-    /// - Throws: What `block` throws, ``WebSocketConnectionError`` or ``WebSocketError``.
+    /// - Throws: What `block` throws, ``WebSocketError`` (``WebSocketError/isConnectionFailure`` when no session opened).
     public func wss<Result>(
         method: HTTPMethod = .get,
         host: String = "localhost",

@@ -37,6 +37,10 @@ public final class WebSocketClient: Sendable {
         public var connectTimeout: Duration = .seconds(10)
         /// How long the whole opening, connect and WebSocket handshake included, may take (default 10 s).
         public var openTimeout: Duration = .seconds(10)
+        /// Which proxy connections go through, on every engine alike. Default ``ProxyConfiguration/environment``:
+        /// the `*_proxy` and `no_proxy` environment variables, read as curl reads them, when the session opens;
+        /// ``ProxyConfiguration/direct`` ignores them. The connect timeout covers the way through the proxy.
+        public var proxy: ProxyConfiguration = .environment
         private var plugins: [String: any Sendable] = [:]
 
         /// Creates a configuration with no plugin installed.

@@ -57,12 +57,11 @@ public struct EngineConnectOptions: Sendable {
     /// the thread that will deliver its events. `nil`: the engine chooses. An engine ignores an executor that is not
     /// one of its own.
     public var executor: (any TaskExecutor)?
-
-    /// Creates options.
-    /// - Parameters:
-    ///   - connectTimeout: The connect timeout.
-    ///   - logger: Where the engine logs.
-    ///   - executor: The executor wanted for the transport (see ``executor``).
+    /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
+    /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
+    public var proxy: ProxyServer?
+    /// The trust settings for the TLS connection to an `https://` ``proxy``.
+    public var proxyTLS: ProxyTLSConfiguration
     /// The WebSocket opening request, for an engine that can open the session itself (an HTTP/2 engine sends it as
     /// an extended CONNECT and returns the answer in ``WebSocketTransport/openingResponse``). Engines that hand
     /// over a plain byte stream ignore it: the session then sends its HTTP/1.1 upgrade request over the stream.
@@ -70,17 +69,21 @@ public struct EngineConnectOptions: Sendable {
 
     /// Creates options.
     /// - Parameters:
-    ///   - connectTimeout: The connect timeout.
+    ///   - connectTimeout: The connect timeout (it covers the whole way through a proxy).
     ///   - logger: Where the engine logs.
     ///   - executor: The executor wanted for the transport (see ``executor``).
+    ///   - proxy: The proxy to connect through; `nil` for a direct connection.
+    ///   - proxyTLS: The trust settings for an `https://` proxy.
     ///   - openingRequest: The WebSocket opening request, for engines that open sessions themselves.
     public init(
-        connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil,
-        openingRequest: EngineOpeningRequest? = nil
+        connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
+        proxyTLS: ProxyTLSConfiguration = ProxyTLSConfiguration(), openingRequest: EngineOpeningRequest? = nil
     ) {
         self.connectTimeout = connectTimeout
         self.logger = logger
         self.executor = executor
+        self.proxy = proxy
+        self.proxyTLS = proxyTLS
         self.openingRequest = openingRequest
     }
 }
@@ -165,9 +168,9 @@ public protocol WebSocketEngine: AnyObject, Sendable {
     ///   - endpoint: Where to connect.
     ///   - options: Timeouts and logger.
     /// - Returns: A transport that has not started reading yet.
-    /// - Throws: ``WebSocketConnectionError`` (``WebSocketConnectionError/Code/dnsFailure``,
-    ///   ``WebSocketConnectionError/Code/connectionRefused``, ``WebSocketConnectionError/Code/timedOut``,
-    ///   ``WebSocketConnectionError/Code/tlsFailure``, ...).
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/dnsFailure``,
+    ///   ``WebSocketError/Code/connectionRefused``, ``WebSocketError/Code/timedOut``,
+    ///   ``WebSocketError/Code/tlsFailure``, ...).
     func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport
 
     /// The executor (event-loop thread) the engine will give the next connection, for callers that want to open

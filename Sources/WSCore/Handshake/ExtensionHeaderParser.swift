@@ -6,10 +6,10 @@ extension WebSocketExtensionHeader {
     /// whitespace is allowed around `,`, `;` and `=`.
     /// - Parameter headerValues: Every value of the header, one per header line, in order.
     /// - Returns: The elements in order.
-    /// - Throws: ``WebSocketConnectionError`` (`invalidHandshake`) saying what is malformed and where.
+    /// - Throws: ``WebSocketError`` (`invalidHandshake`) saying what is malformed and where.
     package static func parse(
         _ headerValues: [String]
-    ) throws(WebSocketConnectionError) -> [WebSocketExtensionHeader] {
+    ) throws(WebSocketError) -> [WebSocketExtensionHeader] {
         var elements: [WebSocketExtensionHeader] = []
         for value in headerValues {
             var parser = ExtensionHeaderScanner(value)
@@ -57,7 +57,7 @@ private struct ExtensionHeaderScanner {
 
     private var current: UInt8? { self.index < self.bytes.count ? self.bytes[self.index] : nil }
 
-    mutating func parse(into elements: inout [WebSocketExtensionHeader]) throws(WebSocketConnectionError) {
+    mutating func parse(into elements: inout [WebSocketExtensionHeader]) throws(WebSocketError) {
         while true {
             self.skipWhitespace()
             guard let c = self.current else { return }
@@ -97,7 +97,7 @@ private struct ExtensionHeaderScanner {
         while let c = self.current, HTTPGrammar.isWhitespace(c) { self.index += 1 }
     }
 
-    private mutating func token(expected what: String) throws(WebSocketConnectionError) -> String {
+    private mutating func token(expected what: String) throws(WebSocketError) -> String {
         let start = self.index
         while let c = self.current, HTTPGrammar.isTokenByte(c) { self.index += 1 }
         guard self.index > start else { throw self.error("expected \(what)") }
@@ -105,7 +105,7 @@ private struct ExtensionHeaderScanner {
     }
 
     /// A quoted-string starting at the current `"`, unquoted; its content must be a token (RFC 6455 9.1).
-    private mutating func quotedString() throws(WebSocketConnectionError) -> String {
+    private mutating func quotedString() throws(WebSocketError) -> String {
         let start = self.index
         self.index += 1
         var content: [UInt8] = []
@@ -138,8 +138,8 @@ private struct ExtensionHeaderScanner {
         }
     }
 
-    private func error(_ what: String) -> WebSocketConnectionError {
-        WebSocketConnectionError(
+    private func error(_ what: String) -> WebSocketError {
+        WebSocketError(
             .invalidHandshake,
             "malformed Sec-WebSocket-Extensions header '\(HTTPGrammar.printable(self.bytes))': \(what) at "
                 + "offset \(self.index)"

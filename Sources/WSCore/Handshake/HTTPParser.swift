@@ -52,7 +52,7 @@ package struct HTTPRequestHead: Sendable {
 ///
 /// It tolerates bare LF line endings, rejects bare CRs, obsolete line folding, control characters in field
 /// values, malformed field names and any status line that is not `HTTP/1.x SP 3DIGIT [SP reason]`. Errors are
-/// ``WebSocketConnectionError``s with code ``WebSocketConnectionError/Code/invalidHandshake``; after one, the
+/// ``WebSocketError``s with code ``WebSocketError/Code/invalidHandshake``; after one, the
 /// parser stays failed. After a complete head it starts over, ready for another head.
 package struct HTTPResponseParser {
     private var scanner: HTTPHeadScanner
@@ -61,9 +61,10 @@ package struct HTTPResponseParser {
     /// - Parameters:
     ///   - maxHeaderBytes: The most bytes the head may have, status line and final blank line included.
     ///   - maxHeaderCount: The most header fields the head may have.
-    package init(maxHeaderBytes: Int = 16384, maxHeaderCount: Int = 128) {
+    ///   - party: Who sent the response, for error messages (e.g. `the proxy's reply`).
+    package init(maxHeaderBytes: Int = 16384, maxHeaderCount: Int = 128, party: String = "the server's response") {
         self.scanner = HTTPHeadScanner(
-            party: "the server's response",
+            party: party,
             maxHeaderBytes: maxHeaderBytes,
             maxHeaderCount: maxHeaderCount
         )
@@ -74,13 +75,13 @@ package struct HTTPResponseParser {
     /// - Returns: `nil` while the head is incomplete; once the blank line ending it has been seen, the head and
     ///   how many bytes of this call's `bytes` belong to it. The bytes after those already belong to the
     ///   WebSocket frame stream.
-    /// - Throws: ``WebSocketConnectionError`` (`invalidHandshake`) saying what was wrong.
+    /// - Throws: ``WebSocketError`` (`invalidHandshake`) saying what was wrong.
     package mutating func feed(
         _ bytes: UnsafeRawBufferPointer
-    ) throws(WebSocketConnectionError) -> (head: HTTPResponseHead, consumed: Int)? {
+    ) throws(WebSocketError) -> (head: HTTPResponseHead, consumed: Int)? {
         guard let (lines, consumed) = try self.scanner.feed(bytes) else { return nil }
         do {
-            let (version, status, reason) = try Self.parseStatusLine(lines[0])
+            let (version, status, reason) = try self.parseStatusLine(lines[0])
             let headers = try self.scanner.parseFields(lines)
             return (HTTPResponseHead(version: version, status: status, reason: reason, headers: headers), consumed)
         } catch {
@@ -88,13 +89,13 @@ package struct HTTPResponseParser {
         }
     }
 
-    private static func parseStatusLine(
+    private func parseStatusLine(
         _ line: ArraySlice<UInt8>
-    ) throws(WebSocketConnectionError) -> (String, Int, String) {
-        func malformed() -> WebSocketConnectionError {
-            WebSocketConnectionError(
+    ) throws(WebSocketError) -> (String, Int, String) {
+        func malformed() -> WebSocketError {
+            WebSocketError(
                 .invalidHandshake,
-                "malformed status line '\(HTTPGrammar.printable(line))' in the server's response: expected "
+                "malformed status line '\(HTTPGrammar.printable(line))' in \(self.scanner.party): expected "
                     + "'HTTP/1.x' followed by a space and a 3-digit status code"
             )
         }
@@ -112,9 +113,9 @@ package struct HTTPResponseParser {
             reason = reason.dropFirst()
         }
         guard reason.allSatisfy(HTTPGrammar.isFieldValueByte) else {
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .invalidHandshake,
-                "the reason phrase of the server's status line contains a control character"
+                "the reason phrase of the status line in \(self.scanner.party) contains a control character"
             )
         }
         return (String(decoding: line[s..<s + 8], as: UTF8.self), status, String(decoding: reason, as: UTF8.self))
@@ -142,10 +143,10 @@ package struct HTTPRequestParser {
     /// - Parameter bytes: The next bytes from the connection.
     /// - Returns: `nil` while the head is incomplete; once the blank line ending it has been seen, the head and
     ///   how many bytes of this call's `bytes` belong to it (the rest belong to the frame stream).
-    /// - Throws: ``WebSocketConnectionError`` (`invalidHandshake`) saying what was wrong.
+    /// - Throws: ``WebSocketError`` (`invalidHandshake`) saying what was wrong.
     package mutating func feed(
         _ bytes: UnsafeRawBufferPointer
-    ) throws(WebSocketConnectionError) -> (head: HTTPRequestHead, consumed: Int)? {
+    ) throws(WebSocketError) -> (head: HTTPRequestHead, consumed: Int)? {
         guard let (lines, consumed) = try self.scanner.feed(bytes) else { return nil }
         do {
             let (method, target, version) = try Self.parseRequestLine(lines[0])
@@ -158,13 +159,13 @@ package struct HTTPRequestParser {
 
     private static func parseRequestLine(
         _ line: ArraySlice<UInt8>
-    ) throws(WebSocketConnectionError) -> (String, String, String) {
+    ) throws(WebSocketError) -> (String, String, String) {
         let parts = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
         guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy(HTTPGrammar.isTokenByte), !parts[1].isEmpty,
             parts[1].allSatisfy({ $0 > 0x20 && $0 != 0x7F }), parts[2].count == 8,
             HTTPGrammar.isHTTP1Version(parts[2])
         else {
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .invalidHandshake,
                 "malformed request line '\(HTTPGrammar.printable(line))' in the client's request: expected "
                     + "'METHOD target HTTP/1.x'"
@@ -266,7 +267,7 @@ struct HTTPHeadScanner {
     private var head: [UInt8] = []
     private var atLineStart = false
     private var pendingCR = false
-    private var failure: WebSocketConnectionError?
+    private var failure: WebSocketError?
 
     init(party: String, maxHeaderBytes: Int, maxHeaderCount: Int) {
         self.party = party
@@ -278,7 +279,7 @@ struct HTTPHeadScanner {
     /// line first, the final empty line dropped) and how many of `bytes` were consumed, and starts over.
     mutating func feed(
         _ bytes: UnsafeRawBufferPointer
-    ) throws(WebSocketConnectionError) -> (lines: [ArraySlice<UInt8>], consumed: Int)? {
+    ) throws(WebSocketError) -> (lines: [ArraySlice<UInt8>], consumed: Int)? {
         if let failure = self.failure { throw failure }
         var end: Int?
         var i = 0
@@ -307,7 +308,7 @@ struct HTTPHeadScanner {
         let consumed = end ?? bytes.count
         if self.head.count + consumed > self.maxHeaderBytes {
             throw self.fail(
-                WebSocketConnectionError(
+                WebSocketError(
                     .invalidHandshake,
                     "\(self.party) headers exceed \(self.maxHeaderBytes) bytes"
                 )
@@ -334,40 +335,40 @@ struct HTTPHeadScanner {
     }
 
     /// Parses `lines[1...]` as header fields.
-    func parseFields(_ lines: [ArraySlice<UInt8>]) throws(WebSocketConnectionError) -> HTTPHeaders {
+    func parseFields(_ lines: [ArraySlice<UInt8>]) throws(WebSocketError) -> HTTPHeaders {
         var headers = HTTPHeaders()
         guard lines.count > 1 else { return headers }
         headers.reserveCapacity(lines.count - 1)
         if lines.count - 1 > self.maxHeaderCount {
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .invalidHandshake,
                 "\(self.party) has more than \(self.maxHeaderCount) header fields"
             )
         }
         for line in lines[1...] {
             if let first = line.first, HTTPGrammar.isWhitespace(first) {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .invalidHandshake,
                     "\(self.party) uses obsolete line folding (a header line starting with whitespace), "
                         + "which is not allowed"
                 )
             }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .invalidHandshake,
                     "malformed header line '\(HTTPGrammar.printable(line))' in \(self.party): no colon"
                 )
             }
             let name = line[..<colon]
             guard !name.isEmpty, name.allSatisfy(HTTPGrammar.isTokenByte) else {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .invalidHandshake,
                     "invalid header field name '\(HTTPGrammar.printable(name))' in \(self.party)"
                 )
             }
             let value = HTTPGrammar.trimmed(line[(colon + 1)...])
             guard value.allSatisfy(HTTPGrammar.isFieldValueByte) else {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .invalidHandshake,
                     "the value of header field '\(HTTPGrammar.printable(name))' in \(self.party) contains a "
                         + "control character"
@@ -379,13 +380,13 @@ struct HTTPHeadScanner {
     }
 
     /// Records `error` so that every later call throws it, and returns it.
-    mutating func fail(_ error: WebSocketConnectionError) -> WebSocketConnectionError {
+    mutating func fail(_ error: WebSocketError) -> WebSocketError {
         self.failure = error
         self.head = []
         return error
     }
 
-    private func bareCR() -> WebSocketConnectionError {
-        WebSocketConnectionError(.invalidHandshake, "\(self.party) head contains a CR not followed by LF")
+    private func bareCR() -> WebSocketError {
+        WebSocketError(.invalidHandshake, "\(self.party) head contains a CR not followed by LF")
     }
 }

@@ -49,7 +49,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         unowned(unsafe) var connection: Connection!
         var keys = MaskingKeyGenerator()
         var handshake: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
-        var openTimeoutError: (@Sendable () -> WebSocketConnectionError)?
+        var openTimeoutError: (@Sendable () -> WebSocketError)?
         var consumers = Deque<(id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
@@ -169,7 +169,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     ///   - timeoutError: Makes the error of a handshake that took longer than `timeout`.
     func performHandshake(
         _ handshake: OpeningHandshake, timeout: Duration,
-        timeoutError: @escaping @Sendable () -> WebSocketConnectionError
+        timeoutError: @escaping @Sendable () -> WebSocketError
     ) async throws -> OpeningHandshake.Outcome {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
@@ -184,7 +184,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     @inline(never)
     private func beginHandshake(
         _ handshake: OpeningHandshake, _ continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>,
-        timeout: Duration, timeoutError: @escaping @Sendable () -> WebSocketConnectionError
+        timeout: Duration, timeoutError: @escaping @Sendable () -> WebSocketError
     ) {
         self.state.withLock { s in
             s.io.handshake = continuation

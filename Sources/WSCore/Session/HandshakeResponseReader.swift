@@ -1,6 +1,6 @@
 /// Reads the server's answer to the opening handshake (RFC 6455 section 4.1): parses the response head, validates a
 /// 101 with ``OpeningHandshake/validate(_:)``, and for any other status collects the body (up to its
-/// `Content-Length`, at most ``WebSocketConnectionError/maxBodyBytes``) for the rejection error. Pure: no I/O.
+/// `Content-Length`, at most ``WebSocketError/maxBodyBytes``) for the rejection error. Pure: no I/O.
 struct HandshakeResponseReader {
     /// What the bytes read so far settled.
     enum Step {
@@ -17,7 +17,7 @@ struct HandshakeResponseReader {
     /// The head of a response that did not upgrade; its body is being collected.
     private var rejectedHead: HTTPResponseHead?
     private var rejectedBody: [UInt8] = []
-    private var rejectedBodyExpected = WebSocketConnectionError.maxBodyBytes
+    private var rejectedBodyExpected = WebSocketError.maxBodyBytes
 
     /// Creates a reader for the response to `handshake`'s request.
     /// - Parameter handshake: The request sent and what its response must satisfy.
@@ -40,7 +40,7 @@ struct HandshakeResponseReader {
         guard head.status == 101 else {
             self.rejectedHead = head
             if let length = head.headers["Content-Length"].flatMap({ Int($0.trimmingASCIIWhitespace()) }) {
-                self.rejectedBodyExpected = min(max(length, 0), WebSocketConnectionError.maxBodyBytes)
+                self.rejectedBodyExpected = min(max(length, 0), WebSocketError.maxBodyBytes)
             }
             return self.collectBody(UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
         }
@@ -53,9 +53,9 @@ struct HandshakeResponseReader {
 
     /// The error for a connection that closed before the handshake settled.
     /// - Parameter error: The transport's error, if any.
-    func closedError(_ error: (any Error)?) -> WebSocketConnectionError {
+    func closedError(_ error: (any Error)?) -> WebSocketError {
         if self.rejectedHead != nil { return self.rejectionError() }
-        return WebSocketConnectionError(
+        return WebSocketError(
             .network,
             "the server closed the connection during the opening handshake"
                 + (error.map { ": \($0)" } ?? " without answering"),
@@ -70,7 +70,7 @@ struct HandshakeResponseReader {
         return .failed(self.rejectionError())
     }
 
-    private func rejectionError() -> WebSocketConnectionError {
+    private func rejectionError() -> WebSocketError {
         let head = self.rejectedHead
         let status = head?.status ?? 0
         let hint: String =
@@ -81,7 +81,7 @@ struct HandshakeResponseReader {
             case 300..<400: " (redirects are not followed; Location: \(head?.headers["Location"] ?? "none"))"
             default: ""
             }
-        return WebSocketConnectionError(
+        return WebSocketError(
             .upgradeRejected,
             "the server refused the WebSocket upgrade with HTTP \(status) \(head?.reason ?? "")\(hint)",
             status: status,

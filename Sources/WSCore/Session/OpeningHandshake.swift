@@ -76,9 +76,9 @@ final class OpeningHandshake: Sendable {
 
     /// Checks the answer to an opening request the engine sent itself: a 2xx status, an offered subprotocol, and
     /// offered extensions only (there is no `Sec-WebSocket-Accept` outside HTTP/1.1).
-    func validate(_ response: EngineOpeningResponse) throws(WebSocketConnectionError) -> Outcome {
+    func validate(_ response: EngineOpeningResponse) throws(WebSocketError) -> Outcome {
         guard (200..<300).contains(response.status) else {
-            throw WebSocketConnectionError(
+            throw WebSocketError(
                 .upgradeRejected,
                 "the server answered the \(response.httpVersion) WebSocket request with status \(response.status)",
                 status: response.status, headers: response.headers)
@@ -95,9 +95,9 @@ final class OpeningHandshake: Sendable {
 
     /// Checks a 101 response: Upgrade, Connection, exactly one matching Sec-WebSocket-Accept, an offered
     /// subprotocol, and offered extensions only.
-    func validate(_ head: HTTPResponseHead) throws(WebSocketConnectionError) -> Outcome {
-        func invalid(_ why: String) -> WebSocketConnectionError {
-            WebSocketConnectionError(.invalidHandshake, why, status: head.status, headers: head.headers)
+    func validate(_ head: HTTPResponseHead) throws(WebSocketError) -> Outcome {
+        func invalid(_ why: String) -> WebSocketError {
+            WebSocketError(.invalidHandshake, why, status: head.status, headers: head.headers)
         }
         let headers = head.headers
         guard headers.values(for: "Upgrade").contains(where: { HTTPHeaders.equalNames($0, "websocket") }) else {
@@ -125,9 +125,9 @@ final class OpeningHandshake: Sendable {
     }
 
     /// Checks the subprotocol and extensions a successful response selected.
-    private func negotiate(_ headers: HTTPHeaders, status: Int) throws(WebSocketConnectionError) -> Outcome {
-        func invalid(_ why: String) -> WebSocketConnectionError {
-            WebSocketConnectionError(.invalidHandshake, why, status: status, headers: headers)
+    private func negotiate(_ headers: HTTPHeaders, status: Int) throws(WebSocketError) -> Outcome {
+        func invalid(_ why: String) -> WebSocketError {
+            WebSocketError(.invalidHandshake, why, status: status, headers: headers)
         }
         var subprotocol: String?
         let protocols = httpTokenList(headers.values(for: "Sec-WebSocket-Protocol"))
@@ -156,7 +156,7 @@ final class OpeningHandshake: Sendable {
             do {
                 extensions.append(try factory.negotiate(response: element))
             } catch {
-                throw WebSocketConnectionError(
+                throw WebSocketError(
                     .invalidHandshake,
                     "the server's parameters for extension '\(element.name)' violate our offer: \(error)",
                     status: status, headers: headers, underlying: error

@@ -311,9 +311,14 @@ final class SessionOpening: Sendable {
     var executor: (any TaskExecutor)? { self.options.executor }
 
     /// Connects, then runs the opening handshake within what is left of the open timeout.
+    /// - Throws: A ``WebSocketError`` marked ``WebSocketError/isConnectionFailure``, whatever its code.
     func open() async throws -> WebSocketSession {
-        // Two calls, so the frame of each is live only while it runs.
-        try await self.handshake(over: try await self.connect())
+        do {
+            // Two calls, so the frame of each is live only while it runs.
+            return try await self.handshake(over: try await self.connect())
+        } catch let error as WebSocketError {
+            throw error.asConnectionFailure
+        }
     }
 
     /// Connects. The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the
@@ -330,7 +335,7 @@ final class SessionOpening: Sendable {
         let outcome = try await connection.performHandshake(
             self.handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
             timeoutError: { [url = self.url, openTimeout = self.openTimeout] in
-                WebSocketConnectionError(
+                WebSocketError(
                     .timedOut,
                     "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
                 )
@@ -383,13 +388,19 @@ extension WebSocketClient {
     ///   - makeRequest: Builds the request.
     @inline(never)
     func prepareOpening(forBlock: Bool, _ makeRequest: () throws -> WebSocketRequestBuilder) throws -> SessionOpening {
-        let request = try makeRequest()
+        let request: WebSocketRequestBuilder
+        do {
+            request = try makeRequest()
+        } catch let error as WebSocketError {
+            throw error.asConnectionFailure
+        }
         let settings = self.webSocketSettings
         let engine = self.engine
         guard engine.isSupported(.webSocket) else {
             throw WebSocketError(
                 .unsupported,
-                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets"
+                engine.unsupportedReason(.webSocket) ?? "the \(engine.name) engine does not support WebSockets",
+                isConnectionFailure: true
             )
         }
         let factories = settings.extensionsConfiguration.factories
@@ -398,7 +409,8 @@ extension WebSocketClient {
                 .unsupported,
                 (engine.unsupportedReason(.webSocketExtensions)
                     ?? "the \(engine.name) engine cannot carry WebSocket extensions")
-                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine"
+                    + "; remove \(factories.map(\.name).joined(separator: ", ")) or use the CIO engine",
+                isConnectionFailure: true
             )
         }
         let url = request.url
@@ -406,12 +418,15 @@ extension WebSocketClient {
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
         logger.setDebugMetadata("ws.url", "\(url)")
+        let proxyConfiguration = self.configuration.proxy
+        let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
         let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
             options: EngineConnectOptions(
-                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor,
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
+                proxyTLS: proxyConfiguration.tls,
                 openingRequest: engine.isSupported(.webSocketOverHTTP2) ? handshake.openingRequest() : nil),
             handshake: handshake, openTimeout: openTimeout)
     }

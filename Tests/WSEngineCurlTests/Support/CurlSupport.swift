@@ -26,12 +26,12 @@ struct CapturingLogHandler: LogHandler {
     }
 }
 
-/// A configuration that never uses a proxy (`""` overrides the *_proxy environment variables), so test traffic
-/// cannot leave the machine whatever the environment says.
+/// A configuration for direct connections: engine-level connects get no proxy unless the options name one, so test
+/// traffic cannot leave the machine whatever the environment says.
 func directConfiguration(
     trustedCAFile: String? = nil, insecure: Bool = false, verbose: Bool = false
 ) -> CurlEngine.Configuration {
     CurlEngine.Configuration(
-        trustedCAFile: trustedCAFile, proxy: "", dangerouslyDisableCertificateVerification: insecure,
+        trustedCAFile: trustedCAFile, dangerouslyDisableCertificateVerification: insecure,
         verbose: verbose)
 }

@@ -19,10 +19,9 @@ enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
             configuration.tls.dangerouslyDisableCertificateVerification = disableVerification
             return CIOEngine(configuration: configuration)
         case .curl:
-            // proxy "" keeps any *_proxy environment variable from sending test traffic elsewhere.
             return CurlEngine(
                 configuration: .init(
-                    trustedCAFile: trustedCA, proxy: "",
+                    trustedCAFile: trustedCA,
                     dangerouslyDisableCertificateVerification: disableVerification
                 )
             )
@@ -36,6 +35,7 @@ enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
         _ configure: (inout WebSockets.Configuration) -> Void = { _ in }
     ) -> WebSocketClient {
         WebSocketClient(engine: self.make(trustedCA: trustedCA, disableVerification: disableVerification)) { config in
+            config.proxy = .direct  // Test traffic never follows a *_proxy environment variable.
             config.install(WebSockets.self) { configure(&$0) }
         }
     }

@@ -300,7 +300,6 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// The kind of an error, as the report counts it: the SDK's error code, else the type's name.
     static func errorKind(_ error: any Error) -> String {
-        if let error = error as? WebSocketConnectionError { return error.code.description }
         if let error = error as? WebSocketError { return error.code.description }
         return String(describing: type(of: error))
     }

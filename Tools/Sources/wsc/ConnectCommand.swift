@@ -24,7 +24,10 @@ enum SessionExit: Int32, CaseIterable {
 
     /// The exit status for an error thrown while opening a session.
     static func forOpening(_ error: any Error) -> SessionExit {
-        error is WebSocketConnectionError ? .connectionFailed : .failure
+        guard let error = error as? WebSocketError, error.isConnectionFailure else { return .failure }
+        // An invalid URL or an engine that cannot run here is not a failure to connect (Docs/CLI.md: exit 1).
+        let cannotTry = error.code == .invalidURL || error.code == .unsupported || error.code == .invalidArgument
+        return cannotTry ? .failure : .connectionFailed
     }
 
     /// The exit status for an error thrown while the session was open.

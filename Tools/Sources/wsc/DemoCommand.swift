@@ -53,6 +53,7 @@ struct DemoCommand: AsyncParsableCommand {
                 ws.maxMessageSize = 1 << 20
             }
             config.logger = logger
+            config.proxy = .direct  // The demo's server is in this process: never through a proxy.
         }
 
         print("wsc demo: the WebSocket client SDK against an in-process echo server")
@@ -201,8 +202,8 @@ struct DemoStep {
             },
             DemoStep(title: "Curl engine") { context in
                 // The same session API on the other engine, chosen per client; capabilities are checked at run time.
-                let engine = CurlEngine(configuration: .init(proxy: ""))
-                let client = WebSocketClient(engine: engine)
+                let engine = CurlEngine()
+                let client = WebSocketClient(engine: engine) { config in config.proxy = .direct }
                 defer { Task { await client.close() } }
                 let capabilities =
                     "isSupported(.webSocket) = \(client.isSupported(.webSocket)), "

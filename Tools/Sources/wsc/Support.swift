@@ -83,7 +83,7 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("key"), help: ArgumentHelp("The PEM private key of --cert.", valueName: "file"))
     var clientPrivateKeyFile: String?
 
-    @Option(help: ArgumentHelp("The proxy URL (curl engine only), e.g. http://127.0.0.1:3128; '' for none.", valueName: "url"))
+    @Option(help: ArgumentHelp("The proxy URL (http, https, socks5, socks5h), e.g. http://127.0.0.1:3128; '' for none (ignoring http_proxy etc.).", valueName: "url"))
     var proxy: String?
 
     @Flag(
@@ -109,8 +109,8 @@ struct ConnectionOptions: ParsableArguments {
         if (self.clientCertificateFile == nil) != (self.clientPrivateKeyFile == nil) {
             throw ValidationError("--cert and --key go together")
         }
-        if self.proxy != nil && self.engine != .curl {
-            throw ValidationError("--proxy needs --engine curl")
+        if let proxy = self.proxy {
+            do { _ = try ProxyConfiguration(url: proxy) } catch { throw ValidationError("--proxy: \(error.message)") }
         }
         if let timeout = self.timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive") }
         if let interval = self.pingInterval, !(interval > 0) { throw ValidationError("--ping-interval must be positive") }
@@ -143,7 +143,6 @@ struct ConnectionOptions: ParsableArguments {
                     trustedCAFile: self.caCertificateFile,
                     clientCertificateFile: self.clientCertificateFile,
                     clientPrivateKeyFile: self.clientPrivateKeyFile,
-                    proxy: self.proxy,
                     dangerouslyDisableCertificateVerification: self.insecureSkipVerify))
             if let reason = engine.unsupportedReason(.webSocket) { throw ToolError(reason) }
             return engine
@@ -166,8 +165,10 @@ struct ConnectionOptions: ParsableArguments {
         let messageLimit = self.maxMessageSize ?? max(maxMessageSize, frameLimit)
         let pingInterval = self.pingInterval.map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
         let timeout = self.timeout.map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
+        let proxy = try self.proxy.map { url throws(WebSocketError) in try ProxyConfiguration(url: url) }
         return try WebSocketClient(engine: engine) { config in
             config.logger = logger
+            if let proxy { config.proxy = proxy }
             if let timeout {
                 config.openTimeout = timeout
                 config.connectTimeout = timeout
@@ -232,7 +233,6 @@ func printOutput(_ line: String) {
 /// A short, readable description of an error thrown by the SDK.
 func describe(_ error: any Error) -> String {
     if let error = error as? WebSocketError { return error.description }
-    if let error = error as? WebSocketConnectionError { return error.description }
     return String(describing: error)
 }
 

@@ -168,7 +168,6 @@ func echo(_ session: WebSocketSession, _ bytes: [UInt8], binary: Bool) async thr
 }
 
 func describe(_ error: any Error) -> String {
-    if let error = error as? WebSocketConnectionError { return "\(error.code): \(error.message)" }
     if let error = error as? WebSocketError { return "\(error.code): \(error.message)" }
     return "\(error)"
 }
