@@ -6,7 +6,8 @@ Prints its port and serves on 127.0.0.1 until stdin closes. Every mode announces
 and answers an extended CONNECT with 200, except:
   `huge-headers`  answers with a 200 whose header block is 1 MiB (2100 fields; one HEADERS and many CONTINUATION frames)
   `continuation`  answers with HEADERS without END_HEADERS, then CONTINUATION frames without end
-  `flood`         after the 200, sends 1 MiB of DATA on the stream at once, ignoring the client's window
+  `flood`         as `script`, but after the 200 on the connection's first stream, sends 1.1 MB of DATA on it at
+                  once, ignoring the client's window
   `limit2`        as `script`, with SETTINGS_MAX_CONCURRENT_STREAMS = 2
 In the other modes (`script`, `limit2`) each WebSocket stream echoes the client's (small, masked) frames, and these texts act:
   `rst`           the server resets this stream (RST_STREAM INTERNAL_ERROR)
@@ -14,6 +15,8 @@ In the other modes (`script`, `limit2`) each WebSocket stream echoes the client'
   `stats`         -> `connections=N` (TCP connections accepted so far)
   `lastclose`     -> the code of the last close frame a client sent, and whether END_STREAM came on its DATA
                      frame, e.g. `4002 with END_STREAM`
+  `waitreset`     -> `reset CODE` once the client has reset a stream of this connection (at once if it has), e.g.
+                     `reset FLOW_CONTROL_ERROR`
 """
 import asyncio, os, ssl, struct, sys, threading
 
@@ -93,6 +96,8 @@ async def handle(reader, writer):
     connection.initiate_connection()
     writer.write(connection.data_to_send())
     buffers = {}
+    resets = []  # error codes of the client's RST_STREAMs on this connection
+    reset_waiters = []  # streams waiting for the answer to `waitreset`
     try:
         while True:
             data = await reader.read(65536)
@@ -117,7 +122,7 @@ async def handle(reader, writer):
                             await writer.drain()
                     connection.send_headers(sid, [(":status", "200")])
                     buffers[sid] = b""
-                    if MODE == "flood":
+                    if MODE == "flood" and sid == 1:
                         writer.write(connection.data_to_send())
                         chunk = server_frame(2, b"x" * 16000)
                         for _ in range(70):
@@ -145,10 +150,20 @@ async def handle(reader, writer):
                             payload = b"goaway-sent"
                         if opcode == 1 and payload == b"stats":
                             payload = b"connections=%d" % connections[0]
+                        if opcode == 1 and payload == b"waitreset":
+                            if not resets:
+                                reset_waiters.append(sid)
+                                continue
+                            payload = b"reset " + resets[0].encode()
                         try:
                             connection.send_data(sid, server_frame(opcode, payload), end_stream=opcode == 8)
                         except Exception:
                             pass
+                elif isinstance(event, h2.events.StreamReset):
+                    resets.append(h2.errors.ErrorCodes(event.error_code).name)
+                    for waiter in reset_waiters:
+                        connection.send_data(waiter, server_frame(1, b"reset " + resets[0].encode()))
+                    reset_waiters.clear()
                 elif isinstance(event, h2.events.StreamEnded):
                     try:
                         connection.end_stream(event.stream_id)

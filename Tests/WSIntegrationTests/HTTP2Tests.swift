@@ -449,17 +449,26 @@ struct HostileHTTP2Tests {
         await client.close()
     }
 
-    @Test("DATA beyond the stream window is a flow-control error that ends the session")
+    @Test("DATA beyond the stream window is a flow-control error that ends that session only")
     func flowControlViolation() async throws {
         let peer = try await HypercornPeer.hostile("flood")
-        let client = try await http2Client(.required)
+        // The flooded session's queue takes 4 messages: then it stops reading, so its stream window is not given
+        // back, and the 1.1 MB the server sends regardless must overflow it (whatever the timing).
+        let client = try await http2Client(.required, maxIncomingBufferMessages: 4)
         let session = try await client.webSocketSession(peer.url)
+        let observer = try await client.webSocketSession(peer.url)
+        // The server answers once the client reset a stream of the connection: the flooded one.
+        try await observer.send("waitreset")
+        #expect(try await observer.receiveText() == "reset FLOW_CONTROL_ERROR")
         await #expect {
             while true { _ = try await session.receiveMessage() }
         } throws: { error in
             "\(error)".contains("FLOW_CONTROL_ERROR")
         }
         #expect(await session.closeReason?.code == .abnormalClosure)
+        try await observer.send("still here")
+        #expect(try await observer.receiveText() == "still here")
+        await observer.close()
         await client.close()
     }
 }
