@@ -26,6 +26,7 @@ let fuzzers: [(name: String, harness: String)] = [
     ("FuzzExtensionHeader", "CoreHarness"),
     ("FuzzClosePayload", "CoreHarness"),
     ("FuzzUTF8", "CoreHarness"),
+    ("FuzzStreamingAssembler", "CoreHarness"),
     ("FuzzInflate", "InflateHarness"),
 ]
 

@@ -5,7 +5,8 @@
 #   bash scripts/fuzz.sh --replay [TARGET...]   run the seeds and the kept regression inputs once, no fuzzing
 #   bash scripts/fuzz.sh --minimize TARGET FILE minimize a crash input (writes FILE.min next to it)
 #
-# Targets: FuzzFrameDecoder FuzzHTTPResponse FuzzExtensionHeader FuzzClosePayload FuzzUTF8 FuzzInflate.
+# Targets: FuzzFrameDecoder FuzzHTTPResponse FuzzExtensionHeader FuzzClosePayload FuzzUTF8 FuzzInflate
+#          FuzzStreamingAssembler.
 #
 # Each run starts from the committed seeds (Fuzz/corpus/<target>/, never written to) plus a working corpus that
 # libFuzzer grows and that is kept between runs (Fuzz/.work/corpus/<target>/, ignored by git). Crash, timeout and
@@ -31,7 +32,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/Fuzz"
 if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then export PATH="/opt/swift/usr/bin:$PATH"; fi
 
-ALL_TARGETS=(FuzzFrameDecoder FuzzHTTPResponse FuzzExtensionHeader FuzzClosePayload FuzzUTF8 FuzzInflate)
+ALL_TARGETS=(FuzzFrameDecoder FuzzHTTPResponse FuzzExtensionHeader FuzzClosePayload FuzzUTF8 FuzzInflate FuzzStreamingAssembler)
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 SCRATCH="$FUZZ/.build-fuzz"
 BIN="$SCRATCH/release"

@@ -54,6 +54,54 @@ static inline long cws_curl_sslversion_tls13(void) { return CURL_SSLVERSION_TLSv
 /// CURL_HTTP_VERSION_1_1: only "http/1.1" is offered in ALPN, never h2 (the upgrade is an HTTP/1.1 request).
 static inline long cws_curl_http_version_1_1(void) { return CURL_HTTP_VERSION_1_1; }
 
+/// The loaded libcurl's version as 0xXXYYZZ (curl_version_info()->version_num), e.g. 0x080e01 for 8.14.1.
+static inline unsigned int cws_curl_version_num(void) {
+    curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    return info != NULL ? info->version_num : 0;
+}
+
+/// Which in-memory PEM option cws_curl_setopt_pem sets.
+#define CWS_CURL_PEM_CAINFO 0
+#define CWS_CURL_PEM_SSLCERT 1
+#define CWS_CURL_PEM_SSLKEY 2
+#define CWS_CURL_PEM_PROXY_CAINFO 3
+#define CWS_CURL_PEM_PROXY_SSLCERT 4
+#define CWS_CURL_PEM_PROXY_SSLKEY 5
+
+/// CURLOPT_CAINFO_BLOB (7.77+), CURLOPT_SSLCERT_BLOB or CURLOPT_SSLKEY_BLOB (7.71+), or their CURLOPT_PROXY_*
+/// forms (the same versions), with a copy of `data`
+/// (CURL_BLOB_COPY). Headers older than those versions compile too: the call then reports CURLE_UNKNOWN_OPTION.
+static inline CURLcode cws_curl_setopt_pem(CURL *h, int which, const char *data, size_t length) {
+#if LIBCURL_VERSION_NUM >= 0x074D00
+    struct curl_blob blob;
+    blob.data = (void *)data;
+    blob.len = length;
+    blob.flags = CURL_BLOB_COPY;
+    switch(which) {
+    case CWS_CURL_PEM_CAINFO: return curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+    case CWS_CURL_PEM_SSLCERT: return curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
+    case CWS_CURL_PEM_SSLKEY: return curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
+    case CWS_CURL_PEM_PROXY_CAINFO: return curl_easy_setopt(h, CURLOPT_PROXY_CAINFO_BLOB, &blob);
+    case CWS_CURL_PEM_PROXY_SSLCERT: return curl_easy_setopt(h, CURLOPT_PROXY_SSLCERT_BLOB, &blob);
+    case CWS_CURL_PEM_PROXY_SSLKEY: return curl_easy_setopt(h, CURLOPT_PROXY_SSLKEY_BLOB, &blob);
+    default: return CURLE_BAD_FUNCTION_ARGUMENT;
+    }
+#else
+    (void)h; (void)which; (void)data; (void)length;
+    return CURLE_UNKNOWN_OPTION;
+#endif
+}
+
+/// CURLOPT_CONNECT_TO with a one-entry list `entry` (7.49+); returns the list, which must outlive the handle's use
+/// of it (free it with curl_slist_free_all after curl_easy_cleanup), or NULL with `*code` set.
+static inline struct curl_slist *cws_curl_set_connect_to(CURL *h, const char *entry, CURLcode *code) {
+    struct curl_slist *list = curl_slist_append(NULL, entry);
+    if(list == NULL) { *code = CURLE_OUT_OF_MEMORY; return NULL; }
+    *code = curl_easy_setopt(h, CURLOPT_CONNECT_TO, list);
+    if(*code != CURLE_OK) { curl_slist_free_all(list); return NULL; }
+    return list;
+}
+
 /// Reads the next CURLMSG_DONE message of `m`: 1 with the handle and its result, 0 when none is left.
 static inline int cws_curl_multi_next_done(CURLM *m, CURL **easy, CURLcode *result) {
     int left = 0;

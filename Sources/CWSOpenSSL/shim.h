@@ -89,6 +89,91 @@ static inline uint64_t cws_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENE
 static inline int cws_ssl_filetype_pem(void) { return SSL_FILETYPE_PEM; }
 static inline void cws_ssl_ctx_set_read_ahead(SSL_CTX *ctx, int yes) { SSL_CTX_set_read_ahead(ctx, yes); }
 
+// ---------------------------------------------------------------------------------------------------------------
+// WSEngineCIO: trust roots and client identities from PEM text in memory, and private keys with a password.
+#include <openssl/pem.h>
+#include <string.h>
+
+/// The PEM password callback: the password passed as `userdata`, or a failure when there is none (OpenSSL's
+/// default callback would prompt on the terminal instead).
+static inline int cws_pem_password(char *buffer, int size, int rwflag, void *userdata) {
+    (void)rwflag;
+    if (userdata == NULL || size <= 0) return -1;
+    size_t length = strlen((const char *)userdata);
+    if (length > (size_t)size) length = (size_t)size;
+    memcpy(buffer, userdata, length);
+    return (int)length;
+}
+
+/// Adds every certificate in the PEM text to the context's trust store. Returns how many were added (0: none was
+/// found), or -1 on a failure (the OpenSSL error queue says which).
+static inline int cws_ssl_ctx_add_trusted_pem(SSL_CTX *ctx, const char *data, int length) {
+    BIO *bio = BIO_new_mem_buf(data, length);
+    if (bio == NULL) return -1;
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(bio, NULL, cws_pem_password, NULL);
+    BIO_free(bio);
+    if (infos == NULL) return -1;
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int added = 0;
+    for (int index = 0; index < sk_X509_INFO_num(infos); index++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, index);
+        if (info->x509 == NULL) continue;
+        if (X509_STORE_add_cert(store, info->x509) != 1) { added = -1; break; }
+        added++;
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    return added;
+}
+
+/// Uses the PEM text (the leaf first, then any intermediates) as the context's certificate chain, as
+/// SSL_CTX_use_certificate_chain_file does with a file. Returns 1 on success.
+static inline int cws_ssl_ctx_use_certificate_chain_pem(SSL_CTX *ctx, const char *data, int length) {
+    BIO *bio = BIO_new_mem_buf(data, length);
+    if (bio == NULL) return 0;
+    X509 *leaf = PEM_read_bio_X509_AUX(bio, NULL, cws_pem_password, NULL);
+    int ok = leaf != NULL && SSL_CTX_use_certificate(ctx, leaf) == 1;
+    X509_free(leaf);
+    if (ok && SSL_CTX_clear_chain_certs(ctx) != 1) ok = 0;
+    while (ok) {
+        X509 *intermediate = PEM_read_bio_X509(bio, NULL, cws_pem_password, NULL);
+        if (intermediate == NULL) {
+            // The end of the text reads as "no start line": not an error.
+            unsigned long error = ERR_peek_last_error();
+            if (ERR_GET_LIB(error) == ERR_LIB_PEM && ERR_GET_REASON(error) == PEM_R_NO_START_LINE) ERR_clear_error();
+            else ok = 0;
+            break;
+        }
+        if (SSL_CTX_add0_chain_cert(ctx, intermediate) != 1) { X509_free(intermediate); ok = 0; }
+    }
+    BIO_free(bio);
+    return ok;
+}
+
+/// Reads a PEM private key from `bio` (decrypted with `password`, which may be NULL) and makes it the context's.
+static inline int cws_ssl_ctx_use_private_key_bio(SSL_CTX *ctx, BIO *bio, const char *password) {
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, cws_pem_password, (void *)password);
+    if (key == NULL) return 0;
+    int ok = SSL_CTX_use_PrivateKey(ctx, key);
+    EVP_PKEY_free(key);
+    return ok == 1;
+}
+/// The PEM private key file at `path`, decrypted with `password` (may be NULL). Returns 1 on success.
+static inline int cws_ssl_ctx_use_private_key_file(SSL_CTX *ctx, const char *path, const char *password) {
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL) return 0;
+    int ok = cws_ssl_ctx_use_private_key_bio(ctx, bio, password);
+    BIO_free(bio);
+    return ok;
+}
+/// The PEM private key text, decrypted with `password` (may be NULL). Returns 1 on success.
+static inline int cws_ssl_ctx_use_private_key_pem(SSL_CTX *ctx, const char *data, int length, const char *password) {
+    BIO *bio = BIO_new_mem_buf(data, length);
+    if (bio == NULL) return 0;
+    int ok = cws_ssl_ctx_use_private_key_bio(ctx, bio, password);
+    BIO_free(bio);
+    return ok;
+}
+
 /// TLS inside TLS (wss through an https:// proxy): a filter BIO whose reads and writes are SSL_read/SSL_write on
 /// `outer`, the connection to the proxy, with its want-read/want-write mapped to BIO retries. `outer` stays owned
 /// by the caller (BIO_NOCLOSE); it must outlive the BIO.

@@ -17,9 +17,9 @@ import WSPosix
 ///   handling.
 ///
 /// ```swift
-/// let engine = CIOEngine(configuration: .init(tls: .init(trustedCAFile: "/etc/my-ca.pem")))
+/// let engine = CIOEngine(configuration: .init(tls: .init(trustRoots: .file("/etc/my-ca.pem"))))
 /// ```
-public final class CIOEngine: WebSocketEngine {
+public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// How the engine runs.
     public struct Configuration: Sendable {
         /// The number of event-loop threads; connections are spread over them round-robin. Default
@@ -27,8 +27,9 @@ public final class CIOEngine: WebSocketEngine {
         /// blocks run on their session's loop by default, so several loops let sessions use several cores. A loop's
         /// thread starts when the rotation first reaches it: one connection starts one thread.
         public var eventLoopCount: Int
-        /// TLS settings for `wss` endpoints.
-        public var tls: TLSConfiguration
+        /// TLS settings for `wss` endpoints: trust roots, client identity, minimum version, server name override and
+        /// the opt-out of verification, in the engine-neutral shape the Curl engine takes too.
+        public var tls: WebSocketTLSConfiguration
         /// The most bytes one read hands to the handler (one buffer of this size per loop). Default 256 KiB:
         /// bulk transfers take a quarter of the system calls they took with 64 KiB, and a loop's untouched pages
         /// cost no memory.
@@ -58,7 +59,7 @@ public final class CIOEngine: WebSocketEngine {
         ///   - http2: WebSockets over HTTP/2.
         public init(
             eventLoopCount: Int = CIOEngine.defaultEventLoopCount,
-            tls: TLSConfiguration = TLSConfiguration(),
+            tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
             readBufferSize: Int = 256 * 1024,
             maxAddressAttempts: Int = 8,
             resolverThreadCount: Int = 2,
@@ -90,7 +91,7 @@ public final class CIOEngine: WebSocketEngine {
         var shutDown = false
         var tls: TLSContext?
         /// One context per trust setting of https:// proxies.
-        var proxyTLS: [ProxyTLSConfiguration: TLSContext] = [:]
+        var proxyTLS: [WebSocketTLSConfiguration: TLSContext] = [:]
     }
     private let state = Mutex(State())
     private let resolver: Resolver
@@ -247,14 +248,23 @@ public final class CIOEngine: WebSocketEngine {
         try? self.prepare(secure: false, preferred: nil).0
     }
 
-    /// The shared TLS context for https:// proxies with these trust settings (built on first use).
-    private func proxyTLSContext(_ settings: ProxyTLSConfiguration) throws(WebSocketError) -> TLSContext {
-        try self.state.withLock { state throws(WebSocketError) -> TLSContext in
+    /// The next loop in the rotation and a watched executor of it for the session's code, which reports (once) a
+    /// job that holds the loop for `limit` or longer; `nil` once the engine is shut down.
+    package func executorsForNextConnection(
+        reportingHoldsOf limit: Duration, _ report: @escaping @Sendable (Duration) -> Void
+    ) -> (connection: any TaskExecutor, session: any TaskExecutor)? {
+        guard let loop = try? self.prepare(secure: false, preferred: nil).0 else { return nil }
+        return (loop, WatchedLoopExecutor(loop: loop, limit: limit) { report(.nanoseconds($0)) })
+    }
+
+    /// The shared TLS context for https:// proxies with these settings (built on first use). The server name
+    /// override does not apply to a proxy, which is verified against the host of its URL.
+    private func proxyTLSContext(_ configuration: WebSocketTLSConfiguration) throws(WebSocketError) -> TLSContext {
+        var settings = configuration
+        settings.serverNameOverride = nil
+        return try self.state.withLock { state throws(WebSocketError) -> TLSContext in
             if let context = state.proxyTLS[settings] { return context }
-            let context = try TLSContext(
-                configuration: TLSConfiguration(
-                    trustedCAFile: settings.trustedCAFile, trustedCADirectory: settings.trustedCADirectory,
-                    dangerouslyDisableCertificateVerification: settings.dangerouslyDisableCertificateVerification))
+            let context = try TLSContext(configuration: settings)
             state.proxyTLS[settings] = context
             return context
         }

@@ -106,7 +106,7 @@ final class HTTP2Pool: Sendable {
     struct Key: Hashable, Sendable {
         var origin: String
         var proxy: ProxyServer?
-        var proxyTLS: ProxyTLSConfiguration?
+        var proxyTLS: WebSocketTLSConfiguration?
     }
 
     private struct Origin {

@@ -18,13 +18,13 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     /// The BIO_METHOD of the no-SIGPIPE socket BIO.
     private let bioMethod: OpaquePointer
     /// The configuration the context was built from.
-    let configuration: CIOEngine.TLSConfiguration
+    let configuration: WebSocketTLSConfiguration
 
     /// Whether certificates and host names are verified.
     var verifiesPeer: Bool { !self.configuration.dangerouslyDisableCertificateVerification }
 
-    /// Builds the context: verification, trust store, client certificate, minimum version, options.
-    init(configuration: CIOEngine.TLSConfiguration) throws(WebSocketError) {
+    /// Builds the context: verification, trust store, client identity, minimum version, options.
+    init(configuration: WebSocketTLSConfiguration) throws(WebSocketError) {
         self.configuration = configuration
         ERR_clear_error()
         guard let method = cws_sockbio_method_new() else {
@@ -38,7 +38,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
         self.context = context
         // From here on deinit frees both on a throw.
 
-        let minimum = configuration.minimumVersion.isTLS13 ? cws_tls1_3_version() : cws_tls1_2_version()
+        let minimum = configuration.minimumVersion == .tls13 ? cws_tls1_3_version() : cws_tls1_2_version()
         guard cws_ssl_ctx_set_min_proto(context, minimum) == 1 else {
             throw tlsConfigurationError("could not set the minimum TLS version \(configuration.minimumVersion)")
         }
@@ -57,37 +57,83 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
             SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
         } else {
             SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
-            if configuration.trustedCAFile != nil || configuration.trustedCADirectory != nil {
-                guard
-                    SSL_CTX_load_verify_locations(
-                        context, configuration.trustedCAFile, configuration.trustedCADirectory) == 1
-                else {
-                    let what = [configuration.trustedCAFile, configuration.trustedCADirectory]
-                        .compactMap { $0.map { "'\($0)'" } }.joined(separator: " and ")
-                    throw tlsConfigurationError("could not load the trusted CA certificates from \(what)")
-                }
-            } else if SSL_CTX_set_default_verify_paths(context) != 1 {
+            try Self.loadTrustRoots(configuration.trustRoots, into: context)
+        }
+        if let identity = configuration.clientIdentity {
+            try Self.loadIdentity(identity, into: context)
+        }
+    }
+
+    /// Loads `roots` into the context's trust store; any roots but the system's replace it.
+    private static func loadTrustRoots(_ roots: WebSocketTLSConfiguration.TrustRoots, into context: OpaquePointer)
+        throws(WebSocketError)
+    {
+        guard !roots.isSystem else {
+            guard SSL_CTX_set_default_verify_paths(context) == 1 else {
                 throw tlsConfigurationError("could not load the system trust store")
             }
+            return
         }
+        if roots.file != nil || roots.directory != nil {
+            guard SSL_CTX_load_verify_locations(context, roots.file, roots.directory) == 1 else {
+                let what = [roots.file, roots.directory].compactMap { $0.map { "'\($0)'" } }.joined(separator: " and ")
+                throw tlsConfigurationError("could not load the trusted CA certificates from \(what)")
+            }
+        }
+        if let pem = roots.pem {
+            let added = pem.utf8CString.withUnsafeBufferPointer {
+                cws_ssl_ctx_add_trusted_pem(context, $0.baseAddress, Int32($0.count - 1))
+            }
+            guard added > 0 else {
+                throw tlsConfigurationError(
+                    added == 0
+                        ? "the trusted CA PEM text holds no certificate"
+                        : "could not load the trusted CA certificates from the PEM text")
+            }
+        }
+    }
 
-        switch (configuration.clientCertificateFile, configuration.clientPrivateKeyFile) {
-        case (nil, nil):
-            break
-        case (let certificate?, let key?):
+    /// Makes `identity` the context's client certificate chain and private key, and checks that they match.
+    private static func loadIdentity(_ identity: WebSocketTLSConfiguration.ClientIdentity, into context: OpaquePointer)
+        throws(WebSocketError)
+    {
+        let password = identity.privateKeyPassword
+        switch identity.source {
+        case .files(let certificate, let key):
+            guard !certificate.isEmpty, !key.isEmpty else {
+                throw WebSocketError(
+                    .tlsFailure,
+                    "TLS configuration: the client certificate and private key must be set together")
+            }
             guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
                 throw tlsConfigurationError("could not load the client certificate '\(certificate)'")
             }
-            guard SSL_CTX_use_PrivateKey_file(context, key, cws_ssl_filetype_pem()) == 1 else {
-                throw tlsConfigurationError("could not load the client private key '\(key)'")
+            guard cws_ssl_ctx_use_private_key_file(context, key, password) == 1 else {
+                throw tlsConfigurationError(
+                    "could not load the client private key '\(key)'"
+                        + (password == nil ? " (an encrypted key needs its password)" : ""))
             }
             guard SSL_CTX_check_private_key(context) == 1 else {
                 throw tlsConfigurationError("the client private key '\(key)' does not match '\(certificate)'")
             }
-        default:
-            throw WebSocketError(
-                .tlsFailure,
-                "TLS configuration: clientCertificateFile and clientPrivateKeyFile must be set together")
+        case .pem(let certificate, let key):
+            let loaded = certificate.utf8CString.withUnsafeBufferPointer {
+                cws_ssl_ctx_use_certificate_chain_pem(context, $0.baseAddress, Int32($0.count - 1))
+            }
+            guard loaded == 1 else {
+                throw tlsConfigurationError("could not load the client certificate from the PEM text")
+            }
+            let keyLoaded = key.utf8CString.withUnsafeBufferPointer {
+                cws_ssl_ctx_use_private_key_pem(context, $0.baseAddress, Int32($0.count - 1), password)
+            }
+            guard keyLoaded == 1 else {
+                throw tlsConfigurationError(
+                    "could not load the client private key from the PEM text"
+                        + (password == nil ? " (an encrypted key needs its password)" : ""))
+            }
+            guard SSL_CTX_check_private_key(context) == 1 else {
+                throw tlsConfigurationError("the client private key does not match the client certificate")
+            }
         }
     }
 

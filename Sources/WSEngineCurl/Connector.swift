@@ -57,7 +57,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private let configuration: CurlEngine.Configuration
     /// The proxy chosen by the session (`nil`: direct), unless the deprecated string settings override it.
     private let proxy: ProxyServer?
-    private let proxyTLS: ProxyTLSConfiguration
+    /// The TLS settings for an `https://` ``proxy``.
+    private let proxyTLS: WebSocketTLSConfiguration
 
     private var continuation: CheckedContinuation<CurlTransport, any Error>?
     private var phase = Phase.idle
@@ -163,12 +164,17 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                 error: WebSocketError(.network, "cannot connect to \(self.hostPort): invalid port"))
         }
         // The host goes into a URL: refuse anything that could change the URL's meaning.
-        let forbidden: Set<Character> = ["/", "?", "#", "@", "[", "]", " ", "\\"]
-        guard !self.endpoint.host.isEmpty,
-            !self.endpoint.host.contains(where: { forbidden.contains($0) || $0.isNewline || $0.asciiValue == 0 })
-        else {
+        guard isSafeURLHost(self.endpoint.host) else {
             throw CurlOptionError(
                 error: WebSocketError(.network, "cannot connect to \(self.hostPort): invalid host name"))
+        }
+        // A server name override is the URL's host (SNI and verification use it); CURLOPT_CONNECT_TO sends the
+        // connection to the endpoint's host.
+        let serverName = self.endpoint.secure ? self.configuration.tls.serverNameOverride : nil
+        if let serverName, !isSafeURLHost(serverName) {
+            throw CurlOptionError(
+                error: WebSocketError(
+                    .tlsFailure, "TLS configuration: invalid server name override '\(serverName)'"))
         }
         let easy = curl_easy_init()
         let multi = curl_multi_init()
@@ -189,7 +195,20 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         let options = EasyOptions(easy: easy)
         let configuration = self.configuration
         let scheme = self.endpoint.secure ? "https" : "http"
-        try options.set(CURLOPT_URL, "\(scheme)://\(self.hostPort)/", "CURLOPT_URL")
+        let urlHostPort = serverName.map { hostPortText(host: $0, port: self.endpoint.port) } ?? self.hostPort
+        try options.set(CURLOPT_URL, "\(scheme)://\(urlHostPort)/", "CURLOPT_URL")
+        if serverName != nil {
+            // Any host and port of the URL connect to the endpoint (the override then never leaves this process).
+            var code = CURLE_OK
+            let list = cws_curl_set_connect_to(easy, "::\(self.hostPort)", &code)
+            guard let list else {
+                throw CurlOptionError(
+                    error: WebSocketError(
+                        .unsupported, "libcurl \(LoadedCurl.version) rejected CURLOPT_CONNECT_TO: "
+                            + String(cString: curl_easy_strerror(code))))
+            }
+            self.handles?.connectTo = list
+        }
         // Connect (resolve, TCP, proxy CONNECT, TLS) and stop: WSCore sends the upgrade request itself.
         try options.set(CURLOPT_CONNECT_ONLY, 1, "CURLOPT_CONNECT_ONLY")
         try options.set(CURLOPT_NOSIGNAL, 1, "CURLOPT_NOSIGNAL")
@@ -220,43 +239,15 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                 try options.set(CURLOPT_PROXYPASSWORD, proxy.password ?? "", "CURLOPT_PROXYPASSWORD")
             }
             if proxy.kind == .https {
-                let trust = self.proxyTLS
-                if trust.trustedCAFile != nil || trust.trustedCADirectory != nil {
-                    try options.set(CURLOPT_PROXY_CAINFO, trust.trustedCAFile, "CURLOPT_PROXY_CAINFO")
-                    try options.set(CURLOPT_PROXY_CAPATH, trust.trustedCADirectory, "CURLOPT_PROXY_CAPATH")
-                }
-                let verify = trust.dangerouslyDisableCertificateVerification ? 0 : 1
-                try options.set(CURLOPT_PROXY_SSL_VERIFYPEER, verify, "CURLOPT_PROXY_SSL_VERIFYPEER")
-                try options.set(CURLOPT_PROXY_SSL_VERIFYHOST, verify * 2, "CURLOPT_PROXY_SSL_VERIFYHOST")
+                // The proxy's own TLS settings (its serverNameOverride does not apply: the proxy URL's host is verified).
+                try setTLSOptions(self.proxyTLS, options, .proxy)
             }
         } else {
             try options.set(CURLOPT_PROXY, "", "CURLOPT_PROXY")  // Direct: ignore the environment.
         }
 
-        // TLS with the endpoint. An https:// proxy keeps libcurl's defaults (built-in store, full verification).
-        if configuration.trustedCAFile != nil || configuration.trustedCADirectory != nil {
-            // Our store replaces the built-in one: unset means "none", not "libcurl's default".
-            try options.set(CURLOPT_CAINFO, configuration.trustedCAFile, "CURLOPT_CAINFO")
-            try options.set(CURLOPT_CAPATH, configuration.trustedCADirectory, "CURLOPT_CAPATH")
-        }
-        if let certificate = configuration.clientCertificateFile {
-            try options.set(CURLOPT_SSLCERT, certificate, "CURLOPT_SSLCERT")
-            try options.set(CURLOPT_SSLCERTTYPE, "PEM", "CURLOPT_SSLCERTTYPE")
-        }
-        if let key = configuration.clientPrivateKeyFile {
-            try options.set(CURLOPT_SSLKEY, key, "CURLOPT_SSLKEY")
-            try options.set(CURLOPT_SSLKEYTYPE, "PEM", "CURLOPT_SSLKEYTYPE")
-        }
-        let minimumVersion =
-            configuration.minimumTLSVersion == .tls13 ? cws_curl_sslversion_tls13() : cws_curl_sslversion_tls12()
-        try options.set(CURLOPT_SSLVERSION, minimumVersion, "CURLOPT_SSLVERSION")
-        if configuration.dangerouslyDisableCertificateVerification {
-            try options.set(CURLOPT_SSL_VERIFYPEER, 0, "CURLOPT_SSL_VERIFYPEER")
-            try options.set(CURLOPT_SSL_VERIFYHOST, 0, "CURLOPT_SSL_VERIFYHOST")
-        } else {
-            try options.set(CURLOPT_SSL_VERIFYPEER, 1, "CURLOPT_SSL_VERIFYPEER")
-            try options.set(CURLOPT_SSL_VERIFYHOST, 2, "CURLOPT_SSL_VERIFYHOST")
-        }
+        // TLS with the endpoint (an https:// proxy has its own settings, set above).
+        try setTLSOptions(self.configuration.tls, options)
 
         if let debugContext {
             try options.set(CURLOPT_DEBUGDATA, pointer: debugContext, "CURLOPT_DEBUGDATA")
@@ -458,4 +449,10 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             continuation.resume(throwing: error)
         }
     }
+}
+
+/// Whether `host` can go into a URL as it is: no character that could change the URL's meaning.
+private func isSafeURLHost(_ host: String) -> Bool {
+    let forbidden: Set<Character> = ["/", "?", "#", "@", "[", "]", " ", "\\"]
+    return !host.isEmpty && !host.contains(where: { forbidden.contains($0) || $0.isNewline || $0.asciiValue == 0 })
 }

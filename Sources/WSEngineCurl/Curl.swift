@@ -115,6 +115,8 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
     let errorBuffer: ErrorBuffer
     /// The retained CurlDebugContext passed as CURLOPT_DEBUGDATA, or `nil` when not verbose.
     let debugContext: UnsafeMutableRawPointer?
+    /// The CURLOPT_CONNECT_TO list (a server name override), freed after the easy handle; `nil` when not set.
+    var connectTo: UnsafeMutablePointer<curl_slist>? = nil
 
     /// Releases everything: removes the easy handle from its multi (which closes a CONNECT_ONLY connection at once;
     /// libcurl treats such connections as aborted, so no TLS close_notify is sent), then cleans up both handles.
@@ -124,6 +126,7 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
         _ = curl_multi_remove_handle(self.multi, self.easy)
         curl_easy_cleanup(self.easy)
         _ = curl_multi_cleanup(self.multi)
+        if let connectTo = self.connectTo { curl_slist_free_all(connectTo) }
         self.errorBuffer.deallocate()
         if let debugContext = self.debugContext {
             Unmanaged<CurlDebugContext>.fromOpaque(debugContext).release()
@@ -168,6 +171,14 @@ struct EasyOptions {
 
     func set(_ option: CURLoption, pointer: UnsafeMutableRawPointer?, _ name: String) throws(CurlOptionError) {
         try self.check(cws_curl_setopt_ptr(self.easy, option, pointer), name)
+    }
+
+    /// Sets an in-memory PEM option (`CWS_CURL_PEM_*`); libcurl copies the text.
+    func setPEM(_ which: Int32, _ text: String, _ name: String) throws(CurlOptionError) {
+        let code = text.utf8CString.withUnsafeBufferPointer {
+            cws_curl_setopt_pem(self.easy, which, $0.baseAddress, $0.count - 1)
+        }
+        try self.check(code, name)
     }
 }
 

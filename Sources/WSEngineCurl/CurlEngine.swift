@@ -41,43 +41,22 @@ import WSPosix
 ///     config.proxy = try ProxyConfiguration(url: "http://proxy.internal:3128")
 /// }
 /// ```
-public final class CurlEngine: WebSocketEngine {
-    /// A TLS protocol version, used as the lowest version the engine accepts.
-    public struct TLSVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
-        private enum Base: Int, Sendable, Hashable {
-            case tls12 = 12
-            case tls13 = 13
-        }
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-
-        /// TLS 1.2 (RFC 5246): `CURL_SSLVERSION_TLSv1_2`.
-        public static let tls12 = TLSVersion(.tls12)
-        /// TLS 1.3 (RFC 8446): `CURL_SSLVERSION_TLSv1_3`.
-        public static let tls13 = TLSVersion(.tls13)
-
-        /// Whether `lhs` is an older version than `rhs`.
-        public static func < (lhs: TLSVersion, rhs: TLSVersion) -> Bool { lhs.base.rawValue < rhs.base.rawValue }
-
-        /// `TLSv1.2` or `TLSv1.3`.
-        public var description: String { self.base == .tls12 ? "TLSv1.2" : "TLSv1.3" }
-    }
+public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
+    /// A TLS protocol version; now `WebSocketTLSConfiguration.Version`.
+    @available(*, deprecated, renamed: "WebSocketTLSConfiguration.Version")
+    public typealias TLSVersion = WebSocketTLSConfiguration.Version
 
     /// How the engine configures libcurl. Secure by default: libcurl's built-in CA store, peer and host name
     /// verification, TLS 1.2 or newer, and the proxy environment variables honoured.
     public struct Configuration: Sendable {
-        /// A PEM file of trusted CA certificates for the endpoint (`CURLOPT_CAINFO`). When this or
-        /// ``trustedCADirectory`` is set, the pair replaces libcurl's built-in CA store (an unset one is cleared,
-        /// not defaulted). Default `nil`: libcurl's built-in store. An `https://` proxy is always verified against
-        /// libcurl's built-in store.
-        public var trustedCAFile: String?
-        /// A directory of trusted CA certificates in OpenSSL's hashed layout (`CURLOPT_CAPATH`); see
-        /// ``trustedCAFile``.
-        public var trustedCADirectory: String?
-        /// A PEM file with the client certificate (chain) for mutual TLS (`CURLOPT_SSLCERT`).
-        public var clientCertificateFile: String?
-        /// A PEM file with the private key of ``clientCertificateFile`` (`CURLOPT_SSLKEY`).
-        public var clientPrivateKeyFile: String?
+        /// TLS settings for `wss` endpoints, in the engine-neutral shape the CIO engine takes too: trust roots
+        /// (`CURLOPT_CAINFO`, `CURLOPT_CAPATH`, `CURLOPT_CAINFO_BLOB`), client identity (`CURLOPT_SSLCERT`,
+        /// `CURLOPT_SSLKEY` or their `_BLOB` forms, `CURLOPT_KEYPASSWD`), minimum version (`CURLOPT_SSLVERSION`),
+        /// server name override (`CURLOPT_CONNECT_TO`: the URL names the override, the connection goes to the
+        /// endpoint's host) and the opt-out (`CURLOPT_SSL_VERIFYPEER` and `CURLOPT_SSL_VERIFYHOST` 0). They apply
+        /// to the endpoint only: an `https://` proxy is verified with `ProxyConfiguration.tls` (the `CURLOPT_PROXY_*`
+        /// options).
+        public var tls: WebSocketTLSConfiguration
         /// The proxy as a libcurl string (`CURLOPT_PROXY`), overriding the client's
         /// `WebSocketClient.Configuration.proxy` for this engine; `""` means no proxy. `nil` (the default): the
         /// client's setting, which both engines honour alike.
@@ -96,13 +75,6 @@ public final class CurlEngine: WebSocketEngine {
         var legacyProxy: String?
         /// Storage of the deprecated ``noProxy``.
         var legacyNoProxy: String?
-        /// Turns off certificate chain AND host name verification of the endpoint (`CURLOPT_SSL_VERIFYPEER` and
-        /// `CURLOPT_SSL_VERIFYHOST` 0), so that any server, including an attacker in the middle, is accepted.
-        /// Only for tests against self-signed servers; never in production. A proxy's certificate is still
-        /// verified. Default `false`.
-        public var dangerouslyDisableCertificateVerification: Bool
-        /// The lowest TLS version accepted (`CURLOPT_SSLVERSION`). Default ``TLSVersion/tls12``.
-        public var minimumTLSVersion: TLSVersion
         /// Routes libcurl's verbose trace (`CURLOPT_VERBOSE` + `CURLOPT_DEBUGFUNCTION`) into the connection's
         /// logger: informational lines at `.debug`, proxy request and response header lines at `.trace` with
         /// every header value removed (so credentials never reach a log). Transferred data is never logged.
@@ -119,32 +91,17 @@ public final class CurlEngine: WebSocketEngine {
         /// Creates a configuration; every argument defaults to the secure choice. Proxies are set on the client
         /// (`WebSocketClient.Configuration.proxy`), alike for every engine.
         /// - Parameters:
-        ///   - trustedCAFile: A PEM file of trusted CAs (replaces the built-in store).
-        ///   - trustedCADirectory: A hashed directory of trusted CAs (replaces the built-in store).
-        ///   - clientCertificateFile: A PEM client certificate chain for mutual TLS.
-        ///   - clientPrivateKeyFile: The PEM private key of the client certificate.
-        ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
-        ///   - minimumTLSVersion: The lowest TLS version accepted.
+        ///   - tls: TLS settings for `wss` endpoints.
         ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
         ///   - readBufferSize: Bytes per read.
         ///   - eventLoopCount: Event-loop threads (at least 1).
         public init(
-            trustedCAFile: String? = nil,
-            trustedCADirectory: String? = nil,
-            clientCertificateFile: String? = nil,
-            clientPrivateKeyFile: String? = nil,
-            dangerouslyDisableCertificateVerification: Bool = false,
-            minimumTLSVersion: TLSVersion = .tls12,
+            tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
             verbose: Bool = false,
             readBufferSize: Int = 256 * 1024,
             eventLoopCount: Int = CurlEngine.defaultEventLoopCount
         ) {
-            self.trustedCAFile = trustedCAFile
-            self.trustedCADirectory = trustedCADirectory
-            self.clientCertificateFile = clientCertificateFile
-            self.clientPrivateKeyFile = clientPrivateKeyFile
-            self.dangerouslyDisableCertificateVerification = dangerouslyDisableCertificateVerification
-            self.minimumTLSVersion = minimumTLSVersion
+            self.tls = tls
             self.verbose = verbose
             self.readBufferSize = readBufferSize
             self.eventLoopCount = eventLoopCount
@@ -152,39 +109,24 @@ public final class CurlEngine: WebSocketEngine {
 
         /// Creates a configuration with the deprecated proxy strings.
         /// - Parameters:
-        ///   - trustedCAFile: A PEM file of trusted CAs (replaces the built-in store).
-        ///   - trustedCADirectory: A hashed directory of trusted CAs (replaces the built-in store).
-        ///   - clientCertificateFile: A PEM client certificate chain for mutual TLS.
-        ///   - clientPrivateKeyFile: The PEM private key of the client certificate.
+        ///   - tls: TLS settings for `wss` endpoints.
         ///   - proxy: The proxy URL as libcurl reads it, `""` for none; `nil` for the client's setting.
         ///   - noProxy: Hosts that bypass that proxy.
-        ///   - dangerouslyDisableCertificateVerification: Accept any certificate for any name (tests only).
-        ///   - minimumTLSVersion: The lowest TLS version accepted.
         ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
         ///   - readBufferSize: Bytes per read.
         ///   - eventLoopCount: Event-loop threads (at least 1).
         @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration) instead of proxy strings")
         public init(
-            trustedCAFile: String? = nil,
-            trustedCADirectory: String? = nil,
-            clientCertificateFile: String? = nil,
-            clientPrivateKeyFile: String? = nil,
+            tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
             proxy: String?,
             noProxy: String? = nil,
-            dangerouslyDisableCertificateVerification: Bool = false,
-            minimumTLSVersion: TLSVersion = .tls12,
             verbose: Bool = false,
             readBufferSize: Int = 256 * 1024,
             eventLoopCount: Int = CurlEngine.defaultEventLoopCount
         ) {
-            self.trustedCAFile = trustedCAFile
-            self.trustedCADirectory = trustedCADirectory
-            self.clientCertificateFile = clientCertificateFile
-            self.clientPrivateKeyFile = clientPrivateKeyFile
+            self.tls = tls
             self.legacyProxy = proxy
             self.legacyNoProxy = noProxy
-            self.dangerouslyDisableCertificateVerification = dangerouslyDisableCertificateVerification
-            self.minimumTLSVersion = minimumTLSVersion
             self.verbose = verbose
             self.readBufferSize = readBufferSize
             self.eventLoopCount = eventLoopCount
@@ -324,6 +266,15 @@ public final class CurlEngine: WebSocketEngine {
     /// The next loop in the rotation (started when first reached); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {
         try? self.prepareLoop(preferred: nil)
+    }
+
+    /// The next loop in the rotation and a watched executor of it for the session's code, which reports (once) a
+    /// job that holds the loop for `limit` or longer; `nil` once the engine is shut down.
+    package func executorsForNextConnection(
+        reportingHoldsOf limit: Duration, _ report: @escaping @Sendable (Duration) -> Void
+    ) -> (connection: any TaskExecutor, session: any TaskExecutor)? {
+        guard let loop = try? self.prepareLoop(preferred: nil) else { return nil }
+        return (loop, WatchedLoopExecutor(loop: loop, limit: limit) { report(.nanoseconds($0)) })
     }
 
     /// `preferred` if it is one of the loops, else the next loop in the rotation (its thread started when the rotation

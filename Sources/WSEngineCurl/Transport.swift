@@ -251,8 +251,13 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     private func ioError(_ doing: String, _ code: CURLcode, _ handles: CurlHandles) -> WebSocketError {
         let curlError = CurlError(code, detail: handles.errorBuffer.text)
         let explanation = curlError.summary
+        // A TLS protocol error on a read or write (an alert such as "tlsv13 alert certificate required") comes as
+        // CURLE_RECV_ERROR/CURLE_SEND_ERROR with OpenSSL's error text ("SSL routines") in the detail; the CIO engine
+        // reports those as TLS failures too.
+        let tlsAlert =
+            (code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR) && curlError.detail.contains("SSL routines")
         let kind: WebSocketError.Code =
-            cws_curl_error_class(code) == CWS_CURL_ERROR_TLS ? .tlsFailure : .network
+            cws_curl_error_class(code) == CWS_CURL_ERROR_TLS || tlsAlert ? .tlsFailure : .network
         return WebSocketError(
             kind, "\(doing) \(self.settings.endpoint) failed: \(explanation)", underlying: curlError,
             isConnectionFailure: false)

@@ -52,6 +52,12 @@ final class PerMessageDeflateExtension: WebSocketExtension, CustomStringConverti
         return result
     }
 
+    func processIncomingFragment(_ fragment: Frame, context: WebSocketExtensionContext) throws -> Frame {
+        try self.decompressor.withLock { decompressor throws(WebSocketError) -> Frame in
+            try decompressor.decompressFragment(fragment, limit: context.maxMessageSize)
+        }
+    }
+
     /// For tests: bytes the decompressor's zlib stream has produced so far (0 before the first message).
     var inflatedByteCount: Int { self.decompressor.withLock { $0.inflater?.totalOut ?? 0 } }
 }
@@ -151,6 +157,10 @@ private struct Decompressor {
     let noContextTakeover: Bool
     /// Created with the first compressed message.
     var inflater: ZlibInflater?
+    /// Whether the message being streamed is compressed (its first frame had RSV1).
+    var streamIsCompressed = false
+    /// Where the streamed message's DEFLATE stream stands.
+    var stream = ZlibInflater.FragmentState()
 
     init(windowBits: Int, noContextTakeover: Bool) {
         self.windowBits = windowBits
@@ -158,15 +168,36 @@ private struct Decompressor {
     }
 
     mutating func decompress(_ payload: [UInt8], limit: Int) throws(WebSocketError) -> [UInt8] {
-        let inflater: ZlibInflater
-        if let existing = self.inflater {
-            inflater = existing
-        } else {
-            inflater = try ZlibInflater(windowBits: self.windowBits)
-            self.inflater = inflater
-        }
+        let inflater = try self.makeInflater()
         let data = try inflater.decompress(payload, limit: limit, keepWindow: !self.noContextTakeover)
         if self.noContextTakeover { inflater.reset() }
         return data
+    }
+
+    /// Inflates one fragment of a streamed message: one DEFLATE stream runs through the message's fragments, each
+    /// inflated as it arrives to at most `limit` bytes.
+    mutating func decompressFragment(_ fragment: Frame, limit: Int) throws(WebSocketError) -> Frame {
+        if fragment.kind != .continuation {
+            self.streamIsCompressed = fragment.rsv1
+            self.stream = ZlibInflater.FragmentState()
+        }
+        guard self.streamIsCompressed else { return fragment }
+        let inflater = try self.makeInflater()
+        var result = fragment
+        result.data = try inflater.decompressFragment(
+            fragment.data, state: &self.stream, last: fragment.fin, limit: limit, keepWindow: !self.noContextTakeover)
+        result.reservedBits.remove(.rsv1)
+        if fragment.fin {
+            if self.noContextTakeover { inflater.reset() }
+            self.streamIsCompressed = false
+        }
+        return result
+    }
+
+    private mutating func makeInflater() throws(WebSocketError) -> ZlibInflater {
+        if let existing = self.inflater { return existing }
+        let inflater = try ZlibInflater(windowBits: self.windowBits)
+        self.inflater = inflater
+        return inflater
     }
 }

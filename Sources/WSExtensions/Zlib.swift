@@ -230,6 +230,51 @@ final class ZlibInflater {
         return output
     }
 
+    /// Decompresses one fragment of a message that is inflated fragment by fragment (RFC 7692 section 7.2.2: the
+    /// fragments' payloads are one DEFLATE stream, followed by `00 00 FF FF` after the last).
+    /// - Parameters:
+    ///   - payload: The fragment's compressed payload.
+    ///   - state: Where the message stands; start each message with a fresh one.
+    ///   - last: Whether this is the message's last fragment (the tail is inflated after it).
+    ///   - limit: The most bytes this fragment may inflate to; one byte more fails it, and inflation stops there.
+    ///   - keepWindow: Whether the window must survive a final block (context takeover).
+    /// - Returns: The fragment's decompressed bytes.
+    /// - Throws: The errors of ``decompress(_:limit:keepWindow:)``.
+    func decompressFragment(
+        _ payload: [UInt8], state: inout FragmentState, last: Bool, limit: Int, keepWindow: Bool
+    ) throws(WebSocketError) -> [UInt8] {
+        var output: [UInt8] = []
+        if !payload.isEmpty {
+            output.reserveCapacity(min(limit, max(payload.count.multipliedReportingOverflow(by: 4).partialValue, 1024)))
+            state.compressedBytes += payload.count
+            state.endedStream = try payload.withUnsafeBytes { bytes in
+                Result { () throws(WebSocketError) -> Bool in
+                    try self.inflate(bytes, into: &output, limit: limit, keepWindow: keepWindow, isTail: false)
+                }
+            }.get()
+        }
+        // As for a whole message: an empty message is read as empty, and after a final block that ended the
+        // payload the tail would start a block of the next stream.
+        if last && state.compressedBytes > 0 && !state.endedStream {
+            var tailOutput: [UInt8] = []
+            _ = try Self.tail.withUnsafeBytes { bytes in
+                Result { () throws(WebSocketError) -> Bool in
+                    try self.inflate(bytes, into: &tailOutput, limit: limit - output.count, keepWindow: keepWindow, isTail: true)
+                }
+            }.get()
+            output += tailOutput
+        }
+        return output
+    }
+
+    /// Where a message inflated fragment by fragment stands (see ``decompressFragment(_:state:last:limit:keepWindow:)``).
+    struct FragmentState {
+        /// Compressed bytes of the message so far.
+        var compressedBytes = 0
+        /// Whether the last non-empty fragment ended exactly with a final block.
+        var endedStream = false
+    }
+
     /// Inflates all of `input`; returns `true` when the stream ended with a final block and nothing followed
     /// (or, for the appended tail, when a final block ended at all: the rest of the tail is then ignored).
     private func inflate(

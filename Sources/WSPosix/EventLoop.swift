@@ -102,10 +102,17 @@ final class TimerCancellations: Sendable {
 /// loop's hot paths use concrete types (no generic metadata lookups per call).
 private struct LoopTaskQueue {
     var tasks: [LoopTask] = []
-    /// Swift-concurrency jobs of tasks that prefer this loop as their executor (see the TaskExecutor conformance).
-    var jobs: [UnownedJob] = []
+    /// Swift-concurrency jobs of tasks that prefer this loop, or a ``WatchedLoopExecutor`` of it, as their executor
+    /// (see the TaskExecutor conformance).
+    var jobs: [LoopJob] = []
     var wakePending = false
     var closed = false
+}
+
+/// A job queued on a loop, and the watched executor it was enqueued on (`nil`: the loop itself).
+private struct LoopJob {
+    let job: UnownedJob
+    let watch: WatchedLoopExecutor?
 }
 
 /// The pending connects and open transports of one loop, by identity, and why the loop stops (loop thread only).
@@ -147,7 +154,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
 
     // Loop thread only:
     private var spareTasks: [LoopTask] = []
-    private var spareJobs: [UnownedJob] = []
+    private var spareJobs: [LoopJob] = []
     /// Work to run once the current round of events, timers, tasks and jobs is done: writes that callers on the loop
     /// thread queued, gathered so that every message produced in one round leaves in one system call.
     private var deferred: [any RoundEndFlushing] = []
@@ -426,7 +433,19 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         for task in batch { task() }
         if !jobs.isEmpty {
             let executor = self.unownedExecutor
-            for job in jobs { job.runSynchronously(on: executor) }
+            for entry in jobs {
+                guard let watch = entry.watch else {
+                    entry.job.runSynchronously(on: executor)
+                    continue
+                }
+                // A watched job runs as the watched executor's (so it stays on it) and is timed: two reads of the
+                // coarse clock, about 15 ns each here against 40-70 ns for CLOCK_MONOTONIC (its few milliseconds of
+                // resolution are plenty for limits of tens or hundreds of milliseconds).
+                let start = coarseMonotonicNanoseconds()
+                entry.job.runSynchronously(on: watch.asUnownedTaskExecutor())
+                let elapsed = coarseMonotonicNanoseconds() &- start
+                if elapsed >= watch.limitNanoseconds { watch.jobHeldLoop(nanoseconds: elapsed) }
+            }
         }
         batch.removeAll(keepingCapacity: true)
         jobs.removeAll(keepingCapacity: true)
@@ -501,6 +520,59 @@ extension PosixEventLoop: TaskExecutor {
     /// Queues `job` to run on the loop thread (any thread).
     @usableFromInline package func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
-        if !self.submit({ $0.jobs.append(unowned) }) { globalConcurrentExecutor.enqueue(ExecutorJob(unowned)) }
+        if !self.submit({ $0.jobs.append(LoopJob(job: unowned, watch: nil)) }) {
+            globalConcurrentExecutor.enqueue(ExecutorJob(unowned))
+        }
+    }
+}
+
+extension PosixEventLoop: LoopJobSink {
+    /// Queues `job` of `watch` to run, timed, on the loop thread (any thread).
+    package func enqueue(_ job: UnownedJob, watchedBy watch: WatchedLoopExecutor) {
+        if !self.submit({ $0.jobs.append(LoopJob(job: job, watch: watch)) }) {
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        }
+    }
+}
+
+/// A loop that runs jobs on behalf of a ``WatchedLoopExecutor``.
+package protocol LoopJobSink: AnyObject, Sendable {
+    /// Queues `job` to run on the loop thread as `watch`'s, timed (any thread).
+    func enqueue(_ job: UnownedJob, watchedBy watch: WatchedLoopExecutor)
+}
+
+/// A task executor for one session's code that forwards every job to its loop and has the loop time it: a job that
+/// holds the loop thread for `limit` or longer (a block that calls `readLine()` or `sleep`) is reported once, through
+/// `report`, with how long it took. Jobs still run on the loop thread in the loop's order, exactly as jobs of the
+/// loop itself; the watch costs two reads of the coarse monotonic clock per job (resolution: one kernel tick, a few
+/// milliseconds).
+package final class WatchedLoopExecutor: TaskExecutor, @unchecked Sendable {  // immutable but `reported` (atomic)
+    /// The loop the jobs run on.
+    package let loop: any LoopJobSink
+    /// Jobs that take this long or longer are reported.
+    let limitNanoseconds: UInt64
+    private let report: @Sendable (_ nanoseconds: UInt64) -> Void
+    private let reported = Atomic<Bool>(false)
+
+    /// Creates the executor.
+    /// - Parameters:
+    ///   - loop: The loop that runs the jobs.
+    ///   - limit: The shortest hold that is reported.
+    ///   - report: Called once, on the loop thread, with the first hold of `limit` or longer.
+    package init(loop: any LoopJobSink, limit: Duration, report: @escaping @Sendable (_ nanoseconds: UInt64) -> Void) {
+        self.loop = loop
+        self.limitNanoseconds = max(1, limit.clampedNanoseconds)
+        self.report = report
+    }
+
+    /// Queues `job` on the loop (any thread).
+    package func enqueue(_ job: consuming ExecutorJob) {
+        self.loop.enqueue(UnownedJob(job), watchedBy: self)
+    }
+
+    /// A job of this executor held the loop for `nanoseconds` (loop thread): reported the first time only.
+    func jobHeldLoop(nanoseconds: UInt64) {
+        guard !self.reported.exchange(true, ordering: .relaxed) else { return }
+        self.report(nanoseconds)
     }
 }

@@ -25,6 +25,15 @@ package func errnoText(_ code: Int32) -> String {
     String(cString: strerror(code))
 }
 
+/// Monotonic time in nanoseconds at the kernel tick's resolution (CLOCK_MONOTONIC_COARSE, a few milliseconds):
+/// cheaper to read than ``monotonicNanoseconds()``, for measuring what only matters when it is long.
+@inline(__always)
+package func coarseMonotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}
+
 /// Monotonic time in nanoseconds (CLOCK_MONOTONIC), for deadlines and timers.
 @inline(__always)
 package func monotonicNanoseconds() -> UInt64 {

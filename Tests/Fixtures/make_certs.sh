@@ -9,6 +9,8 @@
 #   self-signed.pem / self-signed.key self-signed, for DNS:localhost and IP:127.0.0.1
 #   expired.pem / expired.key         signed by the CA, for localhost/127.0.0.1, valid 2020-01-01 .. 2021-01-01
 #   client.pem / client.key           client certificate (CN=ws-test-client, clientAuth) signed by the CA
+#   client-encrypted.key              client.key encrypted (AES-256, PKCS#8) with the password test-key-password
+#   ca-dir/                           ca.pem in OpenSSL's hashed directory layout (openssl rehash)
 #
 # Keys are unencrypted RSA 2048 (PKCS#8 PEM). Prints "make_certs: OK <DIR>" on success.
 set -euo pipefail
@@ -62,6 +64,12 @@ quiet openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/O=swift-webs
 signed server localhost "$LOCAL_SAN" serverAuth
 signed wrong-host wrong.example "DNS:wrong.example" serverAuth
 signed client ws-test-client "" clientAuth
+
+quiet openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -passout pass:test-key-password -out client-encrypted.key
+chmod 600 client-encrypted.key
+mkdir -p ca-dir
+cp ca.pem ca-dir/ca.pem
+quiet openssl rehash ca-dir
 
 # self-signed leaf for localhost
 key self-signed

@@ -3,7 +3,8 @@
 
 Run with the repository's venv (scripts/setup.sh creates it):
 
-    .venv/bin/python Tests/Fixtures/ws_server.py [--port 0] [--tls-cert C --tls-key K [--tls-client-ca CA]]
+    .venv/bin/python Tests/Fixtures/ws_server.py [--port 0] [--tls-cert C --tls-key K [--tls-client-ca CA]
+                                                                      [--tls-max-version 1.2]]
                                                  [--subprotocols a,b] [--deflate] [--watch-stdin]
                                                  [--deflate-server-max-window-bits N] [--deflate-client-max-window-bits N]
                                                  [--deflate-server-no-context-takeover]
@@ -212,6 +213,8 @@ def make_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.tls_client_ca:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(args.tls_client_ca)
+    if args.tls_max_version == "1.2":
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
     return context
 
 
@@ -234,6 +237,7 @@ async def main() -> None:
     parser.add_argument("--tls-cert", help="PEM certificate (chain) for wss://")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA (PEM)")
+    parser.add_argument("--tls-max-version", choices=["1.2", "1.3"], help="the newest TLS version offered")
     parser.add_argument("--subprotocols", default="", help="comma-separated subprotocols offered on /subprotocol")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     parser.add_argument("--deflate-server-max-window-bits", type=int, help="cap the server's deflate window (9-15)")

@@ -297,6 +297,61 @@ struct SessionStateMachineTests {
         #expect(machine.closedError().message.contains("did not complete the close handshake within 10.0 seconds"))
     }
 
+    // MARK: One read, bounded by the incoming limits
+
+    @Test("one read never queues more than the limits; the rest is parsed as the queue drains, in order")
+    func readStopsAtFullQueue() {
+        var machine = openMachine(configuration { $0.maxIncomingBufferMessages = 4 })
+        var sink = Recorder()
+        var bytes: [UInt8] = []
+        for i in 0..<50 { bytes += wire(.text, "m\(i)") }
+        bytes += wire(.close, closePayload(1001, "bye"))
+        machine.read(bytes, &sink)
+        #expect(machine.queuedFrameCount == 4, "one read must stop parsing at the limit")
+        #expect(sink.take() == ["pause"], "nothing past the limit is parsed: no close echoed yet")
+        var received: [String] = []
+        while let frame = machine.takeQueuedFrame(&sink) {
+            #expect(machine.queuedFrameCount <= 4)
+            if frame.kind == .text { received.append(String(decoding: frame.data, as: UTF8.self)) }
+        }
+        #expect(received == (0..<50).map { "m\($0)" }, "every message, in order")
+        #expect(machine.closeReason == CloseReason(code: .goingAway, message: "bye"))
+        #expect(sink.take().contains("sendClose 1001 "), "the close behind the messages is answered")
+        let result = machine.receive(1, isCancelled: false, &sink)
+        #expect(result == .end(nil))
+    }
+
+    @Test("a waiting consumer drains a read that stopped at the limit; the rest waits with reading paused")
+    func readStopsWithConsumer() {
+        var machine = openMachine(configuration { $0.maxIncomingBufferMessages = 2 })
+        var sink = Recorder()
+        let result = machine.receive(1, isCancelled: false, &sink)
+        #expect(result == .waiting)
+        var bytes: [UInt8] = []
+        for i in 0..<10 { bytes += wire(.text, "m\(i)") }
+        machine.read(bytes, &sink)
+        #expect(sink.take() == ["deliver text m0 to 1", "pause"])
+        #expect(machine.queuedFrameCount == 2)
+        let next = machine.takeQueuedFrame(&sink)
+        #expect(next.map { String(decoding: $0.data, as: UTF8.self) } == "m1")
+        // At half the limit reading resumes; what was left is parsed first and fills the queue again.
+        #expect(sink.take() == ["resume", "pause"])
+        #expect(machine.queuedFrameCount == 2 && machine.readingPaused)
+        let following = machine.takeQueuedFrame(&sink)
+        #expect(following.map { String(decoding: $0.data, as: UTF8.self) } == "m2")
+    }
+
+    @Test("closing with input left unparsed finds the server's close in it")
+    func closeParsesLeftInput() {
+        var machine = openMachine(configuration { $0.maxIncomingBufferMessages = 2 })
+        var sink = Recorder()
+        machine.read(wire(.text, "a") + wire(.text, "b") + wire(.text, "c") + wire(.close, closePayload(1001)), &sink)
+        #expect(sink.take() == ["pause"])
+        machine.close(CloseReason(code: .normal), &sink)
+        #expect(sink.take() == ["resume", "sendClose 1000 ", "arm close 10.0 seconds", "arm close 10.0 seconds"])
+        #expect(machine.closeReason?.code == .goingAway, "the server's close, which had arrived, is seen")
+    }
+
     @Test("data that arrives after our close is dropped")
     func dataAfterCloseDropped() {
         var machine = openMachine()
@@ -447,9 +502,24 @@ struct SessionStateMachineTests {
 
     @Test("control frames from the user are checked")
     func sendChecks() {
-        let machine = openMachine()
+        var machine = openMachine()
         #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .ping, data: [UInt8](repeating: 0, count: 126))) }
         #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .pong, fin: false, data: [])) }
+        #expect((try? machine.prepareSend(Frame(kind: .text, data: [65])))?.data == [65])
+    }
+
+    @Test("fragments of one message are not interleaved with another; the message's end is tracked")
+    func sendFragmentOrder() throws {
+        var machine = openMachine()
+        let stray = #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .continuation, data: [1])) }
+        #expect(stray?.code == .invalidArgument)
+        _ = try machine.prepareSend(Frame(kind: .binary, fin: false, data: [1]))
+        #expect(machine.isSendingFragmentedMessage)
+        #expect(throws: MessageInProgress.self) { try machine.prepareSend(Frame(kind: .text, data: [65])) }
+        _ = try machine.prepareSend(Frame(kind: .ping, data: []))
+        _ = try machine.prepareSend(Frame(kind: .continuation, fin: false, data: [2]))
+        _ = try machine.prepareSend(Frame(kind: .continuation, data: [3]))
+        #expect(!machine.isSendingFragmentedMessage)
         #expect((try? machine.prepareSend(Frame(kind: .text, data: [65])))?.data == [65])
     }
 

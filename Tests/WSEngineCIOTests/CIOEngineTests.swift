@@ -49,7 +49,7 @@ private func echoOneByte(_ engine: CIOEngine, port: Int, _ byte: UInt8) async th
     return recorder.state.withLock { $0.readThreads }
 }
 
-private func tlsEngine(_ tls: CIOEngine.TLSConfiguration) -> CIOEngine.Configuration {
+private func tlsEngine(_ tls: WebSocketTLSConfiguration) -> CIOEngine.Configuration {
     CIOEngine.Configuration(tls: tls)
 }
 
@@ -469,7 +469,7 @@ struct TLSTests {
     func trustedEcho() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             let recorder = Recorder()
@@ -493,7 +493,7 @@ struct TLSTests {
     func ipAddressVerification() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: server.port, secure: true), options: options())
             let recorder = Recorder()
@@ -509,7 +509,7 @@ struct TLSTests {
     func tls13Minimum() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, minimumVersion: .tls13))) {
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), minimumVersion: .tls13))) {
             engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
@@ -521,7 +521,7 @@ struct TLSTests {
     func untrustedRejected() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let error = await connectionError {
                 _ = try await engine.connect(
                     to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
@@ -549,7 +549,7 @@ struct TLSTests {
     func hostnameMismatch() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let error = await connectionError {
                 _ = try await engine.connect(
                     to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
@@ -563,7 +563,7 @@ struct TLSTests {
     func serverNameOverride() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "wrong.example"))) {
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "wrong.example"))) {
             engine in
             let error = await connectionError {
                 _ = try await engine.connect(
@@ -573,7 +573,7 @@ struct TLSTests {
             #expect(error?.message.contains("hostname mismatch") == true, "\(String(describing: error))")
         }
         let other = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile, serverNameOverride: "other.example"))) {
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "other.example"))) {
             engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: other.port, secure: true), options: options())
@@ -601,7 +601,7 @@ struct TLSTests {
     func tlsPauseResume() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustedCAFile: certificates.caFile))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             let recorder = Recorder()
@@ -629,7 +629,7 @@ struct TLSTests {
 
     @Test("a missing CA file is a readable tlsFailure")
     func missingCAFile() async throws {
-        try await withEngine(tlsEngine(.init(trustedCAFile: "/nonexistent/ca.pem"))) { engine in
+        try await withEngine(tlsEngine(.init(trustRoots: .file("/nonexistent/ca.pem")))) { engine in
             let error = await connectionError {
                 _ = try await engine.connect(
                     to: EngineEndpoint(host: "localhost", port: 1, secure: true), options: options())

@@ -255,7 +255,8 @@ struct CurlEngineTests {
         let storage = CapturingLogHandler.Storage()
         var logger = Logger(label: "curl-proxy-test") { _ in CapturingLogHandler(storage: storage) }
         logger.logLevel = .trace
-        let engine = CurlEngine(configuration: CurlEngine.Configuration(trustedCAFile: pki.caFile, verbose: true))
+        let engine = CurlEngine(
+            configuration: CurlEngine.Configuration(tls: .init(trustRoots: .file(pki.caFile)), verbose: true))
         let server = try ProxyServer(url: "http://tester:s3cr3t-pw@127.0.0.1:\(proxy.port)")
         try await expectEcho(
             engine, port: tlsServer.port, secure: true, bytes: pattern(count: 1 << 20), logger: logger, proxy: server)
@@ -278,7 +279,7 @@ struct CurlEngineTests {
         let pki = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: pki.server)
         let socks = try await PythonServer.start(mode: "socks5")
-        let engine = CurlEngine(configuration: CurlEngine.Configuration(trustedCAFile: pki.caFile))
+        let engine = CurlEngine(configuration: CurlEngine.Configuration(tls: .init(trustRoots: .file(pki.caFile))))
         try await expectEcho(
             engine, port: server.port, host: "localhost", secure: true, bytes: pattern(count: 100_000),
             proxy: ProxyServer(.socks5h, host: "127.0.0.1", port: socks.port))

@@ -6,6 +6,24 @@ import WSPosix
 
 @Suite("Curl engine helpers")
 struct CurlHelperTests {
+    @Test("PEM in memory on a libcurl too old for it: the reason names both versions and the ways out")
+    func pemTooOld() {
+        let what = "trusted CA certificates in memory (CURLOPT_CAINFO_BLOB)"
+        let reason = tooOldReason(
+            loaded: 0x07_4C_00, loadedText: "7.76.0", minimum: trustPEMVersion, minimumText: "7.77", for: what)
+        #expect(
+            reason
+                == "trusted CA certificates in memory (CURLOPT_CAINFO_BLOB) needs libcurl 7.77 or newer, and this "
+                + "process loaded libcurl 7.76.0: give PEM files instead, install a newer libcurl (Debian 12: "
+                + "bookworm-backports), or use the CIO engine")
+        #expect(
+            tooOldReason(loaded: 0x07_4D_00, loadedText: "7.77.0", minimum: trustPEMVersion, minimumText: "7.77", for: what)
+                == nil)
+        #expect(
+            tooOldReason(loaded: 0x07_46_00, loadedText: "7.70.0", minimum: clientPEMVersion, minimumText: "7.71", for: "x")
+                != nil)
+    }
+
     @Test("the reason for a libcurl without WebSockets names the version, the fix and the alternative")
     func unsupportedReason() {
         let reason = LoadedCurl.webSocketUnsupportedReason(

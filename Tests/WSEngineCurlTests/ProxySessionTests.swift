@@ -17,7 +17,7 @@ struct ProxySessionTests {
         let server = try WebSocketTestServer.start(configuration, handler: .echo)
         defer { server.stop() }
         let proxy = try await TinyProxy.start(connectPorts: [server.port])
-        let engine = CurlEngine(configuration: .init(trustedCAFile: pki.caFile))
+        let engine = CurlEngine(configuration: .init(tls: .init(trustRoots: .file(pki.caFile))))
         let client = try WebSocketClient(engine: engine) { config in
             config.proxy = try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)")
         }

@@ -64,7 +64,7 @@ private func http2Client(
     let certificates = try await TestCertificates.load()
     let engine = CIOEngine(
         configuration: .init(
-            eventLoopCount: 1, tls: .init(trustedCAFile: certificates.caCertificate),
+            eventLoopCount: 1, tls: .init(trustRoots: .file(certificates.caCertificate)),
             http2: .init(mode: mode, idleTimeout: idleTimeout)))
     return try WebSocketClient(engine: engine) { config in
         if let proxy { config.proxy = proxy }
@@ -308,7 +308,7 @@ struct HTTP2ProxyTests {
             certificate: (certificates.server.certificate, certificates.server.privateKey))
         let proxy = try ProxyConfiguration(
             url: "https://localhost:\(stunnel.port)",
-            tls: ProxyTLSConfiguration(trustedCAFile: certificates.caCertificate))
+            tls: WebSocketTLSConfiguration(trustRoots: .file(certificates.caCertificate)))
         let client = try await http2Client(.required, proxy: proxy)
         #expect(try await self.sessions(3, client, peer) == "connections=1 http=2")
         #expect(tiny.log.components(separatedBy: "CONNECT localhost:\(peer.port)").count - 1 == 1, "\(tiny.log)")
@@ -322,7 +322,7 @@ struct HTTP2ProxyTests {
         let certificates = try await TestCertificates.load()
         let engine = CIOEngine(
             configuration: .init(
-                eventLoopCount: 1, tls: .init(trustedCAFile: certificates.caCertificate),
+                eventLoopCount: 1, tls: .init(trustRoots: .file(certificates.caCertificate)),
                 http2: .init(mode: .required)))
         let viaProxy = try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)")
         let direct = WebSocketClient(engine: engine) { $0.proxy = .direct }
@@ -367,7 +367,7 @@ struct HostileHTTP2Tests {
         let peer = try await HypercornPeer.hostile("limit2")
         let engine = CIOEngine(
             configuration: .init(
-                eventLoopCount: 1, tls: .init(trustedCAFile: try await TestCertificates.load().caCertificate),
+                eventLoopCount: 1, tls: .init(trustRoots: .file(try await TestCertificates.load().caCertificate)),
                 http2: .init(mode: .required, idleTimeout: .milliseconds(100))))
         let client = WebSocketClient(engine: engine)
         var sessions: [WebSocketSession] = []

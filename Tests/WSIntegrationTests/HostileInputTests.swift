@@ -215,6 +215,41 @@ struct DeflateBombTests {
     }
 }
 
+extension DeflateBombTests {
+    @Test(
+        "150 compressed 1 MB messages in one read (150 KiB → 150 MB) queue at most the 4 MiB limit; all arrive",
+        .enabled(if: MemoryIsolation.isChild, MemoryIsolation.skipReason), arguments: TestEngine.allCases)
+    func manyInOneRead(engine: TestEngine) async throws {
+        let message = try compressedMessage(1, of: [UInt8](repeating: 0, count: 1_000_000))
+        #expect(message.count < 2 << 10)
+        let count = 150
+        let frames = (0..<count).flatMap { _ in rawFrame(0xC2, message) }
+        var configuration = WebSocketTestServer.Configuration()
+        configuration.perMessageDeflate = true
+        let server = try WebSocketTestServer.start(configuration, handler: .custom { session in
+            try session.sendRaw(frames)
+            while (try? session.receive()) != nil {}
+        })
+        defer { server.stop() }
+        let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
+        let (received, growth) = try await ResidentMemory.peakGrowth("\(engine) \(count) bombs in one read") {
+            try await withClient(client) { client -> Int in
+                let session = try await client.webSocketSession(server.url)
+                var received = 0
+                for try await frame in session.incoming where frame.kind == .binary {
+                    #expect(frame.data.count == 1_000_000)
+                    received += 1
+                    if received == count { break }
+                }
+                await session.close()
+                return received
+            }
+        }
+        #expect(received == count, "every message the server sent must arrive")
+        #expect(growth < 24 << 20, "one read must not inflate past the incoming limits; grew by \(mebibytes(growth))")
+    }
+}
+
 // MARK: - B5 bad extension negotiation
 
 @Suite("Hostile input: extension negotiation (B5)")

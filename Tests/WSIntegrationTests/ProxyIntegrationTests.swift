@@ -239,12 +239,35 @@ struct ProxyIntegrationTests {
         let tiny = try await ProxyDaemon.tinyproxy(connectPorts: [plain.port, tls.port])
         let stunnel = try await ProxyDaemon.stunnel(targetPort: tiny.port, certificate: pki.server)
         let trusted = try ProxyConfiguration(
-            url: "https://localhost:\(stunnel.port)", tls: ProxyTLSConfiguration(trustedCAFile: pki.caFile))
+            url: "https://localhost:\(stunnel.port)", tls: WebSocketTLSConfiguration(trustRoots: .file(pki.caFile)))
         try await self.echo(self.client(engine, proxy: trusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
         try await self.echo(
             self.client(engine, proxy: trusted, trustedCA: pki.caFile, store: .init()), "wss://localhost:\(tls.port)/")
         #expect(tiny.log.contains("CONNECT localhost:\(tls.port)"), "\(tiny.log)")
         let untrusted = try ProxyConfiguration(url: "https://localhost:\(stunnel.port)")
+        let error = await self.connectError(
+            self.client(engine, proxy: untrusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
+        #expect(error?.code == .tlsFailure, "\(String(describing: error))")
+    }
+
+    @Test("an https:// proxy trusted through PEM in memory (ProxyConfiguration.tls); another root's PEM is refused",
+        arguments: TestEngine.allCases)
+    func httpsProxyPEM(engine: TestEngine) async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/stunnel4") else { return }
+        let pki = try await Certificates.load()
+        let plain = try WebSocketTestServer.start(.init(), handler: .echo)
+        defer { plain.stop() }
+        let tiny = try await ProxyDaemon.tinyproxy(connectPorts: [plain.port])
+        let stunnel = try await ProxyDaemon.stunnel(targetPort: tiny.port, certificate: pki.server)
+        let caPEM = try String(contentsOfFile: pki.caFile, encoding: .utf8)
+        let trusted = try ProxyConfiguration(
+            url: "https://localhost:\(stunnel.port)", tls: WebSocketTLSConfiguration(trustRoots: .pem(caPEM)))
+        try await self.echo(self.client(engine, proxy: trusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
+        #expect(tiny.log.contains("CONNECT 127.0.0.1:\(plain.port)"), "\(tiny.log)")
+        // Only another root, in memory: the proxy's chain leads nowhere trusted.
+        let otherPEM = try String(contentsOfFile: pki.untrusted.0, encoding: .utf8)
+        let untrusted = try ProxyConfiguration(
+            url: "https://localhost:\(stunnel.port)", tls: WebSocketTLSConfiguration(trustRoots: .pem(otherPEM)))
         let error = await self.connectError(
             self.client(engine, proxy: untrusted, store: .init()), "ws://127.0.0.1:\(plain.port)/")
         #expect(error?.code == .tlsFailure, "\(String(describing: error))")

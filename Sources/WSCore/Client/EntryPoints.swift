@@ -214,14 +214,16 @@ extension WebSocketClient {
     ) async throws -> Result {
         let executor = opening.executor
         let onEventLoop = opening.settings.runsBlocksOnEventLoop
+        let blockExecutor = opening.blockExecutor
         // The opening (request, settings, handshake) is released once the session is open, not when the block ends.
         let pending = PendingOpening(opening)
-        return try await withTaskExecutorPreference(executor) {
+        return try await withTaskExecutorPreference(blockExecutor) {
             try await Self.run(try await pending.open(), onEventLoop: onEventLoop, wanted: executor, block)
         }
     }
 
-    /// Runs `block` with the open `session` and closes it afterwards. `wanted` is the executor the caller runs on.
+    /// Runs `block` with the open `session` and closes it afterwards. `wanted` is the executor the connection was asked
+    /// for (the caller runs on it, or on a watched executor of the same loop).
     private static func run<Result>(
         _ session: WebSocketSession,
         onEventLoop: Bool,

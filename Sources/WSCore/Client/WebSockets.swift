@@ -34,6 +34,18 @@ public enum WebSockets: ClientPlugin {
         /// The most frames one fragmented message may have (default 65,536); more ends the session with 1009.
         /// Bounds the work an endless stream of tiny fragments can cause.
         public var maxFragments: Int = 65_536
+        /// Whether received messages are handed over as they arrive, fragment by fragment, instead of whole
+        /// (default `false`). With `true`, ``WebSocketSession/receiveStreamingMessage()`` streams each message in
+        /// memory bounded by ``maxFrameSize`` and the incoming buffer limits, whatever its size;
+        /// ``WebSocketSession/incoming`` yields the fragments (a text or binary frame, then continuation frames, the
+        /// last with `fin`); ``WebSocketSession/receiveMessage()`` and ``WebSocketSession/messages`` still
+        /// reassemble whole messages up to ``maxMessageSize``. ``maxFragments`` does not apply to streamed
+        /// messages; ``maxStreamedMessageSize`` does.
+        public var streamsIncomingMessages = false
+        /// The largest message accepted from the server when messages are streamed
+        /// (``streamsIncomingMessages``), after decompression; `nil` (the default) accepts any size, since a
+        /// streamed message is never held whole. A bigger message ends the session with close code 1009.
+        public var maxStreamedMessageSize: Int? = nil
         /// The most messages buffered in ``WebSocketSession/incoming`` before the session stops reading from the
         /// network (default 64). Together with ``maxIncomingBufferBytes`` this bounds the memory a slow consumer
         /// can cost.
@@ -58,6 +70,13 @@ public enum WebSockets: ClientPlugin {
         /// its thread (no blocking I/O or long computations without `await`); set `false` to run blocks on the
         /// global concurrent executor instead.
         public var runsBlocksOnEventLoop = true
+        /// When a block that runs on its event loop (``runsBlocksOnEventLoop``) holds the loop's thread this long or
+        /// longer without suspending — `readLine()`, `sleep`, blocking file or network I/O, a long computation —
+        /// the client's logger gets one warning for that session (at most one per session), naming its URL and
+        /// saying how to move the blocking work off the loop. Meanwhile the session could not read, answer pings or
+        /// run its timers, nor could the other sessions on that loop. Default 500 ms; `nil` turns the check off.
+        /// The check times each piece of the block between two suspensions (two clock reads each).
+        public var eventLoopHoldWarningThreshold: Duration? = .milliseconds(500)
         /// The extensions offered to the server, in order. Edit with ``extensions(_:)``.
         public var extensionsConfiguration = WebSocketExtensionsConfiguration()
 

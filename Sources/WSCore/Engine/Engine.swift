@@ -60,8 +60,9 @@ public struct EngineConnectOptions: Sendable {
     /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
     /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
     public var proxy: ProxyServer?
-    /// The trust settings for the TLS connection to an `https://` ``proxy``.
-    public var proxyTLS: ProxyTLSConfiguration
+    /// The TLS settings for the connection to an `https://` ``proxy`` (`ProxyConfiguration.tls`; its server name
+    /// override does not apply to a proxy).
+    public var proxyTLS: WebSocketTLSConfiguration
     /// The WebSocket opening request, for an engine that can open the session itself (an HTTP/2 engine sends it as
     /// an extended CONNECT and returns the answer in ``WebSocketTransport/openingResponse``). Engines that hand
     /// over a plain byte stream ignore it: the session then sends its HTTP/1.1 upgrade request over the stream.
@@ -73,11 +74,11 @@ public struct EngineConnectOptions: Sendable {
     ///   - logger: Where the engine logs.
     ///   - executor: The executor wanted for the transport (see ``executor``).
     ///   - proxy: The proxy to connect through; `nil` for a direct connection.
-    ///   - proxyTLS: The trust settings for an `https://` proxy.
+    ///   - proxyTLS: The TLS settings for an `https://` proxy.
     ///   - openingRequest: The WebSocket opening request, for engines that open sessions themselves.
     public init(
         connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
-        proxyTLS: ProxyTLSConfiguration = ProxyTLSConfiguration(), openingRequest: EngineOpeningRequest? = nil
+        proxyTLS: WebSocketTLSConfiguration = WebSocketTLSConfiguration(), openingRequest: EngineOpeningRequest? = nil
     ) {
         self.connectTimeout = connectTimeout
         self.logger = logger
@@ -183,6 +184,22 @@ public protocol WebSocketEngine: AnyObject, Sendable {
     /// Releases the engine's threads and resources; called by ``WebSocketClient/close()``. Open transports are
     /// aborted.
     func shutdown() async
+}
+
+/// An engine whose event loops can time the jobs of one session's code: the package's engines adopt it, so that a
+/// block that holds its loop too long (blocking I/O, `sleep`) is reported instead of silently freezing its session.
+package protocol LoopHoldWatchingEngine: WebSocketEngine {
+    /// Like ``WebSocketEngine/executorForNextConnection()``, plus an executor for the session's own code that runs
+    /// its jobs on that loop, times each, and calls `report` once, on the loop thread, with the first job that held
+    /// the loop for `limit` or longer.
+    /// - Parameters:
+    ///   - limit: The shortest hold reported.
+    ///   - report: Receives the length of that hold.
+    /// - Returns: The loop (for ``EngineConnectOptions/executor``) and the watched executor for the session's code;
+    ///   `nil` when the engine is shut down.
+    func executorsForNextConnection(
+        reportingHoldsOf limit: Duration, _ report: @escaping @Sendable (Duration) -> Void
+    ) -> (connection: any TaskExecutor, session: any TaskExecutor)?
 }
 
 extension WebSocketEngine {

@@ -95,6 +95,31 @@ public protocol WebSocketExtension: AnyObject, Sendable {
     ///   - context: Limits: throw ``WebSocketError/Code/messageTooBig`` beyond `maxMessageSize`.
     /// - Returns: The message to deliver.
     func processIncoming(_ message: Frame, context: WebSocketExtensionContext) throws -> Frame
+    /// Transforms one fragment of an incoming message that is handed over as a stream
+    /// (`WebSockets.Configuration.streamsIncomingMessages`): the message's first frame (kind `.text` or `.binary`,
+    /// with its reserved bits), then its continuation frames, in order; the last has `fin` set. Applied in reverse
+    /// installation order. The default transforms a message that arrives in one frame with
+    /// ``processIncoming(_:context:)`` and fails a fragmented one; permessage-deflate implements it.
+    /// - Parameters:
+    ///   - fragment: The fragment as received.
+    ///   - context: Limits: the fragment's output may not exceed `maxMessageSize` bytes.
+    /// - Returns: The fragment to hand over.
+    func processIncomingFragment(_ fragment: Frame, context: WebSocketExtensionContext) throws -> Frame
+}
+
+extension WebSocketExtension {
+    /// Transforms a message that arrived in one frame with ``processIncoming(_:context:)``; a fragmented message
+    /// fails with ``WebSocketError/Code/extensionFailure``, as this extension cannot stream.
+    /// - Parameters:
+    ///   - fragment: The fragment as received.
+    ///   - context: Limits.
+    /// - Returns: The transformed fragment.
+    public func processIncomingFragment(_ fragment: Frame, context: WebSocketExtensionContext) throws -> Frame {
+        if fragment.kind != .continuation && fragment.fin { return try self.processIncoming(fragment, context: context) }
+        throw WebSocketError(
+            .extensionFailure, "the \(self.name) extension cannot transform a message that is received as a stream",
+            closeCode: .internalError)
+    }
 }
 
 /// The plugin's `extensions { }` block: the extensions to offer, in order (Ktor's

@@ -2,7 +2,8 @@
 /// reserved bits and its payload.
 ///
 /// Frames that arrive in ``WebSocketSession/incoming`` are whole messages: fragmented messages are reassembled
-/// before delivery, so `fin` is `true` there. Frames you send may have `fin == false` to start a fragmented
+/// before delivery, so `fin` is `true` there (unless ``WebSockets/Configuration/streamsIncomingMessages`` is set:
+/// then the fragments arrive as they are, a text or binary frame followed by continuation frames). Frames you send may have `fin == false` to start a fragmented
 /// message; continue it with ``Frame/continuation(_:fin:)``.
 ///
 /// Match on the kind:
@@ -27,8 +28,9 @@ public struct Frame: Sendable, Hashable {
         case pong
         /// A close frame (opcode 0x8), with an optional ``CloseReason`` in its payload.
         case close
-        /// A continuation of a fragmented message (opcode 0x0). Only for sending fragments by hand:
-        /// the session never delivers continuation frames.
+        /// A continuation of a fragmented message (opcode 0x0). For sending fragments by hand; the session
+        /// delivers continuation frames only when it streams incoming messages
+        /// (``WebSockets/Configuration/streamsIncomingMessages``).
         case continuation
 
         /// The opcode on the wire.

@@ -176,33 +176,6 @@ public struct ProxyServer: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The trust settings for the TLS connection to an `https://` proxy, separate from the endpoint's: a company proxy
-/// often has a certificate from an internal CA. Secure by default: the system trust store, full verification.
-public struct ProxyTLSConfiguration: Sendable, Hashable {
-    /// A PEM file of trusted CA certificates for the proxy; with ``trustedCADirectory`` it replaces the system
-    /// trust store. Default `nil`: the system store.
-    public var trustedCAFile: String?
-    /// A directory of trusted CA certificates (OpenSSL's hashed layout) for the proxy; see ``trustedCAFile``.
-    public var trustedCADirectory: String?
-    /// Turns off certificate chain and host name verification of the proxy. Only for tests; never in production.
-    /// Default `false`.
-    public var dangerouslyDisableCertificateVerification: Bool
-
-    /// Creates the proxy's trust settings; every argument defaults to the secure choice.
-    /// - Parameters:
-    ///   - trustedCAFile: A PEM file of trusted CAs for the proxy (replaces the system store).
-    ///   - trustedCADirectory: A hashed directory of trusted CAs for the proxy (replaces the system store).
-    ///   - dangerouslyDisableCertificateVerification: Accept any certificate from the proxy (tests only).
-    public init(
-        trustedCAFile: String? = nil, trustedCADirectory: String? = nil,
-        dangerouslyDisableCertificateVerification: Bool = false
-    ) {
-        self.trustedCAFile = trustedCAFile
-        self.trustedCADirectory = trustedCADirectory
-        self.dangerouslyDisableCertificateVerification = dangerouslyDisableCertificateVerification
-    }
-}
-
 /// Which proxy, if any, a client's connections go through; honoured identically by every engine.
 ///
 /// - ``environment`` (the default) reads the proxy environment variables as curl does (see
@@ -223,10 +196,21 @@ public struct ProxyConfiguration: Sendable, Hashable {
         case server(ProxyServer, noProxy: String?)
     }
     private var mode: Mode
-    /// The trust settings for an `https://` proxy (whether it comes from this configuration or the environment).
-    public var tls: ProxyTLSConfiguration
+    /// The TLS settings for the connection to an `https://` proxy (whether the proxy comes from this configuration
+    /// or the environment), separate from the endpoint's: a company proxy often has a certificate from an internal
+    /// CA, or asks for a client certificate. Every engine honours the trust roots (including PEM in memory), the
+    /// client identity, the minimum version and the opt-out of verification, as for an endpoint. The
+    /// ``WebSocketTLSConfiguration/serverNameOverride`` is ignored here: the proxy is verified against the host of
+    /// its URL, so name the proxy by the host its certificate carries. Default: the system trust store, full
+    /// verification, TLS 1.2 or newer.
+    ///
+    /// ```swift
+    /// config.proxy = try ProxyConfiguration(
+    ///     url: "https://proxy.internal:443", tls: WebSocketTLSConfiguration(trustRoots: .file("/etc/corp-ca.pem")))
+    /// ```
+    public var tls: WebSocketTLSConfiguration
 
-    private init(mode: Mode, tls: ProxyTLSConfiguration) {
+    private init(mode: Mode, tls: WebSocketTLSConfiguration) {
         self.mode = mode
         self.tls = tls
     }
@@ -241,9 +225,9 @@ public struct ProxyConfiguration: Sendable, Hashable {
     /// - Parameters:
     ///   - server: The proxy.
     ///   - noProxy: Hosts to reach directly, in `no_proxy` syntax (see ``bypasses(host:port:noProxy:)``).
-    ///   - tls: Trust settings for an `https://` proxy.
+    ///   - tls: TLS settings for an `https://` proxy (see ``tls``).
     public static func server(
-        _ server: ProxyServer, noProxy: String? = nil, tls: ProxyTLSConfiguration = .init()
+        _ server: ProxyServer, noProxy: String? = nil, tls: WebSocketTLSConfiguration = .init()
     ) -> ProxyConfiguration {
         ProxyConfiguration(mode: .server(server, noProxy: noProxy), tls: tls)
     }
@@ -252,9 +236,9 @@ public struct ProxyConfiguration: Sendable, Hashable {
     /// - Parameters:
     ///   - url: A proxy URL as ``ProxyServer/init(url:)`` reads it, or `""` for no proxy.
     ///   - noProxy: Hosts to reach directly, in `no_proxy` syntax.
-    ///   - tls: Trust settings for an `https://` proxy.
+    ///   - tls: TLS settings for an `https://` proxy (see ``tls``).
     /// - Throws: ``WebSocketError`` with code ``WebSocketError/Code/invalidURL`` (without the password).
-    public init(url: String, noProxy: String? = nil, tls: ProxyTLSConfiguration = .init()) throws(WebSocketError) {
+    public init(url: String, noProxy: String? = nil, tls: WebSocketTLSConfiguration = .init()) throws(WebSocketError) {
         if url.trimmingASCIIWhitespace().isEmpty {
             self.init(mode: .direct, tls: tls)
         } else {

@@ -53,6 +53,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var consumers = Deque<(id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Senders of a data message waiting for a fragmented message being sent to end (or the session to close).
+        var messageEndWaiters: [CheckedContinuation<Void, Never>] = []
         /// The running timers; a fire whose token is no longer here is stale (replaced or cancelled) and ignored.
         var timers: [SessionStateMachine.TimerKind: (token: UInt64, timer: any WebSocketTransportTimer)] = [:]
         var lastTimerToken: UInt64 = 0
@@ -70,12 +72,19 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return self.deferred
         }
 
+        /// Wakes the senders waiting for the end of a fragmented message (they try again).
+        mutating func resumeMessageEndWaiters() {
+            for waiter in self.messageEndWaiters { waiter.resume() }
+            self.messageEndWaiters = []
+        }
+
         mutating func perform(_ action: SessionStateMachine.Action) {
             switch action {
             case .writeControl(let frame):
                 _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) { self.transport.write(bytes: $0) }
             case .sendClose(let reason):
                 self.transport.writeLast(FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next()))
+                self.resumeMessageEndWaiters()
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
             case .endIncoming(let error, let id):
@@ -102,6 +111,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .connectionEnded:
                 for waiter in self.endWaiters { waiter.resume() }
                 for waiter in self.drainWaiters { waiter.resume() }
+                self.resumeMessageEndWaiters()
                 self.endWaiters = []
                 self.drainWaiters = []
                 for entry in self.timers.values { entry.timer.cancel() }
@@ -244,7 +254,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
     @usableFromInline
     func enqueue(_ frame: Frame) throws -> Bool {
         let buffered = try self.state.withLock { s throws -> Int in
+            let wasFragmented = s.machine.isSendingFragmentedMessage
             let frame = try s.machine.prepareSend(frame)
+            if wasFragmented && !s.machine.isSendingFragmentedMessage { s.io.resumeMessageEndWaiters() }
             let key = s.io.keys.next()
             if frame.data.count <= FrameEncoder.maxTemporaryPayload {
                 // Small frames are encoded in a temporary buffer that the transport copies into its write buffer
@@ -254,6 +266,21 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
         }
         return buffered > self.maxOutgoingBufferBytes
+    }
+
+    /// How many senders wait for the end of a fragmented message being sent (for tests).
+    package var sendersWaitingForMessageEnd: Int { self.state.withLock { $0.io.messageEndWaiters.count } }
+
+    /// Waits until no fragmented message is being sent (its last frame went out), or the session is closing.
+    nonisolated(nonsending) func waitForMessageEnd() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = self.state.withLock { s -> Bool in
+                if !s.machine.isSendingFragmentedMessage { return true }
+                s.io.messageEndWaiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
     }
 
     /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.

@@ -55,8 +55,12 @@ struct HandshakeResponseReader {
     /// - Parameter error: The transport's error, if any.
     func closedError(_ error: (any Error)?) -> WebSocketError {
         if self.rejectedHead != nil { return self.rejectionError() }
+        // A TLS alert read here (e.g. a client certificate the server rejects after a TLS 1.3 handshake) stays a
+        // TLS failure.
+        let code: WebSocketError.Code =
+            (error as? WebSocketError)?.code == .tlsFailure ? .tlsFailure : .network
         return WebSocketError(
-            .network,
+            code,
             "the server closed the connection during the opening handshake"
                 + (error.map { ": \($0)" } ?? " without answering"),
             underlying: error

@@ -20,7 +20,11 @@ struct InboundPipeline {
 
     private var decoder: FrameDecoder
     private var assembler: MessageAssembler
-    private let maxMessageSize: Int
+    /// Hands messages over fragment by fragment instead (``WebSockets/Configuration/streamsIncomingMessages``).
+    var streamer: StreamingAssembler?
+    /// Whether the message being streamed is transformed by an extension (its UTF-8 is checked after it).
+    var streamedMessageIsTransformed = false
+    let maxMessageSize: Int
     /// Whether the message being assembled is checked for UTF-8 as it arrives (not when an extension transforms it).
     private var messageValidatesUTF8 = true
     /// UTF-8 checking of a text frame that has only partly arrived.
@@ -40,6 +44,9 @@ struct InboundPipeline {
         self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize, role: .client)
         self.assembler = MessageAssembler(maxMessageSize: configuration.maxMessageSize, maxFragments: configuration.maxFragments)
         self.maxMessageSize = configuration.maxMessageSize
+        if configuration.streamsIncomingMessages {
+            self.streamer = StreamingAssembler(maxMessageSize: configuration.maxStreamedMessageSize)
+        }
     }
 
     /// Installs the negotiated extensions: their reserved bits become allowed on the first frame of a message.
@@ -77,6 +84,10 @@ struct InboundPipeline {
             case .close:
                 return .close(try Self.validateClosePayload(frame.payload), payload: frame.payload)
             default:  // data: continuation, text, binary
+                if self.streamer != nil {
+                    guard let fragment = try self.nextStreamed(frame, dropData: dropData) else { continue }
+                    return .message(fragment)
+                }
                 if frame.opcode != .continuation {
                     self.messageValidatesUTF8 = self.extensions.isEmpty || frame.reservedBits.isEmpty
                 }
@@ -118,6 +129,14 @@ struct InboundPipeline {
 
     private mutating func checkPartialFrame() throws(ProtocolViolation) {
         guard let header = self.decoder.partialFrameHeader else { return }
+        if self.partialCheck == nil, let streamer = self.streamer {
+            let validates =
+                header.opcode == .text
+                ? (self.extensions.isEmpty || header.reservedBits.isEmpty) : !self.streamedMessageIsTransformed
+            self.partialCheck =
+                (validates ? streamer.validatorForPartialFrame(opcode: header.opcode) : nil)
+                .map { .validating($0, checked: 0) } ?? .skip
+        }
         if self.partialCheck == nil {
             let validates =
                 header.opcode == .text

@@ -132,6 +132,10 @@ struct SessionStateMachine {
     private var incomingError: WebSocketError?
     /// Whether reading from the transport is paused (the queue is full).
     private(set) var readingPaused = false
+    /// Parsing stopped when the queue filled up, with received bytes left in the pipeline: they are parsed before
+    /// reading resumes, so one read cannot queue more than the limits (a read of compressed messages could inflate
+    /// to hundreds of megabytes).
+    private var inputLeftUnparsed = false
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
     private var pendingFailure: WebSocketError?
@@ -139,6 +143,8 @@ struct SessionStateMachine {
     // Lifecycle.
     /// We sent a close frame: nothing more is sent, and data frames that still arrive are dropped.
     private var closeSent = false
+    /// A data frame with `fin == false` was sent and the frame with `fin == true` that ends its message was not yet.
+    private var sendingFragmentedMessage = false
     private var receivedClose = false
     /// The session is a stream of a multiplexed connection (opened with ``opened(_:)``): once our close frame is
     /// answered, the transport is closed at once instead of waiting for the server's end of the stream, which an
@@ -319,6 +325,23 @@ struct SessionStateMachine {
     // MARK: - Reading frames
 
     private mutating func readFrames(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+        var bytes = bytes
+        while true {
+            self.parse(bytes, &sink)
+            self.deliver(&sink)
+            // Stopped at a full queue that a waiting consumer then drained: go on with what is left.
+            guard self.inputLeftUnparsed, !self.queueIsFull else { break }
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        if !self.readingPaused && !self.incomingEnded && self.queueIsFull {
+            self.setReadingPaused(true, &sink)
+        }
+    }
+
+    /// Parses `bytes` (after what the pipeline holds) into queued frames, answers pings, handles the close; stops
+    /// once the queue is full, leaving the rest in the pipeline (``inputLeftUnparsed``).
+    private mutating func parse(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+        self.inputLeftUnparsed = false
         guard !self.receivedClose, self.failure == nil, self.pendingFailure == nil else { return }
         // Frames are parsed straight out of the engine's read buffer; what is left of it is copied at the end.
         self.pipeline.beginInput(bytes)
@@ -350,6 +373,10 @@ struct SessionStateMachine {
                     break events
                 case .message(let message):
                     self.enqueue(message)
+                    if self.queueIsFull && !self.incomingEnded {
+                        self.inputLeftUnparsed = true
+                        break events
+                    }
                 }
             }
             try self.pipeline.finishInput(checkPartialFrame: !self.receivedClose)
@@ -366,10 +393,6 @@ struct SessionStateMachine {
                 self.pendingFailure = violation
                 self.arm(.pendingFailure, after: min(Self.pendingFailureGrace, self.limits.closeTimeout), &sink)
             }
-        }
-        self.deliver(&sink)
-        if !self.readingPaused && !self.incomingEnded && self.queueIsFull {
-            self.setReadingPaused(true, &sink)
         }
     }
 
@@ -443,8 +466,14 @@ struct SessionStateMachine {
         if self.queue.count - self.queuedControl <= self.limits.maxIncomingBufferMessages / 2
             && self.queuedBytes <= self.limits.maxIncomingBufferBytes / 2
         {
-            self.setReadingPaused(false, &sink)
+            self.resumeReading(&sink)
         }
+    }
+
+    /// Resumes reading, after parsing what a full queue left in the pipeline (which may fill it again).
+    private mutating func resumeReading(_ sink: inout some SessionActionSink) {
+        self.setReadingPaused(false, &sink)
+        if self.inputLeftUnparsed { self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), &sink) }
     }
 
     /// Hands queued frames to waiting consumers; then a deferred failure or the end, once the queue is empty.
@@ -556,10 +585,15 @@ struct SessionStateMachine {
 
     // MARK: - Sending and closing
 
+    /// Whether a fragmented message is being sent (its first frame went out with `fin == false`, its last has not):
+    /// another data message cannot start before it ends. `false` once the session is closing.
+    var isSendingFragmentedMessage: Bool { self.sendingFragmentedMessage && !self.closeSent && !self.hasEnded }
+
     /// Checks a frame the user sends and applies the extensions: the frame to write.
-    /// - Throws: ``WebSocketError`` (`invalidArgument` for a bad control frame, `sessionClosed` once our close was
-    ///   sent or the transport closed) or an extension's error.
-    func prepareSend(_ frame: Frame) throws -> Frame {
+    /// - Throws: ``WebSocketError`` (`invalidArgument` for a bad control frame or a continuation frame outside a
+    ///   message, `sessionClosed` once our close was sent or the transport closed), ``MessageInProgress`` for a new
+    ///   data message while a fragmented one is being sent (the caller waits for its end), or an extension's error.
+    mutating func prepareSend(_ frame: Frame) throws -> Frame {
         switch frame.kind {
         case .close:
             preconditionFailure("close frames go through close(_:_:)")
@@ -574,12 +608,23 @@ struct SessionStateMachine {
             return frame
         case .text, .binary, .continuation:
             guard !self.closeSent, !self.hasEnded else { throw self.closedError() }
+            if frame.kind == .continuation {
+                guard self.sendingFragmentedMessage else {
+                    throw WebSocketError(
+                        .invalidArgument,
+                        "a continuation frame belongs to a message in progress; start the message with a text or binary frame with fin == false")
+                }
+            } else if self.sendingFragmentedMessage {
+                throw MessageInProgress()
+            }
             let extensions = self.pipeline.extensions
-            if extensions.isEmpty { return frame }
-            var frame = frame
-            let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
-            for ext in extensions { frame = try ext.processOutgoing(frame, context: context) }
-            return frame
+            var prepared = frame
+            if !extensions.isEmpty {
+                let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
+                for ext in extensions { prepared = try ext.processOutgoing(prepared, context: context) }
+            }
+            self.sendingFragmentedMessage = !frame.fin
+            return prepared
         }
     }
 
@@ -611,6 +656,8 @@ struct SessionStateMachine {
         if self.readingPaused { self.setReadingPaused(false, &sink) }
         self.sendClose(reason, &sink)
         self.arm(.close, after: self.limits.closeTimeout, &sink)
+        // What a full queue left unparsed may hold the server's close: look for it now (data is dropped).
+        if self.inputLeftUnparsed { self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), &sink) }
         self.deliver(&sink)
     }
 
@@ -620,4 +667,11 @@ struct SessionStateMachine {
         self.sendClose(CloseReason(code: .goingAway, message: "session released"), &sink)
         sink.perform(.closeTransport)
     }
+}
+
+/// Thrown by ``SessionStateMachine/prepareSend(_:)`` for a new data message while a fragmented one is being sent: its
+/// fragments may not be interleaved with another message (RFC 6455 section 5.4), so the sender waits for its end.
+@usableFromInline
+struct MessageInProgress: Error {
+    @usableFromInline init() {}
 }

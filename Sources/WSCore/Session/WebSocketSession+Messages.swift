@@ -99,7 +99,10 @@ extension WebSocketSession {
         while true {
             let frame = try await incoming.receive()
             // After the close frame `receive()` throws `sessionClosed` with the close code: skip it too.
-            if frame.kind == .text || frame.kind == .binary { return frame }
+            if frame.kind == .text || frame.kind == .binary {
+                // In streaming mode a message may arrive as its first fragment: collect the rest.
+                return frame.fin ? frame : try await self.collectFragments(frame)
+            }
         }
     }
 
@@ -136,7 +139,10 @@ public struct WebSocketMessages: AsyncSequence, Sendable {
         @inlinable
         nonisolated(nonsending) public mutating func next() async throws -> WebSocketMessage? {
             var frames = self.session.incoming.makeAsyncIterator()
-            while let frame = try await frames.next() {
+            while var frame = try await frames.next() {
+                if !frame.fin && (frame.kind == .text || frame.kind == .binary) {
+                    frame = try await self.session.collectFragments(frame)
+                }
                 switch frame.kind {
                 case .text: return .text(try frame.readText())
                 case .binary: return .binary(frame.data)

@@ -31,6 +31,8 @@ public final class WebSocketSession: Sendable {
     public let httpVersion: WebSocketHTTPVersion
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
+    /// The message being streamed in and whether a streamed send runs (WebSocketSession+Streaming.swift).
+    let streaming = Mutex(StreamingState())
 
     init(
         connection: Connection,
@@ -67,7 +69,7 @@ public final class WebSocketSession: Sendable {
     /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
     @inlinable
     nonisolated(nonsending) public func send(_ text: String) async throws {
-        if try self.connection.enqueue(Frame(kind: .text, data: Array(text.utf8))) { await self.waitForRoom() }
+        try await self.sendData(Frame(kind: .text, data: Array(text.utf8)))
     }
 
     /// Sends a binary message.
@@ -75,12 +77,45 @@ public final class WebSocketSession: Sendable {
     /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
     @inlinable
     nonisolated(nonsending) public func send(_ bytes: some Sequence<UInt8>) async throws {
-        if try self.connection.enqueue(Frame(kind: .binary, data: Array(bytes))) { await self.waitForRoom() }
+        try await self.sendData(Frame(kind: .binary, data: Array(bytes)))
     }
 
     // The send and receive entry points are inlinable: inlined into the caller's async function they cost no async
     // frame of their own (a task-allocator allocation and release per call, ≈ 7 % of a stream of small messages);
     // only the waiting paths below are calls.
+
+    /// Writes a text, binary or continuation frame, then waits for room if the outgoing buffer is over its limit. A new
+    /// message while a fragmented one is being sent (e.g. by ``sendStreamingMessage(_:from:)`` on another task) waits
+    /// until that one's last fragment is out, so the two never interleave.
+    @inlinable
+    nonisolated(nonsending) func sendData(_ frame: Frame) async throws {
+        do {
+            if try self.connection.enqueue(frame) { await self.waitForRoom() }
+        } catch is MessageInProgress {
+            try await self.sendAfterMessageInProgress(frame)
+        }
+    }
+
+    /// The slow path of ``sendData(_:)``: waits for the streamed message being sent to end, then sends. A message
+    /// fragmented by hand with ``send(_:)-(Frame)`` is not waited for (its sender may be this very task): that is a
+    /// usage error.
+    @usableFromInline
+    nonisolated(nonsending) func sendAfterMessageInProgress(_ frame: Frame) async throws {
+        while true {
+            guard self.streaming.withLock({ $0.sending }) else {
+                throw WebSocketError(
+                    .invalidArgument,
+                    "a message fragmented with send(Frame) (fin == false) is not finished; send its continuation frames, the last with fin == true, before another message")
+            }
+            await self.connection.waitForMessageEnd()
+            do {
+                if try self.connection.enqueue(frame) { await self.waitForRoom() }
+                return
+            } catch is MessageInProgress {
+                continue  // Another fragmented message started first.
+            }
+        }
+    }
 
     /// Waits until the outgoing buffer is back under ``WebSockets/Configuration/maxOutgoingBufferBytes``.
     @usableFromInline
@@ -90,15 +125,22 @@ public final class WebSocketSession: Sendable {
 
     /// Sends a frame as given: a whole message, a fragment (`fin == false`, then continuation frames), a
     /// ping or a pong. A close frame starts the close handshake without waiting for it to finish.
+    ///
+    /// Fragments of one message cannot be interleaved with another message: while a message fragmented by hand is
+    /// unfinished, a new text or binary frame throws; while ``sendStreamingMessage(_:from:)`` runs, it waits for the
+    /// streamed message to end. Pings and pongs may go out between fragments.
     /// - Parameter frame: The frame.
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/sessionClosed`` once closing,
-    ///   ``WebSocketError/Code/invalidArgument`` for a control frame over 125 bytes or not final.
+    ///   ``WebSocketError/Code/invalidArgument`` for a control frame over 125 bytes or not final, a continuation
+    ///   frame outside a fragmented message, or a new message inside one.
     @inlinable
     nonisolated(nonsending) public func send(_ frame: Frame) async throws {
         if frame.kind == .close {
             await self.sendClose(frame)
-        } else if try self.connection.enqueue(frame) {
-            await self.waitForRoom()
+        } else if frame.kind == .ping || frame.kind == .pong {
+            if try self.connection.enqueue(frame) { await self.waitForRoom() }
+        } else {
+            try await self.sendData(frame)
         }
     }
 
@@ -186,9 +228,12 @@ public final class WebSocketSession: Sendable {
     nonisolated(nonsending) public func receiveDeserialized<T: Decodable>(_ type: T.Type = T.self) async throws -> T {
         let converter = try self.requireConverter()
         while true {
-            let frame = try await self.incoming.receive()
+            var frame = try await self.incoming.receive()
+            if !frame.fin && (frame.kind == .text || frame.kind == .binary) {
+                frame = try await self.collectFragments(frame)  // a streamed message (streamsIncomingMessages)
+            }
             switch frame.kind {
-            case .ping, .pong:
+            case .ping, .pong, .continuation:
                 continue
             case .close:
                 let reason = frame.readReason().map { "\($0)" } ?? "no status"
@@ -291,12 +336,17 @@ final class SessionOpening: Sendable {
     let options: EngineConnectOptions
     let handshake: OpeningHandshake
     let openTimeout: Duration
+    /// The executor a block entry point runs the session's code on: the connection's executor, or a watched
+    /// executor of the same loop that reports a block holding it (``WebSockets/Configuration/eventLoopHoldWarningThreshold``).
+    let blockExecutor: (any TaskExecutor)?
     let start = ContinuousClock.now
 
     init(
         engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, logger: Logger,
-        options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration
+        options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration,
+        blockExecutor: (any TaskExecutor)?
     ) {
+        self.blockExecutor = blockExecutor
         self.engine = engine
         self.settings = settings
         self.url = url
@@ -374,6 +424,7 @@ final class SessionOpening: Sendable {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
             httpVersion: httpVersion, contentConverter: self.settings.contentConverter)
+        session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
         self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
         return session
@@ -420,7 +471,18 @@ extension WebSocketClient {
         logger.setDebugMetadata("ws.url", "\(url)")
         let proxyConfiguration = self.configuration.proxy
         let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
-        let executor = forBlock && settings.runsBlocksOnEventLoop ? engine.executorForNextConnection() : nil
+        var executor: (any TaskExecutor)?
+        var blockExecutor: (any TaskExecutor)?
+        if forBlock && settings.runsBlocksOnEventLoop {
+            if let limit = settings.eventLoopHoldWarningThreshold, let watching = engine as? any LoopHoldWatchingEngine {
+                let executors = watching.executorsForNextConnection(
+                    reportingHoldsOf: limit, Self.loopHoldReport(url: url, engineName: engine.name, logger: logger))
+                (executor, blockExecutor) = (executors?.connection, executors?.session)
+            } else {
+                executor = engine.executorForNextConnection()
+                blockExecutor = executor
+            }
+        }
         let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         return SessionOpening(
             engine: engine, settings: settings, url: url, logger: logger,
@@ -428,6 +490,26 @@ extension WebSocketClient {
                 connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
                 proxyTLS: proxyConfiguration.tls,
                 openingRequest: engine.isSupported(.webSocketOverHTTP2) ? handshake.openingRequest() : nil),
-            handshake: handshake, openTimeout: openTimeout)
+            handshake: handshake, openTimeout: openTimeout,
+            blockExecutor: blockExecutor)
+    }
+
+    /// The warning for a session's block that held its event loop (logged once per session, on the loop thread).
+    private static func loopHoldReport(url: WebSocketURL, engineName: String, logger: Logger)
+        -> @Sendable (Duration) -> Void
+    {
+        { held in
+            let milliseconds = held.components.seconds * 1000 + held.components.attoseconds / 1_000_000_000_000_000
+            logger.warning(
+                """
+                the block of the WebSocket session \(url) held its \(engineName) event loop for \(milliseconds) ms without \
+                suspending: meanwhile this session could not read, answer pings or run its timers, nor could the other \
+                sessions on that loop. Move blocking work (readLine(), sleep, blocking I/O, long computations) off the \
+                loop: read input on a thread of its own and hand it over with an AsyncStream, or set \
+                WebSockets.Configuration.runsBlocksOnEventLoop = false. Reported once per session \
+                (eventLoopHoldWarningThreshold sets the limit; nil turns the check off).
+                """,
+                metadata: ["ws.url": "\(url)", "ws.engine": "\(engineName)", "ws.heldMilliseconds": "\(milliseconds)"])
+        }
     }
 }

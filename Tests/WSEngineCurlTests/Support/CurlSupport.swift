@@ -2,6 +2,7 @@
 // that never uses a proxy.
 import Logging
 import Synchronization
+import WSCore
 import WSEngineCurl
 
 /// A log handler that keeps every message (with its metadata) for inspection.
@@ -32,6 +33,8 @@ func directConfiguration(
     trustedCAFile: String? = nil, insecure: Bool = false, verbose: Bool = false
 ) -> CurlEngine.Configuration {
     CurlEngine.Configuration(
-        trustedCAFile: trustedCAFile, dangerouslyDisableCertificateVerification: insecure,
+        tls: WebSocketTLSConfiguration(
+            trustRoots: trustedCAFile.map { .file($0) } ?? .system,
+            dangerouslyDisableCertificateVerification: insecure),
         verbose: verbose)
 }

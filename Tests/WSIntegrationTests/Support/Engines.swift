@@ -12,19 +12,19 @@ enum TestEngine: String, CaseIterable, Sendable, CustomStringConvertible {
 
     /// A fresh engine; `trustedCA` is the CA file for wss tests.
     func make(trustedCA: String? = nil, disableVerification: Bool = false) -> any WebSocketEngine {
+        self.make(
+            tls: WebSocketTLSConfiguration(
+                trustRoots: trustedCA.map { .file($0) } ?? .system,
+                dangerouslyDisableCertificateVerification: disableVerification))
+    }
+
+    /// A fresh engine with the TLS settings `tls`: the same value for every engine.
+    func make(tls: WebSocketTLSConfiguration) -> any WebSocketEngine {
         switch self {
         case .cio:
-            var configuration = CIOEngine.Configuration()
-            configuration.tls.trustedCAFile = trustedCA
-            configuration.tls.dangerouslyDisableCertificateVerification = disableVerification
-            return CIOEngine(configuration: configuration)
+            return CIOEngine(configuration: .init(tls: tls))
         case .curl:
-            return CurlEngine(
-                configuration: .init(
-                    trustedCAFile: trustedCA,
-                    dangerouslyDisableCertificateVerification: disableVerification
-                )
-            )
+            return CurlEngine(configuration: .init(tls: tls))
         }
     }
 

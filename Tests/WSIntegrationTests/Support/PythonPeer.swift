@@ -65,15 +65,20 @@ final class PythonPeer: Sendable {
         var privateKey: String
         /// When set, the peer requires client certificates signed by this CA.
         var clientCA: String?
+        /// When set ("1.2"), the newest TLS version the peer speaks.
+        var maxVersion: String?
 
-        init(certificate: String, privateKey: String, clientCA: String? = nil) {
+        init(certificate: String, privateKey: String, clientCA: String? = nil, maxVersion: String? = nil) {
             self.certificate = certificate
             self.privateKey = privateKey
             self.clientCA = clientCA
+            self.maxVersion = maxVersion
         }
 
-        init(_ identity: TestCertificates.Identity, clientCA: String? = nil) {
-            self.init(certificate: identity.certificate, privateKey: identity.privateKey, clientCA: clientCA)
+        init(_ identity: TestCertificates.Identity, clientCA: String? = nil, maxVersion: String? = nil) {
+            self.init(
+                certificate: identity.certificate, privateKey: identity.privateKey, clientCA: clientCA,
+                maxVersion: maxVersion)
         }
     }
 
@@ -116,6 +121,7 @@ final class PythonPeer: Sendable {
         if let tls {
             args += ["--tls-cert", tls.certificate, "--tls-key", tls.privateKey]
             if let clientCA = tls.clientCA { args += ["--tls-client-ca", clientCA] }
+            if let maxVersion = tls.maxVersion { args += ["--tls-max-version", maxVersion] }
         }
         args += arguments
 
@@ -324,6 +330,14 @@ struct TestCertificates: Sendable {
     var expired: Identity { identity("expired") }
     /// A client certificate (CN=ws-test-client) signed by the CA.
     var client: Identity { identity("client") }
+    /// The client certificate with its key encrypted (AES-256, PKCS#8) with ``clientKeyPassword``.
+    var clientEncrypted: Identity {
+        Identity(certificate: "\(directory)/client.pem", privateKey: "\(directory)/client-encrypted.key")
+    }
+    /// The password of ``clientEncrypted``'s key.
+    var clientKeyPassword: String { "test-key-password" }
+    /// A directory holding the CA in OpenSSL's hashed layout (`openssl rehash`).
+    var caDirectory: String { "\(directory)/ca-dir" }
 
     /// `ca.pem`.
     var caCertificate: String { ca.certificate }

@@ -77,6 +77,12 @@ struct ConnectCommand: AsyncParsableCommand {
               echo '{"op":"hi"}' | wsc ws://127.0.0.1:8080 --json
               wsc ws://127.0.0.1:8080 --once hello
               wsc wss://localhost:8443 --cacert ca.pem --engine curl
+              wsc ws://127.0.0.1:8080/upload --send-file video.mp4
+              wsc ws://127.0.0.1:8080/feed --save-to downloads/
+
+            --send-file streams a file as one binary message (fragments of 256 KiB, sent as the network takes \
+            them); --save-to streams each binary message received into a file of its own in DIR \
+            (message-1.bin, message-2.bin, ...) as its fragments arrive, so neither holds a message in memory.
             """
     )
 
@@ -103,6 +109,12 @@ struct ConnectCommand: AsyncParsableCommand {
     @Flag(help: "Offer permessage-deflate (RFC 7692, CIO engine).")
     var deflate = false
 
+    @Option(help: ArgumentHelp("Stream the file at PATH as one binary message (instead of reading stdin).", valueName: "path"))
+    var sendFile: String?
+
+    @Option(help: ArgumentHelp("Stream each binary message received into a new file in DIR.", valueName: "dir"))
+    var saveTo: String?
+
     @Option(help: ArgumentHelp(
         "After end of input, close once no message arrived for SECONDS (replies still in flight are printed).",
         valueName: "seconds"))
@@ -110,6 +122,15 @@ struct ConnectCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard self.linger >= 0 else { throw ValidationError("--linger must not be negative") }
+        if self.sendFile != nil && (self.binary || self.once) {
+            throw ValidationError("--send-file cannot be combined with --binary or --once")
+        }
+        if let directory = self.saveTo {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--save-to: \(directory) is not a directory")
+            }
+        }
     }
 
     func run() async throws {
@@ -131,10 +152,12 @@ struct ConnectCommand: AsyncParsableCommand {
 
     private func session() async -> SessionExit {
         let deflate = self.deflate
+        let streams = self.saveTo != nil
         let client: WebSocketClient
         do {
             client = try self.client.makeClient { ws in
                 if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
+                if streams { ws.streamsIncomingMessages = true }
             }
         } catch {
             printError("wsc: error: \(describe(error))")
@@ -164,10 +187,29 @@ struct ConnectCommand: AsyncParsableCommand {
         let once = self.once
         let lastMessage = LastMessage()
         let linger = Duration.milliseconds(Int64((self.linger * 1000).rounded()))
-        let receiver = Task {
+        let saver = self.saveTo.map { MessageSaver(directory: $0, quiet: quiet) }
+        // Streamed files run on the session's event loop (fewer thread hand-offs per fragment); their reads and
+        // writes of 256 KiB chunks are short enough for a loop that serves this one session.
+        let receiver = Task(executorPreference: saver != nil ? session.executor : nil) {
             do {
-                for try await frame in session.incoming {
+                var text: [UInt8]?
+                for try await var frame in session.incoming {
                     lastMessage.time.withLock { $0 = .now }
+                    if let saver {
+                        // Streamed: binary fragments go to a file, text fragments are joined and printed whole.
+                        if frame.kind == .continuation && saver.isSaving || frame.kind == .binary {
+                            try saver.write(frame)
+                            if once && frame.fin { break }
+                            continue
+                        }
+                        if frame.kind == .text && !frame.fin { text = frame.data; continue }
+                        if frame.kind == .continuation, var joined = text {
+                            joined += frame.data
+                            text = frame.fin ? nil : joined
+                            guard frame.fin else { continue }
+                            frame = Frame(kind: .text, data: joined)
+                        }
+                    }
                     printer.print(frame)
                     if once && (frame.kind == .text || frame.kind == .binary) { break }
                 }
@@ -191,6 +233,11 @@ struct ConnectCommand: AsyncParsableCommand {
                     closing = Task {
                         let ended = ContinuousClock.now
                         while !session.isClosed {
+                            // A message being saved is finished first, however long it takes.
+                            if saver?.isSaving == true {
+                                try? await Task.sleep(for: .milliseconds(20))
+                                continue
+                            }
                             let idle = ContinuousClock.now - max(ended, lastMessage.time.withLock { $0 })
                             if idle >= linger { break }
                             try? await Task.sleep(for: linger - idle)
@@ -238,6 +285,20 @@ struct ConnectCommand: AsyncParsableCommand {
     private func startSending(_ session: WebSocketSession, _ events: AsyncStream<Event>.Continuation) {
         let first = self.message.isEmpty ? nil : self.message.joined(separator: " ")
         let (binary, once) = (self.binary, self.once)
+        if let path = self.sendFile {
+            let quiet = self.client.quiet
+            Task(executorPreference: session.executor) {
+                do {
+                    if let first { try await session.send(first) }
+                    try await session.sendFile(atPath: path)
+                    if !quiet { printError("wsc: sent \(path)") }
+                } catch {
+                    events.yield(.sendFailed(error))
+                }
+                events.yield(.inputEnded)
+            }
+            return
+        }
         if once, let first {
             Task {
                 do {
@@ -267,6 +328,60 @@ struct ConnectCommand: AsyncParsableCommand {
                 events.yield(.sendFailed(error))
             }
             events.yield(.inputEnded)
+        }
+    }
+}
+
+/// Writes streamed binary messages to files `message-N.bin` in a directory, fragment by fragment (`--save-to`).
+/// Used by the receiving task only.
+final class MessageSaver: @unchecked Sendable {  // the vars: only the receiving task, a frame at a time; `saving`: atomic
+    let directory: String
+    let quiet: Bool
+    /// Whether a binary message is being written (read by the closing task).
+    private let saving = Atomic(false)
+    private var descriptor: Int32 = -1
+    private var path = ""
+    private var count = 0
+    private var bytes = 0
+
+    init(directory: String, quiet: Bool) {
+        self.directory = directory
+        self.quiet = quiet
+    }
+
+    /// Whether a binary message is being written.
+    var isSaving: Bool { self.saving.load(ordering: .acquiring) }
+
+    /// Writes a binary message's first fragment or a continuation; closes the file at the last.
+    func write(_ frame: Frame) throws {
+        if frame.kind == .binary {
+            self.count += 1
+            self.bytes = 0
+            self.path = "\(self.directory)/message-\(self.count).bin"
+            self.descriptor = open(self.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            self.saving.store(true, ordering: .releasing)
+            guard self.descriptor >= 0 else {
+                self.saving.store(false, ordering: .releasing)
+                throw WebSocketError(.invalidArgument, "cannot create \(self.path): \(String(cString: strerror(errno)))")
+            }
+        }
+        var offset = 0
+        try frame.data.withUnsafeBytes { buffer in
+            while offset < buffer.count {
+                let n = Glibc.write(self.descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else {
+                    throw WebSocketError(.invalidArgument, "writing \(self.path) failed: \(String(cString: strerror(errno)))")
+                }
+                offset += n
+            }
+        }
+        self.bytes += frame.data.count
+        if frame.fin {
+            Glibc.close(self.descriptor)
+            self.descriptor = -1
+            self.saving.store(false, ordering: .releasing)
+            if !self.quiet { printError("wsc: saved \(self.bytes) bytes to \(self.path)") }
         }
     }
 }

@@ -83,6 +83,11 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("key"), help: ArgumentHelp("The PEM private key of --cert.", valueName: "file"))
     var clientPrivateKeyFile: String?
 
+    @Option(
+        name: .customLong("servername"),
+        help: ArgumentHelp("The name to send as SNI and verify instead of the URL's host (wss).", valueName: "name"))
+    var serverName: String?
+
     @Option(help: ArgumentHelp("The proxy URL (http, https, socks5, socks5h), e.g. http://127.0.0.1:3128; '' for none (ignoring http_proxy etc.).", valueName: "url"))
     var proxy: String?
 
@@ -129,21 +134,19 @@ struct ConnectionOptions: ParsableArguments {
         if self.insecureSkipVerify {
             printError("wsc: WARNING: --insecure-skip-verify: TLS certificates and host names are NOT verified; anyone can impersonate the server")
         }
+        // One TLS configuration, whichever engine takes it.
+        var tls = WebSocketTLSConfiguration()
+        if let file = self.caCertificateFile { tls.trustRoots = .file(file) }
+        if let certificate = self.clientCertificateFile, let key = self.clientPrivateKeyFile {
+            tls.clientIdentity = .files(certificate: certificate, privateKey: key)
+        }
+        tls.serverNameOverride = self.serverName
+        tls.dangerouslyDisableCertificateVerification = self.insecureSkipVerify
         switch self.engine {
         case .cio:
-            var configuration = CIOEngine.Configuration()
-            configuration.tls.trustedCAFile = self.caCertificateFile
-            configuration.tls.clientCertificateFile = self.clientCertificateFile
-            configuration.tls.clientPrivateKeyFile = self.clientPrivateKeyFile
-            configuration.tls.dangerouslyDisableCertificateVerification = self.insecureSkipVerify
-            return CIOEngine(configuration: configuration)
+            return CIOEngine(configuration: .init(tls: tls))
         case .curl:
-            let engine = CurlEngine(
-                configuration: .init(
-                    trustedCAFile: self.caCertificateFile,
-                    clientCertificateFile: self.clientCertificateFile,
-                    clientPrivateKeyFile: self.clientPrivateKeyFile,
-                    dangerouslyDisableCertificateVerification: self.insecureSkipVerify))
+            let engine = CurlEngine(configuration: .init(tls: tls))
             if let reason = engine.unsupportedReason(.webSocket) { throw ToolError(reason) }
             return engine
         }

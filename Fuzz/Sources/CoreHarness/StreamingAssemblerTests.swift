@@ -1,0 +1,1 @@
+../../../Tests/WSCoreTests/StreamingAssemblerTests.swift
