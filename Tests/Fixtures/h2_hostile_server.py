@@ -9,7 +9,8 @@ and answers an extended CONNECT with 200, except:
   `flood`         as `script`, but after the 200 on the connection's first stream, sends 1.1 MB of DATA on it at
                   once, ignoring the client's window
   `limit2`        as `script`, with SETTINGS_MAX_CONCURRENT_STREAMS = 2
-In the other modes (`script`, `limit2`) each WebSocket stream echoes the client's (small, masked) frames, and these texts act:
+  `reject`        as `script`, but answers the connection's first extended CONNECT with 403 and END_STREAM
+In the other modes (`script`, `limit2`, `reject`, `flood`) each WebSocket stream echoes the client's (small, masked) frames, and these texts act:
   `rst`           the server resets this stream (RST_STREAM INTERNAL_ERROR)
   `goaway`        the server sends GOAWAY (NO_ERROR, last stream = the newest); open streams go on
   `stats`         -> `connections=N` (TCP connections accepted so far)
@@ -120,6 +121,9 @@ async def handle(reader, writer):
                         while True:
                             writer.write(frame(9, 0, sid, filler))
                             await writer.drain()
+                    if MODE == "reject" and sid == 1:
+                        connection.send_headers(sid, [(":status", "403"), ("x-reason", "no")], end_stream=True)
+                        continue
                     connection.send_headers(sid, [(":status", "200")])
                     buffers[sid] = b""
                     if MODE == "flood" and sid == 1:

@@ -387,6 +387,23 @@ struct HostileHTTP2Tests {
         await client.close()
     }
 
+    @Test("a non-2xx answer to the extended CONNECT is upgradeRejected with the status; the connection stays")
+    func rejected() async throws {
+        let peer = try await HypercornPeer.hostile("reject")
+        let client = try await http2Client(.required)
+        await #expect {
+            _ = try await client.webSocketSession(peer.url)
+        } throws: { error in
+            guard let error = error as? WebSocketError else { return false }
+            return error.code == .upgradeRejected && error.status == 403 && error.headers["x-reason"] == "no"
+        }
+        let next = try await client.webSocketSession(peer.url)
+        try await next.send("stats")
+        #expect(try await next.receiveText() == "connections=1")
+        await next.close()
+        await client.close()
+    }
+
     @Test("a client close ends the stream on the DATA frame that carries the close frame")
     func closeCarriesEndStream() async throws {
         let peer = try await HypercornPeer.hostile("script")
