@@ -149,9 +149,14 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// - Parameters:
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
+    ///
+    /// With ``Configuration/http2`` on and an opening request in `options`, a `wss` session becomes a stream of a
+    /// shared HTTP/2 connection to the origin when the server allows it (the transport's `openingResponse` is then
+    /// the server's answer); otherwise the transport is a plain connection for an HTTP/1.1 upgrade.
     /// - Returns: A connected transport that has not started reading.
     /// - Throws: `WebSocketError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
-    ///   `.tlsFailure`, `.proxyFailure` (the proxy refused the tunnel), `.cancelled` or `.network`.
+    ///   `.tlsFailure`, `.proxyFailure` (the proxy refused the tunnel), `.unsupported` (HTTP/2 required but not
+    ///   available), `.cancelled` or `.network`.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {

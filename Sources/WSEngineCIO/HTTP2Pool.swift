@@ -21,7 +21,7 @@ extension CIOEngine {
         /// Offer `h2` and `http/1.1` with ALPN; use HTTP/2 when the server selects it and enables extended CONNECT,
         /// else fall back to HTTP/1.1 (the reason is logged at debug level).
         public static let preferred = HTTP2Mode(.preferred)
-        /// Use HTTP/2 or fail with ``WebSocketError/Code/unsupported`` saying why it is not available.
+        /// Use HTTP/2 or fail with a `WebSocketError` of code `unsupported` saying why it is not available.
         public static let required = HTTP2Mode(.required)
 
         /// `disabled`, `preferred` or `required`.
