@@ -16,6 +16,8 @@ The app echoes text and binary messages and answers these texts:
 Hypercorn 0.18.0 quirks, worked around here and not in the client:
 - (upstream issue #329) it never ends its side of a stream after a client-initiated close; the client resets the
   stream after the close handshake, which frees the slot on both sides. The stream limit is raised to 10000 anyway.
+- its priority tree (the `priority` package) refuses more than 1000 open streams and then drops the whole
+  connection, whatever SETTINGS_MAX_CONCURRENT_STREAMS it announced; the tree's limit is raised to match below.
 - after a server-initiated close it forgets the stream at once, and the client's echo of the close frame (which
   RFC 6455 requires) then raises a KeyError that drops the whole connection. `ignore_data_of_closed_streams`
   below drops such DATA (after acknowledging it for flow control) instead.
@@ -93,6 +95,13 @@ if MODE == "h2-no-connect":
         )
 
     hypercorn_h2.H2Protocol.__init__ = init_without_connect
+
+class RoomyPriorityTree(hypercorn_h2.priority.PriorityTree):
+    def __init__(self, maximum_streams=20000):
+        super().__init__(maximum_streams=maximum_streams)
+
+
+hypercorn_h2.priority.PriorityTree = RoomyPriorityTree
 
 original_dispatch = hypercorn_h2.H2Protocol._handle_events
 
