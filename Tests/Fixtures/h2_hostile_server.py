@@ -16,6 +16,7 @@ In the other modes (`script`, `limit2`, `reject`, `flood`) each WebSocket stream
   `stats`         -> `connections=N` (TCP connections accepted so far)
   `lastclose`     -> the code of the last close frame a client sent, and whether END_STREAM came on its DATA
                      frame, e.g. `4002 with END_STREAM`
+  `drop`          the server drops the whole TCP connection at once (no GOAWAY, a TCP reset)
   `waitreset`     -> `reset CODE` once the client has reset a stream of this connection (at once if it has), e.g.
                      `reset FLOW_CONTROL_ERROR`
 """
@@ -154,6 +155,9 @@ async def handle(reader, writer):
                             payload = b"goaway-sent"
                         if opcode == 1 and payload == b"stats":
                             payload = b"connections=%d" % connections[0]
+                        if opcode == 1 and payload == b"drop":
+                            writer.transport.abort()
+                            return
                         if opcode == 1 and payload == b"waitreset":
                             if not resets:
                                 reset_waiters.append(sid)

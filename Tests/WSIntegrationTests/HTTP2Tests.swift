@@ -3,6 +3,7 @@
 // HTTP/1.1 (or the failure) when the server does not offer extended CONNECT.
 import EngineTestSupport
 import Foundation
+import Logging
 import SpawnSupport
 import Synchronization
 import Testing
@@ -59,7 +60,7 @@ final class HypercornPeer: Sendable {
 /// A client on a CIO engine with HTTP/2 `mode`, trusting the test CA.
 private func http2Client(
     _ mode: CIOEngine.HTTP2Mode, deflate: Bool = false, idleTimeout: Duration = .seconds(2),
-    maxIncomingBufferMessages: Int = 64, proxy: ProxyConfiguration? = nil
+    maxIncomingBufferMessages: Int = 64, proxy: ProxyConfiguration? = nil, log: CapturingLogHandler.Store? = nil
 ) async throws -> WebSocketClient {
     let certificates = try await TestCertificates.load()
     let engine = CIOEngine(
@@ -68,6 +69,11 @@ private func http2Client(
             http2: .init(mode: mode, idleTimeout: idleTimeout)))
     return try WebSocketClient(engine: engine) { config in
         if let proxy { config.proxy = proxy }
+        if let log {
+            var logger = Logger(label: "ws.http2-test") { _ in CapturingLogHandler(store: log) }
+            logger.logLevel = .debug
+            config.logger = logger
+        }
         try config.install(WebSockets.self) { ws in
             ws.maxIncomingBufferMessages = maxIncomingBufferMessages
             if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
@@ -205,9 +211,13 @@ struct HTTP2Tests {
     @Test("a server whose ALPN offers only http/1.1: preferred falls back, required fails")
     func alpnFallback() async throws {
         let peer = try await HypercornPeer.start("http1")
-        let preferred = try await http2Client(.preferred)
+        let log = CapturingLogHandler.Store()
+        let preferred = try await http2Client(.preferred, log: log)
         let session = try await preferred.webSocketSession(peer.url)
         #expect(session.httpVersion == .http1_1)
+        #expect(
+            log.all.contains { $0.contains("WebSocket over HTTP/1.1: the server selected 'http/1.1' with ALPN") },
+            "\(log.all)")
         try await session.send("stats")
         #expect(try await session.receiveText() == "connections=1 http=1.1")
         await session.close()
@@ -226,9 +236,14 @@ struct HTTP2Tests {
     @Test("h2 without SETTINGS_ENABLE_CONNECT_PROTOCOL: preferred falls back, required fails")
     func noExtendedConnect() async throws {
         let peer = try await HypercornPeer.start("h2-no-connect")
-        let preferred = try await http2Client(.preferred)
+        let log = CapturingLogHandler.Store()
+        let preferred = try await http2Client(.preferred, log: log)
         let session = try await preferred.webSocketSession(peer.url)
         #expect(session.httpVersion == .http1_1)
+        #expect(
+            log.all.contains {
+                $0.contains("WebSocket over HTTP/1.1: the server's HTTP/2 SETTINGS do not enable extended CONNECT")
+            }, "\(log.all)")
         try await session.send("x")
         #expect(try await session.receiveText() == "x")
         await session.close()
@@ -384,6 +399,28 @@ struct HostileHTTP2Tests {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(engine.http2Pool.connectionCount("localhost:\(peer.port)") == 0)
+        await client.close()
+    }
+
+    @Test("a broken connection ends every session on it with a clear error; a new session gets a new connection")
+    func brokenConnection() async throws {
+        let peer = try await HypercornPeer.hostile("script")
+        let client = try await http2Client(.required)
+        let first = try await client.webSocketSession(peer.url)
+        let second = try await client.webSocketSession(peer.url)
+        try await first.send("drop")
+        for session in [first, second] {
+            await #expect {
+                _ = try await session.receiveText()
+            } throws: { error in
+                (error as? WebSocketError)?.code == .connectionLost && "\(error)".contains("HTTP/2 connection")
+            }
+            #expect(await session.closeReason?.code == .abnormalClosure)
+        }
+        let third = try await client.webSocketSession(peer.url)
+        try await third.send("stats")
+        #expect(try await third.receiveText() == "connections=2")
+        await third.close()
         await client.close()
     }
 
