@@ -3,6 +3,7 @@
 #
 #   bash scripts/soak.sh                 (a) then (b)
 #   SOAK=connections bash scripts/soak.sh   only (a)       SOAK=loop bash scripts/soak.sh   only (b)
+#   SOAK=reconnect bash scripts/soak.sh     only (c) (not part of `all`)
 #
 #   (a) connections: SOAK_CONNECTIONS (10000) concurrent connections on the CIO engine (release build) to the C echo
 #       server (Benchmarks/c/echo_server.c) in another process; reports the time to open them (and handshake
@@ -16,10 +17,15 @@
 #       sampled every SOAK_SAMPLE_SECONDS (30); the run fails when the last sample exceeds 1.2 x the first sample
 #       after the warm-up (min(120 s, a quarter of the run)) + 5 MiB, when a session fails, or when
 #       AddressSanitizer or LeakSanitizer reports anything (LeakSanitizer checks at exit, with scripts/lsan.supp).
+#   (c) reconnect: SOAK_WORKERS reconnecting sessions echo messages for SOAK_MINUTES minutes under AddressSanitizer
+#       while the echo server is killed every SOAK_RESTART_SECONDS (10) and restarted on the same port
+#       SOAK_DOWN_SECONDS (1) later, for each engine of SOAK_ENGINES. Fails on a session failure, when no
+#       reconnection happened, when the RSS grows (the rule of (b)) or on a sanitizer report. Messages lost with
+#       their connection are counted, not failures (the delivery guarantee is at most once).
 #
 # Environment: SOAK, SOAK_CONNECTIONS, SOAK_PARALLEL (handshakes in flight in (a), 500), SOAK_ROUNDS, SOAK_MINUTES,
-# SOAK_ENGINES, SOAK_WORKERS, SOAK_SAMPLE_SECONDS, SOAK_SKIP_BUILD=1. Scratch: .build-soak (release, echo server)
-# and .build-soak-asan (the Tools package under ASan). Logs: .build-soak/logs/.
+# SOAK_ENGINES, SOAK_WORKERS, SOAK_SAMPLE_SECONDS, SOAK_RESTART_SECONDS, SOAK_DOWN_SECONDS, SOAK_SKIP_BUILD=1. Scratch:
+# .build-soak (release, echo server) and .build-soak-asan (the Tools package under ASan). Logs: .build-soak/logs/.
 # Exit status: 0 when every part passed, 1 otherwise.
 set -uo pipefail
 
@@ -36,7 +42,9 @@ WORKERS="${SOAK_WORKERS:-4}"
 SAMPLE="${SOAK_SAMPLE_SECONDS:-30}"
 LOGS="$ROOT/.build-soak/logs"
 mkdir -p "$LOGS"
-case "$WHAT" in all | connections | loop) ;; *) echo "soak.sh: SOAK is all, connections or loop, not '$WHAT'" >&2; exit 2 ;; esac
+RESTART="${SOAK_RESTART_SECONDS:-10}"
+DOWN="${SOAK_DOWN_SECONDS:-1}"
+case "$WHAT" in all | connections | loop | reconnect) ;; *) echo "soak.sh: SOAK is all, connections, loop or reconnect, not '$WHAT'" >&2; exit 2 ;; esac
 
 RESULTS=()
 FAILED=0
@@ -51,7 +59,7 @@ rss_of() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }   # KiB
 
 # Every process here needs one descriptor per connection: raise the soft limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$WHAT" != loop ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((CONNECTIONS + 256)) ]; then
+if [ "$WHAT" != loop ] && [ "$WHAT" != reconnect ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((CONNECTIONS + 256)) ]; then
     echo "soak.sh: the open-files limit is $(ulimit -n) (hard $(ulimit -Hn)); $CONNECTIONS connections need" \
         "$((CONNECTIONS + 256)); lower SOAK_CONNECTIONS or raise the hard limit" >&2
     exit 1
@@ -62,7 +70,7 @@ SERVER_BIN="$ROOT/.build-soak/echo_server"
 if [ "${SOAK_SKIP_BUILD:-0}" != 1 ]; then
     echo "=== soak.sh: building the echo server (cc -O2 ... -lcrypto)"
     cc -O2 -Wall -o "$SERVER_BIN" Benchmarks/c/echo_server.c -lcrypto || { echo "soak.sh: FAILED: the echo server did not build" >&2; exit 1; }
-    if [ "$WHAT" != loop ]; then
+    if [ "$WHAT" != loop ] && [ "$WHAT" != reconnect ]; then
         echo "=== soak.sh: swift build --package-path Tools -c release --product wssoak --scratch-path .build-soak"
         bash "$ROOT/scripts/build-tools.sh" -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-release.log"; echo "soak.sh: FAILED: wssoak (release) did not build" >&2; exit 1; }
@@ -77,7 +85,8 @@ fi
 start_server() {
     local port tries
     for tries in 1 2 3 4 5; do
-        port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+        port="${1:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}"
+        PORT="$port"
         "$SERVER_BIN" "$port" 2>"$LOGS/echo_server.log" &
         SERVER_PID=$!
         for _ in $(seq 50); do
@@ -92,7 +101,7 @@ start_server() {
 }
 
 # ------------------------------------------------------------------------------------------------- (a)
-if [ "$WHAT" != loop ]; then
+if [ "$WHAT" != loop ] && [ "$WHAT" != reconnect ]; then
     echo "=== soak.sh: (a) $CONNECTIONS concurrent connections, CIO engine (release), ulimit -n $(ulimit -n)"
     start_server
     server_before="$(rss_of "$SERVER_PID")"
@@ -125,7 +134,7 @@ if [ "$WHAT" != loop ]; then
 fi
 
 # ------------------------------------------------------------------------------------------------- (b)
-if [ "$WHAT" != connections ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = loop ]; then
     for engine in $ENGINES; do
         echo "=== soak.sh: (b) connect/send/close loop, engine $engine, $MINUTES min, AddressSanitizer"
         start_server
@@ -156,6 +165,47 @@ if [ "$WHAT" != connections ]; then
             FAILED=1
         fi
         echo "soak.sh: (b) $engine: exit $rc, sanitizer reports: $asan, echo server RSS at the end $((${server_rss:-0} / 1024)) MiB"
+    done
+fi
+
+# ------------------------------------------------------------------------------------------------- (c)
+if [ "$WHAT" = reconnect ]; then
+    for engine in $ENGINES; do
+        echo "=== soak.sh: (c) reconnecting sessions, server restarted every ${RESTART} s, engine $engine, $MINUTES min, AddressSanitizer"
+        start_server
+        log="$LOGS/reconnect-$engine.log"
+        : >"$log"
+        LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp:print_suppressions=1" \
+        ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" \
+            "$ROOT/.build-soak-asan/debug/wssoak" reconnect "$URL" --minutes "$MINUTES" --engine "$engine" \
+            --workers "$WORKERS" --sample-seconds "$SAMPLE" >"$log" 2>&1 &
+        soak_pid=$!
+        tail -n +1 -f "$log" --pid "$soak_pid" &
+        tail_pid=$!
+        restarts=0
+        while kill -0 "$soak_pid" 2>/dev/null; do
+            for _ in $(seq $((RESTART * 10))); do kill -0 "$soak_pid" 2>/dev/null || break; sleep 0.1; done
+            kill -0 "$soak_pid" 2>/dev/null || break
+            stop_server
+            sleep "$DOWN"
+            start_server "$PORT"
+            restarts=$((restarts + 1))
+        done
+        wait "$soak_pid"
+        rc=$?
+        wait "$tail_pid" 2>/dev/null
+        stop_server
+        result="$(grep '^RESULT' "$log" | tail -n 1)"
+        asan="$(grep -cE '^==[0-9]+==ERROR: (AddressSanitizer|LeakSanitizer)' "$log")"
+        if grep -q 'ERROR: LeakSanitizer' "$log"; then
+            grep -E 'SUMMARY: AddressSanitizer|Direct leak|Indirect leak' "$log" | head -n 20
+        fi
+        if [ "$rc" = 0 ] && [ "$asan" = 0 ] && grep -q 'status=PASS' <<<"$result"; then
+            RESULTS+=("(c) reconnect $engine: PASS — $restarts server restarts, no ASan/LSan report; ${result#RESULT }")
+        else
+            RESULTS+=("(c) reconnect $engine: FAILED (exit $rc, $asan sanitizer reports, $restarts restarts) — ${result:-no RESULT line} (log: $log)")
+            FAILED=1
+        fi
     done
 fi
 

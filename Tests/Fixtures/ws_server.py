@@ -21,7 +21,9 @@ Behaviour is chosen by the request path (query parameters in brackets):
     /subprotocol                 pick the first of --subprotocols that the client offered (none: no subprotocol),
                                  send its name as a text message ("" when none), then echo
     /close?code=4001&reason=bye  close right after the handshake with that code and reason
-    /reject?status=403           refuse the upgrade: HTTP <status> with body "forbidden by test"
+    /reject?status=403[&retry-after=2]
+                                 refuse the upgrade: HTTP <status> with body "forbidden by test" (and that
+                                 Retry-After header)
     /ping                        send a ping with payload "hello"; when its pong arrives send text "pong-received";
                                  echo meanwhile and afterwards
     /slow-handshake?delay=5      wait <delay> seconds (float) before answering the upgrade, then echo
@@ -181,7 +183,10 @@ async def process_request(connection: ServerConnection, request: Request) -> Res
     if path == "/reject":
         status = int_param(query, "status", 403)
         log(f"rejecting {request.path} with {status}")
-        return connection.respond(status, "forbidden by test")
+        response = connection.respond(status, "forbidden by test")
+        if "retry-after" in query:
+            response.headers["Retry-After"] = query["retry-after"]
+        return response
     if path == "/slow-handshake":
         try:
             delay = float(query.get("delay", "5"))

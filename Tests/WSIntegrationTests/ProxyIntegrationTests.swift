@@ -380,4 +380,43 @@ struct ProxyIntegrationTests {
         #expect(ContinuousClock.now - started < .seconds(3))
         if engine == .cio { #expect(error?.message.contains("waiting for the proxy") == true, "\(String(describing: error))") }
     }
+
+    @Test(
+        "a reconnecting session through tinyproxy: the proxy's 5xx while the server is down is retried",
+        arguments: TestEngine.allCases)
+    func reconnectingThroughProxy(engine: TestEngine) async throws {
+        let peer = try await PythonPeer.start()
+        let port = peer.port
+        let proxy = try await ProxyDaemon.tinyproxy(connectPorts: [port])
+        var configuration = ReconnectingWebSocketSession.Configuration()
+        configuration.policy.initialDelay = .milliseconds(100)
+        configuration.policy.maximumDelay = .milliseconds(400)
+        let client = self.client(engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init())
+        try await withClient(client) { client in
+            let session = try client.reconnectingWebSocketSession(peer.url(path: "/echo"), configuration: configuration)
+            var restarted: PythonPeer?
+            defer { restarted?.stop() }
+            var opens = 0
+            var proxyRefusals = 0
+            for await state in session.states {
+                switch state {
+                case .open:
+                    opens += 1
+                    try await session.send("through the proxy \(opens)")
+                    #expect(try await session.receiveMessage() == .text("through the proxy \(opens)"))
+                    if opens == 1 { peer.stop() } else { await session.close() }
+                case .reconnecting(_, _, let cause):
+                    guard let error = cause.error as? WebSocketError, error.code == .proxyFailure else { continue }
+                    #expect((error.status ?? 0) >= 500, "\(error)")
+                    proxyRefusals += 1
+                    if restarted == nil { restarted = try await PythonPeer.start(port: port) }
+                default:
+                    continue
+                }
+            }
+            #expect(opens == 2, "\(session.state)")
+            #expect(proxyRefusals >= 1)
+            #expect(proxy.log.components(separatedBy: "CONNECT 127.0.0.1:\(port)").count - 1 >= 3, "\(proxy.log)")
+        }
+    }
 }

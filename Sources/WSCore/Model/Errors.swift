@@ -24,7 +24,7 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case protocolViolation, invalidUTF8, messageTooBig, pongTimeout, closeTimeout, sessionClosed
             case connectionLost, unsupported, invalidArgument, extensionFailure, noContentConverter, conversion
-            case invalidURL, unexpectedMessageKind
+            case invalidURL, unexpectedMessageKind, notConnected, sendQueueFull
             case dnsFailure, connectionRefused, timedOut, tlsFailure, upgradeRejected, invalidHandshake, network
             case cancelled, proxyFailure
         }
@@ -84,6 +84,11 @@ public struct WebSocketError: Error, Sendable, CustomStringConvertible {
         /// ``WebSocketSession/receiveBinary()`` a text message. The message is in ``WebSocketError/frame``; the
         /// session stays open.
         public static let unexpectedMessageKind = Code(.unexpectedMessageKind)
+        /// A ``ReconnectingWebSocketSession`` in fail-fast mode has no open connection: the message was not sent.
+        public static let notConnected = Code(.notConnected)
+        /// A ``ReconnectingWebSocketSession``'s queue of messages waiting for a connection is full: the message was
+        /// not queued.
+        public static let sendQueueFull = Code(.sendQueueFull)
 
         // MARK: Either
 

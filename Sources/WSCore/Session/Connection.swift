@@ -52,6 +52,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var openTimeoutError: (@Sendable () -> WebSocketError)?
         var consumers = Deque<(id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)>()
         var endWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Waiters for the session to start closing or fail (see `waitUntilClosing`).
+        var closingWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         /// Senders of a data message waiting for a fragmented message being sent to end (or the session to close).
         var messageEndWaiters: [CheckedContinuation<Void, Never>] = []
@@ -62,6 +64,13 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// a newer decision is noticed and corrected (see `syncReadingPaused`).
         var pauseGeneration: UInt64 = 0
         var deferred = Deferred()
+
+        /// Resumes the closing waiters once the machine has a close reason (it is closing, closed or failed).
+        mutating func resumeClosingWaiters(ifClosing closing: Bool) {
+            guard closing else { return }
+            for waiter in self.closingWaiters { waiter.resume() }
+            self.closingWaiters = []
+        }
 
         var transport: any WebSocketTransport { self.connection.transport }
 
@@ -110,6 +119,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 self.drainWaiters = []
             case .connectionEnded:
                 for waiter in self.endWaiters { waiter.resume() }
+                for waiter in self.closingWaiters { waiter.resume() }
+                self.closingWaiters = []
                 for waiter in self.drainWaiters { waiter.resume() }
                 self.resumeMessageEndWaiters()
                 self.endWaiters = []
@@ -165,6 +176,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             } else {
                 s.machine.timerFired(kind, &s.io)
             }
+            if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
         self.carryOut(deferred)
@@ -227,6 +239,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     func transportDidRead(_ bytes: UnsafeRawBufferPointer) {
         let deferred = self.state.withLock { s -> Deferred in
             s.machine.read(bytes, &s.io)
+            if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
         if !deferred.isEmpty { self.carryOut(deferred) }
@@ -304,14 +317,16 @@ final class Connection: WebSocketTransportHandler, Sendable {
         if waitForEnd { await self.waitForEnd() }
     }
 
-    /// The synchronous part of ``close(_:waitForEnd:)``, kept out of its async frame.
+    /// The synchronous part of ``close(_:waitForEnd:)``, kept out of its async frame; starts the close handshake
+    /// without waiting (a reconnecting session closes its connection with it from a cancellation handler).
     @inline(never)
-    private func beginClose(_ reason: CloseReason?) {
+    func beginClose(_ reason: CloseReason?) {
         if let code = reason?.code, !code.isValidOnWire {
             self.logger.warning("close code \(code) may not be sent on the wire; sending a close frame without a code")
         }
         let deferred = self.state.withLock { s -> Deferred in
             s.machine.close(reason, &s.io)
+            if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
         self.carryOut(deferred)
@@ -335,6 +350,21 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 return false
             }
             if ended { continuation.resume() }
+        }
+    }
+
+    /// Waits until the session is no longer usable: a close frame was sent or received, it failed (a protocol
+    /// violation, a missing pong), or it ended. Unlike ``waitForEnd()`` it does not wait for the close handshake
+    /// and the TCP close, which on a dead network take the close timeout. A reconnecting session watches its
+    /// connection with it.
+    nonisolated(nonsending) func waitUntilClosing() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let closing = self.state.withLock { s -> Bool in
+                if s.machine.hasEnded || s.machine.closeReason != nil { return true }
+                s.io.closingWaiters.append(continuation)
+                return false
+            }
+            if closing { continuation.resume() }
         }
     }
 

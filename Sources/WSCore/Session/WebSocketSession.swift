@@ -436,16 +436,19 @@ extension WebSocketClient {
     /// - Parameters:
     ///   - forBlock: The session is for a block entry point: with ``WebSockets/Configuration/runsBlocksOnEventLoop``
     ///     the engine's executor for the connection is chosen now, so the caller can open and run it there.
+    ///   - settings: The WebSockets settings of the session; the client's when `nil`.
     ///   - makeRequest: Builds the request.
     @inline(never)
-    func prepareOpening(forBlock: Bool, _ makeRequest: () throws -> WebSocketRequestBuilder) throws -> SessionOpening {
+    func prepareOpening(
+        forBlock: Bool, settings: WebSockets.Configuration? = nil, _ makeRequest: () throws -> WebSocketRequestBuilder
+    ) throws -> SessionOpening {
         let request: WebSocketRequestBuilder
         do {
             request = try makeRequest()
         } catch let error as WebSocketError {
             throw error.asConnectionFailure
         }
-        let settings = self.webSocketSettings
+        let settings = settings ?? self.webSocketSettings
         let engine = self.engine
         guard engine.isSupported(.webSocket) else {
             throw WebSocketError(

@@ -98,6 +98,12 @@ final class NetworkNamespace: Sendable {
         guard result.status == 0 else { throw TestPeerError(description: "netns.sh drop failed: \(result.output)") }
     }
 
+    /// Undoes ``dropAll()``: packets flow again.
+    func undrop() async throws {
+        let result = await runProcess("/bin/bash", [Self.script, "undrop", self.name, String(self.index)])
+        guard result.status == 0 else { throw TestPeerError(description: "netns.sh undrop failed: \(result.output)") }
+    }
+
     /// Limits both directions of the veth pair to `rate` (a tc rate such as `1mbit`).
     func shape(rate: String) async throws {
         let result = await runProcess("/bin/bash", [Self.script, "shape", self.name, String(self.index), rate])

@@ -80,10 +80,17 @@ struct ConnectCommand: AsyncParsableCommand {
               wsc wss://localhost:8443 --cacert ca.pem --http2 preferred
               wsc ws://127.0.0.1:8080/upload --send-file video.mp4
               wsc ws://127.0.0.1:8080/feed --save-to downloads/
+              wsc ws://127.0.0.1:8080/feed --reconnect
 
             --send-file streams a file as one binary message (fragments of 256 KiB, sent as the network takes \
             them); --save-to streams each binary message received into a file of its own in DIR \
             (message-1.bin, message-2.bin, ...) as its fragments arrive, so neither holds a message in memory.
+
+            With --reconnect the session connects again after a lost connection or a server restart, with \
+            exponential backoff and jitter; lines typed meanwhile are queued and sent after the reconnection, and \
+            each state change (connecting, open, reconnecting, closed) is printed on stderr. It ends when the \
+            server closes with a code that is not retried (e.g. 1000, 1008), after --reconnect-attempts failed \
+            attempts in a row, or at the end of input or Ctrl-C.
             """
     )
 
@@ -94,6 +101,8 @@ struct ConnectCommand: AsyncParsableCommand {
     var message: [String] = []
 
     @OptionGroup var client: ConnectionOptions
+
+    @OptionGroup var reconnection: ReconnectOptions
 
     @Flag(help: "Read stdin to its end and send it as one binary message (instead of a text message per line).")
     var binary = false
@@ -123,6 +132,10 @@ struct ConnectCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard self.linger >= 0 else { throw ValidationError("--linger must not be negative") }
+        if self.reconnection.reconnect && self.once { throw ValidationError("--once and --reconnect do not go together") }
+        if self.reconnection.reconnect && (self.sendFile != nil || self.saveTo != nil) {
+            throw ValidationError("--send-file and --save-to do not go together with --reconnect")
+        }
         if self.sendFile != nil && (self.binary || self.once) {
             throw ValidationError("--send-file cannot be combined with --binary or --once")
         }
@@ -152,6 +165,7 @@ struct ConnectCommand: AsyncParsableCommand {
     }
 
     private func session() async -> SessionExit {
+        if self.reconnection.reconnect { return await self.reconnectingSession() }
         let deflate = self.deflate
         let streams = self.saveTo != nil
         let client: WebSocketClient

@@ -12,6 +12,10 @@ struct EchoCommand: AsyncParsableCommand {
             with the server's close frame cannot be answered any more and is not. Exits 0 when the server closed \
             the session with a close frame (whatever its code), non-zero with the error on stderr otherwise. This \
             is the client side of the Autobahn|Testsuite fuzzing server's cases.
+
+            With --reconnect it connects again after a lost connection or a server restart and goes on echoing; \
+            state changes are printed on stderr. It exits 0 when the server closes with a code that is not \
+            retried, non-zero when it gave up (--reconnect-attempts) or a failure is not retried.
             """
     )
 
@@ -20,12 +24,14 @@ struct EchoCommand: AsyncParsableCommand {
 
     @OptionGroup var client: ConnectionOptions
 
+    @OptionGroup var reconnection: ReconnectOptions
+
     @Flag(help: "Offer permessage-deflate (RFC 7692) with the default parameters; the size limits apply after inflation.")
     var deflate = false
 
     func run() async throws {
         do {
-            let summary = try await self.echo()
+            let summary = try await self.reconnection.reconnect ? self.reconnectingEcho() : self.echo()
             if self.client.verbose { printError("wsc echo: \(summary)") }
         } catch {
             printError("wsc echo: error: \(describe(error))")

@@ -15,6 +15,9 @@
 //       the last sample above 1.2 × the first sample after the warm-up + 5 MiB. Also prints the slope after the
 //       warm-up (bytes per 1000 sessions). Under ASan, LeakSanitizer checks for leaks at exit.
 //
+//   wssoak reconnect URL [--minutes M] [--engine cio|curl] [--workers W] [--sample-seconds S] [--warmup-seconds S]
+//       Reconnecting sessions echoing while scripts/soak.sh restarts the server (Reconnect.swift).
+//
 // Output: human-readable lines, and one `RESULT key=value ...` line that scripts/soak.sh parses.
 import Glibc
 import Logging
@@ -460,13 +463,15 @@ func runLoop(url: String, options: Options) async -> Int32 {
 // MARK: - main
 
 let arguments = CommandLine.arguments
-guard arguments.count >= 3, ["open", "loop"].contains(arguments[1]) else {
+guard arguments.count >= 3, ["open", "loop", "reconnect"].contains(arguments[1]) else {
     writeAll(
         2,
         """
         usage: wssoak open URL [--connections N] [--parallel P] [--engine cio|curl] [--hold S] [--rounds R] [--settle S] [--timeout S]
                wssoak loop URL [--minutes M] [--engine cio|curl] [--workers W] [--sample-seconds S]
                                [--warmup-seconds S] [--size BYTES] [--client-every K] [--timeout S]
+               wssoak reconnect URL [--minutes M] [--engine cio|curl] [--workers W] [--sample-seconds S]
+                                    [--warmup-seconds S] [--size BYTES]
 
         """)
     exit(64)
@@ -475,6 +480,7 @@ let options = Options(arguments.dropFirst(3))
 let status: Int32
 switch arguments[1] {
 case "open": status = await runOpen(url: arguments[2], options: options)
+case "reconnect": status = await runReconnect(url: arguments[2], options: options)
 default: status = await runLoop(url: arguments[2], options: options)
 }
 exit(status)
