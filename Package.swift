@@ -37,6 +37,11 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        // Metrics and tracing through the ecosystem's APIs: no-ops unless the application bootstraps a backend.
+        // swift-distributed-tracing's `Tracing` re-exports `ServiceContextModule`, so swift-service-context is not
+        // needed as a direct dependency.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         // Property-based tests of the session state machine only (WSCoreTests); no library target depends on it.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
@@ -72,6 +77,8 @@ let package = Package(
             dependencies: [
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -133,7 +140,11 @@ let package = Package(
         ),
         .testTarget(
             name: "WSCoreTests",
-            dependencies: ["WSCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: [
+                "WSCore", .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -166,7 +177,8 @@ let package = Package(
             name: "WSIntegrationTests",
             dependencies: [
                 "WSCore", "WSEngineCIO", "WSEngineCurl", "WSExtensions", "WSSerialization", "WSTesting", "SpawnSupport",
-                "EngineTestSupport", "WebSocketClientKit",
+                "EngineTestSupport", "WebSocketClientKit", .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/websocket-kit.git", exact: "2.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // A counting metrics backend in the drivers (WSBENCH_METRICS=counting).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         .target(name: "BenchSupport", path: "Sources/BenchSupport", swiftSettings: [.swiftLanguageMode(.v6)]),
@@ -33,6 +35,7 @@ let package = Package(
                 .product(name: "WSCore", package: "swift-websocket-client"),
                 // permessage-deflate for W5.
                 .product(name: "WSExtensions", package: "swift-websocket-client"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "BenchSupport",
             ],
             path: "Sources/OursDriver",

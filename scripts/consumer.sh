@@ -53,7 +53,13 @@ fi
 build_time=$((SECONDS - t))
 # A user following the README must see no warning (a deprecated name in the README would show up here); an
 # incremental build only shows the warnings of the files it compiled again.
-if grep -q "warning:" "$PKI/build.log"; then failed+=("building the consumer package printed warnings (above)"); fi
+# One exception, not the SDK's: swift-distributed-tracing 1.7.3 (the only version on these machines) keeps
+# CMakeLists.txt files in its source folders, which SwiftPM reports on every build plan as unhandled files of that
+# package; a dependent's manifest cannot silence it. Only that exact message is let through.
+UPSTREAM_WARNING="warning: 'swift-distributed-tracing': found 1 file(s) which are unhandled; explicitly declare them as resources or exclude from the target"
+if grep "warning:" "$PKI/build.log" | grep -Fvxq "$UPSTREAM_WARNING"; then
+    failed+=("building the consumer package printed warnings (above)")
+fi
 
 # ---- run
 t=$SECONDS

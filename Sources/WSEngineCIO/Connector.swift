@@ -62,6 +62,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     private var tunnel: ProxyTunnel?
     /// socks5://: the endpoint's address, resolved here.
     private var socksTargetAddress: [UInt8]?
+    /// ``EngineConnectOptions/progress``, called at each step on the loop.
+    private let progress: (@Sendable (EngineConnectStep) -> Void)?
 
     init(loop: EventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions, context: ConnectContext) {
         self.loop = loop
@@ -73,6 +75,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         if let proxy = options.proxy { logger.setDebugMetadata("ws.proxy", "\(proxy)") }  // Never the credentials.
         self.logger = logger
         self.context = context
+        self.progress = options.progress
         self.proxy = options.proxy
     }
 
@@ -183,6 +186,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         switch result {
         case .success(let addresses):
             self.logger.debug("resolved host name", metadata: ["ws.addresses": "\(addresses.count)"])
+            self.progress?(.resolved)
             self.addresses = addresses
             self.attemptNext()
         case .failure(let error):
@@ -298,6 +302,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private func connected(to address: SocketAddress) {
         self.logger.debug("TCP connected", metadata: ["ws.address": "\(address)"])
+        self.progress?(.connected)
         if let proxy = self.proxy {
             self.connectedToProxy(proxy, address)
             return
@@ -413,6 +418,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
                 let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?"
                 self.logger.debug("TLS handshake completed", metadata: ["ws.tls": "\(version) \(cipher)"])
             }
+            self.progress?(.tlsEstablished)
             self.succeed()
             return
         }

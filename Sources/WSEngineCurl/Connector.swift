@@ -67,6 +67,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private var curlTimer: LoopTimer?
     private var deadline: LoopTimer?
     private var cancelledEarly = false
+    /// ``EngineConnectOptions/progress``: libcurl does the steps inside one call, so they are reported together.
+    private let progress: (@Sendable (EngineConnectStep) -> Void)?
 
     init(
         loop: CurlEventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions,
@@ -80,6 +82,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         logger.setDebugMetadata("ws.engine", "Curl")
         logger.setDebugMetadata("ws.endpoint", "\(endpoint)")
         self.configuration = configuration
+        self.progress = options.progress
         self.proxy = options.proxy
         self.proxyTLS = options.proxyTLS
         if let proxy = options.proxy, configuration.legacyProxy == nil {
@@ -421,6 +424,11 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.handles = nil
         self.loop.remove(self)
         self.logger.debug("connected", metadata: ["ws.tls": "\(self.endpoint.secure)"])
+        if let progress = self.progress {
+            progress(.resolved)
+            progress(.connected)
+            if self.endpoint.secure { progress(.tlsEstablished) }
+        }
         // Plain TCP with no proxy (known only from libcurl 8.7 on): libcurl's reads are recv(2)s, unbuffered.
         var usedProxy = 1
         let proxyKnown = cws_curl_getinfo_used_proxy(handles.easy, &usedProxy) == CURLE_OK

@@ -38,6 +38,7 @@ private struct Recorder: SessionActionSink {
         case .failHandshake(let error): "failHandshake \(error)"
         case .resumeDrainWaiters: "resumeDrainWaiters"
         case .connectionEnded: "connectionEnded"
+        case .pongReceived(let id, let rtt): "pongReceived \(id.map { "\($0)" } ?? "keepalive") \(rtt)"
         }
     }
 }

@@ -50,6 +50,10 @@ public struct Variant: Sendable {
 
 func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: Bool) throws -> WebSocketClient {
     try WebSocketClient(engine: engine) { config in
+        // WSBENCH_METRICS=counting: a real metrics backend (atomic counters) for this client.
+        if let metrics = getenv("WSBENCH_METRICS"), String(cString: metrics) == "counting" {
+            config.metricsFactory = CountingMetricsFactory()
+        }
         try config.install(WebSockets.self) { ws in
             ws.maxFrameSize = 1 << 20
             ws.maxMessageSize = 1 << 20

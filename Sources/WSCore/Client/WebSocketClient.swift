@@ -1,3 +1,4 @@
+public import CoreMetrics
 public import Logging
 
 /// A plugin installed in a client's configuration block, as Ktor's `HttpClientPlugin`. The WebSocket
@@ -37,6 +38,14 @@ public final class WebSocketClient: Sendable {
         public var connectTimeout: Duration = .seconds(10)
         /// How long the whole opening, connect and WebSocket handshake included, may take (default 10 s).
         public var openTimeout: Duration = .seconds(10)
+        /// Whether the client's sessions report metrics through swift-metrics (default `true`). They do nothing
+        /// unless the application bootstrapped a backend with `MetricsSystem.bootstrap` before creating the client
+        /// (or set ``metricsFactory``); `false` turns them off for this client. See Observability in the docs.
+        public var metricsEnabled = true
+        /// The metrics backend of this client; `nil` (the default) uses the one bootstrapped with
+        /// `MetricsSystem.bootstrap` when the client is created. Set it to give one client its own backend, e.g. a
+        /// `TestMetrics` in tests.
+        public var metricsFactory: (any MetricsFactory)? = nil
         /// Which proxy connections go through, on every engine alike. Default ``ProxyConfiguration/environment``:
         /// the `*_proxy` and `no_proxy` environment variables, read as curl reads them, when the session opens;
         /// ``ProxyConfiguration/direct`` ignores them. The connect timeout covers the way through the proxy.
@@ -77,6 +86,8 @@ public final class WebSocketClient: Sendable {
     public let engine: any WebSocketEngine
     /// The client's settings.
     public let configuration: Configuration
+    /// The metric objects, or `nil` when metrics are off (or no backend is bootstrapped).
+    let metrics: ClientMetrics?
 
     /// Creates a client on `engine` and runs the configuration block.
     /// - Parameters:
@@ -87,6 +98,8 @@ public final class WebSocketClient: Sendable {
         try configure(&configuration)
         self.engine = engine
         self.configuration = configuration
+        self.metrics = ClientMetrics.make(
+            enabled: configuration.metricsEnabled, factory: configuration.metricsFactory, engine: engine.name)
     }
 
     /// Creates a client on `engine` with default settings (the WebSockets plugin's defaults apply).

@@ -57,6 +57,9 @@ public struct EngineConnectOptions: Sendable {
     /// the thread that will deliver its events. `nil`: the engine chooses. An engine ignores an executor that is not
     /// one of its own.
     public var executor: (any TaskExecutor)?
+    /// Called as the connect passes its steps (name resolved, TCP connected, TLS established), for the opening's
+    /// trace; `nil` unless a tracer is in place. Engines call it on their own thread; it must return quickly.
+    public var progress: (@Sendable (EngineConnectStep) -> Void)?
     /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
     /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
     public var proxy: ProxyServer?
@@ -146,6 +149,25 @@ public struct EngineOpeningResponse: Sendable {
         self.headers = headers
         self.httpVersion = httpVersion
     }
+}
+
+/// A step of an engine's connect, reported through ``EngineConnectOptions/progress``.
+public struct EngineConnectStep: Hashable, Sendable, CustomStringConvertible {
+    private enum Base: String, Hashable, Sendable {
+        case resolved, connected, tlsEstablished
+    }
+    private let base: Base
+    private init(_ base: Base) { self.base = base }
+
+    /// The host name was resolved (skipped for an IP address).
+    public static let resolved = EngineConnectStep(.resolved)
+    /// The TCP connection is established (to the server, or to the proxy).
+    public static let connected = EngineConnectStep(.connected)
+    /// The TLS handshake completed (`wss` only).
+    public static let tlsEstablished = EngineConnectStep(.tlsEstablished)
+
+    /// The step's name, as in `tlsEstablished`.
+    public var description: String { self.base.rawValue }
 }
 
 /// A WebSocket engine: it supplies connected byte streams (TCP, TLS, proxies); WSCore does the opening

@@ -18,23 +18,27 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// rest of the configuration is not kept here: the machine keeps what it needs, and memory per connection counts.)
     let maxOutgoingBufferBytes: Int
     let logger: Logger
-    private let state: Mutex<Locked>
+    /// The client's metrics; `nil` when off (then the session does no metrics work).
+    let metrics: ClientMetrics?
+    /// The machine and the glue's state (Connection+Observability.swift reads it too).
+    let state: Mutex<Locked>
 
-    init(transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger) {
+    init(transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger, metrics: ClientMetrics? = nil) {
         self.transport = transport
         self.maxOutgoingBufferBytes = settings.maxOutgoingBufferBytes
         self.logger = logger
+        self.metrics = metrics
         self.state = Mutex(Locked(machine: SessionStateMachine(configuration: settings), io: IO()))
         self.state.withLock { $0.io.connection = self }
     }
 
-    private struct Locked {
+    struct Locked {
         var machine: SessionStateMachine
         var io: IO
     }
 
     /// Transport calls decided under the lock and made after it is released.
-    private struct Deferred {
+    struct Deferred {
         var closeTransport = false
         var abortTransport = false
         var syncReadingPaused = false
@@ -43,7 +47,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     }
 
     /// What the glue keeps beside the machine, and how it performs the machine's actions (under the lock).
-    private struct IO: SessionActionSink {
+    struct IO: SessionActionSink {
         /// The connection this lives in, set right after it is created. Unowned and uncounted: this struct lives in
         /// the connection's own `Mutex`, so it never outlives it (a counted reference would be a cycle).
         unowned(unsafe) var connection: Connection!
@@ -64,6 +68,16 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// a newer decision is noticed and corrected (see `syncReadingPaused`).
         var pauseGeneration: UInt64 = 0
         var deferred = Deferred()
+        /// The sent side of the statistics (the machine counts the received side), and when the session opened.
+        var sent = SentCounters()
+        /// The metrics reports' timer and what was last reported; `nil` in a connection without metrics (a pointer's
+        /// worth of memory).
+        var metricsReporting: MetricsReporting?
+        /// The application's pings waiting for their pong, with their timeout timers.
+        var pings: [SessionStateMachine.PingID: (continuation: CheckedContinuation<Duration, any Error>, timer: any WebSocketTransportTimer)] = [:]
+        var lastPingID: SessionStateMachine.PingID = 0
+        /// The final metrics report is done (see `sessionEnded`); only waited for when the client has metrics.
+        var endReported = false
 
         /// Resumes the closing waiters once the machine has a close reason (it is closing, closed or failed).
         mutating func resumeClosingWaiters(ifClosing closing: Bool) {
@@ -90,9 +104,13 @@ final class Connection: WebSocketTransportHandler, Sendable {
         mutating func perform(_ action: SessionStateMachine.Action) {
             switch action {
             case .writeControl(let frame):
+                self.sent.countControl(payload: frame.data.count)
                 _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) { self.transport.write(bytes: $0) }
             case .sendClose(let reason):
-                self.transport.writeLast(FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next()))
+                let bytes = FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next())
+                self.sent.frames &+= 1
+                self.sent.wireBytes &+= bytes.count
+                self.transport.writeLast(bytes)
                 self.resumeMessageEndWaiters()
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
@@ -111,6 +129,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .abortTransport:
                 self.deferred.abortTransport = true
             case .finishHandshake(let outcome):
+                self.sent.openedAt = .now
                 self.handshake.take()?.resume(returning: outcome)
             case .failHandshake(let error):
                 self.handshake.take()?.resume(throwing: error)
@@ -118,15 +137,32 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 for waiter in self.drainWaiters { waiter.resume() }
                 self.drainWaiters = []
             case .connectionEnded:
-                for waiter in self.endWaiters { waiter.resume() }
+                // With metrics, the end waiters are resumed after the final report (`sessionEnded`), so what a
+                // session counted is in the metrics once `close()` returns.
+                if self.connection.metrics == nil {
+                    for waiter in self.endWaiters { waiter.resume() }
+                    self.endWaiters = []
+                }
                 for waiter in self.closingWaiters { waiter.resume() }
                 self.closingWaiters = []
                 for waiter in self.drainWaiters { waiter.resume() }
                 self.resumeMessageEndWaiters()
-                self.endWaiters = []
                 self.drainWaiters = []
                 for entry in self.timers.values { entry.timer.cancel() }
                 self.timers = [:]
+                self.metricsReporting?.timer.take()?.cancel()
+                for (_, ping) in self.pings {
+                    ping.timer.cancel()
+                    ping.continuation.resume(
+                        throwing: WebSocketError(.sessionClosed, "the session ended before the pong of the ping arrived"))
+                }
+                self.pings = [:]
+            case .pongReceived(let id, let rtt):
+                self.connection.metrics?.pingAnswered(after: rtt)
+                if let id, let ping = self.pings.removeValue(forKey: id) {
+                    ping.timer.cancel()
+                    ping.continuation.resume(returning: rtt)
+                }
             }
         }
 
@@ -174,7 +210,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             if kind == .open, let makeError = s.io.openTimeoutError {
                 s.machine.failHandshake(makeError(), &s.io)
             } else {
-                s.machine.timerFired(kind, &s.io)
+                s.machine.timerFired(kind, at: kind == .ping ? .now : nil, &s.io)
             }
             if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
@@ -225,11 +261,12 @@ final class Connection: WebSocketTransportHandler, Sendable {
         self.transport.start(handler: self)
     }
 
-    /// Called once the session object exists: starts the ping timer if configured.
+    /// Called once the session object exists: starts the ping timer if configured, and the metrics reports.
     func startTimers() {
         self.state.withLock { s in
             s.io.openTimeoutError = nil
             s.machine.startKeepalive(&s.io)
+            if self.metrics != nil, !s.machine.hasEnded { self.armMetricsTimer(&s.io) }
         }
     }
 
@@ -238,7 +275,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     @usableFromInline
     func transportDidRead(_ bytes: UnsafeRawBufferPointer) {
         let deferred = self.state.withLock { s -> Deferred in
-            s.machine.read(bytes, &s.io)
+            s.machine.read(bytes, at: s.machine.isAwaitingPong ? .now : nil, &s.io)
             if !s.io.closingWaiters.isEmpty { s.io.resumeClosingWaiters(ifClosing: s.machine.closeReason != nil) }
             return s.io.takeDeferred()
         }
@@ -257,6 +294,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             return s.io.takeDeferred()
         }
         self.carryOut(deferred)
+        self.sessionEnded()
     }
 
     // MARK: - Sending
@@ -265,10 +303,11 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// - Returns: Whether more than ``WebSockets/Configuration/maxOutgoingBufferBytes`` are now buffered (the caller
     ///   should wait for the transport to drain).
     @usableFromInline
-    func enqueue(_ frame: Frame) throws -> Bool {
+    func enqueue(_ original: Frame) throws -> Bool {
         let buffered = try self.state.withLock { s throws -> Int in
             let wasFragmented = s.machine.isSendingFragmentedMessage
-            let frame = try s.machine.prepareSend(frame)
+            let frame = try s.machine.prepareSend(original)
+            s.io.sent.count(original, wirePayload: frame.data.count)
             if wasFragmented && !s.machine.isSendingFragmentedMessage { s.io.resumeMessageEndWaiters() }
             let key = s.io.keys.next()
             if frame.data.count <= FrameEncoder.maxTemporaryPayload {
@@ -345,7 +384,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     nonisolated(nonsending) func waitForEnd() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ended = self.state.withLock { s -> Bool in
-                if s.machine.hasEnded { return true }
+                if s.machine.hasEnded && (self.metrics == nil || s.io.endReported) { return true }
                 s.io.endWaiters.append(continuation)
                 return false
             }

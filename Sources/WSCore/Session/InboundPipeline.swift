@@ -32,6 +32,9 @@ struct InboundPipeline {
     /// The negotiated extensions, in negotiation order (applied in reverse on receive). The session's only copy:
     /// the sending side uses them too.
     private(set) var extensions: [any WebSocketExtension] = []
+    /// Frames decoded so far, and the payload bytes of the data frames among them (as received: compressed).
+    private(set) var framesDecoded = 0
+    private(set) var dataPayloadBytesDecoded = 0
 
     private enum PartialCheck {
         case validating(UTF8Validator, checked: Int)
@@ -69,6 +72,7 @@ struct InboundPipeline {
     mutating func next(dropData: Bool) throws -> Event? {
         while let frame = try self.decoder.nextFrame() {
             self.partialCheck = nil
+            self.framesDecoded &+= 1
             // Extensions claim reserved bits on the first frame of a data message only (RFC 7692 section 6.1):
             // on a control or continuation frame they are a protocol error even when an extension allows them.
             if !frame.reservedBits.isEmpty && (frame.opcode.isControl || frame.opcode == .continuation) {
@@ -84,6 +88,7 @@ struct InboundPipeline {
             case .close:
                 return .close(try Self.validateClosePayload(frame.payload), payload: frame.payload)
             default:  // data: continuation, text, binary
+                self.dataPayloadBytesDecoded &+= frame.payload.count
                 if self.streamer != nil {
                     guard let fragment = try self.nextStreamed(frame, dropData: dropData) else { continue }
                     return .message(fragment)

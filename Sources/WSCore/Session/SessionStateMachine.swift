@@ -67,6 +67,8 @@ struct SessionStateMachine {
         case resumeDrainWaiters
         /// The transport has closed: resume every waiter (end and drain) and stop every timer.
         case connectionEnded
+        /// A pong answered our ping after `roundTrip`: a keepalive ping (`nil`) or the ping of ``sendPing(_:at:_:)``.
+        case pongReceived(PingID?, roundTrip: Duration)
     }
 
     /// What ``receive(_:isCancelled:_:)`` found.
@@ -136,6 +138,9 @@ struct SessionStateMachine {
     /// reading resumes, so one read cannot queue more than the limits (a read of compressed messages could inflate
     /// to hundreds of megabytes).
     private var inputLeftUnparsed = false
+    /// When the bytes left unparsed were read (as passed to ``read(_:at:_:)``): a pong among them, parsed later,
+    /// gets the round-trip time of its arrival.
+    private var unparsedInputReadAt: ContinuousClock.Instant?
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
     private var pendingFailure: WebSocketError?
@@ -157,9 +162,16 @@ struct SessionStateMachine {
     private(set) var hasEnded = false
 
     // Keepalive.
-    private var pingCounter: UInt64 = 0
+    /// Numbers our pings (keepalive and application ones), so each payload is unique.
+    var pingCounter: UInt64 = 0
     /// The payload of our ping whose pong has not arrived.
     private var awaitingPong: [UInt8]?
+    /// When the keepalive ping in `awaitingPong` was sent, if the caller said (see ``timerFired(_:at:_:)``).
+    var keepaliveSentAt: ContinuousClock.Instant?
+    /// The pings of ``sendPing(_:at:_:)`` waiting for their pong, oldest first.
+    var userPings: [UserPing] = []
+    /// The received side of the statistics and the round-trip times (the glue counts what it writes).
+    var received = ReceivedCounters()
     /// The pong for the latest ping, held back while the server does not read what we send.
     private var heldPong: [UInt8]?
     /// Pong bytes written while the transport already held unsent bytes (see `writePong`).
@@ -177,6 +189,16 @@ struct SessionStateMachine {
 
     /// The negotiated extensions (empty before the session is open).
     var extensions: [any WebSocketExtension] { self.pipeline.extensions }
+
+    /// Whether nothing more may be sent: the session is not open, our close was sent or the transport closed.
+    var closeSentOrEnded: Bool {
+        guard case .open = self.phase else { return true }
+        return self.closeSent || self.hasEnded
+    }
+
+    /// Frames decoded so far, and the payload bytes of the data frames among them (for the statistics).
+    var pipelineFramesDecoded: Int { self.pipeline.framesDecoded }
+    var pipelineDataPayloadBytesDecoded: Int { self.pipeline.dataPayloadBytesDecoded }
 
     // MARK: - Opening
 
@@ -218,7 +240,10 @@ struct SessionStateMachine {
     // MARK: - Transport events
 
     /// Bytes arrived.
-    mutating func read(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+    /// - Parameter now: When the bytes were read; the caller passes it while ``isAwaitingPong`` (round-trip times).
+    mutating func read(
+        _ bytes: UnsafeRawBufferPointer, at now: ContinuousClock.Instant? = nil, _ sink: inout some SessionActionSink
+    ) {
         switch self.phase {
         case .handshaking(var reader):
             let step = reader.read(bytes)
@@ -234,10 +259,12 @@ struct SessionStateMachine {
                 self.open(outcome)
                 sink.perform(.cancelTimer(.open))
                 sink.perform(.finishHandshake(outcome))
-                if consumed < bytes.count { self.readFrames(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), &sink) }
+                if consumed < bytes.count {
+                    self.readFrames(UnsafeRawBufferPointer(rebasing: bytes[consumed...]), at: now, &sink)
+                }
             }
         case .open:
-            self.readFrames(bytes, &sink)
+            self.readFrames(bytes, at: now, &sink)
         case .idle, .closed:
             break
         }
@@ -282,13 +309,16 @@ struct SessionStateMachine {
     }
 
     /// A timer armed with ``Action/armTimer(_:after:)`` fired (and was not re-armed or cancelled since).
-    mutating func timerFired(_ kind: TimerKind, _ sink: inout some SessionActionSink) {
+    /// - Parameter now: When it fired; a keepalive ping sent now measures its round trip from it.
+    mutating func timerFired(
+        _ kind: TimerKind, at now: ContinuousClock.Instant? = nil, _ sink: inout some SessionActionSink
+    ) {
         guard !self.hasEnded else { return }
         switch kind {
         case .open:
             break  // the caller fails the handshake with its own error (failHandshake)
         case .ping:
-            self.sendPing(&sink)
+            self.sendPing(at: now, &sink)
         case .pong:
             guard case .open = self.phase, self.awaitingPong != nil, !self.readingPaused,
                 let timeout = self.limits.pongTimeout
@@ -311,11 +341,12 @@ struct SessionStateMachine {
     }
 
     /// Sends the next keepalive ping unless one is unanswered (its pong timeout decides), and re-arms the ping timer.
-    private mutating func sendPing(_ sink: inout some SessionActionSink) {
+    private mutating func sendPing(at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink) {
         self.pingCounter &+= 1
         if case .open = self.phase, !self.closeSent, !self.receivedClose, self.awaitingPong == nil {
             let payload = withUnsafeBytes(of: self.pingCounter.bigEndian) { Array($0) }
             self.awaitingPong = payload
+            self.keepaliveSentAt = now
             sink.perform(.writeControl(Frame(kind: .ping, data: payload)))
             if let timeout = self.limits.pongTimeout { self.arm(.pong, after: timeout, &sink) }
         }
@@ -324,10 +355,12 @@ struct SessionStateMachine {
 
     // MARK: - Reading frames
 
-    private mutating func readFrames(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+    private mutating func readFrames(
+        _ bytes: UnsafeRawBufferPointer, at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink
+    ) {
         var bytes = bytes
         while true {
-            self.parse(bytes, &sink)
+            self.parse(bytes, at: now, &sink)
             self.deliver(&sink)
             // Stopped at a full queue that a waiting consumer then drained: go on with what is left.
             guard self.inputLeftUnparsed, !self.queueIsFull else { break }
@@ -340,9 +373,12 @@ struct SessionStateMachine {
 
     /// Parses `bytes` (after what the pipeline holds) into queued frames, answers pings, handles the close; stops
     /// once the queue is full, leaving the rest in the pipeline (``inputLeftUnparsed``).
-    private mutating func parse(_ bytes: UnsafeRawBufferPointer, _ sink: inout some SessionActionSink) {
+    private mutating func parse(
+        _ bytes: UnsafeRawBufferPointer, at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink
+    ) {
         self.inputLeftUnparsed = false
         guard !self.receivedClose, self.failure == nil, self.pendingFailure == nil else { return }
+        self.received.wireBytes &+= bytes.count
         // Frames are parsed straight out of the engine's read buffer; what is left of it is copied at the end.
         self.pipeline.beginInput(bytes)
         var violation: WebSocketError?
@@ -356,6 +392,9 @@ struct SessionStateMachine {
                     if let expected = self.awaitingPong, expected == payload {
                         self.awaitingPong = nil
                         sink.perform(.cancelTimer(.pong))
+                        self.keepalivePongArrived(at: now, &sink)
+                    } else if !self.userPings.isEmpty {
+                        self.userPongArrived(payload, at: now, &sink)
                     }
                     self.enqueueControl(Frame(kind: .pong, data: payload))
                 case .close(let reason, let payload):
@@ -372,9 +411,11 @@ struct SessionStateMachine {
                     if self.readingPaused { self.setReadingPaused(false, &sink) }
                     break events
                 case .message(let message):
+                    self.received.countMessage(message)
                     self.enqueue(message)
                     if self.queueIsFull && !self.incomingEnded {
                         self.inputLeftUnparsed = true
+                        self.unparsedInputReadAt = now
                         break events
                     }
                 }
@@ -473,7 +514,9 @@ struct SessionStateMachine {
     /// Resumes reading, after parsing what a full queue left in the pipeline (which may fill it again).
     private mutating func resumeReading(_ sink: inout some SessionActionSink) {
         self.setReadingPaused(false, &sink)
-        if self.inputLeftUnparsed { self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), &sink) }
+        if self.inputLeftUnparsed {
+            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt, &sink)
+        }
     }
 
     /// Hands queued frames to waiting consumers; then a deferred failure or the end, once the queue is empty.
@@ -657,7 +700,9 @@ struct SessionStateMachine {
         self.sendClose(reason, &sink)
         self.arm(.close, after: self.limits.closeTimeout, &sink)
         // What a full queue left unparsed may hold the server's close: look for it now (data is dropped).
-        if self.inputLeftUnparsed { self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), &sink) }
+        if self.inputLeftUnparsed {
+            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt, &sink)
+        }
         self.deliver(&sink)
     }
 

@@ -201,6 +201,23 @@ public final class WebSocketSession: Sendable {
     /// Whether the session has ended (the connection is released).
     public var isClosed: Bool { self.connection.hasEnded }
 
+    /// What the session has carried so far: frames, messages and bytes each way, ping round-trip times and when it
+    /// opened. Readable at any time, also after the session ended; each read is a consistent snapshot.
+    public var statistics: WebSocketSessionStatistics { self.connection.statistics }
+
+    /// Sends a ping and waits for its pong: the round-trip time to the server and back through its WebSocket stack.
+    /// Works beside the automatic keepalive (``WebSockets/Configuration/pingInterval``); both feed
+    /// ``WebSocketSessionStatistics/lastRoundTripTime`` and the `websocket_client_ping_rtt_seconds` metric. The pong
+    /// is also delivered to ``incoming`` like any other.
+    /// - Parameter timeout: How long to wait for the pong (default 10 s).
+    /// - Returns: The round-trip time.
+    /// - Throws: ``WebSocketError``: ``WebSocketError/Code/pongTimeout`` when no pong came within `timeout` (the
+    ///   session stays open), ``WebSocketError/Code/sessionClosed`` when the session is closing or has ended;
+    ///   `CancellationError` when the task is cancelled.
+    nonisolated(nonsending) public func ping(timeout: Duration = .seconds(10)) async throws -> Duration {
+        try await self.connection.ping(timeout: timeout)
+    }
+
     /// Sends `value` through the installed ``WebSockets/Configuration/contentConverter``.
     /// - Parameter value: The value to send.
     /// - Throws: ``WebSocketError/Code/noContentConverter`` if no converter is installed,
@@ -340,11 +357,13 @@ final class SessionOpening: Sendable {
     /// executor of the same loop that reports a block holding it (``WebSockets/Configuration/eventLoopHoldWarningThreshold``).
     let blockExecutor: (any TaskExecutor)?
     let start = ContinuousClock.now
+    /// The client's metrics; `nil` when off.
+    let metrics: ClientMetrics?
 
     init(
         engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, logger: Logger,
         options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration,
-        blockExecutor: (any TaskExecutor)?
+        blockExecutor: (any TaskExecutor)?, metrics: ClientMetrics? = nil
     ) {
         self.blockExecutor = blockExecutor
         self.engine = engine
@@ -355,35 +374,51 @@ final class SessionOpening: Sendable {
         self.options = options
         self.handshake = handshake
         self.openTimeout = openTimeout
+        self.metrics = metrics
     }
 
     /// The executor the connection should run on (see ``EngineConnectOptions/executor``).
     var executor: (any TaskExecutor)? { self.options.executor }
 
-    /// Connects, then runs the opening handshake within what is left of the open timeout.
+    /// Connects, then runs the opening handshake within what is left of the open timeout. With a tracer (or another
+    /// instrument) in place, the opening is traced and the trace context goes into the request
+    /// (SessionOpening+Tracing.swift).
     /// - Throws: A ``WebSocketError`` marked ``WebSocketError/isConnectionFailure``, whatever its code.
     func open() async throws -> WebSocketSession {
         do {
-            // Two calls, so the frame of each is live only while it runs.
-            return try await self.handshake(over: try await self.connect())
+            if OpeningTracing.isActive { return try await self.openTraced() }
+            do {
+                // Two calls, so the frame of each is live only while it runs.
+                return try await self.handshake(over: try await self.connect(), self.handshake)
+            } catch {
+                self.failed(error)
+                throw error
+            }
         } catch let error as WebSocketError {
             throw error.asConnectionFailure
         }
     }
 
+    /// Counts and logs a failed opening.
+    @inline(never)
+    func failed(_ error: any Error) {
+        self.metrics?.sessionFailed(error)
+        self.logger.debug("WebSocket opening failed", metadata: ["ws.error": "\(error)"])
+    }
+
     /// Connects. The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the
     /// engine's own error (which says which phase stalled: DNS, TCP or TLS); the rest of the open timeout bounds the
     /// WebSocket handshake, on the transport's timer (no task races the opening).
-    private func connect() async throws -> any WebSocketTransport {
-        try await self.engine.connect(to: self.endpoint, options: self.options)
+    func connect(options: EngineConnectOptions? = nil) async throws -> any WebSocketTransport {
+        try await self.engine.connect(to: self.endpoint, options: options ?? self.options)
     }
 
-    /// Runs the opening handshake over `transport`.
-    private func handshake(over transport: any WebSocketTransport) async throws -> WebSocketSession {
-        if let response = transport.openingResponse { return try self.opened(transport, response) }
+    /// Runs the opening `handshake` over `transport`.
+    func handshake(over transport: any WebSocketTransport, _ handshake: OpeningHandshake) async throws -> WebSocketSession {
+        if let response = transport.openingResponse { return try self.opened(transport, response, handshake) }
         let connection = self.makeConnection(transport)
         let outcome = try await connection.performHandshake(
-            self.handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
+            handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
             timeoutError: { [url = self.url, openTimeout = self.openTimeout] in
                 WebSocketError(
                     .timedOut,
@@ -396,12 +431,12 @@ final class SessionOpening: Sendable {
     /// Starts the session on a transport the engine already opened it on (an HTTP/2 stream), once its response
     /// passes the checks.
     @inline(never)
-    private func opened(_ transport: any WebSocketTransport, _ response: EngineOpeningResponse) throws
-        -> WebSocketSession
-    {
+    private func opened(
+        _ transport: any WebSocketTransport, _ response: EngineOpeningResponse, _ handshake: OpeningHandshake
+    ) throws -> WebSocketSession {
         let outcome: OpeningHandshake.Outcome
         do {
-            outcome = try self.handshake.validate(response)
+            outcome = try handshake.validate(response)
         } catch {
             transport.abort()
             throw error
@@ -414,7 +449,7 @@ final class SessionOpening: Sendable {
     /// Creates the connection outside the async frame (its state is large).
     @inline(never)
     private func makeConnection(_ transport: any WebSocketTransport) -> Connection {
-        Connection(transport: transport, settings: self.settings, logger: self.logger)
+        Connection(transport: transport, settings: self.settings, logger: self.logger, metrics: self.metrics)
     }
 
     @inline(never)
@@ -426,7 +461,11 @@ final class SessionOpening: Sendable {
             httpVersion: httpVersion, contentConverter: self.settings.contentConverter)
         session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
-        self.logger.debug("WebSocket session open", metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")"])
+        let duration = ContinuousClock.now - self.start
+        self.metrics?.sessionOpened(after: duration)
+        self.logger.debug(
+            "WebSocket session open",
+            metadata: ["ws.subprotocol": "\(outcome.subprotocol ?? "none")", "ws.open_duration": "\(duration)"])
         return session
     }
 }
@@ -471,7 +510,8 @@ extension WebSocketClient {
         let connectTimeout = request.timeout.connectTimeout ?? self.configuration.connectTimeout
         let openTimeout = request.timeout.openTimeout ?? self.configuration.openTimeout
         var logger = self.configuration.logger
-        logger.setDebugMetadata("ws.url", "\(url)")
+        // Every line a session logs carries its short id and the endpoint (never the query string or credentials).
+        logger.setSessionMetadata(url)
         let proxyConfiguration = self.configuration.proxy
         let proxy = try proxyConfiguration.server(forHost: url.host, port: url.port, secure: url.isSecure)
         var executor: (any TaskExecutor)?
@@ -494,25 +534,27 @@ extension WebSocketClient {
                 proxyTLS: proxyConfiguration.tls,
                 openingRequest: engine.isSupported(.webSocketOverHTTP2) ? handshake.openingRequest() : nil),
             handshake: handshake, openTimeout: openTimeout,
-            blockExecutor: blockExecutor)
+            blockExecutor: blockExecutor, metrics: self.metrics)
     }
 
     /// The warning for a session's block that held its event loop (logged once per session, on the loop thread).
     private static func loopHoldReport(url: WebSocketURL, engineName: String, logger: Logger)
         -> @Sendable (Duration) -> Void
     {
-        { held in
+        // The endpoint without the query string or credentials, which may hold a token (Observability in the docs).
+        let endpoint = Logger.endpoint(of: url)
+        return { held in
             let milliseconds = held.components.seconds * 1000 + held.components.attoseconds / 1_000_000_000_000_000
             logger.warning(
                 """
-                the block of the WebSocket session \(url) held its \(engineName) event loop for \(milliseconds) ms without \
+                the block of the WebSocket session \(endpoint) held its \(engineName) event loop for \(milliseconds) ms without \
                 suspending: meanwhile this session could not read, answer pings or run its timers, nor could the other \
                 sessions on that loop. Move blocking work (readLine(), sleep, blocking I/O, long computations) off the \
                 loop: read input on a thread of its own and hand it over with an AsyncStream, or set \
                 WebSockets.Configuration.runsBlocksOnEventLoop = false. Reported once per session \
                 (eventLoopHoldWarningThreshold sets the limit; nil turns the check off).
                 """,
-                metadata: ["ws.url": "\(url)", "ws.engine": "\(engineName)", "ws.heldMilliseconds": "\(milliseconds)"])
+                metadata: ["ws.url": "\(endpoint)", "ws.engine": "\(engineName)", "ws.heldMilliseconds": "\(milliseconds)"])
         }
     }
 }

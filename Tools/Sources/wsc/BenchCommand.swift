@@ -623,6 +623,8 @@ struct BenchConnectionResult: Sendable {
     var sessionError: (any Error)?
     /// The server's close reason when it closed the session during the run.
     var serverClose: CloseReason?
+    /// The SDK's own counters for the session (warmup and close included), read when it ended.
+    var statistics = WebSocketSessionStatistics()
 
     /// Counts an error of `kind` (`count` times) and keeps the first description.
     mutating func note(_ kind: String, _ detail: String, count: Int = 1) {
@@ -752,6 +754,7 @@ struct BenchConnection: Sendable {
         let reason = await self.session.closeReason
         let (end, received) = await receiving
         self.progress.open.subtract(1, ordering: .relaxed)
+        result.statistics = self.session.statistics
 
         result.received = received.count
         result.bytesReceived = received.bytes
@@ -954,11 +957,45 @@ struct BenchReport: Encodable, Sendable {
     let errors: [String: Int]
     /// The latencies.
     let latencyMicroseconds: Latency
+    /// The SDK's own counters (``WebSocketSessionStatistics``), summed over the connections: the whole sessions,
+    /// warmup, pings and close frames included, so they are at least the measured counts.
+    let sdk: SDKCounters
+
+    /// The SDK's session statistics, summed.
+    struct SDKCounters: Encodable, Sendable {
+        /// Frames sent and received.
+        var framesSent = 0, framesReceived = 0
+        /// Text and binary messages sent and received.
+        var messagesSent = 0, messagesReceived = 0
+        /// Message payload bytes sent and received (before compression and after decompression).
+        var messageBytesSent = 0, messageBytesReceived = 0
+        /// Bytes on the wire after the handshakes, each way.
+        var wireBytesSent = 0, wireBytesReceived = 0
+
+        enum CodingKeys: String, CodingKey {
+            case framesSent = "frames_sent", framesReceived = "frames_received", messagesSent = "messages_sent"
+            case messagesReceived = "messages_received", messageBytesSent = "message_bytes_sent"
+            case messageBytesReceived = "message_bytes_received", wireBytesSent = "wire_bytes_sent"
+            case wireBytesReceived = "wire_bytes_received"
+        }
+
+        mutating func add(_ statistics: WebSocketSessionStatistics) {
+            self.framesSent += statistics.framesSent
+            self.framesReceived += statistics.framesReceived
+            self.messagesSent += statistics.messagesSent
+            self.messagesReceived += statistics.messagesReceived
+            self.messageBytesSent += statistics.messageBytesSent
+            self.messageBytesReceived += statistics.messageBytesReceived
+            self.wireBytesSent += statistics.wireBytesSent
+            self.wireBytesReceived += statistics.wireBytesReceived
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case url, engine, mode, inFlight = "in_flight", rate, payload, size, connections, messages, bytes
         case durationSeconds = "duration_s", warmupSeconds = "warmup_s", messagesPerSecond = "msgs_per_sec"
         case megabytesPerSecond = "mb_per_sec", errorCount = "error_count", errors, latencyMicroseconds = "latency_us"
+        case sdk
     }
 
     /// Sums up the connections' results.
@@ -980,10 +1017,13 @@ struct BenchReport: Encodable, Sendable {
         var histogram = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
         var errors: [String: Int] = [:]
         for kind in connectErrors { errors[kind, default: 0] += 1 }
+        var sdk = SDKCounters()
         for result in results {
             histogram.add(result.histogram)
             errors.merge(result.errors, uniquingKeysWith: +)
+            sdk.add(result.statistics)
         }
+        self.sdk = sdk
         self.messages = Counts(
             sent: results.reduce(0) { $0 + $1.sent }, received: results.reduce(0) { $0 + $1.received })
         self.bytes = Counts(
@@ -1045,6 +1085,10 @@ struct BenchReport: Encodable, Sendable {
         } else {
             lines.append("  latency µs   no echo measured")
         }
+        let sdk = self.sdk
+        lines.append(
+            "  SDK counters frames \(sdk.framesSent) sent, \(sdk.framesReceived) received; messages \(sdk.messagesSent) sent, "
+                + "\(sdk.messagesReceived) received; wire bytes \(sdk.wireBytesSent) sent, \(sdk.wireBytesReceived) received")
         return lines
     }
 }

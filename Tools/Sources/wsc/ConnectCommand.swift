@@ -119,6 +119,9 @@ struct ConnectCommand: AsyncParsableCommand {
     @Flag(help: "Offer permessage-deflate (RFC 7692, CIO engine).")
     var deflate = false
 
+    @Flag(help: "When the session ends, print its statistics (frames, messages, bytes, ping round trips) to stderr.")
+    var stats = false
+
     @Option(help: ArgumentHelp("Stream the file at PATH as one binary message (instead of reading stdin).", valueName: "path"))
     var sendFile: String?
 
@@ -293,8 +296,28 @@ struct ConnectCommand: AsyncParsableCommand {
         await closing?.value
         let reason = await session.closeReason
         if !quiet { printError("wsc: closed: \(reason.map { "\($0)" } ?? "no close reason")") }
+        if self.stats { printError(Self.statisticsText(session.statistics)) }
         await client.close()
         return exit ?? SessionExit.forClose(reason)
+    }
+
+    /// The session's statistics, one line per kind, for `--stats`.
+    static func statisticsText(_ statistics: WebSocketSessionStatistics) -> String {
+        var lines = ["wsc: statistics:"]
+        if let open = statistics.openDuration() { lines.append("  open for        \(open)") }
+        lines.append("  frames          sent \(statistics.framesSent), received \(statistics.framesReceived)")
+        lines.append(
+            "  messages        sent \(statistics.messagesSent) (\(statistics.textMessagesSent) text, "
+                + "\(statistics.binaryMessagesSent) binary), received \(statistics.messagesReceived) "
+                + "(\(statistics.textMessagesReceived) text, \(statistics.binaryMessagesReceived) binary)")
+        lines.append(
+            "  message bytes   sent \(statistics.messageBytesSent), received \(statistics.messageBytesReceived)")
+        lines.append("  wire bytes      sent \(statistics.wireBytesSent), received \(statistics.wireBytesReceived)")
+        if let last = statistics.lastRoundTripTime {
+            let smoothed = statistics.smoothedRoundTripTime.map { "\($0)" } ?? "-"
+            lines.append("  ping RTT        last \(last), smoothed \(smoothed) (\(statistics.pongsMatched) pongs)")
+        }
+        return lines.joined(separator: "\n")
     }
 
     /// Starts sending: the MESSAGE arguments, then stdin (per line, or whole with `--binary` or `--once`).
