@@ -9,6 +9,7 @@
 #   ROUNDS=3 OUT=/tmp/table.md bash Benchmarks/run.sh
 #   WORKLOADS="w2" CLIENTS="c ours-cio" bash Benchmarks/run.sh
 #   WORKLOADS=w5 bash Benchmarks/run.sh           # permessage-deflate only
+#   TLS=1 WORKLOADS="w1 w2 w3" bash Benchmarks/run.sh   # over wss://
 #
 # W5 (W3 with permessage-deflate: $W5_MIB MiB of 64 KiB compressible text messages, 16 in flight) runs against the
 # Python websockets echo server (Tests/Fixtures/ws_server.py --deflate, from ../.venv) on 127.0.0.1:$W5_PORT, started
@@ -18,7 +19,12 @@
 # same round instead of the ratio to C, and the extensions each client negotiated (a run fails if a client that should
 # compress did not get permessage-deflate). 5 rounds of its 4 clients take about 70 s on the 2-core machine.
 #
-# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 w5 idle"),
+# TLS=1 runs W1–W3 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
+# P-256 certificate for 127.0.0.1 made with openssl at the start of the run ($SCRATCH/tls/), which the clients verify
+# (WSBENCH_CA_FILE). Only the C client and our engines (ours-*, base-*) have a wss variant so far; W4, W5 and idle
+# have none and are skipped, like websocket-kit and WSClient.
+#
+# Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 w5 idle"), TLS (0),
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
 # engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
@@ -37,6 +43,7 @@ PORT=${PORT:-19001}
 WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4 w5 idle"}
 CLIENTS=${CLIENTS:-"c ours-cio ours-curl websocket-kit wsclient"}
 W3_MIB=${W3_MIB:-512}
+TLS=${TLS:-0}
 W5_MIB=${W5_MIB:-64}
 W5_PORT=${W5_PORT:-$((PORT + 1))}
 PYTHON=${PYTHON:-../.venv/bin/python}
@@ -48,8 +55,8 @@ BIN_C=$SCRATCH/c
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     mkdir -p "$BIN_C"
-    cc -O2 -Wall -o "$BIN_C/echo_server" c/echo_server.c -lcrypto
-    cc -O2 -Wall -o "$BIN_C/wsclient_c" c/client.c
+    cc -O2 -Wall -o "$BIN_C/echo_server" c/echo_server.c -lssl -lcrypto
+    cc -O2 -Wall -o "$BIN_C/wsclient_c" c/client.c -lssl -lcrypto
     swift build -c release --scratch-path "$SCRATCH" >&2
     # The WSClient driver is a package of its own (a module-name clash with our SDK); wsbench execs it from its dir.
     (cd WSClientBench && swift build -c release --scratch-path ../"$SCRATCH"/wsclient >&2)
@@ -60,12 +67,31 @@ BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)"
 WSBENCH="$BIN/wsbench"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-"$BIN_C/echo_server" "$PORT" 2>/dev/null &
+SERVER_ARGS=("$PORT")
+URL="ws://127.0.0.1:$PORT/"
+if [[ "$TLS" == 1 ]]; then
+    mkdir -p "$SCRATCH/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$SCRATCH/tls/key.pem" -out "$SCRATCH/tls/cert.pem" 2>/dev/null
+    SERVER_ARGS+=("$SCRATCH/tls/cert.pem" "$SCRATCH/tls/key.pem")
+    URL="wss://127.0.0.1:$PORT/"
+    export WSBENCH_CA_FILE="$PWD/$SCRATCH/tls/cert.pem"
+    kept=""
+    for w in $WORKLOADS; do
+        if [[ "$w" == w1 || "$w" == w2 || "$w" == w3 ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
+    done
+    WORKLOADS=$kept
+    kept=""
+    for c in $CLIENTS; do
+        if [[ "$c" == c || "$c" == ours-* || "$c" == base-* ]]; then kept+="$c "; else echo "TLS=1: skipping $c (no wss variant)" >&2; fi
+    done
+    CLIENTS=$kept
+fi
+"$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/dev/null &
 SERVER_PID=$!
 W5_SERVER_PID=
 trap 'kill "$SERVER_PID" ${W5_SERVER_PID:+"$W5_SERVER_PID"} 2>/dev/null || true' EXIT
 sleep 0.3
-URL="ws://127.0.0.1:$PORT/"
 
 # W5: the clients with permessage-deflate, plus the uncompressed reference; and the Python server with compression.
 W5_CLIENTS=""
@@ -132,14 +158,16 @@ for w in $WORKLOADS; do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" "$W5_MIB" "$W5_CLIENTS" <<'EOF' | tee ${OUT:+"$OUT"}
+python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" "$W5_MIB" "$W5_CLIENTS" "$TLS" <<'EOF' | tee ${OUT:+"$OUT"}
 import json, statistics, sys
-path, rounds, w3, load_before, load_after, clients, w5, w5_clients = sys.argv[1:9]
+path, rounds, w3, load_before, load_after, clients, w5, w5_clients, tls = sys.argv[1:10]
 clients = clients.split()
 w5_clients = w5_clients.split()
 rows = [json.loads(l) for l in open(path) if l.strip()]
 names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
          "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)", "idle": "10,000 idle connections (RSS)"}
+if tls == "1":
+    names = {w: n.replace(" (", " over wss (", 1) for w, n in names.items()}
 def f(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
 print(f"{rounds} rounds; loadavg before {load_before}, after {load_after}; results in {path}\n")

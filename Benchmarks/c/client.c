@@ -2,8 +2,12 @@
 // hand-written RFC 6455 framing (masked client frames, 8-bytes-at-a-time masking, batched writes).
 // It does what the workload needs and no more: no UTF-8 validation, no extensions, minimal handshake check.
 //
-// Build: cc -O2 -o wsclient_c client.c
-// Run:   ./wsclient_c --workload w1|w2|w3|w4 --url ws://127.0.0.1:PORT/ [--w3-mib N]
+// With a wss:// URL, W1–W3 run over TLS (OpenSSL, on the same single thread; WSBENCH_CA_FILE, if set, is the CA that
+// must have signed the server's certificate): writes leave as full TLS records (partial writes on), reads go on
+// until OpenSSL wants more input, from a 64 KiB read-ahead buffer.
+//
+// Build: cc -O2 -o wsclient_c client.c -lssl -lcrypto
+// Run:   ./wsclient_c --workload w1|w2|w3|w4 --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
 // Prints one JSON line, same shape as wsbench's.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -11,6 +15,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -143,6 +149,51 @@ static int port_from_url(const char *url, char *path, size_t pathcap) {
     return port;
 }
 
+// wss: the one connection's TLS state (W1–W3 run one connection).
+static SSL *tls;
+
+// write(2)/read(2) or SSL_write/SSL_read: > 0 bytes, 0 end of stream, -1 would block (the socket or OpenSSL waits);
+// exits on an error. A TLS retry after WANT_WRITE passes at least as many bytes (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+static ssize_t io(int fd, int writing, void *p, size_t n) {
+    if (!tls) {
+        for (;;) {
+            ssize_t r = writing ? write(fd, p, n) : read(fd, p, n);
+            if (r >= 0) return r;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return -1;
+            perror(writing ? "write" : "read");
+            exit(1);
+        }
+    }
+    int len = n > (1u << 30) ? 1 << 30 : (int)n;
+    ERR_clear_error();
+    int r = writing ? SSL_write(tls, p, len) : SSL_read(tls, p, len);
+    if (r > 0) return r;
+    int e = SSL_get_error(tls, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -1;
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    fprintf(stderr, "TLS %s failed (SSL error %d)\n", writing ? "write" : "read", e);
+    ERR_print_errors_fp(stderr);
+    exit(1);
+}
+
+// Blocking TLS client handshake on fd (wss).
+static void tls_connect(int fd) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, 65536);
+    const char *ca = getenv("WSBENCH_CA_FILE");
+    if (ca && *ca) {
+        if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) { ERR_print_errors_fp(stderr); exit(1); }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    tls = SSL_new(ctx);
+    SSL_set_fd(tls, fd);
+    if (ca && *ca) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(tls), "127.0.0.1");
+    if (SSL_connect(tls) != 1) { fprintf(stderr, "TLS handshake failed\n"); ERR_print_errors_fp(stderr); exit(1); }
+}
+
 static const char *HANDSHAKE_FMT =
     "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -160,16 +211,17 @@ static int open_socket(int port, int nonblock) {
     return fd;
 }
 
-// Blocking connect + handshake, then switch to non-blocking. Leftover bytes stay in *in.
-static int ws_connect(int port, const char *path, buf_t *in) {
+// Blocking connect (+ TLS handshake with wss) + upgrade, then switch to non-blocking. Leftover bytes stay in *in.
+static int ws_connect(int port, const char *path, buf_t *in, int secure) {
     int fd = open_socket(port, 0);
+    if (secure) tls_connect(fd);
     char req[512];
     int n = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
-    if (write(fd, req, (size_t)n) != n) { perror("write"); exit(1); }
+    if (io(fd, 1, req, (size_t)n) != n) { fprintf(stderr, "short handshake write\n"); exit(1); }
     for (;;) {
         buf_reserve(in, 4096);
-        ssize_t r = read(fd, in->p + in->len, in->cap - in->len - 1);
-        if (r <= 0) { perror("handshake read"); exit(1); }
+        ssize_t r = io(fd, 0, in->p + in->len, in->cap - in->len - 1);
+        if (r <= 0) { fprintf(stderr, "handshake read failed\n"); exit(1); }
         in->len += (size_t)r;
         in->p[in->len] = 0;
         char *end = strstr((char *)in->p, "\r\n\r\n");
@@ -197,30 +249,33 @@ static void watch(int fd, int events) {
 // Writes as much of out as the socket takes. Returns 1 if everything was written.
 static int flush(int fd, buf_t *out) {
     while (out->off < out->len) {
-        ssize_t n = write(fd, out->p + out->off, out->len - out->off);
-        if (n > 0) { out->off += (size_t)n; continue; }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return 0;
-        perror("write");
-        exit(1);
+        ssize_t n = io(fd, 1, out->p + out->off, out->len - out->off);
+        if (n < 0) return 0;
+        if (n == 0) { fprintf(stderr, "write returned 0\n"); exit(1); }
+        out->off += (size_t)n;
     }
     out->off = out->len = 0;
     return 1;
 }
 
-// Reads what is available. Returns bytes read (0 on EAGAIN); exits on EOF/error.
+// Reads what is available. Returns bytes read (0 on EAGAIN); exits on an error, and on EOF before any byte (the
+// bytes before an EOF are returned: the close frame may precede it). Plain: stops at a short read (the
+// socket is drained). TLS: goes on until OpenSSL wants more input (it may hold records the socket no longer signals).
 static size_t fill(int fd, buf_t *in) {
     size_t total = 0;
     for (;;) {
         buf_reserve(in, 65536);
         size_t want = in->cap - in->len;
-        ssize_t n = read(fd, in->p + in->len, want);
-        if (n > 0) { in->len += (size_t)n; total += (size_t)n; if ((size_t)n < want) return total; continue; }
-        if (n == 0) { fprintf(stderr, "unexpected EOF\n"); exit(1); }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) return total;
-        perror("read");
-        exit(1);
+        ssize_t n = io(fd, 0, in->p + in->len, want);
+        if (n < 0) return total;
+        if (n == 0) {
+            if (total > 0) return total;
+            fprintf(stderr, "unexpected EOF\n");
+            exit(1);
+        }
+        in->len += (size_t)n;
+        total += (size_t)n;
+        if (!tls && (size_t)n < want) return total;
     }
 }
 
@@ -242,9 +297,9 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static void w1(int port, const char *path) {
+static void w1(int port, const char *path, int secure) {
     buf_t in = {0}, out = {0};
-    int fd = ws_connect(port, path, &in);
+    int fd = ws_connect(port, path, &in, secure);
     ep = epoll_create1(0);
     uint8_t msg[32];
     memset(msg, 'a', sizeof(msg));
@@ -272,9 +327,9 @@ static void w1(int port, const char *path) {
 }
 
 // W2 / W3: count messages of size bytes, at most window unanswered.
-static void stream(const char *name, int port, const char *path, long count, size_t size, long window) {
+static void stream(const char *name, int port, const char *path, long count, size_t size, long window, int secure) {
     buf_t in = {0}, out = {0};
-    int fd = ws_connect(port, path, &in);
+    int fd = ws_connect(port, path, &in, secure);
     ep = epoll_create1(0);
     uint8_t *msg = malloc(size);
     for (size_t i = 0; i < size; i++) msg[i] = (uint8_t)i;
@@ -396,9 +451,11 @@ int main(int argc, char **argv) {
     if (getrlimit(RLIMIT_NOFILE, &r) == 0) { r.rlim_cur = r.rlim_max; setrlimit(RLIMIT_NOFILE, &r); }
     char path[256];
     int port = port_from_url(url, path, sizeof(path));
-    if (!strcmp(workload, "w1")) w1(port, path);
-    else if (!strcmp(workload, "w2")) stream("w2", port, path, 200000, 128, 1000);
-    else if (!strcmp(workload, "w3")) stream("w3", port, path, w3_mib * 16, 65536, 16);
+    int secure = !strncmp(url, "wss://", 6);
+    if (!strcmp(workload, "w1")) w1(port, path, secure);
+    else if (!strcmp(workload, "w2")) stream("w2", port, path, 200000, 128, 1000, secure);
+    else if (!strcmp(workload, "w3")) stream("w3", port, path, w3_mib * 16, 65536, 16, secure);
+    else if (secure) { fprintf(stderr, "%s has no wss variant in the C client\n", workload); return 2; }
     else if (!strcmp(workload, "w4")) w4(port, path, conns);
     else { fprintf(stderr, "unknown workload %s\n", workload); return 2; }
     return 0;

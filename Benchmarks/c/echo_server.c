@@ -4,15 +4,20 @@
 // and then closes the connection after flushing. No validation beyond what framing needs: it is a load
 // generator's mirror, not a conformance peer.
 //
-// Build: cc -O2 -o echo_server echo_server.c -lcrypto
-// Run:   ./echo_server PORT
+// With a certificate and key it serves wss:// instead (TLS through OpenSSL on the same single thread: each
+// batch of echoes leaves as full TLS records, partial writes on, reads until OpenSSL wants more input).
+//
+// Build: cc -O2 -o echo_server echo_server.c -lssl -lcrypto
+// Run:   ./echo_server PORT [CERT.pem KEY.pem]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,10 +39,34 @@ typedef struct {
     int upgraded;
     int closing;       // close echoed: shut down once the output is flushed
     int want_out;      // EPOLLOUT registered
+    SSL *ssl;          // wss: the TLS connection (NULL on ws)
     buf_t in, out;
 } conn_t;
 
 static int ep;
+static SSL_CTX *tls_ctx;  // wss only
+
+// read(2)/write(2) or SSL_read/SSL_write: > 0 bytes, 0 end of stream, -1 would block (errno EAGAIN), -2 failed.
+// A TLS call that needs the socket writable registers EPOLLOUT (conn_t.want_out) through *wants_out.
+static ssize_t conn_io(conn_t *c, int writing, void *p, size_t n, int *wants_out) {
+    if (!c->ssl) {
+        for (;;) {
+            ssize_t r = writing ? write(c->fd, p, n) : read(c->fd, p, n);
+            if (r >= 0) return r;
+            if (errno == EINTR) continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2;
+        }
+    }
+    ERR_clear_error();
+    int r = writing ? SSL_write(c->ssl, p, (int)(n > 1 << 30 ? 1 << 30 : n)) : SSL_read(c->ssl, p, (int)(n > 1 << 30 ? 1 << 30 : n));
+    if (r > 0) return r;
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_WRITE: if (wants_out) *wants_out = 1; /* fall through */
+    case SSL_ERROR_WANT_READ: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: return -2;
+    }
+}
 
 static void buf_reserve(buf_t *b, size_t extra) {
     if (b->off > 0 && (b->off == b->len || b->len + extra > b->cap)) {
@@ -56,6 +85,7 @@ static void buf_reserve(buf_t *b, size_t extra) {
 
 static void conn_free(conn_t *c) {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) SSL_free(c->ssl);
     close(c->fd);
     free(c->in.p);
     free(c->out.p);
@@ -72,15 +102,17 @@ static void set_events(conn_t *c, int want_out) {
 // Returns -1 on a fatal error (connection freed by the caller), 0 otherwise.
 static int flush_out(conn_t *c) {
     while (c->out.off < c->out.len) {
-        ssize_t n = write(c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
+        // TLS: a retry after WANT_WRITE passes at least as many bytes (the buffer may have moved:
+        // SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+        ssize_t n = conn_io(c, 1, c->out.p + c->out.off, c->out.len - c->out.off, NULL);
         if (n > 0) { c->out.off += (size_t)n; continue; }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) { set_events(c, 1); return 0; }
+        if (n == -1) { set_events(c, 1); return 0; }
         return -1;
     }
     c->out.off = c->out.len = 0;
     set_events(c, 0);
     if (c->closing) {
+        if (c->ssl) SSL_shutdown(c->ssl);
         shutdown(c->fd, SHUT_WR);
         return -1;  // done with this connection
     }
@@ -211,18 +243,23 @@ static int handle_handshake(conn_t *c) {
 static int on_readable(conn_t *c) {
     for (;;) {
         buf_reserve(&c->in, 65536 + 1);
-        ssize_t n = read(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len - 1);
+        int wants_out = 0;
+        ssize_t n = conn_io(c, 0, c->in.p + c->in.len, c->in.cap - c->in.len - 1, &wants_out);
         if (n > 0) {
             c->in.len += (size_t)n;
             if (!c->upgraded && handle_handshake(c) < 0) return -1;
             if (c->upgraded && !c->closing && process_frames(c) < 0) return -1;
             if (c->closing) break;
-            if ((size_t)n < 65536) break;  // likely drained; level-triggered epoll will call again
+            // Plain: likely drained; level-triggered epoll will call again. TLS: OpenSSL may hold decrypted
+            // records the socket no longer signals, so read until it wants more input.
+            if (!c->ssl && (size_t)n < 65536) break;
             continue;
         }
         if (n == 0) return -1;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (n == -1) {
+            if (wants_out) set_events(c, 1);
+            break;
+        }
         return -1;
     }
     return flush_out(c);
@@ -231,6 +268,18 @@ static int on_readable(conn_t *c) {
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 9001;
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 3) {
+        tls_ctx = SSL_CTX_new(TLS_server_method());
+        if (!tls_ctx || SSL_CTX_use_certificate_chain_file(tls_ctx, argv[2]) != 1 ||
+            SSL_CTX_use_PrivateKey_file(tls_ctx, argv[3], SSL_FILETYPE_PEM) != 1) {
+            ERR_print_errors_fp(stderr);
+            return 1;
+        }
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_read_ahead(tls_ctx, 1);
+        SSL_CTX_set_default_read_buffer_len(tls_ctx, 65536);
+        SSL_CTX_set_options(tls_ctx, SSL_OP_NO_RENEGOTIATION);
+    }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) { rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); }
 
@@ -244,7 +293,7 @@ int main(int argc, char **argv) {
     ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
-    fprintf(stderr, "echo_server listening on 127.0.0.1:%d\n", port);
+    fprintf(stderr, "echo_server listening on %s://127.0.0.1:%d\n", tls_ctx ? "wss" : "ws", port);
 
     struct epoll_event evs[256];
     for (;;) {
@@ -259,6 +308,11 @@ int main(int argc, char **argv) {
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                     conn_t *nc = calloc(1, sizeof(conn_t));
                     nc->fd = fd;
+                    if (tls_ctx) {
+                        nc->ssl = SSL_new(tls_ctx);
+                        SSL_set_fd(nc->ssl, fd);
+                        SSL_set_accept_state(nc->ssl);  // the handshake runs inside the first SSL_reads
+                    }
                     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = nc};
                     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
                 }
@@ -267,12 +321,13 @@ int main(int argc, char **argv) {
             int rc = 0;
             if (evs[i].events & (EPOLLERR)) rc = -1;
             if (rc == 0 && (evs[i].events & EPOLLOUT)) rc = flush_out(c);
-            if (rc == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP))) {
+            // TLS: a read (or the handshake inside it) may have waited for EPOLLOUT.
+            if (rc == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP) || (c->ssl && (evs[i].events & EPOLLOUT)))) {
                 if (c->closing) {
                     // Drain and discard whatever follows the close frame.
                     char tmp[4096];
-                    ssize_t r = read(c->fd, tmp, sizeof(tmp));
-                    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) rc = -1;
+                    ssize_t r = conn_io(c, 0, tmp, sizeof(tmp), NULL);
+                    if (r == 0 || r == -2) rc = -1;
                 } else {
                     rc = on_readable(c);
                 }

@@ -11,12 +11,15 @@ import WSPosix
 /// A CIO loop: the shared epoll loop with the CIO registrants.
 typealias EventLoop = PosixEventLoop<CIOLoopDispatcher>
 
-/// How a CIO loop reaches its registrants, and its scratch iovecs. Loop thread only.
+/// How a CIO loop reaches its registrants, and its scratch iovecs and TLS record buffer. Loop thread only.
 final class CIOLoopDispatcher: EventLoopDispatcher {
     /// Scratch iovecs for `sendmsg` batching.
     let iovecs: UnsafeMutablePointer<iovec>
     /// The number of ``iovecs``: IOV_MAX.
     let iovecCount: Int
+    /// Scratch for gathering queued TLS writes into one record's plaintext (``tlsRecordSize`` bytes), allocated on
+    /// the first use: a loop that only runs ws:// never touches it.
+    private var tlsRecordScratch: UnsafeMutableRawPointer?
     /// The pending connects and open transports.
     var registrants = LoopRegistrants<Connector, CIOTransport, WebSocketError>()
 
@@ -26,7 +29,21 @@ final class CIOLoopDispatcher: EventLoopDispatcher {
         self.iovecs = .allocate(capacity: self.iovecCount)
     }
 
-    deinit { self.iovecs.deallocate() }
+    deinit {
+        self.iovecs.deallocate()
+        self.tlsRecordScratch?.deallocate()
+    }
+
+    /// The largest plaintext of one TLS record (2^14 bytes, TLS 1.2 and 1.3).
+    static let tlsRecordSize = 16_384
+
+    /// The TLS record scratch buffer, ``tlsRecordSize`` bytes, reused by every write on this loop.
+    var tlsRecordBuffer: UnsafeMutableRawPointer {
+        if let buffer = self.tlsRecordScratch { return buffer }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.tlsRecordSize, alignment: 16)
+        self.tlsRecordScratch = buffer
+        return buffer
+    }
 
     /// Routes an event: data with the low bit set is a ``Connector``'s address, otherwise a ``CIOTransport``'s.
     func handleEvent(data: UInt64, events: UInt32) {
@@ -62,6 +79,8 @@ extension PosixEventLoop where Dispatcher == CIOLoopDispatcher {
     var iovecs: UnsafeMutablePointer<iovec> { self.dispatcher.iovecs }
     /// The number of ``iovecs``: IOV_MAX.
     var iovecCount: Int { self.dispatcher.iovecCount }
+    /// Scratch for one TLS record's plaintext, `CIOLoopDispatcher.tlsRecordSize` bytes (loop thread only).
+    var tlsRecordBuffer: UnsafeMutableRawPointer { self.dispatcher.tlsRecordBuffer }
 
     // MARK: Registration (loop thread)
 

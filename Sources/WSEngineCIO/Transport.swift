@@ -3,7 +3,8 @@
 //
 // Writes: `write(_:)` runs on the caller's thread under the connection's Mutex. With nothing queued it sends at
 // once (send(MSG_NOSIGNAL), or SSL_write through the no-SIGPIPE BIO); what the kernel does not take is queued
-// and flushed by the loop on the next EPOLLOUT edge, batching queued buffers into one sendmsg (up to IOV_MAX).
+// and flushed by the loop on the next EPOLLOUT edge, batching queued buffers into one sendmsg (up to IOV_MAX),
+// or over TLS into full records (one SSL_write per 16 KiB of plaintext, not one per queued write).
 // Reads: on the loop thread, into the loop's one buffer, handed to the handler outside the lock.
 // All SSL use happens under the Mutex; the fd is closed only on the loop thread, after `phase` became `.closed`
 // under the Mutex, so a thread that sees another phase under the Mutex may use the fd.
@@ -124,8 +125,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
 
     // MARK: Backend: socket and OpenSSL I/O
 
-    /// Plain-TCP writes on the loop thread are gathered per round; TLS writes leave at once.
-    var gathersLoopWrites: Bool { !self.isTLS }
+    /// Writes on the loop thread are gathered per round (a burst leaves as few full TLS records, not one each).
+    var gathersLoopWrites: Bool { true }
 
     func sendNow(_ bytes: UnsafeRawBufferPointer, _ state: inout TransportLockedState<IO>)
         -> TransportSendOutcome<WebSocketError>
@@ -173,9 +174,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
             while !state.queue.isEmpty {
                 ERR_clear_error()
                 errno = 0
-                let result = state.queue.withFirstChunk { chunk in
-                    SSL_write(ssl, chunk.baseAddress!, Int32(clamping: chunk.count))
-                }
+                let result = self.writeRecord(ssl, &state.queue)
                 if result > 0 {
                     state.queue.consume(Int(result))
                     continue
@@ -212,6 +211,33 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
             }
         }
         return .drained
+    }
+
+    /// One SSL_write of the queue's head, as a full TLS record where the queue holds enough: a head chunk of at least
+    /// a record is written from where it lies; a smaller one is gathered with what follows it into the loop's
+    /// record buffer (up to a record), so a burst of small messages costs one record and one send, not one each.
+    ///
+    /// A retry after WANT_WRITE or WANT_READ passes the same leading bytes again and at least as many (the queue
+    /// is consumed only by what SSL_write took and otherwise only grows), which is what OpenSSL checks; the buffer
+    /// may differ, as TLSContext sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER (with SSL_MODE_ENABLE_PARTIAL_WRITE, so
+    /// each call returns after one record).
+    private func writeRecord(_ ssl: OpaquePointer, _ queue: inout WriteQueue) -> Int32 {
+        let recordSize = CIOLoopDispatcher.tlsRecordSize
+        let scratch = self.loop.tlsRecordBuffer
+        // Small writes are already gathered into the queue's own chunks: a few chunks fill a record.
+        return queue.withIOVecs(self.loop.iovecs, limit: min(32, self.loop.iovecCount)) { count -> Int32 in
+            let iovecs = self.loop.iovecs
+            if count == 1 || iovecs[0].iov_len >= recordSize {
+                return SSL_write(ssl, iovecs[0].iov_base, Int32(clamping: iovecs[0].iov_len))
+            }
+            var length = 0
+            for index in 0..<count where length < recordSize {
+                let take = min(iovecs[index].iov_len, recordSize - length)
+                (scratch + length).copyMemory(from: iovecs[index].iov_base, byteCount: take)
+                length += take
+            }
+            return SSL_write(ssl, scratch, Int32(length))
+        }
     }
 
     /// TLS: an SSL_read that waited for writability reads again after the flush.

@@ -7,7 +7,7 @@ import Synchronization
 
 /// The peer script: `server.py MODE HOST [CERT KEY]` prints its port and serves until stdin closes.
 /// Modes: `echo`, `hello-close` (sends "hello" and closes), `silent` (never reads or writes),
-/// `slow-reader` (waits 1.5 s, then reads and discards everything), `socks5` (a SOCKS5 proxy that only connects to
+/// `slow-reader` (waits 1.5 s, then reads and discards everything), `slow-echo` (waits 1.5 s, then echoes), `socks5` (a SOCKS5 proxy that only connects to
 /// loopback addresses and logs `SOCKS CONNECT host:port` to standard error).
 private let serverScript = #"""
     import asyncio, os, ssl, sys, threading
@@ -63,6 +63,9 @@ private let serverScript = #"""
                 await asyncio.sleep(3600)
             elif MODE == "socks5":
                 await socks5(reader, writer)
+            elif MODE == "slow-echo":
+                await asyncio.sleep(1.5)
+                await pipe(reader, writer)
             elif MODE == "slow-reader":
                 await asyncio.sleep(1.5)
                 while True:

@@ -188,6 +188,14 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
     return (outcome, extra)
 }
 
+/// The TLS settings for wss://: trust the PEM file named by `WSBENCH_CA_FILE` (the echo server's self-signed
+/// certificate, which run.sh makes with TLS=1), else the system store.
+public func benchTLS() -> WebSocketTLSConfiguration {
+    guard let value = getenv("WSBENCH_CA_FILE"), value.pointee != 0 else { return WebSocketTLSConfiguration() }
+    let path = String(decoding: UnsafeRawBufferPointer(start: value, count: strlen(value)), as: UTF8.self)
+    return WebSocketTLSConfiguration(trustRoots: .file(path))
+}
+
 /// Runs the workload named by the command line with an engine made by `makeEngine` for the variant's engine name,
 /// prints the JSON line and exits.
 public func runOursMain(engineName: String, _ makeEngine: () -> any WebSocketEngine) async -> Never {

@@ -2,4 +2,5 @@
 import OursDriver
 import WSEngineCIO
 
-await runOursMain(engineName: "cio") { CIOEngine() }
+// Over wss:// (run.sh's TLS=1) the engine trusts the echo server's self-signed certificate, WSBENCH_CA_FILE.
+await runOursMain(engineName: "cio") { CIOEngine(configuration: .init(tls: benchTLS())) }

@@ -2,4 +2,5 @@
 import OursDriver
 import WSEngineCurl
 
-await runOursMain(engineName: "curl") { CurlEngine() }
+// Over wss:// (run.sh's TLS=1) the engine trusts the echo server's self-signed certificate, WSBENCH_CA_FILE.
+await runOursMain(engineName: "curl") { CurlEngine(configuration: .init(tls: benchTLS())) }
