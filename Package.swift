@@ -57,6 +57,12 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        // HTTP/2 for WebSockets over HTTP/2 (RFC 8441) on the CIO engine: the library curl uses.
+        .systemLibrary(
+            name: "CWSNghttp2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
         // No pkgConfig here: Debian's libcurl.pc carries `-isystem /usr/include/mit-krb5`, which SwiftPM
         // rejects with a warning on every build; curl's headers are on the default include path anyway.
         .systemLibrary(
@@ -86,7 +92,8 @@ let package = Package(
         .target(
             name: "WSEngineCIO",
             dependencies: [
-                "WSCore", "WSPosix", "CWSLinux", "CWSOpenSSL", .product(name: "Logging", package: "swift-log"),
+                "WSCore", "WSPosix", "CWSLinux", "CWSOpenSSL", "CWSNghttp2",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

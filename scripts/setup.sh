@@ -38,7 +38,7 @@ export DEBIAN_FRONTEND=noninteractive
 APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 
 # ---------------------------------------------------------------------------------------------------- apt packages
-BUILD_PKGS=(build-essential pkg-config libssl-dev zlib1g-dev openssl git ca-certificates)
+BUILD_PKGS=(build-essential pkg-config libssl-dev zlib1g-dev libnghttp2-dev openssl git ca-certificates)
 # what the swift.org toolchain itself needs on Debian 12 (swift-build links libncurses and libxml2, for example)
 SWIFT_DEPS=(binutils libncurses-dev libxml2-dev libedit2 libsqlite3-dev libicu-dev libpython3-dev uuid-dev tzdata)
 # stunnel4 (an https:// proxy in front of tinyproxy) and dante-server (danted, SOCKS5) are the proxy tests' peers.
@@ -221,7 +221,7 @@ PY3=/usr/bin/python3
 REQ_HASH="$(sha256sum <"$WEBSOCKETS_REQ" | cut -c1-16) $("$PY3" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)"
 VENV="$ROOT/.venv"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.setup-stamp" 2>/dev/null)" = "$REQ_HASH" ] \
-    && "$VENV/bin/python" -c 'import websockets' >/dev/null 2>&1; then
+    && "$VENV/bin/python" -c 'import websockets, hypercorn' >/dev/null 2>&1; then
     :
 else
     if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
@@ -235,8 +235,8 @@ else
     note "pip install -r Tests/Fixtures/requirements.txt (into .venv)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$WEBSOCKETS_REQ" \
         || fail "pip install -r Tests/Fixtures/requirements.txt into .venv" "check that PyPI is reachable (pip's error is above)"
-    "$VENV/bin/python" -c 'import websockets' \
-        || fail "importing websockets in .venv" "delete .venv and rerun scripts/setup.sh"
+    "$VENV/bin/python" -c 'import websockets, hypercorn' \
+        || fail "importing websockets and hypercorn in .venv" "delete .venv and rerun scripts/setup.sh"
     echo "$REQ_HASH" >"$VENV/.setup-stamp"
 fi
 

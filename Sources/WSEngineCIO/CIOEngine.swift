@@ -44,6 +44,8 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         /// How long `close()` may wait for the kernel to take the buffered bytes before it gives up and closes
         /// the socket, reporting `.timedOut`. Default 10 s.
         public var closeFlushTimeout: Duration
+        /// WebSockets over HTTP/2 (RFC 8441) for `wss://`: off by default; see ``CIOEngine/HTTP2Mode``.
+        public var http2: HTTP2Configuration
 
         /// Creates a configuration.
         /// - Parameters:
@@ -54,6 +56,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         ///   - resolverThreadCount: Name-resolution threads (at least 1).
         ///   - closeGracePeriod: Wait for the peer's EOF after our FIN.
         ///   - closeFlushTimeout: Wait for buffered bytes to leave on `close()`.
+        ///   - http2: WebSockets over HTTP/2.
         public init(
             eventLoopCount: Int = CIOEngine.defaultEventLoopCount,
             tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
@@ -61,7 +64,8 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
             maxAddressAttempts: Int = 8,
             resolverThreadCount: Int = 2,
             closeGracePeriod: Duration = .seconds(2),
-            closeFlushTimeout: Duration = .seconds(10)
+            closeFlushTimeout: Duration = .seconds(10),
+            http2: HTTP2Configuration = HTTP2Configuration()
         ) {
             self.eventLoopCount = eventLoopCount
             self.tls = tls
@@ -70,6 +74,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
             self.resolverThreadCount = resolverThreadCount
             self.closeGracePeriod = closeGracePeriod
             self.closeFlushTimeout = closeFlushTimeout
+            self.http2 = http2
         }
     }
 
@@ -90,6 +95,8 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     }
     private let state = Mutex(State())
     private let resolver: Resolver
+    /// The shared HTTP/2 connections by origin.
+    let http2Pool = HTTP2Pool()
 
     /// Creates an engine. Threads start on the first connect.
     /// - Parameter configuration: How the engine runs.
@@ -112,10 +119,27 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     public var name: String { "CIO" }
 
     /// WebSockets and WebSocket extensions are supported: the engine supplies a plain byte stream, so WSCore
-    /// carries the reserved bits and extension headers itself.
+    /// carries the reserved bits and extension headers itself. WebSockets over HTTP/2 are supported when
+    /// ``Configuration/http2`` turns them on and the loaded libnghttp2 has extended CONNECT (1.41 or later).
     /// - Parameter capability: The capability to check.
     public func isSupported(_ capability: EngineCapability) -> Bool {
-        capability == .webSocket || capability == .webSocketExtensions
+        if capability == .webSocketOverHTTP2 {
+            return self.configuration.http2.mode != .disabled && Self.nghttp2SupportsExtendedConnect
+        }
+        return capability == .webSocket || capability == .webSocketExtensions
+    }
+
+    /// Why `capability` is unsupported, and what to do; `nil` when it is supported.
+    /// - Parameter capability: The capability to explain.
+    public func unsupportedReason(_ capability: EngineCapability) -> String? {
+        if self.isSupported(capability) { return nil }
+        if capability == .webSocketOverHTTP2 {
+            if !Self.nghttp2SupportsExtendedConnect {
+                return "the loaded libnghttp2 \(Self.nghttp2Version) has no extended CONNECT; install 1.41 or later"
+            }
+            return "WebSockets over HTTP/2 are off; set CIOEngine.Configuration.http2.mode to .preferred or .required"
+        }
+        return "the CIO engine does not support \(capability)"
     }
 
     /// Resolves, connects (trying the addresses in order) and runs the TLS handshake for `wss`, all within
@@ -125,13 +149,38 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// - Parameters:
     ///   - endpoint: Where to connect.
     ///   - options: The connect timeout and the logger.
+    ///
+    /// With ``Configuration/http2`` on and an opening request in `options`, a `wss` session becomes a stream of a
+    /// shared HTTP/2 connection to the origin when the server allows it (the transport's `openingResponse` is then
+    /// the server's answer); otherwise the transport is a plain connection for an HTTP/1.1 upgrade.
     /// - Returns: A connected transport that has not started reading.
     /// - Throws: `WebSocketError` with code `.dnsFailure`, `.connectionRefused`, `.timedOut`,
-    ///   `.tlsFailure`, `.proxyFailure` (the proxy refused the tunnel), `.cancelled` or `.network`.
+    ///   `.tlsFailure`, `.proxyFailure` (the proxy refused the tunnel), `.unsupported` (HTTP/2 required but not
+    ///   available), `.cancelled` or `.network`.
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
-        let connector = try self.makeConnector(endpoint, options)
+        if let request = options.openingRequest, self.configuration.http2.mode != .disabled {
+            if endpoint.secure && Self.nghttp2SupportsExtendedConnect {
+                return try await self.connectHTTP2(to: endpoint, options: options, request: request)
+            }
+            if self.configuration.http2.mode == .required {
+                throw WebSocketError(
+                    .unsupported,
+                    endpoint.secure
+                        ? self.unsupportedReason(.webSocketOverHTTP2) ?? "HTTP/2 is not available"
+                        : "HTTP/2 is required, but \(endpoint) is not a wss:// endpoint: WebSockets over cleartext HTTP/2 (h2c) are not supported"
+                )
+            }
+        }
+        return try await self.connectTransport(to: endpoint, options: options, alpn: [])
+    }
+
+    /// Resolves, connects and runs TLS (offering `alpn`, when not empty): a plain connected transport.
+    func connectTransport(to endpoint: EngineEndpoint, options: EngineConnectOptions, alpn: [UInt8]) async throws
+        -> CIOTransport
+    {
+        let connector = try self.makeConnector(endpoint, options, alpn: alpn)
         let loop = connector.loop
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CIOTransport, any Error>) in
@@ -147,7 +196,9 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// The synchronous part of ``connect(to:options:)``, kept out of its async frame (a task keeps the frame memory
     /// of its deepest call while it lives).
     @inline(never)
-    private func makeConnector(_ endpoint: EngineEndpoint, _ options: EngineConnectOptions) throws -> Connector {
+    private func makeConnector(_ endpoint: EngineEndpoint, _ options: EngineConnectOptions, alpn: [UInt8]) throws
+        -> Connector
+    {
         var endpoint = endpoint
         if endpoint.host.hasPrefix("[") && endpoint.host.hasSuffix("]") && endpoint.host.count > 2 {
             endpoint.host = String(endpoint.host.dropFirst().dropLast())  // Tolerate a bracketed IPv6 literal.
@@ -165,7 +216,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
             resolver: self.resolver, tls: tls, proxyTLS: proxyTLS,
             maxAddressAttempts: self.configuration.maxAddressAttempts,
             closeGraceNanoseconds: self.configuration.closeGracePeriod.clampedNanoseconds,
-            closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds)
+            closeFlushNanoseconds: self.configuration.closeFlushTimeout.clampedNanoseconds, alpn: alpn)
         return Connector(loop: loop, endpoint: endpoint, options: options, context: context)
     }
 

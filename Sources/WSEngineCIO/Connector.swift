@@ -22,6 +22,8 @@ struct ConnectContext: Sendable {
     let maxAddressAttempts: Int
     let closeGraceNanoseconds: UInt64
     let closeFlushNanoseconds: UInt64
+    /// The ALPN protocol list to offer in the TLS handshake (wire format), or empty for none.
+    var alpn: [UInt8] = []
 }
 
 /// Drives one `connect(to:options:)` on its loop and resumes the caller's continuation exactly once.
@@ -321,9 +323,9 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         let serverName = tls.configuration.serverNameOverride ?? self.endpoint.host
         do {
             if let outer = self.proxySSL {
-                self.ssl = try tls.makeSSL(over: outer, serverName: serverName)
+                self.ssl = try tls.makeSSL(over: outer, serverName: serverName, alpn: self.context.alpn)
             } else {
-                self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName)
+                self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName, alpn: self.context.alpn)
             }
         } catch {
             self.fail(error)
@@ -438,20 +440,29 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.phase = .done
         self.deadline?.cancel()
         self.deadline = nil
+        var alpn: String?
+        if let ssl = self.ssl, !self.context.alpn.isEmpty {
+            var selected: UnsafePointer<UInt8>?
+            var length: UInt32 = 0
+            SSL_get0_alpn_selected(ssl, &selected, &length)
+            if let selected, length > 0 {
+                alpn = String(decoding: UnsafeBufferPointer(start: selected, count: Int(length)), as: UTF8.self)
+            }
+        }
         let transport: CIOTransport
         if let proxySSL = self.proxySSL {
             // ws: the stream is the proxy's TLS; wss: the endpoint's TLS runs inside it.
             let inner = self.ssl
             transport = CIOTransport(
                 loop: self.loop, fd: self.fd, ssl: inner ?? proxySSL, tls: inner == nil ? self.context.proxyTLS : self.context.tls,
-                endpoint: self.hostPort, logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
+                alpn: alpn, endpoint: self.hostPort, logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
                 closeFlushNanoseconds: self.context.closeFlushNanoseconds, tunnelSSL: inner == nil ? nil : proxySSL,
                 tunnelTLS: self.context.proxyTLS)
             self.proxySSL = nil
         } else {
             transport = CIOTransport(
-                loop: self.loop, fd: self.fd, ssl: self.ssl, tls: self.context.tls, endpoint: self.hostPort,
-                logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
+                loop: self.loop, fd: self.fd, ssl: self.ssl, tls: self.context.tls, alpn: alpn,
+                endpoint: self.hostPort, logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
                 closeFlushNanoseconds: self.context.closeFlushNanoseconds)
         }
         let registration = self.loop.reregister(fd: self.fd, data: transport.epollData)

@@ -144,18 +144,23 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
 
     /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
     /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
-    func makeSSL(fd: Int32, serverName: String) throws(WebSocketError) -> OpaquePointer {
-        try self.makeSSL(serverName: serverName) { cws_sockbio_new(self.bioMethod, fd) }
+    /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
+    func makeSSL(fd: Int32, serverName: String, alpn: [UInt8] = []) throws(WebSocketError) -> OpaquePointer {
+        try self.makeSSL(serverName: serverName, alpn: alpn) { cws_sockbio_new(self.bioMethod, fd) }
     }
 
     /// A new client SSL that runs inside `outer` (TLS to the endpoint through the TLS connection to an https://
-    /// proxy), set up like ``makeSSL(fd:serverName:)``. `outer` must outlive the returned SSL.
-    func makeSSL(over outer: OpaquePointer, serverName: String) throws(WebSocketError) -> OpaquePointer {
-        try self.makeSSL(serverName: serverName) { cws_bio_new_ssl_filter(outer) }
+    /// proxy), set up like ``makeSSL(fd:serverName:alpn:)``: ALPN is end to end, so the endpoint sees the same
+    /// offer as on a direct connection. `outer` must outlive the returned SSL.
+    /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
+    func makeSSL(over outer: OpaquePointer, serverName: String, alpn: [UInt8] = []) throws(WebSocketError)
+        -> OpaquePointer
+    {
+        try self.makeSSL(serverName: serverName, alpn: alpn) { cws_bio_new_ssl_filter(outer) }
     }
 
     private func makeSSL(
-        serverName: String, bio makeBIO: () -> OpaquePointer?
+        serverName: String, alpn: [UInt8], bio makeBIO: () -> OpaquePointer?
     ) throws(WebSocketError) -> OpaquePointer {
         ERR_clear_error()
         guard let ssl = SSL_new(self.context) else {
@@ -183,6 +188,11 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
         guard configured else {
             SSL_free(ssl)
             throw tlsConfigurationError("could not set the TLS server name '\(serverName)'")
+        }
+        // SSL_set_alpn_protos returns 0 on success.
+        if !alpn.isEmpty, SSL_set_alpn_protos(ssl, alpn, UInt32(alpn.count)) != 0 {
+            SSL_free(ssl)
+            throw tlsConfigurationError("could not set the ALPN protocols")
         }
         return ssl
     }

@@ -46,6 +46,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private let isTLS: Bool
     /// Keeps the SSL_CTX and the BIO method alive as long as the SSL object.
     private let tls: TLSContext?
+    /// The protocol the server selected with ALPN (`h2`, `http/1.1`), or `nil` when none was offered or selected.
+    let alpn: String?
     /// Keeps the https:// proxy's SSL_CTX alive as long as `tunnelSSL`.
     private let tunnelTLS: TLSContext?
     let settings: TransportSettings
@@ -65,11 +67,12 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     private var readToEnd = false
 
     init(
-        loop: EventLoop, fd: Int32, ssl: OpaquePointer?, tls: TLSContext?, endpoint: String, logger: Logger,
-        closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64, tunnelSSL: OpaquePointer? = nil,
+        loop: EventLoop, fd: Int32, ssl: OpaquePointer?, tls: TLSContext?, alpn: String? = nil, endpoint: String,
+        logger: Logger, closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64, tunnelSSL: OpaquePointer? = nil,
         tunnelTLS: TLSContext? = nil
     ) {
         self.loop = loop
+        self.alpn = alpn
         self.fd = fd
         self.isTLS = ssl != nil
         self.readable = ssl != nil

@@ -12,8 +12,9 @@ import WSEngineCIO
 import WSEngineCurl
 import WSTesting
 
-/// A proxy daemon in the foreground on a free loopback port, configured by a file; killed on deinit.
-private final class ProxyDaemon: Sendable {
+/// A proxy daemon in the foreground on a free loopback port, configured by a file; killed on deinit (also used by
+/// HTTP2Tests).
+final class ProxyDaemon: Sendable {
     let port: Int
     let directory: String
     private let process: ChildProcess

@@ -38,12 +38,13 @@ extension SessionOpening {
             span.attributes["url.scheme"] = self.url.scheme
             var request = self.handshake.request
             tracer.inject(span.context, into: &request.headers, using: HandshakeHeadersInjector())
-            var options = self.options
+            let handshake = self.handshake(for: request)
+            var options = self.options(for: handshake)
             options.progress = { step in span.addEvent(SpanEvent(name: "\(step)")) }
             do {
                 let transport = try await self.connect(options: options)
                 span.addEvent("handshake")
-                let session = try await self.handshake(over: transport, self.handshake(for: request))
+                let session = try await self.handshake(over: transport, handshake)
                 span.addEvent("open")
                 return session
             } catch {
@@ -57,11 +58,20 @@ extension SessionOpening {
     /// Opens without a span, with the request given (it carries the injected context).
     private func openPlain(_ request: WebSocketRequestBuilder) async throws -> WebSocketSession {
         do {
-            return try await self.handshake(over: try await self.connect(), self.handshake(for: request))
+            let handshake = self.handshake(for: request)
+            return try await self.handshake(over: try await self.connect(options: self.options(for: handshake)), handshake)
         } catch {
             self.failed(error)
             throw error
         }
+    }
+
+    /// The connect options for `handshake`: an engine that sends the opening request itself (HTTP/2) gets the one
+    /// with the trace headers.
+    private func options(for handshake: OpeningHandshake) -> EngineConnectOptions {
+        var options = self.options
+        if options.openingRequest != nil { options.openingRequest = handshake.openingRequest() }
+        return options
     }
 
     /// The opening handshake for `request` (the prepared one with trace headers added).

@@ -14,6 +14,9 @@ public struct EngineCapability: Hashable, Sendable, CustomStringConvertible {
     /// The engine carries the reserved bits and extension headers that WebSocket extensions such as
     /// permessage-deflate need.
     public static let webSocketExtensions = EngineCapability(name: "WebSocketExtensionsCapability")
+    /// The engine can open WebSocket sessions as streams of a shared HTTP/2 connection (RFC 8441 extended CONNECT)
+    /// on this machine: its HTTP/2 library is present and recent enough.
+    public static let webSocketOverHTTP2 = EngineCapability(name: "WebSocketOverHTTP2Capability")
 
     /// The capability's name.
     public var description: String { self.name }
@@ -63,6 +66,10 @@ public struct EngineConnectOptions: Sendable {
     /// The TLS settings for the connection to an `https://` ``proxy`` (`ProxyConfiguration.tls`; its server name
     /// override does not apply to a proxy).
     public var proxyTLS: WebSocketTLSConfiguration
+    /// The WebSocket opening request, for an engine that can open the session itself (an HTTP/2 engine sends it as
+    /// an extended CONNECT and returns the answer in ``WebSocketTransport/openingResponse``). Engines that hand
+    /// over a plain byte stream ignore it: the session then sends its HTTP/1.1 upgrade request over the stream.
+    public var openingRequest: EngineOpeningRequest?
 
     /// Creates options.
     /// - Parameters:
@@ -71,15 +78,76 @@ public struct EngineConnectOptions: Sendable {
     ///   - executor: The executor wanted for the transport (see ``executor``).
     ///   - proxy: The proxy to connect through; `nil` for a direct connection.
     ///   - proxyTLS: The TLS settings for an `https://` proxy.
+    ///   - openingRequest: The WebSocket opening request, for engines that open sessions themselves.
     public init(
         connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
-        proxyTLS: WebSocketTLSConfiguration = WebSocketTLSConfiguration()
+        proxyTLS: WebSocketTLSConfiguration = WebSocketTLSConfiguration(), openingRequest: EngineOpeningRequest? = nil
     ) {
         self.connectTimeout = connectTimeout
         self.logger = logger
         self.executor = executor
         self.proxy = proxy
         self.proxyTLS = proxyTLS
+        self.openingRequest = openingRequest
+    }
+}
+
+/// The HTTP version that carries a WebSocket session.
+public struct WebSocketHTTPVersion: Hashable, Sendable, CustomStringConvertible {
+    private let name: String
+    private init(_ name: String) { self.name = name }
+
+    /// HTTP/1.1: the session owns a TCP (and TLS) connection, opened with an `Upgrade: websocket` request.
+    public static let http1_1 = WebSocketHTTPVersion("HTTP/1.1")
+    /// HTTP/2: the session is one stream of a connection it may share with other sessions to the same origin,
+    /// opened with an extended CONNECT (RFC 8441).
+    public static let http2 = WebSocketHTTPVersion("HTTP/2")
+
+    /// `HTTP/1.1` or `HTTP/2`.
+    public var description: String { self.name }
+}
+
+/// A WebSocket opening request in the form an engine that opens sessions itself needs: the target and the header
+/// fields the session would send in its upgrade request, without the HTTP/1.1 connection-specific ones (`Host`,
+/// `Upgrade`, `Connection`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`).
+public struct EngineOpeningRequest: Sendable {
+    /// The path and query, e.g. `/chat?room=1`.
+    public var path: String
+    /// The authority: the host, with the port when it is not the scheme's default (the `Host` header's value).
+    public var authority: String
+    /// The header fields to send: subprotocols, extension offers, authorization and the user's headers.
+    public var headers: HTTPHeaders
+
+    /// Creates a request.
+    /// - Parameters:
+    ///   - path: The path and query.
+    ///   - authority: The authority (`host[:port]`).
+    ///   - headers: The header fields to send.
+    public init(path: String, authority: String, headers: HTTPHeaders) {
+        self.path = path
+        self.authority = authority
+        self.headers = headers
+    }
+}
+
+/// The server's answer to an opening request an engine sent itself (an HTTP/2 extended CONNECT's response).
+public struct EngineOpeningResponse: Sendable {
+    /// The HTTP status; a 2xx opened the session.
+    public var status: Int
+    /// The response header fields (pseudo-headers removed).
+    public var headers: HTTPHeaders
+    /// The HTTP version that carries the session.
+    public var httpVersion: WebSocketHTTPVersion
+
+    /// Creates a response.
+    /// - Parameters:
+    ///   - status: The HTTP status.
+    ///   - headers: The response header fields.
+    ///   - httpVersion: The HTTP version that carries the session.
+    public init(status: Int, headers: HTTPHeaders, httpVersion: WebSocketHTTPVersion) {
+        self.status = status
+        self.headers = headers
+        self.httpVersion = httpVersion
     }
 }
 
@@ -203,6 +271,14 @@ public protocol WebSocketTransport: AnyObject, Sendable {
     @discardableResult
     func write(bytes: UnsafeRawBufferPointer) -> Int
 
+    /// Queues the last bytes the session sends, its close frame, like ``write(_:)``; nothing is written after them. A
+    /// transport that is one stream of a multiplexed connection ends its side of the stream with them (HTTP/2:
+    /// END_STREAM on the DATA frame that carries them), as RFC 8441 asks. The default calls ``write(_:)``.
+    /// - Parameter bytes: The last bytes to send.
+    /// - Returns: How many bytes are buffered in user space after this call.
+    @discardableResult
+    func writeLast(_ bytes: [UInt8]) -> Int
+
     /// Stops (`true`) or resumes (`false`) reading from the network: the backpressure of a slow consumer.
     /// - Parameter paused: Whether reading is paused.
     func setReadingPaused(_ paused: Bool)
@@ -229,6 +305,11 @@ public protocol WebSocketTransport: AnyObject, Sendable {
     ///   - action: What to run; it must not block.
     /// - Returns: A handle to cancel the timer, or `nil` if the engine has no timers.
     func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> (any WebSocketTransportTimer)?
+    /// The server's answer when the engine already opened the WebSocket session on this transport (an HTTP/2 stream
+    /// opened with ``EngineConnectOptions/openingRequest``): the session then skips its HTTP/1.1 handshake, checks
+    /// this response (subprotocol, extensions) and starts exchanging frames at once. `nil` (the default): the
+    /// transport is a plain byte stream and the session sends its upgrade request.
+    var openingResponse: EngineOpeningResponse? { get }
 }
 
 extension WebSocketTransport {
@@ -236,8 +317,15 @@ extension WebSocketTransport {
     @discardableResult
     public func write(bytes: UnsafeRawBufferPointer) -> Int { self.write([UInt8](bytes)) }
 
+    /// Default: ``write(_:)``.
+    @discardableResult
+    public func writeLast(_ bytes: [UInt8]) -> Int { self.write(bytes) }
+
     /// Default: no executor of its own.
     public var executor: (any TaskExecutor)? { nil }
+
+    /// Default: a plain byte stream; the session runs the HTTP/1.1 handshake.
+    public var openingResponse: EngineOpeningResponse? { nil }
 
     /// Default: no timers; the session sleeps in tasks.
     public func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void)

@@ -118,7 +118,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 let bytes = FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next())
                 self.sent.frames &+= 1
                 self.sent.wireBytes &+= bytes.count
-                self.transport.write(bytes)
+                self.transport.writeLast(bytes)
                 self.resumeMessageEndWaiters()
             case .deliver(let frame, let id):
                 self.removeConsumer(id)?.resume(returning: frame)
@@ -259,6 +259,14 @@ final class Connection: WebSocketTransportHandler, Sendable {
         }
         self.transport.start(handler: self)
         self.transport.write(handshake.requestBytes())
+    }
+
+    /// Opens the session with an outcome the engine negotiated (an HTTP/2 extended CONNECT): no HTTP/1.1 handshake;
+    /// frames flow at once.
+    /// - Parameter outcome: The subprotocol and extensions in effect.
+    func beginOpened(_ outcome: OpeningHandshake.Outcome) {
+        self.state.withLock { s in s.machine.opened(outcome) }
+        self.transport.start(handler: self)
     }
 
     /// Called once the session object exists: starts the ping timer if configured, and the metrics reports.

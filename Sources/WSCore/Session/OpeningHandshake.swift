@@ -52,6 +52,40 @@ final class OpeningHandshake: Sendable {
         return Array(text.utf8)
     }
 
+    /// The request as an engine that opens the session itself sends it (an HTTP/2 extended CONNECT): the same header
+    /// fields as ``requestBytes()`` without the HTTP/1.1 connection-specific ones.
+    func openingRequest() -> EngineOpeningRequest {
+        var headers = HTTPHeaders()
+        if !self.request.subprotocols.isEmpty {
+            headers.add("Sec-WebSocket-Protocol", self.request.subprotocols.joined(separator: ", "))
+        }
+        let offers = self.extensionFactories.flatMap { $0.makeOffers() }
+        if !offers.isEmpty, !self.request.headers.contains("Sec-WebSocket-Extensions") {
+            headers.add("Sec-WebSocket-Extensions", WebSocketExtensionHeader.format(offers))
+        }
+        if let userInfo = self.request.url.userInfo, !self.request.headers.contains("Authorization") {
+            headers.add("Authorization", "Basic " + Base64.encode(Array(Self.percentDecoded(userInfo).utf8)))
+        }
+        for field in self.request.headers
+        where !Self.reservedHeaders.contains(HTTPHeaders.lowercase(field.name)) {
+            headers.add(field.name, field.value)
+        }
+        return EngineOpeningRequest(
+            path: self.request.url.pathAndQuery, authority: self.request.url.hostHeader, headers: headers)
+    }
+
+    /// Checks the answer to an opening request the engine sent itself: a 2xx status, an offered subprotocol, and
+    /// offered extensions only (there is no `Sec-WebSocket-Accept` outside HTTP/1.1).
+    func validate(_ response: EngineOpeningResponse) throws(WebSocketError) -> Outcome {
+        guard (200..<300).contains(response.status) else {
+            throw WebSocketError(
+                .upgradeRejected,
+                "the server answered the \(response.httpVersion) WebSocket request with status \(response.status)",
+                status: response.status, headers: response.headers)
+        }
+        return try self.negotiate(response.headers, status: response.status)
+    }
+
     /// What a valid 101 response settled.
     struct Outcome: Sendable {
         var subprotocol: String?
@@ -87,6 +121,14 @@ final class OpeningHandshake: Sendable {
                 "Sec-WebSocket-Accept is '\(accepts[0])' but the key we sent requires '\(expected)': the server (or a proxy) did not answer this handshake"
             )
         }
+        return try self.negotiate(headers, status: head.status)
+    }
+
+    /// Checks the subprotocol and extensions a successful response selected.
+    private func negotiate(_ headers: HTTPHeaders, status: Int) throws(WebSocketError) -> Outcome {
+        func invalid(_ why: String) -> WebSocketError {
+            WebSocketError(.invalidHandshake, why, status: status, headers: headers)
+        }
         var subprotocol: String?
         let protocols = httpTokenList(headers.values(for: "Sec-WebSocket-Protocol"))
         if protocols.count > 1 {
@@ -117,7 +159,7 @@ final class OpeningHandshake: Sendable {
                 throw WebSocketError(
                     .invalidHandshake,
                     "the server's parameters for extension '\(element.name)' violate our offer: \(error)",
-                    status: head.status, headers: headers, underlying: error
+                    status: status, headers: headers, underlying: error
                 )
             }
         }

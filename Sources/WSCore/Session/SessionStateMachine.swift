@@ -151,6 +151,10 @@ struct SessionStateMachine {
     /// A data frame with `fin == false` was sent and the frame with `fin == true` that ends its message was not yet.
     private var sendingFragmentedMessage = false
     private var receivedClose = false
+    /// The session is a stream of a multiplexed connection (opened with ``opened(_:)``): once our close frame is
+    /// answered, the transport is closed at once instead of waiting for the server's end of the stream, which an
+    /// HTTP/2 server may never send.
+    private var closesAfterHandshake = false
     /// Why the session ended (or is ending); `nil` while open.
     private(set) var closeReason: CloseReason?
     private var failure: WebSocketError?
@@ -210,6 +214,7 @@ struct SessionStateMachine {
     /// - Parameter outcome: The subprotocol and extensions in effect.
     mutating func opened(_ outcome: OpeningHandshake.Outcome) {
         guard case .idle = self.phase else { return }
+        self.closesAfterHandshake = true
         self.open(outcome)
     }
 
@@ -393,6 +398,7 @@ struct SessionStateMachine {
                     }
                     self.enqueueControl(Frame(kind: .pong, data: payload))
                 case .close(let reason, let payload):
+                    let answersOurClose = self.closeSent
                     self.receivedClose = true
                     if self.failure == nil { self.closeReason = reason ?? CloseReason(code: .noStatus) }
                     self.enqueue(Frame(kind: .close, data: payload))
@@ -400,6 +406,7 @@ struct SessionStateMachine {
                     // Echo the peer's code (RFC 6455 section 5.5.1); a close without a code is answered the same way.
                     self.sendClose(reason.map { CloseReason(code: $0.code) }, &sink)
                     self.arm(.close, after: self.limits.closeTimeout, &sink)
+                    if answersOurClose && self.closesAfterHandshake { sink.perform(.closeTransport) }
                     // Reading continues so the server's TCP close is seen; nothing after a close frame is parsed.
                     if self.readingPaused { self.setReadingPaused(false, &sink) }
                     break events

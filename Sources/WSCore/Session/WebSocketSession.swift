@@ -26,6 +26,9 @@ public final class WebSocketSession: Sendable {
     public let url: WebSocketURL
     /// The name of the engine carrying the session, e.g. `CIO`.
     public let engineName: String
+    /// The HTTP version that carries the session: ``WebSocketHTTPVersion/http2`` when it is a stream of a shared
+    /// HTTP/2 connection (RFC 8441), ``WebSocketHTTPVersion/http1_1`` otherwise.
+    public let httpVersion: WebSocketHTTPVersion
     /// The converter for ``sendSerialized(_:)`` and ``receiveDeserialized(_:)``, from the plugin.
     public let contentConverter: (any WebSocketContentConverter)?
     /// The message being streamed in and whether a streamed send runs (WebSocketSession+Streaming.swift).
@@ -36,6 +39,7 @@ public final class WebSocketSession: Sendable {
         outcome: OpeningHandshake.Outcome,
         url: WebSocketURL,
         engineName: String,
+        httpVersion: WebSocketHTTPVersion,
         contentConverter: (any WebSocketContentConverter)?
     ) {
         self.connection = connection
@@ -44,6 +48,7 @@ public final class WebSocketSession: Sendable {
         self.responseHeaders = outcome.headers
         self.url = url
         self.engineName = engineName
+        self.httpVersion = httpVersion
         self.contentConverter = contentConverter
     }
 
@@ -413,6 +418,7 @@ final class SessionOpening: Sendable {
 
     /// Runs the opening `handshake` over `transport`.
     func handshake(over transport: any WebSocketTransport, _ handshake: OpeningHandshake) async throws -> WebSocketSession {
+        if let response = transport.openingResponse { return try self.opened(transport, response, handshake) }
         let connection = self.makeConnection(transport)
         let outcome = try await connection.performHandshake(
             handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
@@ -422,7 +428,25 @@ final class SessionOpening: Sendable {
                     "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
                 )
             })
-        return self.makeSession(connection, outcome)
+        return self.makeSession(connection, outcome, httpVersion: .http1_1)
+    }
+
+    /// Starts the session on a transport the engine already opened it on (an HTTP/2 stream), once its response
+    /// passes the checks.
+    @inline(never)
+    private func opened(
+        _ transport: any WebSocketTransport, _ response: EngineOpeningResponse, _ handshake: OpeningHandshake
+    ) throws -> WebSocketSession {
+        let outcome: OpeningHandshake.Outcome
+        do {
+            outcome = try handshake.validate(response)
+        } catch {
+            transport.abort()
+            throw error
+        }
+        let connection = self.makeConnection(transport)
+        connection.beginOpened(outcome)
+        return self.makeSession(connection, outcome, httpVersion: response.httpVersion)
     }
 
     /// Creates the connection outside the async frame (its state is large).
@@ -434,10 +458,12 @@ final class SessionOpening: Sendable {
     }
 
     @inline(never)
-    private func makeSession(_ connection: Connection, _ outcome: OpeningHandshake.Outcome) -> WebSocketSession {
+    private func makeSession(
+        _ connection: Connection, _ outcome: OpeningHandshake.Outcome, httpVersion: WebSocketHTTPVersion
+    ) -> WebSocketSession {
         let session = WebSocketSession(
             connection: connection, outcome: outcome, url: self.url, engineName: self.engine.name,
-            contentConverter: self.settings.contentConverter)
+            httpVersion: httpVersion, contentConverter: self.settings.contentConverter)
         session.streaming.withLock { $0.maxMessageSize = self.settings.maxMessageSize }
         connection.startTimers()
         let duration = ContinuousClock.now - self.start
@@ -507,12 +533,14 @@ extension WebSocketClient {
                 blockExecutor = executor
             }
         }
+        let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         return SessionOpening(
             engine: engine, settings: settings, url: url, sessionID: sessionID, logger: logger,
             options: EngineConnectOptions(
                 connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
-                proxyTLS: proxyConfiguration.tls),
-            handshake: OpeningHandshake(request: request, extensionFactories: factories), openTimeout: openTimeout,
+                proxyTLS: proxyConfiguration.tls,
+                openingRequest: engine.isSupported(.webSocketOverHTTP2) ? handshake.openingRequest() : nil),
+            handshake: handshake, openTimeout: openTimeout,
             blockExecutor: blockExecutor, metrics: self.metrics)
     }
 

@@ -77,6 +77,7 @@ struct ConnectCommand: AsyncParsableCommand {
               echo '{"op":"hi"}' | wsc ws://127.0.0.1:8080 --json
               wsc ws://127.0.0.1:8080 --once hello
               wsc wss://localhost:8443 --cacert ca.pem --engine curl
+              wsc wss://localhost:8443 --cacert ca.pem --http2 preferred
               wsc ws://127.0.0.1:8080/upload --send-file video.mp4
               wsc ws://127.0.0.1:8080/feed --save-to downloads/
               wsc ws://127.0.0.1:8080/feed --reconnect
@@ -194,6 +195,7 @@ struct ConnectCommand: AsyncParsableCommand {
         let quiet = self.client.quiet
         if !quiet {
             var notice = "wsc: connected to \(session.url) (engine \(session.engineName)"
+            if session.httpVersion == .http2 { notice += ", HTTP/2" }
             if let subprotocol = session.subprotocol { notice += ", subprotocol \(subprotocol)" }
             if !session.extensions.isEmpty { notice += ", extensions \(session.extensions.map(\.name).joined(separator: ", "))" }
             printError(notice + ")")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import WSCore
+import WSEngineCIO
 import WSEngineCurl
 import WSExtensions
 import WSSerialization
@@ -148,6 +149,19 @@ struct DemoStep {
                     throw ToolError("the server recorded no request")
                 }
                 return "\(request.method) \(request.target) → \(request.status) Switching Protocols"
+            },
+            DemoStep(title: "HTTP/2") { context in
+                // WebSockets over HTTP/2 (RFC 8441) are a setting of the CIO engine, checked at run time; this
+                // demo's server is ws:// (HTTP/1.1), so the session shows HTTP/1.1 whatever the setting.
+                let session = try context.openSession()
+                let engine = CIOEngine(configuration: .init(http2: .init(mode: .preferred)))
+                let supported = engine.isSupported(.webSocketOverHTTP2)
+                let capability =
+                    "CIOEngine(http2: .preferred).isSupported(.webSocketOverHTTP2) = \(supported)"
+                    + (supported
+                        ? " (libnghttp2 \(CIOEngine.nghttp2Version))"
+                        : ": \(engine.unsupportedReason(.webSocketOverHTTP2) ?? "unsupported")")
+                return "session.httpVersion = \(session.httpVersion); \(capability)"
             },
             DemoStep(title: "Text") { context in
                 let text = "Hello, WebSocket!"

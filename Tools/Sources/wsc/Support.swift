@@ -27,6 +27,25 @@ enum EngineChoice: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
+/// `wsc --http2`: WebSockets over HTTP/2 (RFC 8441) on the CIO engine.
+enum HTTP2Choice: String, CaseIterable, ExpressibleByArgument {
+    /// HTTP/1.1 only (the engine's default).
+    case disabled
+    /// HTTP/2 when the server offers it with extended CONNECT, else HTTP/1.1 (the reason is logged with --verbose).
+    case preferred
+    /// HTTP/2 or a failure saying why it is not available.
+    case required
+
+    /// The engine's setting.
+    var mode: CIOEngine.HTTP2Mode {
+        switch self {
+        case .disabled: return .disabled
+        case .preferred: return .preferred
+        case .required: return .required
+        }
+    }
+}
+
 /// Options every command that runs a client shares (`wsc demo` uses only these).
 struct ClientOptions: ParsableArguments {
     @Option(help: "The engine to connect with: \(EngineChoice.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -99,6 +118,11 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("How long connecting and the opening handshake may take, in seconds (default 10).", valueName: "seconds"))
     var timeout: Double?
 
+    @Option(help: ArgumentHelp(
+        "WebSockets over HTTP/2 for wss:// (CIO engine): disabled (HTTP/1.1 only, the default), preferred (h2 when the server offers it, else HTTP/1.1) or required.",
+        valueName: "mode"))
+    var http2: HTTP2Choice?
+
     @Flag(name: [.short, .long], help: "No notices on stderr (connected, closed, progress); errors are still printed.")
     var quiet = false
 
@@ -118,6 +142,9 @@ struct ConnectionOptions: ParsableArguments {
             do { _ = try ProxyConfiguration(url: proxy) } catch { throw ValidationError("--proxy: \(error.message)") }
         }
         if let timeout = self.timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive") }
+        if let http2 = self.http2, http2 != .disabled, self.engine != .cio {
+            throw ValidationError("--http2 \(http2.rawValue) needs --engine cio (the curl engine speaks HTTP/1.1 only)")
+        }
         if let interval = self.pingInterval, !(interval > 0) { throw ValidationError("--ping-interval must be positive") }
         if let size = self.maxFrameSize, size < 1 { throw ValidationError("--max-frame-size must be at least 1") }
         if let size = self.maxMessageSize, size < 1 { throw ValidationError("--max-message-size must be at least 1") }
@@ -144,7 +171,7 @@ struct ConnectionOptions: ParsableArguments {
         tls.dangerouslyDisableCertificateVerification = self.insecureSkipVerify
         switch self.engine {
         case .cio:
-            return CIOEngine(configuration: .init(tls: tls))
+            return CIOEngine(configuration: .init(tls: tls, http2: .init(mode: (self.http2 ?? .disabled).mode)))
         case .curl:
             let engine = CurlEngine(configuration: .init(tls: tls))
             if let reason = engine.unsupportedReason(.webSocket) { throw ToolError(reason) }
