@@ -9,8 +9,8 @@
 #   - what is public without saying so: the requirements of a `public protocol`, the cases of a `public enum`,
 #     and the members of a `public extension` that have no access modifier of their own;
 #   - `package` declarations in the files listed in PACKAGE_FILES below.
-# "Directly above" means the nearest line above, skipping attribute lines (`@discardableResult`, `@available(...)`),
-# is a `///` line or the end of a `/** ... */` comment. A blank line or a `// MARK:` in between does not count.
+# "Directly above" means the nearest line above, skipping attribute lines (`@discardableResult`, `@available(...)`,
+# also written over several lines) and `// swift-format-ignore` directives, is a `///` line or the end of a `/** ... */` comment. A blank line or a `// MARK:` in between does not count.
 # Output: one `path:line: declaration` line per finding, then a summary line.
 set -euo pipefail
 
@@ -127,6 +127,18 @@ def documented(raw_lines, index, inside):
     while j >= 0:
         stripped = raw_lines[j].strip()
         if stripped.startswith("@") and not inside[j]:
+            j -= 1
+            continue
+        if stripped.startswith(")") and not inside[j]:
+            # The end of an attribute written over several lines (`@available(\n ... \n)`): skip to its `@`.
+            k = j - 1
+            while k >= 0 and not raw_lines[k].strip().startswith("@"):
+                k -= 1
+            if k < 0:
+                return False
+            j = k - 1
+            continue
+        if stripped.startswith("// swift-format-ignore"):
             j -= 1
             continue
         if stripped.startswith("///"):

@@ -6,7 +6,9 @@
 #                                of their own, so that the library's users resolve none of their dependencies)
 #   3. swift test                with WS_TEST_VENV / WS_TEST_PYTHON pointing at .venv (arguments to this script,
 #                                e.g. --filter PeerSmoke, go to swift test; Autobahn then runs only if AUTOBAHN=on)
-#   4. scripts/docs.sh           the DocC archive of every library module, docc warnings as errors (DOCS=off skips it)
+#   4. scripts/docs.sh           the DocC archive of every library module, docc warnings as errors, with
+#                                scripts/check-docs.sh and scripts/format.sh --lint (swift format, .swift-format)
+#                                (DOCS=off skips them)
 #   5. scripts/consumer.sh       Tests/ConsumerPackage, a package depending on this one by path as a user's does: built
 #                                and run against its own loopback servers; its Package.resolved must hold no tool
 #                                dependency (CONSUMER=off skips it)
@@ -154,6 +156,7 @@ else
     echo "=== test.sh: scripts/check-docs.sh and scripts/docs.sh (DocC, warnings as errors)"
     bash "$ROOT/scripts/check-docs.sh" || FAILED+=("docs (scripts/check-docs.sh: public symbols without a doc comment)")
     bash "$ROOT/scripts/docs.sh" || FAILED+=("docs (scripts/docs.sh)")
+    bash "$ROOT/scripts/format.sh" --lint || FAILED+=("formatting (scripts/format.sh --lint: run bash scripts/format.sh)")
     step_done docs "$t"
 fi
 
