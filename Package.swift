@@ -99,7 +99,9 @@ let package = Package(
         ),
         .target(
             name: "WSEngineCurl",
-            dependencies: ["WSCore", "WSPosix", "CWSLinux", "CWSCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "WSCore", "WSPosix", "CWSLinux", "CWSCurl", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // WSCore and WSEngineCIO re-exported, and client initialisers without an engine argument that use CIO.

@@ -32,7 +32,10 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     // epoll event); the immutable ones are set in init.
 
     private enum Phase {
-        case idle, resolving, connecting(SocketAddress), handshaking(SocketAddress), done
+        case idle, resolving
+        case connecting(SocketAddress)
+        case handshaking(SocketAddress)
+        case done
         /// socks5://: resolving the endpoint's name before connecting to the proxy.
         case resolvingTarget
         /// TLS handshake with an https:// proxy.
@@ -114,7 +117,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.deadline = self.loop.schedule(afterNanoseconds: self.timeout.clampedNanoseconds) { [self] in
             self.timedOut()
         }
-        if let proxy = self.proxy, proxy.kind == .socks5, IPAddressBytes(self.endpoint.host) == nil {
+        if let proxy = self.proxy, proxy.kind == .socks5, ipAddressBytes(self.endpoint.host) == nil {
             // socks5:// names the endpoint by address: resolve it here first.
             self.phase = .resolvingTarget
             self.resolve(self.endpoint.host, self.endpoint.port) { [self] result in self.targetResolved(result) }
@@ -194,7 +197,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             if self.proxy != nil {
                 self.fail(
                     WebSocketError(
-                        .dnsFailure, "cannot reach \(self.connectTarget): \(error.message)", underlying: error.underlying))
+                        .dnsFailure, "cannot reach \(self.connectTarget): \(error.message)",
+                        underlying: error.underlying))
             } else {
                 self.fail(error)
             }
@@ -205,7 +209,8 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         self.deadline = nil
         var message = "connecting to \(self.hostPort) timed out after \(self.timeout.secondsText) s"
         switch self.phase {
-        case .resolving: message += self.proxy == nil ? " (resolving the host name)" : " (resolving the proxy's host name)"
+        case .resolving:
+            message += self.proxy == nil ? " (resolving the host name)" : " (resolving the proxy's host name)"
         case .resolvingTarget: message += " (resolving the host name)"
         case .connecting where self.proxy != nil: message += " (connecting to \(self.connectTarget))"
         case .proxyHandshaking: message += " (during the TLS handshake with \(self.connectTarget))"
@@ -454,8 +459,10 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             // ws: the stream is the proxy's TLS; wss: the endpoint's TLS runs inside it.
             let inner = self.ssl
             transport = CIOTransport(
-                loop: self.loop, fd: self.fd, ssl: inner ?? proxySSL, tls: inner == nil ? self.context.proxyTLS : self.context.tls,
-                alpn: alpn, endpoint: self.hostPort, logger: self.logger, closeGraceNanoseconds: self.context.closeGraceNanoseconds,
+                loop: self.loop, fd: self.fd, ssl: inner ?? proxySSL,
+                tls: inner == nil ? self.context.proxyTLS : self.context.tls,
+                alpn: alpn, endpoint: self.hostPort, logger: self.logger,
+                closeGraceNanoseconds: self.context.closeGraceNanoseconds,
                 closeFlushNanoseconds: self.context.closeFlushNanoseconds, tunnelSSL: inner == nil ? nil : proxySSL,
                 tunnelTLS: self.context.proxyTLS)
             self.proxySSL = nil

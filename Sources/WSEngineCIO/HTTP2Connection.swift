@@ -18,7 +18,8 @@ import WSCore
 import WSPosix
 
 /// An HTTP/2 connection to one origin, shared by the WebSocket sessions opened on it.
-final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  // Mutable state: `lock`; handlers: loop thread.
+// Mutable state: `lock`; handlers: loop thread.
+final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     /// The connection's phase.
     enum Phase {
         /// Waiting for the server's first SETTINGS.
@@ -169,12 +170,14 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
     /// server answered (any status: the session checks it).
     func openStream(_ request: EngineOpeningRequest, timeout: Duration) async throws -> HTTP2Stream {
         let stream = HTTP2Stream(connection: self)
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTP2Stream, any Error>) in
+        return try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<HTTP2Stream, any Error>) in
             let failure = self.lock.withLock { _ -> WebSocketError? in
                 self.reserved -= 1
                 guard self.phase == .ready || self.phase == .starting, let session = self.session else {
-                    return self.failure ?? WebSocketError(
-                        .network, "the HTTP/2 connection to \(self.origin) no longer takes new streams")
+                    return self.failure
+                        ?? WebSocketError(
+                            .network, "the HTTP/2 connection to \(self.origin) no longer takes new streams")
                 }
                 let id = Self.withHeaderFields(request, authority: request.authority) { fields, count in
                     cws_h2_submit_request(session, fields, count, HTTP2Callbacks.readData)
@@ -320,8 +323,10 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             // GOAWAY exchanged and nothing left to do.
-            self.failLocked(self.failure ?? WebSocketError(
-                .network, "the HTTP/2 connection to \(self.origin) was closed"))
+            self.failLocked(
+                self.failure
+                    ?? WebSocketError(
+                        .network, "the HTTP/2 connection to \(self.origin) was closed"))
         }
     }
 
@@ -341,8 +346,9 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
                 session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
             if result < 0 {
                 self.failLocked(
-                    self.failure ?? WebSocketError(
-                        .network, "HTTP/2 error on the connection to \(self.origin): \(Self.text(Int32(result)))"))
+                    self.failure
+                        ?? WebSocketError(
+                            .network, "HTTP/2 error on the connection to \(self.origin): \(Self.text(Int32(result)))"))
                 return
             }
             self.flushOutput()
@@ -425,7 +431,8 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {  /
         guard self.headerBlockBytes <= self.settings.maxHeaderListSize else {
             self.failure = WebSocketError(
                 .network,
-                "the server sent an HTTP/2 header block larger than \(self.settings.maxHeaderListSize) bytes on the connection to \(self.origin); the connection was closed")
+                "the server sent an HTTP/2 header block larger than \(self.settings.maxHeaderListSize) bytes on the connection to \(self.origin); the connection was closed"
+            )
             return false
         }
         return true

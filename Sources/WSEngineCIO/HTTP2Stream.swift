@@ -171,8 +171,9 @@ final class HTTP2Stream: WebSocketTransport, @unchecked Sendable {  // Mutable s
         self.openTimer = nil
         if let opening = self.opening.take() {
             opening.resume(
-                throwing: error ?? WebSocketError(
-                    .network, "the HTTP/2 stream ended before the server answered the WebSocket request"))
+                throwing: error
+                    ?? WebSocketError(
+                        .network, "the HTTP/2 stream ended before the server answered the WebSocket request"))
         }
         self.connection.noteEventsLocked(self)
     }
@@ -374,7 +375,8 @@ extension HTTP2Connection {
         case NGHTTP2_DATA.rawValue:
             if flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 { self.streams[id]?.remoteEndLocked() }
         case NGHTTP2_GOAWAY.rawValue:
-            self.goAwayReceivedLocked(code: cws_h2_goaway_error_code(frame), lastStreamID: cws_h2_goaway_last_stream_id(frame))
+            self.goAwayReceivedLocked(
+                code: cws_h2_goaway_error_code(frame), lastStreamID: cws_h2_goaway_last_stream_id(frame))
         default:
             return
         }

@@ -105,7 +105,7 @@ struct ProxyTunnel {
             let target: SOCKS5Handshake.Target
             if let address {
                 target = .address(address)
-            } else if let literal = IPAddressBytes(host) {
+            } else if let literal = ipAddressBytes(host) {
                 target = .address(literal)
             } else {
                 target = .name(host)
@@ -169,7 +169,8 @@ struct ProxyTunnel {
                 return .failed(
                     WebSocketError(
                         .proxyFailure,
-                        "the proxy \(self.proxy) did not answer the CONNECT to \(self.target) with HTTP: it sent '\(line)'"))
+                        "the proxy \(self.proxy) did not answer the CONNECT to \(self.target) with HTTP: it sent '\(line)'"
+                    ))
             }
         }
         if self.input.suffix(2) == [10, 10] || self.input.suffix(4) == [13, 10, 13, 10] {
@@ -179,7 +180,8 @@ struct ProxyTunnel {
             return .failed(
                 WebSocketError(
                     .proxyFailure,
-                    "the head of the proxy \(self.proxy)'s reply to the CONNECT to \(self.target) exceeds \(HTTPConnectTunnel.maxReplyHeadBytes) bytes"))
+                    "the head of the proxy \(self.proxy)'s reply to the CONNECT to \(self.target) exceeds \(HTTPConnectTunnel.maxReplyHeadBytes) bytes"
+                ))
         }
         return nil
     }
@@ -234,7 +236,8 @@ struct ProxyTunnel {
             case .incomplete:
                 return .failed(
                     WebSocketError(
-                        .proxyFailure, "the proxy \(self.proxy) sent an incomplete reply to the CONNECT to \(self.target)"))
+                        .proxyFailure,
+                        "the proxy \(self.proxy) sent an incomplete reply to the CONNECT to \(self.target)"))
             }
         } catch {
             return .failed(error)
@@ -257,7 +260,8 @@ struct ProxyTunnel {
                     return .failed(
                         WebSocketError(
                             .proxyFailure,
-                            "the SOCKS5 proxy \(self.proxy) closed the connection before the tunnel to \(self.target) was open"))
+                            "the SOCKS5 proxy \(self.proxy) closed the connection before the tunnel to \(self.target) was open"
+                        ))
                 case .data(let count):
                     self.input += chunk[..<count]
                     if self.input.count < needed { continue }

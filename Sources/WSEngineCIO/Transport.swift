@@ -22,7 +22,8 @@ struct SSLHandle: @unchecked Sendable {  // Used only under the owning CIOTransp
 }
 
 /// The engine's `WebSocketTransport`.
-final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendable {  // `state` Mutex + `loop`-thread confinement.
+// `state` Mutex + `loop`-thread confinement.
+final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendable {
     // Thread rules: fields in `state` are guarded by that Mutex; `loopState`, `readable` and `readToEnd` are
     // confined to `loop`'s thread; the rest are immutable.
 

@@ -207,7 +207,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             guard let list else {
                 throw CurlOptionError(
                     error: WebSocketError(
-                        .unsupported, "libcurl \(LoadedCurl.version) rejected CURLOPT_CONNECT_TO: "
+                        .unsupported,
+                        "libcurl \(LoadedCurl.version) rejected CURLOPT_CONNECT_TO: "
                             + String(cString: curl_easy_strerror(code))))
             }
             self.handles?.connectTo = list
@@ -380,7 +381,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             if connectCode >= 300 {
                 // The HTTP proxy refused the CONNECT: the same error the CIO engine reports.
                 let proxyText = self.proxy.map { "\($0)" } ?? "(from the configuration)"
-                let message = connectCode == 407 || connectCode == 401
+                let message =
+                    connectCode == 407 || connectCode == 401
                     ? "the proxy \(proxyText) requires authentication or rejected the credentials (\(connectCode))"
                     : "the proxy \(proxyText) refused to open a tunnel to \(self.hostPort) (\(connectCode))"
                 self.fail(WebSocketError(.proxyFailure, message, status: connectCode))

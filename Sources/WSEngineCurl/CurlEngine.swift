@@ -60,13 +60,18 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         /// The proxy as a libcurl string (`CURLOPT_PROXY`), overriding the client's
         /// `WebSocketClient.Configuration.proxy` for this engine; `""` means no proxy. `nil` (the default): the
         /// client's setting, which both engines honour alike.
-        @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration), which every engine honours")
+        @available(
+            *, deprecated,
+            message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration), which every engine honours"
+        )
         public var proxy: String? {
             get { self.legacyProxy }
             set { self.legacyProxy = newValue }
         }
         /// Hosts that bypass the deprecated ``proxy`` string (`CURLOPT_NOPROXY`).
-        @available(*, deprecated, message: "use ProxyConfiguration(url:noProxy:) in WebSocketClient.Configuration.proxy")
+        @available(
+            *, deprecated, message: "use ProxyConfiguration(url:noProxy:) in WebSocketClient.Configuration.proxy"
+        )
         public var noProxy: String? {
             get { self.legacyNoProxy }
             set { self.legacyNoProxy = newValue }
@@ -115,7 +120,10 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
         ///   - readBufferSize: Bytes per read.
         ///   - eventLoopCount: Event-loop threads (at least 1).
-        @available(*, deprecated, message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration) instead of proxy strings")
+        @available(
+            *, deprecated,
+            message: "set WebSocketClient.Configuration.proxy (a ProxyConfiguration) instead of proxy strings"
+        )
         public init(
             tls: WebSocketTLSConfiguration = WebSocketTLSConfiguration(),
             proxy: String?,

@@ -17,7 +17,9 @@ extension CurlEngine.Configuration {
     ///   - verbose: Log libcurl's trace (without header values) at `.debug`/`.trace`.
     ///   - readBufferSize: Bytes per read.
     ///   - eventLoopCount: Event-loop threads (at least 1).
-    @available(*, deprecated, message: "use init(tls: WebSocketTLSConfiguration(...)) and WebSocketClient.Configuration.proxy")
+    @available(
+        *, deprecated, message: "use init(tls: WebSocketTLSConfiguration(...)) and WebSocketClient.Configuration.proxy"
+    )
     public init(
         trustedCAFile: String? = nil,
         trustedCADirectory: String? = nil,

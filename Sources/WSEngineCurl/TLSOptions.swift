@@ -68,7 +68,8 @@ func setTLSOptions(
                 guard let contents = readTextFile(file) else {
                     throw CurlOptionError(
                         error: WebSocketError(
-                            .tlsFailure, "TLS configuration: could not load the trusted CA certificates from '\(file)'"))
+                            .tlsFailure, "TLS configuration: could not load the trusted CA certificates from '\(file)'")
+                    )
                 }
                 pem = contents + "\n" + pem
             }

@@ -99,8 +99,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     var gathersLoopWrites: Bool { true }
 
     /// One curl_easy_send: `.success(0)` when libcurl cannot take bytes now (CURLE_AGAIN).
-    private func send(_ handles: CurlHandles, _ bytes: UnsafeRawBufferPointer) -> Result<Int, WebSocketError>
-    {
+    private func send(_ handles: CurlHandles, _ bytes: UnsafeRawBufferPointer) -> Result<Int, WebSocketError> {
         var count = 0
         handles.errorBuffer.clear()
         let code = curl_easy_send(handles.easy, bytes.baseAddress, bytes.count, &count)

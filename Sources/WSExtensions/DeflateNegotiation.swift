@@ -72,19 +72,24 @@ struct DeflateOffer: Sendable, Equatable {
             case "server_max_window_bits":
                 let bits = try Self.windowBits(parameter, reject)
                 if let offered = self.serverMaxWindowBits, bits > offered {
-                    throw reject("server_max_window_bits=\(bits) is more than the \(offered) offered (RFC 7692 section 7.1.2.1)")
+                    throw reject(
+                        "server_max_window_bits=\(bits) is more than the \(offered) offered (RFC 7692 section 7.1.2.1)")
                 }
                 serverWindow = bits
             case "client_max_window_bits":
                 let bits = try Self.windowBits(parameter, reject)
                 switch self.clientMaxWindowBits {
                 case .notOffered:
-                    throw reject("client_max_window_bits was not offered, so the server may not send it (RFC 7692 section 7.1.2.2)")
+                    throw reject(
+                        "client_max_window_bits was not offered, so the server may not send it (RFC 7692 section 7.1.2.2)"
+                    )
                 case .any:
                     break
                 case .bits(let offered):
                     if bits > offered {
-                        throw reject("client_max_window_bits=\(bits) is more than the \(offered) offered (RFC 7692 section 7.1.2.2)")
+                        throw reject(
+                            "client_max_window_bits=\(bits) is more than the \(offered) offered (RFC 7692 section 7.1.2.2)"
+                        )
                     }
                 }
                 clientWindow = bits
@@ -95,10 +100,13 @@ struct DeflateOffer: Sendable, Equatable {
         // A server accepts these parameters of an offer by repeating them; leaving them out accepts an offer we
         // did not make.
         if self.serverNoContextTakeover && !serverNoContextTakeover {
-            throw reject("server_no_context_takeover was offered but the server did not accept it (RFC 7692 section 7.1.1.1)")
+            throw reject(
+                "server_no_context_takeover was offered but the server did not accept it (RFC 7692 section 7.1.1.1)")
         }
         if let offered = self.serverMaxWindowBits, serverWindow == nil {
-            throw reject("server_max_window_bits=\(offered) was offered but the server did not accept it (RFC 7692 section 7.1.2.1)")
+            throw reject(
+                "server_max_window_bits=\(offered) was offered but the server did not accept it (RFC 7692 section 7.1.2.1)"
+            )
         }
         let ownWindow: Int
         switch self.clientMaxWindowBits {

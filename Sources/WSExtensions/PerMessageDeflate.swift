@@ -116,15 +116,20 @@ public struct PerMessageDeflate: WebSocketExtensionFactory {
         func check(_ ok: Bool, _ what: String) throws(WebSocketError) {
             if !ok { throw WebSocketError(.invalidArgument, "PerMessageDeflate.Configuration: \(what)") }
         }
-        try check((0...9).contains(configuration.compressionLevel),
+        try check(
+            (0...9).contains(configuration.compressionLevel),
             "compressionLevel must be 0...9, not \(configuration.compressionLevel)")
-        try check((1...9).contains(configuration.memoryLevel),
+        try check(
+            (1...9).contains(configuration.memoryLevel),
             "memoryLevel must be 1...9, not \(configuration.memoryLevel)")
-        try check(configuration.clientMaxWindowBits.map { DeflateOffer.windowRange.contains($0) } ?? true,
+        try check(
+            configuration.clientMaxWindowBits.map { DeflateOffer.windowRange.contains($0) } ?? true,
             "clientMaxWindowBits must be 8...15 or nil, not \(configuration.clientMaxWindowBits ?? 0)")
-        try check(configuration.serverMaxWindowBits.map { DeflateOffer.windowRange.contains($0) } ?? true,
+        try check(
+            configuration.serverMaxWindowBits.map { DeflateOffer.windowRange.contains($0) } ?? true,
             "serverMaxWindowBits must be 8...15 or nil, not \(configuration.serverMaxWindowBits ?? 0)")
-        try check(configuration.compressionThreshold >= 0,
+        try check(
+            configuration.compressionThreshold >= 0,
             "compressionThreshold must not be negative, not \(configuration.compressionThreshold)")
         self.configuration = configuration
         self.offer = DeflateOffer(

@@ -17,7 +17,8 @@ final class PerMessageDeflateExtension: WebSocketExtension, CustomStringConverti
     private let compressor: Mutex<Compressor>
     private let decompressor: Mutex<Decompressor>
 
-    init(header: WebSocketExtensionHeader, agreement: DeflateAgreement, configuration: PerMessageDeflate.Configuration) {
+    init(header: WebSocketExtensionHeader, agreement: DeflateAgreement, configuration: PerMessageDeflate.Configuration)
+    {
         self.header = header
         self.agreement = agreement
         self.compressor = Mutex(

@@ -259,7 +259,8 @@ final class ZlibInflater {
             var tailOutput: [UInt8] = []
             _ = try Self.tail.withUnsafeBytes { bytes in
                 Result { () throws(WebSocketError) -> Bool in
-                    try self.inflate(bytes, into: &tailOutput, limit: limit - output.count, keepWindow: keepWindow, isTail: true)
+                    try self.inflate(
+                        bytes, into: &tailOutput, limit: limit - output.count, keepWindow: keepWindow, isTail: true)
                 }
             }.get()
             output += tailOutput

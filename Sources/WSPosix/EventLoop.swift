@@ -1,3 +1,4 @@
+package import CWSLinux
 // The epoll machinery both engines share: one loop thread with an eventfd for wakeups, a Mutex-protected task
 // queue, a timer heap, one reusable read buffer, a thin epoll_ctl wrapper and a graveyard that keeps removed
 // registrants alive until the event batch that may still point to them ends.
@@ -5,7 +6,6 @@
 // registrant, and how it fails them when it stops. The CIO engine registers sockets edge-triggered once; the Curl
 // engine level-triggered with an interest set that changes; both through `PosixEventLoop.epollControl`.
 import Glibc
-package import CWSLinux
 import Synchronization
 
 /// Work handed to a loop from any thread.

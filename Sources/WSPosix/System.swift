@@ -1,7 +1,7 @@
+package import CWSLinux
 // Thin wrappers over Glibc and the Linux headers of CWSLinux that both engines use (after NIOPosix's
 // System.swift): monotonic time, errno text, descriptors and named threads.
 import Glibc
-package import CWSLinux
 
 /// A failed system call: the call's name and its errno.
 package struct PosixError: Error, Sendable, CustomStringConvertible {

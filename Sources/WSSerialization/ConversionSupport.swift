@@ -1,12 +1,13 @@
 // Shared by the converters: moving bytes between Foundation's `Data` and a frame's `[UInt8]` payload, and turning
 // Codable errors into short, readable messages.
 
+import WSCore
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import WSCore
 
 /// Byte moves between `Data` (what Foundation's encoders produce and decoders read) and `[UInt8]` (a frame's payload).
 enum PayloadBytes {
@@ -97,7 +98,8 @@ extension WebSocketError {
     }
 
     /// A `WebSocketError.Code.conversion` error for a frame that could not be decoded as `T`; carries the frame.
-    static func decoding<T>(_ type: T.Type, as format: String, from frame: Frame, _ error: any Error) -> WebSocketError {
+    static func decoding<T>(_ type: T.Type, as format: String, from frame: Frame, _ error: any Error) -> WebSocketError
+    {
         WebSocketError(
             .conversion,
             "cannot decode \(T.self) from the \(format) in a \(frame.kind) frame (\(frame.data.count) bytes): "

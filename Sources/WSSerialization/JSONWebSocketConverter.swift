@@ -1,9 +1,10 @@
+public import WSCore
+
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import WSCore
 
 /// A content converter that sends values as JSON, with Foundation's `JSONEncoder` and `JSONDecoder`. What
 /// `KotlinxWebsocketSerializationConverter(Json)` is in Ktor.
@@ -134,7 +135,8 @@ public struct JSONWebSocketConverter: WebSocketContentConverter {
     ///   `frame`, when the payload is not JSON or does not match `T`, or when the frame is not text or binary.
     public func deserialize<T: Decodable>(_ type: T.Type, from frame: Frame) throws(WebSocketError) -> T {
         guard self.isApplicable(frame) else {
-            throw .unreadable(T.self, converter: "JSONWebSocketConverter", reads: "text and binary frames", frame: frame)
+            throw .unreadable(
+                T.self, converter: "JSONWebSocketConverter", reads: "text and binary frames", frame: frame)
         }
         do {
             return try self.decoder.decode(T.self, from: PayloadBytes.data(from: frame.data))

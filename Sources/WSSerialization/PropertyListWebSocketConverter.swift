@@ -1,9 +1,10 @@
+public import WSCore
+
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
 #else
 public import Foundation
 #endif
-public import WSCore
 
 /// A content converter that sends values as binary property lists in binary frames, with Foundation's
 /// `PropertyListEncoder` and `PropertyListDecoder`.

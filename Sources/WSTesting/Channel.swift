@@ -239,7 +239,8 @@ final class Channel: Sendable {
 }
 
 /// An OpenSSL server context loaded from a certificate chain and a private key in PEM files.
-final class TLSServerContext: @unchecked Sendable {  // safe: SSL_CTX is immutable after init; SSL_new on it is thread-safe
+// safe: SSL_CTX is immutable after init; SSL_new on it is thread-safe
+final class TLSServerContext: @unchecked Sendable {
     private let context: OpaquePointer
 
     init(certificateFile: String, privateKeyFile: String) throws(WebSocketTestServerError) {

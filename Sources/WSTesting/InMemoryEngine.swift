@@ -103,7 +103,8 @@ public final class InMemoryEngine: WebSocketEngine {
     /// - Returns: The server side.
     /// - Throws: `WebSocketError` (`WebSocketError.Code.cancelled`) after ``shutdown()``.
     public func nextConnection() async throws -> InMemoryServerConnection {
-        let server = await withCheckedContinuation { (continuation: CheckedContinuation<InMemoryServerConnection?, Never>) in
+        let server = await withCheckedContinuation {
+            (continuation: CheckedContinuation<InMemoryServerConnection?, Never>) in
             let ready = self.state.withLock { s -> InMemoryServerConnection?? in
                 if !s.arrived.isEmpty { return .some(s.arrived.removeFirst()) }
                 if s.shutDown { return .some(nil) }
@@ -176,6 +177,7 @@ extension InMemoryServerConnection {
             }
         await withTaskCancellationHandler {
             _ = try? await self.close(reason)
-        } onCancel: {}
+        } onCancel: {
+        }
     }
 }

@@ -108,7 +108,10 @@ public final class InMemoryServerConnection: Sendable {
     /// Called once the client's upgrade request has arrived.
     private let onRequest: @Sendable (InMemoryServerConnection) -> Void
 
-    init(clock: InMemoryClock, handler: InMemoryEngine.Handler?, onRequest: @escaping @Sendable (InMemoryServerConnection) -> Void) {
+    init(
+        clock: InMemoryClock, handler: InMemoryEngine.Handler?,
+        onRequest: @escaping @Sendable (InMemoryServerConnection) -> Void
+    ) {
         self.clock = clock
         self.handler = handler
         self.onRequest = onRequest
@@ -532,7 +535,9 @@ public final class InMemoryServerConnection: Sendable {
                         // Echo the code (RFC 6455 section 5.5.1), then end the stream as a server does.
                         s.serverCloseSent = true
                         var close: [UInt8] = []
-                        FrameEncoder.encode(.close(frame.readReason().map { CloseReason(code: $0.code) }), maskingKey: nil, into: &close)
+                        FrameEncoder.encode(
+                            .close(frame.readReason().map { CloseReason(code: $0.code) }), maskingKey: nil, into: &close
+                        )
                         self.enqueue(.read(close), &s)
                         self.endStream(nil, &s)
                     }
@@ -541,7 +546,8 @@ public final class InMemoryServerConnection: Sendable {
             }
         } catch {
             s.decodeError = WebSocketError(
-                error.closeCode == .messageTooBig ? .messageTooBig
+                error.closeCode == .messageTooBig
+                    ? .messageTooBig
                     : error.closeCode == .invalidPayload ? .invalidUTF8 : .protocolViolation,
                 "the client broke the protocol: \(error.message)", closeCode: error.closeCode)
         }

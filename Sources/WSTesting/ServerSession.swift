@@ -256,7 +256,8 @@ public final class ServerSession: Sendable {
     /// encoded as UTF-8): the client must fail the session with 1007.
     /// - Parameter bytes: The payload; it should not be valid UTF-8.
     /// - Throws: `WebSocketError` with `WebSocketError.Code.connectionLost` when writing fails.
-    public func sendInvalidUTF8(_ bytes: [UInt8] = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]) throws {
+    public func sendInvalidUTF8(_ bytes: [UInt8] = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]) throws
+    {
         try self.sendRaw(Self.rawFrame(.text, bytes))
     }
 
@@ -344,12 +345,12 @@ public final class ServerSession: Sendable {
             frame.reservedBits.isEmpty
         else { return frame }
         do {
-            return try deflate.processOutgoing(frame, context: WebSocketExtensionContext(maxMessageSize: self.maxMessageSize))
+            return try deflate.processOutgoing(
+                frame, context: WebSocketExtensionContext(maxMessageSize: self.maxMessageSize))
         } catch {
             throw WebSocketError(.extensionFailure, "compressing a message failed: \(error)", underlying: error)
         }
     }
-
 
     private func writeLocked(_ bytes: [UInt8]) throws(WebSocketError) {
         if self.isClosed { throw WebSocketError(.connectionLost, "the connection is closed") }
@@ -384,7 +385,7 @@ public final class ServerSession: Sendable {
         var writeError: WebSocketError?
         do {
             try self.write(closeFrame, onlyBeforeClose: true)
-        } catch where error.code == .sessionClosed {
+        } catch  where error.code == .sessionClosed {
             // A close frame was sent already: just finish the handshake.
         } catch {
             writeError = error

@@ -7,7 +7,7 @@ let package = Package(
     name: "ConsumerPackage",
     dependencies: [
         // The README's path form; `name:` is needed because this checkout's folder need not be named like the package.
-        .package(name: "swift-websocket-client", path: "../.."),
+        .package(name: "swift-websocket-client", path: "../..")
     ],
     targets: [
         .executableTarget(
@@ -18,6 +18,6 @@ let package = Package(
                 .product(name: "WSTesting", package: "swift-websocket-client"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
-        ),
+        )
     ]
 )

@@ -1,8 +1,8 @@
 // Real peers for the engine tests (WSEngineCIOTests, WSEngineCurlTests): Python stdlib servers (asyncio, ssl) on
 // loopback, and a test PKI made with the openssl CLI. Nothing here talks to anything but 127.0.0.1 / ::1 / localhost.
 import Foundation
-import SpawnSupport
 import Glibc
+import SpawnSupport
 import Synchronization
 
 /// The peer script: `server.py MODE HOST [CERT KEY]` prints its port and serves until stdin closes.
@@ -142,7 +142,6 @@ package final class PythonServer: Sendable {
         return try await onDedicatedThread { try PythonServer(mode: mode, host: host, certificate: pair) }
     }
 }
-
 
 /// The test PKI: a CA, a server certificate it signed for localhost / 127.0.0.1 / ::1, one it signed for
 /// other.example only, and a self-signed ("untrusted") certificate for localhost.

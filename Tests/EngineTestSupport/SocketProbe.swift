@@ -57,7 +57,9 @@ package enum SocketProbe {
         var info = [UInt8](repeating: 0, count: 256)
         var length = socklen_t(info.count)
         let tcpInfo: Int32 = 11  // TCP_INFO from <netinet/tcp.h>, which the Glibc module does not import
-        let result = info.withUnsafeMutableBytes { getsockopt(fd, Int32(IPPROTO_TCP), tcpInfo, $0.baseAddress, &length) }
+        let result = info.withUnsafeMutableBytes {
+            getsockopt(fd, Int32(IPPROTO_TCP), tcpInfo, $0.baseAddress, &length)
+        }
         return result == 0 && length > 0 ? info[0] : nil
     }
 

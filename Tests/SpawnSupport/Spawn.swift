@@ -73,7 +73,8 @@ package func spawnProcess(
 /// glibc's `_np` file actions, which the Glibc module does not import: looked up at run time.
 private enum SpawnExtensions {
     typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+    typealias AddChdir =
+        @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
 
     /// Adds "close every descriptor from `lowest` up" (glibc 2.34); without it only close-on-exec descriptors close.
     static func closeFrom(_ lowest: Int32, in actions: inout posix_spawn_file_actions_t) {

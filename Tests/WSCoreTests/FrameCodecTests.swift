@@ -102,7 +102,9 @@ private func decode(
 struct FrameCodecTests {
     @Test("RFC 6455 section 5.7 examples encode byte-exact", arguments: rfcExamples)
     func encodesRFC6455FrameExamples(_ example: RFC6455FrameExample) {
-        #expect(encode(opcode: example.opcode, fin: example.fin, payload: example.payload, key: example.key) == example.wire)
+        #expect(
+            encode(opcode: example.opcode, fin: example.fin, payload: example.payload, key: example.key) == example.wire
+        )
     }
 
     @Test("RFC 6455 section 5.7 examples decode exactly", arguments: rfcExamples)
@@ -133,8 +135,10 @@ struct FrameCodecTests {
         case ...125: expectedHeader = [0x82, UInt8(length)]
         case ...65535: expectedHeader = [0x82, 126, UInt8(length >> 8), UInt8(length & 0xFF)]
         default:
-            expectedHeader = [0x82, 127, 0, 0, 0, 0, UInt8(length >> 24), UInt8(length >> 16 & 0xFF),
-                              UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
+            expectedHeader = [
+                0x82, 127, 0, 0, 0, 0, UInt8(length >> 24), UInt8(length >> 16 & 0xFF),
+                UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF),
+            ]
         }
         #expect(Array(wire.prefix(expectedHeader.count)) == expectedHeader)
         #expect(wire.count == expectedHeader.count + length)
@@ -250,7 +254,8 @@ struct FrameCodecTests {
                 code: .protocolError, message: "most significant bit"
             ),
             BadHeader(
-                name: "64-bit length 2^63-1 over the limit", bytes: [0x82, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+                name: "64-bit length 2^63-1 over the limit",
+                bytes: [0x82, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
                 code: .messageTooBig, message: "exceeds the limit of 1048576 bytes"
             ),
             BadHeader(
@@ -274,7 +279,8 @@ struct FrameCodecTests {
     @Test("every header error fails with its close code before the payload arrives", arguments: badHeaders)
     func headerErrors(_ bad: BadHeader) throws {
         // Only the header bytes are fed: the error must not wait for the payload.
-        let result = decode([bad.bytes], role: bad.role, maxFrameSize: bad.maxFrameSize, allowedReservedBits: bad.allowed)
+        let result = decode(
+            [bad.bytes], role: bad.role, maxFrameSize: bad.maxFrameSize, allowedReservedBits: bad.allowed)
         #expect(result.frames.isEmpty)
         let error = try #require(result.error)
         #expect(error.closeCode == bad.code)
@@ -326,9 +332,11 @@ struct FrameCodecTests {
         #expect(try decoder.nextFrame() == nil)
     }
 
-    @Test("large frames (filled directly while they arrive) decode with chunk boundaries anywhere", arguments: [
-        3, 1000, 65_535, 65_536, 1 << 20,
-    ])
+    @Test(
+        "large frames (filled directly while they arrive) decode with chunk boundaries anywhere",
+        arguments: [
+            3, 1000, 65_535, 65_536, 1 << 20,
+        ])
     func largeFramesInChunks(chunkSize: Int) {
         var rng = SplitMix64(seed: UInt64(chunkSize))
         for (role, key) in [(FrameDecoder.Role.server, MaskingKey(9, 8, 7, 6) as MaskingKey?), (.client, nil)] {
@@ -341,9 +349,12 @@ struct FrameCodecTests {
             ]
             var wire: [UInt8] = []
             for frame in frames {
-                wire += encode(opcode: frame.opcode, fin: frame.fin, rsv: frame.reservedBits, payload: frame.payload, key: key)
+                wire += encode(
+                    opcode: frame.opcode, fin: frame.fin, rsv: frame.reservedBits, payload: frame.payload, key: key)
             }
-            let chunks = stride(from: 0, to: wire.count, by: chunkSize).map { Array(wire[$0..<min(wire.count, $0 + chunkSize)]) }
+            let chunks = stride(from: 0, to: wire.count, by: chunkSize).map {
+                Array(wire[$0..<min(wire.count, $0 + chunkSize)])
+            }
             let result = decode(chunks, role: role, allowedReservedBits: .rsv1)
             #expect(result.error == nil)
             #expect(result.frames == frames)
@@ -354,7 +365,8 @@ struct FrameCodecTests {
     @Test("bufferedByteCount counts a large frame's bytes while they arrive")
     func bufferedCountDuringLargeFrame() throws {
         let payload = [UInt8](repeating: 0x33, count: 80_000)
-        let wire = encode(opcode: .binary, payload: payload, key: rfcKey) + encode(opcode: .ping, payload: [7], key: rfcKey)
+        let wire =
+            encode(opcode: .binary, payload: payload, key: rfcKey) + encode(opcode: .ping, payload: [7], key: rfcKey)
         var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .server)
         var fed = 0
         for size in [1, 5, 9, 50_000, 29_999, 1, 6] {
@@ -413,16 +425,20 @@ struct FrameCodecTests {
             for j in i...wire.count {
                 let three = decode([Array(wire[..<i]), Array(wire[i..<j]), Array(wire[j...])], role: role)
                 if three.frames != frames {
-                    Issue.record("split at \(i), \(j) gave \(three.frames.count) frames, error \(String(describing: three.error))")
+                    Issue.record(
+                        "split at \(i), \(j) gave \(three.frames.count) frames, error \(String(describing: three.error))"
+                    )
                     return
                 }
             }
         }
     }
 
-    @Test("randomized round trips: random frames encoded, concatenated, fed in random chunks", arguments: [
-        UInt64(1), 2, 3, 0xDEAD_BEEF,
-    ])
+    @Test(
+        "randomized round trips: random frames encoded, concatenated, fed in random chunks",
+        arguments: [
+            UInt64(1), 2, 3, 0xDEAD_BEEF,
+        ])
     func randomizedRoundTrips(seed: UInt64) throws {
         var rng = SplitMix64(seed: seed)
         let opcodes: [Opcode] = [.continuation, .text, .binary, .close, .ping, .pong]
@@ -442,20 +458,24 @@ struct FrameCodecTests {
                 let payload = randomBytes(length, using: &rng)
                 let fin = isControl || Bool.random(using: &rng)
                 let rsv = Frame.ReservedBits(rawValue: UInt8.random(in: 0...7, using: &rng) << 4)
-                let key = role == .server
-                    ? MaskingKey(.random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng),
-                                 .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng))
+                let key =
+                    role == .server
+                    ? MaskingKey(
+                        .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng),
+                        .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng))
                     : nil
                 let frame = ParsedFrame(fin: fin, reservedBits: rsv, opcode: opcode, payload: payload)
                 expected.append(frame)
                 let before = wire.count
                 wire += encode(opcode: opcode, fin: fin, rsv: rsv, payload: payload, key: key)
-                #expect(wire.count - before == FrameEncoder.headerSize(payloadLength: length, masked: key != nil) + length)
+                #expect(
+                    wire.count - before == FrameEncoder.headerSize(payloadLength: length, masked: key != nil) + length)
             }
             var chunks: [[UInt8]] = []
             var index = 0
             while index < wire.count {
-                let size = Bool.random(using: &rng)
+                let size =
+                    Bool.random(using: &rng)
                     ? Int.random(in: 1...20, using: &rng) : Int.random(in: 1...100_000, using: &rng)
                 let end = min(wire.count, index + size)
                 chunks.append(Array(wire[index..<end]))
@@ -472,7 +492,8 @@ struct FrameCodecTests {
     @Test("reserved bits are rejected by default even on otherwise valid random frames")
     func reservedBitsRejectedByDefault() {
         let result = decode([encode(opcode: .binary, rsv: .rsv3, payload: [1])], role: .client)
-        #expect(result.error == ProtocolViolation(.protocolError, "reserved bit RSV3 set without a negotiated extension"))
+        #expect(
+            result.error == ProtocolViolation(.protocolError, "reserved bit RSV3 set without a negotiated extension"))
     }
 
     @Test("ParsedFrame exposes its kind and whether it is a control frame")

@@ -14,7 +14,8 @@ struct FrameDecoderInputTests {
         for size in sizes.shuffled(using: &rng) {
             let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
             payload.withUnsafeBytes {
-                FrameEncoder.encode(opcode: .binary, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &bytes)
+                FrameEncoder.encode(
+                    opcode: .binary, fin: true, reservedBits: [], payload: $0, maskingKey: nil, into: &bytes)
             }
             payloads.append(payload)
         }
@@ -39,7 +40,9 @@ struct FrameDecoderInputTests {
         return payloads
     }
 
-    @Test("whole stream at once, byte by byte, and random splits all yield the same frames", arguments: [1, 2, 3] as [UInt64])
+    @Test(
+        "whole stream at once, byte by byte, and random splits all yield the same frames",
+        arguments: [1, 2, 3] as [UInt64])
     func splits(seed: UInt64) throws {
         let (bytes, expected) = Self.stream(seed: seed)
         #expect(try Self.decodeInPlace(bytes) { _ in Int.max } == expected)
@@ -100,7 +103,8 @@ struct FrameDecoderInputTests {
     func hugeDeclaredLength() throws {
         var decoder = FrameDecoder(maxFrameSize: Int.max, role: .client)
         // Binary, 64-bit length 2^48, then 100 payload bytes: it used to reserve 256 TiB up front and crash.
-        let bytes: [UInt8] = [0x82, 0x7F, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00] + [UInt8](repeating: 1, count: 100)
+        let bytes: [UInt8] =
+            [0x82, 0x7F, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00] + [UInt8](repeating: 1, count: 100)
         bytes.withUnsafeBytes { decoder.append($0) }
         #expect(try decoder.nextFrame() == nil)
         #expect(decoder.bufferedByteCount == 110)

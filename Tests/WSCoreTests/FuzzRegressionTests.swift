@@ -1,3 +1,5 @@
+import WSCore
+
 // The fuzz oracles for the WSCore parsers, and the tests that replay fuzz inputs through them.
 //
 // This one file has two users:
@@ -10,7 +12,6 @@
 import Foundation
 import Testing
 #endif
-import WSCore
 
 /// The fuzz oracles for WSCore's parsers: each takes one fuzz input, runs the parser on it and throws
 /// ``Failure`` when an invariant does not hold. A parser that crashes crashes the caller.
@@ -377,10 +378,11 @@ package enum FuzzHarness {
         var failure: ProtocolViolation?
         /// The incomplete frame at the head, as the session tracks it between chunks: its index, header, the
         /// payload seen so far, the validator primed by the assembler and whether it found invalid UTF-8.
-        var partial: (
-            index: Int, opcode: Opcode, bits: Frame.ReservedBits, prefix: [UInt8], validator: UTF8Validator?,
-            invalid: Bool
-        )?
+        var partial:
+            (
+                index: Int, opcode: Opcode, bits: Frame.ReservedBits, prefix: [UInt8], validator: UTF8Validator?,
+                invalid: Bool
+            )?
 
         /// Checks a partial observation against the complete frame, then pushes it through the assembler.
         func received(_ frame: ParsedFrame) throws(Failure) {
@@ -721,9 +723,10 @@ package enum FuzzHarness {
     /// Whether every byte of `s` is an RFC 9110 `tchar` and there is at least one.
     /// - Parameter s: A string.
     static func isToken(_ s: String) -> Bool {
-        !s.isEmpty && s.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A) || "!#$%&'*+-.^_`|~".utf8.contains(c)
-        }
+        !s.isEmpty
+            && s.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A) || "!#$%&'*+-.^_`|~".utf8.contains(c)
+            }
     }
 
     /// Parses header values, as a `Result`.

@@ -71,10 +71,11 @@ struct HTTPParserTests {
         #expect(head.version == "HTTP/1.1")
         #expect(head.status == 101)
         #expect(head.reason == "Switching Protocols")
-        #expect(fields(head.headers) == [
-            "Upgrade=websocket", "Connection=Upgrade", "Sec-WebSocket-Accept=s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
-            "Sec-WebSocket-Protocol=chat", "X-Empty=", "x-multi=a", "X-Multi=b",
-        ])
+        #expect(
+            fields(head.headers) == [
+                "Upgrade=websocket", "Connection=Upgrade", "Sec-WebSocket-Accept=s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                "Sec-WebSocket-Protocol=chat", "X-Empty=", "x-multi=a", "X-Multi=b",
+            ])
         #expect(head.headers.values(for: "X-MULTI") == ["a", "b"])
         #expect(result.leftover == frameBytes)
     }
@@ -126,7 +127,8 @@ struct HTTPParserTests {
     @Test(
         "malformed status lines are rejected",
         arguments: [
-            "HTTP/2 101 Switching", "HTTP/1.1 10 Short", "HTTP/1.1 1011 Long", "HTTP/1.1  101 Double", "http/1.1 101 Lower",
+            "HTTP/2 101 Switching", "HTTP/1.1 10 Short", "HTTP/1.1 1011 Long", "HTTP/1.1  101 Double",
+            "http/1.1 101 Lower",
             "HTTP/1.1 abc Letters", "ICY 200 OK", "", "HTTP/1.1101 NoSpace", "HTTP/1.x 101 X", " HTTP/1.1 101 Lead",
             "HTTP/1.1 101 Bad\u{01}Reason",
         ]
@@ -206,7 +208,8 @@ struct HTTPParserTests {
 
     @Test("a request head: method, target, version, headers and leftover")
     func parsesRequest() throws {
-        let text = "GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+        let text =
+            "GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         let bytes = Array(text.utf8) + [0x81, 0x80]
         let result = parseRequest(bytes)
@@ -221,7 +224,10 @@ struct HTTPParserTests {
 
     @Test(
         "malformed request lines are rejected",
-        arguments: ["GET /chat", "GET  /chat HTTP/1.1", "GET /chat HTTP/2.0", "G@T /chat HTTP/1.1", "GET /chat HTTP/1.1 extra", ""]
+        arguments: [
+            "GET /chat", "GET  /chat HTTP/1.1", "GET /chat HTTP/2.0", "G@T /chat HTTP/1.1", "GET /chat HTTP/1.1 extra",
+            "",
+        ]
     )
     func malformedRequestLines(line: String) throws {
         let error = try #require(parseRequest(Array((line + "\r\nHost: x\r\n\r\n").utf8)).error)

@@ -62,7 +62,9 @@ struct HandshakeTests {
 
     @Test("SHA-1 of a million 'a'")
     func sha1Million() {
-        #expect(hex(SHA1.hash(repeatElement(UInt8(ascii: "a"), count: 1_000_000))) == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+        #expect(
+            hex(SHA1.hash(repeatElement(UInt8(ascii: "a"), count: 1_000_000)))
+                == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
     }
 
     @Test(
@@ -93,8 +95,10 @@ struct HandshakeTests {
 
     @Test(
         "Base64 decoding is strict",
-        arguments: ["Zg", "Zg=", "Zm9", "Z===", "====", "=Zg=", "Zg=a", "Zm-v", "Zm9v\n", " Zm9v", "Zm9v====", "Zh==", "Zm9=",
-                    "Zm 9v", "Zm9vYg=\u{3D}x"]
+        arguments: [
+            "Zg", "Zg=", "Zm9", "Z===", "====", "=Zg=", "Zg=a", "Zm-v", "Zm9v\n", " Zm9v", "Zm9v====", "Zh==", "Zm9=",
+            "Zm 9v", "Zm9vYg=\u{3D}x",
+        ]
     )
     func base64Rejects(input: String) {
         #expect(Base64.decode(input) == nil)

@@ -14,17 +14,22 @@ struct MaskingTests {
     func matchesNaiveLoop(offset: Int) {
         var rng = SplitMix64(seed: UInt64(offset) + 100)
         for length in 0...70 {
-            let key = MaskingKey(.random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng),
-                                 .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng))
+            let key = MaskingKey(
+                .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng),
+                .random(in: 0...255, using: &rng), .random(in: 0...255, using: &rng))
             let payload = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
             let expected = naiveMask(payload, key: key, offset: offset)
             // Start the buffer at 0...7 bytes into an allocation so unaligned loads and stores are exercised.
             for misalignment in 0..<8 {
                 var storage = [UInt8](repeating: 0xA5, count: misalignment) + payload + [0x5A, 0x5A]
                 storage.withUnsafeMutableBytes { all in
-                    applyMask(key, to: UnsafeMutableRawBufferPointer(rebasing: all[misalignment..<misalignment + length]), offset: offset)
+                    applyMask(
+                        key, to: UnsafeMutableRawBufferPointer(rebasing: all[misalignment..<misalignment + length]),
+                        offset: offset)
                 }
-                #expect(Array(storage[misalignment..<misalignment + length]) == expected, "length \(length), misalignment \(misalignment)")
+                #expect(
+                    Array(storage[misalignment..<misalignment + length]) == expected,
+                    "length \(length), misalignment \(misalignment)")
                 #expect(storage.prefix(misalignment).allSatisfy { $0 == 0xA5 }, "wrote before the buffer")
                 #expect(storage.suffix(2) == [0x5A, 0x5A], "wrote after the buffer")
             }

@@ -64,7 +64,8 @@ struct MessageAssemblerTests {
         #expect(assembler.isAssembling)
         #expect(try assembler.push(continuation([], fin: false), validateUTF8: true) == nil)
         #expect(try assembler.push(continuation(Array("lo".utf8), fin: false), validateUTF8: true) == nil)
-        let message = try #require(try assembler.push(continuation(Array(" wörld".utf8), fin: true), validateUTF8: true))
+        let message = try #require(
+            try assembler.push(continuation(Array(" wörld".utf8), fin: true), validateUTF8: true))
         #expect(message == Frame(kind: .text, fin: true, data: Array("Hello wörld".utf8), reservedBits: .rsv1))
         #expect(!assembler.isAssembling)
 
@@ -82,7 +83,8 @@ struct MessageAssemblerTests {
         #expect(afterMessage.error?.closeCode == .protocolError)
     }
 
-    @Test("a text or binary frame while a message is in progress is a protocol error", arguments: [Opcode.text, .binary])
+    @Test(
+        "a text or binary frame while a message is in progress is a protocol error", arguments: [Opcode.text, .binary])
     func newMessageDuringFragmentation(opcode: Opcode) throws {
         let result = run([binary([1], fin: false), ParsedFrame(fin: true, opcode: opcode, payload: [0x41])])
         let error = try #require(result.error)
@@ -101,14 +103,17 @@ struct MessageAssemblerTests {
         let single = run([binary([UInt8](repeating: 0, count: 11))], maxMessageSize: 10)
         #expect(single.error?.closeCode == .messageTooBig)
 
-        let fragments = [binary([1, 2, 3, 4], fin: false), continuation([5, 6, 7], fin: false), continuation([8, 9, 10], fin: true)]
+        let fragments = [
+            binary([1, 2, 3, 4], fin: false), continuation([5, 6, 7], fin: false), continuation([8, 9, 10], fin: true),
+        ]
         #expect(run(fragments, maxMessageSize: 10).messages.first?.data == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
         let tooBig = run(fragments + [], maxMessageSize: 9)
         let error = try #require(tooBig.error)
         #expect(error.closeCode == .messageTooBig)
         #expect(error.message.contains("more than 9 bytes"))
         // It fails on the fragment that crosses the limit, before FIN.
-        let early = run([binary([1, 2, 3, 4], fin: false), continuation([5, 6, 7, 8, 9, 10], fin: false)], maxMessageSize: 9)
+        let early = run(
+            [binary([1, 2, 3, 4], fin: false), continuation([5, 6, 7, 8, 9, 10], fin: false)], maxMessageSize: 9)
         #expect(early.error?.closeCode == .messageTooBig)
     }
 
@@ -126,7 +131,8 @@ struct MessageAssemblerTests {
     func invalidSingleFrame() {
         let result = run([ParsedFrame(fin: true, opcode: .text, payload: [0x41, 0xED, 0xA0, 0x80])])
         #expect(result.error == ProtocolViolation(.invalidPayload, "text message is not valid UTF-8"))
-        #expect(run([ParsedFrame(fin: true, opcode: .text, payload: [0x41, 0xE2])]).error?.closeCode == .invalidPayload)
+        #expect(
+            run([ParsedFrame(fin: true, opcode: .text, payload: [0x41, 0xE2])]).error?.closeCode == .invalidPayload)
     }
 
     @Test("invalid UTF-8 fails fast on the fragment that contains it, before FIN")
@@ -152,13 +158,20 @@ struct MessageAssemblerTests {
             continuation([euro[2], 0x62], fin: true),
         ])
         #expect(try ok.messages.first?.readText() == "a€b")
-        let truncated = run([ParsedFrame(fin: false, opcode: .text, payload: [0x61, euro[0]]), continuation([euro[1]], fin: true)])
-        #expect(truncated.error == ProtocolViolation(.invalidPayload, "text message ends in the middle of a UTF-8 character"))
+        let truncated = run([
+            ParsedFrame(fin: false, opcode: .text, payload: [0x61, euro[0]]), continuation([euro[1]], fin: true),
+        ])
+        #expect(
+            truncated.error
+                == ProtocolViolation(.invalidPayload, "text message ends in the middle of a UTF-8 character"))
     }
 
     @Test("validateUTF8 false skips validation; binary messages are never validated")
     func validationCanBeSkipped() {
-        let compressed = [ParsedFrame(fin: false, reservedBits: .rsv1, opcode: .text, payload: [0xFF, 0xC0]), continuation([0xED], fin: true)]
+        let compressed = [
+            ParsedFrame(fin: false, reservedBits: .rsv1, opcode: .text, payload: [0xFF, 0xC0]),
+            continuation([0xED], fin: true),
+        ]
         let result = run(compressed, validateUTF8: false)
         #expect(result.error == nil)
         #expect(result.messages == [Frame(kind: .text, fin: true, data: [0xFF, 0xC0, 0xED], reservedBits: .rsv1)])

@@ -1,6 +1,7 @@
 // The pure proxy code: proxy URLs, the environment rules (as curl reads them), no_proxy, the CONNECT request and
 // reply, and the SOCKS5 state machine. Every error text is checked to be free of the password.
 import Testing
+
 @testable import WSCore
 
 private let secret = "pa:ss@w%rd"
@@ -29,7 +30,8 @@ struct ProxyTests {
         #expect(try ProxyConfiguration(url: "") == .direct)
     }
 
-    @Test("environment: ws uses ws_proxy then http_proxy (lower case only), wss https_proxy/HTTPS_PROXY, then all_proxy")
+    @Test(
+        "environment: ws uses ws_proxy then http_proxy (lower case only), wss https_proxy/HTTPS_PROXY, then all_proxy")
     func environment() throws {
         func resolve(_ env: [String: String], host: String = "example.com", port: Int = 443, secure: Bool)
             throws -> String?
@@ -42,11 +44,13 @@ struct ProxyTests {
         #expect(try resolve(["http_proxy": "http://p:1"], secure: true) == nil)
         #expect(try resolve(["https_proxy": "http://p:2"], secure: true) == "http://p:2")
         #expect(try resolve(["HTTPS_PROXY": "http://p:2"], secure: true) == "http://p:2")
-        #expect(try resolve(["https_proxy": "http://lower:2", "HTTPS_PROXY": "http://upper:2"], secure: true)
-            == "http://lower:2")
+        #expect(
+            try resolve(["https_proxy": "http://lower:2", "HTTPS_PROXY": "http://upper:2"], secure: true)
+                == "http://lower:2")
         #expect(try resolve(["ws_proxy": "socks5://w:3", "http_proxy": "http://p:1"], secure: false) == "socks5://w:3")
-        #expect(try resolve(["WSS_PROXY": "socks5h://w:3", "https_proxy": "http://p:1"], secure: true)
-            == "socks5h://w:3")
+        #expect(
+            try resolve(["WSS_PROXY": "socks5h://w:3", "https_proxy": "http://p:1"], secure: true)
+                == "socks5h://w:3")
         #expect(try resolve(["all_proxy": "socks5h://a:4"], secure: false) == "socks5h://a:4")
         #expect(try resolve(["ALL_PROXY": "socks5h://a:4"], secure: true) == "socks5h://a:4")
         #expect(try resolve(["http_proxy": "http://p:1", "all_proxy": "socks5h://a:4"], secure: false) == "http://p:1")
@@ -55,8 +59,9 @@ struct ProxyTests {
         // no_proxy, then NO_PROXY when no_proxy is unset.
         #expect(try resolve(["https_proxy": "p:1", "no_proxy": "example.com"], secure: true) == nil)
         #expect(try resolve(["https_proxy": "p:1", "NO_PROXY": ".example.com"], secure: true) == nil)
-        #expect(try resolve(["https_proxy": "p:1", "no_proxy": "other.org", "NO_PROXY": "example.com"], secure: true)
-            == "http://p:1")
+        #expect(
+            try resolve(["https_proxy": "p:1", "no_proxy": "other.org", "NO_PROXY": "example.com"], secure: true)
+                == "http://p:1")
         // A broken variable: a clear error naming it, never the password.
         do {
             _ = try resolve(["https_proxy": "ftp://u:\(secret)@p:1"], secure: true)
@@ -72,8 +77,9 @@ struct ProxyTests {
         let env: (String) -> String? = { ["https_proxy": "http://env:1", "no_proxy": "*"][$0] }
         let explicit = try ProxyConfiguration(url: "socks5h://mine:2")
         #expect(try explicit.server(forHost: "example.com", port: 443, secure: true, environment: env)?.host == "mine")
-        #expect(try ProxyConfiguration.direct.server(forHost: "example.com", port: 443, secure: true, environment: env)
-            == nil)
+        #expect(
+            try ProxyConfiguration.direct.server(forHost: "example.com", port: 443, secure: true, environment: env)
+                == nil)
         let bypassing = try ProxyConfiguration(url: "http://mine:2", noProxy: "localhost")
         #expect(try bypassing.server(forHost: "localhost", port: 80, secure: false, environment: env) == nil)
         #expect(try bypassing.server(forHost: "example.com", port: 80, secure: false, environment: env) != nil)
@@ -120,7 +126,8 @@ struct ProxyTests {
         #expect(request.contains("Proxy-Authorization: Basic \(basic)\r\n"))
         #expect(request.hasSuffix("\r\n\r\n"))
         let anonymous = String(
-            decoding: HTTPConnectTunnel.request(host: "h", port: 1, proxy: ProxyServer(.http, host: "p")), as: UTF8.self)
+            decoding: HTTPConnectTunnel.request(host: "h", port: 1, proxy: ProxyServer(.http, host: "p")), as: UTF8.self
+        )
         #expect(!anonymous.contains("Proxy-Authorization"))
 
         func parse(_ text: String, end: Bool = false) throws(WebSocketError) -> HTTPConnectTunnel.ReplyStatus {
@@ -147,7 +154,8 @@ struct ProxyTests {
             } catch { return error }
         }
         let refused = failure(
-            "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 2\r\n\r\nno")
+            "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 2\r\n\r\nno"
+        )
         #expect(refused?.code == .proxyFailure && refused?.status == 407)
         #expect(refused?.message.contains("Basic realm=\"corp\"") == true, "\(String(describing: refused))")
         #expect(refused?.body == Array("no".utf8))
@@ -199,8 +207,10 @@ struct ProxyTests {
                 return nil
             } catch { return error }
         }
-        let texts = [1: "general", 2: "not allowed", 3: "network unreachable", 4: "host unreachable",
-                     5: "connection refused", 6: "TTL expired", 7: "command not supported", 8: "address type"]
+        let texts = [
+            1: "general", 2: "not allowed", 3: "network unreachable", 4: "host unreachable",
+            5: "connection refused", 6: "TTL expired", 7: "command not supported", 8: "address type",
+        ]
         for (code, text) in texts {
             let error = try replyError(UInt8(code))
             #expect(error?.code == .proxyFailure)
@@ -211,7 +221,8 @@ struct ProxyTests {
         var rejected = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: proxy, targetText: "h:1")
         _ = try rejected.receive([5, 2])
         #expect(throws: WebSocketError.self) { try rejected.receive([1, 1]) }
-        var noMethod = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: ProxyServer(.socks5h, host: "p"), targetText: "h:1")
+        var noMethod = try SOCKS5Handshake(
+            target: .name("h"), port: 1, proxy: ProxyServer(.socks5h, host: "p"), targetText: "h:1")
         do {
             _ = try noMethod.receive([5, 0xFF])
             Issue.record("no error")
@@ -219,7 +230,8 @@ struct ProxyTests {
         var wrongVersion = try SOCKS5Handshake(target: .name("h"), port: 1, proxy: proxy, targetText: "h:1")
         #expect(throws: WebSocketError.self) { try wrongVersion.receive([4, 0]) }
         #expect(throws: WebSocketError.self) {
-            try SOCKS5Handshake(target: .name(String(repeating: "a", count: 256)), port: 1, proxy: proxy, targetText: "x")
+            try SOCKS5Handshake(
+                target: .name(String(repeating: "a", count: 256)), port: 1, proxy: proxy, targetText: "x")
         }
     }
 }

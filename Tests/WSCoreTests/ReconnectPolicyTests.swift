@@ -54,7 +54,8 @@ struct ReconnectPolicyTests {
             let error = WebSocketError(.proxyFailure, "the proxy answered \(status)", status: status)
             #expect(!ReconnectPolicy.isRetriedByDefault(.failure(error)), "\(status)")
         }
-        #expect(!ReconnectPolicy.isRetriedByDefault(.failure(WebSocketError(.proxyFailure, "SOCKS5 reply 2: not allowed"))))
+        #expect(
+            !ReconnectPolicy.isRetriedByDefault(.failure(WebSocketError(.proxyFailure, "SOCKS5 reply 2: not allowed"))))
     }
 
     @Test("session errors: a lost connection and a missing pong are retried; protocol failures are not")
@@ -115,7 +116,10 @@ struct ReconnectPolicyTests {
         policy.multiplier = 3
         policy.maximumDelay = .seconds(10)
         let delays = (1...6).map { policy.delay(forAttempt: $0, previous: nil, random: 0.5) }
-        #expect(delays == [.milliseconds(500), .milliseconds(1500), .milliseconds(4500), .seconds(10), .seconds(10), .seconds(10)])
+        #expect(
+            delays == [
+                .milliseconds(500), .milliseconds(1500), .milliseconds(4500), .seconds(10), .seconds(10), .seconds(10),
+            ])
         // A huge attempt number saturates instead of overflowing.
         #expect(policy.delay(forAttempt: Int.max, previous: nil, random: 0.5) == .seconds(10))
     }

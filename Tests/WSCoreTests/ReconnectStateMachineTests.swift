@@ -45,7 +45,8 @@ struct ReconnectStateMachineTests {
         switch state {
         case .connecting: "connecting"
         case .open: "open"
-        case .reconnecting(let attempt, let delay, let cause): "reconnecting \(attempt) \(delay.secondsAsDouble) \(describe(cause))"
+        case .reconnecting(let attempt, let delay, let cause):
+            "reconnecting \(attempt) \(delay.secondsAsDouble) \(describe(cause))"
         case .closed(let cause): "closed \(describe(cause))"
         }
     }
@@ -152,18 +153,20 @@ struct ReconnectStateMachineTests {
         var machine = Self.openMachine(Self.policy { $0.maxAttempts = 2 })
         _ = machine.connectionClosed(CloseReason(code: .abnormalClosure), at: Self.at(20))
         _ = machine.backoffElapsed(at: Self.at(21))
-        #expect(Self.describe(machine.failed(Self.refused, at: Self.at(21))) == [
-            "state reconnecting 2 2.0 failure connectionRefused", "wait 2.0",
-        ])
+        #expect(
+            Self.describe(machine.failed(Self.refused, at: Self.at(21))) == [
+                "state reconnecting 2 2.0 failure connectionRefused", "wait 2.0",
+            ])
         _ = machine.backoffElapsed(at: Self.at(23))
         let timedOut = WebSocketError(.timedOut, "slow")
         #expect(
             Self.describe(machine.failed(timedOut, at: Self.at(24)))
                 == ["state closed failure timedOut", "finish failure timedOut"])
         var never = Self.openMachine(Self.policy { $0.maxAttempts = 0 })
-        #expect(Self.describe(never.connectionClosed(CloseReason(code: .abnormalClosure), at: Self.at(20))) == [
-            "state closed closed 1006", "finish closed 1006",
-        ])
+        #expect(
+            Self.describe(never.connectionClosed(CloseReason(code: .abnormalClosure), at: Self.at(20))) == [
+                "state closed closed 1006", "finish closed 1006",
+            ])
     }
 
     @Test("the elapsed-time limit: no attempt starts later than maxElapsedTime after the connection was lost")
@@ -176,9 +179,10 @@ struct ReconnectStateMachineTests {
         _ = machine.failed(Self.refused, at: Self.at(104))  // 4 s: at 108, within 10 s of 100
         _ = machine.backoffElapsed(at: Self.at(108))
         // 8 s more would start at 117, past 110.
-        #expect(Self.describe(machine.failed(Self.refused, at: Self.at(109))) == [
-            "state closed failure connectionRefused", "finish failure connectionRefused",
-        ])
+        #expect(
+            Self.describe(machine.failed(Self.refused, at: Self.at(109))) == [
+                "state closed failure connectionRefused", "finish failure connectionRefused",
+            ])
     }
 
     @Test("Retry-After of a 503 or 429 lengthens the delay, never shortens it")
@@ -186,44 +190,57 @@ struct ReconnectStateMachineTests {
         var machine = Machine(policy: Self.policy())
         _ = machine.start(at: Self.at(0))
         let busy = WebSocketError(.upgradeRejected, "busy", status: 503, headers: ["Retry-After": "2"])
-        #expect(Self.describe(machine.failed(busy, at: Self.at(0))) == [
-            "state reconnecting 1 2.0 failure upgradeRejected 503", "wait 2.0",
-        ])
+        #expect(
+            Self.describe(machine.failed(busy, at: Self.at(0))) == [
+                "state reconnecting 1 2.0 failure upgradeRejected 503", "wait 2.0",
+            ])
         _ = machine.backoffElapsed(at: Self.at(2))
         _ = machine.backoffElapsed(at: Self.at(2))
         let tooMany = WebSocketError(.upgradeRejected, "slow down", status: 429, headers: ["Retry-After": "1"])
         // The backoff (2 s for attempt 2) is longer than Retry-After: it wins.
-        #expect(Self.describe(machine.failed(tooMany, at: Self.at(3))) == [
-            "state reconnecting 2 2.0 failure upgradeRejected 429", "wait 2.0",
-        ])
+        #expect(
+            Self.describe(machine.failed(tooMany, at: Self.at(3))) == [
+                "state reconnecting 2 2.0 failure upgradeRejected 429", "wait 2.0",
+            ])
         // An HTTP-date, turned into a delay with the wall clock the event carries.
         var dated = Machine(policy: Self.policy())
         _ = dated.start(at: Self.at(0))
         let later = WebSocketError(
             .upgradeRejected, "busy", status: 503, headers: ["Retry-After": "Sun, 06 Nov 1994 08:49:37 GMT"])
-        #expect(Self.describe(dated.failed(later, at: Self.at(0, unixTime: 784_111_767))) == [
-            "state reconnecting 1 10.0 failure upgradeRejected 503", "wait 10.0",
-        ])
+        #expect(
+            Self.describe(dated.failed(later, at: Self.at(0, unixTime: 784_111_767))) == [
+                "state reconnecting 1 10.0 failure upgradeRejected 503", "wait 10.0",
+            ])
     }
 
     @Test("the user's predicate overrides the default in both directions")
     func predicate() {
-        var retryAppCode = Self.openMachine(Self.policy { $0.shouldRetry = { cause, byDefault in cause.closeCode?.rawValue == 4000 || byDefault } })
-        #expect(Self.describe(retryAppCode.connectionClosed(CloseReason(code: 4000), at: Self.at(5))) == [
-            "state reconnecting 1 1.0 closed 4000", "wait 1.0",
-        ])
-        var neverRestart = Self.openMachine(Self.policy { $0.shouldRetry = { cause, byDefault in cause.closeCode != .serviceRestart && byDefault } })
-        #expect(Self.describe(neverRestart.connectionClosed(CloseReason(code: .serviceRestart), at: Self.at(5))) == [
-            "state closed closed 1012", "finish closed 1012",
-        ])
+        var retryAppCode = Self.openMachine(
+            Self.policy { $0.shouldRetry = { cause, byDefault in cause.closeCode?.rawValue == 4000 || byDefault } })
+        #expect(
+            Self.describe(retryAppCode.connectionClosed(CloseReason(code: 4000), at: Self.at(5))) == [
+                "state reconnecting 1 1.0 closed 4000", "wait 1.0",
+            ])
+        var neverRestart = Self.openMachine(
+            Self.policy { $0.shouldRetry = { cause, byDefault in cause.closeCode != .serviceRestart && byDefault } })
+        #expect(
+            Self.describe(neverRestart.connectionClosed(CloseReason(code: .serviceRestart), at: Self.at(5))) == [
+                "state closed closed 1012", "finish closed 1012",
+            ])
     }
 
     @Test("full jitter makes the first delay after a drop random between zero and the initial delay")
     func randomFirstDelay() {
-        var machine = Self.openMachine(Self.policy { $0.jitter = .full; $0.initialDelay = .seconds(4) })
-        #expect(Self.describe(machine.connectionClosed(CloseReason(code: .abnormalClosure), at: Self.at(20, random: 0.25))) == [
-            "state reconnecting 1 1.0 closed 1006", "wait 1.0",
-        ])
+        var machine = Self.openMachine(
+            Self.policy {
+                $0.jitter = .full
+                $0.initialDelay = .seconds(4)
+            })
+        #expect(
+            Self.describe(machine.connectionClosed(CloseReason(code: .abnormalClosure), at: Self.at(20, random: 0.25)))
+                == [
+                    "state reconnecting 1 1.0 closed 1006", "wait 1.0",
+                ])
     }
 
     @Test("a hook that throws closes the connection (1011); its error is judged by the policy")
@@ -232,15 +249,17 @@ struct ReconnectStateMachineTests {
         var machine = Machine(policy: Self.policy())
         _ = machine.start(at: Self.at(0))
         _ = machine.connected(subprotocol: nil, extensions: [], at: Self.at(0))
-        #expect(Self.describe(machine.hookFailed(NotAuthorized(), at: Self.at(0.5))) == [
-            "closeConnection 1011", "state closed failure NotAuthorized", "finish failure NotAuthorized",
-        ])
+        #expect(
+            Self.describe(machine.hookFailed(NotAuthorized(), at: Self.at(0.5))) == [
+                "closeConnection 1011", "state closed failure NotAuthorized", "finish failure NotAuthorized",
+            ])
         var lost = Machine(policy: Self.policy())
         _ = lost.start(at: Self.at(0))
         _ = lost.connected(subprotocol: nil, extensions: [], at: Self.at(0))
-        #expect(Self.describe(lost.hookFailed(WebSocketError(.connectionLost, "gone"), at: Self.at(0.5))) == [
-            "closeConnection 1011", "state reconnecting 1 1.0 failure connectionLost", "wait 1.0",
-        ])
+        #expect(
+            Self.describe(lost.hookFailed(WebSocketError(.connectionLost, "gone"), at: Self.at(0.5))) == [
+                "closeConnection 1011", "state reconnecting 1 1.0 failure connectionLost", "wait 1.0",
+            ])
     }
 
     // MARK: Closing from every phase
@@ -249,9 +268,10 @@ struct ReconnectStateMachineTests {
     func closeWhileWaiting() {
         var machine = Self.openMachine()
         _ = machine.connectionClosed(CloseReason(code: .abnormalClosure), at: Self.at(20))
-        #expect(Self.describe(machine.closeRequested(CloseReason(code: .normal))) == [
-            "cancelPending", "state closed byClient 1000", "finish byClient 1000",
-        ])
+        #expect(
+            Self.describe(machine.closeRequested(CloseReason(code: .normal))) == [
+                "cancelPending", "state closed byClient 1000", "finish byClient 1000",
+            ])
         #expect(machine.backoffElapsed(at: Self.at(21)).isEmpty)
         #expect(machine.closeRequested(CloseReason(code: .normal)).isEmpty)
     }
@@ -260,10 +280,14 @@ struct ReconnectStateMachineTests {
     func closeWhileConnecting() {
         var machine = Machine(policy: Self.policy())
         _ = machine.start(at: Self.at(0))
-        #expect(Self.describe(machine.closeRequested(CloseReason(code: .goingAway))) == [
-            "cancelPending", "state closed byClient 1001", "finish byClient 1001",
-        ])
-        #expect(Self.describe(machine.connected(subprotocol: nil, extensions: [], at: Self.at(1))) == ["closeConnection 1001"])
+        #expect(
+            Self.describe(machine.closeRequested(CloseReason(code: .goingAway))) == [
+                "cancelPending", "state closed byClient 1001", "finish byClient 1001",
+            ])
+        #expect(
+            Self.describe(machine.connected(subprotocol: nil, extensions: [], at: Self.at(1))) == [
+                "closeConnection 1001"
+            ])
         #expect(machine.failed(Self.refused, at: Self.at(1)).isEmpty)
     }
 
@@ -271,17 +295,22 @@ struct ReconnectStateMachineTests {
     func closeWithConnection() {
         var machine = Self.openMachine()
         #expect(Self.describe(machine.closeRequested(CloseReason(code: .normal))) == ["closeConnection 1000"])
-        #expect(Self.describe(machine.connectionClosed(CloseReason(code: .normal), at: Self.at(1))) == [
-            "state closed byClient 1000", "finish byClient 1000",
-        ])
+        #expect(
+            Self.describe(machine.connectionClosed(CloseReason(code: .normal), at: Self.at(1))) == [
+                "state closed byClient 1000", "finish byClient 1000",
+            ])
         var hooked = Machine(policy: Self.policy())
         _ = hooked.start(at: Self.at(0))
         _ = hooked.connected(subprotocol: nil, extensions: [], at: Self.at(0))
-        #expect(Self.describe(hooked.closeRequested(CloseReason(code: .normal))) == ["cancelPending", "closeConnection 1000"])
+        #expect(
+            Self.describe(hooked.closeRequested(CloseReason(code: .normal))) == [
+                "cancelPending", "closeConnection 1000",
+            ])
         #expect(hooked.hookSucceeded(at: Self.at(1)).isEmpty)
-        #expect(Self.describe(hooked.connectionClosed(CloseReason(code: .normal), at: Self.at(1))) == [
-            "state closed byClient 1000", "finish byClient 1000",
-        ])
+        #expect(
+            Self.describe(hooked.connectionClosed(CloseReason(code: .normal), at: Self.at(1))) == [
+                "state closed byClient 1000", "finish byClient 1000",
+            ])
     }
 
     // MARK: Properties
@@ -326,7 +355,8 @@ struct ReconnectStateMachineTests {
             default: actions = machine.closeRequested(CloseReason(code: .normal))
             }
             if before == .closed {
-                #expect(actions.allSatisfy { if case .closeConnection = $0 { true } else { false } }, "acted after closed")
+                #expect(
+                    actions.allSatisfy { if case .closeConnection = $0 { true } else { false } }, "acted after closed")
             }
             for (position, action) in actions.enumerated() {
                 switch action {

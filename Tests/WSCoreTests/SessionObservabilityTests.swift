@@ -76,7 +76,8 @@ struct SessionObservabilityTests {
         var sink = Sink()
         machine.timerFired(.ping, at: self.t0, &sink)
         let ping = try #require(sink.written.first)
-        let bytes = wire(.text, Array("a".utf8)) + wire(.text, Array("b".utf8)) + wire(.text, Array("c".utf8))
+        let bytes =
+            wire(.text, Array("a".utf8)) + wire(.text, Array("b".utf8)) + wire(.text, Array("c".utf8))
             + wire(.pong, ping.data)
         machine.read(bytes, at: self.t0 + .milliseconds(30), &sink)
         #expect(sink.pongs.isEmpty, "the queue filled before the pong was parsed")

@@ -27,7 +27,8 @@ private struct Recorder: SessionActionSink {
         switch action {
         case .writeControl(let frame): "write \(frame.kind) \(frame.data)"
         case .sendClose(let reason): "sendClose \(reason.map { "\($0.code.rawValue) \($0.message)" } ?? "nil")"
-        case .deliver(let frame, let id): "deliver \(frame.kind) \(String(decoding: frame.data, as: UTF8.self)) to \(id)"
+        case .deliver(let frame, let id):
+            "deliver \(frame.kind) \(String(decoding: frame.data, as: UTF8.self)) to \(id)"
         case .endIncoming(let error, let id): "end \(error.map { "\($0.code)" } ?? "nil") to \(id)"
         case .setReadingPaused(let paused): paused ? "pause" : "resume"
         case .armTimer(let kind, let delay): "arm \(kind) \(delay)"
@@ -149,10 +150,11 @@ struct SessionStateMachineTests {
 
     @Test("the pong deadline does not count while reading is paused and starts again on resume")
     func pongTimeoutWhilePaused() {
-        var machine = openMachine(configuration {
-            $0.pingInterval = .seconds(5)
-            $0.maxIncomingBufferMessages = 2
-        })
+        var machine = openMachine(
+            configuration {
+                $0.pingInterval = .seconds(5)
+                $0.maxIncomingBufferMessages = 2
+            })
         var sink = Recorder()
         machine.timerFired(.ping, &sink)
         machine.read(wire(.text, "a") + wire(.text, "b"), &sink)
@@ -220,7 +222,8 @@ struct SessionStateMachineTests {
     @Test("a text message an extension transformed is validated once and marked, so readText trusts it")
     func transformedTextMarked() throws {
         var machine = SessionStateMachine(configuration: configuration())
-        let outcome = OpeningHandshake.Outcome(subprotocol: nil, extensions: [ReversingExtension()], headers: HTTPHeaders())
+        let outcome = OpeningHandshake.Outcome(
+            subprotocol: nil, extensions: [ReversingExtension()], headers: HTTPHeaders())
         machine.opened(outcome)
         var sink = Recorder()
         var bytes: [UInt8] = []
@@ -261,9 +264,12 @@ struct SessionStateMachineTests {
         #expect(machine.closeReason?.code == .noStatus)
     }
 
-    @Test("an invalid close payload fails the session with 1002 or 1007", arguments: [
-        (closePayload(1005), CloseReason.Code.protocolError), ([3], .protocolError), (closePayload(1000) + [0xFF], .invalidPayload),
-    ])
+    @Test(
+        "an invalid close payload fails the session with 1002 or 1007",
+        arguments: [
+            (closePayload(1005), CloseReason.Code.protocolError), ([3], .protocolError),
+            (closePayload(1000) + [0xFF], .invalidPayload),
+        ])
     func invalidClose(payload: [UInt8], code: CloseReason.Code) {
         var machine = openMachine()
         var sink = Recorder()
@@ -351,7 +357,9 @@ struct SessionStateMachineTests {
         machine.close(CloseReason(code: .normal), &sink)
         // (A machine opened with `opened(_:)`, as a multiplexed stream is, closes its transport once answered.)
         #expect(
-            sink.take() == ["resume", "sendClose 1000 ", "arm close 10.0 seconds", "arm close 10.0 seconds", "closeTransport"])
+            sink.take() == [
+                "resume", "sendClose 1000 ", "arm close 10.0 seconds", "arm close 10.0 seconds", "closeTransport",
+            ])
         #expect(machine.closeReason?.code == .goingAway, "the server's close, which had arrived, is seen")
     }
 
@@ -506,7 +514,9 @@ struct SessionStateMachineTests {
     @Test("control frames from the user are checked")
     func sendChecks() {
         var machine = openMachine()
-        #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .ping, data: [UInt8](repeating: 0, count: 126))) }
+        #expect(throws: WebSocketError.self) {
+            try machine.prepareSend(Frame(kind: .ping, data: [UInt8](repeating: 0, count: 126)))
+        }
         #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .pong, fin: false, data: [])) }
         #expect((try? machine.prepareSend(Frame(kind: .text, data: [65])))?.data == [65])
     }
@@ -514,7 +524,9 @@ struct SessionStateMachineTests {
     @Test("fragments of one message are not interleaved with another; the message's end is tracked")
     func sendFragmentOrder() throws {
         var machine = openMachine()
-        let stray = #expect(throws: WebSocketError.self) { try machine.prepareSend(Frame(kind: .continuation, data: [1])) }
+        let stray = #expect(throws: WebSocketError.self) {
+            try machine.prepareSend(Frame(kind: .continuation, data: [1]))
+        }
         #expect(stray?.code == .invalidArgument)
         _ = try machine.prepareSend(Frame(kind: .binary, fin: false, data: [1]))
         #expect(machine.isSendingFragmentedMessage)
@@ -536,7 +548,9 @@ struct SessionStateMachineTests {
         machine.beginHandshake(handshake, timeout: .seconds(3), &sink)
         #expect(sink.take() == ["arm open 3.0 seconds"])
         let accept = WebSocketHandshake.acceptValue(forKey: handshake.key)
-        let head = response("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Accept: \(accept)\n\n")
+        let head = response(
+            "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Accept: \(accept)\n\n"
+        )
         machine.read(head + wire(.text, "first"), &sink)
         #expect(sink.take() == ["cancel open", "finishHandshake"])
         let result24 = machine.takeQueuedFrame(&sink)
@@ -568,7 +582,8 @@ struct SessionStateMachineTests {
         var machine = SessionStateMachine(configuration: configuration())
         var sink = Recorder()
         machine.beginHandshake(makeHandshake(), timeout: .seconds(3), &sink)
-        machine.read(response("HTTP/1.1 500 Oops\nContent-Length: 100000\n\n") + [UInt8](repeating: 65, count: 5000), &sink)
+        machine.read(
+            response("HTTP/1.1 500 Oops\nContent-Length: 100000\n\n") + [UInt8](repeating: 65, count: 5000), &sink)
         guard case .failHandshake(let error as WebSocketError) = sink.actions.dropFirst(2).first else {
             Issue.record("no handshake failure: \(sink.log)")
             return
@@ -613,11 +628,12 @@ struct SessionStateMachineTests {
 
     /// Runs `events` against a machine the way the glue would (timers fire only while armed), checking invariants.
     private static func run(_ events: [Int]) {
-        var machine = openMachine(configuration {
-            $0.pingInterval = .seconds(1)
-            $0.maxIncomingBufferMessages = 4
-            $0.maxOutgoingBufferBytes = 100
-        })
+        var machine = openMachine(
+            configuration {
+                $0.pingInterval = .seconds(1)
+                $0.maxIncomingBufferMessages = 4
+                $0.maxOutgoingBufferBytes = 100
+            })
         var sink = Recorder()
         machine.startKeepalive(&sink)
         var armed: Set<SessionStateMachine.TimerKind> = []

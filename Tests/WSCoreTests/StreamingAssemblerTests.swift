@@ -1,3 +1,5 @@
+import WSCore
+
 // The streaming assembler: its fuzz oracle (whole-message assembly as the reference) and its unit tests.
 //
 // Like FuzzRegressionTests.swift, this file has two users: the libFuzzer target FuzzStreamingAssembler compiles it
@@ -7,7 +9,6 @@
 import Foundation
 import Testing
 #endif
-import WSCore
 
 extension FuzzHarness {
     /// Streaming assembly against whole-message assembly.
@@ -65,10 +66,13 @@ extension FuzzHarness {
                     try check(stdlibValid(chunk), "a text chunk is not complete UTF-8: \(chunk)")
                 }
                 streamed += chunk
-                try check(streaming.isStreaming == whole.isAssembling || message != nil,
+                try check(
+                    streaming.isStreaming == whole.isAssembling || message != nil,
                     "one assembler has a message in progress, the other not")
                 if let message {
-                    try check(message.kind == streamedKind, "kinds differ: \(message.kind) vs \(String(describing: streamedKind))")
+                    try check(
+                        message.kind == streamedKind,
+                        "kinds differ: \(message.kind) vs \(String(describing: streamedKind))")
                     try check(message.data == streamed, "streamed bytes differ from the whole message")
                     try check(!streaming.isStreaming, "the streaming assembler did not finish the message")
                     streamed = []
@@ -129,13 +133,16 @@ struct StreamingAssemblerTests {
 
     @Test("the close codes of whole-message receive: 1002, 1007, 1009")
     func violations() {
-        #expect(self.run([ParsedFrame(fin: true, opcode: .continuation, payload: [])]).error?.closeCode == .protocolError)
+        #expect(
+            self.run([ParsedFrame(fin: true, opcode: .continuation, payload: [])]).error?.closeCode == .protocolError)
         #expect(
             self.run([
                 ParsedFrame(fin: false, opcode: .text, payload: Array("a".utf8)),
                 ParsedFrame(fin: true, opcode: .binary, payload: []),
             ]).error?.closeCode == .protocolError)
-        #expect(self.run([ParsedFrame(fin: false, opcode: .text, payload: [0xC3, 0x28])]).error?.closeCode == .invalidPayload)
+        #expect(
+            self.run([ParsedFrame(fin: false, opcode: .text, payload: [0xC3, 0x28])]).error?.closeCode
+                == .invalidPayload)
         // A message that ends in the middle of a character.
         #expect(
             self.run([
@@ -154,7 +161,9 @@ struct StreamingAssemblerTests {
     @Test("no limit by default: a message of any length is counted, not refused")
     func noLimit() {
         let frame = ParsedFrame(fin: false, opcode: .binary, payload: [UInt8](repeating: 1, count: 1 << 16))
-        let frames = [frame] + Array(repeating: ParsedFrame(fin: false, opcode: .continuation, payload: frame.payload), count: 100)
+        let frames =
+            [frame]
+            + Array(repeating: ParsedFrame(fin: false, opcode: .continuation, payload: frame.payload), count: 100)
         #expect(self.run(frames).error == nil)
     }
 
@@ -167,7 +176,9 @@ struct StreamingAssemblerTests {
             for _ in 0..<count {
                 // Mostly valid multi-byte text and small frames, so messages complete; sometimes any byte.
                 let r = rng.next() % 10
-                if r < 2 { input.append(UInt8(truncatingIfNeeded: rng.next())) } else if r < 4 {
+                if r < 2 {
+                    input.append(UInt8(truncatingIfNeeded: rng.next()))
+                } else if r < 4 {
                     input.append(contentsOf: Array("é€😀".utf8)[Int(rng.next() % 9)...].prefix(3))
                 } else {
                     input.append(UInt8(truncatingIfNeeded: rng.next() % 8))

@@ -12,13 +12,34 @@ private func referenceCheck(_ bytes: [UInt8]) -> (failIndex: Int?, complete: Boo
         if remaining == 0 {
             switch b {
             case 0x00...0x7F: continue
-            case 0xC2...0xDF: remaining = 1; low = 0x80; high = 0xBF
-            case 0xE0: remaining = 2; low = 0xA0; high = 0xBF
-            case 0xE1...0xEC, 0xEE...0xEF: remaining = 2; low = 0x80; high = 0xBF
-            case 0xED: remaining = 2; low = 0x80; high = 0x9F
-            case 0xF0: remaining = 3; low = 0x90; high = 0xBF
-            case 0xF1...0xF3: remaining = 3; low = 0x80; high = 0xBF
-            case 0xF4: remaining = 3; low = 0x80; high = 0x8F
+            case 0xC2...0xDF:
+                remaining = 1
+                low = 0x80
+                high = 0xBF
+            case 0xE0:
+                remaining = 2
+                low = 0xA0
+                high = 0xBF
+            case 0xE1...0xEC, 0xEE...0xEF:
+                remaining = 2
+                low = 0x80
+                high = 0xBF
+            case 0xED:
+                remaining = 2
+                low = 0x80
+                high = 0x9F
+            case 0xF0:
+                remaining = 3
+                low = 0x90
+                high = 0xBF
+            case 0xF1...0xF3:
+                remaining = 3
+                low = 0x80
+                high = 0xBF
+            case 0xF4:
+                remaining = 3
+                low = 0x80
+                high = 0x8F
             default: return (i, false)
             }
         } else {
@@ -80,7 +101,8 @@ private let vectors: [UTF8ValidatorVector] = [
     .valid("U+FFFF", [0xEF, 0xBF, 0xBF]),
     .valid("U+10000", [0xF0, 0x90, 0x80, 0x80]),
     .valid("U+10FFFF", [0xF4, 0x8F, 0xBF, 0xBF]),
-    .valid("long ASCII then multibyte", Array(String(repeating: "abcdefgh", count: 5).utf8) + [0xF0, 0x9F, 0x98, 0x80]),
+    .valid(
+        "long ASCII then multibyte", Array(String(repeating: "abcdefgh", count: 5).utf8) + [0xF0, 0x9F, 0x98, 0x80]),
     .invalid("overlong NUL C0 80", [0xC0, 0x80], failAt: 0),
     .invalid("overlong C1 BF", [0xC1, 0xBF], failAt: 0),
     .invalid("overlong 3-byte E0 80 80", [0xE0, 0x80, 0x80], failAt: 1),
@@ -99,8 +121,11 @@ private let vectors: [UTF8ValidatorVector] = [
     .invalid("two-byte lead then ASCII", [0xC2, 0x41], failAt: 1),
     .invalid("three-byte sequence cut by ASCII", [0xE1, 0x80, 0x41], failAt: 2),
     .invalid("four-byte sequence cut by ASCII", [0xF1, 0x80, 0x80, 0x41], failAt: 3),
-    .invalid("Autobahn 6.3.1: kosme + surrogate + 'edited'", kosme + [0xED, 0xA0, 0x80] + Array("edited".utf8), failAt: 12),
-    .invalid("Autobahn 6.4.1-style: kosme + F4 90 80 80 + 'edited'", kosme + [0xF4, 0x90, 0x80, 0x80] + Array("edited".utf8), failAt: 12),
+    .invalid(
+        "Autobahn 6.3.1: kosme + surrogate + 'edited'", kosme + [0xED, 0xA0, 0x80] + Array("edited".utf8), failAt: 12),
+    .invalid(
+        "Autobahn 6.4.1-style: kosme + F4 90 80 80 + 'edited'",
+        kosme + [0xF4, 0x90, 0x80, 0x80] + Array("edited".utf8), failAt: 12),
     .invalid("invalid after 40 ASCII bytes", Array(String(repeating: "x", count: 40).utf8) + [0xFF], failAt: 40),
     .invalid("truncated two-byte C2", [0xC2], failAt: nil),
     .invalid("truncated three-byte E0 A0", [0xE0, 0xA0], failAt: nil),
@@ -113,7 +138,9 @@ struct UTF8ValidatorTests {
     @Test("each vector's verdict, whole and fed byte by byte, fails at the right byte", arguments: vectors)
     func vectorVerdicts(_ vector: UTF8ValidatorVector) {
         #expect(validate(vector.bytes) == vector.valid)
-        #expect((String(validating: vector.bytes, as: UTF8.self) != nil) == vector.valid, "vector disagrees with the stdlib")
+        #expect(
+            (String(validating: vector.bytes, as: UTF8.self) != nil) == vector.valid, "vector disagrees with the stdlib"
+        )
         let fed = firstFailureFedByteByByte(vector.bytes)
         #expect(fed.failIndex == vector.failIndex)
         #expect(fed.complete == vector.valid)
@@ -168,7 +195,9 @@ struct UTF8ValidatorTests {
                 let two = [UInt8(a), UInt8(b)]
                 let expected = referenceCheck(two)
                 let fed = firstFailureFedByteByByte(two)
-                if validate(two) != (String(validating: two, as: UTF8.self) != nil) || fed.failIndex != expected.failIndex {
+                if validate(two) != (String(validating: two, as: UTF8.self) != nil)
+                    || fed.failIndex != expected.failIndex
+                {
                     Issue.record("disagreement on \(two)")
                     return
                 }
@@ -178,8 +207,10 @@ struct UTF8ValidatorTests {
 
     @Test("three-byte inputs around every lead byte agree with the stdlib and the fail-fast reference")
     func exhaustiveThreeByteInputs() {
-        let interesting: [UInt8] = [0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1,
-                                    0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF]
+        let interesting: [UInt8] = [
+            0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1,
+            0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF,
+        ]
         for a in interesting {
             for b in interesting {
                 for c in interesting {
@@ -187,7 +218,9 @@ struct UTF8ValidatorTests {
                         let bytes = [a, b, c, d]
                         let expected = referenceCheck(bytes)
                         let fed = firstFailureFedByteByByte(bytes)
-                        if validate(bytes) != (String(validating: bytes, as: UTF8.self) != nil) || fed.failIndex != expected.failIndex {
+                        if validate(bytes) != (String(validating: bytes, as: UTF8.self) != nil)
+                            || fed.failIndex != expected.failIndex
+                        {
                             Issue.record("disagreement on \(bytes)")
                             return
                         }
@@ -219,8 +252,10 @@ struct UTF8ValidatorTests {
                 }
             } else {
                 // Short random strings over the bytes that matter: leads, continuations, invalid bytes, ASCII.
-                let alphabet: [UInt8] = [0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xE1, 0xED,
-                                         0xEF, 0xF0, 0xF1, 0xF4, 0xF5, 0xFF]
+                let alphabet: [UInt8] = [
+                    0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xE1, 0xED,
+                    0xEF, 0xF0, 0xF1, 0xF4, 0xF5, 0xFF,
+                ]
                 for _ in 0..<Int.random(in: 0...6, using: &rng) { bytes.append(alphabet.randomElement(using: &rng)!) }
             }
             let expected = String(validating: bytes, as: UTF8.self) != nil

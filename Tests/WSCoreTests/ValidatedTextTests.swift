@@ -8,25 +8,32 @@ struct ValidatedTextTests {
     @Test("the assembler marks the text messages it validated, whole or fragmented, and nothing else")
     func assemblerMarks() throws {
         var assembler = MessageAssembler(maxMessageSize: 1 << 20, maxFragments: 10)
-        let whole = try #require(try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("héllo".utf8)), validateUTF8: true))
+        let whole = try #require(
+            try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("héllo".utf8)), validateUTF8: true))
         #expect(whole.dataIsValidUTF8)
         #expect(try whole.readText() == "héllo")
 
-        #expect(try assembler.push(ParsedFrame(fin: false, opcode: .text, payload: [0x68, 0xC3]), validateUTF8: true) == nil)
-        let fragmented = try #require(try assembler.push(ParsedFrame(fin: true, opcode: .continuation, payload: [0xA9]), validateUTF8: true))
+        #expect(
+            try assembler.push(ParsedFrame(fin: false, opcode: .text, payload: [0x68, 0xC3]), validateUTF8: true) == nil
+        )
+        let fragmented = try #require(
+            try assembler.push(ParsedFrame(fin: true, opcode: .continuation, payload: [0xA9]), validateUTF8: true))
         #expect(fragmented.dataIsValidUTF8)
         #expect(try fragmented.readText() == "hé")
 
-        let unchecked = try #require(try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("x".utf8)), validateUTF8: false))
+        let unchecked = try #require(
+            try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("x".utf8)), validateUTF8: false))
         #expect(!unchecked.dataIsValidUTF8)
-        let bytes = try #require(try assembler.push(ParsedFrame(fin: true, opcode: .binary, payload: Array("x".utf8)), validateUTF8: true))
+        let bytes = try #require(
+            try assembler.push(ParsedFrame(fin: true, opcode: .binary, payload: Array("x".utf8)), validateUTF8: true))
         #expect(!bytes.dataIsValidUTF8)
     }
 
     @Test("changing the payload clears the mark, so readText validates again")
     func mutationClearsMark() throws {
         var assembler = MessageAssembler(maxMessageSize: 1 << 20, maxFragments: 10)
-        var frame = try #require(try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("ok".utf8)), validateUTF8: true))
+        var frame = try #require(
+            try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("ok".utf8)), validateUTF8: true))
         #expect(frame.dataIsValidUTF8)
         frame.data.append(0xFF)
         #expect(!frame.dataIsValidUTF8)
@@ -49,7 +56,8 @@ struct ValidatedTextTests {
     @Test("the mark is not part of equality or hashing")
     func equality() throws {
         var assembler = MessageAssembler(maxMessageSize: 1 << 20, maxFragments: 10)
-        let marked = try #require(try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("same".utf8)), validateUTF8: true))
+        let marked = try #require(
+            try assembler.push(ParsedFrame(fin: true, opcode: .text, payload: Array("same".utf8)), validateUTF8: true))
         let plain = Frame.text("same")
         #expect(marked.dataIsValidUTF8 && !plain.dataIsValidUTF8)
         #expect(marked == plain)

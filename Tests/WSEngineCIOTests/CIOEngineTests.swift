@@ -114,7 +114,9 @@ struct PlainTCPTests {
             transport.close()
             #expect(await recorder.wait { $0.closes == 1 })
             try await Task.sleep(for: .milliseconds(50))
-            let state = recorder.state.withLock { ($0.closes, $0.closeErrorText, $0.callbacksAfterClose, $0.overlappingCallbacks) }
+            let state = recorder.state.withLock {
+                ($0.closes, $0.closeErrorText, $0.callbacksAfterClose, $0.overlappingCallbacks)
+            }
             #expect(state.0 == 1)
             #expect(state.1 == nil)
             #expect(state.2 == 0)
@@ -246,7 +248,10 @@ struct PlainTCPTests {
             let recorder = Recorder()
             // The peer's "hello" and its FIN wait in our socket before start (polled, not slept for).
             let fd = try #require(SocketProbe.descriptor(remotePort: server.port))
-            try #require(await eventually { SocketProbe.tcpState(fd) == SocketProbe.closeWait && SocketProbe.unreadBytes(fd) == 5 })
+            try #require(
+                await eventually {
+                    SocketProbe.tcpState(fd) == SocketProbe.closeWait && SocketProbe.unreadBytes(fd) == 5
+                })
             await loopRounds(transport.executor)  // and the loop has seen them arrive
             transport.start(handler: recorder)
             #expect(await recorder.wait { $0.closes == 1 })
@@ -371,9 +376,11 @@ struct PlainTCPTests {
                     options: options(timeout: .seconds(30)))
             }
             // Cancelled in the TLS handshake: once the TCP connection to the silent server stands.
-            #expect(await eventually {
-                SocketProbe.descriptor(remotePort: server.port).flatMap(SocketProbe.tcpState) == SocketProbe.established
-            })
+            #expect(
+                await eventually {
+                    SocketProbe.descriptor(remotePort: server.port).flatMap(SocketProbe.tcpState)
+                        == SocketProbe.established
+                })
             task.cancel()
             let error = await connectionError { _ = try await task.value }
             #expect(error?.code == .cancelled)
@@ -552,7 +559,9 @@ struct TLSTests {
                     to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             }
             #expect(error?.code == .tlsFailure)
-            #expect(error?.message.contains("unable to get local issuer certificate") == true, "\(String(describing: error))")
+            #expect(
+                error?.message.contains("unable to get local issuer certificate") == true,
+                "\(String(describing: error))")
         }
     }
 
@@ -566,7 +575,9 @@ struct TLSTests {
                     to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
             }
             #expect(error?.code == .tlsFailure)
-            #expect(error?.message.contains("certificate verify failed: hostname mismatch") == true, "\(String(describing: error))")
+            #expect(
+                error?.message.contains("certificate verify failed: hostname mismatch") == true,
+                "\(String(describing: error))")
         }
     }
 
@@ -574,7 +585,9 @@ struct TLSTests {
     func serverNameOverride() async throws {
         let certificates = try await Certificates.load()
         let server = try await PythonServer.start(mode: "echo", certificate: certificates.server)
-        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "wrong.example"))) {
+        try await withEngine(
+            tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "wrong.example"))
+        ) {
             engine in
             let error = await connectionError {
                 _ = try await engine.connect(
@@ -584,7 +597,9 @@ struct TLSTests {
             #expect(error?.message.contains("hostname mismatch") == true, "\(String(describing: error))")
         }
         let other = try await PythonServer.start(mode: "echo", certificate: certificates.otherName)
-        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "other.example"))) {
+        try await withEngine(
+            tlsEngine(.init(trustRoots: .file(certificates.caFile), serverNameOverride: "other.example"))
+        ) {
             engine in
             let transport = try await engine.connect(
                 to: EngineEndpoint(host: "127.0.0.1", port: other.port, secure: true), options: options())

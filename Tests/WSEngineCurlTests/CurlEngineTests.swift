@@ -203,9 +203,10 @@ struct CurlEngineTests {
         #expect(ContinuousClock.now - started < .seconds(15))
         let task = Task { try await engine.connect(to: endpoint, options: options(timeout: .seconds(30))) }
         // Cancelled in the TLS handshake: once the TCP connection to the silent server stands.
-        #expect(await eventually {
-            SocketProbe.descriptor(remotePort: server.port).flatMap(SocketProbe.tcpState) == SocketProbe.established
-        })
+        #expect(
+            await eventually {
+                SocketProbe.descriptor(remotePort: server.port).flatMap(SocketProbe.tcpState) == SocketProbe.established
+            })
         task.cancel()
         await #expect {
             _ = try await task.value

@@ -1,8 +1,8 @@
 import Glibc
 import Testing
+import WSPosix
 
 @testable import WSEngineCurl
-import WSPosix
 
 @Suite("Curl engine helpers")
 struct CurlHelperTests {
@@ -17,10 +17,12 @@ struct CurlHelperTests {
                 + "process loaded libcurl 7.76.0: give PEM files instead, install a newer libcurl (Debian 12: "
                 + "bookworm-backports), or use the CIO engine")
         #expect(
-            tooOldReason(loaded: 0x07_4D_00, loadedText: "7.77.0", minimum: trustPEMVersion, minimumText: "7.77", for: what)
+            tooOldReason(
+                loaded: 0x07_4D_00, loadedText: "7.77.0", minimum: trustPEMVersion, minimumText: "7.77", for: what)
                 == nil)
         #expect(
-            tooOldReason(loaded: 0x07_46_00, loadedText: "7.70.0", minimum: clientPEMVersion, minimumText: "7.71", for: "x")
+            tooOldReason(
+                loaded: 0x07_46_00, loadedText: "7.70.0", minimum: clientPEMVersion, minimumText: "7.71", for: "x")
                 != nil)
     }
 
@@ -80,7 +82,9 @@ struct CurlHelperTests {
             ])
     }
 
-    @Test("the write queue keeps a lone write as it is, gathers small writes that follow each other, never grows a head it handed out, and counts bytes")
+    @Test(
+        "the write queue keeps a lone write as it is, gathers small writes that follow each other, never grows a head it handed out, and counts bytes"
+    )
     func writeQueue() {
         var queue = WriteQueue()
         queue.append([1, 2, 3, 4], offset: 1)
@@ -148,7 +152,9 @@ struct CurlHelperTests {
         #expect(queue.isEmpty && queue.byteCount == 0)
     }
 
-    @Test("a gathering chunk starts with room for what the queue gathered last time it was busy, and forgets it after a quiet spell")
+    @Test(
+        "a gathering chunk starts with room for what the queue gathered last time it was busy, and forgets it after a quiet spell"
+    )
     func writeQueueGatherSizing() {
         var queue = WriteQueue()
         let piece = [UInt8](repeating: 0xAB, count: 500)

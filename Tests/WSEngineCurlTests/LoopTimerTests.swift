@@ -30,7 +30,9 @@ struct LoopTimerTests {
         }
         let cancelledFired = Counter()
         let kept = Counter()
-        let doomed = (0..<150).map { _ in loop.scheduleFromAnyThread(after: .milliseconds(200)) { cancelledFired.value.add(1, ordering: .relaxed) } }
+        let doomed = (0..<150).map { _ in
+            loop.scheduleFromAnyThread(after: .milliseconds(200)) { cancelledFired.value.add(1, ordering: .relaxed) }
+        }
         let others = (0..<50).map { _ in loop.scheduleFromAnyThread(after: .seconds(60)) {} }
         _ = loop.scheduleFromAnyThread(after: .milliseconds(100)) { kept.value.add(1, ordering: .relaxed) }
         for timer in doomed { timer.cancel() }

@@ -1,3 +1,5 @@
+import WSCore
+
 // The fuzz oracle for permessage-deflate's bounded inflation, and the test that replays fuzz inputs through it.
 //
 // Like Tests/WSCoreTests/FuzzRegressionTests.swift, this file has two users: the libFuzzer target FuzzInflate in
@@ -9,7 +11,6 @@ import Foundation
 import Testing
 @testable import WSExtensions
 #endif
-import WSCore
 
 /// The fuzz oracle for ``ZlibInflater``'s limit (and ``ZlibDeflater``, in round-trip mode).
 package enum InflateFuzzHarness {

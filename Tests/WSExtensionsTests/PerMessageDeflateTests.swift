@@ -34,8 +34,10 @@ private func hex(_ text: String) -> [UInt8] {
 
 /// Deterministic text-like bytes with repetition at many distances (compressible, but not trivially).
 private func sampleText(_ count: Int, seed: UInt64 = 1) -> [UInt8] {
-    let words = ["alpha", "beta", "gamma", "delta", "\"id\":", "{\"name\":", "value", "websocket", "deflate", " ", ",", "\n"]
-        .map { Array($0.utf8) }
+    let words = [
+        "alpha", "beta", "gamma", "delta", "\"id\":", "{\"name\":", "value", "websocket", "deflate", " ", ",", "\n",
+    ]
+    .map { Array($0.utf8) }
     var state = seed
     var out: [UInt8] = []
     out.reserveCapacity(count + 16)
@@ -85,7 +87,8 @@ struct DeflateAPITests {
     final class NoExtensionsEngine: WebSocketEngine {
         let name = "Plain"
         func isSupported(_ capability: EngineCapability) -> Bool { capability == .webSocket }
-        func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport {
+        func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws -> any WebSocketTransport
+        {
             throw WebSocketError(.network, "this test engine never connects")
         }
         func shutdown() async {}
@@ -101,14 +104,16 @@ struct DeflateAPITests {
             _ = try await client.webSocketSession("ws://127.0.0.1:9/")
         }
         #expect(error?.code == .unsupported)
-        #expect(error?.message.contains("permessage-deflate") == true && error?.message.contains("CIO engine") == true,
+        #expect(
+            error?.message.contains("permessage-deflate") == true && error?.message.contains("CIO engine") == true,
             "\(String(describing: error))")
         await client.close()
     }
 
     @Test("offers: the defaults offer a bare client_max_window_bits; every option appears")
     func offers() throws {
-        #expect(try PerMessageDeflate().makeOffers().map(\.description) == ["permessage-deflate; client_max_window_bits"])
+        #expect(
+            try PerMessageDeflate().makeOffers().map(\.description) == ["permessage-deflate; client_max_window_bits"])
         let all = try PerMessageDeflate(
             .init(
                 clientNoContextTakeover: true, serverNoContextTakeover: true, clientMaxWindowBits: 10,
@@ -154,31 +159,51 @@ struct DeflateNegotiationTests {
 
     static let plain = DeflateOffer()
     static let accepted: [Accepted] = [
-        Accepted(offer: plain, response: "permessage-deflate", expected: .init(
-            clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 15, serverWindowBits: 15)),
-        Accepted(offer: plain, response: "PerMessage-Deflate; Server_No_Context_Takeover", expected: .init(
-            clientNoContextTakeover: false, serverNoContextTakeover: true, clientWindowBits: 15, serverWindowBits: 15)),
-        Accepted(offer: plain, response: "permessage-deflate; client_no_context_takeover", expected: .init(
-            clientNoContextTakeover: true, serverNoContextTakeover: false, clientWindowBits: 15, serverWindowBits: 15)),
+        Accepted(
+            offer: plain, response: "permessage-deflate",
+            expected: .init(
+                clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 15,
+                serverWindowBits: 15)),
+        Accepted(
+            offer: plain, response: "PerMessage-Deflate; Server_No_Context_Takeover",
+            expected: .init(
+                clientNoContextTakeover: false, serverNoContextTakeover: true, clientWindowBits: 15,
+                serverWindowBits: 15)),
+        Accepted(
+            offer: plain, response: "permessage-deflate; client_no_context_takeover",
+            expected: .init(
+                clientNoContextTakeover: true, serverNoContextTakeover: false, clientWindowBits: 15,
+                serverWindowBits: 15)),
         // The server may limit its own window without being asked, and pick ours after a bare offer.
-        Accepted(offer: plain, response: "permessage-deflate; server_max_window_bits=12; client_max_window_bits=8",
-            expected: .init(clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 8,
+        Accepted(
+            offer: plain, response: "permessage-deflate; server_max_window_bits=12; client_max_window_bits=8",
+            expected: .init(
+                clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 8,
                 serverWindowBits: 12)),
-        Accepted(offer: plain, response: "permessage-deflate; server_max_window_bits=\"9\"", expected: .init(
-            clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 15, serverWindowBits: 9)),
+        Accepted(
+            offer: plain, response: "permessage-deflate; server_max_window_bits=\"9\"",
+            expected: .init(
+                clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 15,
+                serverWindowBits: 9)),
         // Same or smaller than offered.
-        Accepted(offer: DeflateOffer(serverMaxWindowBits: 10, clientMaxWindowBits: .bits(11)),
+        Accepted(
+            offer: DeflateOffer(serverMaxWindowBits: 10, clientMaxWindowBits: .bits(11)),
             response: "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
-            expected: .init(clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 9,
+            expected: .init(
+                clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 9,
                 serverWindowBits: 10)),
-        Accepted(offer: DeflateOffer(serverMaxWindowBits: 10, clientMaxWindowBits: .bits(11)),
+        Accepted(
+            offer: DeflateOffer(serverMaxWindowBits: 10, clientMaxWindowBits: .bits(11)),
             response: "permessage-deflate; server_max_window_bits=8",
-            expected: .init(clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 11,
+            expected: .init(
+                clientNoContextTakeover: false, serverNoContextTakeover: false, clientWindowBits: 11,
                 serverWindowBits: 8)),
         // Our own client_no_context_takeover applies even when the server does not repeat it.
-        Accepted(offer: DeflateOffer(clientNoContextTakeover: true, serverNoContextTakeover: true),
+        Accepted(
+            offer: DeflateOffer(clientNoContextTakeover: true, serverNoContextTakeover: true),
             response: "permessage-deflate; server_no_context_takeover",
-            expected: .init(clientNoContextTakeover: true, serverNoContextTakeover: true, clientWindowBits: 15,
+            expected: .init(
+                clientNoContextTakeover: true, serverNoContextTakeover: true, clientWindowBits: 15,
                 serverWindowBits: 15)),
     ]
 
@@ -197,12 +222,15 @@ struct DeflateNegotiationTests {
     static let rejected: [Rejected] = [
         Rejected(offer: plain, response: "permessage-deflate; foo", reason: "unknown parameter"),
         Rejected(offer: plain, response: "permessage-deflate; foo=1", reason: "unknown parameter"),
-        Rejected(offer: plain, response: "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        Rejected(
+            offer: plain, response: "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
             reason: "more than once"),
-        Rejected(offer: plain, response: "permessage-deflate; server_max_window_bits=10; server_max_window_bits=10",
+        Rejected(
+            offer: plain, response: "permessage-deflate; server_max_window_bits=10; server_max_window_bits=10",
             reason: "more than once"),
         Rejected(offer: plain, response: "permessage-deflate; server_no_context_takeover=1", reason: "takes no value"),
-        Rejected(offer: plain, response: "permessage-deflate; client_no_context_takeover=\"x\"", reason: "takes no value"),
+        Rejected(
+            offer: plain, response: "permessage-deflate; client_no_context_takeover=\"x\"", reason: "takes no value"),
         Rejected(offer: plain, response: "permessage-deflate; server_max_window_bits", reason: "needs a value"),
         Rejected(offer: plain, response: "permessage-deflate; client_max_window_bits", reason: "needs a value"),
         Rejected(offer: plain, response: "permessage-deflate; server_max_window_bits=7", reason: "not a window size"),
@@ -210,15 +238,20 @@ struct DeflateNegotiationTests {
         Rejected(offer: plain, response: "permessage-deflate; server_max_window_bits=010", reason: "not a window size"),
         Rejected(offer: plain, response: "permessage-deflate; server_max_window_bits=+9", reason: "not a window size"),
         Rejected(offer: plain, response: "permessage-deflate; client_max_window_bits=abc", reason: "not a window size"),
-        Rejected(offer: DeflateOffer(clientMaxWindowBits: .notOffered),
+        Rejected(
+            offer: DeflateOffer(clientMaxWindowBits: .notOffered),
             response: "permessage-deflate; client_max_window_bits=10", reason: "was not offered"),
-        Rejected(offer: DeflateOffer(clientMaxWindowBits: .bits(10)),
+        Rejected(
+            offer: DeflateOffer(clientMaxWindowBits: .bits(10)),
             response: "permessage-deflate; client_max_window_bits=11", reason: "more than the 10 offered"),
-        Rejected(offer: DeflateOffer(serverMaxWindowBits: 10),
+        Rejected(
+            offer: DeflateOffer(serverMaxWindowBits: 10),
             response: "permessage-deflate; server_max_window_bits=11", reason: "more than the 10 offered"),
-        Rejected(offer: DeflateOffer(serverMaxWindowBits: 10), response: "permessage-deflate",
+        Rejected(
+            offer: DeflateOffer(serverMaxWindowBits: 10), response: "permessage-deflate",
             reason: "did not accept"),
-        Rejected(offer: DeflateOffer(serverNoContextTakeover: true), response: "permessage-deflate",
+        Rejected(
+            offer: DeflateOffer(serverNoContextTakeover: true), response: "permessage-deflate",
             reason: "did not accept"),
         Rejected(offer: plain, response: "x-webkit-deflate-frame", reason: "not permessage-deflate"),
     ]
@@ -251,7 +284,8 @@ struct DeflateNegotiationTests {
 struct DeflateFramingTests {
     let everything = PerMessageDeflate.Configuration(compressionThreshold: 0)
 
-    @Test("7.2.3.1/7.2.3.2: \"Hello\" compresses to f2 48 cd c9 c9 07 00, then to f2 00 11 00 00 with the shared window")
+    @Test(
+        "7.2.3.1/7.2.3.2: \"Hello\" compresses to f2 48 cd c9 c9 07 00, then to f2 00 11 00 00 with the shared window")
     func helloSharedWindow() throws {
         let ext = try negotiated(everything)
         let first = try ext.processOutgoing(.text("Hello"), context: context)
@@ -273,7 +307,9 @@ struct DeflateFramingTests {
         // With context takeover the second refers back to the first (bytes as Python's zlib makes them).
         let shared = try negotiated(everything)
         _ = try shared.processOutgoing(.text("Hello, Hello, Hello, Hello!"), context: context)
-        #expect(try shared.processOutgoing(.text("Hello, Hello, Hello, Hello!"), context: context).data == hex("c2 22 06 93 02 00"))
+        #expect(
+            try shared.processOutgoing(.text("Hello, Hello, Hello, Hello!"), context: context).data
+                == hex("c2 22 06 93 02 00"))
     }
 
     static let rfcMessages: [(name: String, payloads: [String], texts: [String])] = [
@@ -384,7 +420,8 @@ struct DeflateFramingTests {
         let message = Frame(kind: .text, data: payload, reservedBits: .rsv1)
         #expect(try ext.processIncoming(message, context: context).data == parts.flatMap { $0 })
         // The window carries on into the next message.
-        let next = try ext.processOutgoing(.text(String(decoding: sampleText(2000, seed: 1), as: UTF8.self)), context: context)
+        let next = try ext.processOutgoing(
+            .text(String(decoding: sampleText(2000, seed: 1), as: UTF8.self)), context: context)
         #expect(try ext.processIncoming(next, context: context).data == sampleText(2000, seed: 1))
     }
 

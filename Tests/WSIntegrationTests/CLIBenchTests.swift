@@ -70,7 +70,9 @@ private func benchEngineArguments(_ engine: TestEngine) -> [String] {
 
 /// Checks what every successful report must satisfy: all connections open, no errors, every measured message
 /// answered, latencies ordered, rates consistent with counts and duration.
-private func expectClean(_ report: BenchReportJSON, connections: Int, size: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+private func expectClean(
+    _ report: BenchReportJSON, connections: Int, size: Int, sourceLocation: SourceLocation = #_sourceLocation
+) {
     #expect(report.connections.requested == connections, sourceLocation: sourceLocation)
     #expect(report.connections.ok == connections, sourceLocation: sourceLocation)
     #expect(report.connections.failed == 0, sourceLocation: sourceLocation)
@@ -90,9 +92,13 @@ private func expectClean(_ report: BenchReportJSON, connections: Int, size: Int,
     #expect(latency.max < 10_000_000, "no echo on loopback takes 10 s: \(latency)", sourceLocation: sourceLocation)
     #expect(report.durationS > 0, sourceLocation: sourceLocation)
     let rate = Double(report.messages.received) / report.durationS
-    #expect(abs(report.msgsPerSec - rate) <= max(1, rate * 0.01), "\(report.msgsPerSec) vs \(rate)", sourceLocation: sourceLocation)
+    #expect(
+        abs(report.msgsPerSec - rate) <= max(1, rate * 0.01), "\(report.msgsPerSec) vs \(rate)",
+        sourceLocation: sourceLocation)
     let megabytes = Double(report.bytes.received) / report.durationS / 1e6
-    #expect(abs(report.mbPerSec - megabytes) <= 0.001 + megabytes * 0.01, "\(report.mbPerSec) vs \(megabytes)", sourceLocation: sourceLocation)
+    #expect(
+        abs(report.mbPerSec - megabytes) <= 0.001 + megabytes * 0.01, "\(report.mbPerSec) vs \(megabytes)",
+        sourceLocation: sourceLocation)
 }
 
 /// The close codes of the clients' close frames, as a ``recordingEcho(_:)`` handler saw them.
@@ -139,7 +145,8 @@ struct CLIBenchTests {
         // Sending stops after 2 s; the measured time ends then or with the last echo, a moment later.
         #expect((1.999...4).contains(report.durationS), "\(report.durationS)")
         #expect(report.warmupS == 0)
-        #expect(report.messages.received > 100, "a loopback echo server answers more than 50 messages a second: \(result)")
+        #expect(
+            report.messages.received > 100, "a loopback echo server answers more than 50 messages a second: \(result)")
         #expect(server.requests.count == 4, "\(server.requests)")
         #expect(!result.stderr.contains("\r"), "no progress line when stderr is not a terminal: \(result)")
     }
@@ -150,8 +157,10 @@ struct CLIBenchTests {
         let server = try WebSocketTestServer.start(handler: recordingEcho(closes))
         defer { server.stop() }
         let result = try await WSCTool.run(
-            ["bench", server.url, "-c", "4", "--rate", "200", "--duration", "2", "--warmup", "0.5", "--binary",
-             "--size", "100", "--json", "-q"],
+            [
+                "bench", server.url, "-c", "4", "--rate", "200", "--duration", "2", "--warmup", "0.5", "--binary",
+                "--size", "100", "--json", "-q",
+            ],
             stdin: nil, timeout: 60)
         #expect(result.status == 0, "\(result)")
         #expect(result.stderr.isEmpty, "-q: nothing on stderr: \(result)")
@@ -164,7 +173,9 @@ struct CLIBenchTests {
         #expect((360...440).contains(report.messages.sent), "\(result)")
         #expect((180...220).contains(report.msgsPerSec), "\(result)")
         let deadline = ContinuousClock.now + .seconds(10)
-        while closes.codes.withLock({ $0.count }) < 4 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while closes.codes.withLock({ $0.count }) < 4 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(closes.codes.withLock { $0 } == [1000, 1000, 1000, 1000])
     }
 
@@ -174,7 +185,10 @@ struct CLIBenchTests {
         defer { server.stop() }
         let result = try await WSCTool.run(["bench", server.url, "--duration", "1"], stdin: nil, timeout: 60)
         #expect(result.status == 0, "\(result)")
-        for label in ["connections  1 ok, 0 failed", "messages", "duration     1 s", "msg/s", "MB/s", "errors       none", "p50", "p90", "p99", "p99.9", "max"] {
+        for label in [
+            "connections  1 ok, 0 failed", "messages", "duration     1 s", "msg/s", "MB/s", "errors       none", "p50",
+            "p90", "p99", "p99.9", "max",
+        ] {
             #expect(result.stdout.contains(label), "\(label.debugDescription) missing: \(result)")
         }
         #expect(result.stderr.contains("opening 1 connection to \(server.url)"), "\(result)")
@@ -185,7 +199,10 @@ struct CLIBenchTests {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
         let result = try await WSCTool.run(
-            ["bench", peer.url(path: "/echo"), "-c", "2", "--in-flight", "4", "--duration", "1", "--size", "64", "--json", "-q"]
+            [
+                "bench", peer.url(path: "/echo"), "-c", "2", "--in-flight", "4", "--duration", "1", "--size", "64",
+                "--json", "-q",
+            ]
                 + benchEngineArguments(engine),
             stdin: nil, timeout: 60)
         #expect(result.status == 0, "\(result)")
@@ -199,10 +216,13 @@ struct CLIBenchTests {
         let url = server.url
         server.stop()
         let result = try await WSCTool.run(
-            ["bench", url, "-c", "3", "--duration", "1", "--json"] + benchEngineArguments(engine), stdin: nil, timeout: 60)
+            ["bench", url, "-c", "3", "--duration", "1", "--json"] + benchEngineArguments(engine), stdin: nil,
+            timeout: 60)
         #expect(result.status == 2, "\(result)")
         let report = try BenchReportJSON.decode(result)
-        #expect(report.connections.requested == 3 && report.connections.ok == 0 && report.connections.failed == 3, "\(result)")
+        #expect(
+            report.connections.requested == 3 && report.connections.ok == 0 && report.connections.failed == 3,
+            "\(result)")
         #expect(report.errors["connectionRefused"] == 3, "\(result)")
         #expect(report.errorCount == 3)
         #expect(report.messages.sent == 0 && report.messages.received == 0 && report.latencyUs.count == 0)
@@ -220,7 +240,8 @@ struct CLIBenchTests {
                 try session.close(CloseReason(code: 4001, message: "enough"))
             })
         defer { server.stop() }
-        let result = try await WSCTool.run(["bench", server.url, "-c", "2", "--duration", "2", "--json"], stdin: nil, timeout: 60)
+        let result = try await WSCTool.run(
+            ["bench", server.url, "-c", "2", "--duration", "2", "--json"], stdin: nil, timeout: 60)
         #expect(result.status == 5, "\(result)")
         let report = try BenchReportJSON.decode(result)
         #expect(report.connections.ok == 2)
@@ -263,9 +284,10 @@ struct CLIBenchTests {
         defer { close(master) }
         var unlock: Int32 = 0
         var number: UInt32 = 0
-        let TIOCSPTLCK: UInt = 0x4004_5431
-        let TIOCGPTN: UInt = 0x8004_5430
-        try #require(ioctl(master, TIOCSPTLCK, &unlock) == 0 && ioctl(master, TIOCGPTN, &number) == 0)
+        // The ioctl names of <asm-generic/ioctls.h>, which Glibc does not import.
+        let tiocsptlck: UInt = 0x4004_5431
+        let tiocgptn: UInt = 0x8004_5430
+        try #require(ioctl(master, tiocsptlck, &unlock) == 0 && ioctl(master, tiocgptn, &number) == 0)
         let slave = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY)
         try #require(slave >= 0, "cannot open /dev/pts/\(number): errno \(errno)")
         let terminal = FileHandle(fileDescriptor: slave, closeOnDealloc: true)
@@ -302,7 +324,9 @@ struct CLIBenchTests {
         let stdout = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(process.terminationStatus == 0, "stderr: \(stderrText.debugDescription)")
         #expect(stderrText.contains("\rwsc bench: 2/2 open, "), "\(stderrText.debugDescription)")
-        #expect(stderrText.contains(" msg/s, ") && stderrText.contains(" MB/s, 0 errors"), "\(stderrText.debugDescription)")
-        #expect(!stdout.contains("\r") && stdout.hasPrefix("{"), "the report alone on stdout: \(stdout.debugDescription)")
+        #expect(
+            stderrText.contains(" msg/s, ") && stderrText.contains(" MB/s, 0 errors"), "\(stderrText.debugDescription)")
+        #expect(
+            !stdout.contains("\r") && stdout.hasPrefix("{"), "the report alone on stdout: \(stdout.debugDescription)")
     }
 }

@@ -11,18 +11,22 @@ struct CLINormalCloseTests {
         engine == .curl ? ["--engine", "curl", "--proxy", ""] : ["--engine", "cio"]
     }
 
-    @Test("wsc echo exits 0 when a message and the server's close 1000 arrive in one write", arguments: TestEngine.allCases)
+    @Test(
+        "wsc echo exits 0 when a message and the server's close 1000 arrive in one write",
+        arguments: TestEngine.allCases)
     func echoMessageWithClose(engine: TestEngine) async throws {
         let server = try scriptedServer(echoThenMessageWithClose(last: "bye"))
         defer { server.stop() }
-        let result = try await WSCTool.run(["echo", server.url, "--verbose"] + Self.engineArguments(engine), stdin: nil)
+        let result = try await WSCTool.run(
+            ["echo", server.url, "--verbose"] + Self.engineArguments(engine), stdin: nil)
         #expect(result.status == 0, "\(result)")
         #expect(!result.stderr.contains("error"), "\(result)")
         #expect(result.stderr.contains("echoed 1 messages (1 arrived with the server's close"), "\(result)")
     }
 
-    @Test("wsc echo still exits 1 when the connection drops right after a message, without a close frame",
-          arguments: TestEngine.allCases)
+    @Test(
+        "wsc echo still exits 1 when the connection drops right after a message, without a close frame",
+        arguments: TestEngine.allCases)
     func echoMessageThenDrop(engine: TestEngine) async throws {
         let server = try scriptedServer { session in
             try session.sendRaw(rawFrame(0x81, Array("bye".utf8)))
@@ -34,7 +38,8 @@ struct CLINormalCloseTests {
         #expect(result.stderr.contains("error"), "\(result)")
     }
 
-    @Test("wsc URL prints the message and exits 0 when the server's close comes with it", arguments: TestEngine.allCases)
+    @Test(
+        "wsc URL prints the message and exits 0 when the server's close comes with it", arguments: TestEngine.allCases)
     func connectMessageWithClose(engine: TestEngine) async throws {
         let server = try scriptedServer { session in try session.sendRaw(textThenClose("bye")) }
         defer { server.stop() }

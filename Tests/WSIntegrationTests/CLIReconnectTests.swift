@@ -9,7 +9,9 @@ private func engineArguments(_ engine: TestEngine) -> [String] {
 
 @Suite("wsc --reconnect")
 struct CLIReconnectTests {
-    @Test("wsc URL --reconnect prints the state changes on stderr and the echoes on stdout", arguments: TestEngine.allCases)
+    @Test(
+        "wsc URL --reconnect prints the state changes on stderr and the echoes on stdout",
+        arguments: TestEngine.allCases)
     func interactive(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -21,7 +23,9 @@ struct CLIReconnectTests {
         #expect(result.stderr.hasSuffix("wsc: closed: closed by the client (1000 NORMAL)\n"), "\(result)")
     }
 
-    @Test("wsc echo --reconnect: a 1012 close is retried until --reconnect-attempts, then it fails", arguments: TestEngine.allCases)
+    @Test(
+        "wsc echo --reconnect: a 1012 close is retried until --reconnect-attempts, then it fails",
+        arguments: TestEngine.allCases)
     func echoGivesUp(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -39,7 +43,8 @@ struct CLIReconnectTests {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
         let result = try await WSCTool.run(
-            [peer.url(path: "/close?code=1008&reason=banned"), "--reconnect", "--linger", "5"] + engineArguments(engine),
+            [peer.url(path: "/close?code=1008&reason=banned"), "--reconnect", "--linger", "5"]
+                + engineArguments(engine),
             stdin: nil)
         #expect(result.status == 5, "\(result)")
         #expect(result.stderr.contains("wsc: closed: 1008 POLICY_VIOLATION: banned\n"), "\(result)")

@@ -13,7 +13,9 @@ struct CLIStatsTests {
         #expect(result.status == 0, "\(result)")
         #expect(result.stdout == "hello\n", "\(result)")
         #expect(result.stderr.contains("wsc: statistics:"), "\(result)")
-        #expect(result.stderr.contains("messages        sent 1 (1 text, 0 binary), received 1 (1 text, 0 binary)"), "\(result)")
+        #expect(
+            result.stderr.contains("messages        sent 1 (1 text, 0 binary), received 1 (1 text, 0 binary)"),
+            "\(result)")
         #expect(result.stderr.contains("message bytes   sent 5, received 5"), "\(result)")
     }
 

@@ -18,7 +18,9 @@ struct CLIResult: Sendable, CustomStringConvertible {
     var stderr: String
     var timedOut: Bool
 
-    var description: String { "exit \(self.status)\(self.timedOut ? " (timed out)" : ""); stdout: \(self.stdout.debugDescription); stderr: \(self.stderr.debugDescription)" }
+    var description: String {
+        "exit \(self.status)\(self.timedOut ? " (timed out)" : ""); stdout: \(self.stdout.debugDescription); stderr: \(self.stderr.debugDescription)"
+    }
 }
 
 /// Finding and running the `wsc` binary.
@@ -28,11 +30,15 @@ enum WSCTool {
     static func path() throws -> String {
         let fileManager = FileManager.default
         var candidates: [String] = []
-        if let explicit = ProcessInfo.processInfo.environment["WSC_BINARY"], !explicit.isEmpty { candidates.append(explicit) }
+        if let explicit = ProcessInfo.processInfo.environment["WSC_BINARY"], !explicit.isEmpty {
+            candidates.append(explicit)
+        }
         candidates.append(TestEnvironment.repositoryRoot.appendingPathComponent("Tools/.build/debug/wsc").path)
         if let found = candidates.first(where: { fileManager.isExecutableFile(atPath: $0) }) { return found }
         throw TestPeerError(
-            description: "the wsc binary was not found (tried \(candidates)); build it with `swift build --package-path Tools --product wsc`, or set WSC_BINARY")
+            description:
+                "the wsc binary was not found (tried \(candidates)); build it with `swift build --package-path Tools --product wsc`, or set WSC_BINARY"
+        )
     }
 
     /// Runs `wsc arguments` with `stdin` piped in (closed after it is written), waits at most `timeout`
@@ -61,7 +67,8 @@ enum WSCTool {
         let result = try runToCompletion(
             binary, arguments, environment: environment, input: Array((stdin ?? "").utf8),
             timeout: .milliseconds(Int64(timeout * 1000)), gracePeriod: .seconds(3))
-        return CLIResult(status: result.status, stdout: result.stdoutText, stderr: result.stderrText, timedOut: result.timedOut)
+        return CLIResult(
+            status: result.status, stdout: result.stdoutText, stderr: result.stderrText, timedOut: result.timedOut)
     }
 }
 
@@ -108,7 +115,8 @@ struct CLITests {
     func onceJSON() async throws {
         let server = try WebSocketTestServer.start()
         defer { server.stop() }
-        let result = try await WSCTool.run([server.url, "--once", "--json", "-q"], stdin: "{\"b\":[1,2],\"a\":\"x\"}\n")
+        let result = try await WSCTool.run(
+            [server.url, "--once", "--json", "-q"], stdin: "{\"b\":[1,2],\"a\":\"x\"}\n")
         #expect(result.status == 0, "\(result)")
         let lines = result.stdout.split(separator: "\n")
         #expect(lines.count > 3, "\(result)")
@@ -134,8 +142,10 @@ struct CLITests {
         let server = try WebSocketTestServer.start(configuration)
         defer { server.stop() }
         let result = try await WSCTool.run(
-            [server.url, "-H", "X-Test: yes", "--header", "Authorization: Bearer t0k",
-             "--subprotocol", "chat.v1", "--subprotocol", "chat.v2"] + engineArguments(engine),
+            [
+                server.url, "-H", "X-Test: yes", "--header", "Authorization: Bearer t0k",
+                "--subprotocol", "chat.v1", "--subprotocol", "chat.v2",
+            ] + engineArguments(engine),
             stdin: "")
         #expect(result.status == 0, "\(result)")
         #expect(result.stderr.contains("subprotocol chat.v2"), "\(result)")
@@ -149,7 +159,8 @@ struct CLITests {
     func headersPython() async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
-        let result = try await WSCTool.run([peer.url(path: "/headers"), "-H", "X-Custom: 42", "--once", "-q", "x"], stdin: nil)
+        let result = try await WSCTool.run(
+            [peer.url(path: "/headers"), "-H", "X-Custom: 42", "--once", "-q", "x"], stdin: nil)
         #expect(result.status == 0, "\(result)")
         #expect(result.stdout.contains("\"x-custom\""), "\(result)")
         #expect(result.stdout.contains("\"42\""), "\(result)")
@@ -190,7 +201,8 @@ struct CLITests {
         let abnormal = try await WSCTool.run([dropping.url], stdin: nil)
         #expect(abnormal.status == 4, "\(abnormal)")
 
-        let closing = try WebSocketTestServer.start(handler: .custom { try $0.close(CloseReason(code: 4001, message: "bye")) })
+        let closing = try WebSocketTestServer.start(
+            handler: .custom { try $0.close(CloseReason(code: 4001, message: "bye")) })
         defer { closing.stop() }
         let closed = try await WSCTool.run([closing.url], stdin: nil)
         #expect(closed.status == 5, "\(closed)")
@@ -218,7 +230,8 @@ struct CLITests {
                 }
             })
         defer { server.stop() }
-        let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("wsc-int-\(getpid())-\(engine).err").path
+        let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("wsc-int-\(getpid())-\(engine).err")
+            .path
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errPath) }
         let process = Process()
@@ -232,7 +245,9 @@ struct CLITests {
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         input.fileHandleForWriting.write(Data("typed\n".utf8))  // stdin stays open, as on a terminal
         let typedBy = ContinuousClock.now + .seconds(30)
-        while received.withLock({ $0.isEmpty }) && ContinuousClock.now < typedBy { try await Task.sleep(for: .milliseconds(20)) }
+        while received.withLock({ $0.isEmpty }) && ContinuousClock.now < typedBy {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         process.interrupt()
         let exitBy = ContinuousClock.now + .seconds(30)
         while process.isRunning && ContinuousClock.now < exitBy { try await Task.sleep(for: .milliseconds(20)) }
@@ -257,9 +272,10 @@ struct CLITests {
         defer { close(master) }
         var unlock: Int32 = 0
         var number: UInt32 = 0
-        let TIOCSPTLCK: UInt = 0x4004_5431
-        let TIOCGPTN: UInt = 0x8004_5430
-        guard ioctl(master, TIOCSPTLCK, &unlock) == 0, ioctl(master, TIOCGPTN, &number) == 0 else {
+        // The ioctl names of <asm-generic/ioctls.h>, which Glibc does not import.
+        let tiocsptlck: UInt = 0x4004_5431
+        let tiocgptn: UInt = 0x8004_5430
+        guard ioctl(master, tiocsptlck, &unlock) == 0, ioctl(master, tiocgptn, &number) == 0 else {
             Issue.record("cannot unlock the pseudo-terminal: errno \(errno)")
             return
         }

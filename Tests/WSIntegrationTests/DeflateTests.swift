@@ -64,7 +64,9 @@ private func withDeflateSession(
 
 /// Deterministic text with repetition (compressible like JSON or logs).
 private func sampleText(_ count: Int, seed: Int = 0) -> String {
-    let words = ["alpha", "beta", "gamma", "delta", "websocket", "deflate", "{\"id\":", "\"name\":", "héllo", "✓", " ", "\n"]
+    let words = [
+        "alpha", "beta", "gamma", "delta", "websocket", "deflate", "{\"id\":", "\"name\":", "héllo", "✓", " ", "\n",
+    ]
     var out = ""
     var i = seed
     while out.utf8.count < count {
@@ -207,7 +209,9 @@ struct DeflateTests {
         }
     }
 
-    @Test("a compressed message over maxMessageSize from the server ends the session with 1009", arguments: TestEngine.allCases)
+    @Test(
+        "a compressed message over maxMessageSize from the server ends the session with 1009",
+        arguments: TestEngine.allCases)
     func tooBigAfterInflation(engine: TestEngine) async throws {
         // /send-then-close sends 3 messages of 300 KB (compressible), each under 64 KiB on the wire.
         try await withDeflateSession(
@@ -224,7 +228,9 @@ struct DeflateTests {
         }
     }
 
-    @Test("engines without extension support refuse permessage-deflate, naming the CIO engine", arguments: TestEngine.allCases)
+    @Test(
+        "engines without extension support refuse permessage-deflate, naming the CIO engine",
+        arguments: TestEngine.allCases)
     func unsupportedEngine(engine: TestEngine) async throws {
         let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
         try await withClient(client) { client in
@@ -309,7 +315,8 @@ private final class ScriptedDeflateServer: Sendable {
             if opcode == 0x8 {
                 let reason: CloseReason? =
                     payload.count >= 2
-                    ? CloseReason(code: .init(UInt16(payload[0]) << 8 | UInt16(payload[1])),
+                    ? CloseReason(
+                        code: .init(UInt16(payload[0]) << 8 | UInt16(payload[1])),
                         message: String(decoding: payload[2...], as: UTF8.self))
                     : nil
                 self.received.withLock { $0 = .some(reason) }
@@ -348,7 +355,9 @@ func compressedMessage(_ parts: Int, of part: [UInt8]) throws -> [UInt8] {
 
 @Suite("permessage-deflate against a scripted server")
 struct ScriptedServerDeflateTests {
-    @Test("a ~100 KiB frame that inflates to 100 MiB ends the session with 1009 at the 1 MiB limit", arguments: TestEngine.allCases)
+    @Test(
+        "a ~100 KiB frame that inflates to 100 MiB ends the session with 1009 at the 1 MiB limit",
+        arguments: TestEngine.allCases)
     func bomb(engine: TestEngine) async throws {
         let bomb = try compressedMessage(25, of: [UInt8](repeating: 0, count: 4 << 20))
         #expect(bomb.count < 120 << 10)
@@ -403,7 +412,9 @@ struct ScriptedServerDeflateTests {
         "permessage-deflate, permessage-deflate",
     ]
 
-    @Test("a response that violates the offer fails the handshake with invalidHandshake", arguments: TestEngine.allCases, badResponses)
+    @Test(
+        "a response that violates the offer fails the handshake with invalidHandshake", arguments: TestEngine.allCases,
+        badResponses)
     func badNegotiation(engine: TestEngine, response: String) async throws {
         let server = try ScriptedDeflateServer(extensions: response, frames: [])
         let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
@@ -422,7 +433,8 @@ struct ScriptedServerDeflateTests {
     @Test("a server offering a window smaller than offered is accepted and used", arguments: TestEngine.allCases)
     func smallerServerWindow(engine: TestEngine) async throws {
         // "Hello" twice from a server with a 9-bit window; the second refers back to the first.
-        let frames = rawFrame(0xC1, [0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]) + rawFrame(0xC1, [0xF2, 0x00, 0x11, 0x00, 0x00])
+        let frames =
+            rawFrame(0xC1, [0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]) + rawFrame(0xC1, [0xF2, 0x00, 0x11, 0x00, 0x00])
         let server = try ScriptedDeflateServer(
             extensions: "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9", frames: frames)
         let client = engine.client { ws in

@@ -25,7 +25,9 @@ private func isLoopThread(_ name: String, _ engine: TestEngine) -> Bool {
 
 @Suite("Session executors")
 struct ExecutorTests {
-    @Test("a block runs on the event loop that reads its connection, and replies in order", arguments: TestEngine.allCases)
+    @Test(
+        "a block runs on the event loop that reads its connection, and replies in order", arguments: TestEngine.allCases
+    )
     func blockOnEventLoop(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start()
         defer { server.stop() }
@@ -67,7 +69,9 @@ struct ExecutorTests {
         }
     }
 
-    @Test("webSocketSession code opts in with withTaskExecutorPreference(session.executor)", arguments: TestEngine.allCases)
+    @Test(
+        "webSocketSession code opts in with withTaskExecutorPreference(session.executor)",
+        arguments: TestEngine.allCases)
     func explicitPreference(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start()
         defer { server.stop() }
@@ -84,7 +88,9 @@ struct ExecutorTests {
         }
     }
 
-    @Test("closing the client from inside a block returns; the block goes on after the loop is gone", arguments: TestEngine.allCases)
+    @Test(
+        "closing the client from inside a block returns; the block goes on after the loop is gone",
+        arguments: TestEngine.allCases)
     func shutdownFromInsideBlock(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start()
         defer { server.stop() }
@@ -122,7 +128,8 @@ struct PongOrderingTests {
                     if frame.opcode == 0xA || frame.opcode == 0x1 { seen.append(frame.opcode) }
                 }
                 if seen != [0xA, 0x1] {
-                    throw SpawnErrorLike("round \(round): got opcodes \(seen), want the pong (0xA) before the echo (0x1)")
+                    throw SpawnErrorLike(
+                        "round \(round): got opcodes \(seen), want the pong (0xA) before the echo (0x1)")
                 }
             }
             try connection.write(rawFrame(0x88, [0x03, 0xE8]))

@@ -37,7 +37,9 @@ struct FaultTests {
         Cut(description: "RST mid-payload", bytes: 300, reset: true),
     ]
 
-    @Test("a connection cut mid-frame surfaces one connectionLost / 1006, and the session is finished", arguments: TestEngine.allCases, cuts)
+    @Test(
+        "a connection cut mid-frame surfaces one connectionLost / 1006, and the session is finished",
+        arguments: TestEngine.allCases, cuts)
     func cutMidFrame(engine: TestEngine, cut: Cut) async throws {
         let frame = rawFrame(0x82, [UInt8](repeating: 7, count: 1000))
         let server = try ScriptedServer { connection in
@@ -75,7 +77,9 @@ struct FaultTests {
         #expect(server.scriptErrors.isEmpty, "\(cut): \(server.scriptErrors)")
     }
 
-    @Test("a cut that lands behind unread bytes while reading is paused surfaces the same way once it resumes", arguments: TestEngine.allCases, cuts)
+    @Test(
+        "a cut that lands behind unread bytes while reading is paused surfaces the same way once it resumes",
+        arguments: TestEngine.allCases, cuts)
     func cutBehindUnreadBytes(engine: TestEngine, cut: Cut) async throws {
         let frame = rawFrame(0x82, [UInt8](repeating: 7, count: 1000))
         let cutArrived = Atomic<Bool>(false)
@@ -90,7 +94,8 @@ struct FaultTests {
             try connection.write(bytes)
             // The bytes wait unread in the client's socket, and the cut lands behind them.
             guard SocketProbe.poll(timeout: .seconds(10), { SocketProbe.unreadBytes(client) == bytes.count }) else {
-                throw RawConnectionError(description: "the client's socket did not hold the \(bytes.count) bytes unread")
+                throw RawConnectionError(
+                    description: "the client's socket did not hold the \(bytes.count) bytes unread")
             }
             if cut.reset { connection.reset() } else { connection.shutdownWrite() }
             let state = cut.reset ? SocketProbe.closed : SocketProbe.closeWait
@@ -136,11 +141,17 @@ struct FaultTests {
         HandshakeCut(description: "RST before any byte", bytes: [], reset: true),
         HandshakeCut(description: "FIN inside the status line", bytes: Array("HTTP/1.1 10".utf8), reset: false),
         HandshakeCut(description: "RST inside the status line", bytes: Array("HTTP/1.1 10".utf8), reset: true),
-        HandshakeCut(description: "FIN before the blank line", bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".utf8), reset: false),
-        HandshakeCut(description: "RST before the blank line", bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".utf8), reset: true),
+        HandshakeCut(
+            description: "FIN before the blank line",
+            bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".utf8), reset: false),
+        HandshakeCut(
+            description: "RST before the blank line",
+            bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".utf8), reset: true),
     ]
 
-    @Test("a connection cut during the opening handshake is a network error", arguments: TestEngine.allCases, handshakeCuts)
+    @Test(
+        "a connection cut during the opening handshake is a network error", arguments: TestEngine.allCases,
+        handshakeCuts)
     func cutMidHandshake(engine: TestEngine, cut: HandshakeCut) async throws {
         let server = try ScriptedServer { connection in
             try connection.readHead()
@@ -167,7 +178,9 @@ struct FaultTests {
 
     // MARK: F4 slowloris frames
 
-    @Test("a frame drip-fed one byte every 100 ms is ended by the ping/pong timeout (the read timeout)", arguments: TestEngine.allCases)
+    @Test(
+        "a frame drip-fed one byte every 100 ms is ended by the ping/pong timeout (the read timeout)",
+        arguments: TestEngine.allCases)
     func slowlorisFrame(engine: TestEngine) async throws {
         let server = try ScriptedServer { connection in
             try connection.acceptUpgrade()
@@ -236,7 +249,8 @@ struct FaultTests {
     func tlsToPlainServer(engine: TestEngine) async throws {
         let server = try ScriptedServer { connection in
             _ = try? connection.readFrame()  // whatever the ClientHello looks like: read some bytes
-            try? connection.write(Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+            try? connection.write(
+                Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
             connection.shutdownWrite()
             connection.drainUntilEnd()
         }
@@ -244,7 +258,9 @@ struct FaultTests {
         let certificates = try await sharedCertificates()
         try await withClient(engine.client(trustedCA: certificates.caCertificate)) { client in
             let error = await #expect(throws: WebSocketError.self) {
-                _ = try await client.webSocketSession("wss://127.0.0.1:\(server.port)/") { $0.timeout.openTimeout = .seconds(20) }
+                _ = try await client.webSocketSession("wss://127.0.0.1:\(server.port)/") {
+                    $0.timeout.openTimeout = .seconds(20)
+                }
             }
             #expect(error?.code == .tlsFailure, "\(String(describing: error))")
         }
@@ -256,7 +272,9 @@ struct FaultTests {
     static let isDNSChild = ProcessInfo.processInfo.environment["WS_TEST_DNS_CHILD"] == "1"
 
     /// Ways to run a command in a new, empty network namespace: as root, or in a user namespace when not root.
-    static let isolationPrefixes = [["/usr/bin/unshare", "--net"], ["/usr/bin/unshare", "--user", "--map-root-user", "--net"]]
+    static let isolationPrefixes = [
+        ["/usr/bin/unshare", "--net"], ["/usr/bin/unshare", "--user", "--map-root-user", "--net"],
+    ]
 
     @Test(
         "an unresolvable .invalid host is dnsFailure on both engines, resolved in an empty network namespace",
@@ -267,7 +285,8 @@ struct FaultTests {
         // glibc has no special case for .invalid (RFC 6761 section 6.4): outside a namespace this lookup sends an A
         // and an AAAA query to the resolver in /etc/resolv.conf. In an empty namespace nothing can leave.
         var prefix: [String]?
-        for candidate in Self.isolationPrefixes where await runProcess(candidate[0], Array(candidate.dropFirst()) + ["/bin/true"]).status == 0 {
+        for candidate in Self.isolationPrefixes
+        where await runProcess(candidate[0], Array(candidate.dropFirst()) + ["/bin/true"]).status == 0 {
             prefix = candidate
             break
         }
@@ -276,15 +295,21 @@ struct FaultTests {
             filter: "FaultTests/dnsFailureInIsolation", environment: ["WS_TEST_DNS_CHILD": "1"], prefix: prefix)
         #expect(result.status == 0, "the isolated run failed:\n\(result.output)")
         #expect(
-            result.output.contains("(child process) .invalid resolves to dnsFailure") && result.output.contains("with 2 test cases passed"),
+            result.output.contains("(child process) .invalid resolves to dnsFailure")
+                && result.output.contains("with 2 test cases passed"),
             "the isolated test must have run on both engines:\n\(result.output)")
     }
 
-    @Test("(child process) .invalid resolves to dnsFailure inside an empty network namespace", .enabled(if: FaultTests.isDNSChild), arguments: TestEngine.allCases)
+    @Test(
+        "(child process) .invalid resolves to dnsFailure inside an empty network namespace",
+        .enabled(if: FaultTests.isDNSChild), arguments: TestEngine.allCases)
     func dnsFailureInIsolation(engine: TestEngine) async throws {
         // Only loopback exists here (and it is down), so no packet can leave the machine.
-        let interfaces = (try? String(contentsOfFile: "/proc/net/dev", encoding: .utf8))?
-            .split(separator: "\n").dropFirst(2).map { $0.split(separator: ":")[0].trimmingCharacters(in: .whitespaces) } ?? []
+        let interfaces =
+            (try? String(contentsOfFile: "/proc/net/dev", encoding: .utf8))?
+            .split(separator: "\n").dropFirst(2).map {
+                $0.split(separator: ":")[0].trimmingCharacters(in: .whitespaces)
+            } ?? []
         #expect(interfaces == ["lo"], "not isolated: \(interfaces)")
         let start = ContinuousClock.now
         try await withClient(engine.client()) { client in

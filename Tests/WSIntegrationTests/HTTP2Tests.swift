@@ -8,8 +8,9 @@ import SpawnSupport
 import Synchronization
 import Testing
 import WSCore
-@testable import WSEngineCIO
 import WSExtensions
+
+@testable import WSEngineCIO
 
 #if canImport(Glibc)
 import Glibc
@@ -254,7 +255,8 @@ struct HTTP2Tests {
             _ = try await required.webSocketSession(peer.url)
         } throws: { error in
             guard let error = error as? WebSocketError, error.code == .unsupported else { return false }
-            return error.message.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL") || error.message.contains("extended CONNECT")
+            return error.message.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL")
+                || error.message.contains("extended CONNECT")
         }
         await required.close()
     }

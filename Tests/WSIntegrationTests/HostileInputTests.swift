@@ -23,11 +23,17 @@ private func expectFailure(
     _ outcome: Outcome, _ error: WebSocketError.Code, _ code: CloseReason.Code, _ what: String,
     serverMustReceive: Bool = true, sourceLocation: SourceLocation = #_sourceLocation
 ) {
-    #expect(outcome.webSocketError?.code == error, "\(what): got \(String(describing: outcome.error))", sourceLocation: sourceLocation)
+    #expect(
+        outcome.webSocketError?.code == error, "\(what): got \(String(describing: outcome.error))",
+        sourceLocation: sourceLocation)
     #expect(outcome.webSocketError?.closeCode == code, "\(what)", sourceLocation: sourceLocation)
-    #expect(outcome.closeReason?.code == code, "\(what): closeReason \(String(describing: outcome.closeReason))", sourceLocation: sourceLocation)
+    #expect(
+        outcome.closeReason?.code == code, "\(what): closeReason \(String(describing: outcome.closeReason))",
+        sourceLocation: sourceLocation)
     if serverMustReceive {
-        #expect(outcome.serverReceived?.code == code, "\(what): the client must send close \(code)", sourceLocation: sourceLocation)
+        #expect(
+            outcome.serverReceived?.code == code, "\(what): the client must send close \(code)",
+            sourceLocation: sourceLocation)
     }
 }
 
@@ -48,15 +54,33 @@ struct HugeLengthTests {
     }
 
     static let cases: [Case] = [
-        Case(description: "binary, 2^63-1 bytes", bytes: header64(0x82, length: UInt64(Int64.max)), error: .messageTooBig, code: .messageTooBig),
-        Case(description: "binary, 2^60 bytes", bytes: header64(0x82, length: 1 << 60), error: .messageTooBig, code: .messageTooBig),
-        Case(description: "text, 2^32 bytes", bytes: header64(0x81, length: 1 << 32), error: .messageTooBig, code: .messageTooBig),
-        Case(description: "binary, maxFrameSize + 1", bytes: header64(0x82, length: (1 << 20) + 1), error: .messageTooBig, code: .messageTooBig),
-        Case(description: "first fragment, 2^62 bytes", bytes: header64(0x02, length: 1 << 62), error: .messageTooBig, code: .messageTooBig),
-        Case(description: "MSB set (2^63)", bytes: header64(0x82, length: 1 << 63), error: .protocolViolation, code: .protocolError),
-        Case(description: "MSB set (all ones)", bytes: header64(0x82, length: .max), error: .protocolViolation, code: .protocolError),
-        Case(description: "MSB set on a text frame", bytes: header64(0x81, length: (1 << 63) | 5), error: .protocolViolation, code: .protocolError),
-        Case(description: "ping with a 64-bit length", bytes: header64(0x89, length: 1 << 40), error: .protocolViolation, code: .protocolError),
+        Case(
+            description: "binary, 2^63-1 bytes", bytes: header64(0x82, length: UInt64(Int64.max)),
+            error: .messageTooBig, code: .messageTooBig),
+        Case(
+            description: "binary, 2^60 bytes", bytes: header64(0x82, length: 1 << 60), error: .messageTooBig,
+            code: .messageTooBig),
+        Case(
+            description: "text, 2^32 bytes", bytes: header64(0x81, length: 1 << 32), error: .messageTooBig,
+            code: .messageTooBig),
+        Case(
+            description: "binary, maxFrameSize + 1", bytes: header64(0x82, length: (1 << 20) + 1),
+            error: .messageTooBig, code: .messageTooBig),
+        Case(
+            description: "first fragment, 2^62 bytes", bytes: header64(0x02, length: 1 << 62), error: .messageTooBig,
+            code: .messageTooBig),
+        Case(
+            description: "MSB set (2^63)", bytes: header64(0x82, length: 1 << 63), error: .protocolViolation,
+            code: .protocolError),
+        Case(
+            description: "MSB set (all ones)", bytes: header64(0x82, length: .max), error: .protocolViolation,
+            code: .protocolError),
+        Case(
+            description: "MSB set on a text frame", bytes: header64(0x81, length: (1 << 63) | 5),
+            error: .protocolViolation, code: .protocolError),
+        Case(
+            description: "ping with a 64-bit length", bytes: header64(0x89, length: 1 << 40), error: .protocolViolation,
+            code: .protocolError),
     ]
 
     @Test(
@@ -134,10 +158,13 @@ struct FragmentFloodTests {
         #expect(ContinuousClock.now - start < .seconds(20))
     }
 
-    @Test("the fragment cap counts frames, not bytes: maxFragments + 1 empty fragments fail, maxFragments pass", arguments: TestEngine.allCases)
+    @Test(
+        "the fragment cap counts frames, not bytes: maxFragments + 1 empty fragments fail, maxFragments pass",
+        arguments: TestEngine.allCases)
     func exactCap(engine: TestEngine) async throws {
         let fragments = { (count: Int) -> [UInt8] in
-            rawFrame(0x01, [0x61]) + Array([[UInt8]](repeating: rawFrame(0x00, []), count: count - 2).joined()) + rawFrame(0x80, [0x62])
+            rawFrame(0x01, [0x61]) + Array([[UInt8]](repeating: rawFrame(0x00, []), count: count - 2).joined())
+                + rawFrame(0x80, [0x62])
         }
         let atCap = fragments(100)
         let ok = try await exchange(engine, configure: { $0.maxFragments = 100 }) { session in
@@ -149,7 +176,9 @@ struct FragmentFloodTests {
         #expect(ok.frames.map(\.kind) == [.text, .text, .close])
         #expect(ok.frames.prefix(2).map { try? $0.readText() } == ["ab", "after"])
         let overCap = fragments(101)
-        let failed = try await exchange(engine, configure: { $0.maxFragments = 100 }) { session in try session.sendRaw(overCap) }
+        let failed = try await exchange(engine, configure: { $0.maxFragments = 100 }) { session in
+            try session.sendRaw(overCap)
+        }
         expectFailure(failed, .messageTooBig, .messageTooBig, "101 fragments over a cap of 100")
     }
 }
@@ -184,12 +213,14 @@ struct DeflateBombTests {
         configuration.perMessageDeflate = true
         let frames = Self.frames(fragments: fragments)
         let received = Mutex<CloseReason?>(nil)
-        let server = try WebSocketTestServer.start(configuration, handler: .custom { session in
-            try session.sendRaw(frames)
-            while let frame = try? session.receive() {
-                if frame.kind == .close { received.withLock { $0 = frame.readReason() } }
-            }
-        })
+        let server = try WebSocketTestServer.start(
+            configuration,
+            handler: .custom { session in
+                try session.sendRaw(frames)
+                while let frame = try? session.receive() {
+                    if frame.kind == .close { received.withLock { $0 = frame.readReason() } }
+                }
+            })
         defer { server.stop() }
         let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
         let start = ContinuousClock.now
@@ -226,10 +257,12 @@ extension DeflateBombTests {
         let frames = (0..<count).flatMap { _ in rawFrame(0xC2, message) }
         var configuration = WebSocketTestServer.Configuration()
         configuration.perMessageDeflate = true
-        let server = try WebSocketTestServer.start(configuration, handler: .custom { session in
-            try session.sendRaw(frames)
-            while (try? session.receive()) != nil {}
-        })
+        let server = try WebSocketTestServer.start(
+            configuration,
+            handler: .custom { session in
+                try session.sendRaw(frames)
+                while (try? session.receive()) != nil {}
+            })
         defer { server.stop() }
         let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
         let (received, growth) = try await ResidentMemory.peakGrowth("\(engine) \(count) bombs in one read") {
@@ -265,7 +298,9 @@ struct ExtensionNegotiationTests {
         "x-webkit-deflate-frame",
     ]
 
-    @Test("a response the offer does not allow fails the handshake with invalidHandshake", arguments: TestEngine.allCases, badResponses)
+    @Test(
+        "a response the offer does not allow fails the handshake with invalidHandshake", arguments: TestEngine.allCases,
+        badResponses)
     func badParameters(engine: TestEngine, response: String) async throws {
         let server = try ScriptedServer { connection in
             try connection.acceptUpgrade(extraHeaders: "Sec-WebSocket-Extensions: \(response)\r\n")
@@ -281,7 +316,8 @@ struct ExtensionNegotiationTests {
         }
     }
 
-    @Test("permessage-deflate accepted although nothing was offered is invalidHandshake", arguments: TestEngine.allCases)
+    @Test(
+        "permessage-deflate accepted although nothing was offered is invalidHandshake", arguments: TestEngine.allCases)
     func notOffered(engine: TestEngine) async throws {
         let server = try ScriptedServer { connection in
             try connection.acceptUpgrade(extraHeaders: "Sec-WebSocket-Extensions: permessage-deflate\r\n")
@@ -304,18 +340,22 @@ struct ExtensionNegotiationTests {
         ("RSV1 on a ping", rawFrame(0xC9, [])),
     ]
 
-    @Test("with permessage-deflate negotiated, a reserved bit it does not own is 1002", arguments: TestEngine.allCases, 0..<3)
+    @Test(
+        "with permessage-deflate negotiated, a reserved bit it does not own is 1002", arguments: TestEngine.allCases,
+        0..<3)
     func foreignReservedBits(engine: TestEngine, index: Int) async throws {
         let (what, bytes) = Self.rsvCases[index]
         var configuration = WebSocketTestServer.Configuration()
         configuration.perMessageDeflate = true
         let received = Mutex<CloseReason?>(nil)
-        let server = try WebSocketTestServer.start(configuration, handler: .custom { session in
-            try session.sendRaw(bytes)
-            while let frame = try? session.receive() {
-                if frame.kind == .close { received.withLock { $0 = frame.readReason() } }
-            }
-        })
+        let server = try WebSocketTestServer.start(
+            configuration,
+            handler: .custom { session in
+                try session.sendRaw(bytes)
+                while let frame = try? session.receive() {
+                    if frame.kind == .close { received.withLock { $0 = frame.readReason() } }
+                }
+            })
         defer { server.stop() }
         let client = engine.client { ws in try? ws.extensions { try $0.install(.perMessageDeflate()) } }
         try await withClient(client) { client in
@@ -359,7 +399,9 @@ struct InvalidUTF8Tests {
         }
     }
 
-    @Test("invalid text in one frame split across two TCP reads at every byte is 1007", arguments: TestEngine.allCases, [0, 1, 2])
+    @Test(
+        "invalid text in one frame split across two TCP reads at every byte is 1007", arguments: TestEngine.allCases,
+        [0, 1, 2])
     func splitAcrossReads(engine: TestEngine, index: Int) async throws {
         let (what, invalid) = Self.invalidSequences[index]
         let frame = rawFrame(0x81, Self.message(invalid))
@@ -372,7 +414,8 @@ struct InvalidUTF8Tests {
             try connection.write(Array(frame[..<split]))
             // The first part is read on its own: the second goes out only once the client has read it.
             guard connection.waitUntilClientRead() else {
-                throw RawConnectionError(description: "TCP split at \(split): the client did not read the first part within 10 s")
+                throw RawConnectionError(
+                    description: "TCP split at \(split): the client did not read the first part within 10 s")
             }
             try? connection.write(Array(frame[split...]))
             let reason = connection.readUntilClose()
@@ -396,7 +439,9 @@ struct InvalidUTF8Tests {
         }
     }
 
-    @Test("invalid text fails fast: before the rest of a large frame or the final fragment arrives", arguments: TestEngine.allCases, [true, false])
+    @Test(
+        "invalid text fails fast: before the rest of a large frame or the final fragment arrives",
+        arguments: TestEngine.allCases, [true, false])
     func failFast(engine: TestEngine, fragmented: Bool) async throws {
         // A 64 KiB text frame (or a first fragment) whose first bytes are invalid; the rest never comes.
         let payload = [UInt8](Array("ok ".utf8) + [0xED, 0xA0, 0x80] + [UInt8](repeating: 0x61, count: 65_530))
@@ -410,14 +455,18 @@ struct InvalidUTF8Tests {
         #expect(ContinuousClock.now - start < .seconds(10), "must not wait for the rest of the message")
     }
 
-    @Test("valid multi-byte text split at every byte, across fragments and TCP reads, arrives intact", arguments: TestEngine.allCases)
+    @Test(
+        "valid multi-byte text split at every byte, across fragments and TCP reads, arrives intact",
+        arguments: TestEngine.allCases)
     func validSplits(engine: TestEngine) async throws {
         let text = "aé€𝄞z"
         let bytes = Array(text.utf8)
         for split in 1..<bytes.count {
             let frames = rawFrame(0x01, Array(bytes[..<split])) + rawFrame(0x80, Array(bytes[split...]))
             // A raw close frame: exchange() then records the client's answer (ServerSession.close() would consume it).
-            let outcome = try await exchange(engine) { session in try session.sendRaw(frames + rawFrame(0x88, [0x03, 0xE8])) }
+            let outcome = try await exchange(engine) { session in
+                try session.sendRaw(frames + rawFrame(0x88, [0x03, 0xE8]))
+            }
             #expect(outcome.error == nil, "split at \(split): \(String(describing: outcome.error))")
             #expect(outcome.frames.first.flatMap { try? $0.readText() } == text, "split at \(split)")
         }
@@ -429,7 +478,8 @@ struct InvalidUTF8Tests {
             try connection.acceptUpgrade()
             try connection.write(Array(frame[..<split]))
             guard connection.waitUntilClientRead() else {  // the first part is read on its own
-                throw RawConnectionError(description: "TCP split at \(split): the client did not read the first part within 10 s")
+                throw RawConnectionError(
+                    description: "TCP split at \(split): the client did not read the first part within 10 s")
             }
             try connection.write(Array(frame[split...]))
             _ = connection.readUntilClose()
@@ -472,16 +522,24 @@ struct HandshakeAbuseTests {
             Array("HTTP/1.1 302 Found\r\nLocation: wss://elsewhere.example/\r\nContent-Length: 0\r\n\r\n".utf8)
         },
         Case(description: "101 without Connection", error: .invalidHandshake) { key in
-            Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key))\r\n\r\n".utf8)
+            Array(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key))\r\n\r\n"
+                    .utf8)
         },
         Case(description: "101 with Connection: keep-alive", error: .invalidHandshake) { key in
-            Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key))\r\n\r\n".utf8)
+            Array(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key))\r\n\r\n"
+                    .utf8)
         },
         Case(description: "accept value in lower case", error: .invalidHandshake) { key in
-            Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key).lowercased())\r\n\r\n".utf8)
+            Array(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key).lowercased())\r\n\r\n"
+                    .utf8)
         },
         Case(description: "accept value of the key without the GUID", error: .invalidHandshake) { key in
-            Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key))x\r\n\r\n".utf8)
+            Array(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(RawHandshakeServer.accept(for: key))x\r\n\r\n"
+                    .utf8)
         },
         Case(description: "a 20 KiB header line", error: .invalidHandshake) { key in
             switchingProtocols(key: key, extraHeaders: "X-Long: \(String(repeating: "a", count: 20 << 10))\r\n")
@@ -509,7 +567,9 @@ struct HandshakeAbuseTests {
         defer { server.stop() }
         try await withClient(engine.client()) { client in
             let error = await #expect(throws: WebSocketError.self, "\(testCase)") {
-                _ = try await client.webSocketSession("ws://127.0.0.1:\(server.port)/") { $0.timeout.openTimeout = .seconds(20) }
+                _ = try await client.webSocketSession("ws://127.0.0.1:\(server.port)/") {
+                    $0.timeout.openTimeout = .seconds(20)
+                }
             }
             #expect(error?.code == testCase.error, "\(testCase): \(String(describing: error))")
             if testCase.description == "302 redirect" {
@@ -530,12 +590,14 @@ struct HandshakeAbuseTests {
 
     @Test(
         "oversized response heads fail fast with a clear invalidHandshake; memory stays bounded",
-        .enabled(if: MemoryIsolation.isChild, MemoryIsolation.skipReason), arguments: TestEngine.allCases, Flood.allCases)
+        .enabled(if: MemoryIsolation.isChild, MemoryIsolation.skipReason), arguments: TestEngine.allCases,
+        Flood.allCases)
     func oversizedHead(engine: TestEngine, flood: Flood) async throws {
         let written = Atomic<Int>(0)
         let server = try ScriptedServer { connection in
             try connection.readHead()
-            try connection.write(Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".utf8))
+            try connection.write(
+                Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".utf8))
             let lines = (0..<1024).map { "X-Filler-\($0): \(String(repeating: "v", count: 48))\r\n" }.joined()
             let chunk = flood == .endlessLine ? [UInt8](repeating: 0x61, count: 64 << 10) : Array(lines.utf8)
             if flood == .endlessLine { try connection.write(Array("X-Endless: ".utf8)) }
@@ -552,7 +614,9 @@ struct HandshakeAbuseTests {
         let (error, growth) = try await ResidentMemory.peakGrowth("\(engine) \(flood)") {
             try await withClient(engine.client()) { client -> WebSocketError? in
                 do {
-                    let session = try await client.webSocketSession(server.url) { $0.timeout.openTimeout = .seconds(30) }
+                    let session = try await client.webSocketSession(server.url) {
+                        $0.timeout.openTimeout = .seconds(30)
+                    }
                     await session.close()
                     return nil
                 } catch let error as WebSocketError {
@@ -561,7 +625,9 @@ struct HandshakeAbuseTests {
             }
         }
         #expect(error?.code == .invalidHandshake, "\(flood): \(String(describing: error))")
-        #expect(error?.message.contains("exceed") == true, "\(flood): the message says the head is too big: \(String(describing: error))")
+        #expect(
+            error?.message.contains("exceed") == true,
+            "\(flood): the message says the head is too big: \(String(describing: error))")
         #expect(ContinuousClock.now - start < .seconds(15), "the limit trips, not the 30 s open timeout")
         #expect(growth < 8 << 20, "\(flood): resident memory grew by \(mebibytes(growth))")
         if flood != .oneMiBOfHeaders {
@@ -575,7 +641,8 @@ struct HandshakeAbuseTests {
         let server = try ScriptedServer { connection in
             try connection.readHead()
             // About 300 bytes: 30 s at one byte per 100 ms.
-            let response = switchingProtocols(key: connection.key, extraHeaders: "X-Padding: \(String(repeating: "p", count: 160))\r\n")
+            let response = switchingProtocols(
+                key: connection.key, extraHeaders: "X-Padding: \(String(repeating: "p", count: 160))\r\n")
             dripped.store(connection.drip(response, every: .milliseconds(100)), ordering: .relaxed)
         }
         defer { server.stop() }
@@ -589,13 +656,19 @@ struct HandshakeAbuseTests {
         }
         let elapsed = ContinuousClock.now - start
         // About 1 s on an idle machine; far below the 30 s the drip takes.
-        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(20), "the 1 s open timeout ends it, not the drip: \(elapsed)")
+        #expect(
+            elapsed >= .milliseconds(900) && elapsed < .seconds(20),
+            "the 1 s open timeout ends it, not the drip: \(elapsed)")
         // The dripping stops at the first write after the client hung up.
         #expect(await server.waitUntilFinished(timeout: .seconds(10)), "the client must hang up")
-        #expect(dripped.load(ordering: .relaxed) < 200, "the client hung up after \(dripped.load(ordering: .relaxed)) bytes")
+        #expect(
+            dripped.load(ordering: .relaxed) < 200, "the client hung up after \(dripped.load(ordering: .relaxed)) bytes"
+        )
     }
 
-    @Test("a response sent on accept, before the request, is read when it arrives: the open fails at once", arguments: TestEngine.allCases)
+    @Test(
+        "a response sent on accept, before the request, is read when it arrives: the open fails at once",
+        arguments: TestEngine.allCases)
     func responseBeforeRequest(engine: TestEngine) async throws {
         let server = try ScriptedServer { connection in
             // On accept, before the client's request: a complete rejection, then silence (no FIN, nothing more).
@@ -639,13 +712,28 @@ struct HandshakeAbuseTests {
 @Suite("Hostile input: control-frame abuse (B8)")
 struct ControlFrameAbuseTests {
     static let cases: [MisbehavingServerTests.Case] = [
-        .init(description: "pong over 125 bytes", bytes: rawFrame(0x8A, [UInt8](repeating: 1, count: 126)), error: .protocolViolation, closeCode: .protocolError),
-        .init(description: "close over 125 bytes", bytes: rawFrame(0x88, [0x03, 0xE8] + [UInt8](repeating: 0x61, count: 124)), error: .protocolViolation, closeCode: .protocolError),
-        .init(description: "fragmented close", bytes: rawFrame(0x08, [0x03, 0xE8]), error: .protocolViolation, closeCode: .protocolError),
-        .init(description: "ping with RSV1", bytes: rawFrame(0xC9, []), error: .protocolViolation, closeCode: .protocolError),
-        .init(description: "close with RSV2", bytes: rawFrame(0xA8, [0x03, 0xE8]), error: .protocolViolation, closeCode: .protocolError),
-        .init(description: "reserved control opcode 0xF", bytes: rawFrame(0x8F, []), error: .protocolViolation, closeCode: .protocolError),
-        .init(description: "masked ping", bytes: rawFrame(0x89, [1, 2], masked: true), error: .protocolViolation, closeCode: .protocolError),
+        .init(
+            description: "pong over 125 bytes", bytes: rawFrame(0x8A, [UInt8](repeating: 1, count: 126)),
+            error: .protocolViolation, closeCode: .protocolError),
+        .init(
+            description: "close over 125 bytes",
+            bytes: rawFrame(0x88, [0x03, 0xE8] + [UInt8](repeating: 0x61, count: 124)), error: .protocolViolation,
+            closeCode: .protocolError),
+        .init(
+            description: "fragmented close", bytes: rawFrame(0x08, [0x03, 0xE8]), error: .protocolViolation,
+            closeCode: .protocolError),
+        .init(
+            description: "ping with RSV1", bytes: rawFrame(0xC9, []), error: .protocolViolation,
+            closeCode: .protocolError),
+        .init(
+            description: "close with RSV2", bytes: rawFrame(0xA8, [0x03, 0xE8]), error: .protocolViolation,
+            closeCode: .protocolError),
+        .init(
+            description: "reserved control opcode 0xF", bytes: rawFrame(0x8F, []), error: .protocolViolation,
+            closeCode: .protocolError),
+        .init(
+            description: "masked ping", bytes: rawFrame(0x89, [1, 2], masked: true), error: .protocolViolation,
+            closeCode: .protocolError),
     ]
 
     @Test("a malformed control frame is 1002", arguments: TestEngine.allCases, cases)
@@ -727,9 +815,11 @@ struct ControlFrameAbuseTests {
         let server = try ScriptedServer { connection in
             connection.setReceiveTimeout(.seconds(30))
             try connection.acceptUpgrade()
-            let batch = Array([[UInt8]](repeating: rawFrame(0x89, [UInt8](repeating: 0x70, count: 125)), count: 100).joined())
+            let batch = Array(
+                [[UInt8]](repeating: rawFrame(0x89, [UInt8](repeating: 0x70, count: 125)), count: 100).joined())
             for _ in 0..<(total / 100 - 1) { try connection.write(batch) }
-            try connection.write(Array([[UInt8]](repeating: rawFrame(0x89, [UInt8](repeating: 0x70, count: 125)), count: 99).joined()))
+            try connection.write(
+                Array([[UInt8]](repeating: rawFrame(0x89, [UInt8](repeating: 0x70, count: 125)), count: 99).joined()))
             try connection.write(rawFrame(0x89, lastPayload))
             // The client answered the last ping: it read the whole flood although nobody consumed incoming.
             while let frame = try connection.readFrame(), !(frame.opcode == 0xA && frame.payload == lastPayload) {}
@@ -787,7 +877,9 @@ struct CloseEdgeCaseTests {
     }
 
     /// Codes a server may send (Autobahn 7.7.x plus the later IANA registrations 1012–1014).
-    static let validCodes: [UInt16] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
+    static let validCodes: [UInt16] = [
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
+    ]
 
     @Test("a valid close code ends the session cleanly and is echoed", arguments: TestEngine.allCases)
     func validCode(engine: TestEngine) async throws {
@@ -803,11 +895,15 @@ struct CloseEdgeCaseTests {
     }
 
     /// Invalid UTF-8 in close reasons.
-    static let invalidReasons: [[UInt8]] = [[0xC3], [0xED, 0xA0, 0x80], [0xC0, 0xAF], Array("ok".utf8) + [0xF8, 0x88, 0x80, 0x80, 0x80]]
+    static let invalidReasons: [[UInt8]] = [
+        [0xC3], [0xED, 0xA0, 0x80], [0xC0, 0xAF], Array("ok".utf8) + [0xF8, 0x88, 0x80, 0x80, 0x80],
+    ]
 
     @Test("a close reason that is not UTF-8 is 1007", arguments: TestEngine.allCases, invalidReasons)
     func invalidReason(engine: TestEngine, reason: [UInt8]) async throws {
-        let outcome = try await exchange(engine) { session in try session.sendRaw(rawFrame(0x88, [0x03, 0xE8] + reason)) }
+        let outcome = try await exchange(engine) { session in
+            try session.sendRaw(rawFrame(0x88, [0x03, 0xE8] + reason))
+        }
         expectFailure(outcome, .invalidUTF8, .invalidPayload, "reason \(reason)")
     }
 
@@ -855,7 +951,9 @@ struct MemoryBoundTests {
         let lines = result.output.split(separator: "\n")
         let report = lines.filter { $0.contains("RSS growth") || $0.contains("✘") || $0.contains("Test run with") }
             .joined(separator: "\n")
-        #expect(result.status == 0, "the memory tests failed in their own process:\n\(report)\n\(result.output.suffix(4000))")
+        #expect(
+            result.status == 0,
+            "the memory tests failed in their own process:\n\(report)\n\(result.output.suffix(4000))")
         // 8 tests, 9 with network namespaces (the throttled link); a cancelled one still counts as run.
         let count = ChildTestRun.testCount(in: result.output) ?? 0
         #expect(count >= 8, "the child ran \(count) tests:\n\(report)")

@@ -46,7 +46,8 @@ struct KeepaliveTests {
         }
     }
 
-    @Test("a server that stops answering pings is detected, read or not", arguments: TestEngine.allCases, [false, true])
+    @Test(
+        "a server that stops answering pings is detected, read or not", arguments: TestEngine.allCases, [false, true])
     func silentServer(engine: TestEngine, reading: Bool) async throws {
         let server = try ScriptedServer { connection in
             connection.setReceiveTimeout(.seconds(15))

@@ -82,7 +82,9 @@ struct LoopHoldWarningTests {
         #expect(holdWarnings(store).isEmpty, "\(store.all)")
     }
 
-    @Test("a warning logged above debug level carries the session id and the endpoint, never the query", arguments: TestEngine.allCases)
+    @Test(
+        "a warning logged above debug level carries the session id and the endpoint, never the query",
+        arguments: TestEngine.allCases)
     func warningMetadata(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }

@@ -13,7 +13,9 @@ func textThenClose(_ text: String, code: UInt16 = 1000) -> [UInt8] {
 
 /// A server script: sends `first` and waits for its echo (so that the client is waiting for the next message and
 /// the opening handshake's bytes are long read), then sends `last` and a close frame with `code` in one write.
-func echoThenMessageWithClose(first: String = "first", last: String, code: UInt16 = 1000) -> @Sendable (ServerSession) throws -> Void {
+func echoThenMessageWithClose(first: String = "first", last: String, code: UInt16 = 1000)
+    -> @Sendable (ServerSession) throws -> Void
+{
     { session in
         try session.send(first)
         guard let echo = try session.receive(), echo == .text(first) else {
@@ -66,15 +68,18 @@ struct MessageReceiveTests {
         }
     }
 
-    @Test("with keepalive pings every 5 ms the Python peer's ping and our pongs never reach receiveText",
-          arguments: TestEngine.allCases)
+    @Test(
+        "with keepalive pings every 5 ms the Python peer's ping and our pongs never reach receiveText",
+        arguments: TestEngine.allCases)
     func keepaliveAgainstPython(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
-        try await withClient(engine.client { ws in
-            ws.pingInterval = .milliseconds(5)
-            ws.pongTimeout = .seconds(10)  // a loaded test machine may answer late; no failure wanted here
-        }) { client in
+        try await withClient(
+            engine.client { ws in
+                ws.pingInterval = .milliseconds(5)
+                ws.pongTimeout = .seconds(10)  // a loaded test machine may answer late; no failure wanted here
+            }
+        ) { client in
             // /ping: the peer pings first and sends "pong-received" once our pong arrived: a ping always precedes it.
             let session = try await client.webSocketSession(peer.url(path: "/ping"))
             #expect(try await session.receiveText() == "pong-received")
@@ -89,8 +94,9 @@ struct MessageReceiveTests {
         }
     }
 
-    @Test("receiveText on a binary message throws unexpectedMessageKind with the message; the session stays open",
-          arguments: TestEngine.allCases)
+    @Test(
+        "receiveText on a binary message throws unexpectedMessageKind with the message; the session stays open",
+        arguments: TestEngine.allCases)
     func wrongKind(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -117,8 +123,9 @@ struct MessageReceiveTests {
         }
     }
 
-    @Test("after the server's normal close: messages ends, receiveMessage and send throw a normal closure",
-          arguments: TestEngine.allCases)
+    @Test(
+        "after the server's normal close: messages ends, receiveMessage and send throw a normal closure",
+        arguments: TestEngine.allCases)
     func endAfterNormalClose(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -144,7 +151,9 @@ struct MessageReceiveTests {
         }
     }
 
-    @Test("a server's close with an error code ends messages, and is not a normal closure", arguments: TestEngine.allCases)
+    @Test(
+        "a server's close with an error code ends messages, and is not a normal closure", arguments: TestEngine.allCases
+    )
     func endAfterErrorClose(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -179,8 +188,12 @@ struct MessageReceiveTests {
 
     @Test("a close without a status code, and one with 1001, are normal closures", arguments: TestEngine.allCases)
     func noStatusAndGoingAway(engine: TestEngine) async throws {
-        for (closeFrame, expected) in [(rawFrame(0x88, []), CloseReason.Code.noStatus), (rawFrame(0x88, [0x03, 0xE9]), .goingAway)] {
-            let server = try scriptedServer { session in try session.sendRaw(rawFrame(0x81, Array("hi".utf8)) + closeFrame) }
+        for (closeFrame, expected) in [
+            (rawFrame(0x88, []), CloseReason.Code.noStatus), (rawFrame(0x88, [0x03, 0xE9]), .goingAway),
+        ] {
+            let server = try scriptedServer { session in
+                try session.sendRaw(rawFrame(0x81, Array("hi".utf8)) + closeFrame)
+            }
             defer { server.stop() }
             try await withClient(engine.client()) { client in
                 let session = try await client.webSocketSession(server.url)
@@ -206,7 +219,9 @@ struct MessageReceiveTests {
         }
     }
 
-    @Test("a dropped connection fails messages and later sends, and is not a normal closure", arguments: TestEngine.allCases)
+    @Test(
+        "a dropped connection fails messages and later sends, and is not a normal closure",
+        arguments: TestEngine.allCases)
     func afterFailure(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start(
             handler: .custom { session in
@@ -278,10 +293,14 @@ struct EntryPointTests {
     func defaultPorts() async throws {
         try await withClient(TestEngine.cio.client()) { client in
             let noop: (WebSocketSession) async throws -> Void = { _ in }
-            let session = try await Self.requestedURL { try await _ = client.webSocketSession(host: "example.test", $0) }
+            let session = try await Self.requestedURL {
+                try await _ = client.webSocketSession(host: "example.test", $0)
+            }
             #expect(session?.port == 80)
             #expect(session?.scheme == "ws")
-            let webSocket = try await Self.requestedURL { try await client.webSocket(host: "example.test", request: $0, noop) }
+            let webSocket = try await Self.requestedURL {
+                try await client.webSocket(host: "example.test", request: $0, noop)
+            }
             #expect(webSocket?.port == 80)
             let ws = try await Self.requestedURL { try await client.ws(host: "example.test", request: $0, noop) }
             #expect(ws?.port == 80)
@@ -359,8 +378,9 @@ struct EntryPointTests {
     }
     #endif
 
-    @Test("client.unsupportedReason says nothing for a supported capability and matches the engine's",
-          arguments: TestEngine.allCases)
+    @Test(
+        "client.unsupportedReason says nothing for a supported capability and matches the engine's",
+        arguments: TestEngine.allCases)
     func unsupportedReason(engine: TestEngine) async throws {
         try await withClient(engine.client()) { client in
             #expect(client.unsupportedReason(.webSocket) == nil)

@@ -82,30 +82,67 @@ struct MisbehavingServerTests {
     }
 
     static let cases: [Case] = [
-        Case(description: "masked frame", bytes: rawFrame(0x81, Array("hi".utf8), masked: true), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "reserved opcode 0x3", bytes: rawFrame(0x83, []), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "reserved control opcode 0xB", bytes: rawFrame(0x8B, []), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "RSV1 without an extension", bytes: rawFrame(0xC1, Array("x".utf8)), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "RSV3 without an extension", bytes: rawFrame(0x92, [1]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "ping over 125 bytes", bytes: rawFrame(0x89, [UInt8](repeating: 0, count: 126)), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "fragmented ping", bytes: rawFrame(0x09, [1]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "continuation without a start", bytes: rawFrame(0x80, [1]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "new message inside a fragmented one", bytes: rawFrame(0x01, [0x61]) + rawFrame(0x81, [0x62]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "invalid UTF-8 text", bytes: rawFrame(0x81, [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]), error: .invalidUTF8, closeCode: .invalidPayload),
-        Case(description: "invalid UTF-8 split across fragments", bytes: rawFrame(0x01, [0x61, 0xF4]) + rawFrame(0x80, [0x90, 0x80, 0x80]), error: .invalidUTF8, closeCode: .invalidPayload),
-        Case(description: "64-bit length with the top bit set", bytes: [0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1], error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "frame over maxFrameSize (declared 1 GiB)", bytes: [0x82, 0x7F, 0, 0, 0, 0, 0x40, 0, 0, 0], error: .messageTooBig, closeCode: .messageTooBig),
-        Case(description: "close with a 1-byte payload", bytes: rawFrame(0x88, [0x03]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "close with reserved code 1005", bytes: rawFrame(0x88, [0x03, 0xED]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "close with code 999", bytes: rawFrame(0x88, [0x03, 0xE7]), error: .protocolViolation, closeCode: .protocolError),
-        Case(description: "close with a non-UTF-8 reason", bytes: rawFrame(0x88, [0x03, 0xE8, 0xFF]), error: .invalidUTF8, closeCode: .invalidPayload),
+        Case(
+            description: "masked frame", bytes: rawFrame(0x81, Array("hi".utf8), masked: true),
+            error: .protocolViolation, closeCode: .protocolError),
+        Case(
+            description: "reserved opcode 0x3", bytes: rawFrame(0x83, []), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "reserved control opcode 0xB", bytes: rawFrame(0x8B, []), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "RSV1 without an extension", bytes: rawFrame(0xC1, Array("x".utf8)), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "RSV3 without an extension", bytes: rawFrame(0x92, [1]), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "ping over 125 bytes", bytes: rawFrame(0x89, [UInt8](repeating: 0, count: 126)),
+            error: .protocolViolation, closeCode: .protocolError),
+        Case(
+            description: "fragmented ping", bytes: rawFrame(0x09, [1]), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "continuation without a start", bytes: rawFrame(0x80, [1]), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "new message inside a fragmented one", bytes: rawFrame(0x01, [0x61]) + rawFrame(0x81, [0x62]),
+            error: .protocolViolation, closeCode: .protocolError),
+        Case(
+            description: "invalid UTF-8 text",
+            bytes: rawFrame(0x81, [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80]), error: .invalidUTF8,
+            closeCode: .invalidPayload),
+        Case(
+            description: "invalid UTF-8 split across fragments",
+            bytes: rawFrame(0x01, [0x61, 0xF4]) + rawFrame(0x80, [0x90, 0x80, 0x80]), error: .invalidUTF8,
+            closeCode: .invalidPayload),
+        Case(
+            description: "64-bit length with the top bit set", bytes: [0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1],
+            error: .protocolViolation, closeCode: .protocolError),
+        Case(
+            description: "frame over maxFrameSize (declared 1 GiB)", bytes: [0x82, 0x7F, 0, 0, 0, 0, 0x40, 0, 0, 0],
+            error: .messageTooBig, closeCode: .messageTooBig),
+        Case(
+            description: "close with a 1-byte payload", bytes: rawFrame(0x88, [0x03]), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "close with reserved code 1005", bytes: rawFrame(0x88, [0x03, 0xED]),
+            error: .protocolViolation, closeCode: .protocolError),
+        Case(
+            description: "close with code 999", bytes: rawFrame(0x88, [0x03, 0xE7]), error: .protocolViolation,
+            closeCode: .protocolError),
+        Case(
+            description: "close with a non-UTF-8 reason", bytes: rawFrame(0x88, [0x03, 0xE8, 0xFF]),
+            error: .invalidUTF8, closeCode: .invalidPayload),
     ]
 
     @Test("a protocol violation fails the session with the right code", arguments: TestEngine.allCases, cases)
     func violations(engine: TestEngine, testCase: Case) async throws {
         let bytes = testCase.bytes
         let outcome = try await exchange(engine) { session in try session.sendRaw(bytes) }
-        let error = try #require(outcome.webSocketError, "\(testCase) must fail the session, got \(String(describing: outcome.error))")
+        let error = try #require(
+            outcome.webSocketError, "\(testCase) must fail the session, got \(String(describing: outcome.error))")
         #expect(error.code == testCase.error)
         #expect(error.closeCode == testCase.closeCode)
         #expect(outcome.closeReason?.code == testCase.closeCode)
@@ -206,7 +243,8 @@ struct BrokenHandshakeTests {
         var replaceUpgrade = false
 
         func bytes(key: String) -> [UInt8] {
-            var text = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: \(self.replaceUpgrade ? "h2c" : "websocket")\r\nConnection: Upgrade\r\n"
+            var text =
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: \(self.replaceUpgrade ? "h2c" : "websocket")\r\nConnection: Upgrade\r\n"
             if let accept {
                 text += "Sec-WebSocket-Accept: \(accept == "right" ? RawHandshakeServer.accept(for: key) : accept)\r\n"
             }
@@ -218,9 +256,12 @@ struct BrokenHandshakeTests {
     static let badResponses = [
         BadResponse(description: "wrong Sec-WebSocket-Accept", accept: "dGhpcyBpcyB3cm9uZw=="),
         BadResponse(description: "missing Sec-WebSocket-Accept", accept: nil),
-        BadResponse(description: "two Sec-WebSocket-Accept headers", accept: "right", extra: "Sec-WebSocket-Accept: x\r\n"),
-        BadResponse(description: "unoffered subprotocol", accept: "right", extra: "Sec-WebSocket-Protocol: surprise\r\n"),
-        BadResponse(description: "unoffered extension", accept: "right", extra: "Sec-WebSocket-Extensions: x-unknown\r\n"),
+        BadResponse(
+            description: "two Sec-WebSocket-Accept headers", accept: "right", extra: "Sec-WebSocket-Accept: x\r\n"),
+        BadResponse(
+            description: "unoffered subprotocol", accept: "right", extra: "Sec-WebSocket-Protocol: surprise\r\n"),
+        BadResponse(
+            description: "unoffered extension", accept: "right", extra: "Sec-WebSocket-Extensions: x-unknown\r\n"),
         BadResponse(description: "no Upgrade header", accept: "right", extra: "").withoutUpgrade(),
     ]
 
@@ -241,7 +282,8 @@ struct BrokenHandshakeTests {
     @Test("a frame in the same packet as the 101 response is not lost", arguments: TestEngine.allCases)
     func frameWithResponse(engine: TestEngine) async throws {
         let server = try RawHandshakeServer { key in
-            BadResponse(description: "valid", accept: "right").bytes(key: key) + rawFrame(0x81, Array("early bird".utf8))
+            BadResponse(description: "valid", accept: "right").bytes(key: key)
+                + rawFrame(0x81, Array("early bird".utf8))
         }
         defer { server.stop() }
         try await withClient(engine.client()) { client in

@@ -40,9 +40,12 @@ private func serverInside(
 
 @Suite(
     "Network faults in a network namespace (F1, F3, F6)",
-    .enabled(if: NetworkNamespace.mayBeAvailable, "needs root and iproute2 (ip, tc); cancelled when namespaces do not work"))
+    .enabled(
+        if: NetworkNamespace.mayBeAvailable, "needs root and iproute2 (ip, tc); cancelled when namespaces do not work"))
 struct NetworkFaultTests {
-    @Test("every packet dropped mid-session: the pong timeout fails the session (1011), the close timeout ends it", arguments: TestEngine.allCases)
+    @Test(
+        "every packet dropped mid-session: the pong timeout fails the session (1011), the close timeout ends it",
+        arguments: TestEngine.allCases)
     func blackholeMidSession(engine: TestEngine) async throws {
         try await withNamespace { namespace in
             let (server, url) = try await serverInside(namespace)
@@ -76,7 +79,9 @@ struct NetworkFaultTests {
         }
     }
 
-    @Test("every packet dropped, then close(): given up after the close timeout with 1006", arguments: TestEngine.allCases)
+    @Test(
+        "every packet dropped, then close(): given up after the close timeout with 1006", arguments: TestEngine.allCases
+    )
     func blackholeThenClose(engine: TestEngine) async throws {
         try await withNamespace { namespace in
             let (server, url) = try await serverInside(namespace)
@@ -119,12 +124,14 @@ struct NetworkFaultTests {
     func throttledSend(engine: TestEngine) async throws {
         try await withNamespace { namespace in
             let received = Atomic<Int>(0)
-            let (server, url) = try await serverInside(namespace, handler: .custom { session in
-                while let frame = try session.receive() {
-                    received.add(frame.data.count, ordering: .relaxed)
-                    if frame.kind == .close { return }
-                }
-            })
+            let (server, url) = try await serverInside(
+                namespace,
+                handler: .custom { session in
+                    while let frame = try session.receive() {
+                        received.add(frame.data.count, ordering: .relaxed)
+                        if frame.kind == .close { return }
+                    }
+                })
             defer { server.stop() }
             try await namespace.shape(rate: "1mbit")
             let message = [UInt8](repeating: 0x5A, count: 1 << 20)

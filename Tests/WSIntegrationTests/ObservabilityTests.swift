@@ -64,14 +64,19 @@ private func makeClient(_ engine: TestEngine, metrics: TestMetrics) -> WebSocket
 
 @Suite("Observability: metrics, tracing and statistics of real sessions")
 struct ObservabilityTests {
-    @Test("metrics after scripted sessions: opens, a refused connect, a 403, messages, pings, a 1011 close",
-          arguments: TestEngine.allCases)
+    @Test(
+        "metrics after scripted sessions: opens, a refused connect, a 403, messages, pings, a 1011 close",
+        arguments: TestEngine.allCases)
     func metricsAfterScriptedSessions(engine: TestEngine) async throws {
         let tally = ServerTally()
         let server = try countingServer(tally)
         defer { server.stop() }
         let rejecting = try WebSocketTestServer.start(
-            { var c = WebSocketTestServer.Configuration(); c.handshake = .reject(status: 403, body: "no"); return c }())
+            {
+                var c = WebSocketTestServer.Configuration()
+                c.handshake = .reject(status: 403, body: "no")
+                return c
+            }())
         defer { rejecting.stop() }
         let metrics = TestMetrics()
         let engineName = engine == .cio ? "CIO" : "Curl"
@@ -115,25 +120,27 @@ struct ObservabilityTests {
             await #expect(throws: (any Error).self) { _ = try await client.webSocketSession(rejecting.url) }
         }
 
-        #expect(try metrics.expectCounter(ClientMetrics_opened, [e]).totalValue == 2)
-        #expect(try metrics.expectCounter(ClientMetrics_failed, [e, ("kind", "refused")]).totalValue == 1)
-        #expect(try metrics.expectCounter(ClientMetrics_failed, [e, ("kind", "handshake_status")]).totalValue == 1)
-        #expect(try metrics.expectCounter(ClientMetrics_closed, [e, ("code", "1000")]).totalValue == 1)
-        #expect(try metrics.expectCounter(ClientMetrics_closed, [e, ("code", "1011")]).totalValue == 1)
-        #expect(try metrics.expectMeter(ClientMetrics_open, [e]).lastValue == 0)
-        #expect(try metrics.expectTimer(ClientMetrics_openDuration, [e]).values.count == 2)
-        let rtts = try metrics.expectTimer(ClientMetrics_pingRTT, [e]).values
+        #expect(try metrics.expectCounter(MetricName.opened, [e]).totalValue == 2)
+        #expect(try metrics.expectCounter(MetricName.failed, [e, ("kind", "refused")]).totalValue == 1)
+        #expect(try metrics.expectCounter(MetricName.failed, [e, ("kind", "handshake_status")]).totalValue == 1)
+        #expect(try metrics.expectCounter(MetricName.closed, [e, ("code", "1000")]).totalValue == 1)
+        #expect(try metrics.expectCounter(MetricName.closed, [e, ("code", "1011")]).totalValue == 1)
+        #expect(try metrics.expectMeter(MetricName.open, [e]).lastValue == 0)
+        #expect(try metrics.expectTimer(MetricName.openDuration, [e]).values.count == 2)
+        let rtts = try metrics.expectTimer(MetricName.pingRTT, [e]).values
         #expect(rtts.count == 2 && rtts.allSatisfy { $0 > 0 })
         func messages(_ direction: String, _ type: String) throws -> Int64 {
-            try metrics.expectCounter(ClientMetrics_messages, [e, ("direction", direction), ("type", type)]).totalValue
+            try metrics.expectCounter(MetricName.messages, [e, ("direction", direction), ("type", type)]).totalValue
         }
         #expect(try messages("sent", "text") == 4, "3 in session 1, `fail` in session 2")
         #expect(try messages("sent", "binary") == 2)
         #expect(try messages("received", "text") == 3)
         #expect(try messages("received", "binary") == 2)
-        #expect(try metrics.expectCounter(ClientMetrics_messageBytes, [e, ("direction", "sent")]).totalValue == 6 + 5 + 4)
-        #expect(try metrics.expectCounter(ClientMetrics_messageBytes, [e, ("direction", "received")]).totalValue == 6 + 5)
-        #expect(try metrics.expectCounter(ClientMetrics_wireBytes, [e, ("direction", "received")]).totalValue > 11)
+        #expect(
+            try metrics.expectCounter(MetricName.messageBytes, [e, ("direction", "sent")]).totalValue == 6 + 5 + 4)
+        #expect(
+            try metrics.expectCounter(MetricName.messageBytes, [e, ("direction", "received")]).totalValue == 6 + 5)
+        #expect(try metrics.expectCounter(MetricName.wireBytes, [e, ("direction", "received")]).totalValue > 11)
     }
 
     @Test("keepalive pongs feed the statistics and the round-trip metric; deflate sessions record their ratio")
@@ -169,9 +176,9 @@ struct ObservabilityTests {
             await session.close()
         }
         let e = ("engine", "CIO")
-        #expect(try metrics.expectTimer(ClientMetrics_pingRTT, [e]).values.count >= 1)
-        let sentRatio = try metrics.expectRecorder(ClientMetrics_compressionRatio, [e, ("direction", "sent")])
-        let receivedRatio = try metrics.expectRecorder(ClientMetrics_compressionRatio, [e, ("direction", "received")])
+        #expect(try metrics.expectTimer(MetricName.pingRTT, [e]).values.count >= 1)
+        let sentRatio = try metrics.expectRecorder(MetricName.compressionRatio, [e, ("direction", "sent")])
+        let receivedRatio = try metrics.expectRecorder(MetricName.compressionRatio, [e, ("direction", "received")])
         #expect(sentRatio.values.count == 1 && sentRatio.values[0] > 5, "\(sentRatio.values)")
         #expect(receivedRatio.values.count == 1 && receivedRatio.values[0] > 5, "\(receivedRatio.values)")
     }
@@ -216,9 +223,13 @@ struct ObservabilityTests {
         await client.close()
 
         let e = ("engine", engine.name)
-        #expect(try metrics.expectCounter(ClientMetrics_messages, [e, ("direction", "sent"), ("type", "binary")]).totalValue == 1)
-        #expect(try metrics.expectCounter(ClientMetrics_messages, [e, ("direction", "received"), ("type", "text")]).totalValue == 1)
-        #expect(try metrics.expectCounter(ClientMetrics_messageBytes, [e, ("direction", "received")]).totalValue == 5)
+        #expect(
+            try metrics.expectCounter(MetricName.messages, [e, ("direction", "sent"), ("type", "binary")]).totalValue
+                == 1)
+        #expect(
+            try metrics.expectCounter(MetricName.messages, [e, ("direction", "received"), ("type", "text")])
+                .totalValue == 1)
+        #expect(try metrics.expectCounter(MetricName.messageBytes, [e, ("direction", "received")]).totalValue == 5)
     }
 
     @Test("with metrics off, a client reports nothing", arguments: [TestEngine.cio])
@@ -239,8 +250,9 @@ struct ObservabilityTests {
         #expect(metrics.counters.isEmpty && metrics.meters.isEmpty && metrics.timers.isEmpty)
     }
 
-    @Test("a tracer gets the opening span with its events; the server receives its traceparent",
-          arguments: TestEngine.allCases)
+    @Test(
+        "a tracer gets the opening span with its events; the server receives its traceparent",
+        arguments: TestEngine.allCases)
     func tracing(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start()
         defer { server.stop() }
@@ -291,16 +303,18 @@ private struct Chunks: AsyncSequence, Sendable {
 }
 
 // The metric names, as documented (Docs/Observability.md); spelled out so a renamed metric fails these tests.
-private let ClientMetrics_opened = "websocket_client_sessions_opened_total"
-private let ClientMetrics_failed = "websocket_client_sessions_failed_total"
-private let ClientMetrics_closed = "websocket_client_sessions_closed_total"
-private let ClientMetrics_open = "websocket_client_sessions_open"
-private let ClientMetrics_openDuration = "websocket_client_open_duration_seconds"
-private let ClientMetrics_pingRTT = "websocket_client_ping_rtt_seconds"
-private let ClientMetrics_messages = "websocket_client_messages_total"
-private let ClientMetrics_messageBytes = "websocket_client_message_bytes_total"
-private let ClientMetrics_wireBytes = "websocket_client_wire_bytes_total"
-private let ClientMetrics_compressionRatio = "websocket_client_compression_ratio"
+private enum MetricName {
+    static let opened = "websocket_client_sessions_opened_total"
+    static let failed = "websocket_client_sessions_failed_total"
+    static let closed = "websocket_client_sessions_closed_total"
+    static let open = "websocket_client_sessions_open"
+    static let openDuration = "websocket_client_open_duration_seconds"
+    static let pingRTT = "websocket_client_ping_rtt_seconds"
+    static let messages = "websocket_client_messages_total"
+    static let messageBytes = "websocket_client_message_bytes_total"
+    static let wireBytes = "websocket_client_wire_bytes_total"
+    static let compressionRatio = "websocket_client_compression_ratio"
+}
 
 /// The in-memory tracer of swift-distributed-tracing, propagating its context as W3C `traceparent` (which the
 /// in-memory tracer does not do itself). Trace ids are 32 and span ids 16 hex digits, as W3C requires.
@@ -312,7 +326,10 @@ private struct W3CTestTracer: Tracer {
     private final class Counter: Sendable {
         let value = Mutex<UInt64>(0)
         func next(_ digits: Int) -> String {
-            let value = self.value.withLock { $0 += 1; return $0 }
+            let value = self.value.withLock {
+                $0 += 1
+                return $0
+            }
             let hex = String(value, radix: 16)
             return String(repeating: "0", count: digits - hex.count) + hex
         }
@@ -329,17 +346,22 @@ private struct W3CTestTracer: Tracer {
         at instant: @autoclosure () -> Instant, function: String, file fileID: String, line: UInt
     ) -> InMemorySpan {
         self.inMemory.startSpan(
-            operationName, context: context(), ofKind: kind, at: instant(), function: function, file: fileID, line: line)
+            operationName, context: context(), ofKind: kind, at: instant(), function: function, file: fileID, line: line
+        )
     }
 
     func forceFlush() { self.inMemory.forceFlush() }
 
-    func inject<Carrier, Inject: Injector>(_ context: ServiceContext, into carrier: inout Carrier, using injector: Inject)
+    func inject<Carrier, Inject: Injector>(
+        _ context: ServiceContext, into carrier: inout Carrier, using injector: Inject
+    )
     where Inject.Carrier == Carrier {
         guard let span = context.inMemorySpanContext else { return }
         injector.inject("00-\(span.traceID)-\(span.spanID)-01", forKey: "traceparent", into: &carrier)
     }
 
-    func extract<Carrier, Extract: Extractor>(_ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract)
+    func extract<Carrier, Extract: Extractor>(
+        _ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract
+    )
     where Extract.Carrier == Carrier {}
 }

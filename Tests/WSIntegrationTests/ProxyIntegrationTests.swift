@@ -69,7 +69,9 @@ final class ProxyDaemon: Sendable {
                 for connectPort in connectPorts { config += "ConnectPort \(connectPort)\n" }
                 if let (user, password) = basicAuth { config += "BasicAuth \(user) \(password)\n" }
                 return config
-            } arguments: { path, _ in ["-d", "-c", path] }
+            } arguments: { path, _ in
+                ["-d", "-c", path]
+            }
         }
     }
 
@@ -87,7 +89,9 @@ final class ProxyDaemon: Sendable {
                 key = \(certificate.1)
 
                 """
-            } arguments: { path, _ in [path] }
+            } arguments: { path, _ in
+                [path]
+            }
         }
     }
 
@@ -107,7 +111,9 @@ final class ProxyDaemon: Sendable {
                 socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }
 
                 """
-            } arguments: { path, _ in ["-f", path, "-N", "1"] }
+            } arguments: { path, _ in
+                ["-f", path, "-N", "1"]
+            }
         }
     }
 }
@@ -139,7 +145,9 @@ private func hostileProxy(_ mode: String) async throws -> ProxyDaemon {
             elif mode == "silent": held = c  # keeps the connection open and never answers
         """
     return try await onDedicatedThread {
-        try ProxyDaemon("/usr/bin/python3", name: "hostile-\(mode)") { _, _ in script } arguments: { path, port in
+        try ProxyDaemon("/usr/bin/python3", name: "hostile-\(mode)") { _, _ in
+            script
+        } arguments: { path, port in
             [path, "\(port)", mode]
         }
     }
@@ -183,7 +191,9 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test("tinyproxy with Basic authentication: ws and wss, the CONNECT lines, no password anywhere", arguments: TestEngine.allCases)
+    @Test(
+        "tinyproxy with Basic authentication: ws and wss, the CONNECT lines, no password anywhere",
+        arguments: TestEngine.allCases)
     func tinyproxyAuth(engine: TestEngine) async throws {
         let pki = try await Certificates.load()
         let plain = try WebSocketTestServer.start(.init(), handler: .echo)
@@ -194,17 +204,20 @@ struct ProxyIntegrationTests {
         let tls = try WebSocketTestServer.start(tlsConfiguration, handler: .echo)
         defer { tls.stop() }
         let password = "pr0xy-s3cret"
-        let proxy = try await ProxyDaemon.tinyproxy(connectPorts: [plain.port, tls.port], basicAuth: ("alice", password))
+        let proxy = try await ProxyDaemon.tinyproxy(
+            connectPorts: [plain.port, tls.port], basicAuth: ("alice", password))
         let store = CapturingLogHandler.Store()
         let configuration = try ProxyConfiguration(url: "http://alice:\(password)@127.0.0.1:\(proxy.port)")
         try await self.echo(self.client(engine, proxy: configuration, store: store), "ws://127.0.0.1:\(plain.port)/")
         try await self.echo(
-            self.client(engine, proxy: configuration, trustedCA: pki.caFile, store: store), "wss://localhost:\(tls.port)/")
+            self.client(engine, proxy: configuration, trustedCA: pki.caFile, store: store),
+            "wss://localhost:\(tls.port)/")
         #expect(proxy.log.contains("CONNECT 127.0.0.1:\(plain.port)"), "\(proxy.log)")
         #expect(proxy.log.contains("CONNECT localhost:\(tls.port)"), "\(proxy.log)")
 
         let wrong = try ProxyConfiguration(url: "http://alice:wr0ng-\(password)@127.0.0.1:\(proxy.port)")
-        let error = await self.connectError(self.client(engine, proxy: wrong, store: store), "ws://127.0.0.1:\(plain.port)/")
+        let error = await self.connectError(
+            self.client(engine, proxy: wrong, store: store), "ws://127.0.0.1:\(plain.port)/")
         #expect(error?.code == .proxyFailure, "\(String(describing: error))")
         #expect(error?.status == 401 || error?.status == 407)
         #expect(!(error?.description.contains(password) ?? true))
@@ -224,7 +237,8 @@ struct ProxyIntegrationTests {
         #expect((error?.status ?? 0) >= 500, "\(String(describing: error))")
     }
 
-    @Test("an https:// proxy (tinyproxy behind stunnel4): ws and wss inside its TLS; an untrusted proxy is refused",
+    @Test(
+        "an https:// proxy (tinyproxy behind stunnel4): ws and wss inside its TLS; an untrusted proxy is refused",
         arguments: TestEngine.allCases)
     func httpsProxy(engine: TestEngine) async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/stunnel4") else { return }
@@ -250,7 +264,8 @@ struct ProxyIntegrationTests {
         #expect(error?.code == .tlsFailure, "\(String(describing: error))")
     }
 
-    @Test("an https:// proxy trusted through PEM in memory (ProxyConfiguration.tls); another root's PEM is refused",
+    @Test(
+        "an https:// proxy trusted through PEM in memory (ProxyConfiguration.tls); another root's PEM is refused",
         arguments: TestEngine.allCases)
     func httpsProxyPEM(engine: TestEngine) async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/stunnel4") else { return }
@@ -273,7 +288,8 @@ struct ProxyIntegrationTests {
         #expect(error?.code == .tlsFailure, "\(String(describing: error))")
     }
 
-    @Test("SOCKS5 (danted): local and remote resolution, username/password, wrong password, unreachable target",
+    @Test(
+        "SOCKS5 (danted): local and remote resolution, username/password, wrong password, unreachable target",
         arguments: TestEngine.allCases)
     func socks(engine: TestEngine) async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/danted") else { return }
@@ -297,12 +313,14 @@ struct ProxyIntegrationTests {
         let password = "ws-proxy-test-pw"
         try await self.echo(
             self.client(
-                engine, proxy: try ProxyConfiguration(url: "socks5h://wsproxy:\(password)@127.0.0.1:\(authenticated.port)"),
+                engine,
+                proxy: try ProxyConfiguration(url: "socks5h://wsproxy:\(password)@127.0.0.1:\(authenticated.port)"),
                 store: store),
             "ws://127.0.0.1:\(server.port)/")
         let wrong = await self.connectError(
             self.client(
-                engine, proxy: try ProxyConfiguration(url: "socks5h://wsproxy:x\(password)@127.0.0.1:\(authenticated.port)"),
+                engine,
+                proxy: try ProxyConfiguration(url: "socks5h://wsproxy:x\(password)@127.0.0.1:\(authenticated.port)"),
                 store: store),
             "ws://127.0.0.1:\(server.port)/")
         #expect(wrong?.code == .proxyFailure, "\(String(describing: wrong))")
@@ -310,13 +328,16 @@ struct ProxyIntegrationTests {
         #expect(!store.all.contains { $0.contains(password) })
     }
 
-    @Test("hostile proxies: cut short, garbage, endless header: a clear error, never a hang", arguments: TestEngine.allCases)
+    @Test(
+        "hostile proxies: cut short, garbage, endless header: a clear error, never a hang",
+        arguments: TestEngine.allCases)
     func hostile(engine: TestEngine) async throws {
         for mode in ["midreply", "garbage", "endless"] {
             let proxy = try await hostileProxy(mode)
             let started = ContinuousClock.now
             let error = await self.connectError(
-                self.client(engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init()),
+                self.client(
+                    engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init()),
                 "ws://127.0.0.1:9/")
             #expect(error != nil, "\(mode)")
             // Ended by the proxy's reply or by the connect timeout (5 s), never a hang.
@@ -336,7 +357,8 @@ struct ProxyIntegrationTests {
         #expect(error?.bodyText == "nope")
     }
 
-    @Test("the environment, for real (wsc in a child process): http_proxy is used, no_proxy and --proxy '' bypass it",
+    @Test(
+        "the environment, for real (wsc in a child process): http_proxy is used, no_proxy and --proxy '' bypass it",
         arguments: TestEngine.allCases)
     func environment(engine: TestEngine) async throws {
         let server = try WebSocketTestServer.start(.init(), handler: .echo)
@@ -367,7 +389,8 @@ struct ProxyIntegrationTests {
         #expect(connects() == 1, "only the first run went through the proxy: \(proxy.log)")
     }
 
-    @Test("a proxy that never answers: the connect timeout covers the tunnel and says so", arguments: TestEngine.allCases)
+    @Test(
+        "a proxy that never answers: the connect timeout covers the tunnel and says so", arguments: TestEngine.allCases)
     func silentProxy(engine: TestEngine) async throws {
         let proxy = try await hostileProxy("silent")
         let started = ContinuousClock.now
@@ -378,7 +401,9 @@ struct ProxyIntegrationTests {
             "ws://127.0.0.1:9/")
         #expect(error?.code == .timedOut, "\(String(describing: error))")
         #expect(ContinuousClock.now - started < .seconds(3))
-        if engine == .cio { #expect(error?.message.contains("waiting for the proxy") == true, "\(String(describing: error))") }
+        if engine == .cio {
+            #expect(error?.message.contains("waiting for the proxy") == true, "\(String(describing: error))")
+        }
     }
 
     @Test(
@@ -391,7 +416,8 @@ struct ProxyIntegrationTests {
         var configuration = ReconnectingWebSocketSession.Configuration()
         configuration.policy.initialDelay = .milliseconds(100)
         configuration.policy.maximumDelay = .milliseconds(400)
-        let client = self.client(engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init())
+        let client = self.client(
+            engine, proxy: try ProxyConfiguration(url: "http://127.0.0.1:\(proxy.port)"), store: .init())
         try await withClient(client) { client in
             let session = try client.reconnectingWebSocketSession(peer.url(path: "/echo"), configuration: configuration)
             var restarted: PythonPeer?

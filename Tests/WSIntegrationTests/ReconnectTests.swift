@@ -118,8 +118,12 @@ struct ReconnectTests {
             // Read up to a last message sent now: a lost message shows as a difference, not as a hang.
             try await session.send("end")
             var echoed: [WebSocketMessage] = []
-            while case let message = try await session.receiveMessage(), message != .text("end") { echoed.append(message) }
-            #expect(echoed == [.text("hello 2"), .text("during 1"), .text("during 2")], "after \(failedAttempts) refused attempts")
+            while case let message = try await session.receiveMessage(), message != .text("end") {
+                echoed.append(message)
+            }
+            #expect(
+                echoed == [.text("hello 2"), .text("during 1"), .text("during 2")],
+                "after \(failedAttempts) refused attempts")
             await session.close()
             #expect(await nextState(&states).map { "\($0)" } == "closed: closed by the client (1000 NORMAL)")
         }
@@ -131,7 +135,8 @@ struct ReconnectTests {
     func tlsAndStreamingAcrossRestart(engine: TestEngine) async throws {
         let certificates = try await TestCertificates.load()
         let deflate = engine == .cio  // the curl engine cannot carry extensions
-        let peer = try await PythonPeer.start(subprotocols: ["chat.v1"], deflate: deflate, tls: .init(certificates.server))
+        let peer = try await PythonPeer.start(
+            subprotocols: ["chat.v1"], deflate: deflate, tls: .init(certificates.server))
         let port = peer.port
         let client = engine.client(trustedCA: certificates.caCertificate) { ws in
             ws.streamsIncomingMessages = true
@@ -155,10 +160,12 @@ struct ReconnectTests {
                 #expect(try await session.receiveMessage() == .text("chat.v1"))
                 // 300 KB streamed out in 3 fragments; the server echoes it as one message, streamed back in.
                 let chunks = (0..<3).map { index in [UInt8](repeating: UInt8(index + connection), count: 100_000) }
-                try await session.sendStreamingMessage(.binary, from: AsyncStream { continuation in
-                    for chunk in chunks { continuation.yield(chunk) }
-                    continuation.finish()
-                })
+                try await session.sendStreamingMessage(
+                    .binary,
+                    from: AsyncStream { continuation in
+                        for chunk in chunks { continuation.yield(chunk) }
+                        continuation.finish()
+                    })
                 let echoed = try await session.receiveStreamingMessage()
                 #expect(echoed.kind == .binary)
                 #expect(try await echoed.collect(upTo: 1 << 20) == chunks.flatMap { $0 }, "connection \(connection)")
@@ -193,11 +200,15 @@ struct ReconnectTests {
         "close() during a backoff delay returns at once; values through the content converter before it",
         arguments: TestEngine.allCases)
     func closeDuringBackoffAndConverter(engine: TestEngine) async throws {
-        struct Quote: Codable, Equatable { var symbol: String; var price: Double }
+        struct Quote: Codable, Equatable {
+            var symbol: String
+            var price: Double
+        }
         let peer = try await PythonPeer.start()
         try await withClient(engine.client { $0.contentConverter = JSONWebSocketConverter() }) { client in
             let session = try client.reconnectingWebSocketSession(
-                peer.url(path: "/echo"), configuration: fastConfiguration { configuration in
+                peer.url(path: "/echo"),
+                configuration: fastConfiguration { configuration in
                     configuration.policy.initialDelay = .seconds(30)
                     configuration.policy.maximumDelay = .seconds(30)
                     configuration.policy.jitter = .none
@@ -308,7 +319,9 @@ struct ReconnectTests {
         }
     }
 
-    @Test("a close with 1012 is retried; the attempt limit ends in closed with the last close", arguments: TestEngine.allCases)
+    @Test(
+        "a close with 1012 is retried; the attempt limit ends in closed with the last close",
+        arguments: TestEngine.allCases)
     func serviceRestartAndLimit(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -333,7 +346,8 @@ struct ReconnectTests {
 @Suite(
     "Reconnecting sessions on a network that drops every packet",
     .serialized,
-    .enabled(if: NetworkNamespace.mayBeAvailable, "needs root and iproute2 (ip, tc); cancelled when namespaces do not work"))
+    .enabled(
+        if: NetworkNamespace.mayBeAvailable, "needs root and iproute2 (ip, tc); cancelled when namespaces do not work"))
 struct ReconnectNetworkTests {
     @Test(
         "dropped without FIN: the keepalive notices, attempts time out, and it reconnects when the link returns",

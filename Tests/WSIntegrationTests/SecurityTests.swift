@@ -20,14 +20,17 @@ import Glibc
 struct SecurityTests {
     // MARK: S1 masking keys
 
-    @Test("1200 client frames: every one masked with a fresh random key, payloads unmask exactly", arguments: TestEngine.allCases)
+    @Test(
+        "1200 client frames: every one masked with a fresh random key, payloads unmask exactly",
+        arguments: TestEngine.allCases)
     func maskingKeys(engine: TestEngine) async throws {
         // What the client sends, in order: messages of many sizes (empty included) and some pings.
         var expected: [(opcode: UInt8, payload: [UInt8])] = []
         for i in 0..<1100 {
             let size = [0, 1, 3, 4, 5, 125, 126, 200, 1000][i % 9]
             let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
-            expected.append((i % 2 == 0 ? 0x2 : 0x1, i % 2 == 0 ? payload : Array(String(repeating: "m", count: size).utf8)))
+            expected.append(
+                (i % 2 == 0 ? 0x2 : 0x1, i % 2 == 0 ? payload : Array(String(repeating: "m", count: size).utf8)))
         }
         for i in 0..<100 { expected.append((0x9, Array("ping \(i)".utf8))) }
         let frames = Mutex<[ClientFrame]>([])
@@ -57,10 +60,14 @@ struct SecurityTests {
         }
         #expect(await server.waitUntilFinished())
         let captured = frames.withLock { $0 }
-        try #require(captured.count == expected.count + 1, "\(captured.count) frames captured; script errors \(server.scriptErrors)")
+        try #require(
+            captured.count == expected.count + 1,
+            "\(captured.count) frames captured; script errors \(server.scriptErrors)")
         for (index, (frame, sent)) in zip(captured, expected).enumerated() {
             #expect(frame.masked, "frame \(index) is not masked")
-            #expect(frame.opcode == sent.opcode && frame.payload == sent.payload, "frame \(index) does not unmask to what was sent")
+            #expect(
+                frame.opcode == sent.opcode && frame.payload == sent.payload,
+                "frame \(index) does not unmask to what was sent")
             if frame.payload.count >= 4 && frame.key32 != 0 {
                 #expect(frame.wirePayload != frame.payload, "frame \(index): the payload went out unmasked")
             }
@@ -73,7 +80,8 @@ struct SecurityTests {
         #expect(!keys.contains(0), "an all-zero masking key")
         let steps = zip(keys, keys.dropFirst()).map { $1 &- $0 }
         let commonestStep = Dictionary(grouping: steps, by: { $0 }).values.map(\.count).max() ?? 0
-        #expect(commonestStep <= 2, "masking keys follow a pattern: one step between keys repeats \(commonestStep) times")
+        #expect(
+            commonestStep <= 2, "masking keys follow a pattern: one step between keys repeats \(commonestStep) times")
         for position in 0..<4 {
             let distinct = Set(captured.map { $0.maskingKey[position] }).count
             // 1201 uniform bytes cover about 254 of 256 values.
@@ -107,14 +115,18 @@ struct SecurityTests {
         #expect(prefixes.count == decoded.count, "no shared halves (a counter or a reused seed)")
     }
 
-    @Test("Sec-WebSocket-Accept must appear exactly once, even twice with the right value", arguments: TestEngine.allCases, [true, false])
+    @Test(
+        "Sec-WebSocket-Accept must appear exactly once, even twice with the right value",
+        arguments: TestEngine.allCases, [true, false])
     func acceptExactlyOnce(engine: TestEngine, separateLines: Bool) async throws {
         let server = try RawHandshakeServer { key in
             let accept = RawHandshakeServer.accept(for: key)
-            let headers = separateLines
+            let headers =
+                separateLines
                 ? "Sec-WebSocket-Accept: \(accept)\r\nSec-WebSocket-Accept: \(accept)\r\n"
                 : "Sec-WebSocket-Accept: \(accept), \(accept)\r\n"
-            return Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(headers)\r\n".utf8)
+            return Array(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\(headers)\r\n".utf8)
         }
         defer { server.stop() }
         try await withClient(engine.client()) { client in
@@ -135,7 +147,9 @@ struct SecurityTests {
         var description: String { self.rawValue }
     }
 
-    @Test("a bad certificate is refused; only dangerouslyDisableCertificateVerification accepts it", arguments: TestEngine.allCases, BadCertificate.allCases)
+    @Test(
+        "a bad certificate is refused; only dangerouslyDisableCertificateVerification accepts it",
+        arguments: TestEngine.allCases, BadCertificate.allCases)
     func badCertificate(engine: TestEngine, certificate: BadCertificate) async throws {
         let certificates = try await sharedCertificates()
         let identity: TestCertificates.Identity =
@@ -153,7 +167,9 @@ struct SecurityTests {
                 _ = try await client.webSocketSession(url)
             }
             #expect(error?.code == .tlsFailure, "\(certificate): \(String(describing: error))")
-            #expect(error?.message.lowercased().contains("certificate") == true, "the message says why: \(String(describing: error))")
+            #expect(
+                error?.message.lowercased().contains("certificate") == true,
+                "the message says why: \(String(describing: error))")
         }
         try await withClient(engine.client(disableVerification: true)) { client in
             let session = try await client.webSocketSession(url)
@@ -172,7 +188,8 @@ struct SecurityTests {
             executable: try TestEnvironment.python(),
             arguments: [
                 TestEnvironment.fixturesDirectory.appendingPathComponent("tls_probe_server.py").path,
-                "--cert", certificates.server.certificate, "--key", certificates.server.privateKey, "--max-version", version,
+                "--cert", certificates.server.certificate, "--key", certificates.server.privateKey, "--max-version",
+                version,
             ])
         defer { probe.stop() }
         let port = try await probe.line(startingWith: "PORT ")
@@ -181,8 +198,12 @@ struct SecurityTests {
         for disableVerification in [false, true] {
             let client = engine.client(trustedCA: certificates.caCertificate, disableVerification: disableVerification)
             try await withClient(client) { client in
-                let error = await #expect(throws: WebSocketError.self, "\(version), verification off: \(disableVerification)") {
-                    _ = try await client.webSocketSession("wss://localhost:\(port)/") { $0.timeout.openTimeout = .seconds(20) }
+                let error = await #expect(
+                    throws: WebSocketError.self, "\(version), verification off: \(disableVerification)"
+                ) {
+                    _ = try await client.webSocketSession("wss://localhost:\(port)/") {
+                        $0.timeout.openTimeout = .seconds(20)
+                    }
                 }
                 #expect(error?.code == .tlsFailure, "\(version): \(String(describing: error))")
             }
@@ -212,13 +233,18 @@ struct SecurityTests {
         let names = probe.output.filter { $0.hasPrefix("SNI ") }.map { String($0.dropFirst(4)) }
         #expect(names == ["localhost", "-"], "server names seen: \(names)")
         let versions = probe.output.filter { $0.hasPrefix("CONNECTED ") }
-        #expect(versions.allSatisfy { $0 == "CONNECTED TLSv1.3" || $0 == "CONNECTED TLSv1.2" } && versions.count == 2, "\(versions)")
+        #expect(
+            versions.allSatisfy { $0 == "CONNECTED TLSv1.3" || $0 == "CONNECTED TLSv1.2" } && versions.count == 2,
+            "\(versions)")
     }
 
     // MARK: S5 credentials never logged
 
     /// Secrets that go out in the handshake and must never be logged.
-    static let secrets = ["s3cr3t-pass", "tok-SECRET-1", "cookie-SECRET-2", "proxy-SECRET-3", Data("alice:s3cr3t-pass".utf8).base64EncodedString()]
+    static let secrets = [
+        "s3cr3t-pass", "tok-SECRET-1", "cookie-SECRET-2", "proxy-SECRET-3",
+        Data("alice:s3cr3t-pass".utf8).base64EncodedString(),
+    ]
 
     /// A client on a fresh `engine` whose logger keeps everything at trace level (libcurl's verbose trace included).
     static func loggingClient(_ engine: TestEngine, store: CapturingLogHandler.Store) -> WebSocketClient {
@@ -235,7 +261,9 @@ struct SecurityTests {
         }
     }
 
-    @Test("Authorization, Cookie and URL userinfo never reach a trace-level log, in success or failure", arguments: TestEngine.allCases)
+    @Test(
+        "Authorization, Cookie and URL userinfo never reach a trace-level log, in success or failure",
+        arguments: TestEngine.allCases)
     func credentialsNotLogged(engine: TestEngine) async throws {
         let store = CapturingLogHandler.Store()
         let server = try WebSocketTestServer.start()

@@ -117,8 +117,9 @@ struct SerializationTests {
         }
     }
 
-    @Test("a malformed message is a conversion error carrying the frame; the session stays open",
-          arguments: TestEngine.allCases)
+    @Test(
+        "a malformed message is a conversion error carrying the frame; the session stays open",
+        arguments: TestEngine.allCases)
     func malformedMessage(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -126,9 +127,10 @@ struct SerializationTests {
         try await withClient(client) { client in
             try await client.webSocket(peer.url(path: "/echo")) { session in
                 try await session.send("not json")
-                let error = try #require(await webSocketError {
-                    let _: ChatMessage = try await session.receiveDeserialized()
-                })
+                let error = try #require(
+                    await webSocketError {
+                        let _: ChatMessage = try await session.receiveDeserialized()
+                    })
                 #expect(error.code == .conversion)
                 #expect(error.message.contains("ChatMessage"), "\(error)")
                 let frame = try #require(error.frame)
@@ -146,8 +148,9 @@ struct SerializationTests {
         }
     }
 
-    @Test("a message of the wrong type is a conversion error naming the type and the missing key",
-          arguments: TestEngine.allCases)
+    @Test(
+        "a message of the wrong type is a conversion error naming the type and the missing key",
+        arguments: TestEngine.allCases)
     func wrongType(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
@@ -156,9 +159,10 @@ struct SerializationTests {
             try await client.webSocket(peer.url(path: "/echo")) { session in
                 let order = Order(orderID: 42, items: ["tea", "scone"])
                 try await session.sendSerialized(order)
-                let error = try #require(await webSocketError {
-                    let _: ChatMessage = try await session.receiveDeserialized()
-                })
+                let error = try #require(
+                    await webSocketError {
+                        let _: ChatMessage = try await session.receiveDeserialized()
+                    })
                 #expect(error.code == .conversion)
                 #expect(error.message.contains("ChatMessage"), "\(error)")
                 #expect(error.message.contains("\"user\""), "\(error)")
@@ -168,9 +172,10 @@ struct SerializationTests {
 
                 // A binary frame of non-JSON: the same error, and the session still works.
                 try await session.send([0xFF, 0x00, 0x01] as [UInt8])
-                let binaryError = try #require(await webSocketError {
-                    _ = try await session.receiveDeserialized(ChatMessage.self)
-                })
+                let binaryError = try #require(
+                    await webSocketError {
+                        _ = try await session.receiveDeserialized(ChatMessage.self)
+                    })
                 #expect(binaryError.code == .conversion)
                 #expect(binaryError.frame?.kind == .binary)
                 #expect(binaryError.frame?.data == [0xFF, 0x00, 0x01])
@@ -188,9 +193,10 @@ struct SerializationTests {
         try await withClient(client) { client in
             try await client.webSocket(peer.url(path: "/echo")) { session in
                 try await session.send("text, not a property list")
-                let error = try #require(await webSocketError {
-                    let _: ChatMessage = try await session.receiveDeserialized()
-                })
+                let error = try #require(
+                    await webSocketError {
+                        let _: ChatMessage = try await session.receiveDeserialized()
+                    })
                 #expect(error.code == .conversion)
                 #expect(error.message.contains("ChatMessage"), "\(error)")
                 #expect(error.frame?.kind == .text)
@@ -199,24 +205,27 @@ struct SerializationTests {
         }
     }
 
-    @Test("without a converter both calls fail with noContentConverter, naming JSONWebSocketConverter",
-          arguments: TestEngine.allCases)
+    @Test(
+        "without a converter both calls fail with noContentConverter, naming JSONWebSocketConverter",
+        arguments: TestEngine.allCases)
     func noConverter(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
         try await withClient(engine.client()) { client in
             try await client.webSocket(peer.url(path: "/echo")) { session in
                 #expect(session.contentConverter == nil)
-                let sendError = try #require(await webSocketError {
-                    try await session.sendSerialized(ChatMessage(user: "a", message: "b", timestamp: noon))
-                })
+                let sendError = try #require(
+                    await webSocketError {
+                        try await session.sendSerialized(ChatMessage(user: "a", message: "b", timestamp: noon))
+                    })
                 #expect(sendError.code == .noContentConverter)
                 #expect(sendError.message.contains("JSONWebSocketConverter()"), "\(sendError)")
                 #expect(sendError.message.contains("WSSerialization"))
 
-                let receiveError = try #require(await webSocketError {
-                    let _: ChatMessage = try await session.receiveDeserialized()
-                })
+                let receiveError = try #require(
+                    await webSocketError {
+                        let _: ChatMessage = try await session.receiveDeserialized()
+                    })
                 #expect(receiveError.code == .noContentConverter)
 
                 // Nothing was sent or consumed: the session works as before.
@@ -226,17 +235,19 @@ struct SerializationTests {
         }
     }
 
-    @Test("a server close while a value is expected is sessionClosed with the close reason",
-          arguments: TestEngine.allCases)
+    @Test(
+        "a server close while a value is expected is sessionClosed with the close reason",
+        arguments: TestEngine.allCases)
     func serverCloses(engine: TestEngine) async throws {
         let peer = try await PythonPeer.start()
         defer { peer.stop() }
         let client = engine.client { $0.contentConverter = JSONWebSocketConverter() }
         try await withClient(client) { client in
             let session = try await client.webSocketSession(peer.url(path: "/close?code=4001&reason=bye"))
-            let error = try #require(await webSocketError {
-                let _: ChatMessage = try await session.receiveDeserialized()
-            })
+            let error = try #require(
+                await webSocketError {
+                    let _: ChatMessage = try await session.receiveDeserialized()
+                })
             #expect(error.code == .sessionClosed)
             #expect(error.closeCode == CloseReason.Code(4001))
             #expect(error.message.contains("bye"), "\(error)")

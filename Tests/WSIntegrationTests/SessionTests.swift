@@ -133,7 +133,9 @@ struct SessionTests {
         let peer = try await PythonPeer.start(subprotocols: ["chat.v2", "chat.v1"])
         defer { peer.stop() }
         try await withClient(engine.client()) { client in
-            try await client.webSocket(peer.url(path: "/subprotocol"), request: { $0.subprotocols = ["chat.v1", "other"] }) {
+            try await client.webSocket(
+                peer.url(path: "/subprotocol"), request: { $0.subprotocols = ["chat.v1", "other"] }
+            ) {
                 session in
                 let selected = try await nextMessage(session).readText()
                 #expect(session.subprotocol == "chat.v1")
@@ -218,12 +220,15 @@ struct SessionTests {
             ws.maxIncomingBufferBytes = 64 << 10
         }
         try await withClient(client) { client in
-            try await client.webSocket(peer.url(path: "/send-then-close?count=400&size=65536&report-stall=0.5")) { session in
+            try await client.webSocket(peer.url(path: "/send-then-close?count=400&size=65536&report-stall=0.5")) {
+                session in
                 // Nothing consumed yet: our buffer fills, reading pauses, the socket buffers fill and the server's
                 // send waits. Without the pause we would read all 26 MB into memory and the server would finish.
                 let event = await peer.nextLine(timeout: 60)
-                #expect(event?.hasPrefix("STALLED ") == true,
-                        "the server must run into our paused reading, not send everything: \(event ?? "no report within 60 s")")
+                #expect(
+                    event?.hasPrefix("STALLED ") == true,
+                    "the server must run into our paused reading, not send everything: \(event ?? "no report within 60 s")"
+                )
                 var count = 0
                 for try await frame in session.incoming where frame.kind == .binary {
                     #expect(frame.data.count == 65536)

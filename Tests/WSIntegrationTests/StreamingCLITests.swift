@@ -19,7 +19,8 @@ struct StreamingCLITests {
         defer { _ = echo.terminate(grace: .seconds(2)) }
         while !canConnect(toLoopbackPort: port) { try await Task.sleep(for: .milliseconds(20)) }
 
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wsc-stream-\(getpid())-\(engine)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "wsc-stream-\(getpid())-\(engine)")
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -32,8 +33,10 @@ struct StreamingCLITests {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
 
         let result = try await WSCTool.run(
-            ["ws://127.0.0.1:\(port)/", "--send-file", input.path, "--save-to", output.path, "--linger", "2",
-             "--max-message-size", "\(1 << 20)", "--engine", engine], stdin: "",
+            [
+                "ws://127.0.0.1:\(port)/", "--send-file", input.path, "--save-to", output.path, "--linger", "2",
+                "--max-message-size", "\(1 << 20)", "--engine", engine,
+            ], stdin: "",
             timeout: 60)
         #expect(result.status == 0, "\(result)")
         #expect(result.stderr.contains("saved \(bytes.count) bytes"), "\(result)")

@@ -85,14 +85,18 @@ struct StreamingProofTests {
     static func buildEchoServer() throws -> String {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ws-echo-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "ws-echo-\(getpid())-\(UUID().uuidString.prefix(8))"
+        ).path
         let (status, text) = runProcessBlocking(
-            "/usr/bin/cc", ["-O2", "-o", output, root.appendingPathComponent("Benchmarks/c/echo_server.c").path, "-lssl", "-lcrypto"])
+            "/usr/bin/cc",
+            ["-O2", "-o", output, root.appendingPathComponent("Benchmarks/c/echo_server.c").path, "-lssl", "-lcrypto"])
         guard status == 0 else { throw TestPeerError(description: "cc failed: \(text)") }
         return output
     }
 
-    @Test("a message streamed to an echo peer and back keeps memory bounded and arrives byte for byte",
+    @Test(
+        "a message streamed to an echo peer and back keeps memory bounded and arrives byte for byte",
         .enabled(if: MemoryIsolation.isChild, MemoryIsolation.skipReason))
     func echoRoundTrip() async throws {
         var python: LineReportingProcess?
@@ -147,7 +151,8 @@ struct StreamingProofTests {
             try await sending
             return (crc.value, count)
         }
-        let seconds = Double((ContinuousClock.now - start).components.attoseconds) / 1e18
+        let seconds =
+            Double((ContinuousClock.now - start).components.attoseconds) / 1e18
             + Double((ContinuousClock.now - start).components.seconds)
         await session.close()
         await client.close()
@@ -155,13 +160,15 @@ struct StreamingProofTests {
         print(
             "STREAM PROOF \(Self.deflate ? "deflate" : "plain") \(Self.bytes) bytes each way: \(String(format: "%.1f", seconds)) s, "
                 + "\(String(format: "%.0f", Double(Self.bytes) / seconds / 1e6)) MB/s each way, RSS growth \(growth >> 20) MiB, "
-                + "peak RSS (VmHWM) \(peak >> 20) MiB, crc32 sent \(String(sent, radix: 16)) received \(String(received, radix: 16))")
+                + "peak RSS (VmHWM) \(peak >> 20) MiB, crc32 sent \(String(sent, radix: 16)) received \(String(received, radix: 16))"
+        )
         #expect(count == Self.bytes)
         #expect(sent == received)
         #expect(growth < 24 << 20, "RSS grew by \(growth >> 20) MiB")
     }
 
-    @Test("4 GiB each way (plain) and 1 GiB (deflate), in child processes; WS_TEST_HUGE=1",
+    @Test(
+        "4 GiB each way (plain) and 1 GiB (deflate), in child processes; WS_TEST_HUGE=1",
         .enabled(if: ProcessInfo.processInfo.environment["WS_TEST_HUGE"] == "1"))
     func huge() async throws {
         for (bytes, deflate) in [(4 << 30, false), (1 << 30, true)] {

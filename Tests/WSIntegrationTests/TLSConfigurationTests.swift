@@ -89,27 +89,88 @@ private struct TLSCase: Sendable, CustomTestStringConvertible {
 private func read(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
 
 private let tlsCases: [TLSCase] = [
-    TLSCase(name: "trusted via a CA file", server: .trusted, configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .echoed),
-    TLSCase(name: "trusted via a hashed CA directory", server: .trusted, configuration: { .init(trustRoots: .directory($0.caDirectory)) }, expected: .echoed),
-    TLSCase(name: "trusted via CA PEM in memory", server: .trusted, configuration: { .init(trustRoots: .pem(try read($0.caCertificate))) }, expected: .echoed),
-    TLSCase(name: "the system store does not know the test CA", server: .trusted, configuration: { _ in .init() }, expected: .failed(.tlsFailure)),
-    TLSCase(name: "a self-signed certificate is untrusted", server: .selfSigned, configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failed(.tlsFailure)),
-    TLSCase(name: "a certificate for another host fails", server: .wrongHost, configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failed(.tlsFailure)),
-    TLSCase(name: "the server name override is what gets verified", server: .wrongHost, configuration: { .init(trustRoots: .file($0.caCertificate), serverNameOverride: "wrong.example") }, expected: .echoed),
-    TLSCase(name: "an override that the certificate does not name fails", server: .trusted, configuration: { .init(trustRoots: .file($0.caCertificate), serverNameOverride: "wrong.example") }, expected: .failed(.tlsFailure)),
-    TLSCase(name: "connecting to an address with the certificate's name as override", server: .wrongHost, host: "127.0.0.1", configuration: { .init(trustRoots: .file($0.caCertificate), serverNameOverride: "wrong.example") }, expected: .echoed),
-    TLSCase(name: "client certificate from files", server: .requiresClientCertificate, configuration: { .init(trustRoots: .file($0.caCertificate), clientIdentity: .files(certificate: $0.client.certificate, privateKey: $0.client.privateKey)) }, expected: .echoed),
-    TLSCase(name: "client certificate from PEM in memory", server: .requiresClientCertificate, configuration: { .init(trustRoots: .file($0.caCertificate), clientIdentity: .pem(certificate: try read($0.client.certificate), privateKey: try read($0.client.privateKey))) }, expected: .echoed),
-    TLSCase(name: "client certificate with an encrypted key and its password", server: .requiresClientCertificate, configuration: { .init(trustRoots: .file($0.caCertificate), clientIdentity: .files(certificate: $0.clientEncrypted.certificate, privateKey: $0.clientEncrypted.privateKey, password: $0.clientKeyPassword)) }, expected: .echoed),
-    TLSCase(name: "an encrypted key in memory without its password fails", server: .requiresClientCertificate, configuration: { .init(trustRoots: .file($0.caCertificate), clientIdentity: .pem(certificate: try read($0.clientEncrypted.certificate), privateKey: try read($0.clientEncrypted.privateKey))) }, expected: .failed(.tlsFailure)),
-    TLSCase(name: "no client certificate where a TLS 1.2 server requires one", server: .requiresClientCertificateTLS12, configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "trusted via a CA file", server: .trusted, configuration: { .init(trustRoots: .file($0.caCertificate)) },
+        expected: .echoed),
+    TLSCase(
+        name: "trusted via a hashed CA directory", server: .trusted,
+        configuration: { .init(trustRoots: .directory($0.caDirectory)) }, expected: .echoed),
+    TLSCase(
+        name: "trusted via CA PEM in memory", server: .trusted,
+        configuration: { .init(trustRoots: .pem(try read($0.caCertificate))) }, expected: .echoed),
+    TLSCase(
+        name: "the system store does not know the test CA", server: .trusted, configuration: { _ in .init() },
+        expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "a self-signed certificate is untrusted", server: .selfSigned,
+        configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "a certificate for another host fails", server: .wrongHost,
+        configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "the server name override is what gets verified", server: .wrongHost,
+        configuration: { .init(trustRoots: .file($0.caCertificate), serverNameOverride: "wrong.example") },
+        expected: .echoed),
+    TLSCase(
+        name: "an override that the certificate does not name fails", server: .trusted,
+        configuration: { .init(trustRoots: .file($0.caCertificate), serverNameOverride: "wrong.example") },
+        expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "connecting to an address with the certificate's name as override", server: .wrongHost, host: "127.0.0.1",
+        configuration: { .init(trustRoots: .file($0.caCertificate), serverNameOverride: "wrong.example") },
+        expected: .echoed),
+    TLSCase(
+        name: "client certificate from files", server: .requiresClientCertificate,
+        configuration: {
+            .init(
+                trustRoots: .file($0.caCertificate),
+                clientIdentity: .files(certificate: $0.client.certificate, privateKey: $0.client.privateKey))
+        }, expected: .echoed),
+    TLSCase(
+        name: "client certificate from PEM in memory", server: .requiresClientCertificate,
+        configuration: {
+            .init(
+                trustRoots: .file($0.caCertificate),
+                clientIdentity: .pem(
+                    certificate: try read($0.client.certificate), privateKey: try read($0.client.privateKey)))
+        }, expected: .echoed),
+    TLSCase(
+        name: "client certificate with an encrypted key and its password", server: .requiresClientCertificate,
+        configuration: {
+            .init(
+                trustRoots: .file($0.caCertificate),
+                clientIdentity: .files(
+                    certificate: $0.clientEncrypted.certificate, privateKey: $0.clientEncrypted.privateKey,
+                    password: $0.clientKeyPassword))
+        }, expected: .echoed),
+    TLSCase(
+        name: "an encrypted key in memory without its password fails", server: .requiresClientCertificate,
+        configuration: {
+            .init(
+                trustRoots: .file($0.caCertificate),
+                clientIdentity: .pem(
+                    certificate: try read($0.clientEncrypted.certificate),
+                    privateKey: try read($0.clientEncrypted.privateKey)))
+        }, expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "no client certificate where a TLS 1.2 server requires one", server: .requiresClientCertificateTLS12,
+        configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failed(.tlsFailure)),
     // Under TLS 1.3 the server checks the client certificate after the client's handshake is done: the rejection
     // comes with the first read, as a TLS alert (.tlsFailure) or, from Python's asyncio server, which closes without
     // sending one, as an end of stream or a reset (.network).
-    TLSCase(name: "no client certificate where a TLS 1.3 server requires one", server: .requiresClientCertificate, configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failedTLSOrNetwork),
-    TLSCase(name: "minimum TLS 1.3 against a TLS 1.2 server fails", server: .tls12Only, configuration: { .init(trustRoots: .file($0.caCertificate), minimumVersion: .tls13) }, expected: .failed(.tlsFailure)),
-    TLSCase(name: "TLS 1.2 against a TLS 1.2 server works", server: .tls12Only, configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .echoed),
-    TLSCase(name: "the opt-out accepts an untrusted certificate", server: .selfSigned, configuration: { _ in .init(dangerouslyDisableCertificateVerification: true) }, expected: .echoed),
+    TLSCase(
+        name: "no client certificate where a TLS 1.3 server requires one", server: .requiresClientCertificate,
+        configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .failedTLSOrNetwork),
+    TLSCase(
+        name: "minimum TLS 1.3 against a TLS 1.2 server fails", server: .tls12Only,
+        configuration: { .init(trustRoots: .file($0.caCertificate), minimumVersion: .tls13) },
+        expected: .failed(.tlsFailure)),
+    TLSCase(
+        name: "TLS 1.2 against a TLS 1.2 server works", server: .tls12Only,
+        configuration: { .init(trustRoots: .file($0.caCertificate)) }, expected: .echoed),
+    TLSCase(
+        name: "the opt-out accepts an untrusted certificate", server: .selfSigned,
+        configuration: { _ in .init(dangerouslyDisableCertificateVerification: true) }, expected: .echoed),
 ]
 
 /// Connects with `engine`, sends one message and reads its echo.

@@ -6,7 +6,8 @@ import WSTesting
 
 @Suite("WSTesting with permessage-deflate")
 struct WSTestingDeflateTests {
-    @Test("a client offering permessage-deflate gets it; compressed messages round-trip", arguments: TestEngine.allCases)
+    @Test(
+        "a client offering permessage-deflate gets it; compressed messages round-trip", arguments: TestEngine.allCases)
     func negotiatedEcho(engine: TestEngine) async throws {
         var configuration = WebSocketTestServer.Configuration()
         configuration.perMessageDeflate = true

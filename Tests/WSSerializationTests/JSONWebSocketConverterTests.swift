@@ -70,7 +70,8 @@ struct JSONWebSocketConverterTests {
             var age: Int?
         }
         let converter = JSONWebSocketConverter { encoder, _ in encoder.outputFormatting = .sortedKeys }
-        #expect(try converter.serialize(Profile(name: "a", nickname: nil, age: 3)).readText() == #"{"age":3,"name":"a"}"#)
+        #expect(
+            try converter.serialize(Profile(name: "a", nickname: nil, age: 3)).readText() == #"{"age":3,"name":"a"}"#)
         #expect(try converter.deserialize(Profile.self, from: .text(#"{"name":"a"}"#)) == Profile(name: "a"))
         #expect(
             try converter.deserialize(Profile.self, from: .text(#"{"name":"a","nickname":null,"age":null}"#))
@@ -123,7 +124,8 @@ struct JSONWebSocketConverterTests {
     @Test("dates with fractional seconds survive the default strategy exactly")
     func fractionalDates() throws {
         let converter = JSONWebSocketConverter()
-        let message = ChatMessage(user: "a", message: "b", timestamp: Date(timeIntervalSinceReferenceDate: 721_692_800.123_456_7))
+        let message = ChatMessage(
+            user: "a", message: "b", timestamp: Date(timeIntervalSinceReferenceDate: 721_692_800.123_456_7))
         #expect(try converter.deserialize(ChatMessage.self, from: converter.serialize(message)) == message)
     }
 

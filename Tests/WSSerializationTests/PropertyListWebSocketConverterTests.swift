@@ -13,7 +13,8 @@ struct PropertyListWebSocketConverterTests {
         #expect(frame.kind == .binary)
         #expect(frame.data.starts(with: Array("bplist00".utf8)))
         #expect(try converter.deserialize(Room.self, from: frame) == Room.sample)
-        let message = ChatMessage(user: "日本 🎉", message: "e\u{301}", timestamp: Date(timeIntervalSinceReferenceDate: 0.125))
+        let message = ChatMessage(
+            user: "日本 🎉", message: "e\u{301}", timestamp: Date(timeIntervalSinceReferenceDate: 0.125))
         #expect(try converter.deserialize(ChatMessage.self, from: converter.serialize(message)) == message)
         let numbers = Array(0..<50_000)
         #expect(try converter.deserialize([Int].self, from: converter.serialize(numbers)) == numbers)

@@ -42,16 +42,19 @@ struct ChatClient {
     // No handler: every upgrade is accepted and the test drives the server side itself.
     let engine = InMemoryEngine()
     let client = WebSocketClient(engine: engine) { config in
-        config.install(WebSockets.self) { $0.pingInterval = .seconds(30); $0.pongTimeout = .seconds(10) }
+        config.install(WebSockets.self) {
+            $0.pingInterval = .seconds(30)
+            $0.pongTimeout = .seconds(10)
+        }
     }
     let chat = try await ChatClient.connect(client)
     let server = try await engine.nextConnection()
     #expect(try await server.receive()?.readText() == "hello")
 
-    server.answersPings = false                        // the server stops answering
-    await engine.clock.advance(by: .seconds(30))       // the ping timer fires: no real waiting
+    server.answersPings = false  // the server stops answering
+    await engine.clock.advance(by: .seconds(30))  // the ping timer fires: no real waiting
     #expect(server.nextFrameIfAvailable()?.kind == .ping)
-    await engine.clock.advance(by: .seconds(10))       // the pong timeout
+    await engine.clock.advance(by: .seconds(10))  // the pong timeout
     #expect(server.nextFrameIfAvailable()?.readReason()?.code == .internalError)
     #expect(await chat.session.closeReason?.code == .internalError)
     await client.close()

@@ -48,7 +48,9 @@ struct InMemoryEngineTests {
             try server.accept(subprotocol: "chat.v2", headers: ["X-Server": "memory"])
             _ = try await server.receive()
         }
-        let session = try await client(engine).webSocketSession("ws://chat.test/") { $0.subprotocols = ["chat.v1", "chat.v2"] }
+        let session = try await client(engine).webSocketSession("ws://chat.test/") {
+            $0.subprotocols = ["chat.v1", "chat.v2"]
+        }
         #expect(session.subprotocol == "chat.v2")
         #expect(session.responseHeaders["X-Server"] == "memory")
         #expect(session.engineName == "InMemory")
@@ -154,7 +156,8 @@ struct InMemorySessionRuleTests {
         await engine.clock.advance(by: .milliseconds(1))  // the pong timeout
         let close = try #require(server.nextFrameIfAvailable())
         #expect(close.kind == .close && close.readReason()?.code == .internalError)
-        let error = await #expect(throws: WebSocketError.self) { for try await _ in session.incoming {} }  // pongs, then the failure
+        // pongs, then the failure
+        let error = await #expect(throws: WebSocketError.self) { for try await _ in session.incoming {} }
         #expect(error?.code == .pongTimeout)
         #expect(await session.closeReason?.code == .internalError)
         #expect(engine.clock.now == .seconds(35))

@@ -79,11 +79,15 @@ private func stateAfterConnecting(
 
 /// Waits until the clock's next timer is due at `deadline` (with a wall-clock guard against hanging): the backoff
 /// sleep starts just after its state is delivered, and advancing the clock before it would move its deadline.
-private func waitForTimer(_ clock: InMemoryClock, at deadline: Duration, sourceLocation: SourceLocation = #_sourceLocation) async {
+private func waitForTimer(
+    _ clock: InMemoryClock, at deadline: Duration, sourceLocation: SourceLocation = #_sourceLocation
+) async {
     let limit = ContinuousClock.now + .seconds(10)
     while clock.nextDeadline != deadline {
         guard ContinuousClock.now < limit else {
-            Issue.record("no timer due at \(deadline) (next: \(String(describing: clock.nextDeadline)))", sourceLocation: sourceLocation)
+            Issue.record(
+                "no timer due at \(deadline) (next: \(String(describing: clock.nextDeadline)))",
+                sourceLocation: sourceLocation)
             return
         }
         await Task.yield()
@@ -144,7 +148,8 @@ struct ReconnectingSessionTests {
         let hookRuns = Atomic<Int>(0)
         let client = WebSocketClient(engine: engine)
         let session = try client.reconnectingWebSocketSession(
-            "ws://feed.test/", configuration: configuration(engine.clock) { configuration in
+            "ws://feed.test/",
+            configuration: configuration(engine.clock) { configuration in
                 configuration.onConnect = { connection in
                     let run = hookRuns.add(1, ordering: .acquiringAndReleasing).newValue
                     try await connection.send("subscribe \(run)")
@@ -218,7 +223,9 @@ struct ReconnectingSessionTests {
         engine.failNext([WebSocketError(.connectionRefused, "down")])
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
             "ws://feed.test/",
-            configuration: configuration(engine.memory.clock) { $0.sendsWhileDisconnected = .queue(maxMessages: 2, maxBytes: 10) })
+            configuration: configuration(engine.memory.clock) {
+                $0.sendsWhileDisconnected = .queue(maxMessages: 2, maxBytes: 10)
+            })
         var states = session.states.makeAsyncIterator()
         #expect(brief(await stateAfterConnecting(&states)) == "reconnecting 1 2.0 seconds connectionRefused")
         try await session.send("12345")
@@ -236,7 +243,8 @@ struct ReconnectingSessionTests {
     func closeDuringBackoff() async throws {
         let engine = FlakyEngine()
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
-            "ws://feed.test/", configuration: configuration(engine.memory.clock) { $0.policy.initialDelay = .seconds(30) })
+            "ws://feed.test/",
+            configuration: configuration(engine.memory.clock) { $0.policy.initialDelay = .seconds(30) })
         var states = session.states.makeAsyncIterator()
         let first = try await engine.memory.nextConnection()
         #expect(brief(await stateAfterConnecting(&states)) == "open")
@@ -244,7 +252,9 @@ struct ReconnectingSessionTests {
         #expect(brief(await nextState(&states)) == "reconnecting 1 30.0 seconds 1006")
         await engine.memory.clock.waitForPendingTimers()
         // No virtual time passes: it cannot have waited for the delay.
-        let prompt = await returnsPromptly({ await session.close() }) { await engine.memory.clock.advance(by: .seconds(30)) }
+        let prompt = await returnsPromptly({ await session.close() }) {
+            await engine.memory.clock.advance(by: .seconds(30))
+        }
         #expect(prompt, "close() waited for the backoff delay")
         #expect(engine.memory.clock.now == .zero)
         #expect(brief(await nextState(&states)) == "closed byClient 1000")
@@ -261,19 +271,21 @@ struct ReconnectingSessionTests {
         let observed = Mutex<ReconnectingWebSocketSession?>(nil)
         let owner = Task {
             try await client.reconnectingWebSocket(
-                "ws://feed.test/", configuration: configuration(engine.memory.clock) { $0.policy.initialDelay = .seconds(30) }
+                "ws://feed.test/",
+                configuration: configuration(engine.memory.clock) { $0.policy.initialDelay = .seconds(30) }
             ) { session in
                 observed.withLock { $0 = session }
                 for try await _ in session.messages {}
             }
         }
         let first = try await engine.memory.nextConnection()
-        let session = try #require(await { () async -> ReconnectingWebSocketSession? in
-            while true {
-                if let session = observed.withLock({ $0 }) { return session }
-                await Task.yield()
-            }
-        }())
+        let session = try #require(
+            await { () async -> ReconnectingWebSocketSession? in
+                while true {
+                    if let session = observed.withLock({ $0 }) { return session }
+                    await Task.yield()
+                }
+            }())
         var states = session.states.makeAsyncIterator()
         var state = await nextState(&states)  // the state now: still connecting, or open already
         if brief(state) == "connecting" { state = await nextState(&states) }
@@ -281,7 +293,9 @@ struct ReconnectingSessionTests {
         await first.drop()
         #expect(brief(await nextState(&states)) == "reconnecting 1 30.0 seconds 1006")
         owner.cancel()
-        let prompt = await returnsPromptly({ _ = try? await owner.value }) { await engine.memory.clock.advance(by: .seconds(30)) }
+        let prompt = await returnsPromptly({ _ = try? await owner.value }) {
+            await engine.memory.clock.advance(by: .seconds(30))
+        }
         #expect(prompt, "the cancelled owner waited for the backoff delay")
         // The block ends either way: its message loop ends when the cancellation closes the session, or it sees
         // the cancellation first and throws.
@@ -410,7 +424,8 @@ struct ReconnectingSessionTests {
         let (prices, seen) = try await client.reconnectingWebSocket(
             "wss://feed.example.com/ws", configuration: configuration,
             request: { request in
-                request.headers["Authorization"] = "Bearer token-\(tokens.add(1, ordering: .acquiringAndReleasing).newValue)"
+                request.headers["Authorization"] =
+                    "Bearer token-\(tokens.add(1, ordering: .acquiringAndReleasing).newValue)"
             }
         ) { feed in
             let status = Task {
@@ -439,7 +454,8 @@ struct ReconnectingSessionTests {
         struct NotAuthorized: Error {}
         let engine = InMemoryEngine()
         let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
-            "ws://feed.test/", configuration: configuration(engine.clock) { $0.onConnect = { _ in throw NotAuthorized() } })
+            "ws://feed.test/",
+            configuration: configuration(engine.clock) { $0.onConnect = { _ in throw NotAuthorized() } })
         var states = session.states.makeAsyncIterator()
         let server = try await engine.nextConnection()
         #expect(brief(await stateAfterConnecting(&states)) == "closed NotAuthorized")

@@ -36,13 +36,16 @@ struct ReconnectingStreamingTests {
         return false
     }
 
-    @Test("streamsIncomingMessages: whole messages are collected; a message cut by a drop throws, the next comes from the next connection")
+    @Test(
+        "streamsIncomingMessages: whole messages are collected; a message cut by a drop throws, the next comes from the next connection"
+    )
     func streamedReceive() async throws {
         let engine = InMemoryEngine()
         let client = WebSocketClient(engine: engine) { config in
             config.install(WebSockets.self) { $0.streamsIncomingMessages = true }
         }
-        let session = try client.reconnectingWebSocketSession("ws://feed.test/", configuration: self.configuration(engine.clock))
+        let session = try client.reconnectingWebSocketSession(
+            "ws://feed.test/", configuration: self.configuration(engine.clock))
         let first = try await engine.nextConnection()
         await self.waitFor(session) { $0.isOpen }
 

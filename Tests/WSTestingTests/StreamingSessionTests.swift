@@ -67,7 +67,6 @@ private struct CountingChunks: AsyncSequence, Sendable {
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: self) }
 }
 
-
 @Suite("Streaming messages (in memory)", .timeLimit(.minutes(1)))
 struct StreamingSessionTests {
     @Test("a fragmented text message arrives chunk by chunk, never cut inside a character")
@@ -143,7 +142,10 @@ struct StreamingSessionTests {
         arguments: [
             ("new data frame mid-message", Frame(kind: .text, data: Array("x".utf8)), CloseReason.Code.protocolError),
             ("fragmented ping", Frame(kind: .ping, fin: false, data: []), CloseReason.Code.protocolError),
-            ("invalid UTF-8", Frame(kind: .continuation, fin: true, data: [0xC3, 0x28]), CloseReason.Code.invalidPayload),
+            (
+                "invalid UTF-8", Frame(kind: .continuation, fin: true, data: [0xC3, 0x28]),
+                CloseReason.Code.invalidPayload
+            ),
         ])
     func violation(_ name: String, frame: Frame, code: CloseReason.Code) async throws {
         let (client, session, server) = try await open()
@@ -171,7 +173,10 @@ struct StreamingSessionTests {
 
     @Test("the streamed-message limit fails with 1009; receiveMessage collects fragments up to maxMessageSize")
     func limits() async throws {
-        let (client, session, server) = try await open { $0.maxStreamedMessageSize = 10; $0.maxMessageSize = 4 }
+        let (client, session, server) = try await open {
+            $0.maxStreamedMessageSize = 10
+            $0.maxMessageSize = 4
+        }
         try await server.send(Frame(kind: .binary, fin: false, data: [1, 2]))
         try await server.send(Frame(kind: .continuation, fin: true, data: [3]))
         #expect(try await session.receiveMessage() == .binary([1, 2, 3]))
@@ -219,7 +224,8 @@ struct StreamingSessionTests {
         #expect(frames.map(\.data) == [[1, 2], [3], [4, 5, 6]])
         // Text: a character may span chunks; invalid text is refused before anything is sent.
         let text = Array("é😀".utf8)
-        try await session.sendStreamingMessage(.text, from: CountingChunks(chunks: [Array(text[..<1]), Array(text[1...])], onPull: {}))
+        try await session.sendStreamingMessage(
+            .text, from: CountingChunks(chunks: [Array(text[..<1]), Array(text[1...])], onPull: {}))
         let first = try #require(await server.receive())
         let second = try #require(await server.receive())
         #expect(first.data + second.data == text)
@@ -299,7 +305,9 @@ struct StreamingSessionTests {
     @Test("a message fragmented by hand cannot be interleaved: a new message or a stray continuation throws")
     func handFragmentedOrder() async throws {
         let (client, session, server) = try await open()
-        let stray = await #expect(throws: WebSocketError.self) { try await session.send(Frame.continuation([0], fin: true)) }
+        let stray = await #expect(throws: WebSocketError.self) {
+            try await session.send(Frame.continuation([0], fin: true))
+        }
         #expect(stray?.code == .invalidArgument)
         try await session.send(Frame.text("a", fin: false))
         let inside = await #expect(throws: WebSocketError.self) { try await session.send("b") }
@@ -347,7 +355,8 @@ struct StreamingSessionTests {
         }
         #expect(first?.rsv1 == true)
         #expect(compressed.count < bytes.count / 2)
-        let whole = try peer.processIncoming(Frame(kind: .text, data: compressed, reservedBits: .rsv1), context: context)
+        let whole = try peer.processIncoming(
+            Frame(kind: .text, data: compressed, reservedBits: .rsv1), context: context)
         #expect(whole.data == bytes)
         await session.close()
         await client.close()
@@ -356,14 +365,18 @@ struct StreamingSessionTests {
     @Test("a compressed fragment that inflates past maxMessageSize fails with 1009")
     func deflateChunkBound() async throws {
         let (client, session, server) = try await open(
-            { try $0.extensions { try $0.install(.perMessageDeflate()) }; $0.maxMessageSize = 64 << 10 },
+            {
+                try $0.extensions { try $0.install(.perMessageDeflate()) }
+                $0.maxMessageSize = 64 << 10
+            },
             headers: ["Sec-WebSocket-Extensions": "permessage-deflate"])
         let peer = try PerMessageDeflate().negotiate(response: WebSocketExtensionHeader(name: "permessage-deflate"))
         let context = WebSocketExtensionContext(maxMessageSize: 1 << 30)
         let zeros = [UInt8](repeating: 0, count: 60 << 10)
         try await server.send(try peer.processOutgoing(Frame(kind: .binary, fin: false, data: zeros), context: context))
         let big = [UInt8](repeating: 0, count: 1 << 20)
-        try await server.send(try peer.processOutgoing(Frame(kind: .continuation, fin: true, data: big), context: context))
+        try await server.send(
+            try peer.processOutgoing(Frame(kind: .continuation, fin: true, data: big), context: context))
         let error = await #expect(throws: WebSocketError.self) { try await session.receiveStreamingMessage().discard() }
         #expect(error?.closeCode == .messageTooBig)
         await client.close()

@@ -219,7 +219,6 @@ public struct BenchError: Error, CustomStringConvertible {
     public init(description: String) { self.description = description }
 }
 
-
 /// Parses `--client`, `--workload`, `--url`, `--w3-mib`, `--connections` (and the flags of later workloads).
 public func parseArguments() throws -> Params {
     var p = Params()
@@ -246,7 +245,6 @@ public func fmt(_ v: Double) -> String {
     let r = (v * 10).rounded() / 10
     return String(r)
 }
-
 
 /// Prints the run's one JSON line; `extra` is appended inside the object (`,"key":value...`).
 public func printOutcome(_ p: Params, _ outcome: Outcome, extra: String = "") {

@@ -1,3 +1,7 @@
+import BenchSupport
+public import WSCore
+import WSExtensions
+
 // The workloads of issue 7 with our SDK, shared by wsbench-ours-cio and wsbench-ours-curl: executables that link
 // the SDK with one engine each and nothing else (so their peak RSS is the SDK's, not NIO's, BoringSSL's or the other
 // engine's libraries'). `wsbench --client ours-*` execs the right one with the same arguments.
@@ -12,9 +16,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import BenchSupport
-public import WSCore
-import WSExtensions
 
 /// A client variant, parsed from its `--client` name.
 public struct Variant: Sendable {
@@ -127,7 +128,9 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
                 // Every echo must be the message sent (inflated correctly, in order).
                 let expected = messages[received % messages.count]
                 let same = frame.data.withUnsafeBytes { a in
-                    expected.withUnsafeBytes { b in a.count == b.count && memcmp(a.baseAddress!, b.baseAddress!, b.count) == 0 }
+                    expected.withUnsafeBytes { b in
+                        a.count == b.count && memcmp(a.baseAddress!, b.baseAddress!, b.count) == 0
+                    }
                 }
                 guard same else { throw BenchError(description: "echo \(received) differs from the message sent") }
                 received += 1
@@ -180,7 +183,8 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
         let elapsed = clock.now - start
         let after = currentRSSMiB()
         let perConnectionKiB = (after - before) * 1024 / Double(p.connections)
-        extra = ",\"rss_before_mib\":\(fmt(before)),\"rss_after_mib\":\(fmt(after)),\"kib_per_connection\":\(fmt(perConnectionKiB))"
+        extra =
+            ",\"rss_before_mib\":\(fmt(before)),\"rss_after_mib\":\(fmt(after)),\"kib_per_connection\":\(fmt(perConnectionKiB))"
         outcome = Outcome(value: after, unit: "MiB", seconds: seconds(elapsed))
         for session in sessions { await session.close() }
     }

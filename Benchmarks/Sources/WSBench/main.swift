@@ -1,3 +1,8 @@
+import BenchSupport
+import NIOCore
+import NIOPosix
+import WebSocketKit
+
 // wsbench: runs one workload of issue 7 with one client and prints one JSON line.
 //
 //   wsbench --client ours-cio|ours-curl|ours-cio-pool|ours-curl-pool|websocket-kit|wsclient --workload w1|w2|w3|w4|w5
@@ -14,10 +19,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import BenchSupport
-import NIOCore
-import NIOPosix
-import WebSocketKit
 
 // MARK: - vapor/websocket-kit (callbacks on its event loop)
 
@@ -70,7 +71,8 @@ final class KitDriver: @unchecked Sendable {
         ws.onBinary { ws, _ in
             self.received += 1
             if self.received == self.shape.count {
-                self.finish(ws, streamOutcome(self.p, count: self.shape.count, size: self.shape.size, clock.now - self.start))
+                self.finish(
+                    ws, streamOutcome(self.p, count: self.shape.count, size: self.shape.size, clock.now - self.start))
                 return
             }
             self.pump(ws)
@@ -140,7 +142,9 @@ do {
             buf.withMemoryRebound(to: CChar.self) { max(0, readlink("/proc/self/exe", $0.baseAddress!, 4095)) }
         }
         let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        let driver = client == "wsclient" ? "wsbench-wsclient" : client.hasPrefix("ours-curl") ? "wsbench-ours-curl" : "wsbench-ours-cio"
+        let driver =
+            client == "wsclient"
+            ? "wsbench-wsclient" : client.hasPrefix("ours-curl") ? "wsbench-ours-curl" : "wsbench-ours-cio"
         let path = dir + "/" + driver
         var argv: [UnsafeMutablePointer<CChar>?] = [strdup(path)]
         for a in CommandLine.arguments.dropFirst() { argv.append(strdup(a)) }

@@ -54,7 +54,9 @@ private func compare(_ title: String, iterations: Int, rounds: Int = 25, _ varia
         let rate = Double(iterations) / seconds
         rates.append(rate)
         let name = variant.name.padding(toLength: 52, withPad: " ", startingAt: 0)
-        print("  \(name) \(String(format: "%9.0f", rate)) msg/s \(String(format: "%8.2f", seconds / Double(iterations) * 1e6)) µs")
+        print(
+            "  \(name) \(String(format: "%9.0f", rate)) msg/s \(String(format: "%8.2f", seconds / Double(iterations) * 1e6)) µs"
+        )
     }
     return rates
 }
@@ -62,75 +64,92 @@ private func compare(_ title: String, iterations: Int, rounds: Int = 25, _ varia
 /// Measures serialize, deserialize, a round trip and a 64 KiB message, and prints the rates.
 func runSerializationBenchmark() throws {
     let message = ChatMessage(
-        user: "alice", message: "Hello, WebSocket! How are you today?", timestamp: Date(timeIntervalSince1970: 1_700_000_000.25))
+        user: "alice", message: "Hello, WebSocket! How are you today?",
+        timestamp: Date(timeIntervalSince1970: 1_700_000_000.25))
     let encoder = JSONEncoder()
     let decoder = JSONDecoder()
     let converter = JSONWebSocketConverter()
     let binary = JSONWebSocketConverter(frameKind: .binary)
     let plist = PropertyListWebSocketConverter()
     let locked = Mutex(JSONEncoder())
-    print("payload: \(try encoder.encode(message).count) bytes of JSON, \(try plist.serialize(message).data.count) bytes of bplist")
+    print(
+        "payload: \(try encoder.encode(message).count) bytes of JSON, \(try plist.serialize(message).data.count) bytes of bplist"
+    )
 
-    var rates = try compare("serialize a ChatMessage", iterations: 20_000, [
-        Variant(name: "JSONEncoder.encode alone -> Data") { consume(try encoder.encode(message)) },
-        Variant(name: "JSONWebSocketConverter.serialize -> text Frame") { consume(try converter.serialize(message)) },
-        Variant(name: "JSONWebSocketConverter(.binary).serialize") { consume(try binary.serialize(message)) },
-        Variant(name: "alt: encode, Array(data) -> Frame") {
-            consume(Frame(kind: .text, data: Array(try encoder.encode(message))))
-        },
-        Variant(name: "alt: encode, Data -> String -> Frame.text") {
-            consume(Frame.text(String(decoding: try encoder.encode(message), as: UTF8.self)))
-        },
-        Variant(name: "alt: new JSONEncoder per call") {
-            let encoder = JSONEncoder()
-            encoder.dateEncodingStrategy = .deferredToDate
-            consume(Frame(kind: .text, data: Array(try encoder.encode(message))))
-        },
-        Variant(name: "alt: Mutex<JSONEncoder>.withLock") {
-            consume(Frame(kind: .text, data: Array(try locked.withLock { try $0.encode(message) })))
-        },
-        Variant(name: "PropertyListWebSocketConverter.serialize") { consume(try plist.serialize(message)) },
-    ])
+    var rates = try compare(
+        "serialize a ChatMessage", iterations: 20_000,
+        [
+            Variant(name: "JSONEncoder.encode alone -> Data") { consume(try encoder.encode(message)) },
+            Variant(name: "JSONWebSocketConverter.serialize -> text Frame") {
+                consume(try converter.serialize(message))
+            },
+            Variant(name: "JSONWebSocketConverter(.binary).serialize") { consume(try binary.serialize(message)) },
+            Variant(name: "alt: encode, Array(data) -> Frame") {
+                consume(Frame(kind: .text, data: Array(try encoder.encode(message))))
+            },
+            Variant(name: "alt: encode, Data -> String -> Frame.text") {
+                consume(Frame.text(String(decoding: try encoder.encode(message), as: UTF8.self)))
+            },
+            Variant(name: "alt: new JSONEncoder per call") {
+                let encoder = JSONEncoder()
+                encoder.dateEncodingStrategy = .deferredToDate
+                consume(Frame(kind: .text, data: Array(try encoder.encode(message))))
+            },
+            Variant(name: "alt: Mutex<JSONEncoder>.withLock") {
+                consume(Frame(kind: .text, data: Array(try locked.withLock { try $0.encode(message) })))
+            },
+            Variant(name: "PropertyListWebSocketConverter.serialize") { consume(try plist.serialize(message)) },
+        ])
     print("  serialize+frame / encoder alone = \(String(format: "%.3f", rates[1] / rates[0]))\n")
 
     let frame = try converter.serialize(message)
     let data = Data(frame.data)
     let plistFrame = try plist.serialize(message)
-    rates = try compare("deserialize a ChatMessage", iterations: 20_000, [
-        Variant(name: "JSONDecoder.decode alone <- Data") { consume(try decoder.decode(ChatMessage.self, from: data)) },
-        Variant(name: "JSONWebSocketConverter.deserialize <- text Frame") {
-            consume(try converter.deserialize(ChatMessage.self, from: frame))
-        },
-        Variant(name: "alt: no-copy Data(bytesNoCopy:) view + decode") {
-            let value = try frame.data.withUnsafeBytes { raw in
-                try decoder.decode(
-                    ChatMessage.self,
-                    from: Data(
-                        bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count,
-                        deallocator: .none))
-            }
-            consume(value)
-        },
-        Variant(name: "alt: new JSONDecoder per call") {
-            consume(try JSONDecoder().decode(ChatMessage.self, from: Data(frame.data)))
-        },
-        Variant(name: "PropertyListWebSocketConverter.deserialize") {
-            consume(try plist.deserialize(ChatMessage.self, from: plistFrame))
-        },
-    ])
+    rates = try compare(
+        "deserialize a ChatMessage", iterations: 20_000,
+        [
+            Variant(name: "JSONDecoder.decode alone <- Data") {
+                consume(try decoder.decode(ChatMessage.self, from: data))
+            },
+            Variant(name: "JSONWebSocketConverter.deserialize <- text Frame") {
+                consume(try converter.deserialize(ChatMessage.self, from: frame))
+            },
+            Variant(name: "alt: no-copy Data(bytesNoCopy:) view + decode") {
+                let value = try frame.data.withUnsafeBytes { raw in
+                    try decoder.decode(
+                        ChatMessage.self,
+                        from: Data(
+                            bytesNoCopy: UnsafeMutableRawPointer(mutating: raw.baseAddress!), count: raw.count,
+                            deallocator: .none))
+                }
+                consume(value)
+            },
+            Variant(name: "alt: new JSONDecoder per call") {
+                consume(try JSONDecoder().decode(ChatMessage.self, from: Data(frame.data)))
+            },
+            Variant(name: "PropertyListWebSocketConverter.deserialize") {
+                consume(try plist.deserialize(ChatMessage.self, from: plistFrame))
+            },
+        ])
     print("  deserialize(frame) / decoder alone = \(String(format: "%.3f", rates[1] / rates[0]))\n")
 
-    try compare("serialize + deserialize a ChatMessage", iterations: 10_000, rounds: 10, [
-        Variant(name: "JSONWebSocketConverter round trip") {
-            consume(try converter.deserialize(ChatMessage.self, from: converter.serialize(message)))
-        }
-    ])
+    try compare(
+        "serialize + deserialize a ChatMessage", iterations: 10_000, rounds: 10,
+        [
+            Variant(name: "JSONWebSocketConverter round trip") {
+                consume(try converter.deserialize(ChatMessage.self, from: converter.serialize(message)))
+            }
+        ])
     print()
-    let big = (0..<700).map { ChatMessage(user: "user\($0)", message: "message \($0) of 700", timestamp: message.timestamp) }
+    let big = (0..<700).map {
+        ChatMessage(user: "user\($0)", message: "message \($0) of 700", timestamp: message.timestamp)
+    }
     let bytes = try encoder.encode(big).count
-    rates = try compare("serialize [ChatMessage] of \(bytes / 1024) KiB", iterations: 20, rounds: 40, [
-        Variant(name: "JSONEncoder.encode alone -> Data") { consume(try encoder.encode(big)) },
-        Variant(name: "JSONWebSocketConverter.serialize -> Frame") { consume(try converter.serialize(big)) },
-    ])
+    rates = try compare(
+        "serialize [ChatMessage] of \(bytes / 1024) KiB", iterations: 20, rounds: 40,
+        [
+            Variant(name: "JSONEncoder.encode alone -> Data") { consume(try encoder.encode(big)) },
+            Variant(name: "JSONWebSocketConverter.serialize -> Frame") { consume(try converter.serialize(big)) },
+        ])
     print("  serialize+frame / encoder alone = \(String(format: "%.3f", rates[1] / rates[0]))")
 }

@@ -6,6 +6,7 @@
 
 /// libFuzzer's driver (compiler-rt's FuzzerDriver.cpp, linked in by `-sanitize=fuzzer`): parses the command-line
 /// flags and calls `callback` for every input.
+// swift-format-ignore: AlwaysUseLowerCamelCase
 @_silgen_name("LLVMFuzzerRunDriver")
 func LLVMFuzzerRunDriver(
     _ argc: UnsafeMutablePointer<CInt>,

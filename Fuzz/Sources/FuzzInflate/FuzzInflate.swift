@@ -1,7 +1,7 @@
+import FuzzDriver
 // The libFuzzer entry points of FuzzInflate: permessage-deflate inflation with a small limit
 // (InflateFuzzHarness.inflate; Docs/Fuzzing.md).
 import InflateHarness
-import FuzzDriver
 
 /// Called by libFuzzer for every input: runs the oracle; a violated invariant crashes the process.
 /// - Parameters:

@@ -68,11 +68,13 @@ final class ClientMetrics: Sendable {
         self.binarySent = messages("sent", "binary")
         self.textReceived = messages("received", "text")
         self.binaryReceived = messages("received", "binary")
-        self.messageBytesSent = Counter(label: Name.messageBytes, dimensions: [e, ("direction", "sent")], factory: factory)
+        self.messageBytesSent = Counter(
+            label: Name.messageBytes, dimensions: [e, ("direction", "sent")], factory: factory)
         self.messageBytesReceived = Counter(
             label: Name.messageBytes, dimensions: [e, ("direction", "received")], factory: factory)
         self.wireBytesSent = Counter(label: Name.wireBytes, dimensions: [e, ("direction", "sent")], factory: factory)
-        self.wireBytesReceived = Counter(label: Name.wireBytes, dimensions: [e, ("direction", "received")], factory: factory)
+        self.wireBytesReceived = Counter(
+            label: Name.wireBytes, dimensions: [e, ("direction", "received")], factory: factory)
         self.compressionRatioSent = Recorder(
             label: Name.compressionRatio, dimensions: [e, ("direction", "sent")], aggregate: true, factory: factory)
         self.compressionRatioReceived = Recorder(
@@ -90,8 +92,11 @@ final class ClientMetrics: Sendable {
 
     /// Opening a session failed with `error`.
     func sessionFailed(_ error: any Error) {
-        Counter(label: Name.failed, dimensions: [("engine", self.engine), ("kind", Self.failureKind(error))], factory: self.factory)
-            .increment()
+        Counter(
+            label: Name.failed, dimensions: [("engine", self.engine), ("kind", Self.failureKind(error))],
+            factory: self.factory
+        )
+        .increment()
     }
 
     /// An open session ended with `reason` (`nil`: unknown, reported as 1006).

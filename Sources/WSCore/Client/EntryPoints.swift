@@ -33,7 +33,8 @@ extension WebSocketClient {
         _ request: (inout WebSocketRequestBuilder) throws -> Void = { _ in }
     ) async throws -> WebSocketSession {
         try await self.prepareOpening(forBlock: false) {
-            try Self.makeRequest(WebSocketURL(secure: false, host: host, port: port, path: path), method: method, request)
+            try Self.makeRequest(
+                WebSocketURL(secure: false, host: host, port: port, path: path), method: method, request)
         }.open()
     }
 
@@ -107,7 +108,8 @@ extension WebSocketClient {
     ) async throws -> Result {
         try await self.run(
             self.prepareOpening(forBlock: true) {
-                try Self.makeRequest(WebSocketURL(secure: false, host: host, port: port, path: path), method: method, request)
+                try Self.makeRequest(
+                    WebSocketURL(secure: false, host: host, port: port, path: path), method: method, request)
             }, block)
     }
 
@@ -163,7 +165,8 @@ extension WebSocketClient {
     ) async throws -> Result {
         let url = try WebSocketURL(parsing: urlString)
         guard url.isSecure else {
-            throw WebSocketError(.invalidURL, "wss(\"\(url)\") needs a wss:// or https:// URL; use ws() for plain connections")
+            throw WebSocketError(
+                .invalidURL, "wss(\"\(url)\") needs a wss:// or https:// URL; use ws() for plain connections")
         }
         return try await self.webSocket(urlString, request: request, block)
     }
@@ -188,7 +191,8 @@ extension WebSocketClient {
     ) async throws -> Result {
         try await self.run(
             self.prepareOpening(forBlock: true) {
-                try Self.makeRequest(WebSocketURL(secure: true, host: host, port: port, path: path), method: method, request)
+                try Self.makeRequest(
+                    WebSocketURL(secure: true, host: host, port: port, path: path), method: method, request)
             }, block)
     }
 

@@ -59,7 +59,8 @@ extension SessionOpening {
     private func openPlain(_ request: WebSocketRequestBuilder) async throws -> WebSocketSession {
         do {
             let handshake = self.handshake(for: request)
-            return try await self.handshake(over: try await self.connect(options: self.options(for: handshake)), handshake)
+            return try await self.handshake(
+                over: try await self.connect(options: self.options(for: handshake)), handshake)
         } catch {
             self.failed(error)
             throw error

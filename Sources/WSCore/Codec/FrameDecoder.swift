@@ -256,7 +256,9 @@ package struct FrameDecoder {
                 // buffered ones, so they continue this payload.
                 if let lent = self.lent?.bytes {
                     let n = min(lent.count &- self.lentIndex, pending.length &- pending.payload.count)
-                    Self.fill(&self.pending!, from: UnsafeRawBufferPointer(rebasing: lent[self.lentIndex..<self.lentIndex &+ n]))
+                    Self.fill(
+                        &self.pending!,
+                        from: UnsafeRawBufferPointer(rebasing: lent[self.lentIndex..<self.lentIndex &+ n]))
                     self.lentIndex &+= n
                 }
             }
@@ -387,7 +389,8 @@ package struct FrameDecoder {
         }
 
         return .frame(
-            ParsedFrame(fin: fin, reservedBits: Frame.ReservedBits(rawValue: reserved), opcode: opcode, payload: payload),
+            ParsedFrame(
+                fin: fin, reservedBits: Frame.ReservedBits(rawValue: reserved), opcode: opcode, payload: payload),
             consumed: payloadStart &+ payloadLength
         )
     }
@@ -486,6 +489,7 @@ package struct FrameDecoder {
         if bits & 0x40 != 0 { names.append("RSV1") }
         if bits & 0x20 != 0 { names.append("RSV2") }
         if bits & 0x10 != 0 { names.append("RSV3") }
-        return "reserved bit\(names.count > 1 ? "s" : "") \(names.joined(separator: ", ")) set without a negotiated extension"
+        return
+            "reserved bit\(names.count > 1 ? "s" : "") \(names.joined(separator: ", ")) set without a negotiated extension"
     }
 }

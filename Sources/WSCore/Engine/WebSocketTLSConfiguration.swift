@@ -107,9 +107,9 @@ public struct WebSocketTLSConfiguration: Sendable, Hashable {
         ///   - certificate: The PEM certificate file: the leaf first, then any intermediates.
         ///   - privateKey: The PEM private key file.
         ///   - password: The password of an encrypted key.
-        public static func files(certificate: String, privateKey: String, password: String? = nil) -> ClientIdentity
-        {
-            ClientIdentity(source: .files(certificate: certificate, privateKey: privateKey), privateKeyPassword: password)
+        public static func files(certificate: String, privateKey: String, password: String? = nil) -> ClientIdentity {
+            ClientIdentity(
+                source: .files(certificate: certificate, privateKey: privateKey), privateKeyPassword: password)
         }
 
         /// A certificate (chain) and private key from PEM text in memory. The Curl engine needs libcurl 7.71 or

@@ -115,7 +115,9 @@ extension WebSocketExtension {
     ///   - context: Limits.
     /// - Returns: The transformed fragment.
     public func processIncomingFragment(_ fragment: Frame, context: WebSocketExtensionContext) throws -> Frame {
-        if fragment.kind != .continuation && fragment.fin { return try self.processIncoming(fragment, context: context) }
+        if fragment.kind != .continuation && fragment.fin {
+            return try self.processIncoming(fragment, context: context)
+        }
         throw WebSocketError(
             .extensionFailure, "the \(self.name) extension cannot transform a message that is received as a stream",
             closeCode: .internalError)

@@ -231,7 +231,8 @@ enum HTTPGrammar {
 
     /// Whether `bytes` is `HTTP/1.` followed by one digit.
     static func isHTTP1Version(_ bytes: some Collection<UInt8>) -> Bool {
-        bytes.count == 8 && bytes.prefix(7).elementsEqual("HTTP/1.".utf8) && isDigit(bytes[bytes.index(bytes.startIndex, offsetBy: 7)])
+        bytes.count == 8 && bytes.prefix(7).elementsEqual("HTTP/1.".utf8)
+            && isDigit(bytes[bytes.index(bytes.startIndex, offsetBy: 7)])
     }
 
     /// `bytes` without leading and trailing spaces and tabs.

@@ -67,7 +67,9 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
             guard let close = authority.firstIndex(of: "]") else { throw fail("unterminated IPv6 literal") }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw fail("unexpected text after IPv6 literal")
             }
         } else if let colon = authority.lastIndex(of: ":") {

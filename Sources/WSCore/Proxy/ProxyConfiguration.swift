@@ -74,7 +74,8 @@ public struct ProxyServer: Sendable, Hashable, CustomStringConvertible {
     ///   - password: The password, if the proxy needs one.
     public init(_ kind: Kind, host: String, port: Int? = nil, username: String? = nil, password: String? = nil) {
         self.kind = kind
-        self.host = host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2
+        self.host =
+            host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2
             ? String(host.dropFirst().dropLast()) : host
         self.port = port ?? kind.defaultPort
         self.username = username
@@ -289,7 +290,8 @@ public struct ProxyConfiguration: Sendable, Hashable {
                 guard let value = environment(name), !value.trimmingASCIIWhitespace().isEmpty else { return nil }
                 return value
             }
-            let names = secure
+            let names =
+                secure
                 ? ["wss_proxy", "WSS_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
                 : ["ws_proxy", "WS_PROXY", "http_proxy", "all_proxy", "ALL_PROXY"]
             var chosen: (name: String, url: String)?
@@ -334,7 +336,7 @@ public struct ProxyConfiguration: Sendable, Hashable {
         if list == "*" { return true }
         var name = Substring(host)
         if name.hasPrefix("[") && name.hasSuffix("]") { name = name.dropFirst().dropLast() }
-        let address = IPAddressBytes(String(name))
+        let address = ipAddressBytes(String(name))
         if address == nil { while name.hasSuffix(".") { name = name.dropLast() } }
         for rawEntry in list.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }) {
             var entry = rawEntry
@@ -344,7 +346,9 @@ public struct ProxyConfiguration: Sendable, Hashable {
                 let after = entry[entry.index(after: close)...]
                 if after.hasPrefix(":"), let value = Int(after.dropFirst()) { entryPort = value }
                 entry = entry[entry.index(after: entry.startIndex)..<close]
-            } else if let colon = entry.firstIndex(of: ":"), entry[entry.index(after: colon)...].firstIndex(of: ":") == nil {
+            } else if let colon = entry.firstIndex(of: ":"),
+                entry[entry.index(after: colon)...].firstIndex(of: ":") == nil
+            {
                 guard let value = Int(entry[entry.index(after: colon)...]) else { continue }
                 entryPort = value
                 entry = entry[..<colon]
@@ -358,7 +362,7 @@ public struct ProxyConfiguration: Sendable, Hashable {
                     bits = value
                     network = entry[..<slash]
                 }
-                guard let networkAddress = IPAddressBytes(String(network)),
+                guard let networkAddress = ipAddressBytes(String(network)),
                     networkAddress.count == address.count
                 else { continue }
                 if Self.prefixMatches(address, networkAddress, bits: bits ?? address.count * 8) { return true }
@@ -386,7 +390,7 @@ public struct ProxyConfiguration: Sendable, Hashable {
 }
 
 /// The bytes of an IPv4 (4) or IPv6 (16) literal, or `nil` for anything else.
-package func IPAddressBytes(_ text: String) -> [UInt8]? {
+package func ipAddressBytes(_ text: String) -> [UInt8]? {
     var v4 = in_addr()
     if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: v4) { Array($0) } }
     var v6 = in6_addr()

@@ -59,7 +59,8 @@ package enum HTTPConnectTunnel {
                     .proxyFailure,
                     received.isEmpty
                         ? "the proxy \(proxy) closed the connection without answering the CONNECT to \(target)"
-                        : "the proxy \(proxy) closed the connection in the middle of its reply to the CONNECT to \(target)")
+                        : "the proxy \(proxy) closed the connection in the middle of its reply to the CONNECT to \(target)"
+                )
             }
             return .incomplete
         }
@@ -72,7 +73,8 @@ package enum HTTPConnectTunnel {
         case 407, 401:  // tinyproxy answers 401 to a missing or wrong Proxy-Authorization.
             let challenge = head.headers.values(for: "Proxy-Authenticate")
             let asks = challenge.isEmpty ? "" : "; it asks for \(challenge.joined(separator: ", "))"
-            message = proxy.hasCredentials
+            message =
+                proxy.hasCredentials
                 ? "the proxy \(proxy) rejected the credentials in the proxy URL (\(statusText)\(asks))"
                 : "the proxy \(proxy) requires authentication (\(statusText)\(asks)); put user:password@ in the proxy URL"
         case 502, 503, 504:
@@ -141,7 +143,8 @@ package struct SOCKS5Handshake {
         self.password = proxy.hasCredentials ? proxy.password ?? "" : nil
         if case .name(let name) = target, name.utf8.count > 255 || name.isEmpty {
             throw WebSocketError(
-                .proxyFailure, "cannot ask the SOCKS5 proxy \(proxy) for \(targetText): the host name is longer than 255 bytes")
+                .proxyFailure,
+                "cannot ask the SOCKS5 proxy \(proxy) for \(targetText): the host name is longer than 255 bytes")
         }
         if (self.username?.utf8.count ?? 0) > 255 || (self.password?.utf8.count ?? 0) > 255 {
             throw WebSocketError(

@@ -172,11 +172,13 @@ final class ReconnectCore: Sendable {
         var connections: [WebSocketSession] = []
         while true {
             await self.carryOut(effects)
-            let step = effects.step ?? self.shared.withLock { s -> Step in
-                if s.machine.isClosed { return .exit }
-                if case .closing = s.machine.phase, let current = s.current { return .watch(current) }
-                return .exit
-            }
+            let step =
+                effects.step
+                ?? self.shared.withLock { s -> Step in
+                    if s.machine.isClosed { return .exit }
+                    if case .closing = s.machine.phase, let current = s.current { return .watch(current) }
+                    return .exit
+                }
             switch step {
             case .connect:
                 let (result, session) = await self.connect()
@@ -408,7 +410,8 @@ final class ReconnectCore: Sendable {
                     throw WebSocketError(
                         .sendQueueFull,
                         "the queue of messages waiting for a connection is full (\(s.queue.count) messages, "
-                            + "\(s.queuedBytes) bytes; limits \(maxMessages) and \(maxBytes)); the message was not queued")
+                            + "\(s.queuedBytes) bytes; limits \(maxMessages) and \(maxBytes)); the message was not queued"
+                    )
                 }
                 s.queue.append(frame)
                 s.queuedBytes += frame.data.count
@@ -423,7 +426,8 @@ final class ReconnectCore: Sendable {
         let session = try self.shared.withLock { s throws -> WebSocketSession in
             if let cause = s.finalCause { throw Self.closedError(cause) }
             if s.sendingStream {
-                throw WebSocketError(.invalidArgument, "another streamed message is being sent on this session; send one at a time")
+                throw WebSocketError(
+                    .invalidArgument, "another streamed message is being sent on this session; send one at a time")
             }
             guard let target = s.sendTarget else {
                 throw WebSocketError(
@@ -447,7 +451,9 @@ final class ReconnectCore: Sendable {
     }
 
     private static func closedError(_ cause: Cause) -> WebSocketError {
-        WebSocketError(.sessionClosed, "the reconnecting session is closed (\(cause)); nothing more can be sent", closeCode: cause.closeCode)
+        WebSocketError(
+            .sessionClosed, "the reconnecting session is closed (\(cause)); nothing more can be sent",
+            closeCode: cause.closeCode)
     }
 
     func requireConverter() throws(WebSocketError) -> any WebSocketContentConverter {
@@ -551,10 +557,12 @@ final class ReconnectCore: Sendable {
         let cause = self.shared.withLock { $0.finalCause } ?? .closedByClient(CloseReason(code: .normal))
         switch cause {
         case .closedByClient(let reason):
-            return WebSocketError(.sessionClosed, "the reconnecting session was closed (\(reason))", closeCode: reason.code)
+            return WebSocketError(
+                .sessionClosed, "the reconnecting session was closed (\(reason))", closeCode: reason.code)
         case .closed(let reason):
             return WebSocketError(
-                .sessionClosed, "the reconnecting session ended: the connection closed with \(reason), which is not retried",
+                .sessionClosed,
+                "the reconnecting session ended: the connection closed with \(reason), which is not retried",
                 closeCode: reason.code)
         case .failure(let error):
             return WebSocketError(

@@ -65,9 +65,10 @@ public struct ReconnectPolicy: Sendable {
     public var stableAfter: Duration = .seconds(10)
     /// Decides whether to reconnect after `cause`; `retriedByDefault` is the default decision (see the table
     /// above). The default returns `retriedByDefault`. Called once per failure, on the session's task.
-    public var shouldRetry: @Sendable (_ cause: ReconnectingWebSocketSession.Cause, _ retriedByDefault: Bool) -> Bool = {
-        $1
-    }
+    public var shouldRetry: @Sendable (_ cause: ReconnectingWebSocketSession.Cause, _ retriedByDefault: Bool) -> Bool =
+        {
+            $1
+        }
 
     /// Creates the default policy: full jitter, 1 s initial delay, ×2, at most 30 s, no limits, stable after 10 s.
     public init() {}
@@ -101,7 +102,9 @@ public struct ReconnectPolicy: Sendable {
             case .dnsFailure, .connectionRefused, .timedOut, .network, .connectionLost, .pongTimeout, .closeTimeout:
                 return (true, nil)
             case .upgradeRejected:
-                guard let status = error.status, status == 429 || (500...599).contains(status) else { return (false, nil) }
+                guard let status = error.status, status == 429 || (500...599).contains(status) else {
+                    return (false, nil)
+                }
                 let retryAfter = error.headers["Retry-After"].flatMap { RetryAfter.delay($0, unixTime: unixTime) }
                 return (true, retryAfter)
             case .proxyFailure:

@@ -129,13 +129,17 @@ struct ReconnectStateMachine {
     mutating func hookSucceeded(at moment: Moment) -> [Action] {
         guard self.phase == .connected else { return [] }
         self.phase = .open(since: moment.now)
-        return [self.deliver(.open(subprotocol: self.negotiated.subprotocol, extensions: self.negotiated.extensions)), .flushQueue]
+        return [
+            self.deliver(.open(subprotocol: self.negotiated.subprotocol, extensions: self.negotiated.extensions)),
+            .flushQueue,
+        ]
     }
 
     /// The hook threw while the connection was still up: the connection is closed and the failure judged.
     mutating func hookFailed(_ error: any Error, at moment: Moment) -> [Action] {
         guard self.phase == .connected else { return [] }
-        let close = Action.closeConnection(CloseReason(code: .internalError, message: "the client's connection hook failed"))
+        let close = Action.closeConnection(
+            CloseReason(code: .internalError, message: "the client's connection hook failed"))
         return [close] + self.retryOrFinish(.failure(error), nextAttempt: self.attempt + 1, at: moment)
     }
 

@@ -113,7 +113,8 @@ public final class ReconnectingWebSocketSession: Sendable {
         let converter = try self.core.requireConverter()
         guard let frame = try await self.core.receiveDataFrame() else { throw self.core.endError() }
         guard converter.isApplicable(frame) else {
-            throw WebSocketError(.conversion, "the converter cannot read a \(frame.kind) frame as \(T.self)", frame: frame)
+            throw WebSocketError(
+                .conversion, "the converter cannot read a \(frame.kind) frame as \(T.self)", frame: frame)
         }
         do {
             return try converter.deserialize(T.self, from: frame)
@@ -253,7 +254,9 @@ extension ReconnectingWebSocketSession {
             case .open(let subprotocol, let extensions):
                 var details: [String] = []
                 if let subprotocol { details.append("subprotocol \(subprotocol)") }
-                if !extensions.isEmpty { details.append("extensions \(extensions.map(\.name).joined(separator: ", "))") }
+                if !extensions.isEmpty {
+                    details.append("extensions \(extensions.map(\.name).joined(separator: ", "))")
+                }
                 return details.isEmpty ? "open" : "open (\(details.joined(separator: "; ")))"
             case .reconnecting(let attempt, let delay, let cause):
                 let seconds = (delay.secondsAsDouble * 1000).rounded() / 1000

@@ -87,7 +87,10 @@ extension Connection {
     func reportMetrics(final: Bool) {
         guard let metrics = self.metrics else { return }
         let report = self.state.withLock {
-            s -> (now: WebSocketSessionStatistics, previous: WebSocketSessionStatistics, reason: CloseReason?, compressed: Bool)? in
+            s -> (
+                now: WebSocketSessionStatistics, previous: WebSocketSessionStatistics, reason: CloseReason?,
+                compressed: Bool
+            )? in
             guard s.io.sent.openedAt != nil else { return nil }  // never opened: the failure was counted
             if !final {
                 guard !s.machine.hasEnded else { return nil }

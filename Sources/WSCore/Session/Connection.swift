@@ -62,7 +62,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var keys = MaskingKeyGenerator()
         var handshake: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
         var openTimeoutError: (@Sendable () -> WebSocketError)?
-        var consumers = Deque<(id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)>()
+        var consumers = Deque<
+            (id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)
+        >()
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         /// Waiters for the session to start closing or fail (see `waitUntilClosing`).
         var closingWaiters: [CheckedContinuation<Void, Never>] = []
@@ -82,7 +84,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// worth of memory).
         var metricsReporting: MetricsReporting?
         /// The application's pings waiting for their pong, with their timeout timers.
-        var pings: [SessionStateMachine.PingID: (continuation: CheckedContinuation<Duration, any Error>, timer: any WebSocketTransportTimer)] = [:]
+        var pings:
+            [SessionStateMachine.PingID: (
+                continuation: CheckedContinuation<Duration, any Error>, timer: any WebSocketTransportTimer
+            )] = [:]
         var lastPingID: SessionStateMachine.PingID = 0
         /// The final metrics report is done (see `sessionEnded`); only waited for when the client has metrics.
         var endReported = false
@@ -113,7 +118,9 @@ final class Connection: WebSocketTransportHandler, Sendable {
             switch action {
             case .writeControl(let frame):
                 self.sent.countControl(payload: frame.data.count)
-                _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) { self.transport.write(bytes: $0) }
+                _ = FrameEncoder.withEncodedFrame(frame, maskingKey: self.keys.next()) {
+                    self.transport.write(bytes: $0)
+                }
             case .sendClose(let reason):
                 let bytes = FrameEncoder.encodedFrame(Frame.close(reason), maskingKey: self.keys.next())
                 self.sent.frames &+= 1
@@ -162,7 +169,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 for (_, ping) in self.pings {
                     ping.timer.cancel()
                     ping.continuation.resume(
-                        throwing: WebSocketError(.sessionClosed, "the session ended before the pong of the ping arrived"))
+                        throwing: WebSocketError(
+                            .sessionClosed, "the session ended before the pong of the ping arrived"))
                 }
                 self.pings = [:]
             case .pongReceived(let id, let rtt):
@@ -238,7 +246,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         timeoutError: @escaping @Sendable () -> WebSocketError
     ) async throws -> OpeningHandshake.Outcome {
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
+            try await withCheckedThrowingContinuation {
+                (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
                 self.beginHandshake(handshake, continuation, timeout: timeout, timeoutError: timeoutError)
             }
         } onCancel: {

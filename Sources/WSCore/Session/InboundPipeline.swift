@@ -45,7 +45,8 @@ struct InboundPipeline {
     /// - Parameter configuration: Frame, message and fragment limits.
     init(configuration: WebSockets.Configuration) {
         self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize, role: .client)
-        self.assembler = MessageAssembler(maxMessageSize: configuration.maxMessageSize, maxFragments: configuration.maxFragments)
+        self.assembler = MessageAssembler(
+            maxMessageSize: configuration.maxMessageSize, maxFragments: configuration.maxFragments)
         self.maxMessageSize = configuration.maxMessageSize
         if configuration.streamsIncomingMessages {
             self.streamer = StreamingAssembler(maxMessageSize: configuration.maxStreamedMessageSize)
@@ -167,10 +168,14 @@ struct InboundPipeline {
         }
         let code = CloseReason.Code(UInt16(payload[0]) << 8 | UInt16(payload[1]))
         guard code.isValidOnWire else {
-            throw ProtocolViolation(.protocolError, "the server sent close code \(code.rawValue), which may not be sent")
+            throw ProtocolViolation(
+                .protocolError, "the server sent close code \(code.rawValue), which may not be sent")
         }
         let message = payload[2...]
-        guard let text = message.withUnsafeBytes({ UTF8Validator.validate($0) ? String(decoding: $0, as: UTF8.self) : nil })
+        guard
+            let text = message.withUnsafeBytes({
+                UTF8Validator.validate($0) ? String(decoding: $0, as: UTF8.self) : nil
+            })
         else {
             throw ProtocolViolation(.invalidPayload, "the close reason is not valid UTF-8")
         }
@@ -188,11 +193,13 @@ struct InboundPipeline {
                 }
             var message = violation.message
             if violation.closeCode == .messageTooBig {
-                message += " (raise WebSockets.Configuration.maxFrameSize, maxMessageSize or maxFragments if this is expected)"
+                message +=
+                    " (raise WebSockets.Configuration.maxFrameSize, maxMessageSize or maxFragments if this is expected)"
             }
             return WebSocketError(code, message, closeCode: violation.closeCode)
         }
         if let error = error as? WebSocketError { return error }
-        return WebSocketError(.extensionFailure, "an extension failed: \(error)", closeCode: .protocolError, underlying: error)
+        return WebSocketError(
+            .extensionFailure, "an extension failed: \(error)", closeCode: .protocolError, underlying: error)
     }
 }

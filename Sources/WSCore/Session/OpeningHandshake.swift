@@ -103,7 +103,8 @@ final class OpeningHandshake: Sendable {
         guard headers.values(for: "Upgrade").contains(where: { HTTPHeaders.equalNames($0, "websocket") }) else {
             throw invalid("the server's 101 response has no 'Upgrade: websocket' header")
         }
-        guard httpTokenList(headers.values(for: "Connection")).contains(where: { HTTPHeaders.equalNames($0, "upgrade") })
+        guard
+            httpTokenList(headers.values(for: "Connection")).contains(where: { HTTPHeaders.equalNames($0, "upgrade") })
         else {
             throw invalid("the server's 101 response has no 'Connection: Upgrade' header")
         }
@@ -132,7 +133,9 @@ final class OpeningHandshake: Sendable {
         var subprotocol: String?
         let protocols = httpTokenList(headers.values(for: "Sec-WebSocket-Protocol"))
         if protocols.count > 1 {
-            throw invalid("the server selected several subprotocols (\(protocols.joined(separator: ", "))); at most one is allowed")
+            throw invalid(
+                "the server selected several subprotocols (\(protocols.joined(separator: ", "))); at most one is allowed"
+            )
         }
         if let chosen = protocols.first {
             guard self.request.subprotocols.contains(chosen) else {

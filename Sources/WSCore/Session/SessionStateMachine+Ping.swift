@@ -62,7 +62,9 @@ extension SessionStateMachine {
     }
 
     /// A pong that is not the keepalive's arrived: it answers the application ping with the same payload, if any.
-    mutating func userPongArrived(_ payload: [UInt8], at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink) {
+    mutating func userPongArrived(
+        _ payload: [UInt8], at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink
+    ) {
         guard let index = self.userPings.firstIndex(where: { $0.payload == payload }) else { return }
         let ping = self.userPings.remove(at: index)
         // A read without a time (a caller that did not pass one) still answers the ping, with no measured time.

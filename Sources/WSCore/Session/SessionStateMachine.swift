@@ -203,7 +203,8 @@ struct SessionStateMachine {
     // MARK: - Opening
 
     /// The upgrade request is about to be sent: reads the response from now on, within `timeout`.
-    mutating func beginHandshake(_ handshake: OpeningHandshake, timeout: Duration, _ sink: inout some SessionActionSink) {
+    mutating func beginHandshake(_ handshake: OpeningHandshake, timeout: Duration, _ sink: inout some SessionActionSink)
+    {
         guard case .idle = self.phase else { return }
         self.phase = .handshaking(HandshakeResponseReader(handshake: handshake))
         self.arm(.open, after: timeout, &sink)
@@ -291,7 +292,8 @@ struct SessionStateMachine {
                 self.endIncoming(error: pending)
             } else if !self.receivedClose && self.failure == nil {
                 let message =
-                    error.map { "the connection was lost: \($0)" } ?? "the server closed the connection without a close frame"
+                    error.map { "the connection was lost: \($0)" }
+                    ?? "the server closed the connection without a close frame"
                 self.closeReason = CloseReason(code: .abnormalClosure, message: message)
                 let failure = WebSocketError(.connectionLost, message, closeCode: .abnormalClosure, underlying: error)
                 self.failure = failure
@@ -325,7 +327,8 @@ struct SessionStateMachine {
             else { return }
             self.fail(
                 WebSocketError(
-                    .pongTimeout, "no pong arrived within \(timeout) of a ping: the server or the network is not responding",
+                    .pongTimeout,
+                    "no pong arrived within \(timeout) of a ping: the server or the network is not responding",
                     closeCode: .internalError),
                 &sink)
         case .close:
@@ -642,7 +645,8 @@ struct SessionStateMachine {
             preconditionFailure("close frames go through close(_:_:)")
         case .ping, .pong:
             guard frame.data.count <= 125 else {
-                throw WebSocketError(.invalidArgument, "a \(frame.kind) frame carries at most 125 bytes, not \(frame.data.count)")
+                throw WebSocketError(
+                    .invalidArgument, "a \(frame.kind) frame carries at most 125 bytes, not \(frame.data.count)")
             }
             guard frame.fin else {
                 throw WebSocketError(.invalidArgument, "control frames cannot be fragmented: fin must be true")
@@ -655,7 +659,8 @@ struct SessionStateMachine {
                 guard self.sendingFragmentedMessage else {
                     throw WebSocketError(
                         .invalidArgument,
-                        "a continuation frame belongs to a message in progress; start the message with a text or binary frame with fin == false")
+                        "a continuation frame belongs to a message in progress; start the message with a text or binary frame with fin == false"
+                    )
                 }
             } else if self.sendingFragmentedMessage {
                 throw MessageInProgress()
@@ -680,7 +685,8 @@ struct SessionStateMachine {
         }
         let reason = self.closeReason.map { " (\($0))" } ?? ""
         return WebSocketError(
-            .sessionClosed, "the session is closed; nothing more can be sent\(reason)", closeCode: self.closeReason?.code)
+            .sessionClosed, "the session is closed; nothing more can be sent\(reason)",
+            closeCode: self.closeReason?.code)
     }
 
     /// The user closes with `reason` (`nil`: no status code). A code that may not be sent on the wire (1005, 1006,

@@ -152,7 +152,8 @@ final class StreamCursor: Sendable {
                 self.state.withLock { $0 = .finished }
                 throw WebSocketError(
                     .invalidArgument,
-                    "a new message began before the streamed one ended: read a streamed message only through its chunks")
+                    "a new message began before the streamed one ended: read a streamed message only through its chunks"
+                )
             }
         }
     }
@@ -209,7 +210,8 @@ extension WebSocketSession {
         while let chunk = try await cursor.next() {
             guard chunk.count <= limit - message.data.count else {
                 await self.connection.close(
-                    CloseReason(code: .messageTooBig, message: "message of more than \(limit) bytes"), waitForEnd: false)
+                    CloseReason(code: .messageTooBig, message: "message of more than \(limit) bytes"), waitForEnd: false
+                )
                 throw WebSocketError(
                     .messageTooBig,
                     "message of more than \(limit) bytes (raise WebSockets.Configuration.maxMessageSize, or receive it with receiveStreamingMessage())",

@@ -45,7 +45,8 @@ extension WebSocketSession {
             return state.sending
         }
         if busy {
-            throw WebSocketError(.invalidArgument, "another streamed message is being sent on this session; send one at a time")
+            throw WebSocketError(
+                .invalidArgument, "another streamed message is being sent on this session; send one at a time")
         }
         defer { self.streaming.withLock { $0.sending = false } }
 
@@ -67,7 +68,8 @@ extension WebSocketSession {
                 if validator != nil {
                     let valid = chunk.withUnsafeBytes { validator!.feed($0) }
                     if !valid || (next == nil && !validator!.isAtCharacterBoundary) {
-                        throw WebSocketError(.invalidArgument, "the chunks of a streamed text message are not valid UTF-8")
+                        throw WebSocketError(
+                            .invalidArgument, "the chunks of a streamed text message are not valid UTF-8")
                     }
                 }
                 let frame = Frame(kind: started ? .continuation : kind, fin: next == nil, data: chunk)
@@ -108,7 +110,9 @@ extension WebSocketSession {
     ///   - chunkSize: Bytes per read and per fragment (default 256 KiB).
     /// - Throws: What ``sendFile(atPath:chunkSize:)`` throws.
     nonisolated(nonsending) public func sendFile(descriptor: Int32, chunkSize: Int = 256 << 10) async throws {
-        guard chunkSize > 0 else { throw WebSocketError(.invalidArgument, "chunkSize must be positive, not \(chunkSize)") }
+        guard chunkSize > 0 else {
+            throw WebSocketError(.invalidArgument, "chunkSize must be positive, not \(chunkSize)")
+        }
         try await self.sendStreamingMessage(.binary, from: FileChunks(descriptor: descriptor, chunkSize: chunkSize))
     }
 
@@ -118,7 +122,9 @@ extension WebSocketSession {
     /// Closes the session after a streamed send stopped in the middle of its message.
     private nonisolated(nonsending) func abandonStreamedSend(_ error: any Error) async {
         let why = error is CancellationError ? "the task was cancelled" : "\(error)"
-        let message = String(decoding: Array("message abandoned mid-way: \(why)".utf8.prefix(CloseReason.maxMessageBytes)), as: UTF8.self)
+        let message = String(
+            decoding: Array("message abandoned mid-way: \(why)".utf8.prefix(CloseReason.maxMessageBytes)), as: UTF8.self
+        )
         await self.connection.close(CloseReason(code: .internalError, message: message), waitForEnd: false)
     }
 }
@@ -142,7 +148,10 @@ struct FileChunks: AsyncSequence {
                 while count < buffer.count {
                     let n = read(self.descriptor, buffer.baseAddress! + count, buffer.count - count)
                     if n < 0 && errno == EINTR { continue }
-                    if n < 0 { failure = errno; return }
+                    if n < 0 {
+                        failure = errno
+                        return
+                    }
                     if n == 0 { return }
                     count += n
                 }

@@ -105,7 +105,8 @@ public final class WebSocketSession: Sendable {
             guard self.streaming.withLock({ $0.sending }) else {
                 throw WebSocketError(
                     .invalidArgument,
-                    "a message fragmented with send(Frame) (fin == false) is not finished; send its continuation frames, the last with fin == true, before another message")
+                    "a message fragmented with send(Frame) (fin == false) is not finished; send its continuation frames, the last with fin == true, before another message"
+                )
             }
             await self.connection.waitForMessageEnd()
             do {
@@ -160,7 +161,6 @@ public final class WebSocketSession: Sendable {
             closeCode: reason?.code
         )
     }
-
 
     /// Closes the session: sends a close frame with `reason`, waits for the server's close frame and its TCP
     /// close (at most ``WebSockets/Configuration/closeTimeout``), then releases the connection. Does nothing
@@ -417,7 +417,9 @@ final class SessionOpening: Sendable {
     }
 
     /// Runs the opening `handshake` over `transport`.
-    func handshake(over transport: any WebSocketTransport, _ handshake: OpeningHandshake) async throws -> WebSocketSession {
+    func handshake(over transport: any WebSocketTransport, _ handshake: OpeningHandshake) async throws
+        -> WebSocketSession
+    {
         if let response = transport.openingResponse { return try self.opened(transport, response, handshake) }
         let connection = self.makeConnection(transport)
         let outcome = try await connection.performHandshake(
@@ -523,7 +525,8 @@ extension WebSocketClient {
         var executor: (any TaskExecutor)?
         var blockExecutor: (any TaskExecutor)?
         if forBlock && settings.runsBlocksOnEventLoop {
-            if let limit = settings.eventLoopHoldWarningThreshold, let watching = engine as? any LoopHoldWatchingEngine {
+            if let limit = settings.eventLoopHoldWarningThreshold, let watching = engine as? any LoopHoldWatchingEngine
+            {
                 let executors = watching.executorsForNextConnection(
                     reportingHoldsOf: limit,
                     Self.loopHoldReport(url: url, sessionID: sessionID, engineName: engine.name, logger: logger))

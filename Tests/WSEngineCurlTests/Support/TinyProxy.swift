@@ -39,7 +39,9 @@ final class TinyProxy: Sendable {
             if null >= 0 { close(null) }
             if output >= 0 { close(output) }
         }
-        guard null >= 0, output >= 0 else { throw PeerError(description: "cannot open tinyproxy's files (errno \(errno))") }
+        guard null >= 0, output >= 0 else {
+            throw PeerError(description: "cannot open tinyproxy's files (errno \(errno))")
+        }
         let process = try ChildProcess(
             "/usr/bin/tinyproxy", ["-d", "-c", directory + "/tinyproxy.conf"], stdin: null, stdout: output,
             stderr: output)

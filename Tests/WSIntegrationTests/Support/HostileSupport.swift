@@ -4,8 +4,8 @@
 // line-reading child process for the Python TLS probe.
 import EngineTestSupport
 import Foundation
-import SpawnSupport
 import Logging
+import SpawnSupport
 import Synchronization
 import Testing
 import WSCore
@@ -75,13 +75,15 @@ final class RawConnection: Sendable {
 
     /// Sets how long a read may block before it fails.
     func setReceiveTimeout(_ timeout: Duration) {
-        var value = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        var value = timeval(
+            tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
         _ = setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// Sets how long a write may block before it fails (a client that stopped reading).
     func setSendTimeout(_ timeout: Duration) {
-        var value = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        var value = timeval(
+            tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
         _ = setsockopt(self.fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
@@ -95,7 +97,8 @@ final class RawConnection: Sendable {
     /// reading and the buffers are full).
     func waitWritable(timeout: Duration) -> Bool {
         var descriptor = pollfd(fd: self.fd, events: Int16(POLLOUT), revents: 0)
-        let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let milliseconds = Int32(
+            timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         return poll(&descriptor, 1, milliseconds) == 1
     }
 
@@ -140,7 +143,9 @@ final class RawConnection: Sendable {
                 self.requestHead.withLock { $0 = found }
                 return found
             }
-            guard try self.fill() else { throw RawConnectionError(description: "the client closed before its request head ended") }
+            guard try self.fill() else {
+                throw RawConnectionError(description: "the client closed before its request head ended")
+            }
         }
     }
 
@@ -157,7 +162,10 @@ final class RawConnection: Sendable {
         while sent < bytes.count {
             let n = bytes[sent...].withUnsafeBytes { send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw RawConnectionError(description: "write failed (errno \(errno)) after \(sent) of \(bytes.count) bytes") }
+            guard n > 0 else {
+                throw RawConnectionError(
+                    description: "write failed (errno \(errno)) after \(sent) of \(bytes.count) bytes")
+            }
             sent += n
         }
     }
@@ -168,7 +176,8 @@ final class RawConnection: Sendable {
     func drip(_ bytes: [UInt8], every interval: Duration) -> Int {
         for (index, byte) in bytes.enumerated() {
             do { try self.write([byte]) } catch { return index }
-            Thread.sleep(forTimeInterval: Double(interval.components.attoseconds) / 1e18 + Double(interval.components.seconds))
+            Thread.sleep(
+                forTimeInterval: Double(interval.components.attoseconds) / 1e18 + Double(interval.components.seconds))
         }
         return bytes.count
     }
@@ -194,7 +203,9 @@ final class RawConnection: Sendable {
             length = self.buffered.withLock { $0[2..<10].reduce(0) { $0 << 8 | Int($1) } }
             offset = 10
         }
-        guard length <= 64 << 20 else { throw RawConnectionError(description: "a client frame declares \(length) bytes") }
+        guard length <= 64 << 20 else {
+            throw RawConnectionError(description: "a client frame declares \(length) bytes")
+        }
         let masked = b1 & 0x80 != 0
         let keyLength = masked ? 4 : 0
         guard try need(offset + keyLength + length) else { return nil }
@@ -606,10 +617,12 @@ enum MemoryIsolation {
     /// Whether this process is the memory child.
     static let isChild = ProcessInfo.processInfo.environment[variable] == "1"
     /// Why a memory test is skipped in the normal run.
-    static let skipReason: Comment = "measures memory in a process of its own (run by 'Bounded memory under hostile input'); set WS_TEST_MEMORY_CHILD=1 to run it here"
+    static let skipReason: Comment =
+        "measures memory in a process of its own (run by 'Bounded memory under hostile input'); set WS_TEST_MEMORY_CHILD=1 to run it here"
     /// The memory tests, as a --filter regular expression.
     static let filter = [
-        "HugeLengthTests/declaredLength", "FragmentFloodTests/endless", "DeflateBombTests/bomb", "DeflateBombTests/manyInOneRead",
+        "HugeLengthTests/declaredLength", "FragmentFloodTests/endless", "DeflateBombTests/bomb",
+        "DeflateBombTests/manyInOneRead",
         "HandshakeAbuseTests/oversizedHead", "ControlFrameAbuseTests/pingFloodUnreadPongs",
         "ControlFrameAbuseTests/pongFlood", "ControlFrameAbuseTests/pingFloodWhileNotReading",
         "\\.FaultTests/serverStopsReading", "NetworkFaultTests/throttledSend", "StreamingProofTests/echoRoundTrip",
@@ -636,9 +649,12 @@ final class LineReportingProcess: Sendable {
 
     /// Launches `executable arguments` (an absolute path); stderr goes to a temporary file (see ``stderrTail``).
     init(executable: String, arguments: [String]) throws {
-        self.stderrPath = FileManager.default.temporaryDirectory
+        self.stderrPath =
+            FileManager.default.temporaryDirectory
             .appendingPathComponent("ws-fixture-\(getpid())-\(UUID().uuidString.prefix(8)).err").path
-        guard let inputEnds = closeOnExecPipe() else { throw TestPeerError(description: "pipe2() failed (errno \(errno))") }
+        guard let inputEnds = closeOnExecPipe() else {
+            throw TestPeerError(description: "pipe2() failed (errno \(errno))")
+        }
         guard let outputEnds = closeOnExecPipe() else {
             Glibc.close(inputEnds.read)
             Glibc.close(inputEnds.write)
@@ -692,13 +708,17 @@ final class LineReportingProcess: Sendable {
     func line(startingWith prefix: String, timeout: Duration = .seconds(20)) async throws -> String {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if let line = self.output.first(where: { $0.hasPrefix(prefix) }) { return String(line.dropFirst(prefix.count)) }
+            if let line = self.output.first(where: { $0.hasPrefix(prefix) }) {
+                return String(line.dropFirst(prefix.count))
+            }
             if self.lines.ended.load(ordering: .acquiring) {
-                throw TestPeerError(description: "the fixture exited without printing '\(prefix)…'; stderr: \(self.stderrTail)")
+                throw TestPeerError(
+                    description: "the fixture exited without printing '\(prefix)…'; stderr: \(self.stderrTail)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw TestPeerError(description: "no '\(prefix)…' line within \(timeout); output \(self.output); stderr: \(self.stderrTail)")
+        throw TestPeerError(
+            description: "no '\(prefix)…' line within \(timeout); output \(self.output); stderr: \(self.stderrTail)")
     }
 
     /// The end of what the process wrote to stderr.

@@ -38,7 +38,8 @@ final class NetworkNamespace: Sendable {
             guard mayBeAvailable else { return "needs root and iproute2 (ip, tc)" }
             let result = await runProcess("/bin/bash", [script, "check"])
             if result.status != 0 {
-                return "network namespaces unavailable: \(result.output.trimmingCharacters(in: .whitespacesAndNewlines))"
+                return
+                    "network namespaces unavailable: \(result.output.trimmingCharacters(in: .whitespacesAndNewlines))"
             }
             _ = await runProcess("/bin/bash", [script, "sweep"])
             return nil
@@ -61,7 +62,8 @@ final class NetworkNamespace: Sendable {
     }
 
     /// Whether `drop` uses nftables (otherwise it takes the link down).
-    static let hasNftables: Bool = FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft")
+    static let hasNftables: Bool =
+        FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft")
         || FileManager.default.isExecutableFile(atPath: "/sbin/nft")
 
     /// Wraps a namespace `netns.sh up` created.
@@ -122,7 +124,8 @@ final class NetworkNamespace: Sendable {
                     if target >= 0 { Glibc.close(target) }
                 }
                 guard original >= 0, target >= 0, joinNamespace(target) else {
-                    continuation.resume(throwing: TestPeerError(description: "setns into \(path) failed (errno \(errno))"))
+                    continuation.resume(
+                        throwing: TestPeerError(description: "setns into \(path) failed (errno \(errno))"))
                     return
                 }
                 let result = Result { try body() }

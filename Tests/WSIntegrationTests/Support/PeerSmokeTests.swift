@@ -30,7 +30,8 @@ struct PeerSmokeTests {
         let response = try RawSocket.exchange(
             port: peer.port,
             request: "GET /echo HTTP/1.1\r\nHost: 127.0.0.1:\(peer.port)\r\nUpgrade: websocket\r\n"
-                + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         #expect(response.hasPrefix("HTTP/1.1 101"), "\(response)\n--- peer log:\n\(peer.logTail())")
         #expect(response.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "\(response)")
     }
@@ -42,7 +43,8 @@ struct PeerSmokeTests {
         let response = try RawSocket.exchange(
             port: peer.port,
             request: "GET /reject?status=403 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         #expect(response.hasPrefix("HTTP/1.1 403"), "\(response)")
         #expect(response.contains("forbidden by test"), "\(response)")
     }

@@ -135,7 +135,12 @@ final class PythonPeer: Sendable {
         let outputEnds = closeOnExecPipe()
         guard let inputEnds, let outputEnds else {
             let code = errno
-            for ends in [inputEnds, outputEnds] { if let ends { close(ends.read); close(ends.write) } }
+            for ends in [inputEnds, outputEnds] {
+                if let ends {
+                    close(ends.read)
+                    close(ends.write)
+                }
+            }
             close(logFile)
             try? FileManager.default.removeItem(atPath: logPath)
             throw TestPeerError(description: "pipe2() failed (errno \(code))")
@@ -423,9 +428,11 @@ struct TestCertificates: Sendable {
         }
         guard result.status == 0 else {
             let timedOut = result.timedOut ? " (killed after 180 s)" : ""
-            return .failure(TestPeerError(
-                description: "\(script) \(directory) failed (status \(result.status))\(timedOut):\n\(result.stdoutText)"
-                    + "\n(it needs the openssl CLI: run ./scripts/setup.sh first)"))
+            return .failure(
+                TestPeerError(
+                    description:
+                        "\(script) \(directory) failed (status \(result.status))\(timedOut):\n\(result.stdoutText)"
+                        + "\n(it needs the openssl CLI: run ./scripts/setup.sh first)"))
         }
         return .success(TestCertificates(directory: directory))
     }

@@ -49,9 +49,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: [.customShort("c"), .customLong("connections")], help: "How many connections to open.")
     var connections = 1
 
-    @Option(help: ArgumentHelp(
-        "The payload size of each message, in bytes (at least 8: the first 8 carry a sequence number).",
-        valueName: "bytes"))
+    @Option(
+        help: ArgumentHelp(
+            "The payload size of each message, in bytes (at least 8: the first 8 carry a sequence number).",
+            valueName: "bytes"))
     var size = 32
 
     @Flag(help: "Send binary messages (default: text).")
@@ -62,9 +63,10 @@ struct BenchCommand: AsyncParsableCommand {
         help: ArgumentHelp("Closed loop: unanswered messages allowed per connection (default 1).", valueName: "count"))
     var inFlight: Int?
 
-    @Option(help: ArgumentHelp(
-        "Open loop: send this many messages per second in total, on a fixed schedule, instead of a closed loop.",
-        valueName: "msgs-per-sec"))
+    @Option(
+        help: ArgumentHelp(
+            "Open loop: send this many messages per second in total, on a fixed schedule, instead of a closed loop.",
+            valueName: "msgs-per-sec"))
     var rate: Double?
 
     @Option(help: ArgumentHelp("How long to measure, in seconds.", valueName: "seconds"))
@@ -73,9 +75,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long to run before measuring, in seconds (not counted).", valueName: "seconds"))
     var warmup = 0.0
 
-    @Option(help: ArgumentHelp(
-        "After the measurement, how long to wait for the echoes in flight (open loop: also to send the messages "
-            + "that fell behind), in seconds.", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "After the measurement, how long to wait for the echoes in flight (open loop: also to send the messages "
+                + "that fell behind), in seconds.", valueName: "seconds"))
     var drainTimeout = 5.0
 
     @Flag(help: "Print the report as one JSON object (keys in Docs/CLI.md).")
@@ -138,7 +141,8 @@ struct BenchCommand: AsyncParsableCommand {
         if !quiet {
             let plural = plan.connections == 1 ? "" : "s"
             printError(
-                "wsc bench: opening \(plan.connections) connection\(plural) to \(self.url) (engine \(self.client.engine.rawValue))")
+                "wsc bench: opening \(plan.connections) connection\(plural) to \(self.url) (engine \(self.client.engine.rawValue))"
+            )
         }
 
         // Connect every session concurrently; the clocks start once all attempts are over.
@@ -161,7 +165,9 @@ struct BenchCommand: AsyncParsableCommand {
             end: now + nanoseconds(plan.warmup) + nanoseconds(plan.duration))
         if !quiet && !sessions.isEmpty {
             let warmup = plan.warmup > 0 ? "\(format(plan.warmup)) s warmup, then " : ""
-            printError("wsc bench: \(sessions.count) open; \(plan.modeDescription); \(warmup)\(format(plan.duration)) s measured")
+            printError(
+                "wsc bench: \(sessions.count) open; \(plan.modeDescription); \(warmup)\(format(plan.duration)) s measured"
+            )
         }
         let signalTask = Task {
             var first = true
@@ -180,7 +186,8 @@ struct BenchCommand: AsyncParsableCommand {
             }
         }
         let progressTask: Task<Bool, Never>? =
-            showProgress && !sessions.isEmpty ? Task {
+            showProgress && !sessions.isEmpty
+            ? Task {
                 await Self.showProgress(progress, control, requested: plan.connections, duration: plan.duration)
             } : nil
 
@@ -918,7 +925,9 @@ struct BenchReport: Encodable, Sendable {
         let max: Double
 
         enum CodingKeys: String, CodingKey {
-            case count, mean, p50, p90, p99, p999 = "p99_9", max
+            case count, mean, p50, p90, p99
+            case p999 = "p99_9"
+            case max
         }
     }
 
@@ -973,9 +982,13 @@ struct BenchReport: Encodable, Sendable {
         var wireBytesSent = 0, wireBytesReceived = 0
 
         enum CodingKeys: String, CodingKey {
-            case framesSent = "frames_sent", framesReceived = "frames_received", messagesSent = "messages_sent"
-            case messagesReceived = "messages_received", messageBytesSent = "message_bytes_sent"
-            case messageBytesReceived = "message_bytes_received", wireBytesSent = "wire_bytes_sent"
+            case framesSent = "frames_sent"
+            case framesReceived = "frames_received"
+            case messagesSent = "messages_sent"
+            case messagesReceived = "messages_received"
+            case messageBytesSent = "message_bytes_sent"
+            case messageBytesReceived = "message_bytes_received"
+            case wireBytesSent = "wire_bytes_sent"
             case wireBytesReceived = "wire_bytes_received"
         }
 
@@ -992,9 +1005,16 @@ struct BenchReport: Encodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case url, engine, mode, inFlight = "in_flight", rate, payload, size, connections, messages, bytes
-        case durationSeconds = "duration_s", warmupSeconds = "warmup_s", messagesPerSecond = "msgs_per_sec"
-        case megabytesPerSecond = "mb_per_sec", errorCount = "error_count", errors, latencyMicroseconds = "latency_us"
+        case url, engine, mode
+        case inFlight = "in_flight"
+        case rate, payload, size, connections, messages, bytes
+        case durationSeconds = "duration_s"
+        case warmupSeconds = "warmup_s"
+        case messagesPerSecond = "msgs_per_sec"
+        case megabytesPerSecond = "mb_per_sec"
+        case errorCount = "error_count"
+        case errors
+        case latencyMicroseconds = "latency_us"
         case sdk
     }
 
@@ -1088,7 +1108,8 @@ struct BenchReport: Encodable, Sendable {
         let sdk = self.sdk
         lines.append(
             "  SDK counters frames \(sdk.framesSent) sent, \(sdk.framesReceived) received; messages \(sdk.messagesSent) sent, "
-                + "\(sdk.messagesReceived) received; wire bytes \(sdk.wireBytesSent) sent, \(sdk.wireBytesReceived) received")
+                + "\(sdk.messagesReceived) received; wire bytes \(sdk.wireBytesSent) sent, \(sdk.wireBytesReceived) received"
+        )
         return lines
     }
 }

@@ -122,20 +122,25 @@ struct ConnectCommand: AsyncParsableCommand {
     @Flag(help: "When the session ends, print its statistics (frames, messages, bytes, ping round trips) to stderr.")
     var stats = false
 
-    @Option(help: ArgumentHelp("Stream the file at PATH as one binary message (instead of reading stdin).", valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "Stream the file at PATH as one binary message (instead of reading stdin).", valueName: "path"))
     var sendFile: String?
 
     @Option(help: ArgumentHelp("Stream each binary message received into a new file in DIR.", valueName: "dir"))
     var saveTo: String?
 
-    @Option(help: ArgumentHelp(
-        "After end of input, close once no message arrived for SECONDS (replies still in flight are printed).",
-        valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "After end of input, close once no message arrived for SECONDS (replies still in flight are printed).",
+            valueName: "seconds"))
     var linger = 0.5
 
     func validate() throws {
         guard self.linger >= 0 else { throw ValidationError("--linger must not be negative") }
-        if self.reconnection.reconnect && self.once { throw ValidationError("--once and --reconnect do not go together") }
+        if self.reconnection.reconnect && self.once {
+            throw ValidationError("--once and --reconnect do not go together")
+        }
         if self.reconnection.reconnect && (self.sendFile != nil || self.saveTo != nil) {
             throw ValidationError("--send-file and --save-to do not go together with --reconnect")
         }
@@ -144,7 +149,8 @@ struct ConnectCommand: AsyncParsableCommand {
         }
         if let directory = self.saveTo {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
+            else {
                 throw ValidationError("--save-to: \(directory) is not a directory")
             }
         }
@@ -197,7 +203,9 @@ struct ConnectCommand: AsyncParsableCommand {
             var notice = "wsc: connected to \(session.url) (engine \(session.engineName)"
             if session.httpVersion == .http2 { notice += ", HTTP/2" }
             if let subprotocol = session.subprotocol { notice += ", subprotocol \(subprotocol)" }
-            if !session.extensions.isEmpty { notice += ", extensions \(session.extensions.map(\.name).joined(separator: ", "))" }
+            if !session.extensions.isEmpty {
+                notice += ", extensions \(session.extensions.map(\.name).joined(separator: ", "))"
+            }
             printError(notice + ")")
         }
 
@@ -221,7 +229,10 @@ struct ConnectCommand: AsyncParsableCommand {
                             if once && frame.fin { break }
                             continue
                         }
-                        if frame.kind == .text && !frame.fin { text = frame.data; continue }
+                        if frame.kind == .text && !frame.fin {
+                            text = frame.data
+                            continue
+                        }
                         if frame.kind == .continuation, var joined = text {
                             joined += frame.data
                             text = frame.fin ? nil : joined
@@ -270,7 +281,11 @@ struct ConnectCommand: AsyncParsableCommand {
                     exit = .interrupted
                     break loop
                 }
-                if !quiet { printError("wsc: \(number == SIGINT ? "interrupted" : "terminated"): closing (Ctrl-C again to quit at once)") }
+                if !quiet {
+                    printError(
+                        "wsc: \(number == SIGINT ? "interrupted" : "terminated"): closing (Ctrl-C again to quit at once)"
+                    )
+                }
                 closing = Task { await session.close() }
             case .sendFailed(let error):
                 // A send after the server closed normally is not a failure: the receiver reports the close.
@@ -373,7 +388,8 @@ struct ConnectCommand: AsyncParsableCommand {
 
 /// Writes streamed binary messages to files `message-N.bin` in a directory, fragment by fragment (`--save-to`).
 /// Used by the receiving task only.
-final class MessageSaver: @unchecked Sendable {  // the vars: only the receiving task, a frame at a time; `saving`: atomic
+// the vars: only the receiving task, a frame at a time; `saving`: atomic
+final class MessageSaver: @unchecked Sendable {
     let directory: String
     let quiet: Bool
     /// Whether a binary message is being written (read by the closing task).
@@ -401,7 +417,8 @@ final class MessageSaver: @unchecked Sendable {  // the vars: only the receiving
             self.saving.store(true, ordering: .releasing)
             guard self.descriptor >= 0 else {
                 self.saving.store(false, ordering: .releasing)
-                throw WebSocketError(.invalidArgument, "cannot create \(self.path): \(String(cString: strerror(errno)))")
+                throw WebSocketError(
+                    .invalidArgument, "cannot create \(self.path): \(String(cString: strerror(errno)))")
             }
         }
         var offset = 0
@@ -410,7 +427,8 @@ final class MessageSaver: @unchecked Sendable {  // the vars: only the receiving
                 let n = Glibc.write(self.descriptor, buffer.baseAddress! + offset, buffer.count - offset)
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else {
-                    throw WebSocketError(.invalidArgument, "writing \(self.path) failed: \(String(cString: strerror(errno)))")
+                    throw WebSocketError(
+                        .invalidArgument, "writing \(self.path) failed: \(String(cString: strerror(errno)))")
                 }
                 offset += n
             }
@@ -469,7 +487,8 @@ struct MessagePrinter: Sendable {
     static func prettyJSON(_ text: String) -> String? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]),
             let data = try? JSONSerialization.data(
-                withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed])
+                withJSONObject: object,
+                options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed])
         else { return nil }
         return String(decoding: data, as: UTF8.self)
     }

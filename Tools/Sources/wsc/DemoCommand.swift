@@ -237,7 +237,8 @@ struct DemoStep {
                 // A second client on the same engine offering permessage-deflate (RFC 7692); not closed here, as
                 // closing a client shuts its engine down. The step shows what was offered and negotiated.
                 guard context.client.isSupported(.webSocketExtensions) else {
-                    return "skipped: the \(context.client.engine.name) engine cannot carry extensions (use --engine cio)"
+                    return
+                        "skipped: the \(context.client.engine.name) engine cannot carry extensions (use --engine cio)"
                 }
                 let client = try WebSocketClient(engine: context.client.engine) { config in
                     config = context.client.configuration
@@ -247,7 +248,8 @@ struct DemoStep {
                 }
                 let text = String(repeating: "Hello, permessage-deflate! ", count: 40)
                 // What the text compresses to with the default parameters, through the extension itself.
-                let local = try PerMessageDeflate().negotiate(response: WebSocketExtensionHeader(name: "permessage-deflate"))
+                let local = try PerMessageDeflate().negotiate(
+                    response: WebSocketExtensionHeader(name: "permessage-deflate"))
                 let compressed = try local.processOutgoing(
                     .text(text), context: WebSocketExtensionContext(maxMessageSize: 1 << 20))
                 return try await client.webSocket(context.server.url(path: "/deflate")) { session in

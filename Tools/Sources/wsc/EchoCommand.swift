@@ -26,7 +26,8 @@ struct EchoCommand: AsyncParsableCommand {
 
     @OptionGroup var reconnection: ReconnectOptions
 
-    @Flag(help: "Offer permessage-deflate (RFC 7692) with the default parameters; the size limits apply after inflation.")
+    @Flag(
+        help: "Offer permessage-deflate (RFC 7692) with the default parameters; the size limits apply after inflation.")
     var deflate = false
 
     func run() async throws {

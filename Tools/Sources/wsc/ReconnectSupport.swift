@@ -4,13 +4,15 @@ import WSExtensions
 
 /// `--reconnect` and its limit, shared by `wsc URL` and `wsc echo`.
 struct ReconnectOptions: ParsableArguments {
-    @Flag(help: ArgumentHelp(
-        "Reconnect when the connection is lost or the server restarts (exponential backoff with jitter, a keepalive "
-            + "ping every 20 s unless --ping-interval says otherwise); state changes are printed on stderr."))
+    @Flag(
+        help: ArgumentHelp(
+            "Reconnect when the connection is lost or the server restarts (exponential backoff with jitter, a keepalive "
+                + "ping every 20 s unless --ping-interval says otherwise); state changes are printed on stderr."))
     var reconnect = false
 
-    @Option(help: ArgumentHelp(
-        "With --reconnect: give up after N attempts in a row (default: never).", valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "With --reconnect: give up after N attempts in a row (default: never).", valueName: "n"))
     var reconnectAttempts: Int?
 
     func validate() throws {
@@ -66,7 +68,9 @@ extension ConnectCommand {
             client = try options.makeClient { ws in
                 if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
             }
-            session = try client.reconnectingWebSocketSession(self.url, configuration: self.reconnection.configuration(options)) {
+            session = try client.reconnectingWebSocketSession(
+                self.url, configuration: self.reconnection.configuration(options)
+            ) {
                 options.apply(to: &$0)
             }
         } catch {
@@ -137,7 +141,9 @@ extension EchoCommand {
             ws.maxFragments = .max
             if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
         }
-        let session = try client.reconnectingWebSocketSession(self.url, configuration: self.reconnection.configuration(options)) {
+        let session = try client.reconnectingWebSocketSession(
+            self.url, configuration: self.reconnection.configuration(options)
+        ) {
             options.apply(to: &$0)
         }
         let states = session.printStates(prefix: "wsc echo")

@@ -26,13 +26,17 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The port to listen on; 0 picks a free one.")
     var port = 0
 
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("A PEM certificate chain: serve wss (with --tls-key).", valueName: "file"))
+    @Option(
+        name: .customLong("tls-cert"),
+        help: ArgumentHelp("A PEM certificate chain: serve wss (with --tls-key).", valueName: "file"))
     var tlsCertificateFile: String?
 
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("The PEM private key of --tls-cert.", valueName: "file"))
     var tlsPrivateKeyFile: String?
 
-    @Option(name: .customLong("subprotocol"), help: ArgumentHelp("A subprotocol the server accepts (repeatable).", valueName: "name"))
+    @Option(
+        name: .customLong("subprotocol"),
+        help: ArgumentHelp("A subprotocol the server accepts (repeatable).", valueName: "name"))
     var subprotocols: [String] = []
 
     @Flag(help: "Broadcast every message to every client instead of echoing it.")

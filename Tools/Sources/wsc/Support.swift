@@ -84,7 +84,8 @@ struct ConnectionOptions: ParsableArguments {
         help: ArgumentHelp("A subprotocol to offer, most preferred first (repeatable).", valueName: "name"))
     var subprotocols: [String] = []
 
-    @Option(help: ArgumentHelp("Send a ping every SECONDS; no pong in time ends the session (1011).", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp("Send a ping every SECONDS; no pong in time ends the session (1011).", valueName: "seconds"))
     var pingInterval: Double?
 
     @Option(help: "The largest frame accepted from the server, in bytes.")
@@ -93,10 +94,14 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "The largest message accepted from the server, in bytes (after reassembly and inflation).")
     var maxMessageSize: Int?
 
-    @Option(name: .customLong("cacert"), help: ArgumentHelp("A PEM file of trusted CA certificates (wss).", valueName: "file"))
+    @Option(
+        name: .customLong("cacert"),
+        help: ArgumentHelp("A PEM file of trusted CA certificates (wss).", valueName: "file"))
     var caCertificateFile: String?
 
-    @Option(name: .customLong("cert"), help: ArgumentHelp("A PEM client certificate for mutual TLS (with --key).", valueName: "file"))
+    @Option(
+        name: .customLong("cert"),
+        help: ArgumentHelp("A PEM client certificate for mutual TLS (with --key).", valueName: "file"))
     var clientCertificateFile: String?
 
     @Option(name: .customLong("key"), help: ArgumentHelp("The PEM private key of --cert.", valueName: "file"))
@@ -107,7 +112,10 @@ struct ConnectionOptions: ParsableArguments {
         help: ArgumentHelp("The name to send as SNI and verify instead of the URL's host (wss).", valueName: "name"))
     var serverName: String?
 
-    @Option(help: ArgumentHelp("The proxy URL (http, https, socks5, socks5h), e.g. http://127.0.0.1:3128; '' for none (ignoring http_proxy etc.).", valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "The proxy URL (http, https, socks5, socks5h), e.g. http://127.0.0.1:3128; '' for none (ignoring http_proxy etc.).",
+            valueName: "url"))
     var proxy: String?
 
     @Flag(
@@ -115,12 +123,15 @@ struct ConnectionOptions: ParsableArguments {
         help: "DANGEROUS: accept any TLS certificate for any host name (tests against self-signed servers only).")
     var insecureSkipVerify = false
 
-    @Option(help: ArgumentHelp("How long connecting and the opening handshake may take, in seconds (default 10).", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "How long connecting and the opening handshake may take, in seconds (default 10).", valueName: "seconds"))
     var timeout: Double?
 
-    @Option(help: ArgumentHelp(
-        "WebSockets over HTTP/2 for wss:// (CIO engine): disabled (HTTP/1.1 only, the default), preferred (h2 when the server offers it, else HTTP/1.1) or required.",
-        valueName: "mode"))
+    @Option(
+        help: ArgumentHelp(
+            "WebSockets over HTTP/2 for wss:// (CIO engine): disabled (HTTP/1.1 only, the default), preferred (h2 when the server offers it, else HTTP/1.1) or required.",
+            valueName: "mode"))
     var http2: HTTP2Choice?
 
     @Flag(name: [.short, .long], help: "No notices on stderr (connected, closed, progress); errors are still printed.")
@@ -145,7 +156,9 @@ struct ConnectionOptions: ParsableArguments {
         if let http2 = self.http2, http2 != .disabled, self.engine != .cio {
             throw ValidationError("--http2 \(http2.rawValue) needs --engine cio (the curl engine speaks HTTP/1.1 only)")
         }
-        if let interval = self.pingInterval, !(interval > 0) { throw ValidationError("--ping-interval must be positive") }
+        if let interval = self.pingInterval, !(interval > 0) {
+            throw ValidationError("--ping-interval must be positive")
+        }
         if let size = self.maxFrameSize, size < 1 { throw ValidationError("--max-frame-size must be at least 1") }
         if let size = self.maxMessageSize, size < 1 { throw ValidationError("--max-message-size must be at least 1") }
     }
@@ -159,7 +172,9 @@ struct ConnectionOptions: ParsableArguments {
     /// - Throws: ``ToolError`` when the engine cannot run WebSockets on this machine.
     func makeEngine() throws -> any WebSocketEngine {
         if self.insecureSkipVerify {
-            printError("wsc: WARNING: --insecure-skip-verify: TLS certificates and host names are NOT verified; anyone can impersonate the server")
+            printError(
+                "wsc: WARNING: --insecure-skip-verify: TLS certificates and host names are NOT verified; anyone can impersonate the server"
+            )
         }
         // One TLS configuration, whichever engine takes it.
         var tls = WebSocketTLSConfiguration()

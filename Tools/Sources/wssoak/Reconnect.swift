@@ -28,7 +28,9 @@ final class ReconnectCounters: Sendable {
 }
 
 /// The next message, or `nil` after `timeout`.
-private func receive(_ session: ReconnectingWebSocketSession, within timeout: Duration) async throws -> WebSocketMessage? {
+private func receive(_ session: ReconnectingWebSocketSession, within timeout: Duration) async throws
+    -> WebSocketMessage?
+{
     try await withThrowingTaskGroup(of: WebSocketMessage?.self) { group in
         group.addTask { try await session.receiveMessage() }
         group.addTask {
@@ -74,7 +76,9 @@ func runReconnect(url: String, options: Options) async -> Int32 {
                 return
             }
             let watcher = Task {
-                for await state in session.states where state.isOpen { counters.reconnections.add(1, ordering: .relaxed) }
+                for await state in session.states where state.isOpen {
+                    counters.reconnections.add(1, ordering: .relaxed)
+                }
             }
             var sequence = worker << 40
             while !counters.stop.load(ordering: .relaxed) && monotonicSeconds() < end {
@@ -113,7 +117,8 @@ func runReconnect(url: String, options: Options) async -> Int32 {
             }
             await session.close()
             await watcher.value
-            if case .closed(let cause) = session.state, case .closedByClient = cause {} else {
+            if case .closed(let cause) = session.state, case .closedByClient = cause {
+            } else {
                 counters.fail("the session did not end by close(): \(session.state)")
             }
         }

@@ -318,7 +318,9 @@ func runOpen(url: String, options: Options) async -> Int32 {
         fail("the warm-up connection failed: \(describe(error))")
     }
     try? await Task.sleep(for: .milliseconds(300))
-    say("open: engine=\(engine) connections=\(count) parallel=\(parallel) rounds=\(rounds); RSS \(mib(residentBytes())) MiB")
+    say(
+        "open: engine=\(engine) connections=\(count) parallel=\(parallel) rounds=\(rounds); RSS \(mib(residentBytes())) MiB"
+    )
     var results: [OpenRound] = []
     for number in 1...rounds {
         say("round \(number):")
@@ -439,7 +441,8 @@ func runLoop(url: String, options: Options) async -> Int32 {
     let failures = counters.failures.load(ordering: .relaxed)
     let grew = last.rss > limit
     // The slope after the warm-up, in bytes per 1000 sessions: a leak of N bytes per session shows as about N × 1000.
-    let slope = last.sessions > baseline.sessions
+    let slope =
+        last.sessions > baseline.sessions
         ? Double(last.rss - baseline.rss) / Double(last.sessions - baseline.sessions) * 1000 : 0
     say(
         "loop: \(sessions) sessions in \(format(monotonicSeconds() - start, decimals: 0)) s "

@@ -1,3 +1,10 @@
+import BenchSupport
+import Logging
+import NIOCore
+import Synchronization
+import WSClient
+import WSCompression
+
 // wsbench-wsclient: the hummingbird-project/swift-websocket (WSClient) driver, exec'd by `wsbench --client
 // wsclient` with the same arguments. An executable of its own: that package has a module named WSCore, like our
 // SDK, so it is built in a package of its own (Benchmarks/WSClientBench) and never next to ours.
@@ -11,12 +18,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import BenchSupport
-import Logging
-import NIOCore
-import Synchronization
-import WSClient
-import WSCompression
 
 // MARK: - hummingbird-project/swift-websocket (WSClient)
 
@@ -69,7 +70,9 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
         w5Logger.logLevel = .debug
         let w5Config = WebSocketClientConfiguration(
             maxFrameSize: 1 << 20,
-            extensions: [.perMessageDeflate(maxWindow: nil, noContextTakeover: false, maxDecompressedFrameSize: 1 << 20)]
+            extensions: [
+                .perMessageDeflate(maxWindow: nil, noContextTakeover: false, maxDecompressedFrameSize: 1 << 20)
+            ]
         )
         let (count, size, window) = streamShape(p)
         let messages = textCorpus(count: w5DistinctMessages, size: size)
@@ -94,7 +97,9 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
                 // Every echo must be the message sent (inflated correctly, in order).
                 let expected = messages[received % messages.count]
                 let same = frame.data.withUnsafeReadableBytes { a in
-                    expected.withUnsafeBytes { b in a.count == b.count && memcmp(a.baseAddress!, b.baseAddress!, b.count) == 0 }
+                    expected.withUnsafeBytes { b in
+                        a.count == b.count && memcmp(a.baseAddress!, b.baseAddress!, b.count) == 0
+                    }
                 }
                 guard same else { throw BenchError(description: "echo \(received) differs from the message sent") }
                 received += 1
@@ -171,7 +176,6 @@ final class ResultBox: Sendable {
         return o
     }
 }
-
 
 do {
     raiseFileLimit()

@@ -89,7 +89,9 @@ func entryPoints(_ client: WebSocketClient, _ name: String, _ servers: Servers) 
     try await client.webSocket(request: { try $0.url(plain) }) { try await roundTrip($0, "webSocket(request:)", name) }
     try await client.ws(plain) { try await roundTrip($0, "ws(String)", name) }
     try await client.ws(URL(string: plain)!) { try await roundTrip($0, "ws(URL)", name) }
-    try await client.ws(host: "127.0.0.1", port: port, path: "/chat") { try await roundTrip($0, "ws(host:port:path:)", name) }
+    try await client.ws(host: "127.0.0.1", port: port, path: "/chat") {
+        try await roundTrip($0, "ws(host:port:path:)", name)
+    }
     try await client.wss(secure) { try await roundTrip($0, "wss(String)", name) }
     try await client.wss(URL(string: secure)!) { try await roundTrip($0, "wss(URL)", name) }
     try await client.wss(host: "localhost", port: tlsPort, path: "/chat") {
@@ -101,7 +103,10 @@ func entryPoints(_ client: WebSocketClient, _ name: String, _ servers: Servers) 
     let sessions = [
         (try await client.webSocketSession(plain), "webSocketSession(String)"),
         (try await client.webSocketSession(URL(string: secure)!), "webSocketSession(URL)"),
-        (try await client.webSocketSession(host: "127.0.0.1", port: port, path: "/chat"), "webSocketSession(host:port:path:)"),
+        (
+            try await client.webSocketSession(host: "127.0.0.1", port: port, path: "/chat"),
+            "webSocketSession(host:port:path:)"
+        ),
         (try await client.webSocketSession { try $0.url(secure) }, "webSocketSession { request }"),
     ]
     for (session, label) in sessions {
@@ -125,32 +130,48 @@ func entryPoints(_ client: WebSocketClient, _ name: String, _ servers: Servers) 
 }
 
 /// Every failure through one `catch let error as WebSocketError`.
-func failures(_ client: WebSocketClient, _ name: String, _ servers: Servers, untrustingClient: WebSocketClient) async throws {
+func failures(_ client: WebSocketClient, _ name: String, _ servers: Servers, untrustingClient: WebSocketClient)
+    async throws
+{
     let refused = try await failure("\(name) refused") {
         try await client.ws("ws://127.0.0.1:\(servers.closedPort)/") { _ in }
     }
-    try expect(refused.code == .connectionRefused && refused.isConnectionFailure, "\(name) refused: expected connectionRefused with isConnectionFailure, got \(refused)")
+    try expect(
+        refused.code == .connectionRefused && refused.isConnectionFailure,
+        "\(name) refused: expected connectionRefused with isConnectionFailure, got \(refused)")
 
     let rejected = try await failure("\(name) 403") {
         _ = try await client.webSocketSession(servers.rejecting.url(path: "/private"))
     }
-    try expect(rejected.code == .upgradeRejected && rejected.isConnectionFailure, "\(name) 403: expected upgradeRejected with isConnectionFailure, got \(rejected)")
+    try expect(
+        rejected.code == .upgradeRejected && rejected.isConnectionFailure,
+        "\(name) 403: expected upgradeRejected with isConnectionFailure, got \(rejected)")
     try expect(rejected.status == 403, "\(name) 403: expected status 403, got \(String(describing: rejected.status))")
-    try expect(rejected.headers["Content-Type"]?.hasPrefix("text/plain") == true, "\(name) 403: expected a text/plain Content-Type, got headers \(rejected.headers)")
-    try expect(rejected.bodyText.hasPrefix("members only"), "\(name) 403: expected the body \"members only\", got \"\(rejected.bodyText)\"")
+    try expect(
+        rejected.headers["Content-Type"]?.hasPrefix("text/plain") == true,
+        "\(name) 403: expected a text/plain Content-Type, got headers \(rejected.headers)")
+    try expect(
+        rejected.bodyText.hasPrefix("members only"),
+        "\(name) 403: expected the body \"members only\", got \"\(rejected.bodyText)\"")
 
     let untrusted = try await failure("\(name) TLS") {
         try await untrustingClient.wss(servers.tlsEcho.url) { _ in }
     }
-    try expect(untrusted.code == .tlsFailure && untrusted.isConnectionFailure, "\(name) TLS: expected tlsFailure with isConnectionFailure, got \(untrusted)")
+    try expect(
+        untrusted.code == .tlsFailure && untrusted.isConnectionFailure,
+        "\(name) TLS: expected tlsFailure with isConnectionFailure, got \(untrusted)")
 
     let broken = try await failure("\(name) session") {
         try await client.webSocket(servers.broken.url) { session in
             for try await _ in session.incoming {}
         }
     }
-    try expect(broken.code == .protocolViolation && !broken.isConnectionFailure, "\(name) session: expected protocolViolation without isConnectionFailure, got \(broken)")
-    try expect(broken.closeCode == .protocolError, "\(name) session: expected close code 1002, got \(String(describing: broken.closeCode))")
+    try expect(
+        broken.code == .protocolViolation && !broken.isConnectionFailure,
+        "\(name) session: expected protocolViolation without isConnectionFailure, got \(broken)")
+    try expect(
+        broken.closeCode == .protocolError,
+        "\(name) session: expected close code 1002, got \(String(describing: broken.closeCode))")
     print("consumer: \(name): refused, 403 (status, headers, body), TLS and session failures in one catch: ok")
 }
 
