@@ -8,9 +8,10 @@ import Synchronization
 /// The peer script: `server.py MODE HOST [CERT KEY]` prints its port and serves until stdin closes.
 /// Modes: `echo`, `hello-close` (sends "hello" and closes), `silent` (never reads or writes),
 /// `slow-reader` (waits 1.5 s, then reads and discards everything), `slow-echo` (waits 1.5 s, then echoes), `socks5` (a SOCKS5 proxy that only connects to
-/// loopback addresses and logs `SOCKS CONNECT host:port` to standard error).
+/// loopback addresses and logs `SOCKS CONNECT host:port` to standard error), `read-reset` (reads 64 KiB, then
+/// resets the connection: SO_LINGER 0 and close).
 private let serverScript = #"""
-    import asyncio, os, ssl, sys, threading
+    import asyncio, os, socket, ssl, struct, sys, threading
 
     MODE, HOST = sys.argv[1], sys.argv[2]
 
@@ -66,6 +67,16 @@ private let serverScript = #"""
             elif MODE == "slow-echo":
                 await asyncio.sleep(1.5)
                 await pipe(reader, writer)
+            elif MODE == "read-reset":
+                total = 0
+                while total < 65536:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    total += len(data)
+                linger = struct.pack("ii", 1, 0)
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                writer.transport.abort()
             elif MODE == "slow-reader":
                 await asyncio.sleep(1.5)
                 while True:

@@ -692,6 +692,55 @@ struct TLSTests {
         }
     }
 
+    @Test("TLS: a peer that resets the connection mid-flush fails the transport once, promptly, without spinning")
+    func tlsResetDuringFlush() async throws {
+        let certificates = try await Certificates.load()
+        // The server reads 64 KiB of the burst, then resets the connection (SO_LINGER 0) while most of it is
+        // queued: the next SSL_write of a gathered record meets the reset.
+        let server = try await PythonServer.start(mode: "read-reset", certificate: certificates.server)
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: server.port, secure: true), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            let loopThread = await Task(executorPreference: transport.executor) { pthread_self() }.value
+            var clock = clockid_t()
+            try #require(pthread_getcpuclockid(loopThread, &clock) == 0)
+            // 16 MB in writes of 1...97 bytes on the loop thread: flushed as records gathered from the queue.
+            let payload = pattern(count: 16_000_000, seed: 41)
+            await Task(executorPreference: transport.executor) {
+                var offset = 0
+                var size = 1
+                while offset < payload.count {
+                    let end = min(payload.count, offset + size)
+                    transport.write(Array(payload[offset..<end]))
+                    offset = end
+                    size = size % 97 + 1
+                }
+            }.value
+            // A transport that kept retrying the failed write would never report the close (and would hold its
+            // lock, so nothing below that takes it may run).
+            try #require(await recorder.wait(timeout: .seconds(10)) { $0.closes == 1 })
+            let error = recorder.state.withLock { $0.closeError }
+            #expect(error?.code == .tlsFailure)
+            #expect(
+                error?.message.hasPrefix("TLS error writing to localhost:\(server.port)") == true,
+                "\(error.map { "\($0)" } ?? "no error")")
+            // The loop thread is idle afterwards: nothing keeps retrying the dead connection.
+            func cpuTime() -> Duration {
+                var time = timespec()
+                clock_gettime(clock, &time)
+                return .seconds(time.tv_sec) + .nanoseconds(time.tv_nsec)
+            }
+            let before = cpuTime()
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(cpuTime() - before < .milliseconds(100))
+            #expect(transport.bufferedBytes == 0)
+            #expect(transport.write([1, 2, 3]) == 0)
+            #expect(recorder.closes == 1)
+        }
+    }
+
     @Test("a missing CA file is a readable tlsFailure")
     func missingCAFile() async throws {
         try await withEngine(tlsEngine(.init(trustRoots: .file("/nonexistent/ca.pem")))) { engine in
