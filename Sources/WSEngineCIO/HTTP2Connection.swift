@@ -17,8 +17,8 @@ import Synchronization
 import WSCore
 import WSPosix
 
+// @unchecked Sendable: mutable state under `lock`; handlers on the loop thread.
 /// An HTTP/2 connection to one origin, shared by the WebSocket sessions opened on it.
-// Mutable state: `lock`; handlers: loop thread.
 final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     /// The connection's phase.
     enum Phase {

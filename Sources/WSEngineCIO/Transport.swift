@@ -21,8 +21,8 @@ struct SSLHandle: @unchecked Sendable {  // Used only under the owning CIOTransp
     let pointer: OpaquePointer
 }
 
+// @unchecked Sendable: the `state` Mutex and confinement to the `loop` thread.
 /// The engine's `WebSocketTransport`.
-// `state` Mutex + `loop`-thread confinement.
 final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendable {
     // Thread rules: fields in `state` are guarded by that Mutex; `loopState`, `readable` and `readToEnd` are
     // confined to `loop`'s thread; the rest are immutable.

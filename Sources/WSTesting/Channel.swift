@@ -238,8 +238,8 @@ final class Channel: Sendable {
     var isAborted: Bool { self.aborted.load(ordering: .acquiring) }
 }
 
+// @unchecked Sendable: SSL_CTX is immutable after init; SSL_new on it is thread-safe.
 /// An OpenSSL server context loaded from a certificate chain and a private key in PEM files.
-// safe: SSL_CTX is immutable after init; SSL_new on it is thread-safe
 final class TLSServerContext: @unchecked Sendable {
     private let context: OpaquePointer
 

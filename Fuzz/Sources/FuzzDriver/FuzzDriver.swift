@@ -4,9 +4,9 @@
 // `-parse-as-library` (needed so that Swift does not emit a `main` of its own next to libFuzzer's) emits none.
 // Each executable therefore defines `<Target>_main` with `@_cdecl` and hands over to libFuzzer's driver here.
 
+// swift-format-ignore: AlwaysUseLowerCamelCase
 /// libFuzzer's driver (compiler-rt's FuzzerDriver.cpp, linked in by `-sanitize=fuzzer`): parses the command-line
 /// flags and calls `callback` for every input.
-// swift-format-ignore: AlwaysUseLowerCamelCase
 @_silgen_name("LLVMFuzzerRunDriver")
 func LLVMFuzzerRunDriver(
     _ argc: UnsafeMutablePointer<CInt>,

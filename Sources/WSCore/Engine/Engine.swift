@@ -97,8 +97,8 @@ public struct WebSocketHTTPVersion: Hashable, Sendable, CustomStringConvertible 
     private let name: String
     private init(_ name: String) { self.name = name }
 
-    /// HTTP/1.1: the session owns a TCP (and TLS) connection, opened with an `Upgrade: websocket` request.
     // swift-format-ignore: AlwaysUseLowerCamelCase
+    /// HTTP/1.1: the session owns a TCP (and TLS) connection, opened with an `Upgrade: websocket` request.
     public static let http1_1 = WebSocketHTTPVersion("HTTP/1.1")
     /// HTTP/2: the session is one stream of a connection it may share with other sessions to the same origin,
     /// opened with an extended CONNECT (RFC 8441).

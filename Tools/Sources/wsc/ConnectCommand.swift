@@ -386,9 +386,9 @@ struct ConnectCommand: AsyncParsableCommand {
     }
 }
 
+// @unchecked Sendable: the vars only on the receiving task, a frame at a time; `saving` is atomic.
 /// Writes streamed binary messages to files `message-N.bin` in a directory, fragment by fragment (`--save-to`).
 /// Used by the receiving task only.
-// the vars: only the receiving task, a frame at a time; `saving`: atomic
 final class MessageSaver: @unchecked Sendable {
     let directory: String
     let quiet: Bool
