@@ -132,8 +132,8 @@ let package = Package(
             path: "Tests/SpawnSupport",
             swiftSettings: swiftSettings
         ),
-        // What the engine test targets share: Python peers on loopback, the openssl-made test PKI, a recording
-        // transport handler (a plain target: test targets cannot depend on each other).
+        // What the test targets share: Python peers on loopback, the openssl-made test PKI, a recording transport
+        // handler, reading a reconnecting session's states (a plain target: test targets cannot depend on each other).
         .target(
             name: "EngineTestSupport",
             dependencies: ["WSCore", "SpawnSupport", .product(name: "Logging", package: "swift-log")],
@@ -172,7 +172,7 @@ let package = Package(
         // The in-memory engine of WSTesting and the session rules run on it: no sockets, no peers, a virtual clock.
         .testTarget(
             name: "WSTestingTests",
-            dependencies: ["WSCore", "WSExtensions", "WSTesting"],
+            dependencies: ["WSCore", "WSExtensions", "WSTesting", "EngineTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -481,6 +481,21 @@ struct PlainTCPTests {
     }
 }
 
+/// Writes `payload` on the transport's loop thread in pieces of 1...97 bytes (about 330,000 for 16 MB), so that
+/// writes queue up behind each other and are flushed as gathered records.
+private func writeInSmallPieces(_ payload: [UInt8], to transport: any WebSocketTransport) async {
+    await Task(executorPreference: transport.executor) {
+        var offset = 0
+        var size = 1
+        while offset < payload.count {
+            let end = min(payload.count, offset + size)
+            transport.write(Array(payload[offset..<end]))
+            offset = end
+            size = size % 97 + 1
+        }
+    }.value
+}
+
 @Suite("CIOEngine over TLS", .timeLimit(.minutes(3)))
 struct TLSTests {
     @Test("TLS echo with the test CA trusted, by host name")
@@ -666,16 +681,7 @@ struct TLSTests {
             let payload = pattern(count: 16_000_000, seed: 31)
             let recorder = Recorder()
             transport.start(handler: recorder)
-            await Task(executorPreference: transport.executor) {
-                var offset = 0
-                var size = 1
-                while offset < payload.count {
-                    let end = min(payload.count, offset + size)
-                    transport.write(Array(payload[offset..<end]))
-                    offset = end
-                    size = size % 97 + 1
-                }
-            }.value
+            await writeInSmallPieces(payload, to: transport)
             await loopRounds(transport.executor)
             #expect(transport.bufferedBytes > 0, "16 MB cannot all fit in the kernel's buffers")
             #expect(await recorder.wait(timeout: .seconds(60)) { $0.received.count >= payload.count })
@@ -708,16 +714,7 @@ struct TLSTests {
             try #require(pthread_getcpuclockid(loopThread, &clock) == 0)
             // 16 MB in writes of 1...97 bytes on the loop thread: flushed as records gathered from the queue.
             let payload = pattern(count: 16_000_000, seed: 41)
-            await Task(executorPreference: transport.executor) {
-                var offset = 0
-                var size = 1
-                while offset < payload.count {
-                    let end = min(payload.count, offset + size)
-                    transport.write(Array(payload[offset..<end]))
-                    offset = end
-                    size = size % 97 + 1
-                }
-            }.value
+            await writeInSmallPieces(payload, to: transport)
             // A transport that kept retrying the failed write would never report the close (and would hold its
             // lock, so nothing below that takes it may run).
             try #require(await recorder.wait(timeout: .seconds(10)) { $0.closes == 1 })

@@ -1,6 +1,7 @@
 // Reconnecting sessions against real servers on both engines: the Python websockets peer killed and restarted on
 // the same port, rejected upgrades (503 with Retry-After, 401, 403), closes that are retried (1012) or not (1008),
 // the attempt limit, and a network that drops every packet (in a network namespace, as NetworkFaultTests).
+import EngineTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -20,56 +21,13 @@ private func fastConfiguration(
     return configuration
 }
 
-/// The next state, or `nil` (recorded as a failure) after `seconds` without one.
-private func nextState(
-    _ states: inout AsyncStream<ReconnectingWebSocketSession.State>.Iterator, within seconds: Int = 20,
-    sourceLocation: SourceLocation = #_sourceLocation
-) async -> ReconnectingWebSocketSession.State? {
-    let box = IteratorBox(states)
-    let state = await withTaskGroup(of: ReconnectingWebSocketSession.State??.self) { group in
-        group.addTask { .some(await box.next()) }
-        group.addTask {
-            try? await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        let first = await group.next()!
-        group.cancelAll()
-        return first
-    }
-    states = box.iterator
-    guard let state else {
-        Issue.record("no state change within \(seconds) s", sourceLocation: sourceLocation)
-        return nil
-    }
-    return state
-}
-
-/// The first state that is not `connecting`: an attempt that ends quickly may end before the subscription, whose
-/// first state is then already the next one.
-private func stateAfterConnecting(
-    _ states: inout AsyncStream<ReconnectingWebSocketSession.State>.Iterator,
-    sourceLocation: SourceLocation = #_sourceLocation
-) async -> ReconnectingWebSocketSession.State? {
-    let state = await nextState(&states, sourceLocation: sourceLocation)
-    guard case .connecting = state else { return state }
-    return await nextState(&states, sourceLocation: sourceLocation)
-}
-
-/// Carries an iterator into a child task and back.
-private final class IteratorBox: @unchecked Sendable {
-    // Safe: one task at a time uses `iterator` (the child task, then the parent after the group has ended).
-    var iterator: AsyncStream<ReconnectingWebSocketSession.State>.Iterator
-    init(_ iterator: AsyncStream<ReconnectingWebSocketSession.State>.Iterator) { self.iterator = iterator }
-    func next() async -> ReconnectingWebSocketSession.State? { await self.iterator.next() }
-}
-
 /// States until the first that is not `reconnecting` (the attempts of an outage), returned with how many there were.
 private func skipReconnecting(
     _ states: inout AsyncStream<ReconnectingWebSocketSession.State>.Iterator,
     sourceLocation: SourceLocation = #_sourceLocation
 ) async -> (ReconnectingWebSocketSession.State?, Int) {
     var skipped = 0
-    while let state = await nextState(&states, sourceLocation: sourceLocation) {
+    while let state = await nextState(&states, within: 20, sourceLocation: sourceLocation) {
         guard case .reconnecting = state else { return (state, skipped) }
         skipped += 1
     }
@@ -95,13 +53,13 @@ struct ReconnectTests {
             let session = try client.reconnectingWebSocketSession(peer.url(path: "/echo"), configuration: configuration)
             var states = session.states.makeAsyncIterator()
             // `connecting` first, unless the first handshake finished before this subscription.
-            var first = await nextState(&states)
-            if case .connecting = first { first = await nextState(&states) }
+            var first = await nextState(&states, within: 20)
+            if case .connecting = first { first = await nextState(&states, within: 20) }
             #expect(first?.isOpen == true)
             #expect(try await session.receiveMessage() == .text("hello 1"))
 
             peer.stop()
-            guard case .reconnecting(1, _, let cause) = await nextState(&states) else {
+            guard case .reconnecting(1, _, let cause) = await nextState(&states, within: 20) else {
                 Issue.record("no reconnecting state after the server stopped")
                 return
             }
@@ -125,7 +83,8 @@ struct ReconnectTests {
                 echoed == [.text("hello 2"), .text("during 1"), .text("during 2")],
                 "after \(failedAttempts) refused attempts")
             await session.close()
-            #expect(await nextState(&states).map { "\($0)" } == "closed: closed by the client (1000 NORMAL)")
+            #expect(
+                await nextState(&states, within: 20).map { "\($0)" } == "closed: closed by the client (1000 NORMAL)")
         }
     }
 
@@ -150,7 +109,9 @@ struct ReconnectTests {
             var restarted: PythonPeer?
             defer { restarted?.stop() }
             for connection in 1...2 {
-                let open = connection == 1 ? await stateAfterConnecting(&states) : await skipReconnecting(&states).0
+                let open =
+                    connection == 1
+                    ? await stateAfterConnecting(&states, within: 20) : await skipReconnecting(&states).0
                 guard case .open(let subprotocol, let extensions) = open else {
                     Issue.record("connection \(connection): \(String(describing: open))")
                     return
@@ -171,7 +132,7 @@ struct ReconnectTests {
                 #expect(try await echoed.collect(upTo: 1 << 20) == chunks.flatMap { $0 }, "connection \(connection)")
                 if connection == 1 {
                     peer.stop()
-                    guard case .reconnecting = await nextState(&states) else {
+                    guard case .reconnecting = await nextState(&states, within: 20) else {
                         Issue.record("no reconnecting state after the server stopped")
                         return
                     }
@@ -214,12 +175,12 @@ struct ReconnectTests {
                     configuration.policy.jitter = .none
                 })
             var states = session.states.makeAsyncIterator()
-            #expect(await stateAfterConnecting(&states)?.isOpen == true)
+            #expect(await stateAfterConnecting(&states, within: 20)?.isOpen == true)
             try await session.sendSerialized(Quote(symbol: "BTC", price: 1.5))
             #expect(try await session.receiveDeserialized(Quote.self) == Quote(symbol: "BTC", price: 1.5))
 
             peer.stop()
-            guard case .reconnecting(1, let delay, _) = await nextState(&states) else {
+            guard case .reconnecting(1, let delay, _) = await nextState(&states, within: 20) else {
                 Issue.record("no reconnecting state after the server stopped")
                 return
             }
@@ -228,8 +189,9 @@ struct ReconnectTests {
             await session.close()
             let took = ContinuousClock.now - started
             #expect(took < .seconds(1), "close() took \(took) during a backoff delay of \(delay)")
-            #expect(await nextState(&states).map { "\($0)" } == "closed: closed by the client (1000 NORMAL)")
-            #expect(await nextState(&states) == nil, "a state after closed")
+            #expect(
+                await nextState(&states, within: 20).map { "\($0)" } == "closed: closed by the client (1000 NORMAL)")
+            #expect(await nextState(&states, within: 20) == nil, "a state after closed")
         }
     }
 
@@ -241,9 +203,9 @@ struct ReconnectTests {
             let session = try client.reconnectingWebSocketSession(
                 peer.url(path: "/echo"), configuration: fastConfiguration { $0.sendsWhileDisconnected = .failFast })
             var states = session.states.makeAsyncIterator()
-            #expect(await stateAfterConnecting(&states)?.isOpen == true)
+            #expect(await stateAfterConnecting(&states, within: 20)?.isOpen == true)
             peer.stop()
-            guard case .reconnecting = await nextState(&states) else {
+            guard case .reconnecting = await nextState(&states, within: 20) else {
                 Issue.record("no reconnecting state")
                 return
             }
@@ -268,7 +230,7 @@ struct ReconnectTests {
                 peer.url(path: "/reject?status=503&retry-after=2"),
                 configuration: fastConfiguration { $0.policy.maxAttempts = 1 })
             var states = session.states.makeAsyncIterator()
-            guard case .reconnecting(1, let delay, let cause) = await stateAfterConnecting(&states) else {
+            guard case .reconnecting(1, let delay, let cause) = await stateAfterConnecting(&states, within: 20) else {
                 Issue.record("the 503 was not retried")
                 return
             }
@@ -276,7 +238,7 @@ struct ReconnectTests {
             #expect(delay >= .seconds(2), "\(delay)")
             #expect((cause.error as? WebSocketError)?.status == 503)
             // The second attempt is rejected too; with one attempt allowed the session then ends.
-            guard case .closed(let last) = await nextState(&states) else {
+            guard case .closed(let last) = await nextState(&states, within: 20) else {
                 Issue.record("not closed after the attempt limit")
                 return
             }
@@ -295,7 +257,7 @@ struct ReconnectTests {
             let session = try client.reconnectingWebSocketSession(
                 peer.url(path: "/reject?status=\(status)"), configuration: fastConfiguration())
             var states = session.states.makeAsyncIterator()
-            guard case .closed(let cause) = await stateAfterConnecting(&states) else {
+            guard case .closed(let cause) = await stateAfterConnecting(&states, within: 20) else {
                 Issue.record("\(status) was retried")
                 return
             }
@@ -383,13 +345,13 @@ struct ReconnectNetworkTests {
                 "ws://\(host):\(server.port)/", configuration: configuration
             ) { $0.timeout.connectTimeout = .milliseconds(500) }
             var states = session.states.makeAsyncIterator()
-            #expect(await stateAfterConnecting(&states)?.isOpen == true)
+            #expect(await stateAfterConnecting(&states, within: 20)?.isOpen == true)
             try await session.send("through the veth")
             #expect(try await session.receiveMessage() == .text("through the veth"))
 
             try await namespace.dropAll()
             let dropped = ContinuousClock.now
-            guard case .reconnecting(1, _, let cause) = await nextState(&states) else {
+            guard case .reconnecting(1, _, let cause) = await nextState(&states, within: 20) else {
                 Issue.record("the dead connection was not noticed")
                 return
             }
@@ -399,7 +361,7 @@ struct ReconnectNetworkTests {
             // the transport's close grace (2 s) or the close timeout (3 s).
             #expect(noticed < .seconds(2), "noticed \(noticed) after the drop")
             // Attempts while the link is down time out (the SYNs are dropped).
-            guard case .reconnecting(2, _, let failure) = await nextState(&states) else {
+            guard case .reconnecting(2, _, let failure) = await nextState(&states, within: 20) else {
                 Issue.record("no second attempt")
                 return
             }

@@ -1,3 +1,4 @@
+import EngineTestSupport
 import Synchronization
 import Testing
 import WSCore
@@ -42,42 +43,6 @@ private func configuration(
     return configuration
 }
 
-/// The next state, or a test failure after `seconds` of wall-clock time (a guard against hanging, not a wait).
-private func nextState(
-    _ states: inout AsyncStream<ReconnectingWebSocketSession.State>.Iterator, within seconds: Int = 10,
-    sourceLocation: SourceLocation = #_sourceLocation
-) async -> ReconnectingWebSocketSession.State? {
-    let box = StateBox(states)
-    let state = await withTaskGroup(of: ReconnectingWebSocketSession.State??.self) { group in
-        group.addTask { .some(await box.next()) }
-        group.addTask {
-            try? await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        let first = await group.next()!
-        group.cancelAll()
-        return first
-    }
-    states = box.iterator
-    guard let state else {
-        // Cancelling the read ended the subscription: every later call returns nil at once.
-        Issue.record("no state change within \(seconds) s (the subscription has ended)", sourceLocation: sourceLocation)
-        return nil
-    }
-    return state
-}
-
-/// The first state that is not `connecting`: a connect that succeeds or fails at once may end before the
-/// subscription, whose first state is then already the next one.
-private func stateAfterConnecting(
-    _ states: inout AsyncStream<ReconnectingWebSocketSession.State>.Iterator,
-    sourceLocation: SourceLocation = #_sourceLocation
-) async -> ReconnectingWebSocketSession.State? {
-    let state = await nextState(&states, sourceLocation: sourceLocation)
-    guard case .connecting = state else { return state }
-    return await nextState(&states, sourceLocation: sourceLocation)
-}
-
 /// Waits until the clock's next timer is due at `deadline` (with a wall-clock guard against hanging): the backoff
 /// sleep starts just after its state is delivered, and advancing the clock before it would move its deadline.
 private func waitForTimer(
@@ -93,14 +58,6 @@ private func waitForTimer(
         }
         await Task.yield()
     }
-}
-
-/// Carries an iterator into a child task and back.
-private final class StateBox: @unchecked Sendable {
-    // Safe: only one task at a time uses `iterator` (the child task, then the parent after the group ends).
-    var iterator: AsyncStream<ReconnectingWebSocketSession.State>.Iterator
-    init(_ iterator: AsyncStream<ReconnectingWebSocketSession.State>.Iterator) { self.iterator = iterator }
-    func next() async -> ReconnectingWebSocketSession.State? { await self.iterator.next() }
 }
 
 /// Whether `body` returns within 5 s of wall-clock time. If it does not, `unblock` runs (e.g. the virtual clock
