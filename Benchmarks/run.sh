@@ -93,6 +93,8 @@ fi
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
 sleep 0.3
+# A server that could not bind has exited; the clients would otherwise measure whatever else listens on $PORT.
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "the echo server did not start (is port $PORT taken?)" >&2; exit 1; fi
 
 # W5: `w5` stands for its variants; the clients with permessage-deflate (not websocket-kit 2.16.2).
 kept=""
