@@ -19,10 +19,14 @@
 # same round instead of the ratio to C, and the extensions each client negotiated (a run fails if a client that should
 # compress did not get permessage-deflate). 5 rounds of its 4 clients take about 70 s on the 2-core machine.
 #
-# TLS=1 runs W1–W3 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
-# P-256 certificate for 127.0.0.1 made with openssl at the start of the run ($SCRATCH/tls/), which the clients verify
-# (WSBENCH_CA_FILE). Only the C client and our engines (ours-*, base-*) have a wss variant so far; W4, W5 and idle
-# have none and are skipped, like websocket-kit and WSClient.
+# TLS=1 runs W1–W4 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
+# P-256 certificate for 127.0.0.1 (and localhost) made with openssl at the start of the run ($SCRATCH/tls/), which
+# every client verifies (WSBENCH_CA_FILE): the C client with OpenSSL, our engines with their TLS configuration,
+# websocket-kit and WSClient with NIOSSL. The C client runs W4 over wss on every core (one process per online CPU;
+# its peak RSS is the sum of its processes'). W5 and idle have no wss variant and are skipped.
+#
+# Every run's line also records the echo server's CPU time during the run (server_cpu_ms, from
+# /proc/PID/schedstat before and after); the table shows it and its share of the run's timed part.
 #
 # idle opens IDLE_CONNECTIONS sessions (500 at a time) and leaves them idle: RSS per connection of our native engine
 # (ours-cio*) and of the C client, the time to open them, and the echo server's RSS per connection. Connections are
@@ -35,7 +39,8 @@
 # Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 w5 idle"), TLS (0),
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
-# engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
+# engines with maxIncomingBufferMessages raised to 4,096; for W4 over wss c+resume, c+1proc and c+1proc+resume: the C
+# client with TLS session resumption and/or in one process), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
 # W5_MIB (64), W5_PORT (PORT + 1), PYTHON (../.venv/bin/python), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷ 10,000, rounded
 # up).
@@ -103,21 +108,18 @@ SERVER_ARGS=("$PORT")
 URL="ws://127.0.0.1:$PORT/"
 if [[ "$TLS" == 1 ]]; then
     mkdir -p "$SCRATCH/tls"
+    # DNS:localhost for WSClient, which sends the URL's host as SNI and cannot send an IP address (its driver names
+    # localhost instead; see Benchmarks/WSClientBench).
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
-        -addext subjectAltName=IP:127.0.0.1 -keyout "$SCRATCH/tls/key.pem" -out "$SCRATCH/tls/cert.pem" 2>/dev/null
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$SCRATCH/tls/key.pem" -out "$SCRATCH/tls/cert.pem" 2>/dev/null
     SERVER_ARGS+=("$SCRATCH/tls/cert.pem" "$SCRATCH/tls/key.pem")
     URL="wss://127.0.0.1:$PORT/"
     export WSBENCH_CA_FILE="$PWD/$SCRATCH/tls/cert.pem"
     kept=""
     for w in $WORKLOADS; do
-        if [[ "$w" == w1 || "$w" == w2 || "$w" == w3 ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
+        if [[ "$w" != w5 && "$w" != idle ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
     done
     WORKLOADS=$kept
-    kept=""
-    for c in $CLIENTS; do
-        if [[ "$c" == c || "$c" == ours-* || "$c" == base-* ]]; then kept+="$c "; else echo "TLS=1: skipping $c (no wss variant)" >&2; fi
-    done
-    CLIENTS=$kept
 fi
 WSBENCH_ADDRESSES=$IDLE_ADDRESSES "$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/dev/null &
 SERVER_PID=$!
@@ -147,6 +149,10 @@ if [[ " $WORKLOADS " == *" w5 "* ]]; then
     if ! grep -q "^PORT $W5_PORT\$" "$W5_LOG"; then echo "the Python server did not start: $(tail -c 300 "$W5_LOG")" >&2; exit 1; fi
 fi
 
+# The echo server's CPU time so far in ns (all its threads: it has one), from the scheduler's account; empty where the
+# kernel has no schedstat. For the W5 server as well would need its PID: not measured.
+server_cpu_ns() { cut -d' ' -f1 "/proc/$SERVER_PID/schedstat" 2>/dev/null || true; }
+
 RESULTS=$SCRATCH/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : >"$RESULTS"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -163,6 +169,12 @@ for w in $WORKLOADS; do
             if [[ "$c" == c ]]; then
                 cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
                 if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
+            elif [[ "$c" == c+* ]]; then
+                # W4 over wss variants of the C client: c+resume offers a TLS session from an earlier handshake on
+                # every connection, c+1proc runs in one process; combinable (c+1proc+resume).
+                cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+                if [[ "$c" == *+resume* ]]; then cmd+=(--resume 1); fi
+                if [[ "$c" == *+1proc* ]]; then cmd+=(--procs 1); fi
             elif [[ "$c" == base-cio || "$c" == base-curl ]]; then
                 if [[ -z "${BASE_BIN:-}" ]]; then echo "$c needs BASE_BIN (see the top of this script)" >&2; exit 1; fi
                 cmd=("$BASE_BIN/wsbench-ours-${c#base-}" --client "ours-${c#base-}" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
@@ -177,8 +189,14 @@ for w in $WORKLOADS; do
                 if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
             fi
             rc=0
+            server_ns0=$(server_cpu_ns)
             line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
+            server_ns1=$(server_cpu_ns)
+            if [[ "$line" == *\} && -n "$server_ns0" && -n "$server_ns1" ]]; then
+                line="${line%\}},\"server_cpu_ms\":$(((server_ns1 - server_ns0) / 1000000))}"
+            fi
             if [[ "$c" == base-* ]]; then line=${line/\"client\":\"ours-/\"client\":\"base-}; fi
+            if [[ "$c" == c+* ]]; then line=${line/\"client\":\"c\"/\"client\":\"$c\"}; fi
             if [[ "$line" == \{* ]]; then
                 echo "{\"round\":$r,${line#\{}" >>"$RESULTS"
                 echo "round $r $w $c: $line" >&2
@@ -251,6 +269,12 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
         if w == "w4":
             extra.append(f"wall {statistics.median(r['seconds'] for r in ok)*1000:.0f} ms")
         extra.append(f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB")
+        if any("processes" in r for r in ok):
+            # The C client's W4 over wss: one process per CPU; peak RSS above is the sum of the processes' peaks.
+            extra[-1] += (f" (sum of {max(r.get('processes', 1) for r in ok)} processes; largest "
+                          f"{statistics.median(r.get('peak_rss_max_mib', r['peak_rss_mib']) for r in ok):.1f} MiB)")
+        if any("resumed" in r and r["resumed"] for r in ok):
+            extra.append(f"TLS sessions resumed {statistics.median(r.get('resumed', 0) for r in ok):.0f}")
         # CPU of the whole process (start-up included), and its ratio to the C client's in the same round (lower is
         # better): the cost the wall-clock figures hide where the kernel's wake-ups bound them (W1).
         cpu = [r["cpu_ms"] for r in ok if "cpu_ms" in r]
@@ -258,6 +282,11 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
         cpu_ratios = [r["cpu_ms"] / ccpu[r["round"]] for r in ok if "cpu_ms" in r and ccpu.get(r["round"])]
         if cpu:
             extra.append(f"CPU {statistics.median(cpu):,.0f} ms" + (f" ({statistics.median(cpu_ratios):.2f}× C)" if cpu_ratios and c != "c" else ""))
+        # The echo server's CPU during the run, and its share of the client's timed part (one core = 100 %).
+        srv = [r for r in ok if "server_cpu_ms" in r and r.get("seconds")]
+        if srv:
+            extra.append(f"server CPU {statistics.median(r['server_cpu_ms'] for r in srv):,.0f} ms "
+                         f"({statistics.median(r['server_cpu_ms'] / (r['seconds'] * 1e3) for r in srv) * 100:.0f} %)")
         if failed:
             whys = sorted({str(r["error"]) for r in wr if r["client"] == c and r.get("error")})
             extra.append(f"{failed} run(s) failed ({', '.join(whys)})")
