@@ -21,6 +21,8 @@ let package = Package(
         .package(name: "swift-websocket-client", path: "..", traits: []),
         .package(url: "https://github.com/vapor/websocket-kit.git", exact: "2.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        // websocket-kit's TLS (wss://): the driver configures it as its users do, with NIOSSL's TLSConfiguration.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.24.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         // A counting metrics backend in the drivers (WSBENCH_METRICS=counting).
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
@@ -76,6 +78,7 @@ let package = Package(
                 .product(name: "WebSocketKit", package: "websocket-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "BenchSupport",
             ],
             path: "Sources/WSBench",

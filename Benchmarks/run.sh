@@ -21,17 +21,31 @@
 # websocket-kit 2.16.2 has no permessage-deflate and is skipped. ours-cio+nodeflate (no compression) can be added to
 # CLIENTS as a reference. Over wss (TLS=1) W5 runs too.
 #
-# TLS=1 runs W1–W3 and W5 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
-# P-256 certificate for 127.0.0.1 made with openssl at the start of the run ($SCRATCH/tls/), which the clients verify
-# (WSBENCH_CA_FILE). Only the C client and our engines (ours-*, base-*) have a wss variant so far; W4 and idle
-# have none and are skipped, like websocket-kit and WSClient.
+# TLS=1 runs W1–W5 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
+# P-256 certificate for 127.0.0.1 (and localhost) made with openssl at the start of the run ($SCRATCH/tls/), which
+# every client verifies (WSBENCH_CA_FILE): the C client with OpenSSL, our engines with their TLS configuration,
+# websocket-kit and WSClient with NIOSSL. The C client runs W4 over wss on every core (one process per online CPU;
+# its peak RSS is the sum of its processes'). idle has no wss variant and is skipped.
+#
+# Every run's line also records the echo server's CPU time during the run (server_cpu_ms, from
+# /proc/PID/schedstat before and after); the table shows it and its share of the run's timed part.
+#
+# idle opens IDLE_CONNECTIONS sessions (500 at a time) and leaves them idle: RSS per connection of our native engine
+# (ours-cio*) and of the C client, the time to open them, and the echo server's RSS per connection. Connections are
+# spread over IDLE_ADDRESSES destination addresses 127.0.0.1 ... 127.0.0.N (the echo server listens on each): one
+# address and port leave a client at most ~28,000 ephemeral ports (ip_local_port_range). Every process needs
+# IDLE_CONNECTIONS + 100 descriptors: the script raises the hard limit when it may (root with CAP_SYS_RESOURCE, up
+# to fs.nr_open) and stops with a message when it may not. E.g. 100,000 (about 4 minutes per round on 2 busy cores):
+#   IDLE_CONNECTIONS=100000 WORKLOADS=idle CLIENTS="c ours-cio" ROUNDS=3 TIMEOUT=900 bash Benchmarks/run.sh
 #
 # Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 w5 idle"), TLS (0),
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
-# engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
+# engines with maxIncomingBufferMessages raised to 4,096; for W4 over wss c+resume, c+1proc and c+1proc+resume: the C
+# client with TLS session resumption and/or in one process), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
-# W5_MIB (64, the 64k variants' volume), W5_VARIANTS ("1k 1k-nct 64k 64k-nct").
+# W5_MIB (64, the 64k variants' volume), W5_VARIANTS ("1k 1k-nct 64k 64k-nct"), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷
+# 10,000, rounded up).
 #
 # Before/after a change, in the same rounds: build this directory in a second checkout at the old commit
 # (`swift build -c release --scratch-path .build-bench --product wsbench-ours-cio`, likewise wsbench-ours-curl) and
@@ -50,6 +64,8 @@ TLS=${TLS:-0}
 W5_MIB=${W5_MIB:-64}
 W5_VARIANTS=${W5_VARIANTS:-"1k 1k-nct 64k 64k-nct"}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+IDLE_ADDRESSES=${IDLE_ADDRESSES:-$(((IDLE_CONNECTIONS + 9999) / 10000))}
+export IDLE_CONNECTIONS IDLE_ADDRESSES
 TIMEOUT=${TIMEOUT:-300}
 OUT=${OUT:-}
 SCRATCH=.build-bench
@@ -68,29 +84,49 @@ fi
 BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)"
 WSBENCH="$BIN/wsbench"
 
+# idle: every process (client, echo server) holds IDLE_CONNECTIONS sockets; raise the hard descriptor limit if needed.
+if [[ " $WORKLOADS " == *" idle "* && "$TLS" != 1 ]]; then
+    need=$((IDLE_CONNECTIONS + 100))
+    if (($(ulimit -Hn) < need)) && ! ulimit -Hn "$need" 2>/dev/null; then
+        echo "idle: $IDLE_CONNECTIONS connections need $need descriptors per process; the hard limit is $(ulimit -Hn)" \
+            "and cannot be raised here (raising it needs root with CAP_SYS_RESOURCE; fs.nr_open is" \
+            "$(cat /proc/sys/fs/nr_open)). Lower IDLE_CONNECTIONS or run where the limit may be raised." >&2
+        exit 1
+    fi
+    if (($(cut -f1 /proc/sys/fs/file-max) < 2 * need + 10000)); then
+        echo "idle: fs.file-max ($(cat /proc/sys/fs/file-max)) is below what the client and the server hold together;" \
+            "raise it (sysctl fs.file-max=$((2 * need + 10000)))." >&2
+        exit 1
+    fi
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+    if ((IDLE_CONNECTIONS > (hi - lo) * IDLE_ADDRESSES * 9 / 10)); then
+        echo "idle: $IDLE_CONNECTIONS connections over $IDLE_ADDRESSES address(es) leave too few ephemeral ports" \
+            "($lo-$hi); raise IDLE_ADDRESSES." >&2
+        exit 1
+    fi
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 SERVER_ARGS=("$PORT")
 URL="ws://127.0.0.1:$PORT/"
 if [[ "$TLS" == 1 ]]; then
     mkdir -p "$SCRATCH/tls"
+    # DNS:localhost for WSClient, which sends the URL's host as SNI and cannot send an IP address (its driver names
+    # localhost instead; see Benchmarks/WSClientBench).
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
-        -addext subjectAltName=IP:127.0.0.1 -keyout "$SCRATCH/tls/key.pem" -out "$SCRATCH/tls/cert.pem" 2>/dev/null
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$SCRATCH/tls/key.pem" -out "$SCRATCH/tls/cert.pem" 2>/dev/null
     SERVER_ARGS+=("$SCRATCH/tls/cert.pem" "$SCRATCH/tls/key.pem")
     URL="wss://127.0.0.1:$PORT/"
     export WSBENCH_CA_FILE="$PWD/$SCRATCH/tls/cert.pem"
     kept=""
     for w in $WORKLOADS; do
-        if [[ "$w" == w1 || "$w" == w2 || "$w" == w3 || "$w" == w5* ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
+        if [[ "$w" != idle ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
     done
     WORKLOADS=$kept
-    kept=""
-    for c in $CLIENTS; do
-        if [[ "$c" == c || "$c" == ours-* || "$c" == base-* ]]; then kept+="$c "; else echo "TLS=1: skipping $c (no wss variant)" >&2; fi
-    done
-    CLIENTS=$kept
 fi
-"$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/dev/null &
+WSBENCH_ADDRESSES=$IDLE_ADDRESSES "$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/dev/null &
 SERVER_PID=$!
+# The drivers' idle workload reports the server's RSS too.
+export WSBENCH_SERVER_PID=$SERVER_PID
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
 sleep 0.3
 # A server that could not bind has exited; the clients would otherwise measure whatever else listens on $PORT.
@@ -104,7 +140,7 @@ done
 WORKLOADS=$kept
 W5_CLIENTS=""
 for c in $CLIENTS; do
-    if [[ "$c" != websocket-kit ]]; then W5_CLIENTS+="$c "; fi
+    if [[ "$c" != websocket-kit && "$c" != c+* ]]; then W5_CLIENTS+="$c "; fi
 done
 # A W5 variant's flags, for every client: 1k or 64k, optionally -nct (no context takeover).
 w5_args() {
@@ -116,6 +152,10 @@ w5_args() {
     esac
     if [[ "$v" == *-nct ]]; then echo "--w5-nct 1"; fi
 }
+
+# The echo server's CPU time so far in ns (all its threads: it has one), from the scheduler's account; empty where the
+# kernel has no schedstat. For the W5 server as well would need its PID: not measured.
+server_cpu_ns() { cut -d' ' -f1 "/proc/$SERVER_PID/schedstat" 2>/dev/null || true; }
 
 RESULTS=$SCRATCH/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : >"$RESULTS"
@@ -131,12 +171,19 @@ for w in $WORKLOADS; do
     fi
     for ((r = 1; r <= ROUNDS; r++)); do
         for c in $clients; do
-            # The idle workload (10,000 idle connections, RSS per connection) is measured for our native engine only:
-            # the Curl engine holds 3 descriptors per connection (socket, and its multi handle's wakeup pair), which
-            # 10,000 connections would take past this machine's descriptor limit (20,000).
-            if [[ "$w" == idle && "$c" != ours-cio* ]]; then continue; fi
+            # The idle workload (idle connections, RSS per connection) is measured for our native engine and the C
+            # client only: the Curl engine holds 3 descriptors per connection (socket, and its multi handle's wakeup
+            # pair), which 10,000 connections would take past this machine's descriptor limit (20,000).
+            if [[ "$w" == idle && "$c" != ours-cio* && "$c" != c ]]; then continue; fi
             if [[ "$c" == c ]]; then
                 cmd=("$BIN_C/wsclient_c" "${wargs[@]}" --url "$URL" --w3-mib "$W3_MIB")
+                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
+            elif [[ "$c" == c+* ]]; then
+                # W4 over wss variants of the C client: c+resume offers a TLS session from an earlier handshake on
+                # every connection, c+1proc runs in one process; combinable (c+1proc+resume).
+                cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+                if [[ "$c" == *+resume* ]]; then cmd+=(--resume 1); fi
+                if [[ "$c" == *+1proc* ]]; then cmd+=(--procs 1); fi
             elif [[ "$c" == base-cio || "$c" == base-curl ]]; then
                 if [[ -z "${BASE_BIN:-}" ]]; then echo "$c needs BASE_BIN (see the top of this script)" >&2; exit 1; fi
                 cmd=("$BASE_BIN/wsbench-ours-${c#base-}" --client "ours-${c#base-}" "${wargs[@]}" --url "$URL" --w3-mib "$W3_MIB")
@@ -152,12 +199,18 @@ for w in $WORKLOADS; do
                 if [[ "$c" == ours-curl* && -x "$BIN/wsbench-ours-curl" ]]; then driver=$BIN/wsbench-ours-curl; fi
                 if [[ "$c" == ours-cio* && -x "$BIN/wsbench-ours-cio" ]]; then driver=$BIN/wsbench-ours-cio; fi
                 cmd=("$driver" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
-                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS"); fi
+                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
             fi
             rc=0
+            server_ns0=$(server_cpu_ns)
             line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
+            server_ns1=$(server_cpu_ns)
+            if [[ "$line" == *\} && -n "$server_ns0" && -n "$server_ns1" ]]; then
+                line="${line%\}},\"server_cpu_ms\":$(((server_ns1 - server_ns0) / 1000000))}"
+            fi
             if [[ "$c" == base-* ]]; then line=${line/\"client\":\"ours-/\"client\":\"base-}; fi
             if [[ "$w" == w5-* ]]; then line=${line/\"workload\":\"w5\"/\"workload\":\"$w\"}; fi
+            if [[ "$c" == c+* ]]; then line=${line/\"client\":\"c\"/\"client\":\"$c\"}; fi
             if [[ "$line" == \{* ]]; then
                 echo "{\"round\":$r,${line#\{}" >>"$RESULTS"
                 echo "round $r $w $c: $line" >&2
@@ -173,7 +226,7 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" "$W5_MIB" "$W5_CLIENTS" "$TLS" <<'EOF' | tee ${OUT:+"$OUT"}
-import json, statistics, sys
+import json, os, statistics, sys
 path, rounds, w3, load_before, load_after, clients, w5, w5_clients, tls = sys.argv[1:10]
 clients = clients.split()
 w5_clients = w5_clients.split()
@@ -184,7 +237,8 @@ for r in rows:
         volume = 20000 * 1024 if r["workload"].startswith("w5-1k") else int(w5) * 1048576
         r["value"] = volume / r["seconds"] / 1e6
 names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
-         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)", "idle": "10,000 idle connections (RSS)"}
+         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)",
+         "idle": f"{int(os.environ.get('IDLE_CONNECTIONS', '10000')):,} idle connections (RSS)"}
 if tls == "1":
     names = {w: n.replace(" (", " over wss (", 1) for w, n in names.items()}
 def f(v):
@@ -210,10 +264,21 @@ for w in ["w1", "w2", "w3", "w4", "idle"] + w5s:
             if not ok:
                 if failed: print(f"| {names[w]} | {c} | failed | | | {failed} of {failed} failed |")
                 continue
-            per = [r["kib_per_connection"] for r in ok]
+            per = statistics.median(r["kib_per_connection"] for r in ok)
             after = [r["rss_after_mib"] for r in ok]
+            opened = statistics.median(r["seconds"] for r in ok)
+            extra = [f"{per:.1f} KiB" if per >= 1 else f"{per * 1024:.0f} B",
+                     " per connection (RSS after − before ÷ connections); peak RSS "
+                     f"{statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB; opened in {opened:.1f} s "
+                     f"({min(r['seconds'] for r in ok):.1f}–{max(r['seconds'] for r in ok):.1f}), "
+                     f"{statistics.median(r.get('addresses', 1) for r in ok)} address(es)"]
+            srv = [r for r in ok if "server_kib_per_connection" in r]
+            if srv:
+                extra.append(f"; echo server {statistics.median(r['server_kib_per_connection'] for r in srv):.1f} KiB per "
+                             f"connection, RSS {statistics.median(r['server_rss_after_mib'] for r in srv):.1f} MiB")
+            if failed: extra.append(f"; {failed} run(s) failed")
             print(f"| {names[w]} | {c} | {statistics.median(after):.1f} MiB in all | {min(after):.1f}–{max(after):.1f} | – | "
-                  f"{statistics.median(per):.1f} KiB per connection (RSS after − before ÷ connections); peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB |")
+                  f"{''.join(extra)} |")
         continue
     climit = {r["round"]: r["value"] for r in wr if r["client"] == "c" and not r.get("error")}
     for c in (w5_clients if w.startswith("w5-") else clients):
@@ -237,6 +302,12 @@ for w in ["w1", "w2", "w3", "w4", "idle"] + w5s:
             if corpus and any(r.get("corpus") != corpus for r in ok):
                 extra.append("**corpus differs from the C client's**")
         extra.append(f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB")
+        if any("processes" in r for r in ok):
+            # The C client's W4 over wss: one process per CPU; peak RSS above is the sum of the processes' peaks.
+            extra[-1] += (f" (sum of {max(r.get('processes', 1) for r in ok)} processes; largest "
+                          f"{statistics.median(r.get('peak_rss_max_mib', r['peak_rss_mib']) for r in ok):.1f} MiB)")
+        if any("resumed" in r and r["resumed"] for r in ok):
+            extra.append(f"TLS sessions resumed {statistics.median(r.get('resumed', 0) for r in ok):.0f}")
         # CPU of the whole process (start-up included), and its ratio to the C client's in the same round (lower is
         # better): the cost the wall-clock figures hide where the kernel's wake-ups bound them (W1).
         cpu = [r["cpu_ms"] for r in ok if "cpu_ms" in r]
@@ -244,6 +315,11 @@ for w in ["w1", "w2", "w3", "w4", "idle"] + w5s:
         cpu_ratios = [r["cpu_ms"] / ccpu[r["round"]] for r in ok if "cpu_ms" in r and ccpu.get(r["round"])]
         if cpu:
             extra.append(f"CPU {statistics.median(cpu):,.0f} ms" + (f" ({statistics.median(cpu_ratios):.2f}× C)" if cpu_ratios and c != "c" else ""))
+        # The echo server's CPU during the run, and its share of the client's timed part (one core = 100 %).
+        srv = [r for r in ok if "server_cpu_ms" in r and r.get("seconds")]
+        if srv:
+            extra.append(f"server CPU {statistics.median(r['server_cpu_ms'] for r in srv):,.0f} ms "
+                         f"({statistics.median(r['server_cpu_ms'] / (r['seconds'] * 1e3) for r in srv) * 100:.0f} %)")
         if failed:
             whys = sorted({str(r["error"]) for r in wr if r["client"] == c and r.get("error")})
             extra.append(f"{failed} run(s) failed ({', '.join(whys)})")

@@ -10,6 +10,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-websocket.git", exact: "1.6.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // WSClient's TLS (wss://): the driver configures it as its users do, with NIOSSL's TLSConfiguration.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.24.0"),
     ],
     targets: [
         // A symbolic link to ../Sources/BenchSupport: the same workload parameters and output as the other drivers.
@@ -19,6 +21,7 @@ let package = Package(
             dependencies: [
                 "BenchSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "WSClient", package: "swift-websocket"),
                 // permessage-deflate for W5.

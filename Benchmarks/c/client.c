@@ -4,13 +4,15 @@
 //
 // With a wss:// URL, W1–W3 run over TLS (OpenSSL, on the same single thread; WSBENCH_CA_FILE, if set, is the CA that
 // must have signed the server's certificate): writes leave as full TLS records (partial writes on), reads go on
-// until OpenSSL wants more input, from a 64 KiB read-ahead buffer.
+// until OpenSSL wants more input, from a 64 KiB read-ahead buffer. W4 over wss runs on every core (see w4_tls).
 //
-// W5 (permessage-deflate, zlib; ws and wss) is the block after w4.
+// W5 (permessage-deflate, zlib; ws and wss) is the block right before main().
 //
 // Build: cc -O2 -o wsclient_c client.c -lssl -lcrypto -lz
-// Run:   ./wsclient_c --workload w1|w2|w3|w4|w5 --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
+// Run:   ./wsclient_c --workload w1|w2|w3|w4|w5|idle --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
 //        [--w5-size BYTES --w5-count N (or --w5-mib N) --w5-window N --w5-nct 0|1]
+//        [--connections N (w4, idle)] [--addresses A (idle: spread over 127.0.0.1 ... 127.0.0.A)]
+//        [--procs N] [--resume 0|1]   (W4 over wss: processes, default one per online CPU; TLS session resumption)
 // Prints one JSON line, same shape as wsbench's.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +30,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -438,6 +441,382 @@ static void w4(int port, const char *path, int n) {
            n / el, el, peak_rss_kib() / 1024.0, cpu_ms());
 }
 
+// W4 over wss: the handshakes' crypto bounds it, so the limit runs on every core. The parent forks --procs processes
+// (default: one per online CPU); each makes its own SSL_CTX (verifying the server against WSBENCH_CA_FILE like
+// W1–W3), then waits at a barrier; the parent starts the clock and releases them together, and each opens its share
+// of the n connections at once on its own epoll loop with non-blocking OpenSSL handshakes: connect, TLS handshake,
+// upgrade, one 32-byte text echo, close handshake, close_notify. The wall time runs from the release to the last
+// process's last close (CLOCK_MONOTONIC is one clock for all of them). peak_rss_mib is the SUM of every process's
+// peak RSS (the parent's included; shared library pages are counted once per process, so it overstates a little),
+// peak_rss_max_mib the largest single process's; cpu_ms is all processes' CPU (wait4).
+// --resume 1: each process first makes one full handshake outside the clock, keeps its TLS 1.3 session (the
+// server's ticket) and offers it on every timed connection (SSL_set_session): what session resumption saves.
+typedef struct {
+    int fd, state;  // 0 connecting, 1 TLS handshake, 2 awaiting 101, 3 awaiting echo, 4 awaiting close, 5 done
+    uint32_t events;
+    SSL *ssl;
+    buf_t in, out;
+} c4s_t;
+
+typedef struct {
+    double end;  // CLOCK_MONOTONIC when this process's last connection closed
+    int resumed;  // connections whose handshake resumed the offered session
+} w4s_result_t;
+
+static void w4s_events(c4s_t *c, uint32_t events) {
+    if (events == c->events) return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = events;
+}
+
+// SSL_read / SSL_write on one W4 connection: > 0 bytes, 0 end of stream, -1 would block (*want: EPOLLIN or
+// EPOLLOUT); exits on an error.
+static ssize_t w4s_io(c4s_t *c, int writing, void *p, size_t n, uint32_t *want) {
+    ERR_clear_error();
+    int r = writing ? SSL_write(c->ssl, p, (int)n) : SSL_read(c->ssl, p, (int)n);
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) { *want = EPOLLIN; return -1; }
+    if (e == SSL_ERROR_WANT_WRITE) { *want = EPOLLOUT; return -1; }
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    fprintf(stderr, "w4 TLS %s failed (SSL error %d, state %d)\n", writing ? "write" : "read", e, c->state);
+    ERR_print_errors_fp(stderr);
+    exit(1);
+}
+
+static SSL_CTX *w4s_ctx(void) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    const char *ca = getenv("WSBENCH_CA_FILE");
+    if (ca && *ca) {
+        if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) { ERR_print_errors_fp(stderr); exit(1); }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+}
+
+static SSL *w4s_ssl(SSL_CTX *ctx, int fd, SSL_SESSION *sess) {
+    SSL *s = SSL_new(ctx);
+    SSL_set_fd(s, fd);
+    if (getenv("WSBENCH_CA_FILE") && *getenv("WSBENCH_CA_FILE"))
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), "127.0.0.1");
+    if (sess) SSL_set_session(s, sess);
+    SSL_set_connect_state(s);
+    return s;
+}
+
+// --resume: one blocking connection with a full handshake and an upgrade; the TLS 1.3 tickets arrive with the 101.
+static SSL_SESSION *w4s_session(SSL_CTX *ctx, int port, const char *path) {
+    int fd = open_socket(port, 0);
+    SSL *s = w4s_ssl(ctx, fd, NULL);
+    if (SSL_connect(s) != 1) { fprintf(stderr, "TLS handshake failed\n"); ERR_print_errors_fp(stderr); exit(1); }
+    char req[512];
+    int n = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
+    if (SSL_write(s, req, n) != n) { fprintf(stderr, "short handshake write\n"); exit(1); }
+    char resp[4096];
+    size_t got = 0;
+    while (got < sizeof(resp) - 1) {
+        int r = SSL_read(s, resp + got, (int)(sizeof(resp) - 1 - got));
+        if (r <= 0) { fprintf(stderr, "handshake read failed\n"); exit(1); }
+        got += (size_t)r;
+        resp[got] = 0;
+        if (strstr(resp, "\r\n\r\n")) break;
+    }
+    SSL_SESSION *sess = SSL_get1_session(s);
+    if (!sess || !SSL_SESSION_is_resumable(sess)) { fprintf(stderr, "no resumable TLS session\n"); exit(1); }
+    SSL_shutdown(s);
+    SSL_free(s);
+    close(fd);
+    return sess;
+}
+
+// Drives one connection as far as it goes without blocking. Returns 1 when it has closed.
+static int w4s_step(c4s_t *c, SSL_CTX *ctx, SSL_SESSION *sess, const char *req, int rl, int *resumed) {
+    uint8_t msg[32];
+    memset(msg, 'b', sizeof(msg));
+    if (c->state == 0) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) { fprintf(stderr, "connect: %s\n", strerror(err)); exit(1); }
+        c->ssl = w4s_ssl(ctx, c->fd, sess);
+        c->state = 1;
+    }
+    if (c->state == 1) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ) { w4s_events(c, EPOLLIN); return 0; }
+            if (e == SSL_ERROR_WANT_WRITE) { w4s_events(c, EPOLLOUT); return 0; }
+            fprintf(stderr, "w4 TLS handshake failed (SSL error %d)\n", e);
+            ERR_print_errors_fp(stderr);
+            exit(1);
+        }
+        if (SSL_session_reused(c->ssl)) (*resumed)++;
+        buf_reserve(&c->out, (size_t)rl);
+        memcpy(c->out.p + c->out.len, req, (size_t)rl);
+        c->out.len += (size_t)rl;
+        c->state = 2;
+    }
+    for (;;) {
+        uint32_t want = 0;
+        while (c->out.off < c->out.len) {
+            ssize_t n = w4s_io(c, 1, c->out.p + c->out.off, c->out.len - c->out.off, &want);
+            if (n <= 0) break;
+            c->out.off += (size_t)n;
+        }
+        if (c->out.off == c->out.len) c->out.off = c->out.len = 0;
+        if (want) { w4s_events(c, want); return 0; }
+        int eof = 0;  // close_notify: the server sends it right after its close frame
+        for (;;) {
+            buf_reserve(&c->in, 4096);
+            ssize_t n = w4s_io(c, 0, c->in.p + c->in.len, c->in.cap - c->in.len - 1, &want);
+            if (n < 0) break;
+            if (n == 0) { eof = 1; break; }
+            c->in.len += (size_t)n;
+        }
+        size_t before = c->out.len;
+        if (c->state == 2) {
+            c->in.p[c->in.len] = 0;
+            char *end = strstr((char *)c->in.p + c->in.off, "\r\n\r\n");
+            if (end) {
+                if (strncmp((char *)c->in.p + c->in.off, "HTTP/1.1 101", 12) != 0) { fprintf(stderr, "no 101\n"); exit(1); }
+                c->in.off = (size_t)((uint8_t *)end + 4 - c->in.p);
+                append_frame(&c->out, 0x1, msg, sizeof(msg));
+                c->state = 3;
+            }
+        }
+        uint8_t op;
+        size_t pl;
+        while (c->state >= 3 && c->state < 5 && take_frame(&c->in, &op, &pl)) {
+            if (c->state == 3 && op == 0x1) {
+                uint8_t code[2] = {0x03, 0xE8};
+                append_frame(&c->out, 0x8, code, 2);
+                c->state = 4;
+            } else if (c->state == 4 && op == 0x8) {
+                c->state = 5;
+            }
+        }
+        if (c->state == 5) {
+            ERR_clear_error();
+            SSL_shutdown(c->ssl);  // close_notify; the server has shut its side down already
+            SSL_free(c->ssl);
+            close(c->fd);
+            free(c->in.p);
+            free(c->out.p);
+            return 1;
+        }
+        if (eof) { fprintf(stderr, "w4: end of stream in state %d\n", c->state); exit(1); }
+        if (c->out.len == before) { w4s_events(c, want ? want : EPOLLIN); return 0; }
+    }
+}
+
+static void w4s_worker(int port, const char *path, int n, SSL_CTX *ctx, SSL_SESSION *sess, w4s_result_t *res) {
+    ep = epoll_create1(0);
+    c4s_t *cs = calloc((size_t)n, sizeof(c4s_t));
+    char req[512];
+    int rl = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
+    for (int i = 0; i < n; i++) {
+        cs[i].fd = open_socket(port, 1);
+        cs[i].events = EPOLLOUT;
+        struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &cs[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+    }
+    int done = 0;
+    struct epoll_event evs[256];
+    while (done < n) {
+        int k = epoll_wait(ep, evs, 256, -1);
+        for (int j = 0; j < k; j++) done += w4s_step(evs[j].data.ptr, ctx, sess, req, rl, &res->resumed);
+    }
+    res->end = now_s();
+}
+
+static void w4_tls(int port, const char *path, int n, int procs, int resume) {
+    if (procs <= 0) procs = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (procs > n) procs = n;
+    int ready[2], go[2], out[2];
+    if (pipe(ready) || pipe(go) || pipe(out)) { perror("pipe"); exit(1); }
+    fflush(stdout);
+    pid_t *pids = calloc((size_t)procs, sizeof(pid_t));
+    for (int i = 0; i < procs; i++) {
+        pid_t pid = fork();
+        if (pid < 0) { perror("fork"); exit(1); }
+        if (pid == 0) {
+            close(ready[0]);
+            close(go[1]);
+            close(out[0]);
+            SSL_CTX *ctx = w4s_ctx();
+            SSL_SESSION *sess = resume ? w4s_session(ctx, port, path) : NULL;
+            if (write(ready[1], "r", 1) != 1) _exit(1);
+            char b;
+            if (read(go[0], &b, 1) != 0) _exit(1);  // the parent closes go[1]: everyone starts at once
+            w4s_result_t res = {0};
+            w4s_worker(port, path, n / procs + (i < n % procs), ctx, sess, &res);
+            if (write(out[1], &res, sizeof(res)) != sizeof(res)) _exit(1);
+            _exit(0);
+        }
+        pids[i] = pid;
+    }
+    close(ready[1]);
+    close(go[0]);
+    close(out[1]);
+    for (int i = 0; i < procs; i++) {
+        char b;
+        if (read(ready[0], &b, 1) != 1) { fprintf(stderr, "w4: a worker failed before the start\n"); exit(1); }
+    }
+    double t0 = now_s();
+    close(go[1]);
+    double end = t0;
+    int resumed = 0;
+    for (int i = 0; i < procs; i++) {
+        w4s_result_t res;
+        if (read(out[0], &res, sizeof(res)) != sizeof(res)) { fprintf(stderr, "w4: a worker failed\n"); exit(1); }
+        if (res.end > end) end = res.end;
+        resumed += res.resumed;
+    }
+    double el = end - t0;
+    long sum_kib = peak_rss_kib(), max_kib = sum_kib;
+    double cpu = cpu_ms();
+    for (int i = 0; i < procs; i++) {
+        int status;
+        struct rusage u;
+        if (wait4(pids[i], &status, 0, &u) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "w4: a worker failed\n");
+            exit(1);
+        }
+        sum_kib += u.ru_maxrss;
+        if (u.ru_maxrss > max_kib) max_kib = u.ru_maxrss;
+        cpu += (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3;
+    }
+    printf("{\"client\":\"c\",\"workload\":\"w4\",\"value\":%.1f,\"unit\":\"conn/s\",\"seconds\":%.3f,"
+           "\"peak_rss_mib\":%.1f,\"peak_rss_max_mib\":%.1f,\"processes\":%d,\"resumed\":%d,\"cpu_ms\":%.1f}\n",
+           n / el, el, sum_kib / 1024.0, max_kib / 1024.0, procs, resumed, cpu);
+}
+
+// idle: n connections opened (TCP connect + upgrade, at most IDLE_WINDOW opening at once, like the Swift drivers'
+// 500), spread over the destination addresses 127.0.0.1 ... 127.0.0.A (the echo server listens on each with
+// WSBENCH_ADDRESSES=A; one address and port give a client at most ~28,000 ephemeral ports), then left idle. What
+// an idle connection costs this client is what it must keep: its descriptor (an int) and its epoll registration
+// (kernel memory, not RSS). Reports RSS after − before ÷ n (one connection opened and closed first, and the
+// in-flight handshake slots touched, so epoll, stdio and those slots are in "before"), the time to open them, and
+// with WSBENCH_SERVER_PID the echo server's RSS at the same two moments. The connections end with a reset
+// (SO_LINGER 0): no TIME_WAIT left on this side's ports for the next client of the round.
+#define IDLE_WINDOW 500
+
+typedef struct {
+    int fd, idx, state;  // state 0 connecting, 1 awaiting 101
+    size_t len;
+    char buf[512];
+} idle_slot_t;
+
+// The value in KiB of a /proc/PID/status field (VmRSS, VmHWM) of the process `pid` names ("self"), or -1.
+static long status_kib(const char *pid, const char *field) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%s/status", pid);
+    FILE *f = fopen(path, "r");
+    char line[256];
+    size_t fl = strlen(field);
+    long v = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, field, fl) == 0 && line[fl] == ':') v = strtol(line + fl + 1, NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+static int open_socket_at(int port, int address_index) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) { perror("socket"); exit(1); }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)address_index);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) { perror("connect"); exit(1); }
+    return fd;
+}
+
+static void idle_workload(int port, const char *path, int n, int addresses) {
+    const uint64_t idle_tag = UINT64_MAX;  // epoll data of an open, idle connection
+    const char *server = getenv("WSBENCH_SERVER_PID");
+    if (server && !*server) server = NULL;
+    ep = epoll_create1(0);
+    buf_t in = {0};
+    close(ws_connect(port, path, &in, 0));
+    free(in.p);
+    idle_slot_t *slots = malloc(sizeof(idle_slot_t) * IDLE_WINDOW);
+    memset(slots, 0, sizeof(idle_slot_t) * IDLE_WINDOW);
+    int free_slots[IDLE_WINDOW], nfree = IDLE_WINDOW;
+    for (int i = 0; i < IDLE_WINDOW; i++) free_slots[i] = IDLE_WINDOW - 1 - i;
+    char req[512];
+    int rl = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
+    struct epoll_event evs[256];
+    long before = status_kib("self", "VmRSS"), server_before = server ? status_kib(server, "VmRSS") : -1;
+    int *fds = malloc(sizeof(int) * (size_t)n);
+    int started = 0, opened = 0;
+    double t0 = now_s();
+    while (opened < n) {
+        while (started < n && nfree > 0) {
+            idle_slot_t *sl = &slots[free_slots[--nfree]];
+            sl->fd = open_socket_at(port, started % addresses);
+            sl->idx = started++;
+            sl->state = 0;
+            sl->len = 0;
+            struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = (uint64_t)(sl - slots)};
+            epoll_ctl(ep, EPOLL_CTL_ADD, sl->fd, &ev);
+        }
+        int k = epoll_wait(ep, evs, 256, -1);
+        for (int j = 0; j < k; j++) {
+            if (evs[j].data.u64 == idle_tag) { fprintf(stderr, "idle: an open connection got data or closed\n"); exit(1); }
+            idle_slot_t *sl = &slots[evs[j].data.u64];
+            if (sl->state == 0) {
+                int err = 0;
+                socklen_t el = sizeof(err);
+                getsockopt(sl->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                if (err) { fprintf(stderr, "idle: connect %d: %s\n", sl->idx, strerror(err)); exit(1); }
+                if (write(sl->fd, req, (size_t)rl) != rl) { perror("idle: write"); exit(1); }
+                sl->state = 1;
+                struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(sl - slots)};
+                epoll_ctl(ep, EPOLL_CTL_MOD, sl->fd, &ev);
+                continue;
+            }
+            ssize_t r = read(sl->fd, sl->buf + sl->len, sizeof(sl->buf) - 1 - sl->len);
+            if (r < 0 && errno == EAGAIN) continue;
+            if (r <= 0) { fprintf(stderr, "idle: handshake read failed on connection %d\n", sl->idx); exit(1); }
+            sl->len += (size_t)r;
+            sl->buf[sl->len] = 0;
+            if (!strstr(sl->buf, "\r\n\r\n")) {
+                if (sl->len == sizeof(sl->buf) - 1) { fprintf(stderr, "idle: response too long\n"); exit(1); }
+                continue;
+            }
+            if (strncmp(sl->buf, "HTTP/1.1 101", 12) != 0) { fprintf(stderr, "idle: no 101\n"); exit(1); }
+            fds[sl->idx] = sl->fd;
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = idle_tag};
+            epoll_ctl(ep, EPOLL_CTL_MOD, sl->fd, &ev);
+            free_slots[nfree++] = (int)(sl - slots);
+            opened++;
+        }
+    }
+    double el = now_s() - t0;
+    long after = status_kib("self", "VmRSS"), server_after = server ? status_kib(server, "VmRSS") : -1;
+    long peak = peak_rss_kib();
+    struct linger hard = {.l_onoff = 1, .l_linger = 0};
+    for (int i = 0; i < n; i++) {
+        setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+        close(fds[i]);
+    }
+    printf("{\"client\":\"c\",\"workload\":\"idle\",\"value\":%.1f,\"unit\":\"MiB\",\"seconds\":%.3f,\"peak_rss_mib\":%.1f,"
+           "\"cpu_ms\":%.1f,\"rss_before_mib\":%.1f,\"rss_after_mib\":%.1f,\"kib_per_connection\":%.3f,\"addresses\":%d",
+           after / 1024.0, el, peak / 1024.0, cpu_ms(), before / 1024.0, after / 1024.0, (double)(after - before) / n,
+           addresses);
+    if (server_before >= 0 && server_after >= 0)
+        printf(",\"server_rss_before_mib\":%.1f,\"server_rss_after_mib\":%.1f,\"server_kib_per_connection\":%.2f",
+               server_before / 1024.0, server_after / 1024.0, (double)(server_after - server_before) / n);
+    printf("}\n");
+    free(fds);
+    free(slots);
+}
+
 // ---- W5: permessage-deflate (RFC 7692) with zlib ----
 // `count` text messages of `size` bytes from the same corpus as the Swift drivers (BenchSupport's textCorpus), at
 // most `window` unanswered. Each message is compressed as our SDK compresses it (zlib level 6, memLevel 8, raw
@@ -682,20 +1061,23 @@ static void w5(int port, const char *path, long count, size_t size, long window,
 int main(int argc, char **argv) {
     const char *workload = "w1", *url = "ws://127.0.0.1:9001/";
     long w3_mib = 512;
-    int conns = 1000;
     long w5_size = 65536, w5_count = -1, w5_window = 16, w5_mib = 64;
     int w5_nct = 0;
+    int conns = 1000, addresses = 1, procs = 0, resume = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--workload")) workload = argv[i + 1];
         else if (!strcmp(argv[i], "--url")) url = argv[i + 1];
         else if (!strcmp(argv[i], "--w3-mib")) w3_mib = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--connections")) conns = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--addresses")) addresses = atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 1;
         else if (!strcmp(argv[i], "--w5-size")) w5_size = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--w5-count")) w5_count = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--w5-window")) w5_window = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--w5-mib")) w5_mib = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--w5-nct")) w5_nct = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--client")) {}  // accepted for symmetry with wsbench
+        else if (!strcmp(argv[i], "--procs")) procs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--resume")) resume = atoi(argv[i + 1]);
     }
     signal(SIGPIPE, SIG_IGN);
     struct rlimit r;
@@ -708,8 +1090,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(workload, "w3")) stream("w3", port, path, w3_mib * 16, 65536, 16, secure);
     else if (!strcmp(workload, "w5"))
         w5(port, path, w5_count > 0 ? w5_count : w5_mib * 1048576 / w5_size, (size_t)w5_size, w5_window, w5_nct, secure);
+    else if (secure && !strcmp(workload, "w4")) w4_tls(port, path, conns, procs, resume);
     else if (secure) { fprintf(stderr, "%s has no wss variant in the C client\n", workload); return 2; }
     else if (!strcmp(workload, "w4")) w4(port, path, conns);
+    else if (!strcmp(workload, "idle")) idle_workload(port, path, conns, addresses);
     else { fprintf(stderr, "unknown workload %s\n", workload); return 2; }
     return 0;
 }

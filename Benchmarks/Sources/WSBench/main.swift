@@ -1,6 +1,7 @@
 import BenchSupport
 import NIOCore
 import NIOPosix
+import NIOSSL
 import WebSocketKit
 
 // wsbench: runs one workload of issue 7 with one client and prints one JSON line.
@@ -15,6 +16,8 @@ import WebSocketKit
 //
 // Each client is driven through its idiomatic public API: our SDK and WSClient with async/await in one task,
 // websocket-kit with its callbacks on its event loop. The peers' 16 KiB frame limit is raised to 1 MiB.
+// Over wss:// websocket-kit uses NIOSSL as its users configure it: a TLSConfiguration in its client configuration
+// that trusts the PEM file named by WSBENCH_CA_FILE (the run's self-signed certificate), full verification.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -90,9 +93,20 @@ final class KitDriver: @unchecked Sendable {
     }
 }
 
+/// The TLS configuration for wss://: NIOSSL's client defaults (full certificate and hostname verification), trusting
+/// the PEM file named by `WSBENCH_CA_FILE` instead of the system store when it is set.
+func kitTLSConfiguration() -> TLSConfiguration {
+    var tls = TLSConfiguration.makeClientConfiguration()
+    if let ca = getenv("WSBENCH_CA_FILE"), ca.pointee != 0 { tls.trustRoots = .file(String(cString: ca)) }
+    return tls
+}
+
 func runWebSocketKit(_ p: Params) async throws -> Outcome {
     let group = MultiThreadedEventLoopGroup.singleton
-    let config = WebSocketKit.WebSocketClient.Configuration(maxFrameSize: 1 << 20)
+    let config = WebSocketKit.WebSocketClient.Configuration(
+        tlsConfiguration: p.url.hasPrefix("wss://") ? kitTLSConfiguration() : nil,
+        maxFrameSize: 1 << 20
+    )
     switch p.workload {
     case .idle:
         throw BenchError(description: "the idle workload is measured for our SDK only")

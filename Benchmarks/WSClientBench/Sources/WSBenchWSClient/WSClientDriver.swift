@@ -1,6 +1,7 @@
 import BenchSupport
 import Logging
 import NIOCore
+import NIOSSL
 import Synchronization
 import WSClient
 import WSCompression
@@ -14,6 +15,12 @@ import WSCompression
 // raised from 16 KiB to 1 MiB. WSClient does not expose
 // the negotiated extensions, only a debug log line ("Enabled extensions", metadata `hb.ws.extensions`) when the
 // upgrade succeeded with some: the driver captures it and fails the run without it.
+//
+// Over wss:// WSClient uses NIOSSL as its users configure it: a TLSConfiguration (NIOSSL's client defaults, full
+// verification) that trusts the PEM file named by WSBENCH_CA_FILE (the run's self-signed certificate), passed to
+// `connect(url:configuration:tlsConfiguration:...)`. WSClient sends the URL's host as SNI, and NIOSSL refuses an IP
+// address there, so the configuration names the host the certificate is for in `sniHostname` ("localhost", which the
+// run's certificate lists beside IP 127.0.0.1); the connection still goes to the URL's address.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -55,13 +62,26 @@ extension Mutex where Value: Sendable {
     }
 }
 
+/// The TLS configuration for wss://: NIOSSL's client defaults, trusting the PEM file named by `WSBENCH_CA_FILE`
+/// instead of the system store when it is set; nil for ws://.
+func tlsConfiguration(_ p: Params) -> TLSConfiguration? {
+    guard p.url.hasPrefix("wss://") else { return nil }
+    var tls = TLSConfiguration.makeClientConfiguration()
+    if let ca = getenv("WSBENCH_CA_FILE"), ca.pointee != 0 { tls.trustRoots = .file(String(cString: ca)) }
+    return tls
+}
+
+/// The host name the run's certificate is for, sent as SNI and checked against the certificate over wss://.
+let tlsServerName = "localhost"
+
 func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
     let logger = {
         var logger = Logger(label: "wsbench.wsclient")
         logger.logLevel = .error
         return logger
     }()
-    let config = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
+    let tls = tlsConfiguration(p)
+    let config = WebSocketClientConfiguration(maxFrameSize: 1 << 20, sniHostname: tls != nil ? tlsServerName : nil)
     switch p.workload {
     case .idle:
         throw BenchError(description: "the idle workload is measured for our SDK only")
@@ -74,13 +94,16 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
             extensions: [
                 .perMessageDeflate(
                     maxWindow: nil, noContextTakeover: p.w5NoContextTakeover, maxDecompressedFrameSize: 1 << 20)
-            ]
+            ],
+            sniHostname: tls != nil ? tlsServerName : nil
         )
         let (count, size, window) = streamShape(p)
         let messages = textCorpus(count: w5DistinctMessages(size: size), size: size)
         let texts = messages.map { String(decoding: $0, as: UTF8.self) }
         let box = ResultBox()
-        try await WSClient.WebSocketClient.connect(url: p.url, configuration: w5Config, logger: w5Logger) {
+        try await WSClient.WebSocketClient.connect(
+            url: p.url, configuration: w5Config, tlsConfiguration: tls, logger: w5Logger
+        ) {
             inbound, outbound, _ in
             guard let names = enabled.value.withLock({ $0 }), names.contains("permessage-deflate") else {
                 throw BenchError(description: "the server did not accept permessage-deflate")
@@ -112,7 +135,9 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
         return (try box.get(), ",\"extensions\":\"\(jsonEscaped(names))\",\"corpus\":\"\(corpusHash(messages))\"")
     case .w1:
         let box = ResultBox()
-        try await WSClient.WebSocketClient.connect(url: p.url, configuration: config, logger: logger) {
+        try await WSClient.WebSocketClient.connect(
+            url: p.url, configuration: config, tlsConfiguration: tls, logger: logger
+        ) {
             inbound, outbound, _ in
             var it = inbound.makeAsyncIterator()
             let msg = String(repeating: "a", count: 32)
@@ -132,7 +157,9 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
     case .w2, .w3:
         let (count, size, window) = streamShape(p)
         let box = ResultBox()
-        try await WSClient.WebSocketClient.connect(url: p.url, configuration: config, logger: logger) {
+        try await WSClient.WebSocketClient.connect(
+            url: p.url, configuration: config, tlsConfiguration: tls, logger: logger
+        ) {
             inbound, outbound, _ in
             var it = inbound.makeAsyncIterator()
             let payload = ByteBuffer(repeating: 0x5A, count: size)
@@ -155,7 +182,9 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<p.connections {
                 group.addTask {
-                    try await WSClient.WebSocketClient.connect(url: p.url, configuration: config, logger: logger) {
+                    try await WSClient.WebSocketClient.connect(
+                        url: p.url, configuration: config, tlsConfiguration: tls, logger: logger
+                    ) {
                         inbound, outbound, _ in
                         var it = inbound.makeAsyncIterator()
                         try await outbound.write(.text(String(repeating: "b", count: 32)))
