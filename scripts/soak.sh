@@ -22,9 +22,12 @@
 #       SOAK_DOWN_SECONDS (1) later, for each engine of SOAK_ENGINES. Fails on a session failure, when no
 #       reconnection happened, when the RSS grows (the rule of (b)) or on a sanitizer report. Messages lost with
 #       their connection are counted, not failures (the delivery guarantee is at most once).
+#       SOAK_RECONNECT_BUILD=release runs (c) on the release build instead: no sanitizer, but a resident set that
+#       means something (ASan's quarantine keeps up to 256 MiB of freed memory out of reuse).
 #
 # Environment: SOAK, SOAK_CONNECTIONS, SOAK_PARALLEL (handshakes in flight in (a), 500), SOAK_ROUNDS, SOAK_MINUTES,
-# SOAK_ENGINES, SOAK_WORKERS, SOAK_SAMPLE_SECONDS, SOAK_RESTART_SECONDS, SOAK_DOWN_SECONDS, SOAK_SKIP_BUILD=1. Scratch:
+# SOAK_ENGINES, SOAK_WORKERS, SOAK_SAMPLE_SECONDS, SOAK_RESTART_SECONDS, SOAK_DOWN_SECONDS, SOAK_RECONNECT_BUILD
+# (asan or release), SOAK_SKIP_BUILD=1. Scratch:
 # .build-soak (release, echo server) and .build-soak-asan (the Tools package under ASan). Logs: .build-soak/logs/.
 # Exit status: 0 when every part passed, 1 otherwise.
 set -uo pipefail
@@ -44,7 +47,17 @@ LOGS="$ROOT/.build-soak/logs"
 mkdir -p "$LOGS"
 RESTART="${SOAK_RESTART_SECONDS:-10}"
 DOWN="${SOAK_DOWN_SECONDS:-1}"
+RECONNECT_BUILD="${SOAK_RECONNECT_BUILD:-asan}"
 case "$WHAT" in all | connections | loop | reconnect) ;; *) echo "soak.sh: SOAK is all, connections, loop or reconnect, not '$WHAT'" >&2; exit 2 ;; esac
+case "$RECONNECT_BUILD" in asan | release) ;; *) echo "soak.sh: SOAK_RECONNECT_BUILD is asan or release, not '$RECONNECT_BUILD'" >&2; exit 2 ;; esac
+# What needs which build: (a) and a release (c) the release build, (b) and an ASan (c) the ASan build.
+NEEDS_RELEASE=0
+NEEDS_ASAN=0
+if [ "$WHAT" = all ] || [ "$WHAT" = connections ]; then NEEDS_RELEASE=1; fi
+if [ "$WHAT" = all ] || [ "$WHAT" = loop ]; then NEEDS_ASAN=1; fi
+if [ "$WHAT" = reconnect ]; then
+    if [ "$RECONNECT_BUILD" = release ]; then NEEDS_RELEASE=1; else NEEDS_ASAN=1; fi
+fi
 
 RESULTS=()
 FAILED=0
@@ -70,12 +83,12 @@ SERVER_BIN="$ROOT/.build-soak/echo_server"
 if [ "${SOAK_SKIP_BUILD:-0}" != 1 ]; then
     echo "=== soak.sh: building the echo server (cc -O2 ... -lssl -lcrypto)"
     cc -O2 -Wall -o "$SERVER_BIN" Benchmarks/c/echo_server.c -lssl -lcrypto || { echo "soak.sh: FAILED: the echo server did not build" >&2; exit 1; }
-    if [ "$WHAT" != loop ] && [ "$WHAT" != reconnect ]; then
+    if [ "$NEEDS_RELEASE" = 1 ]; then
         echo "=== soak.sh: swift build --package-path Tools -c release --product wssoak --scratch-path .build-soak"
         bash "$ROOT/scripts/build-tools.sh" -c release --product wssoak --scratch-path .build-soak >"$LOGS/build-release.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-release.log"; echo "soak.sh: FAILED: wssoak (release) did not build" >&2; exit 1; }
     fi
-    if [ "$WHAT" != connections ]; then
+    if [ "$NEEDS_ASAN" = 1 ]; then
         echo "=== soak.sh: swift build --package-path Tools --product wssoak --sanitize=address --scratch-path .build-soak-asan"
         bash "$ROOT/scripts/build-tools.sh" --product wssoak --sanitize=address --scratch-path .build-soak-asan >"$LOGS/build-asan.log" 2>&1 \
             || { tail -n 30 "$LOGS/build-asan.log"; echo "soak.sh: FAILED: wssoak (ASan) did not build" >&2; exit 1; }
@@ -171,13 +184,20 @@ fi
 # ------------------------------------------------------------------------------------------------- (c)
 if [ "$WHAT" = reconnect ]; then
     for engine in $ENGINES; do
-        echo "=== soak.sh: (c) reconnecting sessions, server restarted every ${RESTART} s, engine $engine, $MINUTES min, AddressSanitizer"
+        if [ "$RECONNECT_BUILD" = release ]; then
+            build_name="release build"
+            soak_bin="$ROOT/.build-soak/release/wssoak"
+        else
+            build_name="AddressSanitizer"
+            soak_bin="$ROOT/.build-soak-asan/debug/wssoak"
+        fi
+        echo "=== soak.sh: (c) reconnecting sessions, server restarted every ${RESTART} s, engine $engine, $MINUTES min, $build_name"
         start_server
-        log="$LOGS/reconnect-$engine.log"
+        log="$LOGS/reconnect-$engine-$RECONNECT_BUILD.log"
         : >"$log"
         LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp:print_suppressions=1" \
         ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" \
-            "$ROOT/.build-soak-asan/debug/wssoak" reconnect "$URL" --minutes "$MINUTES" --engine "$engine" \
+            "$soak_bin" reconnect "$URL" --minutes "$MINUTES" --engine "$engine" \
             --workers "$WORKERS" --sample-seconds "$SAMPLE" >"$log" 2>&1 &
         soak_pid=$!
         tail -n +1 -f "$log" --pid "$soak_pid" &
@@ -201,9 +221,10 @@ if [ "$WHAT" = reconnect ]; then
             grep -E 'SUMMARY: AddressSanitizer|Direct leak|Indirect leak' "$log" | head -n 20
         fi
         if [ "$rc" = 0 ] && [ "$asan" = 0 ] && grep -q 'status=PASS' <<<"$result"; then
-            RESULTS+=("(c) reconnect $engine: PASS — $restarts server restarts, no ASan/LSan report; ${result#RESULT }")
+            checked=$([ "$RECONNECT_BUILD" = asan ] && echo "no ASan/LSan report" || echo "no sanitizer in this build")
+            RESULTS+=("(c) reconnect $engine ($build_name): PASS — $restarts server restarts, $checked; ${result#RESULT }")
         else
-            RESULTS+=("(c) reconnect $engine: FAILED (exit $rc, $asan sanitizer reports, $restarts restarts) — ${result:-no RESULT line} (log: $log)")
+            RESULTS+=("(c) reconnect $engine ($build_name): FAILED (exit $rc, $asan sanitizer reports, $restarts restarts) — ${result:-no RESULT line} (log: $log)")
             FAILED=1
         fi
     done

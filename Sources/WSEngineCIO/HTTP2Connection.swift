@@ -167,17 +167,20 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     }
 
     /// Opens a WebSocket stream with an extended CONNECT on a slot taken with ``reserveStream()``; returns once the
-    /// server answered (any status: the session checks it).
+    /// server answered (any status: the session checks it). Throws ``HTTP2StreamNotProcessed`` when the server
+    /// did not process the request (it may be sent again), `WebSocketError` otherwise.
     func openStream(_ request: EngineOpeningRequest, timeout: Duration) async throws -> HTTP2Stream {
         let stream = HTTP2Stream(connection: self)
         return try await withCheckedThrowingContinuation {
             (continuation: CheckedContinuation<HTTP2Stream, any Error>) in
-            let failure = self.lock.withLock { _ -> WebSocketError? in
+            let failure = self.lock.withLock { _ -> (any Error)? in
                 self.reserved -= 1
                 guard self.phase == .ready || self.phase == .starting, let session = self.session else {
-                    return self.failure
-                        ?? WebSocketError(
-                            .network, "the HTTP/2 connection to \(self.origin) no longer takes new streams")
+                    // Nothing was sent for this session: another connection may take it.
+                    return HTTP2StreamNotProcessed(
+                        error: self.failure
+                            ?? WebSocketError(
+                                .network, "the HTTP/2 connection to \(self.origin) no longer takes new streams"))
                 }
                 let id = Self.withHeaderFields(request, authority: request.authority) { fields, count in
                     cws_h2_submit_request(session, fields, count, HTTP2Callbacks.readData)

@@ -191,10 +191,19 @@ extension CIOEngine {
             logger.debug("WebSocket over HTTP/1.1: \(reason)")
             return try await self.connectTransport(to: endpoint, options: options, alpn: Self.alpnHTTP1)
         }
+        var refusals = 0
         while true {
             switch self.http2Pool.plan(key) {
             case .use(let connection):
-                return try await connection.openStream(request, timeout: options.connectTimeout)
+                do {
+                    return try await connection.openStream(request, timeout: options.connectTimeout)
+                } catch let refused as HTTP2StreamNotProcessed {
+                    // The server did not process the request: safe to send it again, on this connection or
+                    // another, a bounded number of times.
+                    refusals += 1
+                    guard refusals <= Self.http2Retries else { throw refused.error }
+                    logger.debug("HTTP/2 stream not processed, trying again (\(refusals)): \(refused.error)")
+                }
             case .wait(let pending):
                 await pending.wait()
             case .http1(let reason):
@@ -243,8 +252,19 @@ extension CIOEngine {
         }
     }
 
+    /// How many times an opening session tries again after the server did not process its stream
+    /// (REFUSED_STREAM, a GOAWAY below it, a connection that stopped taking streams before the request went out).
+    static let http2Retries = 3
+
     /// ALPN `h2`, `http/1.1` (wire format).
     static let alpnH2: [UInt8] = [2] + Array("h2".utf8) + [8] + Array("http/1.1".utf8)
     /// ALPN `http/1.1` only (wire format): the fallback connection.
     static let alpnHTTP1: [UInt8] = [8] + Array("http/1.1".utf8)
+}
+
+/// An HTTP/2 stream the server did not process (RFC 9113, 8.7): the request may be sent again; `error` says why
+/// when it is not.
+struct HTTP2StreamNotProcessed: Error {
+    /// What the session's opening fails with when it is not tried again.
+    let error: WebSocketError
 }

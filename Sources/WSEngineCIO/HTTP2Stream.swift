@@ -388,9 +388,14 @@ extension HTTP2Connection {
         if code == NGHTTP2_NO_ERROR.rawValue && stream.remoteEnded {
             stream.endLocked(error: nil)
         } else if code == NGHTTP2_REFUSED_STREAM.rawValue {
-            stream.endLocked(
-                error: WebSocketError(
-                    .network, "the server refused the HTTP/2 stream on \(self.origin) (REFUSED_STREAM or GOAWAY)"))
+            // RST_STREAM(REFUSED_STREAM), or a GOAWAY whose last stream is below this one: the server did not
+            // process the request (RFC 9113, 8.7), so an opening session may try again on another stream.
+            let error = WebSocketError(
+                .network,
+                "the server refused the HTTP/2 stream on \(self.origin) (REFUSED_STREAM or GOAWAY) without processing it"
+            )
+            if let opening = stream.opening.take() { opening.resume(throwing: HTTP2StreamNotProcessed(error: error)) }
+            stream.endLocked(error: error)
         } else {
             stream.endLocked(
                 error: WebSocketError(

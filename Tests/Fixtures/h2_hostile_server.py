@@ -10,7 +10,10 @@ and answers an extended CONNECT with 200, except:
                   once, ignoring the client's window
   `limit2`        as `script`, with SETTINGS_MAX_CONCURRENT_STREAMS = 2
   `reject`        as `script`, but answers the connection's first extended CONNECT with 403 and END_STREAM
-In the other modes (`script`, `limit2`, `reject`, `flood`) each WebSocket stream echoes the client's (small, masked) frames, and these texts act:
+  `refuse`        as `script`, but resets the connection's first extended CONNECT with RST_STREAM REFUSED_STREAM
+  `goaway-first`  as `script`, but answers the first extended CONNECT of the first TCP connection with GOAWAY
+                  (NO_ERROR, last stream 0: not processed) and closes that connection
+In the other modes (`script`, `limit2`, `reject`, `refuse`, `goaway-first`, `flood`) each WebSocket stream echoes the client's (small, masked) frames, and these texts act:
   `rst`           the server resets this stream (RST_STREAM INTERNAL_ERROR)
   `goaway`        the server sends GOAWAY (NO_ERROR, last stream = the newest); open streams go on
   `stats`         -> `connections=N` (TCP connections accepted so far)
@@ -122,6 +125,16 @@ async def handle(reader, writer):
                         while True:
                             writer.write(frame(9, 0, sid, filler))
                             await writer.drain()
+                    if MODE == "refuse" and sid == 1:
+                        connection.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+                        continue
+                    if MODE == "goaway-first" and sid == 1 and connections[0] == 1:
+                        # Written by hand, as for `goaway`; then the connection closes, as a server going away does.
+                        writer.write(connection.data_to_send())
+                        writer.write(frame(7, 0, 0, struct.pack(">II", 0, 0)))
+                        await writer.drain()
+                        writer.close()
+                        return
                     if MODE == "reject" and sid == 1:
                         connection.send_headers(sid, [(":status", "403"), ("x-reason", "no")], end_stream=True)
                         continue

@@ -443,6 +443,30 @@ struct HostileHTTP2Tests {
         await client.close()
     }
 
+    @Test("a stream the server refuses (REFUSED_STREAM) is opened again on the same connection")
+    func refusedStreamRetried() async throws {
+        let peer = try await HypercornPeer.hostile("refuse")
+        let client = try await http2Client(.required)
+        let session = try await client.webSocketSession(peer.url)
+        #expect(session.httpVersion == .http2)
+        try await session.send("stats")
+        #expect(try await session.receiveText() == "connections=1")
+        await session.close()
+        await client.close()
+    }
+
+    @Test("a GOAWAY that leaves the opening stream unprocessed: the session opens on a new connection")
+    func goAwayBeforeProcessingRetried() async throws {
+        let peer = try await HypercornPeer.hostile("goaway-first")
+        let client = try await http2Client(.required)
+        let session = try await client.webSocketSession(peer.url)
+        #expect(session.httpVersion == .http2)
+        try await session.send("stats")
+        #expect(try await session.receiveText() == "connections=2")
+        await session.close()
+        await client.close()
+    }
+
     @Test("a client close ends the stream on the DATA frame that carries the close frame")
     func closeCarriesEndStream() async throws {
         let peer = try await HypercornPeer.hostile("script")

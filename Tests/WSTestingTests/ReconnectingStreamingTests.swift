@@ -117,6 +117,48 @@ struct ReconnectingStreamingTests {
         #expect(offline?.code == .notConnected)
         await session.close()
     }
+
+    @Test("fail-fast mode: a send during a streamed send waits for its last fragment, then follows it")
+    func failFastSendWaitsForStream() async throws {
+        let engine = InMemoryEngine()
+        var configuration = self.configuration(engine.clock)
+        configuration.sendsWhileDisconnected = .failFast
+        let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
+            "ws://feed.test/", configuration: configuration)
+        let server = try await engine.nextConnection()
+        await self.waitFor(session) { $0.isOpen }
+
+        let (producer, chunks) = AsyncStream.makeStream(of: [UInt8].self)
+        let streaming = Task { try await session.sendStreamingMessage(.binary, from: producer) }
+        chunks.yield([1])
+        chunks.yield([2])
+        let firstFragment = try #require(try await server.receive())
+        #expect(firstFragment.kind == .binary && !firstFragment.fin && firstFragment.data == [1])
+
+        // The send starts while the stream is going; the stream ends only once that send is seen waiting.
+        let between = Task { try await session.send("between") }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while session.sendsWaitingForStreamEnd == 0 && ContinuousClock.now < deadline { await Task.yield() }
+        #expect(session.sendsWaitingForStreamEnd == 1)
+        chunks.yield([3])
+        chunks.finish()
+        try await streaming.value
+        try await between.value
+        var frames: [String] = []
+        for _ in 0..<3 {
+            let frame = try #require(try await server.receive())
+            frames.append("\(frame.kind) \(frame.fin) \(frame.data)")
+        }
+        #expect(frames == ["continuation false [2]", "continuation true [3]", "text true \(Array("between".utf8))"])
+        #expect(session.sendsWaitingForStreamEnd == 0)
+
+        // Fail-fast still refuses a send while no connection is open.
+        await server.drop()
+        await self.waitFor(session, Self.isReconnecting)
+        let offline = await #expect(throws: WebSocketError.self) { try await session.send("offline") }
+        #expect(offline?.code == .notConnected)
+        await session.close()
+    }
 }
 
 /// `chunks` as an `AsyncSequence`.

@@ -53,6 +53,9 @@ final class ReconnectCore: Sendable {
         var doneWaiters: [CheckedContinuation<Void, Never>] = []
         /// Whether a streamed message is being sent: other sends wait in the queue behind it.
         var sendingStream = false
+        /// Sends of the fail-fast mode waiting for the streamed message being sent to end (nothing is queued in
+        /// that mode, so they wait here instead, as they would on a plain session).
+        var streamEndWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     /// What the driver does next.
@@ -369,9 +372,25 @@ final class ReconnectCore: Sendable {
             case .done: return
             case .waitForRoom(let target): return await target.waitForRoom()
             case .waitForMessageEnd(let target): await target.connection.waitForMessageEnd()
+            case .waitForStreamEnd: await self.waitForStreamEnd()
             }
         }
     }
+
+    /// Waits until no streamed message is being sent (returns at once when none is).
+    private nonisolated(nonsending) func waitForStreamEnd() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiting = self.shared.withLock { s -> Bool in
+                guard s.sendingStream else { return false }
+                s.streamEndWaiters.append(continuation)
+                return true
+            }
+            if !waiting { continuation.resume() }
+        }
+    }
+
+    /// How many sends wait for a streamed message to end (for tests).
+    package var sendsWaitingForStreamEnd: Int { self.shared.withLock { $0.streamEndWaiters.count } }
 
     /// What ``send(_:)`` does after one try.
     private enum SendOutcome {
@@ -379,6 +398,8 @@ final class ReconnectCore: Sendable {
         case waitForRoom(WebSocketSession)
         /// A streamed message the hook started on the connection is still going: try again after it.
         case waitForMessageEnd(WebSocketSession)
+        /// A streamed message is being sent through ``sendStreaming(_:)`` (fail-fast mode): try again after it.
+        case waitForStreamEnd
     }
 
     /// One try of ``send(_:)``: writes on the open connection, queues, or refuses while there is none.
@@ -396,10 +417,7 @@ final class ReconnectCore: Sendable {
             }
             switch self.configuration.sendsWhileDisconnected {
             case .failFast where s.sendingStream:
-                throw WebSocketError(
-                    .invalidArgument,
-                    "a streamed message is being sent; send this one after it (the session fails fast instead of "
-                        + "queueing)")
+                return .waitForStreamEnd
             case .failFast:
                 throw WebSocketError(
                     .notConnected,
@@ -442,11 +460,23 @@ final class ReconnectCore: Sendable {
         do {
             try await body(session)
         } catch {
-            self.shared.withLock { $0.sendingStream = false }
-            await self.flush(session)
+            await self.streamEnded(on: session)
             throw error
         }
-        self.shared.withLock { $0.sendingStream = false }
+        await self.streamEnded(on: session)
+    }
+
+    /// After a streamed send: sends go to `session` again (when it is still the open one), queued ones first, and
+    /// the sends that waited for the stream's end try again.
+    private nonisolated(nonsending) func streamEnded(on session: WebSocketSession) async {
+        let waiters = self.shared.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.sendingStream = false
+            // With nothing queued the connection is usable at once, before the waiters try again.
+            if s.queue.isEmpty, s.current === session, case .open = s.machine.phase { s.sendTarget = session }
+            defer { s.streamEndWaiters.removeAll() }
+            return s.streamEndWaiters
+        }
+        for waiter in waiters { waiter.resume() }
         await self.flush(session)
     }
 

@@ -30,6 +30,9 @@ public final class ReconnectingWebSocketSession: Sendable {
         self.core = core
     }
 
+    /// How many `send` calls wait for the streamed message being sent to end (fail-fast mode); for tests.
+    package var sendsWaitingForStreamEnd: Int { self.core.sendsWaitingForStreamEnd }
+
     deinit {
         self.core.closeDetached()
     }
@@ -146,8 +149,8 @@ public final class ReconnectingWebSocketSession: Sendable {
     ///
     /// A streamed message is never queued nor resent: it needs an open connection when it starts, and if that
     /// connection is lost before its last fragment, this throws and the message is lost (the next connection
-    /// never sees part of it). Messages sent with `send` meanwhile wait in the queue and go out after it (in
-    /// fail-fast mode they throw ``WebSocketError/Code/invalidArgument``). A producer error or a cancellation after
+    /// never sees part of it). Messages sent with `send` meanwhile go out after it: queued, or in fail-fast mode
+    /// by `send` waiting for its end, as on a plain session. A producer error or a cancellation after
     /// the first fragment closes that connection with 1011, and the session reconnects.
     /// - Parameters:
     ///   - kind: `.text` (the chunks, joined, must be UTF-8) or `.binary`.

@@ -27,18 +27,38 @@ final class ReconnectCounters: Sendable {
     }
 }
 
-/// The next message, or `nil` after `timeout`.
-private func receive(_ session: ReconnectingWebSocketSession, within timeout: Duration) async throws
-    -> WebSocketMessage?
-{
-    try await withThrowingTaskGroup(of: WebSocketMessage?.self) { group in
-        group.addTask { try await session.receiveMessage() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
+/// One worker's receive deadline, watched by a single timer task per worker.
+///
+/// Racing every receive against its own `Task.sleep` (a task group of two) made the soak measure Swift's sleeps,
+/// not the SDK: a cancelled `Task.sleep` keeps its timer job queued until the deadline, so at ≈ 6,000 echoes/s per
+/// worker a 3 s timeout held ≈ 70,000 sleeping jobs (tens of MiB) at any time.
+final class ReceiveWatchdog: Sendable {
+    private let pending = Mutex<(task: Task<WebSocketMessage, any Error>, deadline: Double)?>(nil)
+    private let fired = Atomic<Bool>(false)
+
+    /// The next message, or `nil` when `timeout` seconds passed first (the receive is cancelled then).
+    func receive(_ session: ReconnectingWebSocketSession, within timeout: Double) async throws -> WebSocketMessage? {
+        let task = Task { try await session.receiveMessage() }
+        self.fired.store(false, ordering: .relaxed)
+        self.pending.withLock { $0 = (task, monotonicSeconds() + timeout) }
+        let result = await task.result
+        self.pending.withLock { $0 = nil }
+        switch result {
+        case .success(let message): return message
+        case .failure(let error):
+            if error is CancellationError, self.fired.load(ordering: .relaxed) { return nil }
+            throw error
         }
-        defer { group.cancelAll() }
-        return try await group.next()!
+    }
+
+    /// Cancels the pending receive once its deadline has passed; call it periodically.
+    func check() {
+        self.pending.withLock { pending in
+            guard let current = pending, monotonicSeconds() >= current.deadline else { return }
+            self.fired.store(true, ordering: .relaxed)
+            current.task.cancel()
+            pending = nil
+        }
     }
 }
 
@@ -80,6 +100,13 @@ func runReconnect(url: String, options: Options) async -> Int32 {
                     counters.reconnections.add(1, ordering: .relaxed)
                 }
             }
+            let watchdog = ReceiveWatchdog()
+            let timer = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    watchdog.check()
+                }
+            }
             var sequence = worker << 40
             while !counters.stop.load(ordering: .relaxed) && monotonicSeconds() < end {
                 sequence += 1
@@ -96,7 +123,7 @@ func runReconnect(url: String, options: Options) async -> Int32 {
                 }
                 do {
                     while true {
-                        guard let message = try await receive(session, within: .seconds(3)) else {
+                        guard let message = try await watchdog.receive(session, within: 3) else {
                             counters.lost.add(1, ordering: .relaxed)
                             break
                         }
@@ -115,6 +142,8 @@ func runReconnect(url: String, options: Options) async -> Int32 {
                     break
                 }
             }
+            timer.cancel()
+            await timer.value
             await session.close()
             await watcher.value
             if case .closed(let cause) = session.state, case .closedByClient = cause {
