@@ -24,12 +24,21 @@
 # (WSBENCH_CA_FILE). Only the C client and our engines (ours-*, base-*) have a wss variant so far; W4, W5 and idle
 # have none and are skipped, like websocket-kit and WSClient.
 #
+# idle opens IDLE_CONNECTIONS sessions (500 at a time) and leaves them idle: RSS per connection of our native engine
+# (ours-cio*) and of the C client, the time to open them, and the echo server's RSS per connection. Connections are
+# spread over IDLE_ADDRESSES destination addresses 127.0.0.1 ... 127.0.0.N (the echo server listens on each): one
+# address and port leave a client at most ~28,000 ephemeral ports (ip_local_port_range). Every process needs
+# IDLE_CONNECTIONS + 100 descriptors: the script raises the hard limit when it may (root with CAP_SYS_RESOURCE, up
+# to fs.nr_open) and stops with a message when it may not. E.g. 100,000 (about 4 minutes per round on 2 busy cores):
+#   IDLE_CONNECTIONS=100000 WORKLOADS=idle CLIENTS="c ours-cio" ROUNDS=3 TIMEOUT=900 bash Benchmarks/run.sh
+#
 # Environment: ROUNDS (5), PORT (19001), WORKLOADS ("w1 w2 w3 w4 w5 idle"), TLS (0),
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
 # engines with maxIncomingBufferMessages raised to 4,096), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
-# W5_MIB (64), W5_PORT (PORT + 1), PYTHON (../.venv/bin/python).
+# W5_MIB (64), W5_PORT (PORT + 1), PYTHON (../.venv/bin/python), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷ 10,000, rounded
+# up).
 #
 # Before/after a change, in the same rounds: build this directory in a second checkout at the old commit
 # (`swift build -c release --scratch-path .build-bench --product wsbench-ours-cio`, likewise wsbench-ours-curl) and
@@ -48,6 +57,8 @@ W5_MIB=${W5_MIB:-64}
 W5_PORT=${W5_PORT:-$((PORT + 1))}
 PYTHON=${PYTHON:-../.venv/bin/python}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+IDLE_ADDRESSES=${IDLE_ADDRESSES:-$(((IDLE_CONNECTIONS + 9999) / 10000))}
+export IDLE_CONNECTIONS IDLE_ADDRESSES
 TIMEOUT=${TIMEOUT:-300}
 OUT=${OUT:-}
 SCRATCH=.build-bench
@@ -66,6 +77,27 @@ fi
 BIN="$(swift build -c release --scratch-path "$SCRATCH" --show-bin-path)"
 WSBENCH="$BIN/wsbench"
 
+# idle: every process (client, echo server) holds IDLE_CONNECTIONS sockets; raise the hard descriptor limit if needed.
+if [[ " $WORKLOADS " == *" idle "* && "$TLS" != 1 ]]; then
+    need=$((IDLE_CONNECTIONS + 100))
+    if (($(ulimit -Hn) < need)) && ! ulimit -Hn "$need" 2>/dev/null; then
+        echo "idle: $IDLE_CONNECTIONS connections need $need descriptors per process; the hard limit is $(ulimit -Hn)" \
+            "and cannot be raised here (raising it needs root with CAP_SYS_RESOURCE; fs.nr_open is" \
+            "$(cat /proc/sys/fs/nr_open)). Lower IDLE_CONNECTIONS or run where the limit may be raised." >&2
+        exit 1
+    fi
+    if (($(cut -f1 /proc/sys/fs/file-max) < 2 * need + 10000)); then
+        echo "idle: fs.file-max ($(cat /proc/sys/fs/file-max)) is below what the client and the server hold together;" \
+            "raise it (sysctl fs.file-max=$((2 * need + 10000)))." >&2
+        exit 1
+    fi
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+    if ((IDLE_CONNECTIONS > (hi - lo) * IDLE_ADDRESSES * 9 / 10)); then
+        echo "idle: $IDLE_CONNECTIONS connections over $IDLE_ADDRESSES address(es) leave too few ephemeral ports" \
+            "($lo-$hi); raise IDLE_ADDRESSES." >&2
+        exit 1
+    fi
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 SERVER_ARGS=("$PORT")
 URL="ws://127.0.0.1:$PORT/"
@@ -87,8 +119,10 @@ if [[ "$TLS" == 1 ]]; then
     done
     CLIENTS=$kept
 fi
-"$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/dev/null &
+WSBENCH_ADDRESSES=$IDLE_ADDRESSES "$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/dev/null &
 SERVER_PID=$!
+# The drivers' idle workload reports the server's RSS too.
+export WSBENCH_SERVER_PID=$SERVER_PID
 W5_SERVER_PID=
 trap 'kill "$SERVER_PID" ${W5_SERVER_PID:+"$W5_SERVER_PID"} 2>/dev/null || true' EXIT
 sleep 0.3
@@ -122,12 +156,13 @@ for w in $WORKLOADS; do
     if [[ "$w" == w5 ]]; then clients=$W5_CLIENTS; fi
     for ((r = 1; r <= ROUNDS; r++)); do
         for c in $clients; do
-            # The idle workload (10,000 idle connections, RSS per connection) is measured for our native engine only:
-            # the Curl engine holds 3 descriptors per connection (socket, and its multi handle's wakeup pair), which
-            # 10,000 connections would take past this machine's descriptor limit (20,000).
-            if [[ "$w" == idle && "$c" != ours-cio* ]]; then continue; fi
+            # The idle workload (idle connections, RSS per connection) is measured for our native engine and the C
+            # client only: the Curl engine holds 3 descriptors per connection (socket, and its multi handle's wakeup
+            # pair), which 10,000 connections would take past this machine's descriptor limit (20,000).
+            if [[ "$w" == idle && "$c" != ours-cio* && "$c" != c ]]; then continue; fi
             if [[ "$c" == c ]]; then
                 cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
             elif [[ "$c" == base-cio || "$c" == base-curl ]]; then
                 if [[ -z "${BASE_BIN:-}" ]]; then echo "$c needs BASE_BIN (see the top of this script)" >&2; exit 1; fi
                 cmd=("$BASE_BIN/wsbench-ours-${c#base-}" --client "ours-${c#base-}" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
@@ -139,7 +174,7 @@ for w in $WORKLOADS; do
                 if [[ "$c" == ours-curl* && -x "$BIN/wsbench-ours-curl" ]]; then driver=$BIN/wsbench-ours-curl; fi
                 if [[ "$c" == ours-cio* && -x "$BIN/wsbench-ours-cio" ]]; then driver=$BIN/wsbench-ours-cio; fi
                 cmd=("$driver" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
-                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS"); fi
+                if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
             fi
             rc=0
             line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
@@ -159,13 +194,14 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$RESULTS" "$ROUNDS" "$W3_MIB" "$LOAD_BEFORE" "$LOAD_AFTER" "$CLIENTS" "$W5_MIB" "$W5_CLIENTS" "$TLS" <<'EOF' | tee ${OUT:+"$OUT"}
-import json, statistics, sys
+import json, os, statistics, sys
 path, rounds, w3, load_before, load_after, clients, w5, w5_clients, tls = sys.argv[1:10]
 clients = clients.split()
 w5_clients = w5_clients.split()
 rows = [json.loads(l) for l in open(path) if l.strip()]
 names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
-         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)", "idle": "10,000 idle connections (RSS)"}
+         "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)",
+         "idle": f"{int(os.environ.get('IDLE_CONNECTIONS', '10000')):,} idle connections (RSS)"}
 if tls == "1":
     names = {w: n.replace(" (", " over wss (", 1) for w, n in names.items()}
 def f(v):
@@ -184,10 +220,21 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
             if not ok:
                 if failed: print(f"| {names[w]} | {c} | failed | | | {failed} of {failed} failed |")
                 continue
-            per = [r["kib_per_connection"] for r in ok]
+            per = statistics.median(r["kib_per_connection"] for r in ok)
             after = [r["rss_after_mib"] for r in ok]
+            opened = statistics.median(r["seconds"] for r in ok)
+            extra = [f"{per:.1f} KiB" if per >= 1 else f"{per * 1024:.0f} B",
+                     " per connection (RSS after − before ÷ connections); peak RSS "
+                     f"{statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB; opened in {opened:.1f} s "
+                     f"({min(r['seconds'] for r in ok):.1f}–{max(r['seconds'] for r in ok):.1f}), "
+                     f"{statistics.median(r.get('addresses', 1) for r in ok)} address(es)"]
+            srv = [r for r in ok if "server_kib_per_connection" in r]
+            if srv:
+                extra.append(f"; echo server {statistics.median(r['server_kib_per_connection'] for r in srv):.1f} KiB per "
+                             f"connection, RSS {statistics.median(r['server_rss_after_mib'] for r in srv):.1f} MiB")
+            if failed: extra.append(f"; {failed} run(s) failed")
             print(f"| {names[w]} | {c} | {statistics.median(after):.1f} MiB in all | {min(after):.1f}–{max(after):.1f} | – | "
-                  f"{statistics.median(per):.1f} KiB per connection (RSS after − before ÷ connections); peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB |")
+                  f"{''.join(extra)} |")
         continue
     climit = {r["round"]: r["value"] for r in wr if r["client"] == "c" and not r.get("error")}
     for c in clients:

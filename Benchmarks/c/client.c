@@ -7,7 +7,8 @@
 // until OpenSSL wants more input, from a 64 KiB read-ahead buffer.
 //
 // Build: cc -O2 -o wsclient_c client.c -lssl -lcrypto
-// Run:   ./wsclient_c --workload w1|w2|w3|w4 --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
+// Run:   ./wsclient_c --workload w1|w2|w3|w4|idle --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
+//        [--connections N (w4, idle)] [--addresses A (idle: spread over 127.0.0.1 ... 127.0.0.A)]
 // Prints one JSON line, same shape as wsbench's.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -435,15 +436,138 @@ static void w4(int port, const char *path, int n) {
            n / el, el, peak_rss_kib() / 1024.0, cpu_ms());
 }
 
+// idle: n connections opened (TCP connect + upgrade, at most IDLE_WINDOW opening at once, like the Swift drivers'
+// 500), spread over the destination addresses 127.0.0.1 ... 127.0.0.A (the echo server listens on each with
+// WSBENCH_ADDRESSES=A; one address and port give a client at most ~28,000 ephemeral ports), then left idle. What
+// an idle connection costs this client is what it must keep: its descriptor (an int) and its epoll registration
+// (kernel memory, not RSS). Reports RSS after − before ÷ n (one connection opened and closed first, and the
+// in-flight handshake slots touched, so epoll, stdio and those slots are in "before"), the time to open them, and
+// with WSBENCH_SERVER_PID the echo server's RSS at the same two moments. The connections end with a reset
+// (SO_LINGER 0): no TIME_WAIT left on this side's ports for the next client of the round.
+#define IDLE_WINDOW 500
+
+typedef struct {
+    int fd, idx, state;  // state 0 connecting, 1 awaiting 101
+    size_t len;
+    char buf[512];
+} idle_slot_t;
+
+// The value in KiB of a /proc/PID/status field (VmRSS, VmHWM) of the process `pid` names ("self"), or -1.
+static long status_kib(const char *pid, const char *field) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%s/status", pid);
+    FILE *f = fopen(path, "r");
+    char line[256];
+    size_t fl = strlen(field);
+    long v = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, field, fl) == 0 && line[fl] == ':') v = strtol(line + fl + 1, NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+static int open_socket_at(int port, int address_index) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) { perror("socket"); exit(1); }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)address_index);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) { perror("connect"); exit(1); }
+    return fd;
+}
+
+static void idle_workload(int port, const char *path, int n, int addresses) {
+    const uint64_t idle_tag = UINT64_MAX;  // epoll data of an open, idle connection
+    const char *server = getenv("WSBENCH_SERVER_PID");
+    if (server && !*server) server = NULL;
+    ep = epoll_create1(0);
+    buf_t in = {0};
+    close(ws_connect(port, path, &in, 0));
+    free(in.p);
+    idle_slot_t *slots = malloc(sizeof(idle_slot_t) * IDLE_WINDOW);
+    memset(slots, 0, sizeof(idle_slot_t) * IDLE_WINDOW);
+    int free_slots[IDLE_WINDOW], nfree = IDLE_WINDOW;
+    for (int i = 0; i < IDLE_WINDOW; i++) free_slots[i] = IDLE_WINDOW - 1 - i;
+    char req[512];
+    int rl = snprintf(req, sizeof(req), HANDSHAKE_FMT, path, port);
+    struct epoll_event evs[256];
+    long before = status_kib("self", "VmRSS"), server_before = server ? status_kib(server, "VmRSS") : -1;
+    int *fds = malloc(sizeof(int) * (size_t)n);
+    int started = 0, opened = 0;
+    double t0 = now_s();
+    while (opened < n) {
+        while (started < n && nfree > 0) {
+            idle_slot_t *sl = &slots[free_slots[--nfree]];
+            sl->fd = open_socket_at(port, started % addresses);
+            sl->idx = started++;
+            sl->state = 0;
+            sl->len = 0;
+            struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = (uint64_t)(sl - slots)};
+            epoll_ctl(ep, EPOLL_CTL_ADD, sl->fd, &ev);
+        }
+        int k = epoll_wait(ep, evs, 256, -1);
+        for (int j = 0; j < k; j++) {
+            if (evs[j].data.u64 == idle_tag) { fprintf(stderr, "idle: an open connection got data or closed\n"); exit(1); }
+            idle_slot_t *sl = &slots[evs[j].data.u64];
+            if (sl->state == 0) {
+                int err = 0;
+                socklen_t el = sizeof(err);
+                getsockopt(sl->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                if (err) { fprintf(stderr, "idle: connect %d: %s\n", sl->idx, strerror(err)); exit(1); }
+                if (write(sl->fd, req, (size_t)rl) != rl) { perror("idle: write"); exit(1); }
+                sl->state = 1;
+                struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(sl - slots)};
+                epoll_ctl(ep, EPOLL_CTL_MOD, sl->fd, &ev);
+                continue;
+            }
+            ssize_t r = read(sl->fd, sl->buf + sl->len, sizeof(sl->buf) - 1 - sl->len);
+            if (r < 0 && errno == EAGAIN) continue;
+            if (r <= 0) { fprintf(stderr, "idle: handshake read failed on connection %d\n", sl->idx); exit(1); }
+            sl->len += (size_t)r;
+            sl->buf[sl->len] = 0;
+            if (!strstr(sl->buf, "\r\n\r\n")) {
+                if (sl->len == sizeof(sl->buf) - 1) { fprintf(stderr, "idle: response too long\n"); exit(1); }
+                continue;
+            }
+            if (strncmp(sl->buf, "HTTP/1.1 101", 12) != 0) { fprintf(stderr, "idle: no 101\n"); exit(1); }
+            fds[sl->idx] = sl->fd;
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = idle_tag};
+            epoll_ctl(ep, EPOLL_CTL_MOD, sl->fd, &ev);
+            free_slots[nfree++] = (int)(sl - slots);
+            opened++;
+        }
+    }
+    double el = now_s() - t0;
+    long after = status_kib("self", "VmRSS"), server_after = server ? status_kib(server, "VmRSS") : -1;
+    long peak = peak_rss_kib();
+    struct linger hard = {.l_onoff = 1, .l_linger = 0};
+    for (int i = 0; i < n; i++) {
+        setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+        close(fds[i]);
+    }
+    printf("{\"client\":\"c\",\"workload\":\"idle\",\"value\":%.1f,\"unit\":\"MiB\",\"seconds\":%.3f,\"peak_rss_mib\":%.1f,"
+           "\"cpu_ms\":%.1f,\"rss_before_mib\":%.1f,\"rss_after_mib\":%.1f,\"kib_per_connection\":%.3f,\"addresses\":%d",
+           after / 1024.0, el, peak / 1024.0, cpu_ms(), before / 1024.0, after / 1024.0, (double)(after - before) / n,
+           addresses);
+    if (server_before >= 0 && server_after >= 0)
+        printf(",\"server_rss_before_mib\":%.1f,\"server_rss_after_mib\":%.1f,\"server_kib_per_connection\":%.2f",
+               server_before / 1024.0, server_after / 1024.0, (double)(server_after - server_before) / n);
+    printf("}\n");
+    free(fds);
+    free(slots);
+}
+
 int main(int argc, char **argv) {
     const char *workload = "w1", *url = "ws://127.0.0.1:9001/";
     long w3_mib = 512;
-    int conns = 1000;
+    int conns = 1000, addresses = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--workload")) workload = argv[i + 1];
         else if (!strcmp(argv[i], "--url")) url = argv[i + 1];
         else if (!strcmp(argv[i], "--w3-mib")) w3_mib = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--connections")) conns = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--addresses")) addresses = atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 1;
         else if (!strcmp(argv[i], "--client")) {}  // accepted for symmetry with wsbench
     }
     signal(SIGPIPE, SIG_IGN);
@@ -457,6 +581,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(workload, "w3")) stream("w3", port, path, w3_mib * 16, 65536, 16, secure);
     else if (secure) { fprintf(stderr, "%s has no wss variant in the C client\n", workload); return 2; }
     else if (!strcmp(workload, "w4")) w4(port, path, conns);
+    else if (!strcmp(workload, "idle")) idle_workload(port, path, conns, addresses);
     else { fprintf(stderr, "unknown workload %s\n", workload); return 2; }
     return 0;
 }

@@ -8,9 +8,10 @@
 // batch of echoes leaves as full TLS records, partial writes on, reads until OpenSSL wants more input).
 //
 // Build: cc -O2 -o echo_server echo_server.c -lssl -lcrypto
-// Run:   ./echo_server PORT [CERT.pem KEY.pem]
+// Run:   [WSBENCH_ADDRESSES=N] ./echo_server PORT [CERT.pem KEY.pem]   (N: also listen on 127.0.0.2 ... 127.0.0.N)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -83,6 +84,10 @@ static void buf_reserve(buf_t *b, size_t extra) {
     }
 }
 
+// Open connections. When the last one closes, the freed buffers go back to the system (malloc_trim), so that the
+// idle workload's figure for this server's RSS per connection starts from the same point in every run.
+static long live_connections;
+
 static void conn_free(conn_t *c) {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     if (c->ssl) SSL_free(c->ssl);
@@ -90,6 +95,7 @@ static void conn_free(conn_t *c) {
     free(c->in.p);
     free(c->out.p);
     free(c);
+    if (--live_connections == 0) malloc_trim(0);
 }
 
 static void set_events(conn_t *c, int want_out) {
@@ -265,6 +271,35 @@ static int on_readable(conn_t *c) {
     return flush_out(c);
 }
 
+// Listening sockets: 127.0.0.1, and with WSBENCH_ADDRESSES=N also 127.0.0.2 ... 127.0.0.N (all on loopback). A
+// client has at most ~28,000 ephemeral ports (ip_local_port_range) per destination address and port, so the idle
+// workload spreads 100,000 connections over several destination addresses. Each listener is registered in epoll
+// with its index + 1 as data.ptr (never a conn_t address).
+#define MAX_LISTENERS 64
+static int listeners[MAX_LISTENERS];
+static int listener_count;
+
+static int listen_on_addresses(int port) {
+    const char *env = getenv("WSBENCH_ADDRESSES");
+    int n = env ? atoi(env) : 1;
+    if (n < 1) n = 1;
+    if (n > MAX_LISTENERS) { fprintf(stderr, "WSBENCH_ADDRESSES: at most %d\n", MAX_LISTENERS); return -1; }
+    int one = 1;
+    for (int i = 0; i < n; i++) {
+        int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)i);
+        if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0) { perror("bind"); return -1; }
+        if (listen(lfd, 4096) < 0) { perror("listen"); return -1; }
+        struct epoll_event lev = {.events = EPOLLIN, .data.ptr = (void *)(uintptr_t)(i + 1)};
+        epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
+        listeners[i] = lfd;
+    }
+    listener_count = n;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 9001;
     signal(SIGPIPE, SIG_IGN);
@@ -283,17 +318,11 @@ int main(int argc, char **argv) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) { rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); }
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0) { perror("bind"); return 1; }
-    if (listen(lfd, 4096) < 0) { perror("listen"); return 1; }
     ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
-    fprintf(stderr, "echo_server listening on %s://127.0.0.1:%d\n", tls_ctx ? "wss" : "ws", port);
+    if (listen_on_addresses(port) < 0) return 1;
+    fprintf(stderr, "echo_server listening on %s://127.0.0.1:%d (%d address(es) from 127.0.0.1)\n",
+            tls_ctx ? "wss" : "ws", port, listener_count);
 
     struct epoll_event evs[256];
     for (;;) {
@@ -301,13 +330,15 @@ int main(int argc, char **argv) {
         if (n < 0) { if (errno == EINTR) continue; perror("epoll_wait"); return 1; }
         for (int i = 0; i < n; i++) {
             conn_t *c = evs[i].data.ptr;
-            if (!c) {
+            if ((uintptr_t)c <= MAX_LISTENERS) {  // a listener (see listen_on_addresses)
+                int lfd = listeners[(uintptr_t)c - 1];
                 for (;;) {
                     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                     if (fd < 0) break;
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                     conn_t *nc = calloc(1, sizeof(conn_t));
                     nc->fd = fd;
+                    live_connections++;
                     if (tls_ctx) {
                         nc->ssl = SSL_new(tls_ctx);
                         SSL_set_fd(nc->ssl, fd);

@@ -374,10 +374,13 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             self.connected(handles)
         } else {
             let detail = handles.errorBuffer.text
-            self.logger.debug(
-                "connect failed", metadata: ["ws.curlcode": "\(result.rawValue)", "ws.error": "\(detail)"])
             var connectCode = 0
             _ = cws_curl_getinfo_long(handles.easy, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+            self.logger.debug(
+                "connect failed",
+                metadata: [
+                    "ws.curlcode": "\(result.rawValue)", "ws.error": "\(detail)", "ws.connectcode": "\(connectCode)",
+                ])
             if connectCode >= 300 {
                 // The HTTP proxy refused the CONNECT: the same error the CIO engine reports.
                 let proxyText = self.proxy.map { "\($0)" } ?? "(from the configuration)"
@@ -386,6 +389,21 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                     ? "the proxy \(proxyText) requires authentication or rejected the credentials (\(connectCode))"
                     : "the proxy \(proxyText) refused to open a tunnel to \(self.hostPort) (\(connectCode))"
                 self.fail(WebSocketError(.proxyFailure, message, status: connectCode))
+                return
+            }
+            if let proxy = self.proxy, self.configuration.legacyProxy == nil,
+                proxy.kind == .http || proxy.kind == .https,
+                [CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_GOT_NOTHING, CURLE_WEIRD_SERVER_REPLY].contains(result)
+            {
+                // libcurl only connects here (the upgrade is the session's): an I/O failure before it is connected
+                // is the proxy's, during its reply to the CONNECT (cut short, not HTTP, headers without end) —
+                // the same error the CIO engine reports.
+                let curlError = CurlError(result, detail: detail)
+                self.fail(
+                    WebSocketError(
+                        .proxyFailure,
+                        "the proxy \(proxy) did not open a tunnel to \(self.hostPort): \(curlError.summary)",
+                        underlying: curlError))
                 return
             }
             self.fail(

@@ -342,7 +342,7 @@ struct ProxyIntegrationTests {
             #expect(error != nil, "\(mode)")
             // Ended by the proxy's reply or by the connect timeout (5 s), never a hang.
             #expect(ContinuousClock.now - started < .seconds(8), "\(mode): \(String(describing: error))")
-            if engine == .cio { #expect(error?.code == .proxyFailure, "\(mode): \(String(describing: error))") }
+            #expect(error?.code == .proxyFailure, "\(mode): \(String(describing: error))")
         }
     }
 

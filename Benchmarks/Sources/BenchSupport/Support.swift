@@ -44,6 +44,9 @@ public struct Params: Sendable {
     public var w5MiB = 64
     /// W4 and idle connections (`--connections`).
     public var connections = 1_000
+    /// idle: destination addresses (`--addresses`): connection `i` goes to 127.0.0.(1 + i % addresses), so that more
+    /// connections fit than one address and port leave ephemeral ports for (the echo server listens on each).
+    public var addresses = 1
 }
 
 /// What a run measured.
@@ -70,8 +73,9 @@ public struct Outcome: Sendable {
 }
 
 /// The value in MiB of a `/proc/self/status` field such as `VmHWM` (peak RSS) or `VmRSS`; -1 if unreadable.
-public func statusMiB(_ field: String) -> Double {
-    guard let f = fopen("/proc/self/status", "r") else { return -1 }
+/// `process` names another process (a pid) instead of this one.
+public func statusMiB(_ field: String, process: String = "self") -> Double {
+    guard let f = fopen("/proc/\(process)/status", "r") else { return -1 }
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 256)
     while fgets(&line, 256, f) != nil {
@@ -219,7 +223,8 @@ public struct BenchError: Error, CustomStringConvertible {
     public init(description: String) { self.description = description }
 }
 
-/// Parses `--client`, `--workload`, `--url`, `--w3-mib`, `--connections` (and the flags of later workloads).
+/// Parses `--client`, `--workload`, `--url`, `--w3-mib`, `--connections`, `--addresses` (and the flags of later
+/// workloads).
 public func parseArguments() throws -> Params {
     var p = Params()
     var args = CommandLine.arguments.dropFirst()
@@ -234,6 +239,7 @@ public func parseArguments() throws -> Params {
         case "--w3-mib": p.w3MiB = Int(value) ?? p.w3MiB
         case "--w5-mib": p.w5MiB = Int(value) ?? p.w5MiB
         case "--connections": p.connections = Int(value) ?? p.connections
+        case "--addresses": p.addresses = max(1, Int(value) ?? p.addresses)
         default: throw BenchError(description: "unknown flag \(flag)")
         }
     }
@@ -254,4 +260,22 @@ public func printOutcome(_ p: Params, _ outcome: Outcome, extra: String = "") {
     json += ",\"seconds\":\(String((outcome.seconds * 1000).rounded() / 1000)),\"peak_rss_mib\":\(fmt(peakRSSMiB()))"
     json += ",\"cpu_ms\":\(fmt(cpuMilliseconds()))\(extra)}"
     print(json)
+}
+
+/// idle: the URL of connection `index`, `url` with its host 127.0.0.1 replaced by 127.0.0.(1 + index % addresses).
+/// Throws when `addresses` > 1 and `url`'s host is not 127.0.0.1.
+public func spreadURL(_ url: String, index: Int, addresses: Int) throws -> String {
+    guard addresses > 1 else { return url }
+    guard let range = url.firstRange(of: "://127.0.0.1:") else {
+        throw BenchError(description: "--addresses needs a ws://127.0.0.1:PORT/ URL, not \(url)")
+    }
+    var spread = url
+    spread.replaceSubrange(range, with: "://127.0.0.\(1 + index % addresses):")
+    return spread
+}
+
+/// The echo server's pid from `WSBENCH_SERVER_PID` (run.sh sets it), to report its RSS beside the client's.
+public func serverProcess() -> String? {
+    guard let value = getenv("WSBENCH_SERVER_PID"), value.pointee != 0 else { return nil }
+    return String(cString: value)
 }

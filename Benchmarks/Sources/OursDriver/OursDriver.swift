@@ -161,6 +161,11 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
             try await session.send("warm-up")
             _ = try await session.incoming.receive()
         }
+        // Connection i goes to 127.0.0.(1 + i % addresses) (--addresses; one address and port give at most ~28,000
+        // ephemeral ports); the URLs are made before "before".
+        let urls = try (0..<p.addresses).map { try spreadURL(p.url, index: $0, addresses: p.addresses) }
+        let server = serverProcess()
+        let serverBefore = server.map { statusMiB("VmRSS", process: $0) }
         let before = currentRSSMiB()
         let start = clock.now
         var sessions: [WebSocketSession] = []
@@ -169,24 +174,42 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
             var started = 0
             // At most 500 opening at once (the echo server's listen backlog).
             while started < min(500, p.connections) {
-                group.addTask { try await client.webSocketSession(p.url) }
+                let url = urls[started % urls.count]
+                group.addTask { try await client.webSocketSession(url) }
                 started += 1
             }
             while let session = try await group.next() {
                 sessions.append(session)
                 if started < p.connections {
-                    group.addTask { try await client.webSocketSession(p.url) }
+                    let url = urls[started % urls.count]
+                    group.addTask { try await client.webSocketSession(url) }
                     started += 1
                 }
             }
         }
         let elapsed = clock.now - start
         let after = currentRSSMiB()
+        let serverAfter = server.map { statusMiB("VmRSS", process: $0) }
         let perConnectionKiB = (after - before) * 1024 / Double(p.connections)
         extra =
             ",\"rss_before_mib\":\(fmt(before)),\"rss_after_mib\":\(fmt(after)),\"kib_per_connection\":\(fmt(perConnectionKiB))"
+            + ",\"addresses\":\(p.addresses)"
+        if let serverBefore, let serverAfter, serverBefore >= 0, serverAfter >= 0 {
+            let serverKiB = (serverAfter - serverBefore) * 1024 / Double(p.connections)
+            extra +=
+                ",\"server_rss_before_mib\":\(fmt(serverBefore)),\"server_rss_after_mib\":\(fmt(serverAfter))"
+                + ",\"server_kib_per_connection\":\(fmt(serverKiB))"
+        }
         outcome = Outcome(value: after, unit: "MiB", seconds: seconds(elapsed))
-        for session in sessions { await session.close() }
+        // Closed 500 at a time (one after another, 100,000 close handshakes take minutes on a busy machine).
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, session) in sessions.enumerated() {
+                if index >= 500 { try await group.next() }
+                group.addTask { await session.close() }
+            }
+            try await group.waitForAll()
+        }
+        sessions.removeAll()
     }
     await client.close()
     return (outcome, extra)
