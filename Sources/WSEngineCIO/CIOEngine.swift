@@ -160,18 +160,29 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     public func connect(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
         -> any WebSocketTransport
     {
-        if let request = options.openingRequest, self.configuration.http2.mode != .disabled {
-            if endpoint.secure && Self.nghttp2SupportsExtendedConnect {
-                return try await self.connectHTTP2(to: endpoint, options: options, request: request)
-            }
-            if self.configuration.http2.mode == .required {
-                throw WebSocketError(
-                    .unsupported,
-                    endpoint.secure
-                        ? self.unsupportedReason(.webSocketOverHTTP2) ?? "HTTP/2 is not available"
-                        : "HTTP/2 is required, but \(endpoint) is not a wss:// endpoint: WebSockets over cleartext HTTP/2 (h2c) are not supported"
-                )
-            }
+        // The plain path first, with nothing of the HTTP/2 one in this frame: the caller's task keeps the frame
+        // memory of its deepest call (in its allocator's slabs) for as long as it lives.
+        if options.openingRequest == nil || self.configuration.http2.mode == .disabled {
+            return try await self.makeConnector(endpoint, options, alpn: []).connect()
+        }
+        return try await self.connectOfferingHTTP2(to: endpoint, options: options)
+    }
+
+    /// ``connect(to:options:)`` with an opening request and HTTP/2 enabled.
+    @inline(never)
+    private func connectOfferingHTTP2(to endpoint: EngineEndpoint, options: EngineConnectOptions) async throws
+        -> any WebSocketTransport
+    {
+        if let request = options.openingRequest, endpoint.secure && Self.nghttp2SupportsExtendedConnect {
+            return try await self.connectHTTP2(to: endpoint, options: options, request: request)
+        }
+        if self.configuration.http2.mode == .required {
+            throw WebSocketError(
+                .unsupported,
+                endpoint.secure
+                    ? self.unsupportedReason(.webSocketOverHTTP2) ?? "HTTP/2 is not available"
+                    : "HTTP/2 is required, but \(endpoint) is not a wss:// endpoint: WebSockets over cleartext HTTP/2 (h2c) are not supported"
+            )
         }
         return try await self.connectTransport(to: endpoint, options: options, alpn: [])
     }
@@ -180,17 +191,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     func connectTransport(to endpoint: EngineEndpoint, options: EngineConnectOptions, alpn: [UInt8]) async throws
         -> CIOTransport
     {
-        let connector = try self.makeConnector(endpoint, options, alpn: alpn)
-        let loop = connector.loop
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CIOTransport, any Error>) in
-                if !loop.execute({ connector.start(continuation) }) {
-                    continuation.resume(throwing: Self.shutdownError)
-                }
-            }
-        } onCancel: {
-            loop.execute { connector.cancel() }
-        }
+        try await self.makeConnector(endpoint, options, alpn: alpn).connect()
     }
 
     /// The synchronous part of ``connect(to:options:)``, kept out of its async frame (a task keeps the frame memory
@@ -246,7 +247,8 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         }
     }
 
-    private static let shutdownError = WebSocketError(.network, "the CIO engine was shut down")
+    /// The error of a connect or loop after ``shutdown()``.
+    static let shutdownError = WebSocketError(.network, "the CIO engine was shut down")
 
     /// The next loop in the rotation (the loops start on first use); `nil` once the engine is shut down.
     public func executorForNextConnection() -> (any TaskExecutor)? {

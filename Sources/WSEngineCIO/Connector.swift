@@ -95,6 +95,19 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
     /// What the TCP connect reaches, for messages: `the proxy socks5://127.0.0.1:1080`, or `host:port`.
     private var connectTarget: String { self.proxy.map { "the proxy \($0)" } ?? self.hostPort }
 
+    /// Runs the connect on the loop and waits for it (any thread); cancelling the task cancels the connect.
+    func connect() async throws -> CIOTransport {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CIOTransport, any Error>) in
+                if !self.loop.execute({ self.start(continuation) }) {
+                    continuation.resume(throwing: CIOEngine.shutdownError)
+                }
+            }
+        } onCancel: {
+            self.loop.execute { self.cancel() }
+        }
+    }
+
     // MARK: Entry points (loop thread)
 
     /// Starts connecting; `continuation` is resumed exactly once.

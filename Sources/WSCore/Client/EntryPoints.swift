@@ -81,10 +81,16 @@ extension WebSocketClient {
         request: (inout WebSocketRequestBuilder) throws -> Void = { _ in },
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        try await self.run(
-            self.prepareOpening(forBlock: true) {
-                try Self.makeRequest(WebSocketURL(parsing: urlString), request)
-            }, block)
+        // The opening is prepared in a synchronous call of its own: this frame stays small (see `run`).
+        try await self.run(self.prepareBlockOpening(urlString, request), block)
+    }
+
+    /// The opening of a block session to `urlString`; not inlined, so its temporaries stay out of async frames.
+    @inline(never)
+    private func prepareBlockOpening(
+        _ urlString: String, _ request: (inout WebSocketRequestBuilder) throws -> Void
+    ) throws -> SessionOpening {
+        try self.prepareOpening(forBlock: true) { try Self.makeRequest(WebSocketURL(parsing: urlString), request) }
     }
 
     /// Opens a session to a URL built from components, runs `block`, and closes the session when it returns
@@ -212,23 +218,23 @@ extension WebSocketClient {
     /// With ``WebSockets/Configuration/runsBlocksOnEventLoop`` (the default) all of it — connect, handshake, the
     /// block and the close — runs with the engine's event loop for this connection as task-executor preference, so
     /// each step resumes on the thread that delivered its event, in the same loop round, with no thread hop.
+    ///
+    /// The calling task keeps the frame memory of its deepest chain of calls (in its allocator's slabs of about 1 KB)
+    /// for as long as it lives, and with thousands of sessions opening at once that memory is most of the peak; so
+    /// this chain passes class references and keeps its values in ``PendingOpening``.
+    @inline(never)
     private func run<Result>(
         _ opening: consuming SessionOpening,
         _ block: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
-        let executor = opening.executor
-        let onEventLoop = opening.settings.runsBlocksOnEventLoop
-        let blockExecutor = opening.blockExecutor
         // The opening (request, settings, handshake) is released once the session is open, not when the block ends.
         let pending = PendingOpening(opening)
-        return try await withTaskExecutorPreference(blockExecutor) {
-            try await Self.run(try await pending.open(), onEventLoop: onEventLoop, wanted: executor, block)
-        }
+        return try await withTaskExecutorPreference(pending.blockExecutor) { try await pending.run(block) }
     }
 
     /// Runs `block` with the open `session` and closes it afterwards. `wanted` is the executor the connection was asked
     /// for (the caller runs on it, or on a watched executor of the same loop).
-    private static func run<Result>(
+    fileprivate static func run<Result>(
         _ session: WebSocketSession,
         onEventLoop: Bool,
         wanted: (any TaskExecutor)?,
@@ -256,14 +262,32 @@ extension WebSocketClient {
     }
 }
 
-/// Holds an opening until it runs, so that nothing keeps it after the session is open.
+/// Holds an opening until it runs, so that nothing keeps it after the session is open, and what running the block
+/// needs afterwards.
 private final class PendingOpening {
     private var opening: SessionOpening?
+    /// The executor the connection was asked for.
+    let executor: (any TaskExecutor)?
+    /// The executor the block runs on (the opening's `blockExecutor`).
+    let blockExecutor: (any TaskExecutor)?
+    /// ``WebSockets/Configuration/runsBlocksOnEventLoop``.
+    let onEventLoop: Bool
 
-    init(_ opening: consuming SessionOpening) { self.opening = opening }
+    init(_ opening: consuming SessionOpening) {
+        self.executor = opening.executor
+        self.blockExecutor = opening.blockExecutor
+        self.onEventLoop = opening.settings.runsBlocksOnEventLoop
+        self.opening = opening
+    }
+
+    /// Opens the session (once), runs `block` with it and closes it.
+    func run<Result>(_ block: (WebSocketSession) async throws -> Result) async throws -> Result {
+        try await WebSocketClient.run(
+            try await self.open(), onEventLoop: self.onEventLoop, wanted: self.executor, block)
+    }
 
     /// Opens the session (once).
-    func open() async throws -> WebSocketSession {
+    private func open() async throws -> WebSocketSession {
         guard let opening = self.opening.take() else { preconditionFailure("the opening ran already") }
         return try await opening.open()
     }

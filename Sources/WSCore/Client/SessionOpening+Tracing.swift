@@ -23,6 +23,8 @@ extension SessionOpening {
     /// The traced opening: a client span `WebSocket open` around connect and handshake, with events for the engine's
     /// connect steps and the handshake, and the span's context injected into the upgrade request so the server can
     /// join the trace. With an instrument but no tracer, the current context is injected and no span is made.
+    /// Not inlined: its locals (the request, the span) would otherwise enlarge the frame of the untraced opening.
+    @inline(never)
     func openTraced() async throws -> WebSocketSession {
         let tracer = InstrumentationSystem.tracer
         guard !(tracer is NoOpTracer) else {

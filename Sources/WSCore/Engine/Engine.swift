@@ -48,28 +48,75 @@ public struct EngineEndpoint: Sendable, Hashable, CustomStringConvertible {
 
 /// Per-connection options the session passes to an engine.
 public struct EngineConnectOptions: Sendable {
+    // The values live out of line, in one immutable box: a copy of the options is one word. A session's opening
+    // holds them, and every async call that passes them on holds a copy in its frame, which the opening task keeps
+    // (in its allocator's slabs) for as long as it lives; inline they were about 240 bytes.
+    private struct Values: Sendable {
+        var connectTimeout: Duration
+        var logger: Logger
+        var executor: (any TaskExecutor)?
+        var progress: (@Sendable (EngineConnectStep) -> Void)?
+        var proxy: ProxyServer?
+        var proxyTLS: WebSocketTLSConfiguration
+        var openingRequest: EngineOpeningRequest?
+    }
+
+    private final class Box: Sendable {
+        let values: Values
+        init(_ values: Values) { self.values = values }
+    }
+
+    private var box: Box
+
+    private mutating func update(_ change: (inout Values) -> Void) {
+        var values = self.box.values
+        change(&values)
+        self.box = Box(values)
+    }
+
     /// How long name resolution, the TCP connect and the TLS handshake may take together.
-    public var connectTimeout: Duration
+    public var connectTimeout: Duration {
+        get { self.box.values.connectTimeout }
+        set { self.update { $0.connectTimeout = newValue } }
+    }
     /// The logger of the client.
-    public var logger: Logger
+    public var logger: Logger {
+        get { self.box.values.logger }
+        set { self.update { $0.logger = newValue } }
+    }
     /// The executor the caller wants the connection's transport on: one the engine returned from
     /// ``WebSocketEngine/executorForNextConnection()``, so the code that opens and runs the session already runs on
     /// the thread that will deliver its events. `nil`: the engine chooses. An engine ignores an executor that is not
     /// one of its own.
-    public var executor: (any TaskExecutor)?
+    public var executor: (any TaskExecutor)? {
+        get { self.box.values.executor }
+        set { self.update { $0.executor = newValue } }
+    }
     /// Called as the connect passes its steps (name resolved, TCP connected, TLS established), for the opening's
     /// trace; `nil` unless a tracer is in place. Engines call it on their own thread; it must return quickly.
-    public var progress: (@Sendable (EngineConnectStep) -> Void)?
+    public var progress: (@Sendable (EngineConnectStep) -> Void)? {
+        get { self.box.values.progress }
+        set { self.update { $0.progress = newValue } }
+    }
     /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
     /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
-    public var proxy: ProxyServer?
+    public var proxy: ProxyServer? {
+        get { self.box.values.proxy }
+        set { self.update { $0.proxy = newValue } }
+    }
     /// The TLS settings for the connection to an `https://` ``proxy`` (`ProxyConfiguration.tls`; its server name
     /// override does not apply to a proxy).
-    public var proxyTLS: WebSocketTLSConfiguration
+    public var proxyTLS: WebSocketTLSConfiguration {
+        get { self.box.values.proxyTLS }
+        set { self.update { $0.proxyTLS = newValue } }
+    }
     /// The WebSocket opening request, for an engine that can open the session itself (an HTTP/2 engine sends it as
     /// an extended CONNECT and returns the answer in ``WebSocketTransport/openingResponse``). Engines that hand
     /// over a plain byte stream ignore it: the session then sends its HTTP/1.1 upgrade request over the stream.
-    public var openingRequest: EngineOpeningRequest?
+    public var openingRequest: EngineOpeningRequest? {
+        get { self.box.values.openingRequest }
+        set { self.update { $0.openingRequest = newValue } }
+    }
 
     /// Creates options.
     /// - Parameters:
@@ -83,12 +130,10 @@ public struct EngineConnectOptions: Sendable {
         connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
         proxyTLS: WebSocketTLSConfiguration = WebSocketTLSConfiguration(), openingRequest: EngineOpeningRequest? = nil
     ) {
-        self.connectTimeout = connectTimeout
-        self.logger = logger
-        self.executor = executor
-        self.proxy = proxy
-        self.proxyTLS = proxyTLS
-        self.openingRequest = openingRequest
+        self.box = Box(
+            Values(
+                connectTimeout: connectTimeout, logger: logger, executor: executor, progress: nil, proxy: proxy,
+                proxyTLS: proxyTLS, openingRequest: openingRequest))
     }
 }
 

@@ -117,6 +117,24 @@ struct SessionStateMachine {
         }
     }
 
+    /// An optional error kept out of line: `nil`, as it is in almost every session, costs one word in the machine
+    /// instead of the error's 88 bytes, and the machine lives in every connection (three such fields).
+    @propertyWrapper
+    struct OutOfLineError {
+        private final class Box: Sendable {
+            let error: WebSocketError
+            init(_ error: WebSocketError) { self.error = error }
+        }
+        private var box: Box?
+
+        init(wrappedValue: WebSocketError?) { self.box = wrappedValue.map(Box.init) }
+
+        var wrappedValue: WebSocketError? {
+            get { self.box?.error }
+            set { self.box = newValue.map(Box.init) }
+        }
+    }
+
     private let limits: Limits
     private var phase: Phase = .idle
     private var pipeline: InboundPipeline
@@ -131,7 +149,7 @@ struct SessionStateMachine {
     private var lastConsumerID: ConsumerID = 0
     /// Set once incoming has delivered its last frame; `incomingError` is its failure (nil: ended normally).
     private var incomingEnded = false
-    private var incomingError: WebSocketError?
+    @OutOfLineError private var incomingError: WebSocketError? = nil
     /// Whether reading from the transport is paused (the queue is full).
     private(set) var readingPaused = false
     /// Parsing stopped when the queue filled up, with received bytes left in the pipeline: they are parsed before
@@ -143,7 +161,7 @@ struct SessionStateMachine {
     private var unparsedInputReadAt: ContinuousClock.Instant?
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
-    private var pendingFailure: WebSocketError?
+    @OutOfLineError private var pendingFailure: WebSocketError? = nil
 
     // Lifecycle.
     /// We sent a close frame: nothing more is sent, and data frames that still arrive are dropped.
@@ -157,7 +175,7 @@ struct SessionStateMachine {
     private var closesAfterHandshake = false
     /// Why the session ended (or is ending); `nil` while open.
     private(set) var closeReason: CloseReason?
-    private var failure: WebSocketError?
+    @OutOfLineError private var failure: WebSocketError? = nil
     /// The transport has closed.
     private(set) var hasEnded = false
 

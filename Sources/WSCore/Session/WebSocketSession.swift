@@ -388,17 +388,16 @@ final class SessionOpening: Sendable {
     /// (SessionOpening+Tracing.swift).
     /// - Throws: A ``WebSocketError`` marked ``WebSocketError/isConnectionFailure``, whatever its code.
     func open() async throws -> WebSocketSession {
-        do {
-            if OpeningTracing.isActive { return try await self.openTraced() }
-            do {
-                // Two calls, so the frame of each is live only while it runs.
-                return try await self.handshake(over: try await self.connect(), self.handshake)
-            } catch {
-                self.failed(error)
-                throw error
-            }
-        } catch let error as WebSocketError {
-            throw error.asConnectionFailure
+        // The errors are converted in synchronous helpers: a `WebSocketError` matched here would take room in this
+        // frame, which every opening task keeps (in its allocator's slabs) for as long as it lives.
+        if OpeningTracing.isActive {
+            do { return try await self.openTraced() } catch { throw Self.connectionFailure(error) }
+        }
+        // Two calls, so the frame of each is live only while it runs.
+        let transport: any WebSocketTransport
+        do { transport = try await self.connect() } catch { throw self.openingFailed(error) }
+        do { return try await self.handshake(over: transport, self.handshake) } catch {
+            throw self.openingFailed(error)
         }
     }
 
@@ -409,28 +408,73 @@ final class SessionOpening: Sendable {
         self.logger.debug("WebSocket opening failed", metadata: ["ws.error": "\(error)"])
     }
 
+    /// Counts and logs a failed opening and returns its error marked as a connection failure.
+    @inline(never)
+    private func openingFailed(_ error: any Error) -> any Error {
+        self.failed(error)
+        return Self.connectionFailure(error)
+    }
+
+    /// `error` marked ``WebSocketError/isConnectionFailure`` when it is a ``WebSocketError``.
+    @inline(never)
+    private static func connectionFailure(_ error: any Error) -> any Error {
+        guard let error = error as? WebSocketError else { return error }
+        return error.asConnectionFailure
+    }
+
     /// Connects. The engine's connect timeout is at most the open timeout, so a connect that stalls fails with the
     /// engine's own error (which says which phase stalled: DNS, TCP or TLS); the rest of the open timeout bounds the
     /// WebSocket handshake, on the transport's timer (no task races the opening).
-    func connect(options: EngineConnectOptions? = nil) async throws -> any WebSocketTransport {
-        try await self.engine.connect(to: self.endpoint, options: options ?? self.options)
+    @inline(never)
+    func connect() async throws -> any WebSocketTransport {
+        // The stored options and endpoint are passed as they are: a temporary copy of them (`options ?? ...`) would
+        // sit in the frame of every opening for the whole connect.
+        try await self.engine.connect(to: self.endpoint, options: self.options)
     }
 
-    /// Runs the opening `handshake` over `transport`.
+    /// Connects with `options` instead of the prepared ones (a traced opening adds its progress events).
+    func connect(options: EngineConnectOptions) async throws -> any WebSocketTransport {
+        try await self.engine.connect(to: self.endpoint, options: options)
+    }
+
+    /// Runs the opening `handshake` over `transport`. Not inlined, like ``connect()``: the frame of `open()` holds
+    /// neither's values, and only one of the two frames exists at a time.
+    @inline(never)
     func handshake(over transport: any WebSocketTransport, _ handshake: OpeningHandshake) async throws
         -> WebSocketSession
     {
-        if let response = transport.openingResponse { return try self.opened(transport, response, handshake) }
+        if let session = try self.openedByEngine(transport, handshake) { return session }
         let connection = self.makeConnection(transport)
         let outcome = try await connection.performHandshake(
-            handshake, timeout: max(.zero, self.openTimeout - (ContinuousClock.now - self.start)),
-            timeoutError: { [url = self.url, openTimeout = self.openTimeout] in
-                WebSocketError(
-                    .timedOut,
-                    "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
-                )
-            })
+            handshake, timeout: self.remainingOpenTime(), timeoutError: self.openTimeoutError())
         return self.makeSession(connection, outcome, httpVersion: .http1_1)
+    }
+
+    /// What is left of the open timeout (the connect took the rest).
+    @inline(never)
+    private func remainingOpenTime() -> Duration {
+        max(.zero, self.openTimeout - (ContinuousClock.now - self.start))
+    }
+
+    /// Makes the error of an opening that did not complete within the open timeout.
+    @inline(never)
+    private func openTimeoutError() -> @Sendable () -> WebSocketError {
+        { [url = self.url, openTimeout = self.openTimeout] in
+            WebSocketError(
+                .timedOut,
+                "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
+            )
+        }
+    }
+
+    /// The session, when the engine already opened it on the transport (an HTTP/2 stream); `nil` for an HTTP/1.1
+    /// upgrade, which the caller runs. Synchronous, so the response is not held in the caller's async frame.
+    @inline(never)
+    private func openedByEngine(_ transport: any WebSocketTransport, _ handshake: OpeningHandshake) throws
+        -> WebSocketSession?
+    {
+        guard let response = transport.openingResponse else { return nil }
+        return try self.opened(transport, response, handshake)
     }
 
     /// Starts the session on a transport the engine already opened it on (an HTTP/2 stream), once its response
