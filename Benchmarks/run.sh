@@ -8,22 +8,24 @@
 #   bash Benchmarks/run.sh                       # 5 rounds, W1–W5 and idle, all clients
 #   ROUNDS=3 OUT=/tmp/table.md bash Benchmarks/run.sh
 #   WORKLOADS="w2" CLIENTS="c ours-cio" bash Benchmarks/run.sh
-#   WORKLOADS=w5 bash Benchmarks/run.sh           # permessage-deflate only
+#   WORKLOADS=w5 bash Benchmarks/run.sh           # permessage-deflate only (its four variants)
 #   TLS=1 WORKLOADS="w1 w2 w3" bash Benchmarks/run.sh   # over wss://
 #
-# W5 (W3 with permessage-deflate: $W5_MIB MiB of 64 KiB compressible text messages, 16 in flight) runs against the
-# Python websockets echo server (Tests/Fixtures/ws_server.py --deflate, from ../.venv) on 127.0.0.1:$W5_PORT, started
-# only when WORKLOADS has w5. It runs the clients of $CLIENTS that support permessage-deflate (ours-*, wsclient: not
-# the C client, not websocket-kit 2.16.2, which have none) plus ours-cio+nodeflate, our native engine without
-# compression against the same server (what Python's own echo costs). Its table has the ratio to ours-cio in the
-# same round instead of the ratio to C, and the extensions each client negotiated (a run fails if a client that should
-# compress did not get permessage-deflate). 5 rounds of its 4 clients take about 70 s on the 2-core machine.
+# W5 (permessage-deflate, RFC 7692) runs against the same C echo server, which accepts the clients' offer and echoes
+# compressed frames as they arrive (it never inflates), so the clients do all the compressing and inflating and the
+# C client (zlib, level 6, the same offer as our SDK) is the limit, as in W1–W4. `w5` stands for the variants in
+# $W5_VARIANTS (each may also be named in WORKLOADS, e.g. WORKLOADS="w5-1k-nct"): 1k = 20,000 text messages of
+# 1 KiB, 100 in flight; 64k = $W5_MIB MiB of 64 KiB text messages, 16 in flight; -nct = without context takeover
+# (client_ and server_no_context_takeover offered). Every client sends the same JSON-log corpus (the "corpus" hash in
+# each line; the table flags a mismatch), checks that deflate was negotiated, and compares every echo byte for byte.
+# websocket-kit 2.16.2 has no permessage-deflate and is skipped. ours-cio+nodeflate (no compression) can be added to
+# CLIENTS as a reference. Over wss (TLS=1) W5 runs too.
 #
-# TLS=1 runs W1–W4 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
+# TLS=1 runs W1–W5 over wss:// (TLS 1.3): the echo server serves TLS (OpenSSL, same single thread) with a self-signed
 # P-256 certificate for 127.0.0.1 (and localhost) made with openssl at the start of the run ($SCRATCH/tls/), which
 # every client verifies (WSBENCH_CA_FILE): the C client with OpenSSL, our engines with their TLS configuration,
 # websocket-kit and WSClient with NIOSSL. The C client runs W4 over wss on every core (one process per online CPU;
-# its peak RSS is the sum of its processes'). W5 and idle have no wss variant and are skipped.
+# its peak RSS is the sum of its processes'). idle has no wss variant and is skipped.
 #
 # Every run's line also records the echo server's CPU time during the run (server_cpu_ms, from
 # /proc/PID/schedstat before and after); the table shows it and its share of the run's timed part.
@@ -42,13 +44,14 @@
 # engines with maxIncomingBufferMessages raised to 4,096; for W4 over wss c+resume, c+1proc and c+1proc+resume: the C
 # client with TLS session resumption and/or in one process), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
-# W5_MIB (64), W5_PORT (PORT + 1), PYTHON (../.venv/bin/python), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷ 10,000, rounded
-# up).
+# W5_MIB (64, the 64k variants' volume), W5_VARIANTS ("1k 1k-nct 64k 64k-nct"), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷
+# 10,000, rounded up).
 #
 # Before/after a change, in the same rounds: build this directory in a second checkout at the old commit
 # (`swift build -c release --scratch-path .build-bench --product wsbench-ours-cio`, likewise wsbench-ours-curl) and
 # point BASE_BIN at that build's bin directory; the clients base-cio and base-curl then run the old build's drivers
-# alternating with the others, e.g. CLIENTS="c base-cio ours-cio base-curl ours-curl".
+# alternating with the others, e.g. CLIENTS="c base-cio ours-cio base-curl ours-curl". (W5's base build must know
+# the --w5-size/--w5-count/--w5-window/--w5-nct flags: a commit from after they were added.)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -59,8 +62,7 @@ CLIENTS=${CLIENTS:-"c ours-cio ours-curl websocket-kit wsclient"}
 W3_MIB=${W3_MIB:-512}
 TLS=${TLS:-0}
 W5_MIB=${W5_MIB:-64}
-W5_PORT=${W5_PORT:-$((PORT + 1))}
-PYTHON=${PYTHON:-../.venv/bin/python}
+W5_VARIANTS=${W5_VARIANTS:-"1k 1k-nct 64k 64k-nct"}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_ADDRESSES=${IDLE_ADDRESSES:-$(((IDLE_CONNECTIONS + 9999) / 10000))}
 export IDLE_CONNECTIONS IDLE_ADDRESSES
@@ -72,7 +74,7 @@ BIN_C=$SCRATCH/c
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     mkdir -p "$BIN_C"
     cc -O2 -Wall -o "$BIN_C/echo_server" c/echo_server.c -lssl -lcrypto
-    cc -O2 -Wall -o "$BIN_C/wsclient_c" c/client.c -lssl -lcrypto
+    cc -O2 -Wall -o "$BIN_C/wsclient_c" c/client.c -lssl -lcrypto -lz
     swift build -c release --scratch-path "$SCRATCH" >&2
     # The WSClient driver is a package of its own (a module-name clash with our SDK); wsbench execs it from its dir.
     (cd WSClientBench && swift build -c release --scratch-path ../"$SCRATCH"/wsclient >&2)
@@ -117,7 +119,7 @@ if [[ "$TLS" == 1 ]]; then
     export WSBENCH_CA_FILE="$PWD/$SCRATCH/tls/cert.pem"
     kept=""
     for w in $WORKLOADS; do
-        if [[ "$w" != w5 && "$w" != idle ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
+        if [[ "$w" != idle ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi
     done
     WORKLOADS=$kept
 fi
@@ -125,29 +127,31 @@ WSBENCH_ADDRESSES=$IDLE_ADDRESSES "$BIN_C/echo_server" "${SERVER_ARGS[@]}" 2>/de
 SERVER_PID=$!
 # The drivers' idle workload reports the server's RSS too.
 export WSBENCH_SERVER_PID=$SERVER_PID
-W5_SERVER_PID=
-trap 'kill "$SERVER_PID" ${W5_SERVER_PID:+"$W5_SERVER_PID"} 2>/dev/null || true' EXIT
+trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
 sleep 0.3
+# A server that could not bind has exited; the clients would otherwise measure whatever else listens on $PORT.
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "the echo server did not start (is port $PORT taken?)" >&2; exit 1; fi
 
-# W5: the clients with permessage-deflate, plus the uncompressed reference; and the Python server with compression.
+# W5: `w5` stands for its variants; the clients with permessage-deflate (not websocket-kit 2.16.2).
+kept=""
+for w in $WORKLOADS; do
+    if [[ "$w" == w5 ]]; then for v in $W5_VARIANTS; do kept+="w5-$v "; done; else kept+="$w "; fi
+done
+WORKLOADS=$kept
 W5_CLIENTS=""
 for c in $CLIENTS; do
-    if [[ "$c" != c && "$c" != websocket-kit ]]; then W5_CLIENTS+="$c "; fi
+    if [[ "$c" != websocket-kit && "$c" != c+* ]]; then W5_CLIENTS+="$c "; fi
 done
-if [[ " $W5_CLIENTS " != *" ours-cio+nodeflate "* ]]; then W5_CLIENTS+="ours-cio+nodeflate"; fi
-W5_URL="ws://127.0.0.1:$W5_PORT/echo"
-if [[ " $WORKLOADS " == *" w5 "* ]]; then
-    if [[ ! -x "$PYTHON" ]]; then echo "w5 needs the Python websockets venv ($PYTHON; scripts/setup.sh)" >&2; exit 1; fi
-    W5_LOG=$SCRATCH/w5-server.log
-    : >"$W5_LOG" # before the start: the server truncating it itself races with the wait below
-    "$PYTHON" ../Tests/Fixtures/ws_server.py --deflate --port "$W5_PORT" >"$W5_LOG" 2>&1 &
-    W5_SERVER_PID=$!
-    for ((i = 0; i < 100; i++)); do
-        if grep -q "^PORT $W5_PORT\$" "$W5_LOG"; then break; fi
-        sleep 0.1
-    done
-    if ! grep -q "^PORT $W5_PORT\$" "$W5_LOG"; then echo "the Python server did not start: $(tail -c 300 "$W5_LOG")" >&2; exit 1; fi
-fi
+# A W5 variant's flags, for every client: 1k or 64k, optionally -nct (no context takeover).
+w5_args() {
+    local v=${1#w5-}
+    case "${v%-nct}" in
+        1k) echo "--w5-size 1024 --w5-count 20000 --w5-window 100" ;;
+        64k) echo "--w5-size 65536 --w5-count $((W5_MIB * 16)) --w5-window 16" ;;
+        *) echo "unknown W5 variant $1 (1k, 1k-nct, 64k, 64k-nct)" >&2; exit 1 ;;
+    esac
+    if [[ "$v" == *-nct ]]; then echo "--w5-nct 1"; fi
+}
 
 # The echo server's CPU time so far in ns (all its threads: it has one), from the scheduler's account; empty where the
 # kernel has no schedstat. For the W5 server as well would need its PID: not measured.
@@ -159,7 +163,12 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for w in $WORKLOADS; do
     clients=$CLIENTS
-    if [[ "$w" == w5 ]]; then clients=$W5_CLIENTS; fi
+    wargs=(--workload "$w")
+    if [[ "$w" == w5-* ]]; then
+        clients=$W5_CLIENTS
+        a=$(w5_args "$w") || exit 1
+        read -r -a wargs <<<"--workload w5 $(echo $a)"
+    fi
     for ((r = 1; r <= ROUNDS; r++)); do
         for c in $clients; do
             # The idle workload (idle connections, RSS per connection) is measured for our native engine and the C
@@ -167,7 +176,7 @@ for w in $WORKLOADS; do
             # pair), which 10,000 connections would take past this machine's descriptor limit (20,000).
             if [[ "$w" == idle && "$c" != ours-cio* && "$c" != c ]]; then continue; fi
             if [[ "$c" == c ]]; then
-                cmd=("$BIN_C/wsclient_c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
+                cmd=("$BIN_C/wsclient_c" "${wargs[@]}" --url "$URL" --w3-mib "$W3_MIB")
                 if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
             elif [[ "$c" == c+* ]]; then
                 # W4 over wss variants of the C client: c+resume offers a TLS session from an earlier handshake on
@@ -177,9 +186,13 @@ for w in $WORKLOADS; do
                 if [[ "$c" == *+1proc* ]]; then cmd+=(--procs 1); fi
             elif [[ "$c" == base-cio || "$c" == base-curl ]]; then
                 if [[ -z "${BASE_BIN:-}" ]]; then echo "$c needs BASE_BIN (see the top of this script)" >&2; exit 1; fi
-                cmd=("$BASE_BIN/wsbench-ours-${c#base-}" --client "ours-${c#base-}" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
-            elif [[ "$w" == w5 ]]; then
-                cmd=("$WSBENCH" --client "$c" --workload "$w" --url "$W5_URL" --w5-mib "$W5_MIB")
+                cmd=("$BASE_BIN/wsbench-ours-${c#base-}" --client "ours-${c#base-}" "${wargs[@]}" --url "$URL" --w3-mib "$W3_MIB")
+            elif [[ "$w" == w5-* ]]; then
+                driver=$WSBENCH
+                if [[ "$c" == ours-curl* && -x "$BIN/wsbench-ours-curl" ]]; then driver=$BIN/wsbench-ours-curl; fi
+                if [[ "$c" == ours-cio* && -x "$BIN/wsbench-ours-cio" ]]; then driver=$BIN/wsbench-ours-cio; fi
+                if [[ "$c" == wsclient && -x "$BIN/wsbench-wsclient" ]]; then driver=$BIN/wsbench-wsclient; fi
+                cmd=("$driver" --client "$c" "${wargs[@]}" --url "$URL")
             else
                 # wsbench execs our engines' drivers (their RSS is ours alone); call them directly when built.
                 driver=$WSBENCH
@@ -196,6 +209,7 @@ for w in $WORKLOADS; do
                 line="${line%\}},\"server_cpu_ms\":$(((server_ns1 - server_ns0) / 1000000))}"
             fi
             if [[ "$c" == base-* ]]; then line=${line/\"client\":\"ours-/\"client\":\"base-}; fi
+            if [[ "$w" == w5-* ]]; then line=${line/\"workload\":\"w5\"/\"workload\":\"$w\"}; fi
             if [[ "$c" == c+* ]]; then line=${line/\"client\":\"c\"/\"client\":\"$c\"}; fi
             if [[ "$line" == \{* ]]; then
                 echo "{\"round\":$r,${line#\{}" >>"$RESULTS"
@@ -217,6 +231,11 @@ path, rounds, w3, load_before, load_after, clients, w5, w5_clients, tls = sys.ar
 clients = clients.split()
 w5_clients = w5_clients.split()
 rows = [json.loads(l) for l in open(path) if l.strip()]
+# W5: MB/s from the wall time (3 decimals) and the variant's volume, not the drivers' 1-decimal figure.
+for r in rows:
+    if r.get("workload", "").startswith("w5-") and r.get("seconds"):
+        volume = 20000 * 1024 if r["workload"].startswith("w5-1k") else int(w5) * 1048576
+        r["value"] = volume / r["seconds"] / 1e6
 names = {"w1": "W1 ping-pong (rt/s)", "w2": "W2 128 B x 200k, 1000 in flight (msg/s)",
          "w3": f"W3 {w3} MiB in 64 KiB, 16 in flight (MB/s)", "w4": "W4 1,000 connections (conn/s)",
          "idle": f"{int(os.environ.get('IDLE_CONNECTIONS', '10000')):,} idle connections (RSS)"}
@@ -225,12 +244,19 @@ if tls == "1":
 def f(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
 print(f"{rounds} rounds; loadavg before {load_before}, after {load_after}; results in {path}\n")
-if any(r.get("workload") != "w5" for r in rows):
-    print("| workload | client | median | min–max | ratio to C (median of per-round) | extra |")
-    print("|---|---|---:|---:|---:|---|")
-for w in ["w1", "w2", "w3", "w4", "idle"]:
+print("| workload | client | median | min–max | ratio to C (median of per-round) | extra |")
+print("|---|---|---:|---:|---:|---|")
+w5s = list(dict.fromkeys(r["workload"] for r in rows if r.get("workload", "").startswith("w5-")))
+for v in w5s:
+    size, nct = v[3:].removesuffix("-nct"), v.endswith("-nct")
+    shape = "20,000 × 1 KiB, 100 in flight" if size == "1k" else f"{w5} MiB in 64 KiB, 16 in flight"
+    names[v] = (f"W5 deflate {shape}, {'no context takeover' if nct else 'context takeover'}"
+                + (" over wss" if tls == "1" else "") + " (MB/s)")
+for w in ["w1", "w2", "w3", "w4", "idle"] + w5s:
     wr = [r for r in rows if r.get("workload") == w]
     if not wr: continue
+    # W5: every client must have sent the same corpus (the hash each prints).
+    corpus = next((r.get("corpus") for r in wr if r["client"] == "c" and r.get("corpus")), None)
     if w == "idle":
         for c in clients:
             ok = [r for r in wr if r["client"] == c and not r.get("error")]
@@ -255,7 +281,7 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
                   f"{''.join(extra)} |")
         continue
     climit = {r["round"]: r["value"] for r in wr if r["client"] == "c" and not r.get("error")}
-    for c in clients:
+    for c in (w5_clients if w.startswith("w5-") else clients):
         ok = [r for r in wr if r["client"] == c and not r.get("error")]
         failed = sum(1 for r in wr if r["client"] == c and r.get("error"))
         if not ok:
@@ -268,6 +294,13 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
             extra.append(f"p50 {statistics.median(r['p50_us'] for r in ok):.1f} µs, p99 {statistics.median(r['p99_us'] for r in ok):.1f} µs")
         if w == "w4":
             extra.append(f"wall {statistics.median(r['seconds'] for r in ok)*1000:.0f} ms")
+        if w.startswith("w5-"):
+            negotiated = sorted({r.get("extensions", "") for r in ok})
+            extra.append("extensions: " + " / ".join(f"`{n}`" if n else "none" for n in negotiated))
+            if any("compressed" in r for r in ok):
+                extra.append(f"compressed to {statistics.median(r['compressed'] for r in ok) * 100:.1f} %")
+            if corpus and any(r.get("corpus") != corpus for r in ok):
+                extra.append("**corpus differs from the C client's**")
         extra.append(f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB")
         if any("processes" in r for r in ok):
             # The C client's W4 over wss: one process per CPU; peak RSS above is the sum of the processes' peaks.
@@ -292,27 +325,4 @@ for w in ["w1", "w2", "w3", "w4", "idle"]:
             extra.append(f"{failed} run(s) failed ({', '.join(whys)})")
         ratio = f"{statistics.median(ratios):.3f}" if ratios else "–"
         print(f"| {names[w]} | {c} | {f(statistics.median(vals))} | {f(min(vals))}–{f(max(vals))} | {ratio} | {'; '.join(extra)} |")
-# W5: a table of its own, with ratios to ours-cio (permessage-deflate) in the same round.
-wr = [r for r in rows if r.get("workload") == "w5"]
-if wr:
-    name = f"W5 {w5} MiB text in 64 KiB, 16 in flight, permessage-deflate, Python server (MB/s)"
-    base = {r["round"]: r["value"] for r in wr if r["client"] == "ours-cio" and not r.get("error")}
-    if len(rows) > len(wr): print()
-    print("| workload | client | median | min–max | ratio to ours-cio (median of per-round) | extra |")
-    print("|---|---|---:|---:|---:|---|")
-    for c in w5_clients:
-        ok = [r for r in wr if r["client"] == c and not r.get("error")]
-        failed = [r for r in wr if r["client"] == c and r.get("error")]
-        whys = sorted({str(r["error"]) for r in failed})
-        if not ok:
-            if failed: print(f"| {name} | {c} | failed | | | {len(failed)} of {len(failed)} failed ({', '.join(whys)}) |")
-            continue
-        vals = [r["value"] for r in ok]
-        ratios = [r["value"] / base[r["round"]] for r in ok if r["round"] in base]
-        negotiated = sorted({r.get("extensions", "") for r in ok})
-        extra = ["extensions: " + " / ".join(f"`{n}`" if n else "none" for n in negotiated),
-                 f"peak RSS {statistics.median(r['peak_rss_mib'] for r in ok):.1f} MiB"]
-        if failed: extra.append(f"{len(failed)} run(s) failed ({', '.join(whys)})")
-        ratio = f"{statistics.median(ratios):.3f}" if ratios else "–"
-        print(f"| {name} | {c} | {f(statistics.median(vals))} | {f(min(vals))}–{f(max(vals))} | {ratio} | {'; '.join(extra)} |")
 EOF

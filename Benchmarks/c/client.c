@@ -1,13 +1,16 @@
 // The "limit" client for the benchmarks (issue 7): the same workloads as `wsbench`, in C on epoll with
 // hand-written RFC 6455 framing (masked client frames, 8-bytes-at-a-time masking, batched writes).
-// It does what the workload needs and no more: no UTF-8 validation, no extensions, minimal handshake check.
+// It does what the workload needs and no more: no UTF-8 validation, no extensions outside W5, minimal handshake check.
 //
 // With a wss:// URL, W1–W3 run over TLS (OpenSSL, on the same single thread; WSBENCH_CA_FILE, if set, is the CA that
 // must have signed the server's certificate): writes leave as full TLS records (partial writes on), reads go on
 // until OpenSSL wants more input, from a 64 KiB read-ahead buffer. W4 over wss runs on every core (see w4_tls).
 //
-// Build: cc -O2 -o wsclient_c client.c -lssl -lcrypto
-// Run:   ./wsclient_c --workload w1|w2|w3|w4|idle --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
+// W5 (permessage-deflate, zlib; ws and wss) is the block right before main().
+//
+// Build: cc -O2 -o wsclient_c client.c -lssl -lcrypto -lz
+// Run:   ./wsclient_c --workload w1|w2|w3|w4|w5|idle --url ws[s]://127.0.0.1:PORT/ [--w3-mib N]
+//        [--w5-size BYTES --w5-count N (or --w5-mib N) --w5-window N --w5-nct 0|1]
 //        [--connections N (w4, idle)] [--addresses A (idle: spread over 127.0.0.1 ... 127.0.0.A)]
 //        [--procs N] [--resume 0|1]   (W4 over wss: processes, default one per online CPU; TLS session resumption)
 // Prints one JSON line, same shape as wsbench's.
@@ -814,9 +817,252 @@ static void idle_workload(int port, const char *path, int n, int addresses) {
     free(slots);
 }
 
+// ---- W5: permessage-deflate (RFC 7692) with zlib ----
+// `count` text messages of `size` bytes from the same corpus as the Swift drivers (BenchSupport's textCorpus), at
+// most `window` unanswered. Each message is compressed as our SDK compresses it (zlib level 6, memLevel 8, raw
+// deflate with the window the server answered, a sync flush, the 00 00 ff ff tail removed) and sent as one masked
+// frame with RSV1; each echo is inflated (tail put back) and compared byte for byte with the message sent. The offer
+// is our SDK's: `permessage-deflate; client_max_window_bits`, plus both no_context_takeover parameters with --w5-nct 1
+// (then the deflater is reset after every message, and the inflater too if the server said so).
+#include <zlib.h>
+
+// SplitMix64 with BenchSupport's seed: the same picks, in the same order, as textCorpus(count:size:).
+static uint64_t corpus_state;
+static uint64_t corpus_next(void) {
+    corpus_state += 0x9E3779B97F4A7C15ull;
+    uint64_t z = corpus_state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D49BB4633111EBull;
+    return z ^ (z >> 31);
+}
+static int corpus_pick(int n) { return (int)(corpus_next() % (uint64_t)n); }
+
+// The number of distinct W5 messages for a message size, as BenchSupport's w5DistinctMessages(size:).
+static int w5_distinct(size_t size) {
+    size_t n = (256 * 1024) / size;
+    return n > 16 ? (int)n : 16;
+}
+
+// textCorpus(count:size:): `count` consecutive slices of `size` bytes of JSON log lines, as one buffer.
+static uint8_t *text_corpus(int count, size_t size) {
+    static const char *words[] = {
+        "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on",
+        "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you",
+        "were", "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will",
+        "would", "who", "so", "no", "connection", "message", "server", "client", "request", "latency", "window",
+        "buffer", "session", "timeout", "frame", "handshake", "compression", "socket", "event",
+    };
+    static const char *actions[] = {"login", "logout", "page_view", "search", "add_to_cart", "checkout", "upload",
+                                    "comment"};
+    static const char *levels[] = {"debug", "info", "info", "info", "warning", "error"};
+    const int nw = (int)(sizeof(words) / sizeof(words[0]));
+    corpus_state = 0x5EED000000000007ull;
+    size_t total = (size_t)count * size, len = 0;
+    uint8_t *text = malloc(total + 4096);
+    char sentence[2048], line[3072];
+    for (long seq = 0; len < total; seq++) {
+        int a = corpus_pick(nw), b = corpus_pick(nw);  // word(): the lower of two picks
+        const char *first = words[a < b ? a : b];
+        int sl = snprintf(sentence, sizeof(sentence), "%s", first);
+        if (sentence[0] >= 'a' && sentence[0] <= 'z') sentence[0] = (char)(sentence[0] - 'a' + 'A');
+        int nwords = 5 + corpus_pick(12);
+        for (int i = 0; i < nwords; i++) {
+            a = corpus_pick(nw), b = corpus_pick(nw);
+            sl += snprintf(sentence + sl, sizeof(sentence) - (size_t)sl, " %s", words[a < b ? a : b]);
+        }
+        // The fields in the order Swift evaluates the interpolations: left to right.
+        long long ts = 1700000000000ll + seq * 37 + corpus_pick(30);
+        const char *level = levels[corpus_pick(6)];
+        int user = 1000 + corpus_pick(500);
+        const char *action = actions[corpus_pick(8)];
+        a = corpus_pick(nw), b = corpus_pick(nw);
+        const char *pathword = words[a < b ? a : b];
+        int pathnum = corpus_pick(10000);
+        int ll = snprintf(line, sizeof(line),
+                          "{\"seq\":%ld,\"ts\":%lld,\"level\":\"%s\",\"user\":\"user_%d\",\"action\":\"%s\","
+                          "\"path\":\"/api/v1/%s/%d\",\"msg\":\"%s.\"}\n",
+                          seq, ts, level, user, action, pathword, pathnum, sentence);
+        if (len + (size_t)ll > total + 4096) break;
+        memcpy(text + len, line, (size_t)ll);
+        len += (size_t)ll;
+    }
+    return text;
+}
+
+// FNV-1a (64-bit) of the corpus: the drivers print the same, so a run shows that every client sent the same bytes.
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// Connect + upgrade with a Sec-WebSocket-Extensions offer (as ws_connect); the server's extensions answer, or "" if
+// none, goes to answer. Leftover bytes stay in *in.
+static int ws_connect_offering(int port, const char *path, buf_t *in, int secure, const char *offer, char *answer,
+                               size_t answer_cap) {
+    int fd = open_socket(port, 0);
+    if (secure) tls_connect(fd);
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Extensions: %s\r\n\r\n",
+                     path, port, offer);
+    if (io(fd, 1, req, (size_t)n) != n) { fprintf(stderr, "short handshake write\n"); exit(1); }
+    answer[0] = 0;
+    for (;;) {
+        buf_reserve(in, 4096);
+        ssize_t r = io(fd, 0, in->p + in->len, in->cap - in->len - 1);
+        if (r <= 0) { fprintf(stderr, "handshake read failed\n"); exit(1); }
+        in->len += (size_t)r;
+        in->p[in->len] = 0;
+        char *end = strstr((char *)in->p, "\r\n\r\n");
+        if (!end) continue;
+        if (strncmp((char *)in->p, "HTTP/1.1 101", 12) != 0) { fprintf(stderr, "no 101\n"); exit(1); }
+        for (char *h = strstr((char *)in->p, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n")) {
+            if (strncasecmp(h + 2, "Sec-WebSocket-Extensions:", 25) != 0) continue;
+            const char *v = h + 2 + 25;
+            while (*v == ' ') v++;
+            const char *eol = strstr(v, "\r\n");
+            snprintf(answer, answer_cap, "%.*s", (int)(eol - v), v);
+        }
+        in->off = (size_t)((uint8_t *)end + 4 - in->p);
+        if (in->off == in->len) in->off = in->len = 0;
+        break;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+// The value of window-bits parameter `name` in an extensions answer, or 15 if absent.
+static int answer_bits(const char *answer, const char *name) {
+    const char *p = strstr(answer, name);
+    if (!p || p[strlen(name)] != '=') return 15;
+    return atoi(p + strlen(name) + 1);
+}
+
+// Like take_frame, and also gives the first header byte and where the payload lies (valid until *b changes).
+static int take_frame_payload(buf_t *b, uint8_t *b0, const uint8_t **payload, size_t *plen) {
+    if (b->len - b->off < 2) return 0;
+    size_t len_before = b->len;
+    uint8_t first = b->p[b->off], op;
+    if (!take_frame(b, &op, plen)) return 0;
+    // take_frame consumed header + payload (and emptied the buffer if nothing follows): the payload is the frame's
+    // last *plen bytes.
+    size_t frame_end = b->off == 0 && b->len == 0 ? len_before : b->off;
+    *payload = b->p + frame_end - *plen;
+    *b0 = first;
+    return 1;
+}
+
+static void w5(int port, const char *path, long count, size_t size, long window, int nct, int secure) {
+    int distinct = w5_distinct(size);
+    uint8_t *corpus = text_corpus(distinct, size);
+    uint64_t corpus_hash = fnv1a(corpus, (size_t)distinct * size);
+    buf_t in = {0}, out = {0};
+    char answer[256];
+    const char *offer = nct ? "permessage-deflate; client_no_context_takeover; server_no_context_takeover; "
+                              "client_max_window_bits"
+                            : "permessage-deflate; client_max_window_bits";
+    int fd = ws_connect_offering(port, path, &in, secure, offer, answer, sizeof(answer));
+    if (strncmp(answer, "permessage-deflate", 18) != 0) {
+        fprintf(stderr, "the server did not accept permessage-deflate\n");
+        exit(1);
+    }
+    int client_bits = answer_bits(answer, "client_max_window_bits");
+    int server_bits = answer_bits(answer, "server_max_window_bits");
+    int client_reset = nct || strstr(answer, "client_no_context_takeover") != NULL;
+    int server_reset = strstr(answer, "server_no_context_takeover") != NULL;
+    z_stream d = {0}, f = {0};
+    // zlib cannot deflate with an 8-bit raw window; 9 is what our SDK uses then (RFC 7692 section 7.1.2.2 allows it
+    // as long as no match reaches further than 256 bytes, which zlib's 9-bit deflater never does).
+    if (deflateInit2(&d, 6, Z_DEFLATED, -(client_bits < 9 ? 9 : client_bits), 8, Z_DEFAULT_STRATEGY) != Z_OK ||
+        inflateInit2(&f, -server_bits) != Z_OK) {
+        fprintf(stderr, "zlib init failed\n");
+        exit(1);
+    }
+    size_t zcap = deflateBound(&d, size) + 16;
+    uint8_t *z = malloc(zcap);
+    uint8_t *inflated = malloc(size + 64);
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    ep = epoll_create1(0);
+    long sent = 0, recvd = 0;
+    unsigned long long wire = 0;
+    double t0 = now_s();
+    while (recvd < count) {
+        while (sent < count && sent - recvd < window) {
+            d.next_in = corpus + (size_t)(sent % distinct) * size;
+            d.avail_in = (uInt)size;
+            d.next_out = z;
+            d.avail_out = (uInt)zcap;
+            if (deflate(&d, Z_SYNC_FLUSH) != Z_OK || d.avail_in != 0 || d.avail_out == 0) {
+                fprintf(stderr, "deflate failed\n");
+                exit(1);
+            }
+            size_t zl = zcap - d.avail_out;
+            if (zl < 4 || memcmp(z + zl - 4, tail, 4) != 0) { fprintf(stderr, "no sync-flush tail\n"); exit(1); }
+            zl -= 4;
+            if (client_reset) deflateReset(&d);
+            size_t at = out.len;
+            append_frame(&out, 0x1, z, zl);
+            out.p[at] |= 0x40;  // RSV1: compressed
+            wire += zl;
+            sent++;
+        }
+        int all_out = flush(fd, &out);
+        size_t got = fill(fd, &in);
+        uint8_t b0;
+        const uint8_t *payload;
+        size_t pl;
+        while (take_frame_payload(&in, &b0, &payload, &pl)) {
+            if ((b0 & 0x0F) != 0x1) continue;
+            const uint8_t *expected = corpus + (size_t)(recvd % distinct) * size;
+            size_t produced = pl;
+            if (b0 & 0x40) {
+                f.next_out = inflated;
+                f.avail_out = (uInt)(size + 64);
+                f.next_in = (Bytef *)payload;
+                f.avail_in = (uInt)pl;
+                int rc = inflate(&f, Z_SYNC_FLUSH);
+                if (rc == Z_OK || rc == Z_BUF_ERROR) {
+                    f.next_in = (Bytef *)tail;
+                    f.avail_in = 4;
+                    rc = inflate(&f, Z_SYNC_FLUSH);
+                }
+                if ((rc != Z_OK && rc != Z_BUF_ERROR) || f.avail_in != 0) {
+                    fprintf(stderr, "inflate failed on echo %ld (%d)\n", recvd, rc);
+                    exit(1);
+                }
+                produced = size + 64 - f.avail_out;
+                if (server_reset) inflateReset(&f);
+                payload = inflated;
+            }
+            if (produced != size || memcmp(payload, expected, size) != 0) {
+                fprintf(stderr, "echo %ld differs from the message sent\n", recvd);
+                exit(1);
+            }
+            recvd++;
+        }
+        if (got == 0 && (all_out || sent - recvd >= window)) {
+            watch(fd, EPOLLIN | (all_out ? 0 : EPOLLOUT));
+            struct epoll_event e;
+            epoll_wait(ep, &e, 1, -1);
+        }
+    }
+    double el = now_s() - t0;
+    clean_close(fd, &in, &out);
+    printf("{\"client\":\"c\",\"workload\":\"w5\",\"value\":%.1f,\"unit\":\"MB/s\",\"seconds\":%.3f,"
+           "\"peak_rss_mib\":%.1f,\"cpu_ms\":%.1f,\"extensions\":\"%s\",\"corpus\":\"%016llx\","
+           "\"compressed\":%.3f}\n",
+           (double)count * (double)size / el / 1e6, el, peak_rss_kib() / 1024.0, cpu_ms(), answer,
+           (unsigned long long)corpus_hash, (double)wire / ((double)count * (double)size));
+}
+
 int main(int argc, char **argv) {
     const char *workload = "w1", *url = "ws://127.0.0.1:9001/";
     long w3_mib = 512;
+    long w5_size = 65536, w5_count = -1, w5_window = 16, w5_mib = 64;
+    int w5_nct = 0;
     int conns = 1000, addresses = 1, procs = 0, resume = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--workload")) workload = argv[i + 1];
@@ -824,6 +1070,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--w3-mib")) w3_mib = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--connections")) conns = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--addresses")) addresses = atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 1;
+        else if (!strcmp(argv[i], "--w5-size")) w5_size = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--w5-count")) w5_count = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--w5-window")) w5_window = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--w5-mib")) w5_mib = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--w5-nct")) w5_nct = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--client")) {}  // accepted for symmetry with wsbench
         else if (!strcmp(argv[i], "--procs")) procs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--resume")) resume = atoi(argv[i + 1]);
@@ -837,6 +1088,8 @@ int main(int argc, char **argv) {
     if (!strcmp(workload, "w1")) w1(port, path, secure);
     else if (!strcmp(workload, "w2")) stream("w2", port, path, 200000, 128, 1000, secure);
     else if (!strcmp(workload, "w3")) stream("w3", port, path, w3_mib * 16, 65536, 16, secure);
+    else if (!strcmp(workload, "w5"))
+        w5(port, path, w5_count > 0 ? w5_count : w5_mib * 1048576 / w5_size, (size_t)w5_size, w5_window, w5_nct, secure);
     else if (secure && !strcmp(workload, "w4")) w4_tls(port, path, conns, procs, resume);
     else if (secure) { fprintf(stderr, "%s has no wss variant in the C client\n", workload); return 2; }
     else if (!strcmp(workload, "w4")) w4(port, path, conns);

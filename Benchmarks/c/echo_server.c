@@ -4,6 +4,10 @@
 // and then closes the connection after flushing. No validation beyond what framing needs: it is a load
 // generator's mirror, not a conformance peer.
 //
+// permessage-deflate (RFC 7692): when the upgrade offers it, the server accepts the first offer it can echo and
+// answers with the parameters the client asked for (see negotiate_deflate). It never inflates: a compressed frame
+// goes back exactly as it came, RSV1 kept, like every other frame.
+//
 // With a certificate and key it serves wss:// instead (TLS through OpenSSL on the same single thread: each
 // batch of echoes leaves as full TLS records, partial writes on, reads until OpenSSL wants more input).
 //
@@ -201,6 +205,89 @@ static int process_frames(conn_t *c) {
     return 0;
 }
 
+// permessage-deflate (RFC 7692) for an echo that never inflates. Echoing a compressed message verbatim is a valid
+// server message because the client's inflater then sees exactly the byte sequence its own deflater produced, in
+// the same order:
+// - context takeover: message k was compressed against the client's history of messages 1..k-1; the echoes arrive
+//   in the same order, so when the client inflates echo k its window holds the same messages 1..k-1 (uncompressed
+//   messages, RSV1 clear, enter neither history, on either side);
+// - window: the client compresses with client_max_window_bits (15 if not answered) and inflates with
+//   server_max_window_bits (15 if not answered); the answer keeps the first no larger than the second, so no echo
+//   refers further back than the client's inflater keeps;
+// - no_context_takeover: a client that may reset its inflater after each message (server_no_context_takeover
+//   answered) also resets its deflater after each one (client_no_context_takeover answered with it), so no echo
+//   refers to an earlier message. client_no_context_takeover alone is fine: independently compressed messages
+//   inflate with or without the previous window.
+// The answer repeats what the offer asked for: server_no_context_takeover, server_max_window_bits=N,
+// client_max_window_bits=N, client_no_context_takeover. It adds client_no_context_takeover when only the server's was
+// asked for, and lowers client_max_window_bits to N (which the offer allows whenever it has that parameter) when
+// server_max_window_bits=N asks for a smaller window than the client's. An offer it cannot echo (server_max_window_bits below
+// the client's window with no way to lower that, or an unknown or malformed parameter) is skipped; without one it
+// can accept, the upgrade carries no extension.
+
+// The value of a window-bits parameter (8..15, optionally quoted), or -1.
+static int window_value(const char *v, size_t n) {
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') { v++; n -= 2; }
+    if (n == 1 && v[0] >= '8' && v[0] <= '9') return v[0] - '0';
+    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5') return 10 + v[1] - '0';
+    return -1;
+}
+
+// One offer (the text between commas): writes the answer into out and returns 1 if the server can echo it.
+static int deflate_offer(const char *p, const char *end, char *out, size_t cap) {
+    int server_nct = 0, client_nct = 0, server_bits = 0, client_bits = 0, client_bits_offered = 0, first = 1;
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *e = semi ? semi : end;
+        while (p < e && (*p == ' ' || *p == '\t')) p++;
+        const char *te = e;
+        while (te > p && (te[-1] == ' ' || te[-1] == '\t')) te--;
+        const char *eq = memchr(p, '=', (size_t)(te - p));
+        const char *ne = eq ? eq : te;
+        while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t')) ne--;
+        const char *v = eq ? eq + 1 : NULL;
+        while (v && v < te && (*v == ' ' || *v == '\t')) v++;
+        size_t nl = (size_t)(ne - p), vl = v ? (size_t)(te - v) : 0;
+#define IS(name) (nl == strlen(name) && strncasecmp(p, name, nl) == 0)
+        if (first) {
+            if (!IS("permessage-deflate") || v) return 0;
+            first = 0;
+        } else if (IS("server_no_context_takeover") && !v && !server_nct) server_nct = 1;
+        else if (IS("client_no_context_takeover") && !v && !client_nct) client_nct = 1;
+        else if (IS("server_max_window_bits") && v && !server_bits) {
+            if ((server_bits = window_value(v, vl)) < 0) return 0;
+        } else if (IS("client_max_window_bits") && !client_bits_offered) {
+            client_bits_offered = 1;
+            if (v && (client_bits = window_value(v, vl)) < 0) return 0;
+        } else return 0;  // unknown, repeated or malformed parameter: decline this offer
+#undef IS
+        p = semi ? semi + 1 : end;
+    }
+    if (first) return 0;
+    int ws = server_bits ? server_bits : 15;  // the client's inflater window
+    if (client_bits_offered && (client_bits ? client_bits : 15) > ws) client_bits = ws;  // the offer allows lowering it
+    if ((client_bits ? client_bits : 15) > ws) return 0;  // echoes would reach further back than the client keeps
+    if (server_nct) client_nct = 1;
+    size_t n = (size_t)snprintf(out, cap, "Sec-WebSocket-Extensions: permessage-deflate");
+    if (server_nct) n += (size_t)snprintf(out + n, cap - n, "; server_no_context_takeover");
+    if (client_nct) n += (size_t)snprintf(out + n, cap - n, "; client_no_context_takeover");
+    if (server_bits) n += (size_t)snprintf(out + n, cap - n, "; server_max_window_bits=%d", server_bits);
+    if (client_bits) n += (size_t)snprintf(out + n, cap - n, "; client_max_window_bits=%d", client_bits);
+    snprintf(out + n, cap - n, "\r\n");
+    return 1;
+}
+
+// A Sec-WebSocket-Extensions value: the answer to the first permessage-deflate offer the server can echo, if any.
+static int negotiate_deflate(const char *value, const char *end, char *out, size_t cap) {
+    while (value < end) {
+        const char *comma = memchr(value, ',', (size_t)(end - value));
+        const char *e = comma ? comma : end;
+        if (deflate_offer(value, e, out, cap)) return 1;
+        value = comma ? comma + 1 : end;
+    }
+    return 0;
+}
+
 static int handle_handshake(conn_t *c) {
     c->in.p[c->in.len] = 0;  // buf always has a spare byte (see on_readable)
     char *req = (char *)c->in.p + c->in.off;
@@ -208,6 +295,7 @@ static int handle_handshake(conn_t *c) {
     if (!end) return c->in.len > 65536 ? -1 : 0;
     size_t reqlen = (size_t)(end + 4 - req);
     char key[128] = {0};
+    char extensions[256] = "";
     for (char *line = strstr(req, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n")) {
         char *h = line + 2;
         if (strncasecmp(h, "Sec-WebSocket-Key:", 18) == 0) {
@@ -217,6 +305,9 @@ static int handle_handshake(conn_t *c) {
             while (h[n] && h[n] != '\r' && h[n] != ' ' && n < sizeof(key) - 40) n++;
             memcpy(key, h, n);
             key[n] = 0;
+        } else if (strncasecmp(h, "Sec-WebSocket-Extensions:", 25) == 0 && !extensions[0]) {
+            char *eol = strstr(h, "\r\n");
+            negotiate_deflate(h + 25, eol ? eol : end, extensions, sizeof(extensions));
         }
     }
     if (!key[0]) {
@@ -233,11 +324,11 @@ static int handle_handshake(conn_t *c) {
     SHA1((const unsigned char *)key, strlen(key), digest);
     unsigned char accept[64];
     EVP_EncodeBlock(accept, digest, SHA_DIGEST_LENGTH);
-    char resp[256];
+    char resp[512];
     int rl = snprintf(resp, sizeof(resp),
                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Accept: %s\r\n\r\n",
-                      accept);
+                      "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+                      accept, extensions);
     buf_reserve(&c->out, (size_t)rl);
     memcpy(c->out.p + c->out.len, resp, (size_t)rl);
     c->out.len += (size_t)rl;

@@ -9,9 +9,11 @@ import Musl
 
 /// W1–W5 of issue 7; `idle` opens `--connections` sessions that stay idle and reports RSS per connection.
 ///
-/// W5 is W3 with permessage-deflate: `--w5-mib` MiB (64) of 64 KiB text messages from ``textCorpus(count:size:)``,
-/// 16 in flight, echoed by a server that compresses (the Python websockets server in `run.sh`), in MB/s of
-/// uncompressed payload. A driver fails the run when it was asked for deflate and the server did not accept it.
+/// W5 is W3 with permessage-deflate: text messages of `--w5-size` bytes (65,536) from ``textCorpus(count:size:)``,
+/// `--w5-count` of them (else `--w5-mib` MiB, 64), `--w5-window` in flight (16), with context takeover or, with
+/// `--w5-nct 1`, without (both `no_context_takeover` parameters offered), echoed as they are by the C echo server
+/// in `run.sh`; in MB/s of uncompressed payload. A driver fails the run when the server did not accept deflate or an
+/// echo differs from the message sent.
 public enum Workload: String, Sendable { case w1, w2, w3, w4, w5, idle }
 
 /// One run's parameters: client, workload, server URL and the workload shapes of issue 7.
@@ -40,8 +42,17 @@ public struct Params: Sendable {
     public var w3Size = 65_536
     /// W3 messages unanswered at most.
     public var w3Window = 16
-    /// W5: MiB of text sent (and echoed) in messages of `w3Size` bytes, `w3Window` in flight.
+    /// W5: MiB of text sent (and echoed) when `w5Count` is not set (`--w5-mib`).
     public var w5MiB = 64
+    /// W5 message size in bytes (`--w5-size`).
+    public var w5Size = 65_536
+    /// W5 messages (`--w5-count`); `nil`: as many as `w5MiB` holds.
+    public var w5Count: Int? = nil
+    /// W5 messages unanswered at most (`--w5-window`).
+    public var w5Window = 16
+    /// W5 without context takeover (`--w5-nct 1`): offer `client_no_context_takeover` and
+    /// `server_no_context_takeover`, so every message is compressed on its own.
+    public var w5NoContextTakeover = false
     /// W4 and idle connections (`--connections`).
     public var connections = 1_000
     /// idle: destination addresses (`--addresses`): connection `i` goes to 127.0.0.(1 + i % addresses), so that more
@@ -147,15 +158,32 @@ public func streamOutcome(_ p: Params, count: Int, size: Int, _ elapsed: Duratio
 public func streamShape(_ p: Params) -> (count: Int, size: Int, window: Int) {
     switch p.workload {
     case .w2: (p.w2Count, p.w2Size, p.w2Window)
-    case .w5: (p.w5MiB * 1_048_576 / p.w3Size, p.w3Size, p.w3Window)
+    case .w5: (p.w5Count ?? p.w5MiB * 1_048_576 / p.w5Size, p.w5Size, p.w5Window)
     default: (p.w3MiB * 1_048_576 / p.w3Size, p.w3Size, p.w3Window)
     }
 }
 
 // MARK: - W5 corpus
 
-/// The number of distinct W5 messages; message `i` of a run is `textCorpus(...)[i % w5DistinctMessages]`.
-public let w5DistinctMessages = 16
+/// The number of distinct W5 messages of `size` bytes: message `i` of a run is `textCorpus(...)[i % n]`. At least
+/// 16, and at least 256 KiB in all, so that with context takeover a message's repeat lies far beyond the 32 KiB
+/// window (1 KiB messages: 256 distinct; 64 KiB: 16). The C client computes the same.
+/// - Parameter size: The message size in bytes.
+/// - Returns: How many distinct messages to send in rotation.
+public func w5DistinctMessages(size: Int) -> Int { max(16, 262_144 / size) }
+
+/// FNV-1a (64 bits) of the messages, concatenated, as 16 hex digits: every W5 client prints it (`"corpus"`), so a run
+/// shows that all of them sent the same bytes.
+/// - Parameter messages: The corpus.
+/// - Returns: The hash in lower-case hex.
+public func corpusHash(_ messages: [[UInt8]]) -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for message in messages {
+        for byte in message { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+    }
+    let hex = String(h, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}
 
 /// A deterministic, compressible ASCII text (newline-separated JSON log events with pseudo-English messages),
 /// cut into `count` messages of exactly `size` bytes. Every driver calls it with the same arguments, so every client
@@ -223,8 +251,7 @@ public struct BenchError: Error, CustomStringConvertible {
     public init(description: String) { self.description = description }
 }
 
-/// Parses `--client`, `--workload`, `--url`, `--w3-mib`, `--connections`, `--addresses` (and the flags of later
-/// workloads).
+/// Parses `--client`, `--workload`, `--url`, `--w3-mib`, `--connections`, `--addresses` and W5's `--w5-*` flags.
 public func parseArguments() throws -> Params {
     var p = Params()
     var args = CommandLine.arguments.dropFirst()
@@ -238,6 +265,10 @@ public func parseArguments() throws -> Params {
         case "--url": p.url = value
         case "--w3-mib": p.w3MiB = Int(value) ?? p.w3MiB
         case "--w5-mib": p.w5MiB = Int(value) ?? p.w5MiB
+        case "--w5-size": p.w5Size = Int(value) ?? p.w5Size
+        case "--w5-count": p.w5Count = Int(value)
+        case "--w5-window": p.w5Window = Int(value) ?? p.w5Window
+        case "--w5-nct": p.w5NoContextTakeover = value == "1"
         case "--connections": p.connections = Int(value) ?? p.connections
         case "--addresses": p.addresses = max(1, Int(value) ?? p.addresses)
         default: throw BenchError(description: "unknown flag \(flag)")

@@ -10,7 +10,8 @@ import WSExtensions
 // runs on the session's event-loop executor by default; ours-cio-pool, ours-curl-pool — the same with
 // `runsBlocksOnEventLoop = false` (the block on Swift's global concurrent executor); `+buf` — with
 // `maxIncomingBufferMessages` raised from 64 to 4,096. In W5 every variant offers permessage-deflate (WSExtensions,
-// default configuration) and fails unless the server accepts it, except `+nodeflate` (the uncompressed reference).
+// default configuration, with `--w5-nct 1` both no_context_takeover parameters) and fails unless the server accepts
+// it, except `+nodeflate` (the uncompressed reference).
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -49,7 +50,7 @@ public struct Variant: Sendable {
     }
 }
 
-func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: Bool) throws -> WebSocketClient {
+func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: PerMessageDeflate?) throws -> WebSocketClient {
     try WebSocketClient(engine: engine) { config in
         // WSBENCH_METRICS=counting: a real metrics backend (atomic counters) for this client.
         if let metrics = getenv("WSBENCH_METRICS"), String(cString: metrics) == "counting" {
@@ -60,7 +61,7 @@ func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: Bool) thro
             ws.maxMessageSize = 1 << 20
             ws.runsBlocksOnEventLoop = !v.pool
             if v.bigIncomingBuffer { ws.maxIncomingBufferMessages = 4_096 }
-            if deflate { try ws.extensions { try $0.install(.perMessageDeflate()) } }
+            if let deflate { try ws.extensions { try $0.install(deflate) } }
         }
     }
 }
@@ -69,7 +70,12 @@ func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: Bool) thro
 func currentRSSMiB() -> Double { statusMiB("VmRSS") }
 
 func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws -> (Outcome, extra: String) {
-    let client = try makeClient(v, engine, deflate: p.workload == .w5 && !v.noDeflate)
+    let deflate =
+        p.workload == .w5 && !v.noDeflate
+        ? try PerMessageDeflate(
+            .init(clientNoContextTakeover: p.w5NoContextTakeover, serverNoContextTakeover: p.w5NoContextTakeover))
+        : nil
+    let client = try makeClient(v, engine, deflate: deflate)
     let outcome: Outcome
     var extra = ""
     switch p.workload {
@@ -107,7 +113,7 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
         }
     case .w5:
         let (count, size, window) = streamShape(p)
-        let messages = textCorpus(count: w5DistinctMessages, size: size)
+        let messages = textCorpus(count: w5DistinctMessages(size: size), size: size)
         let frames = messages.map { Frame(kind: .text, data: $0) }
         let negotiated: String
         (outcome, negotiated) = try await client.webSocket(p.url) { session in
@@ -137,7 +143,7 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
             }
             return (streamOutcome(p, count: count, size: size, clock.now - start), negotiated)
         }
-        extra = ",\"extensions\":\"\(jsonEscaped(negotiated))\""
+        extra = ",\"extensions\":\"\(jsonEscaped(negotiated))\",\"corpus\":\"\(corpusHash(messages))\""
     case .w4:
         let msg = String(repeating: "b", count: 32)
         let start = clock.now

@@ -7,7 +7,8 @@ import WebSocketKit
 // wsbench: runs one workload of issue 7 with one client and prints one JSON line.
 //
 //   wsbench --client ours-cio|ours-curl|ours-cio-pool|ours-curl-pool|websocket-kit|wsclient --workload w1|w2|w3|w4|w5
-//           --url ws://127.0.0.1:PORT/ [--w3-mib N] [--w5-mib N] [--connections N]
+//           --url ws://127.0.0.1:PORT/ [--w3-mib N] [--connections N]
+//           [--w5-size BYTES] [--w5-count N | --w5-mib N] [--w5-window N] [--w5-nct 0|1]
 //
 // W5 (permessage-deflate) runs with our SDK (`ours-*`, and `ours-cio+nodeflate` as the uncompressed reference) and
 // WSClient (its WSCompression product); websocket-kit 2.16.2 has no permessage-deflate (neither it nor NIOWebSocket

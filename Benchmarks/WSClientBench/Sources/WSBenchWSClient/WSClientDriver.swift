@@ -11,7 +11,8 @@ import WSCompression
 // SDK, so it is built in a package of its own (Benchmarks/WSClientBench) and never next to ours.
 //
 // W5 offers permessage-deflate with WSCompression's defaults (a bare `permessage-deflate` offer, zlib's default
-// level and memory level) and a decompressed-frame limit raised from 16 KiB to 1 MiB. WSClient does not expose
+// level and memory level; with `--w5-nct 1` both no_context_takeover parameters) and a decompressed-frame limit
+// raised from 16 KiB to 1 MiB. WSClient does not expose
 // the negotiated extensions, only a debug log line ("Enabled extensions", metadata `hb.ws.extensions`) when the
 // upgrade succeeded with some: the driver captures it and fails the run without it.
 //
@@ -91,14 +92,18 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
         let w5Config = WebSocketClientConfiguration(
             maxFrameSize: 1 << 20,
             extensions: [
-                .perMessageDeflate(maxWindow: nil, noContextTakeover: false, maxDecompressedFrameSize: 1 << 20)
-            ]
+                .perMessageDeflate(
+                    maxWindow: nil, noContextTakeover: p.w5NoContextTakeover, maxDecompressedFrameSize: 1 << 20)
+            ],
+            sniHostname: tls != nil ? tlsServerName : nil
         )
         let (count, size, window) = streamShape(p)
-        let messages = textCorpus(count: w5DistinctMessages, size: size)
+        let messages = textCorpus(count: w5DistinctMessages(size: size), size: size)
         let texts = messages.map { String(decoding: $0, as: UTF8.self) }
         let box = ResultBox()
-        try await WSClient.WebSocketClient.connect(url: p.url, configuration: w5Config, logger: w5Logger) {
+        try await WSClient.WebSocketClient.connect(
+            url: p.url, configuration: w5Config, tlsConfiguration: tls, logger: w5Logger
+        ) {
             inbound, outbound, _ in
             guard let names = enabled.value.withLock({ $0 }), names.contains("permessage-deflate") else {
                 throw BenchError(description: "the server did not accept permessage-deflate")
@@ -127,7 +132,7 @@ func runWSClient(_ p: Params) async throws -> (Outcome, extra: String) {
             box.set(streamOutcome(p, count: count, size: size, clock.now - start))
         }
         let names = enabled.value.withLock { $0 } ?? ""
-        return (try box.get(), ",\"extensions\":\"\(jsonEscaped(names))\"")
+        return (try box.get(), ",\"extensions\":\"\(jsonEscaped(names))\",\"corpus\":\"\(corpusHash(messages))\"")
     case .w1:
         let box = ResultBox()
         try await WSClient.WebSocketClient.connect(
