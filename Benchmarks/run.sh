@@ -42,7 +42,8 @@
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
 # engines with maxIncomingBufferMessages raised to 4,096; for W4 over wss c+resume, c+1proc and c+1proc+resume: the C
-# client with TLS session resumption and/or in one process), W3_MIB (512), IDLE_CONNECTIONS (10000),
+# client with TLS session resumption and/or in one process; any of ours with +glibc, e.g. ours-cio+glibc: the same
+# driver with GLIBC_TUNABLES keeping freed memory in malloc's arenas), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
 # W5_MIB (64, the 64k variants' volume), W5_VARIANTS ("1k 1k-nct 64k 64k-nct"), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷
 # 10,000, rounded up).
@@ -201,6 +202,12 @@ for w in $WORKLOADS; do
                 cmd=("$driver" --client "$c" --workload "$w" --url "$URL" --w3-mib "$W3_MIB")
                 if [[ "$w" == idle ]]; then cmd+=(--connections "$IDLE_CONNECTIONS" --addresses "$IDLE_ADDRESSES"); fi
             fi
+            if [[ "$c" == *+glibc ]]; then
+                # The same driver with glibc's malloc keeping freed memory (no trimming of the arena's top, no mmap
+                # for blocks under 64 MiB): what the page faults of fresh large arrays cost (Docs/Performance.md).
+                for i in "${!cmd[@]}"; do if [[ "${cmd[$i]}" == "$c" ]]; then cmd[$i]=${c%+glibc}; fi; done
+                cmd=(env GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=67108864 "${cmd[@]}")
+            fi
             rc=0
             server_ns0=$(server_cpu_ns)
             line=$(timeout "$TIMEOUT" "${cmd[@]}" 2>"$SCRATCH/last-stderr.txt" | tail -n 1) || rc=$?
@@ -211,6 +218,7 @@ for w in $WORKLOADS; do
             if [[ "$c" == base-* ]]; then line=${line/\"client\":\"ours-/\"client\":\"base-}; fi
             if [[ "$w" == w5-* ]]; then line=${line/\"workload\":\"w5\"/\"workload\":\"$w\"}; fi
             if [[ "$c" == c+* ]]; then line=${line/\"client\":\"c\"/\"client\":\"$c\"}; fi
+            if [[ "$c" == *+glibc ]]; then line=${line/\"client\":\"${c%+glibc}\"/\"client\":\"$c\"}; fi
             if [[ "$line" == \{* ]]; then
                 echo "{\"round\":$r,${line#\{}" >>"$RESULTS"
                 echo "round $r $w $c: $line" >&2
