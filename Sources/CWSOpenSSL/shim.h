@@ -25,6 +25,7 @@ static inline unsigned long cws_ssl_op_no_compression(void) { return SSL_OP_NO_C
 static inline int cws_tls1_2_version(void) { return TLS1_2_VERSION; }
 static inline int cws_tls1_3_version(void) { return TLS1_3_VERSION; }
 static inline long cws_ssl_mode_partial_write(void) { return SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER; }
+static inline long cws_ssl_mode_release_buffers(void) { return SSL_MODE_RELEASE_BUFFERS; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // WSEngineCIO: a socket BIO that never raises SIGPIPE.
