@@ -252,6 +252,13 @@ static void watch(int fd, int events) {
     cur_events = events;
 }
 
+// Blocks until fd is readable, or also writable while some of the workload is still to be sent.
+static void wait_io(int fd, int all_out) {
+    watch(fd, EPOLLIN | (all_out ? 0 : EPOLLOUT));
+    struct epoll_event e;
+    epoll_wait(ep, &e, 1, -1);
+}
+
 // Writes as much of out as the socket takes. Returns 1 if everything was written.
 static int flush(int fd, buf_t *out) {
     while (out->off < out->len) {
@@ -349,11 +356,7 @@ static void stream(const char *name, int port, const char *path, long count, siz
         size_t pl;
         while (take_frame(&in, &op, &pl))
             if (op == 0x2) recvd++;
-        if (got == 0 && (all_out || sent - recvd >= window)) {
-            watch(fd, EPOLLIN | (all_out ? 0 : EPOLLOUT));
-            struct epoll_event e;
-            epoll_wait(ep, &e, 1, -1);
-        }
+        if (got == 0 && (all_out || sent - recvd >= window)) wait_io(fd, all_out);
     }
     double el = now_s() - t0;
     clean_close(fd, &in, &out);
@@ -1043,11 +1046,7 @@ static void w5(int port, const char *path, long count, size_t size, long window,
             }
             recvd++;
         }
-        if (got == 0 && (all_out || sent - recvd >= window)) {
-            watch(fd, EPOLLIN | (all_out ? 0 : EPOLLOUT));
-            struct epoll_event e;
-            epoll_wait(ep, &e, 1, -1);
-        }
+        if (got == 0 && (all_out || sent - recvd >= window)) wait_io(fd, all_out);
     }
     double el = now_s() - t0;
     clean_close(fd, &in, &out);
