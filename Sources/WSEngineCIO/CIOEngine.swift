@@ -247,6 +247,10 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
         }
     }
 
+    /// How many `wss` handshakes resumed a kept TLS session so far (``WebSocketTLSConfiguration/resumesSessions``;
+    /// for tests and benchmarks).
+    package var resumedTLSSessionCount: Int { self.state.withLock { $0.tls?.sessions?.resumedCount ?? 0 } }
+
     /// The error of a connect or loop after ``shutdown()``.
     static let shutdownError = WebSocketError(.network, "the CIO engine was shut down")
 
