@@ -3,7 +3,7 @@
 connection, whether its TLS handshake resumed a session.
 
     .venv/bin/python Tests/Fixtures/tls_resumption_server.py --cert C --key K [--ports N]
-        [--max-version TLSv1_2] [--ticket-budget N] [--http2 [--max-streams N]]
+        [--max-version TLSv1_2] [--ticket-budget N] [--proxy] [--http2 [--max-streams N]]
 
 Every listening port shares ONE server SSLContext, so one set of session ticket keys: a ticket the server issued on
 one port is accepted on any other, and on any name the certificate covers. A client that offers a session where it
@@ -15,12 +15,15 @@ the session runs on (`ssl_object.session_reused`); everything else is echoed.
 stdout, one line each, flushed:
     PORT <n>                          the first listening port, first
     PORTS <n> [<n> ...]               every listening port (--ports, default 1), once all listen
+    PROXY <n>                         with --proxy: the port of an https:// CONNECT proxy (after PORTS)
     SESSION <port> reused=<0|1>       a WebSocket session opened on that port over a resumed (1) or full (0) handshake
+    TUNNEL reused=<0|1> <host:port>   with --proxy: a TLS connection to the proxy asked for a tunnel to host:port
 The server exits when stdin reaches EOF.
 
 --max-version TLSv1_2 serves TLS 1.2 only (sessions by ticket, RFC 5077). --ticket-budget N (TLS 1.3): one ticket
 per handshake (OpenSSL's default is two after a full handshake) until N were issued, then none, so that a client
-which uses a ticket twice is seen resuming where it should not. --http2 serves with Hypercorn instead:
+which uses a ticket twice is seen resuming where it should not. --proxy also serves an https:// proxy (HTTP CONNECT
+over TLS, with a server context of its own and the same certificate) that tunnels to any host:port. --http2 serves with Hypercorn instead:
 ALPN h2 and http/1.1, WebSockets over HTTP/2 (RFC 8441) and HTTP/1.1; --max-streams sets the HTTP/2
 SETTINGS_MAX_CONCURRENT_STREAMS (1 makes a client open a second connection for a second concurrent session).
 """
@@ -52,6 +55,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--http2", action="store_true")
     parser.add_argument("--max-streams", type=int, default=100)
     parser.add_argument("--ticket-budget", type=int)
+    parser.add_argument("--proxy", action="store_true")
     return parser.parse_args()
 
 
@@ -140,10 +144,43 @@ async def serve_websockets(args: argparse.Namespace, sockets: list[socket.socket
     watch_stdin(lambda: loop.call_soon_threadsafe(stop.set))
     servers = [await serve(handler, sock=listener, ssl=context).__aenter__() for listener in sockets]
     announce(sockets)
+    if args.proxy:
+        proxy = await asyncio.start_server(tunnel, "127.0.0.1", 0, ssl=server_context(args))
+        say(f"PROXY {proxy.sockets[0].getsockname()[1]}")
     await stop.wait()
     for server in servers:
         server.close()
     os._exit(0)
+
+
+async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """--proxy: one CONNECT request over the proxy's TLS, then bytes both ways."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    try:
+        request = await reader.readuntil(b"\r\n\r\n")
+        method, target = request.split(b"\r\n", 1)[0].decode().split(" ")[:2]
+        say(f"TUNNEL reused={int(bool(ssl_object and ssl_object.session_reused))} {target}")
+        host, port = target.rsplit(":", 1)
+        if method != "CONNECT":
+            raise ValueError(method)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    except Exception:  # noqa: BLE001
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+        return
+    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            sink.close()
+
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
 
 # --- HTTP/2 (Hypercorn) ---------------------------------------------------------------------------------------------

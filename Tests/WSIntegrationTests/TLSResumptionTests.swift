@@ -174,4 +174,32 @@ struct TLSResumptionTests {
         #expect(answer.hasSuffix("http=2"), "\(answer)")
         #expect(engine.resumedTLSSessionCount == 0)
     }
+
+    @Test("through an https:// proxy both TLS connections resume, and a tunnelled session is not offered directly")
+    func throughHTTPSProxy() async throws {
+        let peer = try await ResumptionPeer.start(["--proxy"])
+        let proxyPort = try await peer.process.line(startingWith: "PROXY ")
+        let certificates = try await sharedCertificates()
+        let engine = try await makeEngine()
+        let proxy = try ProxyConfiguration(
+            url: "https://localhost:\(proxyPort)", tls: .init(trustRoots: .file(certificates.caCertificate)))
+        let client = WebSocketClient(engine: engine) { config in
+            config.proxy = proxy
+            config.install(WebSockets.self)
+        }
+        let url = "wss://localhost:\(peer.ports[0])/"
+        let results = try await withClient(client) { client -> [Bool] in
+            let results = [try await resumed(client, url), try await resumed(client, url)]
+            // The same endpoint directly (no proxy): the tickets of the tunnelled connections are not its to use,
+            // though this server would take them. Nothing is read on it, so the engine's own count tells.
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: peer.ports[0], secure: true), options: options())
+            transport.abort()
+            return results
+        }
+        #expect(results == [false, true], "the endpoint's TLS inside the tunnel: \(results)")
+        let tunnels = peer.process.output.filter { $0.hasPrefix("TUNNEL ") }
+        #expect(tunnels.map { $0.hasPrefix("TUNNEL reused=1") } == [false, true], "the proxy's TLS: \(tunnels)")
+        #expect(engine.resumedTLSSessionCount == 1, "only the second tunnelled connection resumed")
+    }
 }
