@@ -1,5 +1,6 @@
 // The engine's one SSL_CTX (built lazily on the first wss connect, then shared by every connection) and the
-// helpers that turn OpenSSL failures into readable `.tlsFailure` errors.
+// helpers that turn OpenSSL failures into readable `.tlsFailure` errors. Its client session store, for resumption,
+// is in TLSSessionCache.swift.
 //
 // TLS I/O goes through a custom socket BIO (cws_sockbio_* in CWSOpenSSL/shim.h) that calls send(MSG_NOSIGNAL)
 // and recv on the connection's socket: no SIGPIPE and no process-wide signal change, and no extra copy through a

@@ -22,8 +22,9 @@ The server exits when stdin reaches EOF.
 
 --max-version TLSv1_2 serves TLS 1.2 only (sessions by ticket, RFC 5077). --ticket-budget N (TLS 1.3): one ticket
 per handshake (OpenSSL's default is two after a full handshake) until N were issued, then none, so that a client
-which uses a ticket twice is seen resuming where it should not. --proxy also serves an https:// proxy (HTTP CONNECT
-over TLS, with a server context of its own and the same certificate) that tunnels to any host:port. --http2 serves with Hypercorn instead:
+which uses a ticket twice is seen resuming where it should not (not with --http2). --proxy also serves an https:// proxy (HTTP CONNECT
+over TLS, with a server context of its own and the same certificate) that tunnels to any host:port (not with
+--http2). --http2 serves with Hypercorn instead:
 ALPN h2 and http/1.1, WebSockets over HTTP/2 (RFC 8441) and HTTP/1.1; --max-streams sets the HTTP/2
 SETTINGS_MAX_CONCURRENT_STREAMS (1 makes a client open a second connection for a second concurrent session).
 """
