@@ -86,8 +86,8 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
             TransportLockedState(
                 io: IO(ssl: ssl.map(SSLHandle.init(pointer:)), tunnelSSL: tunnelSSL.map(SSLHandle.init(pointer:)))))
         // From now on (the handshake is done) OpenSSL's read-ahead buffer takes up to three full records per recv
-        // instead of one: a busy connection makes a third of the recv calls. SSL_MODE_RELEASE_BUFFERS still frees
-        // it whenever it empties, so an idle connection keeps none.
+        // instead of one: a busy connection makes about half the recv calls (what the socket holds is often less
+        // than three records). SSL_MODE_RELEASE_BUFFERS still frees it whenever it empties: an idle one keeps none.
         if let ssl { SSL_set_default_read_buffer_len(ssl, Self.tlsReadAheadBytes) }
     }
 
