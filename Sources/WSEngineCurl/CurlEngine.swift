@@ -159,6 +159,8 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         var shutDown = false
     }
     private let state = Mutex(State())
+    /// The TLS session cache and trust store every connection shares.
+    private let shared: SharedTLS
 
     /// Creates an engine. libcurl is initialized once per process (`curl_global_init`); the loop thread starts on
     /// the first connect.
@@ -166,6 +168,7 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
         _ = LoadedCurl.initializationFailure
+        self.shared = SharedTLS(configuration: configuration.tls)
     }
 
     deinit {
@@ -253,7 +256,8 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
                 "cannot connect to \(hostPort) with TLS: the loaded libcurl \(LoadedCurl.version) has no TLS backend")
         }
         let loop = try self.prepareLoop(preferred: options.executor)
-        return CurlConnector(loop: loop, endpoint: endpoint, options: options, configuration: self.configuration)
+        return CurlConnector(
+            loop: loop, endpoint: endpoint, options: options, configuration: self.configuration, shared: self.shared)
     }
 
     /// Stops the loop threads; open transports are aborted (their handlers see `transportDidClose` with a
