@@ -26,12 +26,20 @@ import sys
 import threading
 
 
+def say(line: str) -> None:
+    """Prints a line; a reader that stopped listening after the first line (a closed pipe) is no error."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         ssl_object = writer.get_extra_info("ssl_object")
         port = writer.get_extra_info("sockname")[1]
         reused = "resumed" if ssl_object is not None and ssl_object.session_reused else "full"
-        print(f"CONNECTION {port} {reused}", flush=True)
+        say(f"CONNECTION {port} {reused}")
         writer.write(f"{reused}\n".encode())
         await writer.drain()
         while True:
