@@ -57,10 +57,16 @@ private final class ResumptionPeer: Sendable {
 
 /// Connects to `host`:`port` over TLS, reads the peer's line (`resumed` or `full`) and the echo of one byte, and
 /// closes.
-private func handshake(_ engine: CurlEngine, port: Int, host: String = "127.0.0.1") async throws -> String {
+private func handshake(
+    _ engine: CurlEngine, port: Int, host: String = "127.0.0.1", proxy: ProxyServer? = nil,
+    proxyTLS: WebSocketTLSConfiguration = .init()
+) async throws -> String {
     let recorder = Recorder()
+    var connectOptions = options()
+    connectOptions.proxy = proxy
+    connectOptions.proxyTLS = proxyTLS
     let transport = try await engine.connect(
-        to: EngineEndpoint(host: host, port: port, secure: true), options: options())
+        to: EngineEndpoint(host: host, port: port, secure: true), options: connectOptions)
     transport.start(handler: recorder)
     // The client speaks first, as in WebSocket: the engine reads when the socket becomes readable, and the peer's
     // line may have arrived with the handshake already.
@@ -70,6 +76,47 @@ private func handshake(_ engine: CurlEngine, port: Int, host: String = "127.0.0.
     _ = await recorder.wait { $0.closes == 1 }
     #expect(gotLine, "the peer said nothing")
     return String(decoding: recorder.received.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+}
+
+/// stunnel4 terminating TLS (the test PKI's localhost certificate) on a free loopback port in front of `targetPort`:
+/// with tinyproxy behind it, an `https://` proxy.
+private final class Stunnel: Sendable {
+    let port: Int
+    private let process: ChildProcess
+
+    private init(targetPort: Int, certificate: (String, String)) throws {
+        let directory = fixturesDirectory + "/stunnel-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = freeLoopbackPort()
+        let config = """
+            foreground = yes
+            pid =
+            [proxy]
+            accept = 127.0.0.1:\(port)
+            connect = 127.0.0.1:\(targetPort)
+            cert = \(certificate.0)
+            key = \(certificate.1)
+
+            """
+        try config.write(toFile: directory + "/stunnel.conf", atomically: true, encoding: .utf8)
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(null) }
+        self.process = try ChildProcess(
+            "/usr/bin/stunnel4", [directory + "/stunnel.conf"], stdin: null, stdout: null, stderr: null)
+        self.port = port
+        for _ in 0..<200 {
+            if canConnect(toLoopbackPort: port) { return }
+            usleep(25_000)
+        }
+        self.process.terminateInBackground(signal: SIGKILL)
+        throw PeerError(description: "stunnel4 did not start on 127.0.0.1:\(port)")
+    }
+
+    static func start(targetPort: Int, certificate: (String, String)) async throws -> Stunnel {
+        try await onDedicatedThread { try Stunnel(targetPort: targetPort, certificate: certificate) }
+    }
+
+    deinit { self.process.terminateInBackground(signal: SIGKILL) }
 }
 
 private func engine(_ tls: WebSocketTLSConfiguration) -> CurlEngine {
@@ -153,5 +200,33 @@ struct TLSSharingTests {
             }
             await untrusted.shutdown()
         }
+    }
+
+    @Test("through an https:// proxy: the proxy is verified with its own settings; sessions only with equal settings")
+    func throughHTTPSProxy() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/stunnel4") else { return }
+        let pki = try await Certificates.load()
+        let peer = try await ResumptionPeer.start(pki)
+        let tiny = try await TinyProxy.start(connectPorts: peer.ports)
+        let stunnel = try await Stunnel.start(targetPort: tiny.port, certificate: pki.server)
+        let proxy = ProxyServer(.https, host: "localhost", port: stunnel.port)
+        let tls = WebSocketTLSConfiguration(trustRoots: .file(pki.caFile))
+        let curl = engine(tls)
+        // The engine's trust store knows the proxy's CA; the proxy's own settings (the system store) do not.
+        await #expect {
+            _ = try await handshake(curl, port: peer.ports[0], proxy: proxy, proxyTLS: WebSocketTLSConfiguration())
+        } throws: { error in
+            (error as? WebSocketError)?.code == .tlsFailure
+        }
+        // The proxy's settings equal the engine's: the endpoint's session is kept and resumed through the tunnel.
+        #expect(try await handshake(curl, port: peer.ports[0], proxy: proxy, proxyTLS: tls) == "full")
+        #expect(try await handshake(curl, port: peer.ports[0], proxy: proxy, proxyTLS: tls) == "resumed")
+        // Other settings for the proxy (its CA as PEM text): libcurl's one switch turns sessions off for both.
+        let otherTLS = WebSocketTLSConfiguration(
+            trustRoots: .pem(try String(contentsOfFile: pki.caFile, encoding: .utf8)))
+        #expect(try await handshake(curl, port: peer.ports[1], proxy: proxy, proxyTLS: otherTLS) == "full")
+        #expect(try await handshake(curl, port: peer.ports[1], proxy: proxy, proxyTLS: otherTLS) == "full")
+        await curl.shutdown()
+        #expect(tiny.log.contains("CONNECT 127.0.0.1:\(peer.ports[1])"), "tinyproxy log: \(tiny.log)")
     }
 }
