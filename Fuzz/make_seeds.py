@@ -60,6 +60,14 @@ def utf8_input(data, splits=()):
     return bytes([len(splits)]) + bytes(splits) + data
 
 
+CONT, TEXT, BINARY, FIN = 0, 1, 2, 4
+
+
+def streaming_input(frames, limit=0):
+    """FuzzStreamingAssembler: byte 0 the limit (0 none, else byte * 8), then per frame a control byte (bits 0-1:
+    0 continuation, 1 or 3 text, 2 binary; bit 2 FIN), a length byte and the payload."""
+    return bytes([limit]) + b"".join(bytes([control, len(payload)]) + payload for control, payload in frames)
+
 def inflate_input(messages, wbits=15, keep_window=True, round_trip=False, limit=6, level=6):
     """FuzzInflate: byte 0 window/takeover/mode/limit, byte 1 message count/level, split bytes, data."""
     c0 = (wbits - 8) | (0x08 if keep_window else 0) | (0x10 if round_trip else 0) | limit << 5
@@ -224,6 +232,17 @@ SEEDS = {
             [bytes((i * 7 + i // 3) % 251 for i in range(3000))], wbits=8, round_trip=True, limit=6, level=9
         ),
         "round-trip-over-limit": inflate_input([b"0123456789" * 30], round_trip=True, limit=4, level=1),
+    },
+    "FuzzStreamingAssembler": {
+        "binary-fragments": streaming_input([(BINARY, b"\xff\x00"), (CONT | FIN, b"\x01")]),
+        "continuation-first": streaming_input([(CONT | FIN, b"abc")]),
+        "ends-mid-char": streaming_input([(3, "aé".encode()), (CONT | FIN, b"\xe2")]),
+        "invalid-utf8": streaming_input([(TEXT, b"\xed\xa0"), (CONT | FIN, b"\x80")]),
+        "limit-exceeded": streaming_input([(BINARY, b"x" * 6), (CONT | FIN, b"y" * 6)], limit=1),
+        "new-message-mid": streaming_input([(TEXT, b"ab"), (BINARY | FIN, b"c")]),
+        "text-split-in-char": streaming_input(
+            [(TEXT, "aé".encode()[:2]), (CONT, "é€".encode()[1:4]), (CONT | FIN, "€😀".encode()[2:])]
+        ),
     },
 }
 

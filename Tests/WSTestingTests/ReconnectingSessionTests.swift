@@ -176,6 +176,44 @@ struct ReconnectingSessionTests {
         await session.close()
     }
 
+    @Test("ping and statistics reach the open connection; notConnected in an outage, sessionClosed after close")
+    func pingAndStatistics() async throws {
+        let engine = InMemoryEngine()
+        let session = try WebSocketClient(engine: engine).reconnectingWebSocketSession(
+            "ws://feed.test/", configuration: configuration(engine.clock) { $0.pingInterval = nil })
+        var states = session.states.makeAsyncIterator()
+        let first = try await engine.nextConnection()
+        #expect(brief(await stateAfterConnecting(&states)) == "open")
+        _ = try await session.ping()
+        try await session.send("one")
+        #expect(try await first.receive()?.kind == .ping)
+        #expect(try await first.receive()?.readText() == "one")
+        let open = try #require(session.connectionStatistics)
+        #expect(open.pongsMatched == 1)
+        #expect(open.textMessagesSent == 1)
+
+        await first.drop()
+        #expect(brief(await nextState(&states)).hasPrefix("reconnecting 1"))
+        #expect(session.connectionStatistics == nil)
+        let outage = await #expect(throws: WebSocketError.self) { _ = try await session.ping() }
+        #expect(outage?.code == .notConnected)
+
+        await engine.clock.waitForPendingTimers()
+        await engine.clock.advance(by: .seconds(2))
+        let second = try await engine.nextConnection()
+        #expect(brief(await nextState(&states)) == "open")
+        _ = try await session.ping()
+        #expect(try await second.receive()?.kind == .ping)
+        let reopened = try #require(session.connectionStatistics)
+        #expect(reopened.pongsMatched == 1, "the new connection's figures start from zero")
+        #expect(reopened.textMessagesSent == 0)
+
+        await session.close()
+        #expect(session.connectionStatistics == nil)
+        let closed = await #expect(throws: WebSocketError.self) { _ = try await session.ping() }
+        #expect(closed?.code == .sessionClosed)
+    }
+
     @Test("the queue is bounded by count and bytes: beyond either, send throws sendQueueFull")
     func queueBounds() async throws {
         let engine = FlakyEngine()

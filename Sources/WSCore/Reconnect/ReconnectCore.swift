@@ -438,6 +438,31 @@ final class ReconnectCore: Sendable {
         }
     }
 
+    /// The open connection, for a ping; throws when there is none.
+    func openConnection() throws(WebSocketError) -> WebSocketSession {
+        try self.shared.withLock { s throws(WebSocketError) -> WebSocketSession in
+            if let cause = s.finalCause {
+                throw WebSocketError(
+                    .sessionClosed, "the reconnecting session is closed (\(cause)); there is no connection to ping",
+                    closeCode: cause.closeCode)
+            }
+            guard let current = s.current, case .open = s.machine.phase else {
+                throw WebSocketError(
+                    .notConnected,
+                    "no connection is open (\(s.machine.state)); a ping needs one: wait for the open state")
+            }
+            return current
+        }
+    }
+
+    /// The open connection, or `nil` while there is none.
+    var openConnectionIfAny: WebSocketSession? {
+        self.shared.withLock { s in
+            guard s.finalCause == nil, let current = s.current, case .open = s.machine.phase else { return nil }
+            return current
+        }
+    }
+
     /// Sends a streamed message with `body` on the open connection. Sends made meanwhile wait in the queue behind
     /// it and go out after it, on the same connection if it is still open, else after the next hook.
     nonisolated(nonsending) func sendStreaming(_ body: (WebSocketSession) async throws -> Void) async throws {

@@ -56,6 +56,25 @@ public final class ReconnectingWebSocketSession: Sendable {
         get async { await self.core.waitForEnd() }
     }
 
+    /// What the open connection has carried so far (frames, messages and bytes each way, ping round-trip times, when
+    /// it opened), or `nil` while no connection is open. Each connection starts from zero: the figures are the
+    /// current connection's, not the session's since it was made.
+    public var connectionStatistics: WebSocketSessionStatistics? { self.core.openConnectionIfAny?.statistics }
+
+    /// Sends a ping on the open connection and waits for its pong: the round-trip time to the server, as
+    /// ``WebSocketSession/ping(timeout:)`` measures it. It runs beside the session's own keepalive
+    /// (``Configuration/pingInterval``) and does not reconnect by itself: a pong that does not come is reported
+    /// here, and the keepalive decides whether the connection is dead.
+    /// - Parameter timeout: How long to wait for the pong (default 10 s).
+    /// - Returns: The round-trip time.
+    /// - Throws: ``WebSocketError``: ``WebSocketError/Code/notConnected`` while no connection is open (connecting,
+    ///   reconnecting, or the hook still running), ``WebSocketError/Code/pongTimeout`` when no pong came within
+    ///   `timeout`, ``WebSocketError/Code/sessionClosed`` once the session has ended or when the connection ended
+    ///   during the ping; `CancellationError` when the task is cancelled.
+    nonisolated(nonsending) public func ping(timeout: Duration = .seconds(10)) async throws -> Duration {
+        try await self.core.openConnection().ping(timeout: timeout)
+    }
+
     /// Sends a text message: on the open connection, or queued while there is none (see
     /// ``Configuration/sendsWhileDisconnected``). Returning means accepted, not delivered (see the guarantee above).
     /// - Parameter text: The message.
