@@ -109,10 +109,11 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     }
 
     /// Whether libcurl may keep the TLS sessions of this connection and offer one (CURLOPT_SSL_SESSIONID_CACHE,
-    /// which covers the endpoint's and an `https://` proxy's TLS alike). libcurl keys a session by host name, port
-    /// and the TLS options that go into verification, but not by which client certificate is presented: a proxy
-    /// whose TLS settings differ from the endpoint's keeps sessions off, so that a session of one can never be
-    /// offered under the other's settings.
+    /// which covers the endpoint's and an `https://` proxy's TLS alike). libcurl keys a session by host name, port,
+    /// the TLS options that go into verification and the client certificate, but not by every setting (a key's
+    /// password, or trust roots given through the engine's store, are not in it): a proxy whose TLS settings differ
+    /// from the endpoint's keeps sessions off, so that a session of one is never offered under the other's
+    /// settings, and `resumesSessions` off on either side wins.
     private var keepsSessions: Bool {
         guard self.configuration.tls.resumesSessions else { return false }
         if let legacy = self.configuration.legacyProxy {
