@@ -68,8 +68,7 @@ private func handshake(
     let transport = try await engine.connect(
         to: EngineEndpoint(host: host, port: port, secure: true), options: connectOptions)
     transport.start(handler: recorder)
-    // The client speaks first, as in WebSocket: the engine reads when the socket becomes readable, and the peer's
-    // line may have arrived with the handshake already.
+    // One byte out and its echo back after the peer's line: the session carries data both ways, not only a handshake.
     transport.write(Array("?".utf8))
     let gotLine = await recorder.wait(timeout: .seconds(20)) { $0.received.last == UInt8(ascii: "?") }
     transport.close()
