@@ -100,7 +100,8 @@ let package = Package(
         .target(
             name: "WSEngineCurl",
             dependencies: [
-                "WSCore", "WSPosix", "CWSLinux", "CWSCurl", .product(name: "Logging", package: "swift-log"),
+                "WSCore", "WSPosix", "CWSLinux", "CWSCurl", "CWSOpenSSL",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

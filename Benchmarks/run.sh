@@ -50,7 +50,7 @@
 # driver with GLIBC_TUNABLES keeping freed memory in malloc's arenas), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
 # W5_MIB (64, the 64k variants' volume), W5_VARIANTS ("1k 1k-nct 64k 64k-nct"), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷
-# 10,000, rounded up).
+# 10,000, rounded up), TLS_CA_BUNDLE (with TLS=1: a CA bundle every client trusts besides the run's certificate).
 #
 # Before/after a change, in the same rounds: build this directory in a second checkout at the old commit
 # (`swift build -c release --scratch-path .build-bench --product wsbench-ours-cio`, likewise wsbench-ours-curl) and
@@ -122,6 +122,12 @@ if [[ "$TLS" == 1 ]]; then
     SERVER_ARGS+=("$SCRATCH/tls/cert.pem" "$SCRATCH/tls/key.pem")
     URL="wss://127.0.0.1:$PORT/"
     export WSBENCH_CA_FILE="$PWD/$SCRATCH/tls/cert.pem"
+    # TLS_CA_BUNDLE (e.g. /etc/ssl/certs/ca-certificates.crt): every client trusts that bundle plus the run's
+    # certificate, what a user who adds a private CA to the system store has: the cost of parsing a full trust store.
+    if [[ -n "${TLS_CA_BUNDLE:-}" ]]; then
+        cat "$TLS_CA_BUNDLE" "$SCRATCH/tls/cert.pem" >"$SCRATCH/tls/bundle.pem"
+        export WSBENCH_CA_FILE="$PWD/$SCRATCH/tls/bundle.pem"
+    fi
     kept=""
     for w in $WORKLOADS; do
         if [[ "$w" != idle ]]; then kept+="$w "; else echo "TLS=1: skipping $w (no wss variant)" >&2; fi

@@ -181,4 +181,90 @@ static inline int cws_curl_error_class(CURLcode code) {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------------------------
+// One share handle per CurlEngine: libcurl (8.12+) keeps its TLS session cache in the multi handle, or in a share
+// handle with CURL_LOCK_DATA_SSL_SESSION; every connection has its own multi handle, so only a share can carry
+// sessions from one connection to the next. Connects run on several loop threads: each lock data kind has its own
+// mutex (libcurl may lock CURL_LOCK_DATA_SHARE and CURL_LOCK_DATA_SSL_SESSION at once).
+#include <pthread.h>
+#include <stdlib.h>
+
+/// A share handle and its locks.
+typedef struct cws_curl_share {
+    CURLSH *handle;
+    pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+} cws_curl_share;
+
+static void cws_curl_share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userptr) {
+    (void)h; (void)access;
+    cws_curl_share *share = (cws_curl_share *)userptr;
+    if((int)data >= 0 && data < CURL_LOCK_DATA_LAST) pthread_mutex_lock(&share->locks[data]);
+}
+
+static void cws_curl_share_unlock(CURL *h, curl_lock_data data, void *userptr) {
+    (void)h;
+    cws_curl_share *share = (cws_curl_share *)userptr;
+    if((int)data >= 0 && data < CURL_LOCK_DATA_LAST) pthread_mutex_unlock(&share->locks[data]);
+}
+
+/// A share handle that shares TLS sessions (CURL_LOCK_DATA_SSL_SESSION), or NULL when libcurl refuses (`*code`
+/// says why). Free it with cws_curl_share_free once no easy handle uses it.
+static inline cws_curl_share *cws_curl_share_new(CURLSHcode *code) {
+    cws_curl_share *share = (cws_curl_share *)calloc(1, sizeof(cws_curl_share));
+    if(share == NULL) { *code = CURLSHE_NOMEM; return NULL; }
+    for(int index = 0; index < CURL_LOCK_DATA_LAST; index++) pthread_mutex_init(&share->locks[index], NULL);
+    share->handle = curl_share_init();
+    *code = share->handle == NULL ? CURLSHE_NOMEM : CURLSHE_OK;
+    if(*code == CURLSHE_OK) *code = curl_share_setopt(share->handle, CURLSHOPT_LOCKFUNC, cws_curl_share_lock);
+    if(*code == CURLSHE_OK) *code = curl_share_setopt(share->handle, CURLSHOPT_UNLOCKFUNC, cws_curl_share_unlock);
+    if(*code == CURLSHE_OK) *code = curl_share_setopt(share->handle, CURLSHOPT_USERDATA, (void *)share);
+    if(*code == CURLSHE_OK) *code = curl_share_setopt(share->handle, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    if(*code != CURLSHE_OK) {
+        if(share->handle != NULL) curl_share_cleanup(share->handle);
+        for(int index = 0; index < CURL_LOCK_DATA_LAST; index++) pthread_mutex_destroy(&share->locks[index]);
+        free(share);
+        return NULL;
+    }
+    return share;
+}
+
+/// Cleans the share handle up and frees it; returns curl_share_cleanup's code. CURLSHE_IN_USE (an easy handle
+/// still uses it) leaves everything allocated: leaking is safe, freeing the locks under libcurl is not.
+static inline CURLSHcode cws_curl_share_free(cws_curl_share *share) {
+    CURLSHcode code = curl_share_cleanup(share->handle);
+    if(code != CURLSHE_OK) return code;
+    for(int index = 0; index < CURL_LOCK_DATA_LAST; index++) pthread_mutex_destroy(&share->locks[index]);
+    free(share);
+    return CURLSHE_OK;
+}
+
+/// CURLOPT_SHARE with the share's handle.
+static inline CURLcode cws_curl_setopt_share(CURL *h, cws_curl_share *share) {
+    return curl_easy_setopt(h, CURLOPT_SHARE, share->handle);
+}
+
+/// CURLOPT_SSL_CTX_FUNCTION and CURLOPT_SSL_CTX_DATA (OpenSSL backend: `ssl_ctx` is the connection's SSL_CTX).
+static inline CURLcode cws_curl_setopt_ssl_ctx_function(CURL *h, curl_ssl_ctx_callback function, void *data) {
+    CURLcode code = curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, function);
+    if(code == CURLE_OK) code = curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, data);
+    return code;
+}
+
+/// libcurl's built-in CA bundle (CURLINFO_CAINFO, 7.84+) or CA directory (CURLINFO_CAPATH), or NULL when it has
+/// none or is too old to say. The text is libcurl's and stays valid until the process ends.
+static inline const char *cws_curl_default_ca(int directory) {
+#if LIBCURL_VERSION_NUM >= 0x075400
+    char *value = NULL;
+    CURL *h = curl_easy_init();
+    if(h == NULL) return NULL;
+    CURLcode code = curl_easy_getinfo(h, directory ? CURLINFO_CAPATH : CURLINFO_CAINFO, &value);
+    curl_easy_cleanup(h);
+    return code == CURLE_OK ? value : NULL;
+#else
+    (void)directory;
+    return NULL;
+#endif
+}
+
 #endif

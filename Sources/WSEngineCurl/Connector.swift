@@ -7,7 +7,8 @@
 // a writer thread would walk a pool that the loop thread is changing in curl_multi_socket_action for another
 // connect. With one multi per connection, the easy handle + multi pair is used by exactly one thread at a time: the
 // loop while connecting, then whoever holds the transport's lock. The cost is a few KiB per connection and no DNS
-// cache, CA-store cache or TLS session sharing between connections.
+// cache between connections; TLS sessions and the trust store are shared through the engine's SharedTLS instead
+// (a share handle and one X509_STORE, see SharedTLS.swift), which a per-connection multi handle does not prevent.
 //
 // Flow: curl_multi_add_handle → libcurl asks for sockets (CURLMOPT_SOCKETFUNCTION) and timeouts
 // (CURLMOPT_TIMERFUNCTION) → the loop calls curl_multi_socket_action on their events → CURLMSG_DONE: with
@@ -59,6 +60,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private let proxy: ProxyServer?
     /// The TLS settings for an `https://` ``proxy``.
     private let proxyTLS: WebSocketTLSConfiguration
+    /// The engine's TLS session cache and trust store.
+    private let shared: SharedTLS
 
     private var continuation: CheckedContinuation<CurlTransport, any Error>?
     private var phase = Phase.idle
@@ -72,9 +75,10 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
 
     init(
         loop: CurlEventLoop, endpoint: EngineEndpoint, options: EngineConnectOptions,
-        configuration: CurlEngine.Configuration
+        configuration: CurlEngine.Configuration, shared: SharedTLS
     ) {
         self.loop = loop
+        self.shared = shared
         self.endpoint = endpoint
         self.hostPort = hostPortText(host: endpoint.host, port: endpoint.port)
         self.timeout = options.connectTimeout
@@ -95,6 +99,28 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private var proxied: Bool {
         if let legacy = self.configuration.legacyProxy { return !legacy.isEmpty }
         return self.proxy != nil
+    }
+
+    /// Whether the TLS connection with an `https://` proxy could come from the deprecated proxy string or the
+    /// session's proxy: its TLS is configured apart from the endpoint's.
+    private var proxyUsesTLS: Bool {
+        if let legacy = self.configuration.legacyProxy { return !legacy.isEmpty }  // Any scheme: libcurl's rules.
+        return self.proxy?.kind == .https
+    }
+
+    /// Whether libcurl may keep the TLS sessions of this connection and offer one (CURLOPT_SSL_SESSIONID_CACHE,
+    /// which covers the endpoint's and an `https://` proxy's TLS alike). libcurl keys a session by host name, port,
+    /// the TLS options that go into verification and the client certificate, but not by every setting (a key's
+    /// password, or trust roots given through the engine's store, are not in it): a proxy whose TLS settings differ
+    /// from the endpoint's keeps sessions off, so that a session of one is never offered under the other's
+    /// settings, and `resumesSessions` off on either side wins.
+    private var keepsSessions: Bool {
+        guard self.configuration.tls.resumesSessions else { return false }
+        if let legacy = self.configuration.legacyProxy {
+            return legacy.isEmpty || !legacy.lowercased().hasPrefix("https:")
+        }
+        guard self.proxy?.kind == .https else { return true }
+        return self.proxyTLS == self.configuration.tls
     }
 
     private var cancelledError: WebSocketError {
@@ -250,8 +276,34 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             try options.set(CURLOPT_PROXY, "", "CURLOPT_PROXY")  // Direct: ignore the environment.
         }
 
-        // TLS with the endpoint (an https:// proxy has its own settings, set above).
-        try setTLSOptions(self.configuration.tls, options)
+        // TLS with the endpoint (an https:// proxy has its own settings, set above). CURLOPT_SSL_CTX_FUNCTION runs for
+        // a proxy's TLS too, so the engine's trust store is only used without a TLS proxy.
+        var trustStore: SharedTrustStore?
+        if self.endpoint.secure && !self.proxyUsesTLS {
+            do throws(WebSocketError) {
+                trustStore = try self.shared.trustStore()
+            } catch {
+                throw CurlOptionError(error: error)
+            }
+        }
+        if let trustStore {
+            let code = cws_curl_setopt_ssl_ctx_function(
+                easy, useSharedTrustStore, UnsafeMutableRawPointer(trustStore.store))
+            guard code == CURLE_OK else {
+                throw CurlOptionError(
+                    error: WebSocketError(
+                        .tlsFailure,
+                        "libcurl \(LoadedCurl.version) rejected CURLOPT_SSL_CTX_FUNCTION: "
+                            + String(cString: curl_easy_strerror(code))))
+            }
+            self.handles?.trustStore = trustStore
+        }
+        try setTLSOptions(self.configuration.tls, options, engineTrustStore: trustStore != nil)
+        // TLS sessions: kept in the engine's share handle, so that the next connection to the same server resumes.
+        if let share = self.shared.share, cws_curl_setopt_share(easy, share.pointer) == CURLE_OK {
+            self.handles?.share = share
+        }
+        try options.set(CURLOPT_SSL_SESSIONID_CACHE, self.keepsSessions ? 1 : 0, "CURLOPT_SSL_SESSIONID_CACHE")
 
         if let debugContext {
             try options.set(CURLOPT_DEBUGDATA, pointer: debugContext, "CURLOPT_DEBUGDATA")

@@ -117,6 +117,10 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
     let debugContext: UnsafeMutableRawPointer?
     /// The CURLOPT_CONNECT_TO list (a server name override), freed after the easy handle; `nil` when not set.
     var connectTo: UnsafeMutablePointer<curl_slist>? = nil
+    /// The engine's share handle (CURLOPT_SHARE), held so that it outlives the easy handle; `nil` when not used.
+    var share: CurlShare? = nil
+    /// The engine's trust store (CURLOPT_SSL_CTX_DATA), held while libcurl may still hand it to an SSL_CTX.
+    var trustStore: SharedTrustStore? = nil
 
     /// Releases everything: removes the easy handle from its multi (which closes a CONNECT_ONLY connection at once;
     /// libcurl treats such connections as aborted, so no TLS close_notify is sent), then cleans up both handles.

@@ -27,9 +27,13 @@ import WSPosix
 ///   pair is only ever used by one thread at a time. Once connected, the socket from `CURLINFO_ACTIVESOCKET` is
 ///   watched level-triggered; `CURLE_AGAIN` waits for `EPOLLIN`/`EPOLLOUT` and never busy-polls. Writes go to
 ///   libcurl from the caller's thread when nothing is queued; handler callbacks arrive on the loop thread.
-/// - Cost: two descriptors per connection (the socket and the multi handle's wakeup eventfd), and no DNS cache,
-///   CA-store cache or TLS session reuse across connections: each `wss` connect loads the CA store on the loop
-///   thread.
+/// - Cost: two descriptors per connection (the socket and the multi handle's wakeup eventfd), and no DNS cache
+///   across connections.
+/// - Sharing between connections: the engine keeps the TLS sessions servers hand out in one libcurl share handle
+///   and resumes them on later connections to the same server with the same settings
+///   (`WebSocketTLSConfiguration.resumesSessions`), and, when libcurl's TLS backend is the OpenSSL this process
+///   links, parses the trust store once and gives it to every connection (otherwise libcurl loads it per
+///   connection). Neither is shared between engines.
 /// - Availability: WebSockets are reported as supported only when the loaded libcurl lists `ws` and `wss` among
 ///   its protocols (7.86+ built with WebSockets; default-on since 8.11). Debian 12's stock libcurl 7.88 does not:
 ///   install `libcurl4-openssl-dev` from bookworm-backports, or use the CIO engine.
@@ -50,10 +54,12 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// verification, TLS 1.2 or newer, and the proxy environment variables honoured.
     public struct Configuration: Sendable {
         /// TLS settings for `wss` endpoints, in the engine-neutral shape the CIO engine takes too: trust roots
-        /// (`CURLOPT_CAINFO`, `CURLOPT_CAPATH`, `CURLOPT_CAINFO_BLOB`), client identity (`CURLOPT_SSLCERT`,
+        /// (`CURLOPT_CAINFO`, `CURLOPT_CAPATH`, `CURLOPT_CAINFO_BLOB`, or, when libcurl runs on this process's
+        /// OpenSSL, one store per engine given to each connection from `CURLOPT_SSL_CTX_FUNCTION`), client identity (`CURLOPT_SSLCERT`,
         /// `CURLOPT_SSLKEY` or their `_BLOB` forms, `CURLOPT_KEYPASSWD`), minimum version (`CURLOPT_SSLVERSION`),
         /// server name override (`CURLOPT_CONNECT_TO`: the URL names the override, the connection goes to the
-        /// endpoint's host) and the opt-out (`CURLOPT_SSL_VERIFYPEER` and `CURLOPT_SSL_VERIFYHOST` 0). They apply
+        /// endpoint's host), the opt-out (`CURLOPT_SSL_VERIFYPEER` and `CURLOPT_SSL_VERIFYHOST` 0) and session
+        /// resumption (`CURLOPT_SSL_SESSIONID_CACHE`, sessions kept in the engine's share handle). They apply
         /// to the endpoint only: an `https://` proxy is verified with `ProxyConfiguration.tls` (the `CURLOPT_PROXY_*`
         /// options).
         public var tls: WebSocketTLSConfiguration
@@ -159,6 +165,8 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         var shutDown = false
     }
     private let state = Mutex(State())
+    /// The TLS session cache and trust store every connection shares.
+    private let shared: SharedTLS
 
     /// Creates an engine. libcurl is initialized once per process (`curl_global_init`); the loop thread starts on
     /// the first connect.
@@ -166,6 +174,7 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
         _ = LoadedCurl.initializationFailure
+        self.shared = SharedTLS(configuration: configuration.tls)
     }
 
     deinit {
@@ -253,7 +262,8 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
                 "cannot connect to \(hostPort) with TLS: the loaded libcurl \(LoadedCurl.version) has no TLS backend")
         }
         let loop = try self.prepareLoop(preferred: options.executor)
-        return CurlConnector(loop: loop, endpoint: endpoint, options: options, configuration: self.configuration)
+        return CurlConnector(
+            loop: loop, endpoint: endpoint, options: options, configuration: self.configuration, shared: self.shared)
     }
 
     /// Stops the loop threads; open transports are aborted (their handlers see `transportDidClose` with a

@@ -49,15 +49,21 @@ struct TLSOptionSet {
 }
 
 /// Sets the TLS options of `tls` on the easy handle, as `names` names them (the endpoint's or a proxy's). The
-/// server name override is the caller's business (it applies to the endpoint only).
+/// server name override is the caller's business (it applies to the endpoint only). With `engineTrustStore`,
+/// libcurl loads no CA certificates (`CURLOPT_CAINFO` and `CURLOPT_CAPATH` NULL): the engine's store goes into the
+/// SSL_CTX from CURLOPT_SSL_CTX_FUNCTION instead (SharedTLS.swift).
 /// - Throws: `.tlsFailure` for a configuration the engine refuses (a client certificate without its key, an
 ///   unreadable CA file to merge with PEM text), `.unsupported` when the loaded libcurl is too old for PEM in
 ///   memory, or the error of a rejected option.
 func setTLSOptions(
-    _ tls: WebSocketTLSConfiguration, _ options: EasyOptions, _ names: TLSOptionSet = .endpoint
+    _ tls: WebSocketTLSConfiguration, _ options: EasyOptions, _ names: TLSOptionSet = .endpoint,
+    engineTrustStore: Bool = false
 ) throws(CurlOptionError) {
     let roots = tls.trustRoots
-    if !roots.isSystem && !tls.dangerouslyDisableCertificateVerification {
+    if engineTrustStore {
+        try options.set(names.caInfo, nil, names.name("CAINFO"))
+        try options.set(names.caPath, nil, names.name("CAPATH"))
+    } else if !roots.isSystem && !tls.dangerouslyDisableCertificateVerification {
         // Our roots replace the built-in store: an unset file or directory means "none", not libcurl's default.
         try options.set(names.caPath, roots.directory, names.name("CAPATH"))
         if var pem = roots.pem {

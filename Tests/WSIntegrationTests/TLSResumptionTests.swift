@@ -1,5 +1,5 @@
 // TLS session resumption on the CIO engine (WebSocketTLSConfiguration.resumesSessions) against a real TLS server,
-// Tests/Fixtures/tls_resumption_server.py, which tells the client per connection whether its handshake resumed a
+// Tests/Fixtures/tls_resumption_ws_server.py, which tells the client per connection whether its handshake resumed a
 // session (`ssl_object.session_reused`). All its ports share one server context (one set of ticket keys), so a
 // ticket offered where it should not be (another port, another name) would be accepted and show up as resumed.
 import EngineTestSupport
@@ -9,7 +9,7 @@ import WSCore
 
 @testable import WSEngineCIO
 
-/// A running tls_resumption_server.py; stopped when released.
+/// A running tls_resumption_ws_server.py; stopped when released.
 private final class ResumptionPeer: Sendable {
     let process: LineReportingProcess
     /// Its listening ports, all sharing one server TLS context.
@@ -25,7 +25,7 @@ private final class ResumptionPeer: Sendable {
         let process = try LineReportingProcess(
             executable: try TestEnvironment.python(),
             arguments: [
-                TestEnvironment.fixturesDirectory.appendingPathComponent("tls_resumption_server.py").path,
+                TestEnvironment.fixturesDirectory.appendingPathComponent("tls_resumption_ws_server.py").path,
                 "--cert", certificates.server.certificate, "--key", certificates.server.privateKey,
             ] + arguments)
         let ports = try await process.line(startingWith: "PORTS ").split(separator: " ").compactMap { Int($0) }
