@@ -42,7 +42,11 @@
 # CLIENTS ("c ours-cio ours-curl websocket-kit wsclient"; "c" must come first; also ours-cio-pool and
 # ours-curl-pool: our block API with runsBlocksOnEventLoop = false; ours-cio+buf and ours-curl+buf: our
 # engines with maxIncomingBufferMessages raised to 4,096; for W4 over wss c+resume, c+1proc and c+1proc+resume: the C
-# client with TLS session resumption and/or in one process; any of ours with +glibc, e.g. ours-cio+glibc: the same
+# client with TLS session resumption and/or in one process; for W4 over wss ours-cio+resume and ours-curl+resume: our
+# driver opens and closes one wss connection before the clock starts, so that the 1,000 can resume its TLS session
+# (the engines' resumesSessions is on by default), and ours-cio+noresume / ours-curl+noresume: resumesSessions off
+# (WSBENCH_COUNT_RESUMED=1 in the environment makes our drivers report how many handshakes resumed; it logs at debug
+# level, so not for timed rounds); any of ours with +glibc, e.g. ours-cio+glibc: the same
 # driver with GLIBC_TUNABLES keeping freed memory in malloc's arenas), W3_MIB (512), IDLE_CONNECTIONS (10000),
 # TIMEOUT per run in seconds (300), OUT (markdown file), SKIP_BUILD=1 to reuse the last build,
 # W5_MIB (64, the 64k variants' volume), W5_VARIANTS ("1k 1k-nct 64k 64k-nct"), IDLE_ADDRESSES (IDLE_CONNECTIONS ÷

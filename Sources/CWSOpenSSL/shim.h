@@ -185,4 +185,11 @@ static inline BIO *cws_bio_new_ssl_filter(SSL *outer) {
     return bio;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// WSEngineCIO: client TLS session resumption (TLSSessionCache.swift). Client-side caching with OpenSSL's internal
+// store off: every new session goes to the new-session callback, and the engine keeps it.
+static inline long cws_ssl_ctx_set_client_session_cache(SSL_CTX *ctx) {
+    return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+}
+
 #endif

@@ -14,7 +14,8 @@ import WSPosix
 /// - TLS: one `SSL_CTX` per engine, built on the first `wss` connect; certificate chain and host name (or IP
 ///   address) verification, SNI for host names and TLS 1.2 or newer by default. TLS runs over a socket BIO that
 ///   sends with `MSG_NOSIGNAL`, so the engine never raises SIGPIPE and never changes the process's signal
-///   handling.
+///   handling. With `WebSocketTLSConfiguration.resumesSessions` (the default) the engine keeps the sessions servers
+///   hand out, in memory, and resumes them on later connections to the same server (TLS 1.3 tickets once each).
 ///
 /// ```swift
 /// let engine = CIOEngine(configuration: .init(tls: .init(trustRoots: .file("/etc/my-ca.pem"))))
@@ -246,6 +247,10 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
             }
         }
     }
+
+    /// How many `wss` handshakes resumed a kept TLS session so far (``WebSocketTLSConfiguration/resumesSessions``;
+    /// for tests and benchmarks).
+    package var resumedTLSSessionCount: Int { self.state.withLock { $0.tls?.sessions?.resumedCount ?? 0 } }
 
     /// The error of a connect or loop after ``shutdown()``.
     static let shutdownError = WebSocketError(.network, "the CIO engine was shut down")

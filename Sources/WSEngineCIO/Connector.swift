@@ -338,12 +338,14 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             self.fail(WebSocketError(.tlsFailure, "TLS is not configured"))
             return
         }
-        let serverName = tls.configuration.serverNameOverride ?? self.endpoint.host
+        let server = TLSSessionKey(
+            host: self.endpoint.host, serverName: tls.configuration.serverNameOverride ?? self.endpoint.host,
+            port: self.endpoint.port, alpn: self.context.alpn, proxy: self.proxy)
         do {
             if let outer = self.proxySSL {
-                self.ssl = try tls.makeSSL(over: outer, serverName: serverName, alpn: self.context.alpn)
+                self.ssl = try tls.makeSSL(over: outer, server: server)
             } else {
-                self.ssl = try tls.makeSSL(fd: self.fd, serverName: serverName, alpn: self.context.alpn)
+                self.ssl = try tls.makeSSL(fd: self.fd, server: server)
             }
         } catch {
             self.fail(error)
@@ -365,7 +367,10 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             return
         }
         do {
-            self.proxySSL = try tls.makeSSL(fd: self.fd, serverName: proxy.host)
+            // The proxy's own context (its trust settings), so its sessions are kept apart from the endpoints'.
+            let server = TLSSessionKey(
+                host: proxy.host, serverName: proxy.host, port: proxy.port, alpn: [], proxy: nil)
+            self.proxySSL = try tls.makeSSL(fd: self.fd, server: server)
         } catch {
             self.fail(error)
             return
@@ -380,6 +385,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         errno = 0
         let result = SSL_do_handshake(ssl)
         if result == 1 {
+            if SSL_session_reused(ssl) == 1 { self.context.proxyTLS?.sessions?.noteResumed() }
             self.logger.debug("TLS handshake with the proxy completed")
             self.beginTunnel(address)
             return
@@ -431,10 +437,14 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         errno = 0
         let result = SSL_do_handshake(ssl)
         if result == 1 {
+            let resumed = SSL_session_reused(ssl) == 1
+            if resumed { self.context.tls?.sessions?.noteResumed() }
             if self.logger.logLevel <= .debug {
                 let version = String(cString: SSL_get_version(ssl))
                 let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?"
-                self.logger.debug("TLS handshake completed", metadata: ["ws.tls": "\(version) \(cipher)"])
+                self.logger.debug(
+                    "TLS handshake completed",
+                    metadata: ["ws.tls": "\(version) \(cipher)\(resumed ? " (session resumed)" : "")"])
             }
             self.progress?(.tlsEstablished)
             self.succeed()

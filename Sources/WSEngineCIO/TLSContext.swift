@@ -1,5 +1,6 @@
 // The engine's one SSL_CTX (built lazily on the first wss connect, then shared by every connection) and the
-// helpers that turn OpenSSL failures into readable `.tlsFailure` errors.
+// helpers that turn OpenSSL failures into readable `.tlsFailure` errors. Its client session store, for resumption,
+// is in TLSSessionCache.swift.
 //
 // TLS I/O goes through a custom socket BIO (cws_sockbio_* in CWSOpenSSL/shim.h) that calls send(MSG_NOSIGNAL)
 // and recv on the connection's socket: no SIGPIPE and no process-wide signal change, and no extra copy through a
@@ -19,6 +20,9 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     private let bioMethod: OpaquePointer
     /// The configuration the context was built from.
     let configuration: WebSocketTLSConfiguration
+    /// The kept client sessions, or `nil` when ``WebSocketTLSConfiguration/resumesSessions`` is off (then nothing is
+    /// kept and nothing offered).
+    let sessions: TLSSessionCache?
 
     /// Whether certificates and host names are verified.
     var verifiesPeer: Bool { !self.configuration.dangerouslyDisableCertificateVerification }
@@ -26,6 +30,7 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     /// Builds the context: verification, trust store, client identity, minimum version, options.
     init(configuration: WebSocketTLSConfiguration) throws(WebSocketError) {
         self.configuration = configuration
+        self.sessions = configuration.resumesSessions ? TLSSessionCache() : nil
         ERR_clear_error()
         guard let method = cws_sockbio_method_new() else {
             throw tlsConfigurationError("could not create the socket BIO method")
@@ -64,6 +69,11 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
         }
         if let identity = configuration.clientIdentity {
             try Self.loadIdentity(identity, into: context)
+        }
+        if self.sessions != nil {
+            // Resumed handshakes skip the certificate and its verification: see TLSSessionCache.swift for why a
+            // session is only offered to what it was verified for.
+            TLSSessionCache.install(on: context)
         }
     }
 
@@ -145,26 +155,26 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
         BIO_meth_free(self.bioMethod)
     }
 
-    /// A new client SSL over `fd`, set up to send SNI for `serverName` (unless it is an IP literal) and, when
-    /// verifying, to check the certificate against it (`SSL_set1_host`, or the IP address for literals).
-    /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
-    func makeSSL(fd: Int32, serverName: String, alpn: [UInt8] = []) throws(WebSocketError) -> OpaquePointer {
-        try self.makeSSL(serverName: serverName, alpn: alpn) { cws_sockbio_new(self.bioMethod, fd) }
+    /// A new client SSL over `fd` to `server`: set up to send SNI for its server name (unless it is an IP
+    /// literal), when verifying to check the certificate against that name (`SSL_set1_host`, or the IP address for
+    /// literals), to offer its ALPN protocols (wire format: length-prefixed names; empty for none), and, when
+    /// sessions are resumed, to offer a session kept for `server` and to keep the sessions it brings.
+    func makeSSL(fd: Int32, server: TLSSessionKey) throws(WebSocketError) -> OpaquePointer {
+        try self.makeSSL(server: server) { cws_sockbio_new(self.bioMethod, fd) }
     }
 
     /// A new client SSL that runs inside `outer` (TLS to the endpoint through the TLS connection to an https://
-    /// proxy), set up like ``makeSSL(fd:serverName:alpn:)``: ALPN is end to end, so the endpoint sees the same
-    /// offer as on a direct connection. `outer` must outlive the returned SSL.
-    /// - Parameter alpn: The ALPN protocols to offer, in wire format (length-prefixed names); empty for none.
-    func makeSSL(over outer: OpaquePointer, serverName: String, alpn: [UInt8] = []) throws(WebSocketError)
-        -> OpaquePointer
-    {
-        try self.makeSSL(serverName: serverName, alpn: alpn) { cws_bio_new_ssl_filter(outer) }
+    /// proxy), set up like ``makeSSL(fd:server:)``: ALPN is end to end, so the endpoint sees the same offer as on a
+    /// direct connection. `outer` must outlive the returned SSL.
+    func makeSSL(over outer: OpaquePointer, server: TLSSessionKey) throws(WebSocketError) -> OpaquePointer {
+        try self.makeSSL(server: server) { cws_bio_new_ssl_filter(outer) }
     }
 
-    private func makeSSL(
-        serverName: String, alpn: [UInt8], bio makeBIO: () -> OpaquePointer?
-    ) throws(WebSocketError) -> OpaquePointer {
+    private func makeSSL(server: TLSSessionKey, bio makeBIO: () -> OpaquePointer?) throws(WebSocketError)
+        -> OpaquePointer
+    {
+        let serverName = server.serverName
+        let alpn = server.alpn
         ERR_clear_error()
         guard let ssl = SSL_new(self.context) else {
             throw tlsConfigurationError("could not create an OpenSSL connection")
@@ -197,6 +207,8 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
             SSL_free(ssl)
             throw tlsConfigurationError("could not set the ALPN protocols")
         }
+        // Only after the name to verify is set: a session is offered to the server it was verified for.
+        self.sessions?.prepare(ssl, for: server)
         return ssl
     }
 }

@@ -1,7 +1,4 @@
 import BenchSupport
-public import WSCore
-import WSExtensions
-
 // The workloads of issue 7 with our SDK, shared by wsbench-ours-cio and wsbench-ours-curl: executables that link
 // the SDK with one engine each and nothing else (so their peak RSS is the SDK's, not NIO's, BoringSSL's or the other
 // engine's libraries'). `wsbench --client ours-*` execs the right one with the same arguments.
@@ -11,7 +8,16 @@ import WSExtensions
 // `runsBlocksOnEventLoop = false` (the block on Swift's global concurrent executor); `+buf` — with
 // `maxIncomingBufferMessages` raised from 64 to 4,096. In W5 every variant offers permessage-deflate (WSExtensions,
 // default configuration, with `--w5-nct 1` both no_context_takeover parameters) and fails unless the server accepts
-// it, except `+nodeflate` (the uncompressed reference).
+// it, except `+nodeflate` (the uncompressed reference). `+resume` (W4): one wss connection is opened and closed before
+// the clock starts, so that the timed connections can resume its TLS session; `+noresume`: the engine keeps no TLS
+// sessions (`WebSocketTLSConfiguration.resumesSessions = false`); `+serial` (W4): the connections one after another
+// instead of all at once (how reconnects and a steady trickle of new connections look). WSBENCH_COUNT_RESUMED=1 adds `"resumed":N`, the
+// handshakes the engine logged as resumed (a debug-level log handler that counts: leave it off in timed rounds).
+import Logging
+import Synchronization
+public import WSCore
+import WSExtensions
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -29,10 +35,30 @@ public struct Variant: Sendable {
 
     /// `+nodeflate`: W5 without permessage-deflate (the reference for the server's cost of compression).
     public var noDeflate = false
+    /// `+resume`: W4 opens and closes one connection before the clock starts (its TLS session can be resumed).
+    public var warmUp = false
+    /// `+noresume`: the engine keeps no TLS sessions.
+    public var noResume = false
+    /// `+serial`: W4 opens its connections one after another (each session ends before the next connect starts).
+    public var serial = false
 
-    /// Parses `ours-ENGINE[-pool][+buf][+nodeflate]`.
+    /// Parses `ours-ENGINE[-pool][+buf][+nodeflate]`, then any of `+resume`, `+noresume`, `+serial`.
     public init(_ name: String) throws {
         var rest = Substring(name)
+        while true {
+            if rest.hasSuffix("+noresume") {
+                self.noResume = true
+                rest = rest.dropLast(9)
+            } else if rest.hasSuffix("+resume") {
+                self.warmUp = true
+                rest = rest.dropLast(7)
+            } else if rest.hasSuffix("+serial") {
+                self.serial = true
+                rest = rest.dropLast(7)
+            } else {
+                break
+            }
+        }
         if rest.hasSuffix("+nodeflate") {
             self.noDeflate = true
             rest = rest.dropLast(10)
@@ -52,6 +78,11 @@ public struct Variant: Sendable {
 
 func makeClient(_ v: Variant, _ engine: any WebSocketEngine, deflate: PerMessageDeflate?) throws -> WebSocketClient {
     try WebSocketClient(engine: engine) { config in
+        if let count = getenv("WSBENCH_COUNT_RESUMED"), String(cString: count) == "1" {
+            var logger = Logger(label: "wsbench") { _ in ResumptionCounter() }
+            logger.logLevel = .debug
+            config.logger = logger
+        }
         // WSBENCH_METRICS=counting: a real metrics backend (atomic counters) for this client.
         if let metrics = getenv("WSBENCH_METRICS"), String(cString: metrics) == "counting" {
             config.metricsFactory = CountingMetricsFactory()
@@ -146,17 +177,33 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
         extra = ",\"extensions\":\"\(jsonEscaped(negotiated))\",\"corpus\":\"\(corpusHash(messages))\""
     case .w4:
         let msg = String(repeating: "b", count: 32)
+        if v.warmUp {
+            // One connection before the clock: the TLS tickets arrive with its echo, so the engine holds them.
+            try await client.webSocket(p.url) { session in
+                try await session.send(msg)
+                _ = try await session.incoming.receive()
+            }
+        }
         let start = clock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        if v.serial {
             for _ in 0..<p.connections {
-                group.addTask {
-                    try await client.webSocket(p.url) { session in
-                        try await session.send(msg)
-                        _ = try await session.incoming.receive()
-                    }
+                try await client.webSocket(p.url) { session in
+                    try await session.send(msg)
+                    _ = try await session.incoming.receive()
                 }
             }
-            try await group.waitForAll()
+        } else {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<p.connections {
+                    group.addTask {
+                        try await client.webSocket(p.url) { session in
+                            try await session.send(msg)
+                            _ = try await session.incoming.receive()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
         }
         let elapsed = clock.now - start
         outcome = Outcome(value: Double(p.connections) / seconds(elapsed), unit: "conn/s", seconds: seconds(elapsed))
@@ -218,15 +265,46 @@ func run(_ p: Params, _ v: Variant, _ engine: any WebSocketEngine) async throws 
         sessions.removeAll()
     }
     await client.close()
+    if let count = getenv("WSBENCH_COUNT_RESUMED"), String(cString: count) == "1" {
+        extra += ",\"resumed\":\(resumedHandshakes.load(ordering: .relaxed))"
+    }
     return (outcome, extra)
 }
+
+/// Handshakes the engine logged as resumed (WSBENCH_COUNT_RESUMED=1).
+let resumedHandshakes = Atomic<Int>(0)
+
+/// Counts the CIO engine's "TLS handshake completed" debug messages that say "(session resumed)"; drops the rest.
+struct ResumptionCounter: LogHandler {
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .debug
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        if case .string(let tls)? = event.metadata?["ws.tls"], tls.hasSuffix("(session resumed)") {
+            resumedHandshakes.add(1, ordering: .relaxed)
+        }
+    }
+}
+
+/// `+noresume` was asked for: ``benchTLS()`` turns session resumption off.
+private let sessionsOff = Atomic<Bool>(false)
 
 /// The TLS settings for wss://: trust the PEM file named by `WSBENCH_CA_FILE` (the echo server's self-signed
 /// certificate, which run.sh makes with TLS=1), else the system store.
 public func benchTLS() -> WebSocketTLSConfiguration {
-    guard let value = getenv("WSBENCH_CA_FILE"), value.pointee != 0 else { return WebSocketTLSConfiguration() }
-    let path = String(decoding: UnsafeRawBufferPointer(start: value, count: strlen(value)), as: UTF8.self)
-    return WebSocketTLSConfiguration(trustRoots: .file(path))
+    var tls = WebSocketTLSConfiguration()
+    if let value = getenv("WSBENCH_CA_FILE"), value.pointee != 0 {
+        let path = String(decoding: UnsafeRawBufferPointer(start: value, count: strlen(value)), as: UTF8.self)
+        tls.trustRoots = .file(path)
+    }
+    // `+noresume`: the variant is parsed before the engine (and so this) is made.
+    tls.resumesSessions = !sessionsOff.load(ordering: .relaxed)
+    return tls
 }
 
 /// Runs the workload named by the command line with an engine made by `makeEngine` for the variant's engine name,
@@ -236,6 +314,7 @@ public func runOursMain(engineName: String, _ makeEngine: () -> any WebSocketEng
         raiseFileLimit()
         let p = try parseArguments()
         let variant = try Variant(p.client)
+        sessionsOff.store(variant.noResume, ordering: .relaxed)
         guard variant.engine == engineName else {
             throw BenchError(description: "this driver runs the \(engineName) engine, not \(p.client)")
         }
