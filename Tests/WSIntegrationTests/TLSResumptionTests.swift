@@ -1,7 +1,8 @@
-// TLS session resumption on the CIO engine (WebSocketTLSConfiguration.resumesSessions) against a real TLS server,
-// Tests/Fixtures/tls_resumption_ws_server.py, which tells the client per connection whether its handshake resumed a
-// session (`ssl_object.session_reused`). All its ports share one server context (one set of ticket keys), so a
-// ticket offered where it should not be (another port, another name) would be accepted and show up as resumed.
+// TLS session resumption (WebSocketTLSConfiguration.resumesSessions) against a real TLS server, on every engine and
+// in detail on the CIO engine. Tests/Fixtures/tls_resumption_ws_server.py tells the client per connection whether
+// its handshake resumed a session (`ssl_object.session_reused`). All its ports share one server context (one set of
+// ticket keys), so a ticket offered where it should not be (another port, another name) would be accepted and show
+// up as resumed.
 import EngineTestSupport
 import Foundation
 import Testing
@@ -75,8 +76,27 @@ private func resumptions(_ engine: CIOEngine, _ urls: [String]) async throws -> 
     }
 }
 
-@Suite("TLS session resumption (CIO)")
+@Suite("TLS session resumption")
 struct TLSResumptionTests {
+    @Test(
+        "every engine: later connections to a server resume, and none with resumesSessions off",
+        arguments: TestEngine.allCases, [true, false])
+    func everyEngine(engine: TestEngine, resumesSessions: Bool) async throws {
+        let peer = try await ResumptionPeer.start()
+        let certificates = try await sharedCertificates()
+        let tls = WebSocketTLSConfiguration(
+            trustRoots: .file(certificates.caCertificate), resumesSessions: resumesSessions)
+        let client = WebSocketClient(engine: engine.make(tls: tls)) { config in
+            config.proxy = .direct
+            config.install(WebSockets.self)
+        }
+        let url = "wss://localhost:\(peer.ports[0])/"
+        let results = try await withClient(client) { client in
+            [try await resumed(client, url), try await resumed(client, url), try await resumed(client, url)]
+        }
+        #expect(results == [false, resumesSessions, resumesSessions], "\(engine): \(results)")
+    }
+
     @Test("a second connection to the same server resumes the first one's session")
     func secondConnectionResumes() async throws {
         let peer = try await ResumptionPeer.start()
