@@ -193,16 +193,15 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
                 stream.id = id
                 stream.opening = continuation
                 self.streams[id] = stream
+                // Armed under the lock: the response (which cancels it under the lock on the loop thread) may come
+                // as soon as the request is flushed.
+                stream.openTimer = self.loop.scheduleFromAnyThread(after: timeout) { [self] in
+                    self.openTimedOut(stream, after: timeout)
+                }
                 self.flushOutput()
                 return nil
             }
-            if let failure {
-                continuation.resume(throwing: failure)
-                return
-            }
-            stream.openTimer = self.loop.scheduleFromAnyThread(after: timeout) { [self] in
-                self.openTimedOut(stream, after: timeout)
-            }
+            if let failure { continuation.resume(throwing: failure) }
         }
     }
 
