@@ -6,10 +6,11 @@ import SpawnSupport
 import Synchronization
 
 /// The peer script: `server.py MODE HOST [CERT KEY]` prints its port and serves until stdin closes.
-/// Modes: `echo`, `hello-close` (sends "hello" and closes), `silent` (never reads or writes),
-/// `slow-reader` (waits 1.5 s, then reads and discards everything), `slow-echo` (waits 1.5 s, then echoes), `socks5` (a SOCKS5 proxy that only connects to
-/// loopback addresses and logs `SOCKS CONNECT host:port` to standard error), `read-reset` (reads 64 KiB, then
-/// resets the connection: SO_LINGER 0 and close).
+/// Modes: `echo`, `hello-close` (sends "hello" and closes), `silent` (never reads or writes), `slow-reader` (reads
+/// nothing until the test calls ``PythonServer/release()``, then reads and discards everything), `slow-echo`
+/// (likewise, then echoes), `socks5` (a SOCKS5 proxy that only connects to loopback addresses and logs
+/// `SOCKS CONNECT host:port` to standard error), `read-reset` (reads 64 KiB, then resets the connection: SO_LINGER 0
+/// and close).
 private let serverScript = #"""
     import asyncio, os, socket, ssl, struct, sys, threading
 
@@ -20,6 +21,15 @@ private let serverScript = #"""
             sys.stdin.buffer.read()
         finally:
             os._exit(0)
+
+    async def held(writer):
+        # Until the test creates release-PORT beside this script (PythonServer.release()), at most 60 s.
+        port = writer.get_extra_info("sockname")[1]
+        path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "release-%d" % port)
+        for _ in range(6000):
+            if os.path.exists(path):
+                return
+            await asyncio.sleep(0.01)
 
     async def pipe(reader, writer):
         try:
@@ -65,7 +75,7 @@ private let serverScript = #"""
             elif MODE == "socks5":
                 await socks5(reader, writer)
             elif MODE == "slow-echo":
-                await asyncio.sleep(1.5)
+                await held(writer)
                 await pipe(reader, writer)
             elif MODE == "read-reset":
                 total = 0
@@ -78,7 +88,7 @@ private let serverScript = #"""
                 writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 writer.transport.abort()
             elif MODE == "slow-reader":
-                await asyncio.sleep(1.5)
+                await held(writer)
                 while True:
                     data = await reader.read(1 << 20)
                     if not data:
@@ -140,6 +150,12 @@ package final class PythonServer: Sendable {
         self.child = try PortAnnouncingChild(
             arguments, stderr: log >= 0 ? log : nil, what: "the \(mode) server on \(host)")
         self.stderrFile = stderrFile
+    }
+
+    /// Lets a `slow-reader` or `slow-echo` server start reading (it reads nothing before, so the test knows the
+    /// kernel's buffers fill up, however slowly it writes).
+    package func release() {
+        FileManager.default.createFile(atPath: fixturesDirectory + "/release-\(self.port)", contents: Data())
     }
 
     /// What the server wrote to its standard error.

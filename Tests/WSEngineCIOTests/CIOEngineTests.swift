@@ -231,6 +231,7 @@ struct PlainTCPTests {
             // Nothing else writes, so the loop can only have flushed some of it since the last write returned.
             #expect(transport.bufferedBytes > 0 && transport.bufferedBytes <= buffered)
             #expect(recorder.drains == 0)
+            server.release()
             #expect(await recorder.wait(timeout: .seconds(60)) { $0.drains >= 1 })
             #expect(transport.bufferedBytes == 0)
             transport.close()
@@ -671,8 +672,8 @@ struct TLSTests {
     @Test("TLS: a burst of small writes on the loop thread leaves as full records and arrives in order")
     func tlsSmallWriteBurst() async throws {
         let certificates = try await Certificates.load()
-        // The server starts reading 1.5 s after the handshake: the burst fills the kernel's buffers, so SSL_write
-        // meets WANT_WRITE and is retried when the socket drains.
+        // The server reads nothing until released: the burst fills the kernel's buffers, so SSL_write meets
+        // WANT_WRITE and is retried when the socket drains.
         let server = try await PythonServer.start(mode: "slow-echo", certificate: certificates.server)
         try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
             let transport = try await engine.connect(
@@ -684,6 +685,7 @@ struct TLSTests {
             await writeInSmallPieces(payload, to: transport)
             await loopRounds(transport.executor)
             #expect(transport.bufferedBytes > 0, "16 MB cannot all fit in the kernel's buffers")
+            server.release()
             #expect(await recorder.wait(timeout: .seconds(60)) { $0.received.count >= payload.count })
             #expect(recorder.received == payload)
             // Bytes on the wire: one record per write would add 22 bytes (TLS 1.3 header, content type, AEAD tag)

@@ -140,6 +140,7 @@ struct CurlEngineTests {
         #expect(buffered > 0)
         #expect(transport.bufferedBytes == buffered)
         #expect(transport.write([1, 2, 3]) == buffered + 3)
+        server.release()
         #expect(await recorder.wait(timeout: .seconds(60)) { $0.drains >= 1 })
         #expect(transport.bufferedBytes == 0)
         #expect(recorder.drains == 1)
