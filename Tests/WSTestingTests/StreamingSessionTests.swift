@@ -90,6 +90,32 @@ struct StreamingSessionTests {
         await client.close()
     }
 
+    @Test(
+        "a session is freed once it ended and nothing refers to it, also after a streamed message",
+        arguments: [true, false])
+    func sessionFreedAfterStreaming(readToEnd: Bool) async throws {
+        weak var released: WebSocketSession?
+        do {
+            let (client, session, server) = try await open()
+            released = session
+            try await server.send(Frame(kind: .binary, fin: false, data: [1, 2]))
+            if readToEnd { try await server.send(Frame(kind: .continuation, fin: true, data: [3])) }
+            let message = try await session.receiveStreamingMessage()
+            var chunks = message.chunks.makeAsyncIterator()
+            #expect(try await chunks.next() == [1, 2])
+            if readToEnd {
+                #expect(try await chunks.next() == [3])
+                #expect(try await chunks.next() == nil)
+            }
+            await session.close()
+            await client.close()
+        }
+        // Teardown finishes on other tasks: wait for it (bounded), then the session must be gone.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while released != nil && ContinuousClock.now < deadline { await Task.yield() }
+        #expect(released == nil, "the session outlived every reference to it (a reference cycle)")
+    }
+
     @Test("an unread message is skipped by the next receiveStreamingMessage; its old chunks then throw")
     func skipUnread() async throws {
         let (client, session, server) = try await open()

@@ -161,8 +161,10 @@ final class StreamCursor: Sendable {
 
 /// The session's streaming bookkeeping: the message being streamed in, and whether a streamed send runs.
 struct StreamingState {
-    /// The last message ``WebSocketSession/receiveStreamingMessage()`` handed over.
-    var current: StreamCursor?
+    /// The last message ``WebSocketSession/receiveStreamingMessage()`` handed over, while its user holds it. Weak:
+    /// the cursor refers to the session, so a strong reference here would keep both alive forever once the session
+    /// ended. A message nobody holds needs no skipping: `receiveStreamingMessage` passes over continuation frames.
+    weak var current: StreamCursor?
     /// Whether a streamed send is in progress (one at a time).
     var sending = false
     /// ``WebSockets/Configuration/maxMessageSize``: the most ``WebSocketSession/receiveMessage()`` collects from the
