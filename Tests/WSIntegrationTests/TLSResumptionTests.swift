@@ -37,7 +37,7 @@ private final class ResumptionPeer: Sendable {
 }
 
 /// A client on `engine` (trusting the test CA) whose sessions go straight to the peer.
-private func makeClient(_ engine: CIOEngine) -> WebSocketClient {
+private func makeClient(_ engine: any WebSocketEngine) -> WebSocketClient {
     WebSocketClient(engine: engine) { config in
         config.proxy = .direct
         config.install(WebSockets.self)
@@ -68,12 +68,20 @@ private func resumed(_ client: WebSocketClient, _ url: String) async throws -> B
 }
 
 /// Opens one session after the other to each of `urls` on one client; returns, for each, whether it was resumed.
-private func resumptions(_ engine: CIOEngine, _ urls: [String]) async throws -> [Bool] {
+private func resumptions(_ engine: any WebSocketEngine, _ urls: [String]) async throws -> [Bool] {
     try await withClient(makeClient(engine)) { client in
         var results: [Bool] = []
         for url in urls { results.append(try await resumed(client, url)) }
         return results
     }
+}
+
+/// Opens a TLS connection to localhost:`port` on `engine` itself (no proxy, no ALPN, no upgrade) and drops it: what
+/// it offered shows in the engine's resumption count, not in an answer.
+private func connectDirectly(_ engine: CIOEngine, port: Int) async throws {
+    let transport = try await engine.connect(
+        to: EngineEndpoint(host: "localhost", port: port, secure: true), options: options())
+    transport.abort()
 }
 
 @Suite("TLS session resumption")
@@ -86,14 +94,8 @@ struct TLSResumptionTests {
         let certificates = try await sharedCertificates()
         let tls = WebSocketTLSConfiguration(
             trustRoots: .file(certificates.caCertificate), resumesSessions: resumesSessions)
-        let client = WebSocketClient(engine: engine.make(tls: tls)) { config in
-            config.proxy = .direct
-            config.install(WebSockets.self)
-        }
         let url = "wss://localhost:\(peer.ports[0])/"
-        let results = try await withClient(client) { client in
-            [try await resumed(client, url), try await resumed(client, url), try await resumed(client, url)]
-        }
+        let results = try await resumptions(engine.make(tls: tls), [url, url, url])
         #expect(results == [false, resumesSessions, resumesSessions], "\(engine): \(results)")
     }
 
@@ -186,9 +188,7 @@ struct TLSResumptionTests {
             await session.close()
             // The tickets of that h2 connection are kept; a connection offering no ALPN (the engine's plain path,
             // as without HTTP/2) must not use them. Nothing is read on it, so the client's own count tells.
-            let transport = try await engine.connect(
-                to: EngineEndpoint(host: "localhost", port: peer.ports[0], secure: true), options: options())
-            transport.abort()
+            try await connectDirectly(engine, port: peer.ports[0])
             return answer
         }
         #expect(answer.hasSuffix("http=2"), "\(answer)")
@@ -212,9 +212,7 @@ struct TLSResumptionTests {
             let results = [try await resumed(client, url), try await resumed(client, url)]
             // The same endpoint directly (no proxy): the tickets of the tunnelled connections are not its to use,
             // though this server would take them. Nothing is read on it, so the engine's own count tells.
-            let transport = try await engine.connect(
-                to: EngineEndpoint(host: "localhost", port: peer.ports[0], secure: true), options: options())
-            transport.abort()
+            try await connectDirectly(engine, port: peer.ports[0])
             return results
         }
         #expect(results == [false, true], "the endpoint's TLS inside the tunnel: \(results)")

@@ -456,12 +456,7 @@ final class ReconnectCore: Sendable {
     }
 
     /// The open connection, or `nil` while there is none.
-    var openConnectionIfAny: WebSocketSession? {
-        self.shared.withLock { s in
-            guard s.finalCause == nil, let current = s.current, case .open = s.machine.phase else { return nil }
-            return current
-        }
-    }
+    var openConnectionIfAny: WebSocketSession? { try? self.openConnection() }
 
     /// Sends a streamed message with `body` on the open connection. Sends made meanwhile wait in the queue behind
     /// it and go out after it, on the same connection if it is still open, else after the next hook.
