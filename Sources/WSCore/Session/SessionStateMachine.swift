@@ -158,7 +158,7 @@ struct SessionStateMachine {
     private var inputLeftUnparsed = false
     /// When the bytes left unparsed were read (as passed to ``read(_:at:_:)``): a pong among them, parsed later,
     /// gets the round-trip time of its arrival.
-    private var unparsedInputReadAt: ContinuousClock.Instant?
+    private var unparsedInputReadAt: StoredInstant?
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
     @OutOfLineError private var pendingFailure: WebSocketError? = nil
@@ -185,7 +185,7 @@ struct SessionStateMachine {
     /// The payload of our ping whose pong has not arrived.
     private var awaitingPong: [UInt8]?
     /// When the keepalive ping in `awaitingPong` was sent, if the caller said (see ``timerFired(_:at:_:)``).
-    var keepaliveSentAt: ContinuousClock.Instant?
+    var keepaliveSentAt: StoredInstant?
     /// The pings of ``sendPing(_:at:_:)`` waiting for their pong, oldest first.
     var userPings: [UserPing] = []
     /// The received side of the statistics and the round-trip times (the glue counts what it writes).
@@ -367,7 +367,7 @@ struct SessionStateMachine {
         if case .open = self.phase, !self.closeSent, !self.receivedClose, self.awaitingPong == nil {
             let payload = withUnsafeBytes(of: self.pingCounter.bigEndian) { Array($0) }
             self.awaitingPong = payload
-            self.keepaliveSentAt = now
+            self.keepaliveSentAt = now.map(StoredInstant.init)
             sink.perform(.writeControl(Frame(kind: .ping, data: payload)))
             if let timeout = self.limits.pongTimeout { self.arm(.pong, after: timeout, &sink) }
         }
@@ -436,7 +436,7 @@ struct SessionStateMachine {
                     self.enqueue(message)
                     if self.queueIsFull && !self.incomingEnded {
                         self.inputLeftUnparsed = true
-                        self.unparsedInputReadAt = now
+                        self.unparsedInputReadAt = now.map(StoredInstant.init)
                         break events
                     }
                 }
