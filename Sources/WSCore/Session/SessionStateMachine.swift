@@ -532,12 +532,16 @@ struct SessionStateMachine {
         }
     }
 
-    /// Resumes reading, after parsing what a full queue left in the pipeline (which may fill it again).
+    /// Resumes reading, after parsing what a full queue left in the pipeline. When that fills the queue again, reading
+    /// stays paused: no resume and pause in one step, so the transport hears nothing (in a stream of small messages
+    /// this happens every `maxIncomingBufferMessages / 2` messages received).
     private mutating func resumeReading(_ sink: inout some SessionActionSink) {
-        self.setReadingPaused(false, &sink)
         if self.inputLeftUnparsed {
-            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt, &sink)
+            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt?.instant, &sink)
+            // A close frame or a failure among those bytes resumed reading already.
+            guard self.readingPaused, !self.queueIsFull || self.incomingEnded else { return }
         }
+        self.setReadingPaused(false, &sink)
     }
 
     /// Hands queued frames to waiting consumers; then a deferred failure or the end, once the queue is empty.
@@ -725,7 +729,7 @@ struct SessionStateMachine {
         self.arm(.close, after: self.limits.closeTimeout, &sink)
         // What a full queue left unparsed may hold the server's close: look for it now (data is dropped).
         if self.inputLeftUnparsed {
-            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt, &sink)
+            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt?.instant, &sink)
         }
         self.deliver(&sink)
     }
