@@ -535,6 +535,10 @@ struct SessionStateMachine {
     /// Resumes reading, after parsing what a full queue left in the pipeline. When that fills the queue again, reading
     /// stays paused: no resume and pause in one step, so the transport hears nothing (in a stream of small messages
     /// this happens every `maxIncomingBufferMessages / 2` messages received).
+    ///
+    /// Not inlined: it passes an optional `ContinuousClock.Instant`, whose size is known only at run time, so inlined
+    /// into ``takeQueuedFrame(_:)`` it made every receive look up that type's metadata to size its stack frame.
+    @inline(never)
     private mutating func resumeReading(_ sink: inout some SessionActionSink) {
         if self.inputLeftUnparsed {
             self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt?.instant, &sink)
