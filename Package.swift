@@ -69,6 +69,9 @@ let package = Package(
             name: "CWSCurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // The CIO engine's OpenSSL, loaded on the first TLS connection (dlopen) instead of linked, so that a process
+        // with only ws:// connections never maps libssl and libcrypto. Only the OpenSSL headers are needed to build.
+        .target(name: "CWSLazyOpenSSL"),
         // Linux headers the Glibc module map lacks (epoll, eventfd, pthread_setname_np); glibc only, nothing to link.
         .systemLibrary(name: "CWSLinux"),
 
@@ -92,7 +95,7 @@ let package = Package(
         .target(
             name: "WSEngineCIO",
             dependencies: [
-                "WSCore", "WSPosix", "CWSLinux", "CWSOpenSSL", "CWSNghttp2",
+                "WSCore", "WSPosix", "CWSLinux", "CWSLazyOpenSSL", "CWSNghttp2",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -152,7 +155,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WSEngineCIOTests",
-            dependencies: ["WSCore", "WSEngineCIO", "SpawnSupport", "EngineTestSupport"],
+            dependencies: ["WSCore", "WSEngineCIO", "CWSOpenSSL", "SpawnSupport", "EngineTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

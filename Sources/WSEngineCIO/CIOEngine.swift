@@ -3,7 +3,8 @@ import Synchronization
 public import WSCore
 import WSPosix
 
-/// The native WebSocket engine for Linux: its own epoll event loops, non-blocking sockets and the system OpenSSL.
+/// The native WebSocket engine for Linux: its own epoll event loops, non-blocking sockets and the system OpenSSL
+/// (loaded on the first TLS connection, so a process with only `ws://` connections never maps it).
 ///
 /// - Threading: `eventLoopCount` loop threads (default: one per processor this process may run on; a loop's thread
 ///   starts when a connection is first assigned to it), each serving many connections (round-robin); name

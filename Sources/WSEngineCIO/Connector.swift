@@ -1,3 +1,4 @@
+import CWSLazyOpenSSL
 // One connect attempt, as a state machine on its loop: resolve (on the resolver pool, or not at all for IP
 // literals) → try each address with a non-blocking connect (EPOLLOUT + SO_ERROR) → TLS handshake → hand the
 // socket to a CIOTransport. One deadline timer bounds the whole attempt.
@@ -7,7 +8,6 @@
 // endpoint for wss, inside the proxy's TLS when there is one. For socks5:// the endpoint's name is resolved first.
 // Without a proxy none of these steps runs: `proxy` is nil and every added branch is skipped.
 import CWSLinux
-import CWSOpenSSL
 import Glibc
 import Logging
 import WSCore
@@ -381,17 +381,17 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private func proxyHandshake(_ address: SocketAddress) {
         guard let ssl = self.proxySSL else { return }
-        ERR_clear_error()
+        cwsl_ERR_clear_error()
         errno = 0
-        let result = SSL_do_handshake(ssl)
+        let result = cwsl_SSL_do_handshake(ssl)
         if result == 1 {
-            if SSL_session_reused(ssl) == 1 { self.context.proxyTLS?.sessions?.noteResumed() }
+            if cwsl_SSL_session_reused(ssl) == 1 { self.context.proxyTLS?.sessions?.noteResumed() }
             self.logger.debug("TLS handshake with the proxy completed")
             self.beginTunnel(address)
             return
         }
         let code = errno
-        let sslError = SSL_get_error(ssl, result)
+        let sslError = cwsl_SSL_get_error(ssl, result)
         if sslError == SSL_ERROR_WANT_READ || sslError == SSL_ERROR_WANT_WRITE { return }
         let error = tlsFailure(
             "TLS handshake with \(self.connectTarget) (\(address)) failed", ssl: ssl,
@@ -433,15 +433,16 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private func handshake(_ address: SocketAddress) {
         guard let ssl = self.ssl else { return }
-        ERR_clear_error()
+        cwsl_ERR_clear_error()
         errno = 0
-        let result = SSL_do_handshake(ssl)
+        let result = cwsl_SSL_do_handshake(ssl)
         if result == 1 {
-            let resumed = SSL_session_reused(ssl) == 1
+            let resumed = cwsl_SSL_session_reused(ssl) == 1
             if resumed { self.context.tls?.sessions?.noteResumed() }
             if self.logger.logLevel <= .debug {
-                let version = String(cString: SSL_get_version(ssl))
-                let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "?"
+                let version = String(cString: cwsl_SSL_get_version(ssl))
+                let cipher =
+                    cwsl_SSL_get_current_cipher(ssl).map { String(cString: cwsl_SSL_CIPHER_get_name($0)) } ?? "?"
                 self.logger.debug(
                     "TLS handshake completed",
                     metadata: ["ws.tls": "\(version) \(cipher)\(resumed ? " (session resumed)" : "")"])
@@ -451,7 +452,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
             return
         }
         let code = errno
-        let sslError = SSL_get_error(ssl, result)
+        let sslError = cwsl_SSL_get_error(ssl, result)
         if sslError == SSL_ERROR_WANT_READ || sslError == SSL_ERROR_WANT_WRITE { return }
         let error = tlsFailure(
             "TLS handshake with \(self.hostPort) (\(address)) failed", ssl: ssl,
@@ -472,7 +473,7 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
         if let ssl = self.ssl, !self.context.alpn.isEmpty {
             var selected: UnsafePointer<UInt8>?
             var length: UInt32 = 0
-            SSL_get0_alpn_selected(ssl, &selected, &length)
+            cwsl_SSL_get0_alpn_selected(ssl, &selected, &length)
             if let selected, length > 0 {
                 alpn = String(decoding: UnsafeBufferPointer(start: selected, count: Int(length)), as: UTF8.self)
             }
@@ -528,11 +529,11 @@ final class Connector: @unchecked Sendable {  // Mutable state is confined to `l
 
     private func closeSocket() {
         if let ssl = self.ssl {
-            SSL_free(ssl)
+            cwsl_SSL_free(ssl)
             self.ssl = nil
         }
         if let ssl = self.proxySSL {
-            SSL_free(ssl)  // After the endpoint's SSL, whose BIO reads through it.
+            cwsl_SSL_free(ssl)  // After the endpoint's SSL, whose BIO reads through it.
             self.proxySSL = nil
         }
         if self.fd >= 0 {

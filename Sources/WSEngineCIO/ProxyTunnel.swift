@@ -4,7 +4,7 @@
 // read one byte at a time until its blank line (from OpenSSL's buffer for an https:// proxy, so no system call per
 // byte), a SOCKS5 reply exactly as long as the protocol says. Whatever the proxy or the server sent after that stays
 // in the socket (or in OpenSSL) as the start of the server's stream.
-import CWSOpenSSL
+import CWSLazyOpenSSL
 import Glibc
 import WSCore
 import WSPosix
@@ -26,10 +26,10 @@ struct TunnelIO {
         bytes.withUnsafeBytes { raw -> Result<Int, WSCoreMessage> in
             guard let base = raw.baseAddress, raw.count > 0 else { return .success(0) }
             if let ssl = self.ssl {
-                ERR_clear_error()
-                let result = SSL_write(ssl, base, Int32(clamping: raw.count))
+                cwsl_ERR_clear_error()
+                let result = cwsl_SSL_write(ssl, base, Int32(clamping: raw.count))
                 if result > 0 { return .success(Int(result)) }
-                let error = SSL_get_error(ssl, result)
+                let error = cwsl_SSL_get_error(ssl, result)
                 if error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ { return .success(0) }
                 return .failure(WSCoreMessage(text: drainOpenSSLErrors() ?? "TLS error \(error)"))
             }
@@ -47,12 +47,12 @@ struct TunnelIO {
     /// Reads at most `count` bytes into `buffer`.
     func read(into buffer: UnsafeMutableRawPointer, count: Int) -> ReadResult {
         if let ssl = self.ssl {
-            ERR_clear_error()
+            cwsl_ERR_clear_error()
             errno = 0
-            let result = SSL_read(ssl, buffer, Int32(clamping: count))
+            let result = cwsl_SSL_read(ssl, buffer, Int32(clamping: count))
             if result > 0 { return .data(Int(result)) }
             let code = errno
-            switch SSL_get_error(ssl, result) {
+            switch cwsl_SSL_get_error(ssl, result) {
             case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: return .wouldBlock
             case SSL_ERROR_ZERO_RETURN: return .endOfStream
             case SSL_ERROR_SYSCALL where code == 0: return .endOfStream

@@ -2,10 +2,14 @@
 // helpers that turn OpenSSL failures into readable `.tlsFailure` errors. Its client session store, for resumption,
 // is in TLSSessionCache.swift.
 //
-// TLS I/O goes through a custom socket BIO (cws_sockbio_* in CWSOpenSSL/shim.h) that calls send(MSG_NOSIGNAL)
+// TLS I/O goes through a custom socket BIO (cwsl_sockbio_* in CWSLazyOpenSSL) that calls send(MSG_NOSIGNAL)
 // and recv on the connection's socket: no SIGPIPE and no process-wide signal change, and no extra copy through a
 // memory BIO.
-import CWSOpenSSL
+//
+// OpenSSL is loaded here, when the first context is built (CWSLazyOpenSSL: dlopen, not linked), so a process that
+// never opens a TLS connection does not map libssl and libcrypto. Every other OpenSSL call works on an object made
+// from a context, so it runs after the load.
+import CWSLazyOpenSSL
 import WSCore
 
 /// The configured OpenSSL client context and the BIO method table of the no-SIGPIPE socket BIO.
@@ -29,42 +33,47 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
 
     /// Builds the context: verification, trust store, client identity, minimum version, options.
     init(configuration: WebSocketTLSConfiguration) throws(WebSocketError) {
+        var loadError: UnsafePointer<CChar>?
+        guard cwsl_openssl_load(&loadError) == 1 else {
+            throw WebSocketError(
+                .tlsFailure, "TLS configuration: " + (loadError.map { String(cString: $0) } ?? "no OpenSSL"))
+        }
         self.configuration = configuration
         self.sessions = configuration.resumesSessions ? TLSSessionCache() : nil
-        ERR_clear_error()
-        guard let method = cws_sockbio_method_new() else {
+        cwsl_ERR_clear_error()
+        guard let method = cwsl_sockbio_method_new() else {
             throw tlsConfigurationError("could not create the socket BIO method")
         }
-        guard let context = SSL_CTX_new(TLS_client_method()) else {
-            BIO_meth_free(method)
+        guard let context = cwsl_SSL_CTX_new(cwsl_TLS_client_method()) else {
+            cwsl_BIO_meth_free(method)
             throw tlsConfigurationError("could not create an OpenSSL client context")
         }
         self.bioMethod = method
         self.context = context
         // From here on deinit frees both on a throw.
 
-        let minimum = configuration.minimumVersion == .tls13 ? cws_tls1_3_version() : cws_tls1_2_version()
-        guard cws_ssl_ctx_set_min_proto(context, minimum) == 1 else {
+        let minimum = configuration.minimumVersion == .tls13 ? cwsl_tls1_3_version() : cwsl_tls1_2_version()
+        guard cwsl_ssl_ctx_set_min_proto(context, minimum) == 1 else {
             throw tlsConfigurationError("could not set the minimum TLS version \(configuration.minimumVersion)")
         }
         // No TLS compression (CRIME) and no TLS 1.2 renegotiation (so SSL_write never needs to read); an EOF
         // without close_notify reads as a clean end of stream: WebSocket has its own close handshake, so the
         // session still detects a truncated connection (close code 1006).
-        _ = SSL_CTX_set_options(
+        _ = cwsl_SSL_CTX_set_options(
             context,
-            UInt64(cws_ssl_op_no_compression()) | cws_ssl_op_no_renegotiation() | cws_ssl_op_ignore_unexpected_eof())
-        _ = cws_ssl_ctx_set_mode(context, cws_ssl_mode_partial_write())
+            UInt64(cwsl_ssl_op_no_compression()) | cwsl_ssl_op_no_renegotiation() | cwsl_ssl_op_ignore_unexpected_eof())
+        _ = cwsl_ssl_ctx_set_mode(context, cwsl_ssl_mode_partial_write())
         // A connection with nothing to read or write gives its record buffers back (about 34 KiB per connection that
         // would otherwise stay allocated for as long as it is open, idle or not).
-        _ = cws_ssl_ctx_set_mode(context, cws_ssl_mode_release_buffers())
+        _ = cwsl_ssl_ctx_set_mode(context, cwsl_ssl_mode_release_buffers())
         // Read whole socket chunks instead of a header and a body per record: half the recv calls. Readers use
         // SSL_has_pending, which counts these read-ahead bytes.
-        cws_ssl_ctx_set_read_ahead(context, 1)
+        cwsl_ssl_ctx_set_read_ahead(context, 1)
 
         if configuration.dangerouslyDisableCertificateVerification {
-            SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
+            cwsl_SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
         } else {
-            SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
+            cwsl_SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
             try Self.loadTrustRoots(configuration.trustRoots, into: context)
         }
         if let identity = configuration.clientIdentity {
@@ -82,20 +91,20 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
         throws(WebSocketError)
     {
         guard !roots.isSystem else {
-            guard SSL_CTX_set_default_verify_paths(context) == 1 else {
+            guard cwsl_SSL_CTX_set_default_verify_paths(context) == 1 else {
                 throw tlsConfigurationError("could not load the system trust store")
             }
             return
         }
         if roots.file != nil || roots.directory != nil {
-            guard SSL_CTX_load_verify_locations(context, roots.file, roots.directory) == 1 else {
+            guard cwsl_SSL_CTX_load_verify_locations(context, roots.file, roots.directory) == 1 else {
                 let what = [roots.file, roots.directory].compactMap { $0.map { "'\($0)'" } }.joined(separator: " and ")
                 throw tlsConfigurationError("could not load the trusted CA certificates from \(what)")
             }
         }
         if let pem = roots.pem {
             let added = pem.utf8CString.withUnsafeBufferPointer {
-                cws_ssl_ctx_add_trusted_pem(context, $0.baseAddress, Int32($0.count - 1))
+                cwsl_ssl_ctx_add_trusted_pem(context, $0.baseAddress, Int32($0.count - 1))
             }
             guard added > 0 else {
                 throw tlsConfigurationError(
@@ -118,41 +127,41 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
                     .tlsFailure,
                     "TLS configuration: the client certificate and private key must be set together")
             }
-            guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
+            guard cwsl_SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
                 throw tlsConfigurationError("could not load the client certificate '\(certificate)'")
             }
-            guard cws_ssl_ctx_use_private_key_file(context, key, password) == 1 else {
+            guard cwsl_ssl_ctx_use_private_key_file(context, key, password) == 1 else {
                 throw tlsConfigurationError(
                     "could not load the client private key '\(key)'"
                         + (password == nil ? " (an encrypted key needs its password)" : ""))
             }
-            guard SSL_CTX_check_private_key(context) == 1 else {
+            guard cwsl_SSL_CTX_check_private_key(context) == 1 else {
                 throw tlsConfigurationError("the client private key '\(key)' does not match '\(certificate)'")
             }
         case .pem(let certificate, let key):
             let loaded = certificate.utf8CString.withUnsafeBufferPointer {
-                cws_ssl_ctx_use_certificate_chain_pem(context, $0.baseAddress, Int32($0.count - 1))
+                cwsl_ssl_ctx_use_certificate_chain_pem(context, $0.baseAddress, Int32($0.count - 1))
             }
             guard loaded == 1 else {
                 throw tlsConfigurationError("could not load the client certificate from the PEM text")
             }
             let keyLoaded = key.utf8CString.withUnsafeBufferPointer {
-                cws_ssl_ctx_use_private_key_pem(context, $0.baseAddress, Int32($0.count - 1), password)
+                cwsl_ssl_ctx_use_private_key_pem(context, $0.baseAddress, Int32($0.count - 1), password)
             }
             guard keyLoaded == 1 else {
                 throw tlsConfigurationError(
                     "could not load the client private key from the PEM text"
                         + (password == nil ? " (an encrypted key needs its password)" : ""))
             }
-            guard SSL_CTX_check_private_key(context) == 1 else {
+            guard cwsl_SSL_CTX_check_private_key(context) == 1 else {
                 throw tlsConfigurationError("the client private key does not match the client certificate")
             }
         }
     }
 
     deinit {
-        SSL_CTX_free(self.context)
-        BIO_meth_free(self.bioMethod)
+        cwsl_SSL_CTX_free(self.context)
+        cwsl_BIO_meth_free(self.bioMethod)
     }
 
     /// A new client SSL over `fd` to `server`: set up to send SNI for its server name (unless it is an IP
@@ -160,14 +169,14 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     /// literals), to offer its ALPN protocols (wire format: length-prefixed names; empty for none), and, when
     /// sessions are resumed, to offer a session kept for `server` and to keep the sessions it brings.
     func makeSSL(fd: Int32, server: TLSSessionKey) throws(WebSocketError) -> OpaquePointer {
-        try self.makeSSL(server: server) { cws_sockbio_new(self.bioMethod, fd) }
+        try self.makeSSL(server: server) { cwsl_sockbio_new(self.bioMethod, fd) }
     }
 
     /// A new client SSL that runs inside `outer` (TLS to the endpoint through the TLS connection to an https://
     /// proxy), set up like ``makeSSL(fd:server:)``: ALPN is end to end, so the endpoint sees the same offer as on a
     /// direct connection. `outer` must outlive the returned SSL.
     func makeSSL(over outer: OpaquePointer, server: TLSSessionKey) throws(WebSocketError) -> OpaquePointer {
-        try self.makeSSL(server: server) { cws_bio_new_ssl_filter(outer) }
+        try self.makeSSL(server: server) { cwsl_bio_new_ssl_filter(outer) }
     }
 
     private func makeSSL(server: TLSSessionKey, bio makeBIO: () -> OpaquePointer?) throws(WebSocketError)
@@ -175,36 +184,36 @@ final class TLSContext: @unchecked Sendable {  // Immutable after init; OpenSSL 
     {
         let serverName = server.serverName
         let alpn = server.alpn
-        ERR_clear_error()
-        guard let ssl = SSL_new(self.context) else {
+        cwsl_ERR_clear_error()
+        guard let ssl = cwsl_SSL_new(self.context) else {
             throw tlsConfigurationError("could not create an OpenSSL connection")
         }
         guard let bio = makeBIO() else {
-            SSL_free(ssl)
+            cwsl_SSL_free(ssl)
             throw tlsConfigurationError("could not create the BIO")
         }
-        SSL_set_bio(ssl, bio, bio)
-        SSL_set_connect_state(ssl)
+        cwsl_SSL_set_bio(ssl, bio, bio)
+        cwsl_SSL_set_connect_state(ssl)
         let isIPLiteral = SocketAddress.isIPLiteral(serverName)
         var configured = true
         if !isIPLiteral {
-            configured = cws_ssl_set_sni(ssl, serverName) == 1
+            configured = cwsl_ssl_set_sni(ssl, serverName) == 1
         }
         if configured && self.verifiesPeer {
             if isIPLiteral {
-                configured = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName) == 1
+                configured = cwsl_X509_VERIFY_PARAM_set1_ip_asc(cwsl_SSL_get0_param(ssl), serverName) == 1
             } else {
-                SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
-                configured = SSL_set1_host(ssl, serverName) == 1
+                cwsl_SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+                configured = cwsl_SSL_set1_host(ssl, serverName) == 1
             }
         }
         guard configured else {
-            SSL_free(ssl)
+            cwsl_SSL_free(ssl)
             throw tlsConfigurationError("could not set the TLS server name '\(serverName)'")
         }
         // SSL_set_alpn_protos returns 0 on success.
-        if !alpn.isEmpty, SSL_set_alpn_protos(ssl, alpn, UInt32(alpn.count)) != 0 {
-            SSL_free(ssl)
+        if !alpn.isEmpty, cwsl_SSL_set_alpn_protos(ssl, alpn, UInt32(alpn.count)) != 0 {
+            cwsl_SSL_free(ssl)
             throw tlsConfigurationError("could not set the ALPN protocols")
         }
         // Only after the name to verify is set: a session is offered to the server it was verified for.
@@ -218,9 +227,9 @@ func drainOpenSSLErrors() -> String? {
     var parts: [String] = []
     var buffer = [CChar](repeating: 0, count: 256)
     while true {
-        let code = ERR_get_error()
+        let code = cwsl_ERR_get_error()
         if code == 0 { break }
-        ERR_error_string_n(code, &buffer, buffer.count)
+        cwsl_ERR_error_string_n(code, &buffer, buffer.count)
         parts.append(string(fromCBuffer: buffer))
     }
     return parts.isEmpty ? nil : parts.joined(separator: "; ")
@@ -244,9 +253,10 @@ func tlsFailure(
     _ prefix: String, ssl: OpaquePointer, verifying: Bool, sslError: Int32, systemErrno: Int32
 ) -> WebSocketError {
     var reasons: [String] = []
-    let verifyResult = SSL_get_verify_result(ssl)
+    let verifyResult = cwsl_SSL_get_verify_result(ssl)
     if verifying && verifyResult != Int(X509_V_OK) {
-        reasons.append("certificate verify failed: \(String(cString: X509_verify_cert_error_string(verifyResult)))")
+        reasons.append(
+            "certificate verify failed: \(String(cString: cwsl_X509_verify_cert_error_string(verifyResult)))")
     }
     var underlying: SystemError?
     if sslError == SSL_ERROR_SYSCALL {

@@ -13,7 +13,7 @@
 // verification setting), and the key holds the name that was verified (SNI / host name or IP check), the host and
 // port connected to, the ALPN offer and the proxy. A server that proves it knows the session's secret is the one
 // (or shares the ticket keys of the one) that passed verification for that name.
-import CWSOpenSSL
+import CWSLazyOpenSSL
 import Glibc
 import Synchronization
 import WSCore
@@ -68,10 +68,16 @@ final class TLSSessionCache: Sendable {
 
     private let state = Mutex(State())
 
+    /// An empty store. Its sessions come from OpenSSL, which a store made outside a ``TLSContext`` (the tests')
+    /// makes sure is loaded; `TLSContext` has loaded it already, so this costs one check there.
+    init() {
+        _ = cwsl_openssl_load(nil)
+    }
+
     deinit {
         self.state.withLock { state in
             for entry in state.entries.values {
-                for session in entry.sessions { SSL_SESSION_free(session.pointer) }
+                for session in entry.sessions { cwsl_SSL_SESSION_free(session.pointer) }
             }
             state.entries = [:]
         }
@@ -90,13 +96,13 @@ final class TLSSessionCache: Sendable {
                 let session = kept.pointer
                 guard Self.isUsable(session, now: now) else {
                     entry.sessions.removeLast()
-                    SSL_SESSION_free(session)
+                    cwsl_SSL_SESSION_free(session)
                     continue
                 }
-                if SSL_SESSION_get_protocol_version(session) >= cws_tls1_3_version() {
+                if cwsl_SSL_SESSION_get_protocol_version(session) >= cwsl_tls1_3_version() {
                     entry.sessions.removeLast()  // Single use: the store's reference goes to the caller.
                     found = kept
-                } else if let copy = SSL_SESSION_dup(session) {
+                } else if let copy = cwsl_SSL_SESSION_dup(session) {
                     found = Session(pointer: copy)  // A copy: see store(_:copying:).
                 } else {
                     break
@@ -117,8 +123,8 @@ final class TLSSessionCache: Sendable {
     /// server that dropped it answers with a full handshake.
     func store(_ key: TLSSessionKey, copying session: OpaquePointer) {
         let now = time(nil)
-        guard Self.isUsable(session, now: now), let copy = SSL_SESSION_dup(session) else { return }
-        let isTLS13 = SSL_SESSION_get_protocol_version(copy) >= cws_tls1_3_version()
+        guard Self.isUsable(session, now: now), let copy = cwsl_SSL_SESSION_dup(session) else { return }
+        let isTLS13 = cwsl_SSL_SESSION_get_protocol_version(copy) >= cwsl_tls1_3_version()
         let new = Session(pointer: copy)
         let dropped = self.state.withLock { state -> [Session] in
             var dropped: [Session] = []
@@ -128,7 +134,7 @@ final class TLSSessionCache: Sendable {
             if !isTLS13 {
                 // The new TLS 1.2 session replaces any older one: the server issued it instead of resuming.
                 entry.sessions.removeAll { old in
-                    let replace = SSL_SESSION_get_protocol_version(old.pointer) < cws_tls1_3_version()
+                    let replace = cwsl_SSL_SESSION_get_protocol_version(old.pointer) < cwsl_tls1_3_version()
                     if replace { dropped.append(old) }
                     return replace
                 }
@@ -146,7 +152,7 @@ final class TLSSessionCache: Sendable {
             state.entries[key] = entry
             return dropped
         }
-        for old in dropped { SSL_SESSION_free(old.pointer) }
+        for old in dropped { cwsl_SSL_SESSION_free(old.pointer) }
     }
 
     /// Counts a handshake that resumed an offered session.
@@ -163,8 +169,8 @@ final class TLSSessionCache: Sendable {
     /// Whether `session` can still be offered: resumable and not past its lifetime (for a TLS 1.3 ticket, the
     /// server's ticket_lifetime).
     private static func isUsable(_ session: OpaquePointer, now: time_t) -> Bool {
-        guard SSL_SESSION_is_resumable(session) == 1 else { return false }
-        return SSL_SESSION_get_time(session) + SSL_SESSION_get_timeout(session) > now
+        guard cwsl_SSL_SESSION_is_resumable(session) == 1 else { return false }
+        return cwsl_SSL_SESSION_get_time(session) + cwsl_SSL_SESSION_get_timeout(session) > now
     }
 
     // MARK: OpenSSL glue
@@ -172,10 +178,10 @@ final class TLSSessionCache: Sendable {
     /// Installs the store on `context`: client-side session caching with OpenSSL's own store off, and the
     /// new-session callback that hands sessions to the store of the connection's ``TLSSessionSlot``.
     static func install(on context: OpaquePointer) {
-        _ = cws_ssl_ctx_set_client_session_cache(context)
-        SSL_CTX_sess_set_new_cb(context) { ssl, session in
+        _ = cwsl_ssl_ctx_set_client_session_cache(context)
+        cwsl_SSL_CTX_sess_set_new_cb(context) { ssl, session in
             // On the thread that runs the connection: in SSL_do_handshake (TLS 1.2) or SSL_read (TLS 1.3).
-            guard let ssl, let session, let raw = SSL_get_ex_data(ssl, tlsSessionSlotIndex) else { return 0 }
+            guard let ssl, let session, let raw = cwsl_SSL_get_ex_data(ssl, tlsSessionSlotIndex) else { return 0 }
             let slot = Unmanaged<TLSSessionSlot>.fromOpaque(raw).takeUnretainedValue()
             slot.cache.store(slot.key, copying: session)
             return 0  // OpenSSL keeps its own reference (and releases it); the store keeps a copy.
@@ -185,13 +191,13 @@ final class TLSSessionCache: Sendable {
     /// Marks `ssl` as a connection to `key`'s server and offers it a kept session, if there is one.
     func prepare(_ ssl: OpaquePointer, for key: TLSSessionKey) {
         let slot = Unmanaged.passRetained(TLSSessionSlot(cache: self, key: key))
-        guard tlsSessionSlotIndex >= 0, SSL_set_ex_data(ssl, tlsSessionSlotIndex, slot.toOpaque()) == 1 else {
+        guard tlsSessionSlotIndex >= 0, cwsl_SSL_set_ex_data(ssl, tlsSessionSlotIndex, slot.toOpaque()) == 1 else {
             slot.release()
             return  // No slot: this connection neither keeps nor offers a session.
         }
         if let session = self.take(key) {
-            _ = SSL_set_session(ssl, session)  // Takes a reference of its own; a failure only means no resumption.
-            SSL_SESSION_free(session)
+            _ = cwsl_SSL_set_session(ssl, session)  // Takes a reference of its own; a failure only means no resumption.
+            cwsl_SSL_SESSION_free(session)
         }
     }
 }
@@ -212,7 +218,7 @@ final class TLSSessionSlot: Sendable {
 
 /// The SSL ex_data index of ``TLSSessionSlot`` (one per process; -1 if OpenSSL could not make one, and then
 /// nothing is resumed). The free callback releases the slot when its SSL is freed.
-let tlsSessionSlotIndex: Int32 = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil) {
+let tlsSessionSlotIndex: Int32 = cwsl_CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, nil, nil, nil) {
     _, pointer, _, _, _, _ in
     guard let pointer else { return }
     Unmanaged<TLSSessionSlot>.fromOpaque(pointer).release()

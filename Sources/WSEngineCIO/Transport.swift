@@ -1,3 +1,4 @@
+import CWSLazyOpenSSL
 // A connected TCP (+TLS) byte stream on one loop: WSPosix's transport skeleton (`PosixTransport`: phases, read
 // loop, flush, close, pause, abort, round write policy) over this engine's backend, the socket and OpenSSL.
 //
@@ -9,7 +10,6 @@
 // All SSL use happens under the Mutex; the fd is closed only on the loop thread, after `phase` became `.closed`
 // under the Mutex, so a thread that sees another phase under the Mutex may use the fd.
 import CWSLinux
-import CWSOpenSSL
 import Glibc
 import Logging
 import Synchronization
@@ -88,7 +88,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         // From now on (the handshake is done) OpenSSL's read-ahead buffer takes up to three full records per recv
         // instead of one: a busy connection makes about half the recv calls (what the socket holds is often less
         // than three records). SSL_MODE_RELEASE_BUFFERS still frees it whenever it empties: an idle one keeps none.
-        if let ssl { SSL_set_default_read_buffer_len(ssl, Self.tlsReadAheadBytes) }
+        if let ssl { cwsl_SSL_set_default_read_buffer_len(ssl, Self.tlsReadAheadBytes) }
     }
 
     /// OpenSSL's read-ahead buffer on an open connection: three records of the largest size (16 KiB of plaintext
@@ -144,15 +144,15 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         var sent = 0
         if let ssl = state.io.ssl?.pointer {
             while sent < bytes.count {
-                ERR_clear_error()
+                cwsl_ERR_clear_error()
                 errno = 0
-                let result = SSL_write(ssl, bytes.baseAddress! + sent, Int32(clamping: bytes.count - sent))
+                let result = cwsl_SSL_write(ssl, bytes.baseAddress! + sent, Int32(clamping: bytes.count - sent))
                 if result > 0 {
                     sent += Int(result)
                     continue
                 }
                 let code = errno
-                let sslError = SSL_get_error(ssl, result)
+                let sslError = cwsl_SSL_get_error(ssl, result)
                 if sslError == SSL_ERROR_WANT_WRITE { break }
                 if sslError == SSL_ERROR_WANT_READ {
                     // The input it waits for may already be in the socket (no new edge): retry on the loop.
@@ -182,7 +182,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         if let ssl = state.io.ssl?.pointer {
             state.io.writeWantsRead = false
             while !state.queue.isEmpty {
-                ERR_clear_error()
+                cwsl_ERR_clear_error()
                 errno = 0
                 let result = self.writeRecord(ssl, &state.queue)
                 if result > 0 {
@@ -190,7 +190,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                     continue
                 }
                 let code = errno
-                let sslError = SSL_get_error(ssl, result)
+                let sslError = cwsl_SSL_get_error(ssl, result)
                 if sslError == SSL_ERROR_WANT_WRITE { return .blocked }
                 if sslError == SSL_ERROR_WANT_READ {
                     state.io.writeWantsRead = true
@@ -238,7 +238,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         return queue.withIOVecs(self.loop.iovecs, limit: min(32, self.loop.iovecCount)) { count -> Int32 in
             let iovecs = self.loop.iovecs
             if count == 1 || iovecs[0].iov_len >= recordSize {
-                return SSL_write(ssl, iovecs[0].iov_base, Int32(clamping: iovecs[0].iov_len))
+                return cwsl_SSL_write(ssl, iovecs[0].iov_base, Int32(clamping: iovecs[0].iov_len))
             }
             var length = 0
             for index in 0..<count where length < recordSize {
@@ -246,7 +246,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 (scratch + length).copyMemory(from: iovecs[index].iov_base, byteCount: take)
                 length += take
             }
-            return SSL_write(ssl, scratch, Int32(length))
+            return cwsl_SSL_write(ssl, scratch, Int32(length))
         }
     }
 
@@ -267,7 +267,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 guard !state.paused else { return .paused }
                 // SSL_read must wait for the socket to become writable; the socket may still hold input.
                 guard !state.io.readWantsWrite else { return .stop }
-                guard readable || SSL_has_pending(ssl) == 1 else {
+                guard readable || cwsl_SSL_has_pending(ssl) == 1 else {
                     drained = true
                     return .done(.wouldBlock)
                 }
@@ -276,15 +276,15 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 var filled = 0
                 var result: Int32 = 0
                 while filled < capacity {
-                    ERR_clear_error()
+                    cwsl_ERR_clear_error()
                     errno = 0
-                    result = SSL_read(ssl, buffer + filled, Int32(clamping: capacity - filled))
+                    result = cwsl_SSL_read(ssl, buffer + filled, Int32(clamping: capacity - filled))
                     guard result > 0 else { break }
                     filled += Int(result)
                 }
                 if filled == capacity { return .data(filled, then: nil) }
                 let code = errno
-                let sslError = SSL_get_error(ssl, result)
+                let sslError = cwsl_SSL_get_error(ssl, result)
                 if filled > 0 {
                     // Bytes, then no more in the socket for now: the next step finds nothing pending. Any other
                     // condition is met again by the next SSL_read.
@@ -348,20 +348,20 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
     /// TLS: close_notify before the FIN.
     func willShutDownOutput(_ state: inout TransportLockedState<IO>) {
         if let ssl = state.io.ssl?.pointer, !state.io.sslBroken {
-            ERR_clear_error()
-            _ = SSL_shutdown(ssl)  // Best effort: a close_notify the kernel cannot take now is dropped.
-            if let tunnel = state.io.tunnelSSL?.pointer { _ = SSL_shutdown(tunnel) }
-            ERR_clear_error()
+            cwsl_ERR_clear_error()
+            _ = cwsl_SSL_shutdown(ssl)  // Best effort: a close_notify the kernel cannot take now is dropped.
+            if let tunnel = state.io.tunnelSSL?.pointer { _ = cwsl_SSL_shutdown(tunnel) }
+            cwsl_ERR_clear_error()
         }
     }
 
     func release(_ state: inout TransportLockedState<IO>) {
         if let ssl = state.io.ssl?.pointer {
-            SSL_free(ssl)
+            cwsl_SSL_free(ssl)
             state.io.ssl = nil
         }
         if let tunnel = state.io.tunnelSSL?.pointer {
-            SSL_free(tunnel)
+            cwsl_SSL_free(tunnel)
             state.io.tunnelSSL = nil
         }
     }

@@ -751,4 +751,32 @@ struct TLSTests {
             #expect(error?.message.contains("/nonexistent/ca.pem") == true)
         }
     }
+
+    @Test("ws:// first, then wss:// on the same engine: OpenSSL loads late and still verifies")
+    func plainThenTLSOnOneEngine() async throws {
+        // The engine loads OpenSSL only when its first TLS context is built; a plain connection before it must not
+        // leave TLS half set up: the later wss connections verify as on an engine that started with TLS.
+        let certificates = try await Certificates.load()
+        let plain = try await PythonServer.start(mode: "echo")
+        let trusted = try await PythonServer.start(mode: "echo", certificate: certificates.server)
+        let untrusted = try await PythonServer.start(mode: "echo", certificate: certificates.untrusted)
+        try await withEngine(tlsEngine(.init(trustRoots: .file(certificates.caFile)))) { engine in
+            _ = try await echoOneByte(engine, port: plain.port, 7)
+            let error = await connectionError {
+                _ = try await engine.connect(
+                    to: EngineEndpoint(host: "localhost", port: untrusted.port, secure: true), options: options())
+            }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.message.contains("certificate verify failed") == true, "\(String(describing: error))")
+            let transport = try await engine.connect(
+                to: EngineEndpoint(host: "localhost", port: trusted.port, secure: true), options: options())
+            let recorder = Recorder()
+            transport.start(handler: recorder)
+            transport.write(Array("late tls".utf8))
+            #expect(await recorder.wait { $0.received.count == 8 })
+            #expect(recorder.received == Array("late tls".utf8))
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+    }
 }
