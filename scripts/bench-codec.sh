@@ -6,6 +6,7 @@
 #   bash scripts/bench-codec.sh --json          # the same figures as JSON
 #   bash scripts/bench-codec.sh --runs 3        # three runs one after the other (the machine may be noisy)
 #   bash scripts/bench-codec.sh --serialization # the WSSerialization converters instead: messages per second
+#   bash scripts/bench-codec.sh --session       # a whole session per small message, in process (--read-size BYTES)
 #
 # Other arguments go to the benchmark: --iterations N (50), --warmup N (5), --frames N (1000), --size BYTES,
 # --only TEXT. It is the `wsbench-codec` executable of the Benchmarks package (which compiles WSCore's codec sources

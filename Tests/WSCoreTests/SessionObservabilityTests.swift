@@ -177,6 +177,19 @@ struct SessionObservabilityTests {
         #expect(statistics.wireBytesSent == (6 + 2) + (6 + 2) + (6 + 100) + 6)
     }
 
+    @Test("the opening instant the statistics report is the one stored, exactly, earlier or later than any other")
+    func storedInstants() {
+        let now = ContinuousClock.now
+        for instant in [now, now - .seconds(86_400), now + .nanoseconds(1), now + .seconds(3) + .nanoseconds(7)] {
+            #expect(StoredInstant(instant).instant == instant)
+            var sent = SentCounters()
+            sent.openedAt = StoredInstant(instant)
+            let statistics = WebSocketSessionStatistics(
+                received: ReceivedCounters(), sent: sent, framesDecoded: 0, dataPayloadBytesDecoded: 0)
+            #expect(statistics.openedAt == instant)
+        }
+    }
+
     @Test("metric labels are few and bounded")
     func labels() {
         #expect(ClientMetrics.failureKind(WebSocketError(.connectionRefused, "x")) == "refused")

@@ -341,11 +341,38 @@ struct SessionStateMachineTests {
         #expect(machine.queuedFrameCount == 2)
         let next = machine.takeQueuedFrame(&sink)
         #expect(next.map { String(decoding: $0.data, as: UTF8.self) } == "m1")
-        // At half the limit reading resumes; what was left is parsed first and fills the queue again.
-        #expect(sink.take() == ["resume", "pause"])
+        // At half the limit what was left is parsed; it fills the queue again, so reading stays paused.
+        #expect(sink.take() == [], "no resume and pause in one step")
         #expect(machine.queuedFrameCount == 2 && machine.readingPaused)
         let following = machine.takeQueuedFrame(&sink)
         #expect(following.map { String(decoding: $0.data, as: UTF8.self) } == "m2")
+    }
+
+    @Test("reading resumes only once what a full queue left unparsed is parsed, not at every half-full queue")
+    func resumeOnlyWhenLeftInputParsed() {
+        var machine = openMachine(
+            configuration {
+                $0.maxIncomingBufferMessages = 4
+                $0.pingInterval = .seconds(5)
+            })
+        var sink = Recorder()
+        machine.timerFired(.ping, &sink)  // a keepalive ping waits for its pong: resuming re-arms the pong timer
+        _ = sink.take()
+        var bytes: [UInt8] = []
+        for i in 0..<10 { bytes += wire(.binary, [UInt8(i)]) }
+        machine.read(bytes, &sink)
+        #expect(sink.take() == ["pause"])
+        var received: [UInt8] = []
+        var log: [String] = []
+        while let frame = machine.takeQueuedFrame(&sink) {
+            received += frame.data
+            log += sink.take().map { "\(frame.data[0]): \($0)" }
+        }
+        #expect(received == Array(0..<10), "every message, in order")
+        // Messages 0-5 leave the queue half full with input left to parse: it refills the queue, reading stays
+        // paused. After 7 nothing is left and the queue is at half: reading resumes, once, with a fresh pong timer.
+        #expect(log == ["7: resume", "7: arm pong 5.0 seconds"])
+        #expect(!machine.readingPaused)
     }
 
     @Test("closing with input left unparsed finds the server's close in it")

@@ -14,7 +14,8 @@
 //   options: --iterations N (50), --warmup N (5), --frames N (1000), --json (JSON instead of the Markdown table),
 //            --size BYTES (one payload size instead of 128 and 65536),
 //            --only TEXT (only the workloads whose name contains TEXT, e.g. `--only encode` under perf record),
-//            --serialization (instead: the WSSerialization converters' messages per second, Serialization.swift)
+//            --serialization (instead: the WSSerialization converters' messages per second, Serialization.swift),
+//            --session [--read-size BYTES] (instead: a whole session's cost per small message, Session.swift)
 import CMallocCounter
 import WSCoreCodec
 
@@ -42,6 +43,10 @@ struct Options {
     var sizes = [128, 64 * 1024]
     /// Measure the WSSerialization converters instead of the codec.
     var serialization = false
+    /// Measure a whole session per message instead of the codec (Session.swift).
+    var session = false
+    /// The size of the reads handed to the session in `--session`.
+    var sessionReadSize = 16 * 1024
 
     /// Parses `arguments` (without the program name); exits with a usage message on anything unknown.
     /// - Parameter arguments: The command-line arguments after the program name.
@@ -51,6 +56,8 @@ struct Options {
             switch argument {
             case "--json": self.json = true
             case "--serialization": self.serialization = true
+            case "--session": self.session = true
+            case "--read-size": self.sessionReadSize = Self.positive(rest.popFirst(), argument)
             case "--iterations": self.iterations = Self.positive(rest.popFirst(), argument)
             case "--warmup": self.warmup = Self.positive(rest.popFirst(), argument, allowZero: true)
             case "--frames": self.frames = Self.positive(rest.popFirst(), argument)
@@ -82,6 +89,7 @@ struct Options {
             "wsbench-codec: \(problem)\n"
                 + "usage: wsbench-codec [--iterations N] [--warmup N] [--frames N] [--size BYTES] [--only TEXT]"
                 + " [--json]\n       wsbench-codec --serialization\n"
+                + "       wsbench-codec --session [--iterations N] [--frames N] [--size BYTES] [--read-size BYTES]\n"
         )
         exit(2)
     }
@@ -488,6 +496,15 @@ if options.serialization {
     }
 }
 checkInterposition()
+if options.session {
+    do {
+        try await runSessionBenchmark(options, readSize: options.sessionReadSize)
+        exit(0)
+    } catch {
+        writeStandardError("wsbench-codec: \(error)\n")
+        exit(1)
+    }
+}
 var checksum = 0
 var results: [Measurement] = []
 for size in options.sizes { results += run(size: size, options, checksum: &checksum) }

@@ -41,11 +41,11 @@ package struct MessageAssembler {
     /// `false` when an extension (permessage-deflate) transforms the message first. After an error the
     /// assembler is reset.
     /// - Parameters:
-    ///   - frame: A data frame from the decoder.
+    ///   - frame: A data frame from the decoder (consumed: its payload moves into the message, with no retain).
     ///   - validateUTF8: Whether to validate a text message's UTF-8 here.
     /// - Returns: The complete message, or `nil` if more fragments are needed.
     /// - Throws: ``ProtocolViolation`` with the close code to send.
-    package mutating func push(_ frame: ParsedFrame, validateUTF8: Bool) throws(ProtocolViolation) -> Frame? {
+    package mutating func push(_ frame: consuming ParsedFrame, validateUTF8: Bool) throws(ProtocolViolation) -> Frame? {
         switch frame.opcode {
         case .continuation:
             guard let kind = self.kind else {

@@ -60,7 +60,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// the connection's own `Mutex`, so it never outlives it (a counted reference would be a cycle).
         unowned(unsafe) var connection: Connection!
         var keys = MaskingKeyGenerator()
-        var handshake: CheckedContinuation<OpeningHandshake.Outcome, any Error>?
+        /// The opening handshake's waiter. Unsafe, not checked: a checked continuation is not frozen, so this struct,
+        /// and the machine's lock around it, would have a layout known only at run time (see `StoredInstant`). It is
+        /// resumed once, by `finishHandshake` or `failHandshake`, which take it.
+        var handshake: UnsafeContinuation<OpeningHandshake.Outcome, any Error>?
         var openTimeoutError: (@Sendable () -> WebSocketError)?
         var consumers = Deque<
             (id: SessionStateMachine.ConsumerID, continuation: UnsafeContinuation<Frame?, any Error>)
@@ -144,7 +147,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .abortTransport:
                 self.deferred.abortTransport = true
             case .finishHandshake(let outcome):
-                self.sent.openedAt = .now
+                self.sent.openedAt = StoredInstant(.now)
                 self.handshake.take()?.resume(returning: outcome)
             case .failHandshake(let error):
                 self.handshake.take()?.resume(throwing: error)
@@ -246,8 +249,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
         timeoutError: @escaping @Sendable () -> WebSocketError
     ) async throws -> OpeningHandshake.Outcome {
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation {
-                (continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>) in
+            try await withUnsafeThrowingContinuation {
+                (continuation: UnsafeContinuation<OpeningHandshake.Outcome, any Error>) in
                 self.beginHandshake(handshake, continuation, timeout: timeout, timeoutError: timeoutError)
             }
         } onCancel: {
@@ -258,7 +261,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// The synchronous part of ``performHandshake(_:timeout:timeoutError:)``, kept out of its async frame.
     @inline(never)
     private func beginHandshake(
-        _ handshake: OpeningHandshake, _ continuation: CheckedContinuation<OpeningHandshake.Outcome, any Error>,
+        _ handshake: OpeningHandshake, _ continuation: UnsafeContinuation<OpeningHandshake.Outcome, any Error>,
         timeout: Duration, timeoutError: @escaping @Sendable () -> WebSocketError
     ) {
         self.state.withLock { s in

@@ -81,7 +81,9 @@ struct InboundPipeline {
                     .protocolError,
                     "reserved bits set on a \(frame.opcode == .continuation ? "continuation" : "control") frame")
             }
-            switch frame.opcode {
+            // Not `switch frame.opcode`: that would borrow `frame` across the `consume` below.
+            let opcode = frame.opcode
+            switch opcode {
             case .ping:
                 return .ping(frame.payload)
             case .pong:
@@ -94,10 +96,12 @@ struct InboundPipeline {
                     guard let fragment = try self.nextStreamed(frame, dropData: dropData) else { continue }
                     return .message(fragment)
                 }
-                if frame.opcode != .continuation {
+                if opcode != .continuation {
                     self.messageValidatesUTF8 = self.extensions.isEmpty || frame.reservedBits.isEmpty
                 }
-                guard var message = try self.assembler.push(frame, validateUTF8: self.messageValidatesUTF8) else {
+                // `consume`: the payload moves into the message (no retain and release per message).
+                guard var message = try self.assembler.push(consume frame, validateUTF8: self.messageValidatesUTF8)
+                else {
                     continue
                 }
                 if dropData { continue }

@@ -9,7 +9,7 @@ extension SessionStateMachine {
     struct UserPing {
         var id: PingID
         var payload: [UInt8]
-        var sentAt: ContinuousClock.Instant
+        var sentAt: StoredInstant
     }
 
     /// Whether a pong is expected (a keepalive or an application ping is unanswered): the caller then passes the time
@@ -34,7 +34,7 @@ extension SessionStateMachine {
         self.pingCounter &+= 1
         // The high bit tells an application ping from a keepalive one in a capture; uniqueness comes from the counter.
         let payload = withUnsafeBytes(of: (self.pingCounter | 1 << 63).bigEndian) { Array($0) }
-        self.userPings.append(UserPing(id: id, payload: payload, sentAt: now))
+        self.userPings.append(UserPing(id: id, payload: payload, sentAt: StoredInstant(now)))
         sink.perform(.writeControl(Frame(kind: .ping, data: payload)))
     }
 
@@ -56,7 +56,7 @@ extension SessionStateMachine {
     mutating func keepalivePongArrived(at now: ContinuousClock.Instant?, _ sink: inout some SessionActionSink) {
         guard let sentAt = self.keepaliveSentAt.take() else { return }
         guard let now else { return }
-        let rtt = now - sentAt
+        let rtt = now - sentAt.instant
         self.received.addRoundTrip(rtt)
         sink.perform(.pongReceived(nil, roundTrip: rtt))
     }
@@ -68,7 +68,7 @@ extension SessionStateMachine {
         guard let index = self.userPings.firstIndex(where: { $0.payload == payload }) else { return }
         let ping = self.userPings.remove(at: index)
         // A read without a time (a caller that did not pass one) still answers the ping, with no measured time.
-        let rtt = now.map { $0 - ping.sentAt } ?? .zero
+        let rtt = now.map { $0 - ping.sentAt.instant } ?? .zero
         if now != nil { self.received.addRoundTrip(rtt) }
         sink.perform(.pongReceived(ping.id, roundTrip: rtt))
     }

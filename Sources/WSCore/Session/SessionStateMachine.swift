@@ -158,7 +158,7 @@ struct SessionStateMachine {
     private var inputLeftUnparsed = false
     /// When the bytes left unparsed were read (as passed to ``read(_:at:_:)``): a pong among them, parsed later,
     /// gets the round-trip time of its arrival.
-    private var unparsedInputReadAt: ContinuousClock.Instant?
+    private var unparsedInputReadAt: StoredInstant?
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
     @OutOfLineError private var pendingFailure: WebSocketError? = nil
@@ -185,7 +185,7 @@ struct SessionStateMachine {
     /// The payload of our ping whose pong has not arrived.
     private var awaitingPong: [UInt8]?
     /// When the keepalive ping in `awaitingPong` was sent, if the caller said (see ``timerFired(_:at:_:)``).
-    var keepaliveSentAt: ContinuousClock.Instant?
+    var keepaliveSentAt: StoredInstant?
     /// The pings of ``sendPing(_:at:_:)`` waiting for their pong, oldest first.
     var userPings: [UserPing] = []
     /// The received side of the statistics and the round-trip times (the glue counts what it writes).
@@ -367,7 +367,7 @@ struct SessionStateMachine {
         if case .open = self.phase, !self.closeSent, !self.receivedClose, self.awaitingPong == nil {
             let payload = withUnsafeBytes(of: self.pingCounter.bigEndian) { Array($0) }
             self.awaitingPong = payload
-            self.keepaliveSentAt = now
+            self.keepaliveSentAt = now.map(StoredInstant.init)
             sink.perform(.writeControl(Frame(kind: .ping, data: payload)))
             if let timeout = self.limits.pongTimeout { self.arm(.pong, after: timeout, &sink) }
         }
@@ -436,7 +436,7 @@ struct SessionStateMachine {
                     self.enqueue(message)
                     if self.queueIsFull && !self.incomingEnded {
                         self.inputLeftUnparsed = true
-                        self.unparsedInputReadAt = now
+                        self.unparsedInputReadAt = now.map(StoredInstant.init)
                         break events
                     }
                 }
@@ -532,12 +532,20 @@ struct SessionStateMachine {
         }
     }
 
-    /// Resumes reading, after parsing what a full queue left in the pipeline (which may fill it again).
+    /// Resumes reading, after parsing what a full queue left in the pipeline. When that fills the queue again, reading
+    /// stays paused: no resume and pause in one step, so the transport hears nothing (in a stream of small messages
+    /// this happens every `maxIncomingBufferMessages / 2` messages received).
+    ///
+    /// Not inlined: it passes an optional `ContinuousClock.Instant`, whose size is known only at run time, so inlined
+    /// into ``takeQueuedFrame(_:)`` it made every receive look up that type's metadata to size its stack frame.
+    @inline(never)
     private mutating func resumeReading(_ sink: inout some SessionActionSink) {
-        self.setReadingPaused(false, &sink)
         if self.inputLeftUnparsed {
-            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt, &sink)
+            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt?.instant, &sink)
+            // A close frame or a failure among those bytes resumed reading already.
+            guard self.readingPaused, !self.queueIsFull || self.incomingEnded else { return }
         }
+        self.setReadingPaused(false, &sink)
     }
 
     /// Hands queued frames to waiting consumers; then a deferred failure or the end, once the queue is empty.
@@ -725,7 +733,7 @@ struct SessionStateMachine {
         self.arm(.close, after: self.limits.closeTimeout, &sink)
         // What a full queue left unparsed may hold the server's close: look for it now (data is dropped).
         if self.inputLeftUnparsed {
-            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt, &sink)
+            self.readFrames(UnsafeRawBufferPointer(start: nil, count: 0), at: self.unparsedInputReadAt?.instant, &sink)
         }
         self.deliver(&sink)
     }

@@ -75,7 +75,7 @@ public struct WebSocketSessionStatistics: Sendable, Hashable, CustomStringConver
         self.messageBytesSent = sent.messageBytes
         self.dataPayloadBytesSent = sent.dataPayloadBytes
         self.wireBytesSent = sent.wireBytes
-        self.openedAt = sent.openedAt
+        self.openedAt = sent.openedAt?.instant
         self.framesReceived = framesDecoded
         self.dataPayloadBytesReceived = dataPayloadBytesDecoded
         self.textMessagesReceived = received.textMessages
@@ -136,7 +136,7 @@ struct SentCounters {
     var messageBytes = 0
     var dataPayloadBytes = 0
     var wireBytes = 0
-    var openedAt: ContinuousClock.Instant?
+    var openedAt: StoredInstant?
     /// Whether the message being sent in fragments is text (its first frame said so).
     var sendingText = false
 
