@@ -155,7 +155,10 @@ package final class PythonServer: Sendable {
     /// Lets a `slow-reader` or `slow-echo` server start reading (it reads nothing before, so the test knows the
     /// kernel's buffers fill up, however slowly it writes).
     package func release() {
-        FileManager.default.createFile(atPath: fixturesDirectory + "/release-\(self.port)", contents: Data())
+        let path = fixturesDirectory + "/release-\(self.port)"
+        guard FileManager.default.createFile(atPath: path, contents: Data()) else {
+            preconditionFailure("could not create \(path): the server would never start reading")
+        }
     }
 
     /// What the server wrote to its standard error.
