@@ -109,12 +109,19 @@ step_done setup "$t"
 t=$SECONDS
 echo "=== test.sh: swift build --build-tests"
 set +e
-run_bounded "${BUILD_TIMEOUT:-2400}" swift build --build-tests
-rc=$?
+run_bounded "${BUILD_TIMEOUT:-2400}" swift build --build-tests 2>&1 | tee "$LOG_DIR/build.log"
+rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" = 124 ]; then printf '\n'; echo "test.sh: the build did not finish within ${BUILD_TIMEOUT:-2400}s"; fi
 if [ "$rc" = 130 ]; then abort "build (interrupted)"; fi
 [ "$rc" = 0 ] || abort "build (swift build --build-tests, exit $rc)"
+# Zero compiler warnings in our own sources (dependencies' checkouts and SwiftPM's own notes aside). Only a build
+# that compiled every file sees them all: a clean clone does.
+own_warnings="$(grep -E '^/[^ ]+\.(swift|c|h):[0-9]+:[0-9]+: warning:' "$LOG_DIR/build.log" | grep -v '/\.build/checkouts/' | sort -u || true)"
+if [ -n "$own_warnings" ]; then
+    echo "$own_warnings"
+    FAILED+=("compiler warnings in the package's sources (listed above the summary)")
+fi
 echo "=== test.sh: swift build --package-path Tools --product wsc"
 set +e
 run_bounded "${BUILD_TIMEOUT:-2400}" bash "$ROOT/scripts/build-tools.sh" --product wsc
