@@ -4,7 +4,9 @@
 # Builds Tests/ConsumerPackage, a separate package that depends on this one by path exactly as the README shows,
 # and runs its program: every entry point, both engines and the default one, TLS against a certificate made here
 # by openssl, one `catch let error as WebSocketError` for every failure, message-level receive; its servers run on
-# loopback. Then checks that resolving the package fetched none of the tools' dependencies (a library user must
+# loopback. Then its second program, NativeOnly (WSCore and the CIO engine only): its executable must not link
+# OpenSSL, and OpenSSL must be mapped only once it has opened a wss:// session (against Tests/Fixtures/ws_server.py
+# from .venv, plain and TLS). Then checks that resolving the package fetched none of the tools' dependencies (a library user must
 # not resolve swift-argument-parser, hdrhistogram-swift, swift-numerics or swift-property-based).
 #
 # CONSUMER_SCRATCH (default Tests/ConsumerPackage/.build) is the consumer's build folder: the first build compiles
@@ -73,6 +75,35 @@ if [ "$rc" = 124 ]; then
     failed+=("the consumer program did not finish within ${CONSUMER_TIMEOUT:-300}s")
 elif [ "$rc" != 0 ]; then
     failed+=("the consumer program exited with status $rc (its MISMATCH line is above)")
+fi
+
+# ---- an app with only WSCore and the CIO engine: no OpenSSL linked, loaded only for its wss:// session
+NATIVE="$SCRATCH/debug/NativeOnly"
+if readelf -d "$NATIVE" 2>/dev/null | grep -E "NEEDED.*(libssl|libcrypto)"; then
+    failed+=("NativeOnly (WSCore + WSEngineCIO only) links OpenSSL (above): the CIO engine must load it on first use")
+fi
+PY="$ROOT/.venv/bin/python"
+if [ ! -x "$PY" ]; then
+    failed+=("no $PY for NativeOnly's echo servers — run scripts/setup.sh")
+else
+    "$PY" "$ROOT/Tests/Fixtures/ws_server.py" >"$PKI/ws.port" 2>"$PKI/ws.log" &
+    ws_pid=$!
+    "$PY" "$ROOT/Tests/Fixtures/ws_server.py" --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key" \
+        >"$PKI/wss.port" 2>"$PKI/wss.log" &
+    wss_pid=$!
+    for _ in $(seq 100); do
+        if grep -q '^PORT ' "$PKI/ws.port" && grep -q '^PORT ' "$PKI/wss.port"; then break; fi
+        sleep 0.1
+    done
+    ws_port="$(sed -n 's/^PORT //p' "$PKI/ws.port")"
+    wss_port="$(sed -n 's/^PORT //p' "$PKI/wss.port")"
+    set +e
+    timeout 60 "$NATIVE" "ws://127.0.0.1:$ws_port/echo" "wss://localhost:$wss_port/echo" "$PKI/ca.pem"
+    rc=$?
+    set -e
+    kill "$ws_pid" "$wss_pid" 2>/dev/null || true
+    wait "$ws_pid" "$wss_pid" 2>/dev/null || true
+    [ "$rc" = 0 ] || failed+=("NativeOnly exited with status $rc (its MISMATCH line is above; servers' logs: ws_server.py)")
 fi
 
 # ---- what a library user resolves

@@ -18,6 +18,16 @@ let package = Package(
                 .product(name: "WSTesting", package: "swift-websocket-client"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
-        )
+        ),
+        // Only the core and the native engine: scripts/consumer.sh checks that it links no OpenSSL and loads it
+        // only for its wss:// session.
+        .executableTarget(
+            name: "NativeOnly",
+            dependencies: [
+                .product(name: "WSCore", package: "swift-websocket-client"),
+                .product(name: "WSEngineCIO", package: "swift-websocket-client"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
     ]
 )
