@@ -14,88 +14,31 @@
 #define CWSL_SONAME "libssl.so.1.1"
 #endif
 
+/// Every OpenSSL function the engine calls, once: the table below has a pointer for each, typed by OpenSSL's own
+/// declaration, and the loader resolves each by name.
+#define CWSL_FUNCTIONS(X) X(BIO_clear_flags) X(BIO_ctrl) X(BIO_f_ssl) X(BIO_free) X(BIO_get_data) \
+    X(BIO_get_new_index) X(BIO_meth_free) X(BIO_meth_new) X(BIO_meth_set_ctrl) X(BIO_meth_set_read) \
+    X(BIO_meth_set_write) X(BIO_new) X(BIO_new_file) X(BIO_new_mem_buf) X(BIO_set_data) X(BIO_set_flags) \
+    X(BIO_set_init) X(CRYPTO_get_ex_new_index) X(ERR_clear_error) X(ERR_error_string_n) X(ERR_get_error) \
+    X(ERR_peek_last_error) X(EVP_PKEY_free) X(OPENSSL_sk_num) X(OPENSSL_sk_pop_free) X(OPENSSL_sk_value) \
+    X(PEM_X509_INFO_read_bio) X(PEM_read_bio_PrivateKey) X(PEM_read_bio_X509) X(PEM_read_bio_X509_AUX) \
+    X(SSL_CIPHER_get_name) X(SSL_CTX_check_private_key) X(SSL_CTX_ctrl) X(SSL_CTX_free) X(SSL_CTX_get_cert_store) \
+    X(SSL_CTX_load_verify_locations) X(SSL_CTX_new) X(SSL_CTX_sess_set_new_cb) X(SSL_CTX_set_default_verify_paths) \
+    X(SSL_CTX_set_options) X(SSL_CTX_set_verify) X(SSL_CTX_use_PrivateKey) X(SSL_CTX_use_certificate) \
+    X(SSL_CTX_use_certificate_chain_file) X(SSL_SESSION_dup) X(SSL_SESSION_free) X(SSL_SESSION_get_protocol_version) \
+    X(SSL_SESSION_get_time) X(SSL_SESSION_get_timeout) X(SSL_SESSION_is_resumable) X(SSL_ctrl) X(SSL_do_handshake) \
+    X(SSL_free) X(SSL_get0_alpn_selected) X(SSL_get0_param) X(SSL_get_current_cipher) X(SSL_get_error) \
+    X(SSL_get_ex_data) X(SSL_get_verify_result) X(SSL_get_version) X(SSL_has_pending) X(SSL_new) X(SSL_read) \
+    X(SSL_session_reused) X(SSL_set1_host) X(SSL_set_alpn_protos) X(SSL_set_bio) X(SSL_set_connect_state) \
+    X(SSL_set_default_read_buffer_len) X(SSL_set_ex_data) X(SSL_set_hostflags) X(SSL_set_session) X(SSL_shutdown) \
+    X(SSL_write) X(TLS_client_method) X(X509_INFO_free) X(X509_STORE_add_cert) X(X509_VERIFY_PARAM_set1_ip_asc) \
+    X(X509_free) X(X509_verify_cert_error_string)
+
 /// The loaded functions; written once, under `cwsl_once`, before `cwsl_loaded` is set.
 static struct {
-    __typeof__(&BIO_clear_flags) BIO_clear_flags;
-    __typeof__(&BIO_ctrl) BIO_ctrl;
-    __typeof__(&BIO_f_ssl) BIO_f_ssl;
-    __typeof__(&BIO_free) BIO_free;
-    __typeof__(&BIO_get_data) BIO_get_data;
-    __typeof__(&BIO_get_new_index) BIO_get_new_index;
-    __typeof__(&BIO_meth_free) BIO_meth_free;
-    __typeof__(&BIO_meth_new) BIO_meth_new;
-    __typeof__(&BIO_meth_set_ctrl) BIO_meth_set_ctrl;
-    __typeof__(&BIO_meth_set_read) BIO_meth_set_read;
-    __typeof__(&BIO_meth_set_write) BIO_meth_set_write;
-    __typeof__(&BIO_new) BIO_new;
-    __typeof__(&BIO_new_file) BIO_new_file;
-    __typeof__(&BIO_new_mem_buf) BIO_new_mem_buf;
-    __typeof__(&BIO_set_data) BIO_set_data;
-    __typeof__(&BIO_set_flags) BIO_set_flags;
-    __typeof__(&BIO_set_init) BIO_set_init;
-    __typeof__(&CRYPTO_get_ex_new_index) CRYPTO_get_ex_new_index;
-    __typeof__(&ERR_clear_error) ERR_clear_error;
-    __typeof__(&ERR_error_string_n) ERR_error_string_n;
-    __typeof__(&ERR_get_error) ERR_get_error;
-    __typeof__(&ERR_peek_last_error) ERR_peek_last_error;
-    __typeof__(&EVP_PKEY_free) EVP_PKEY_free;
-    __typeof__(&OPENSSL_sk_num) OPENSSL_sk_num;
-    __typeof__(&OPENSSL_sk_pop_free) OPENSSL_sk_pop_free;
-    __typeof__(&OPENSSL_sk_value) OPENSSL_sk_value;
-    __typeof__(&PEM_X509_INFO_read_bio) PEM_X509_INFO_read_bio;
-    __typeof__(&PEM_read_bio_PrivateKey) PEM_read_bio_PrivateKey;
-    __typeof__(&PEM_read_bio_X509) PEM_read_bio_X509;
-    __typeof__(&PEM_read_bio_X509_AUX) PEM_read_bio_X509_AUX;
-    __typeof__(&SSL_CIPHER_get_name) SSL_CIPHER_get_name;
-    __typeof__(&SSL_CTX_check_private_key) SSL_CTX_check_private_key;
-    __typeof__(&SSL_CTX_ctrl) SSL_CTX_ctrl;
-    __typeof__(&SSL_CTX_free) SSL_CTX_free;
-    __typeof__(&SSL_CTX_get_cert_store) SSL_CTX_get_cert_store;
-    __typeof__(&SSL_CTX_load_verify_locations) SSL_CTX_load_verify_locations;
-    __typeof__(&SSL_CTX_new) SSL_CTX_new;
-    __typeof__(&SSL_CTX_sess_set_new_cb) SSL_CTX_sess_set_new_cb;
-    __typeof__(&SSL_CTX_set_default_verify_paths) SSL_CTX_set_default_verify_paths;
-    __typeof__(&SSL_CTX_set_options) SSL_CTX_set_options;
-    __typeof__(&SSL_CTX_set_verify) SSL_CTX_set_verify;
-    __typeof__(&SSL_CTX_use_PrivateKey) SSL_CTX_use_PrivateKey;
-    __typeof__(&SSL_CTX_use_certificate) SSL_CTX_use_certificate;
-    __typeof__(&SSL_CTX_use_certificate_chain_file) SSL_CTX_use_certificate_chain_file;
-    __typeof__(&SSL_SESSION_dup) SSL_SESSION_dup;
-    __typeof__(&SSL_SESSION_free) SSL_SESSION_free;
-    __typeof__(&SSL_SESSION_get_protocol_version) SSL_SESSION_get_protocol_version;
-    __typeof__(&SSL_SESSION_get_time) SSL_SESSION_get_time;
-    __typeof__(&SSL_SESSION_get_timeout) SSL_SESSION_get_timeout;
-    __typeof__(&SSL_SESSION_is_resumable) SSL_SESSION_is_resumable;
-    __typeof__(&SSL_ctrl) SSL_ctrl;
-    __typeof__(&SSL_do_handshake) SSL_do_handshake;
-    __typeof__(&SSL_free) SSL_free;
-    __typeof__(&SSL_get0_alpn_selected) SSL_get0_alpn_selected;
-    __typeof__(&SSL_get0_param) SSL_get0_param;
-    __typeof__(&SSL_get_current_cipher) SSL_get_current_cipher;
-    __typeof__(&SSL_get_error) SSL_get_error;
-    __typeof__(&SSL_get_ex_data) SSL_get_ex_data;
-    __typeof__(&SSL_get_verify_result) SSL_get_verify_result;
-    __typeof__(&SSL_get_version) SSL_get_version;
-    __typeof__(&SSL_has_pending) SSL_has_pending;
-    __typeof__(&SSL_new) SSL_new;
-    __typeof__(&SSL_read) SSL_read;
-    __typeof__(&SSL_session_reused) SSL_session_reused;
-    __typeof__(&SSL_set1_host) SSL_set1_host;
-    __typeof__(&SSL_set_alpn_protos) SSL_set_alpn_protos;
-    __typeof__(&SSL_set_bio) SSL_set_bio;
-    __typeof__(&SSL_set_connect_state) SSL_set_connect_state;
-    __typeof__(&SSL_set_default_read_buffer_len) SSL_set_default_read_buffer_len;
-    __typeof__(&SSL_set_ex_data) SSL_set_ex_data;
-    __typeof__(&SSL_set_hostflags) SSL_set_hostflags;
-    __typeof__(&SSL_set_session) SSL_set_session;
-    __typeof__(&SSL_shutdown) SSL_shutdown;
-    __typeof__(&SSL_write) SSL_write;
-    __typeof__(&TLS_client_method) TLS_client_method;
-    __typeof__(&X509_INFO_free) X509_INFO_free;
-    __typeof__(&X509_STORE_add_cert) X509_STORE_add_cert;
-    __typeof__(&X509_VERIFY_PARAM_set1_ip_asc) X509_VERIFY_PARAM_set1_ip_asc;
-    __typeof__(&X509_free) X509_free;
-    __typeof__(&X509_verify_cert_error_string) X509_verify_cert_error_string;
+#define CWSL_FIELD(name) __typeof__(&name) name;
+    CWSL_FUNCTIONS(CWSL_FIELD)
+#undef CWSL_FIELD
 } cwsl_table;
 
 static pthread_once_t cwsl_once = PTHREAD_ONCE_INIT;
@@ -118,86 +61,7 @@ static void cwsl_load_once(void) {
         snprintf(cwsl_error, sizeof cwsl_error, "OpenSSL (%s) has no %s", CWSL_SONAME, #name);                \
         return;                                                                                               \
     }
-    CWSL_LOAD(BIO_clear_flags)
-    CWSL_LOAD(BIO_ctrl)
-    CWSL_LOAD(BIO_f_ssl)
-    CWSL_LOAD(BIO_free)
-    CWSL_LOAD(BIO_get_data)
-    CWSL_LOAD(BIO_get_new_index)
-    CWSL_LOAD(BIO_meth_free)
-    CWSL_LOAD(BIO_meth_new)
-    CWSL_LOAD(BIO_meth_set_ctrl)
-    CWSL_LOAD(BIO_meth_set_read)
-    CWSL_LOAD(BIO_meth_set_write)
-    CWSL_LOAD(BIO_new)
-    CWSL_LOAD(BIO_new_file)
-    CWSL_LOAD(BIO_new_mem_buf)
-    CWSL_LOAD(BIO_set_data)
-    CWSL_LOAD(BIO_set_flags)
-    CWSL_LOAD(BIO_set_init)
-    CWSL_LOAD(CRYPTO_get_ex_new_index)
-    CWSL_LOAD(ERR_clear_error)
-    CWSL_LOAD(ERR_error_string_n)
-    CWSL_LOAD(ERR_get_error)
-    CWSL_LOAD(ERR_peek_last_error)
-    CWSL_LOAD(EVP_PKEY_free)
-    CWSL_LOAD(OPENSSL_sk_num)
-    CWSL_LOAD(OPENSSL_sk_pop_free)
-    CWSL_LOAD(OPENSSL_sk_value)
-    CWSL_LOAD(PEM_X509_INFO_read_bio)
-    CWSL_LOAD(PEM_read_bio_PrivateKey)
-    CWSL_LOAD(PEM_read_bio_X509)
-    CWSL_LOAD(PEM_read_bio_X509_AUX)
-    CWSL_LOAD(SSL_CIPHER_get_name)
-    CWSL_LOAD(SSL_CTX_check_private_key)
-    CWSL_LOAD(SSL_CTX_ctrl)
-    CWSL_LOAD(SSL_CTX_free)
-    CWSL_LOAD(SSL_CTX_get_cert_store)
-    CWSL_LOAD(SSL_CTX_load_verify_locations)
-    CWSL_LOAD(SSL_CTX_new)
-    CWSL_LOAD(SSL_CTX_sess_set_new_cb)
-    CWSL_LOAD(SSL_CTX_set_default_verify_paths)
-    CWSL_LOAD(SSL_CTX_set_options)
-    CWSL_LOAD(SSL_CTX_set_verify)
-    CWSL_LOAD(SSL_CTX_use_PrivateKey)
-    CWSL_LOAD(SSL_CTX_use_certificate)
-    CWSL_LOAD(SSL_CTX_use_certificate_chain_file)
-    CWSL_LOAD(SSL_SESSION_dup)
-    CWSL_LOAD(SSL_SESSION_free)
-    CWSL_LOAD(SSL_SESSION_get_protocol_version)
-    CWSL_LOAD(SSL_SESSION_get_time)
-    CWSL_LOAD(SSL_SESSION_get_timeout)
-    CWSL_LOAD(SSL_SESSION_is_resumable)
-    CWSL_LOAD(SSL_ctrl)
-    CWSL_LOAD(SSL_do_handshake)
-    CWSL_LOAD(SSL_free)
-    CWSL_LOAD(SSL_get0_alpn_selected)
-    CWSL_LOAD(SSL_get0_param)
-    CWSL_LOAD(SSL_get_current_cipher)
-    CWSL_LOAD(SSL_get_error)
-    CWSL_LOAD(SSL_get_ex_data)
-    CWSL_LOAD(SSL_get_verify_result)
-    CWSL_LOAD(SSL_get_version)
-    CWSL_LOAD(SSL_has_pending)
-    CWSL_LOAD(SSL_new)
-    CWSL_LOAD(SSL_read)
-    CWSL_LOAD(SSL_session_reused)
-    CWSL_LOAD(SSL_set1_host)
-    CWSL_LOAD(SSL_set_alpn_protos)
-    CWSL_LOAD(SSL_set_bio)
-    CWSL_LOAD(SSL_set_connect_state)
-    CWSL_LOAD(SSL_set_default_read_buffer_len)
-    CWSL_LOAD(SSL_set_ex_data)
-    CWSL_LOAD(SSL_set_hostflags)
-    CWSL_LOAD(SSL_set_session)
-    CWSL_LOAD(SSL_shutdown)
-    CWSL_LOAD(SSL_write)
-    CWSL_LOAD(TLS_client_method)
-    CWSL_LOAD(X509_INFO_free)
-    CWSL_LOAD(X509_STORE_add_cert)
-    CWSL_LOAD(X509_VERIFY_PARAM_set1_ip_asc)
-    CWSL_LOAD(X509_free)
-    CWSL_LOAD(X509_verify_cert_error_string)
+    CWSL_FUNCTIONS(CWSL_LOAD)
 #undef CWSL_LOAD
     cwsl_loaded = 1;
 }

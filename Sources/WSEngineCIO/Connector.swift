@@ -1,4 +1,3 @@
-import CWSLazyOpenSSL
 // One connect attempt, as a state machine on its loop: resolve (on the resolver pool, or not at all for IP
 // literals) → try each address with a non-blocking connect (EPOLLOUT + SO_ERROR) → TLS handshake → hand the
 // socket to a CIOTransport. One deadline timer bounds the whole attempt.
@@ -7,6 +6,7 @@ import CWSLazyOpenSSL
 // https:// proxy (its own trust settings) → the tunnel (HTTP CONNECT or SOCKS5, ProxyTunnel.swift) → TLS to the
 // endpoint for wss, inside the proxy's TLS when there is one. For socks5:// the endpoint's name is resolved first.
 // Without a proxy none of these steps runs: `proxy` is nil and every added branch is skipped.
+import CWSLazyOpenSSL
 import CWSLinux
 import Glibc
 import Logging

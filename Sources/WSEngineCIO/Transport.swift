@@ -1,4 +1,3 @@
-import CWSLazyOpenSSL
 // A connected TCP (+TLS) byte stream on one loop: WSPosix's transport skeleton (`PosixTransport`: phases, read
 // loop, flush, close, pause, abort, round write policy) over this engine's backend, the socket and OpenSSL.
 //
@@ -9,6 +8,7 @@ import CWSLazyOpenSSL
 // Reads: on the loop thread, into the loop's one buffer, handed to the handler outside the lock.
 // All SSL use happens under the Mutex; the fd is closed only on the loop thread, after `phase` became `.closed`
 // under the Mutex, so a thread that sees another phase under the Mutex may use the fd.
+import CWSLazyOpenSSL
 import CWSLinux
 import Glibc
 import Logging

@@ -57,8 +57,7 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
         /// (`CURLOPT_CAINFO`, `CURLOPT_CAPATH`, `CURLOPT_CAINFO_BLOB`, or, when libcurl runs on this process's
         /// OpenSSL, one store per engine given to each connection from `CURLOPT_SSL_CTX_FUNCTION`), client identity
         /// (`CURLOPT_SSLCERT`, `CURLOPT_SSLKEY` or their `_BLOB` forms, `CURLOPT_KEYPASSWD`), minimum version
-        /// (`CURLOPT_SSLVERSION`),
-        /// server name override (`CURLOPT_CONNECT_TO`: the URL names the override, the connection goes to the
+        /// (`CURLOPT_SSLVERSION`), server name override (`CURLOPT_CONNECT_TO`: the URL names the override, the connection goes to the
         /// endpoint's host), the opt-out (`CURLOPT_SSL_VERIFYPEER` and `CURLOPT_SSL_VERIFYHOST` 0) and session
         /// resumption (`CURLOPT_SSL_SESSIONID_CACHE`, sessions kept in the engine's share handle). They apply
         /// to the endpoint only: an `https://` proxy is verified with `ProxyConfiguration.tls` (the `CURLOPT_PROXY_*`
