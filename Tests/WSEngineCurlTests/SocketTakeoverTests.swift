@@ -174,10 +174,44 @@ struct SocketTakeoverTests {
         await engine.shutdown()
     }
 
+    @Test("a connect cancelled while an http:// proxy stays silent leaves no descriptor and no handle behind")
+    func cancelledWhileConnecting() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        let silentProxy = try await PythonServer.start(mode: "silent")
+        var configuration = directConfiguration()
+        configuration.eventLoopCount = 1
+        let engine = CurlEngine(configuration: configuration)
+        let (first, firstRecorder) = try await openEcho(engine, port: server.port)
+        first.close()
+        #expect(await firstRecorder.wait { $0.closes == 1 })
+        let descriptors = openDescriptorCount()
+        var connectOptions = options(timeout: .seconds(30))
+        connectOptions.proxy = ProxyServer(.http, host: "127.0.0.1", port: silentProxy.port)
+        let endpoint = EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false)
+        let task = Task { try await engine.connect(to: endpoint, options: connectOptions) }
+        // Cancelled while waiting for the proxy's reply to the CONNECT.
+        #expect(
+            await eventually {
+                SocketProbe.descriptor(remotePort: silentProxy.port).flatMap(SocketProbe.tcpState)
+                    == SocketProbe.established
+            })
+        #expect(CurlEngine.liveHandlePairs == 1)
+        task.cancel()
+        await #expect {
+            _ = try await task.value
+        } throws: { error in
+            (error as? WebSocketError)?.code == .cancelled
+        }
+        #expect(await eventually { openDescriptorCount() == descriptors })
+        #expect(CurlEngine.liveHandlePairs == 0)
+        await engine.shutdown()
+    }
+
     @Test("a reset from the peer reads as libcurl words it: Recv failure: Connection reset by peer")
     func resetMessage() async throws {
         let peer = try ResettingPeer()
         let engine = CurlEngine(configuration: directConfiguration())
+        let descriptors = openDescriptorCount()
         let recorder = Recorder()
         let transport = try await engine.connect(
             to: EngineEndpoint(host: "127.0.0.1", port: peer.port, secure: false), options: options())
@@ -192,5 +226,7 @@ struct SocketTakeoverTests {
                 + "(Recv failure: Connection reset by peer)")
         #expect(recorder.contractHeld)
         await engine.shutdown()
+        // The failed connection's descriptor is closed too (the engine's loop, started by this test, stops with it).
+        #expect(await eventually { openDescriptorCount() <= descriptors })
     }
 }
