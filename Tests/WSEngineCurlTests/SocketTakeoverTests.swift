@@ -34,6 +34,18 @@ private func openEcho(
     return (transport, recorder)
 }
 
+/// An engine with one loop that has opened and closed one connection to the echo server at `echoPort` (so the loop's
+/// own descriptors exist), and the descriptors open afterwards.
+private func warmEngine(echoPort: Int) async throws -> (CurlEngine, Int) {
+    var configuration = directConfiguration()
+    configuration.eventLoopCount = 1
+    let engine = CurlEngine(configuration: configuration)
+    let (first, recorder) = try await openEcho(engine, port: echoPort)
+    first.close()
+    #expect(await recorder.wait { $0.closes == 1 })
+    return (engine, openDescriptorCount())
+}
+
 /// A loopback listener that accepts one connection and resets it (SO_LINGER 0) once `reset()` is called.
 private final class ResettingPeer: @unchecked Sendable {  // `accepted` is written once before `reset()` reads it.
     let port: Int
@@ -78,14 +90,7 @@ struct SocketTakeoverTests {
     @Test("a ws:// connection keeps no libcurl handle and one descriptor, closed once by close() and by abort()")
     func plainConnectionsOwnTheirSocket() async throws {
         let server = try await PythonServer.start(mode: "echo")
-        var configuration = directConfiguration()
-        configuration.eventLoopCount = 1
-        let engine = CurlEngine(configuration: configuration)
-        // The loop's own descriptors exist from the first connection on.
-        let (first, firstRecorder) = try await openEcho(engine, port: server.port)
-        first.close()
-        #expect(await firstRecorder.wait { $0.closes == 1 })
-        let descriptors = openDescriptorCount()
+        let (engine, descriptors) = try await warmEngine(echoPort: server.port)
         let count = 20
         var open: [(any WebSocketTransport, Recorder)] = []
         for index in 0..<count {
@@ -178,13 +183,7 @@ struct SocketTakeoverTests {
     func cancelledWhileConnecting() async throws {
         let server = try await PythonServer.start(mode: "echo")
         let silentProxy = try await PythonServer.start(mode: "silent")
-        var configuration = directConfiguration()
-        configuration.eventLoopCount = 1
-        let engine = CurlEngine(configuration: configuration)
-        let (first, firstRecorder) = try await openEcho(engine, port: server.port)
-        first.close()
-        #expect(await firstRecorder.wait { $0.closes == 1 })
-        let descriptors = openDescriptorCount()
+        let (engine, descriptors) = try await warmEngine(echoPort: server.port)
         var connectOptions = options(timeout: .seconds(30))
         connectOptions.proxy = ProxyServer(.http, host: "127.0.0.1", port: silentProxy.port)
         let endpoint = EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false)
