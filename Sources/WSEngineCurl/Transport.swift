@@ -11,7 +11,7 @@
 // connection's Mutex, so the easy handle is used by one thread at a time. Handler callbacks happen on the loop
 // thread and never under the Mutex.
 // Writes: `write(_:)` runs on the caller's thread. With nothing queued it calls curl_easy_send (or send) at once;
-// what is not taken (CURLE_AGAIN, EAGAIN) is queued and flushed by the loop on EPOLLOUT: with libcurl head chunk
+// what is not taken (CURLE_AGAIN, EAGAIN) is queued and flushed by the loop on EPOLLOUT: with libcurl, head chunk
 // first, on an owned socket in one sendmsg of up to IOV_MAX chunks.
 // Reads: on the loop thread, into the loop's one buffer, until CURLE_AGAIN — libcurl/OpenSSL may hold decrypted
 // bytes that epoll cannot see, so "one read per EPOLLIN" would stall a TLS stream. Only on a plain connection

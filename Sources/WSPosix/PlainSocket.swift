@@ -1,7 +1,9 @@
 // Plain TCP I/O on a non-blocking socket, shared by the engines' transports for connections without TLS: the CIO
 // engine's ws:// connections, and the Curl engine's once it has taken the socket over from libcurl. Each call
-// retries EINTR and reports EAGAIN as "blocked", any other errno as a failure for the caller to word.
-package import Glibc
+// retries EINTR and reports EAGAIN as "blocked", any other errno as a failure for the caller to word. The per-message
+// calls (send, recv) are @inlinable, so each engine's transport gets them inline, as when each had its own copy.
+// EWOULDBLOCK is EAGAIN on Linux (errno(3)).
+public import Glibc
 
 /// Scratch iovecs for `sendmsg` batching, one set per loop (loop thread only).
 package final class IOVecScratch {
@@ -22,6 +24,7 @@ package final class IOVecScratch {
 
 /// Sends `bytes` with `send(MSG_NOSIGNAL)` until all are taken or the socket is full.
 /// - Returns: `.sent(count)`, fewer than `bytes.count` when the socket is full, or `.failed(errno)`.
+@inlinable
 package func plainSend(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> TransportSendOutcome<Int32> {
     var sent = 0
     while sent < bytes.count {
@@ -32,7 +35,7 @@ package func plainSend(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Transpor
         }
         let code = errno
         if code == EINTR { continue }
-        if code == EAGAIN || code == EWOULDBLOCK { break }
+        if code == EAGAIN { break }
         return .failed(code)
     }
     return .sent(sent)
@@ -57,14 +60,14 @@ package func plainSendQueue(_ fd: Int32, _ queue: inout WriteQueue, _ scratch: I
         }
         let code = errno
         if code == EINTR { continue }
-        if code == EAGAIN || code == EWOULDBLOCK { return .blocked }
+        if code == EAGAIN { return .blocked }
         return .failed(code)
     }
     return .drained
 }
 
 /// What one `recv` produced.
-package enum PlainReceiveResult {
+@usableFromInline package enum PlainReceiveResult {
     /// This many bytes (more than 0).
     case data(Int)
     /// The peer ended the stream.
@@ -76,6 +79,7 @@ package enum PlainReceiveResult {
 }
 
 /// One `recv` of up to `capacity` bytes into `buffer`, retried on EINTR.
+@inlinable
 package func plainReceive(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ capacity: Int) -> PlainReceiveResult {
     while true {
         let result = recv(fd, buffer, capacity, 0)
@@ -83,7 +87,7 @@ package func plainReceive(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ capa
         if result == 0 { return .endOfStream }
         let code = errno
         if code == EINTR { continue }
-        if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+        if code == EAGAIN { return .wouldBlock }
         return .failed(code)
     }
 }
