@@ -97,7 +97,7 @@ struct SocketTakeoverTests {
             open.append(try await openEcho(engine, port: server.port, text: "connection \(index)"))
         }
         #expect(open.allSatisfy { CurlEngine.ownsSocket($0.0) == true })
-        #expect(CurlEngine.liveHandlePairs == 0)
+        #expect(CurlEngine.liveEasyHandles == 0)
         #expect(openDescriptorCount() - descriptors == count)
         for (index, (transport, _)) in open.enumerated() {
             if index.isMultiple(of: 2) { transport.close() } else { transport.abort() }
@@ -126,11 +126,11 @@ struct SocketTakeoverTests {
         let engine = CurlEngine(configuration: directConfiguration(trustedCAFile: pki.caFile))
         let (transport, recorder) = try await openEcho(engine, port: server.port, secure: true)
         #expect(CurlEngine.ownsSocket(transport) == false)
-        #expect(CurlEngine.liveHandlePairs == 1)
+        #expect(CurlEngine.liveEasyHandles == 1)
         transport.close()
         #expect(await recorder.wait { $0.closes == 1 })
         #expect(recorder.state.withLock { $0.closeError } == nil)
-        #expect(CurlEngine.liveHandlePairs == 0)
+        #expect(CurlEngine.liveEasyHandles == 0)
         await engine.shutdown()
     }
 
@@ -151,7 +151,7 @@ struct SocketTakeoverTests {
             let (transport, recorder) = try await openEcho(
                 engine, port: server.port, host: host, proxy: proxy, text: "through \(proxy)")
             #expect(CurlEngine.ownsSocket(transport) == true, "\(proxy)")
-            #expect(CurlEngine.liveHandlePairs == 0)
+            #expect(CurlEngine.liveEasyHandles == 0)
             // Larger than a socket buffer, both ways, after the takeover.
             let bytes = pattern(count: 1 << 20, seed: 3)
             let before = recorder.receivedCount
@@ -171,10 +171,10 @@ struct SocketTakeoverTests {
                 engine, port: server.port, proxy: ProxyServer(.https, host: "localhost", port: stunnel.port),
                 proxyTLS: tls)
             #expect(CurlEngine.ownsSocket(transport) == false)
-            #expect(CurlEngine.liveHandlePairs == 1)
+            #expect(CurlEngine.liveEasyHandles == 1)
             transport.close()
             #expect(await recorder.wait { $0.closes == 1 })
-            #expect(CurlEngine.liveHandlePairs == 0)
+            #expect(CurlEngine.liveEasyHandles == 0)
         }
         await engine.shutdown()
     }
@@ -194,7 +194,7 @@ struct SocketTakeoverTests {
                 SocketProbe.descriptor(remotePort: silentProxy.port).flatMap(SocketProbe.tcpState)
                     == SocketProbe.established
             })
-        #expect(CurlEngine.liveHandlePairs == 1)
+        #expect(CurlEngine.liveEasyHandles == 1)
         task.cancel()
         await #expect {
             _ = try await task.value
@@ -202,7 +202,7 @@ struct SocketTakeoverTests {
             (error as? WebSocketError)?.code == .cancelled
         }
         #expect(await eventually { openDescriptorCount() == descriptors })
-        #expect(CurlEngine.liveHandlePairs == 0)
+        #expect(CurlEngine.liveEasyHandles == 0)
         await engine.shutdown()
     }
 
