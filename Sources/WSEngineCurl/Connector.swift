@@ -352,7 +352,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     /// A socket libcurl asked for could not be watched (ConnectMulti; called right after the callback).
     func cannotWatch(error: SystemError) {
         self.logger.debug("cannot watch a socket", metadata: ["ws.error": "\(error)"])
-        self.fail(WebSocketError(.network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
+        self.fail(
+            WebSocketError(.network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
     }
 
     /// libcurl's CURLMSG_DONE for this connect (ConnectMulti).

@@ -235,7 +235,8 @@ struct SocketTakeoverTests {
         #expect(CurlEngine.liveMultiHandles <= liveBefore)
     }
 
-    @Test("ws:// connects on one loop, some cancelled mid-connect, refused or timed out: the others echo, nothing leaks")
+    @Test(
+        "ws:// connects on one loop, some cancelled mid-connect, refused or timed out: the others echo, nothing leaks")
     func mixedConnectsOnOneLoop() async throws {
         let server = try await PythonServer.start(mode: "echo")
         let silentProxy = try await PythonServer.start(mode: "silent")
