@@ -186,7 +186,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 errno = 0
                 let result = self.writeRecord(ssl, &state.queue)
                 if result > 0 {
-                    state.queue.consume(Int(result))
+                    state.queue.consume(Int(result), spares: self.loop.writeChunks)
                     continue
                 }
                 let code = errno
@@ -211,7 +211,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                     return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
                 }
                 if result >= 0 {
-                    state.queue.consume(result)
+                    state.queue.consume(result, spares: self.loop.writeChunks)
                     continue
                 }
                 let code = errno

@@ -132,7 +132,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
             case .success(let count):
                 // 0: watch for EPOLLOUT (bytes queued by a deferred write may not be watched yet).
                 if count == 0 { return .blocked }
-                state.queue.consume(count)
+                state.queue.consume(count, spares: self.loop.writeChunks)
             case .failure(let error):
                 return .failed(error)
             }
