@@ -1,5 +1,10 @@
-import CWSLinux
 import Synchronization
+
+// getrandom(2) is declared by the package's CWSLinux shim; copies of this file compiled elsewhere (Fuzz/, the codec
+// benchmarks) have no such module and fill in 256-byte calls of getentropy(3) instead.
+#if canImport(CWSLinux)
+import CWSLinux
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -192,6 +197,7 @@ func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
 func fillFromKernel(_ buffer: UnsafeMutableRawBufferPointer) {
     guard let base = buffer.baseAddress else { return }
     var filled = 0
+    #if canImport(CWSLinux)
     while filled < buffer.count {
         let result = getrandom(base + filled, buffer.count - filled, 0)
         if result > 0 {
@@ -202,6 +208,11 @@ func fillFromKernel(_ buffer: UnsafeMutableRawBufferPointer) {
             break
         }
     }
+    #else
+    while filled < buffer.count, getentropy(base + filled, min(256, buffer.count - filled)) == 0 {
+        filled += min(256, buffer.count - filled)
+    }
+    #endif
     guard filled < buffer.count else { return }
     var rng = SystemRandomNumberGenerator()
     while filled < buffer.count {
