@@ -50,6 +50,8 @@ final class ConnectMulti: @unchecked Sendable {  // Loop thread only (created, u
     let shared: Bool
     /// The socket being taken over while its easy handle is removed (shared only); -1 otherwise.
     private var kept: Int32 = -1
+    /// Whether libcurl let go of ``kept`` during that removal (its close-socket callback was called for it).
+    private var keptReleased = false
     /// The connects whose easy handles are in the multi handle, by easy handle.
     private var connectors: [UnsafeMutableRawPointer: CurlConnector] = [:]
     private var watches: [Int32: SocketWatch] = [:]
@@ -99,13 +101,20 @@ final class ConnectMulti: @unchecked Sendable {  // Loop thread only (created, u
     }
 
     /// Removes `easy` from the shared multi handle, which closes every socket of its connection except `keeping`.
-    func remove(_ easy: UnsafeMutableRawPointer, keeping fd: Int32 = -1) {
-        guard self.connectors.removeValue(forKey: easy) != nil else { return }
+    /// - Returns: `false` if libcurl kept the connection of `keeping` (it did not close it at the removal, so it may
+    ///   still close that socket later); libcurl 8.x closes a CONNECT_ONLY connection at once.
+    @discardableResult
+    func remove(_ easy: UnsafeMutableRawPointer, keeping fd: Int32 = -1) -> Bool {
+        guard self.connectors.removeValue(forKey: easy) != nil else { return true }
         self.kept = fd
+        self.keptReleased = false
         _ = curl_multi_remove_handle(self.multi, easy)
         self.kept = -1
+        guard fd >= 0 else { return true }
         // libcurl no longer uses the kept socket: its watch (if libcurl did not say CURL_POLL_REMOVE) goes too.
-        if fd >= 0 { self.unwatch(fd) }
+        self.unwatch(fd)
+        if !self.keptReleased { curlConnectionsKeptByLibcurl.add(1, ordering: .relaxed) }
+        return self.keptReleased
     }
 
     /// A private multi handle's connect is over: turn the callbacks off and forget the sockets and the timer (the
@@ -174,7 +183,10 @@ final class ConnectMulti: @unchecked Sendable {  // Loop thread only (created, u
 
     /// CURLOPT_CLOSESOCKETFUNCTION of the shared multi's connects: closes `fd` unless it is being taken over.
     fileprivate func closeSocket(_ fd: Int32) -> Int32 {
-        guard fd != self.kept else { return 0 }
+        guard fd != self.kept else {
+            self.keptReleased = true
+            return 0
+        }
         self.unwatch(fd)  // Before the number can be reused.
         return Glibc.close(fd)
     }

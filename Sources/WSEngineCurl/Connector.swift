@@ -413,10 +413,14 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
 
     /// Removes the easy handle from the loop's shared multi handle (closing its connection's sockets except `fd`),
     /// then releases the handles.
-    private func release(_ handles: CurlHandles, keeping fd: Int32 = -1) {
-        if let driver = self.driver, driver.shared { driver.remove(handles.easy, keeping: fd) }
+    /// - Returns: `false` if libcurl kept the connection of `fd` (see ``ConnectMulti/remove(_:keeping:)``).
+    @discardableResult
+    private func release(_ handles: CurlHandles, keeping fd: Int32 = -1) -> Bool {
+        var released = true
+        if let driver = self.driver, driver.shared { released = driver.remove(handles.easy, keeping: fd) }
         self.driver = nil
         handles.cleanup()
+        return released
     }
 
     private func connected(_ handles: CurlHandles) {
@@ -447,10 +451,22 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             // so no byte of it is inside libcurl). Keep the socket and release the handles now; no trace of their
             // cleanup is logged, as it closes nothing.
             _ = cws_curl_setopt_long(handles.easy, CURLOPT_VERBOSE, 0)
-            self.release(handles, keeping: fd)
+            var owned = fd
+            if !self.release(handles, keeping: fd) {
+                // libcurl kept its connection (not 8.x's behaviour) and will close this socket itself some time: the
+                // transport gets a descriptor of its own for it.
+                owned = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                guard owned >= 0 else {
+                    let error = systemError("fcntl", errno)
+                    continuation.resume(
+                        throwing: WebSocketError(
+                            .network, "connecting to \(self.hostPort) failed: \(error.text)", underlying: error))
+                    return
+                }
+            }
             self.logger.debug("took the socket over from libcurl; its handles are released")
             transport = CurlTransport(
-                loop: self.loop, handles: nil, fd: fd, shortReadDrains: true, endpoint: self.hostPort,
+                loop: self.loop, handles: nil, fd: owned, shortReadDrains: true, endpoint: self.hostPort,
                 logger: self.logger, closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
                 closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
         } else {

@@ -116,6 +116,9 @@ let liveCurlEasyHandles = Atomic<Int>(0)
 let liveCurlMultiHandles = Atomic<Int>(0)
 /// The multi handles this process has created so far (for tests: plain connects must not create one each).
 let createdCurlMultiHandles = Atomic<Int>(0)
+/// Taken-over connections whose libcurl connection was not closed when their easy handle was removed from the shared
+/// multi handle (their transport then got a duplicate of the socket; for tests, which expect none).
+let curlConnectionsKeptByLibcurl = Atomic<Int>(0)
 
 /// An easy handle, and the connection's own multi handle when it has one (see CurlConnector for which do).
 struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then the CurlTransport's `state` Mutex.

@@ -207,6 +207,10 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// The libcurl multi handles created in this process so far (for tests).
     package static var createdMultiHandles: Int { createdCurlMultiHandles.load(ordering: .relaxed) }
 
+    /// Connections whose socket was taken over but whose libcurl connection outlived the removal of their easy handle
+    /// from the loop's multi handle (for tests: none with libcurl 8.x).
+    package static var connectionsKeptByLibcurl: Int { curlConnectionsKeptByLibcurl.load(ordering: .relaxed) }
+
     /// Whether `transport` (one of this engine's) moves its bytes on its own socket, libcurl's handles released;
     /// `nil` for another engine's transport (for tests).
     package static func ownsSocket(_ transport: any WebSocketTransport) -> Bool? {

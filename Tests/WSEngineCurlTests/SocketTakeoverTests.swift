@@ -224,6 +224,8 @@ struct SocketTakeoverTests {
         #expect(open.count == count)
         #expect(open.allSatisfy { CurlEngine.ownsSocket($0.0) == true })
         #expect(CurlEngine.createdMultiHandles - createdBefore == 2)  // One per loop (both loops served connects).
+        // Removing each easy handle closed libcurl's connection at once (nothing left in the pool to close later).
+        #expect(CurlEngine.connectionsKeptByLibcurl == 0)
         #expect(CurlEngine.liveMultiHandles - liveBefore == 2)
         #expect(CurlEngine.liveEasyHandles == 0)
         for (transport, recorder) in open {
@@ -294,6 +296,7 @@ struct SocketTakeoverTests {
         }
         #expect(CurlEngine.liveEasyHandles == 0)
         #expect(CurlEngine.createdMultiHandles == createdBefore)
+        #expect(CurlEngine.connectionsKeptByLibcurl == 0)
         // The open connections were not disturbed: each echoes again, then closes.
         #expect(openDescriptorCount() - descriptors == count)
         for (index, (transport, recorder)) in open.enumerated() {
