@@ -28,6 +28,13 @@ static inline CURLcode cws_curl_setopt_debugfunction(CURL *h, curl_debug_callbac
     return curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, f);
 }
 
+/// CURLOPT_CLOSESOCKETFUNCTION and CURLOPT_CLOSESOCKETDATA together (libcurl 7.21.7+): libcurl calls `f` instead of
+/// close(2) for every socket it opened for the easy handle's connections.
+static inline CURLcode cws_curl_setopt_closesocket(CURL *h, curl_closesocket_callback f, void *data) {
+    CURLcode code = curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, f);
+    return code != CURLE_OK ? code : curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, data);
+}
+
 /// CURLMOPT_SOCKETFUNCTION; NULL turns the callback off.
 static inline CURLMcode cws_curl_multi_set_socketfunction(CURLM *m, curl_socket_callback f) {
     return curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, f);

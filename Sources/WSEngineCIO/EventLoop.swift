@@ -14,23 +14,16 @@ typealias EventLoop = PosixEventLoop<CIOLoopDispatcher>
 /// How a CIO loop reaches its registrants, and its scratch iovecs and TLS record buffer. Loop thread only.
 final class CIOLoopDispatcher: EventLoopDispatcher {
     /// Scratch iovecs for `sendmsg` batching.
-    let iovecs: UnsafeMutablePointer<iovec>
-    /// The number of ``iovecs``: IOV_MAX.
-    let iovecCount: Int
+    let iovecScratch = IOVecScratch()
     /// Scratch for gathering queued TLS writes into one record's plaintext (``tlsRecordSize`` bytes), allocated on
     /// the first use: a loop that only runs ws:// never touches it.
     private var tlsRecordScratch: UnsafeMutableRawPointer?
     /// The pending connects and open transports.
     var registrants = LoopRegistrants<Connector, CIOTransport, WebSocketError>()
 
-    init() {
-        let iovMax = sysconf(Int32(_SC_IOV_MAX))
-        self.iovecCount = iovMax > 0 ? min(iovMax, 1024) : 16
-        self.iovecs = .allocate(capacity: self.iovecCount)
-    }
+    init() {}
 
     deinit {
-        self.iovecs.deallocate()
         self.tlsRecordScratch?.deallocate()
     }
 
@@ -76,9 +69,11 @@ extension PosixEventLoop where Dispatcher == CIOLoopDispatcher {
     }
 
     /// Scratch iovecs for `sendmsg` batching (loop thread only).
-    var iovecs: UnsafeMutablePointer<iovec> { self.dispatcher.iovecs }
+    var iovecScratch: IOVecScratch { self.dispatcher.iovecScratch }
+    /// The scratch iovecs (loop thread only).
+    var iovecs: UnsafeMutablePointer<iovec> { self.dispatcher.iovecScratch.iovecs }
     /// The number of ``iovecs``: IOV_MAX.
-    var iovecCount: Int { self.dispatcher.iovecCount }
+    var iovecCount: Int { self.dispatcher.iovecScratch.count }
     /// Scratch for one TLS record's plaintext, `CIOLoopDispatcher.tlsRecordSize` bytes (loop thread only).
     var tlsRecordBuffer: UnsafeMutableRawPointer { self.dispatcher.tlsRecordBuffer }
 

@@ -163,16 +163,9 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 return .failed(self.tlsError("writing to", ssl: ssl, sslError: sslError, errno: code))
             }
         } else {
-            while sent < bytes.count {
-                let result = Glibc.send(self.fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
-                if result >= 0 {
-                    sent += result
-                    continue
-                }
-                let code = errno
-                if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK { break }
-                return .failed(self.ioError("send", "writing to", code))
+            switch plainSend(self.fd, bytes) {
+            case .sent(let count), .sentRetryOnLoop(let count): sent = count
+            case .failed(let code): return .failed(self.ioError("send", "writing to", code))
             }
         }
         return .sent(sent)
@@ -200,24 +193,10 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 return .failed(self.tlsError("writing to", ssl: ssl, sslError: sslError, errno: code))
             }
         } else {
-            let fd = self.fd
-            let iovecs = self.loop.iovecs
-            let iovecLimit = self.loop.iovecCount
-            while !state.queue.isEmpty {
-                let result = state.queue.withIOVecs(iovecs, limit: iovecLimit) { count -> Int in
-                    var message = msghdr()
-                    message.msg_iov = iovecs
-                    message.msg_iovlen = count
-                    return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
-                }
-                if result >= 0 {
-                    state.queue.consume(result)
-                    continue
-                }
-                let code = errno
-                if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK { return .blocked }
-                return .failed(self.ioError("sendmsg", "writing to", code))
+            switch plainSendQueue(self.fd, &state.queue, self.loop.iovecScratch) {
+            case .drained: return .drained
+            case .blocked: return .blocked
+            case .failed(let code): return .failed(self.ioError("sendmsg", "writing to", code))
             }
         }
         return .drained
@@ -318,21 +297,18 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
         let (phase, paused) = self.state.withLock { ($0.phase, $0.paused) }
         if phase == .closed { return .stop }
         if paused { return .paused }
-        while true {
-            let result = recv(self.fd, buffer, capacity, 0)
-            if result > 0 {
-                // A short read drained the socket (TCP copies all it has): the next data raises a new edge. Not
-                // after RDHUP/HUP/ERR, which raise no further edge: then read to EOF/EAGAIN.
-                if result < capacity && !self.readToEnd { self.readable = false }
-                return .data(result, then: nil)
-            }
-            if result == 0 { return .done(.endOfStream) }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK {
-                self.readable = false
-                return .done(.wouldBlock)
-            }
+        switch plainReceive(self.fd, buffer, capacity) {
+        case .data(let count):
+            // A short read drained the socket (TCP copies all it has): the next data raises a new edge. Not after
+            // RDHUP/HUP/ERR, which raise no further edge: then read to EOF/EAGAIN.
+            if count < capacity && !self.readToEnd { self.readable = false }
+            return .data(count, then: nil)
+        case .endOfStream:
+            return .done(.endOfStream)
+        case .wouldBlock:
+            self.readable = false
+            return .done(.wouldBlock)
+        case .failed(let code):
             return .done(.failed(self.ioError("recv", "reading from", code)))
         }
     }

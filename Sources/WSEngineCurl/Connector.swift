@@ -13,11 +13,14 @@
 // Flow: curl_multi_add_handle → libcurl asks for sockets (CURLMOPT_SOCKETFUNCTION) and timeouts
 // (CURLMOPT_TIMERFUNCTION) → the loop calls curl_multi_socket_action on their events → CURLMSG_DONE: with
 // CURLE_OK the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a
-// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketError.
+// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketError. With no TLS on the path
+// (`takesSocketOver`), libcurl is kept from closing that socket (CURLOPT_CLOSESOCKETFUNCTION, CurlSocketKeeper), both
+// handles are cleaned up at once, and the transport reads and writes the socket itself.
 import CWSCurl
 import CWSLinux
 import Glibc
 import Logging
+import Synchronization
 import WSCore
 import WSPosix
 
@@ -106,6 +109,23 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private var proxyUsesTLS: Bool {
         if let legacy = self.configuration.legacyProxy { return !legacy.isEmpty }  // Any scheme: libcurl's rules.
         return self.proxy?.kind == .https
+    }
+
+    /// Whether no TLS is on the path, so that libcurl adds nothing to the byte stream once it has connected: a
+    /// `ws://` endpoint, directly or through an `http://` (CONNECT) or SOCKS proxy, whose negotiation is over by
+    /// then. The transport then takes the socket over and libcurl's handles are released at once. A deprecated
+    /// proxy string counts only when its scheme says plainly that it is one of those.
+    private var takesSocketOver: Bool {
+        guard !self.endpoint.secure else { return false }
+        if let legacy = self.configuration.legacyProxy {
+            let lowercased = legacy.lowercased()
+            return legacy.isEmpty
+                || ["http://", "socks4://", "socks4a://", "socks5://", "socks5h://"].contains {
+                    lowercased.hasPrefix($0)
+                }
+        }
+        guard let proxy = self.proxy else { return true }
+        return [ProxyServer.Kind.http, .socks5, .socks5h].contains(proxy.kind)
     }
 
     /// Whether libcurl may keep the TLS sessions of this connection and offer one (CURLOPT_SSL_SESSIONID_CACHE,
@@ -220,6 +240,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             debugContext = Unmanaged.passRetained(CurlDebugContext(logger: self.logger)).toOpaque()
         }
         self.handles = CurlHandles(easy: easy, multi: multi, errorBuffer: errorBuffer, debugContext: debugContext)
+        liveCurlHandlePairs.add(1, ordering: .relaxed)
 
         let options = EasyOptions(easy: easy)
         let configuration = self.configuration
@@ -238,6 +259,20 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                             + String(cString: curl_easy_strerror(code))))
             }
             self.handles?.connectTo = list
+        }
+        if self.takesSocketOver {
+            // libcurl closes its sockets through this callback, so the one the transport takes over stays open.
+            let keeper = CurlSocketKeeper()
+            let code = cws_curl_setopt_closesocket(
+                easy, closeSocketCallback, Unmanaged.passUnretained(keeper).toOpaque())
+            guard code == CURLE_OK else {
+                throw CurlOptionError(
+                    error: WebSocketError(
+                        .unsupported,
+                        "libcurl \(LoadedCurl.version) rejected CURLOPT_CLOSESOCKETFUNCTION: "
+                            + String(cString: curl_easy_strerror(code))))
+            }
+            self.handles?.socketKeeper = keeper
         }
         // Connect (resolve, TCP, proxy CONNECT, TLS) and stop: WSCore sends the upgrade request itself.
         try options.set(CURLOPT_CONNECT_ONLY, 1, "CURLOPT_CONNECT_ONLY")
@@ -501,15 +536,31 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             progress(.connected)
             if self.endpoint.secure { progress(.tlsEstablished) }
         }
-        // Plain TCP with no proxy (known only from libcurl 8.7 on): libcurl's reads are recv(2)s, unbuffered.
-        var usedProxy = 1
-        let proxyKnown = cws_curl_getinfo_used_proxy(handles.easy, &usedProxy) == CURLE_OK
-        let transport = CurlTransport(
-            loop: self.loop, handles: handles, fd: fd,
-            shortReadDrains: !self.endpoint.secure && proxyKnown && usedProxy == 0,
-            endpoint: self.hostPort, logger: self.logger,
-            closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
-            closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
+        let transport: CurlTransport
+        if let keeper = handles.socketKeeper {
+            // No TLS on the path: the socket is a plain TCP stream from here on (libcurl read a proxy's CONNECT reply
+            // byte by byte and SOCKS replies by their exact length, and the server has not been sent anything yet,
+            // so no byte of it is inside libcurl). Keep the socket and release the handles now; no trace of their
+            // cleanup is logged, as it closes nothing.
+            keeper.kept = fd
+            _ = cws_curl_setopt_long(handles.easy, CURLOPT_VERBOSE, 0)
+            handles.cleanup()
+            self.logger.debug("took the socket over from libcurl; its handles are released")
+            transport = CurlTransport(
+                loop: self.loop, handles: nil, fd: fd, shortReadDrains: true, endpoint: self.hostPort,
+                logger: self.logger, closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
+                closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
+        } else {
+            // Plain TCP with no proxy (known only from libcurl 8.7 on): libcurl's reads are recv(2)s, unbuffered.
+            var usedProxy = 1
+            let proxyKnown = cws_curl_getinfo_used_proxy(handles.easy, &usedProxy) == CURLE_OK
+            transport = CurlTransport(
+                loop: self.loop, handles: handles, fd: fd,
+                shortReadDrains: !self.endpoint.secure && proxyKnown && usedProxy == 0,
+                endpoint: self.hostPort, logger: self.logger,
+                closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
+                closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
+        }
         self.loop.add(transport)
         continuation.resume(returning: transport)
     }

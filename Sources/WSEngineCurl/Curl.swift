@@ -4,6 +4,7 @@
 import CWSCurl
 import Glibc
 import Logging
+import Synchronization
 import WSCore
 import WSPosix
 
@@ -108,6 +109,23 @@ struct ErrorBuffer: @unchecked Sendable {  // Guarded like its easy handle (see 
     func deallocate() { self.pointer.deallocate() }
 }
 
+/// The easy and multi handle pairs alive in this process (connects in progress, and connections whose socket
+/// libcurl still carries).
+let liveCurlHandlePairs = Atomic<Int>(0)
+
+/// CURLOPT_CLOSESOCKETDATA of a connection whose socket the engine may take over from libcurl: libcurl closes every
+/// socket it opened through ``closeSocketCallback``, which closes them all except ``kept``.
+final class CurlSocketKeeper: @unchecked Sendable {  // Loop thread: set, and libcurl's callbacks, happen there.
+    /// The socket the transport took over, which libcurl must leave open; -1 before.
+    var kept: Int32 = -1
+}
+
+/// CURLOPT_CLOSESOCKETFUNCTION: what libcurl calls instead of close(2) for a socket it opened.
+let closeSocketCallback: curl_closesocket_callback = { clientp, socket in
+    if let clientp, Unmanaged<CurlSocketKeeper>.fromOpaque(clientp).takeUnretainedValue().kept == socket { return 0 }
+    return Glibc.close(socket)
+}
+
 /// The easy handle and its own multi handle (see CurlConnector for why each connection has one).
 struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then the CurlTransport's `state` Mutex.
     let easy: UnsafeMutableRawPointer
@@ -115,6 +133,9 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
     let errorBuffer: ErrorBuffer
     /// The retained CurlDebugContext passed as CURLOPT_DEBUGDATA, or `nil` when not verbose.
     let debugContext: UnsafeMutableRawPointer?
+    /// The CURLOPT_CLOSESOCKETDATA of a connection without TLS (see ``CurlSocketKeeper``); `nil` otherwise. Held
+    /// here so that it outlives every libcurl callback (the last come from ``cleanup()``).
+    var socketKeeper: CurlSocketKeeper? = nil
     /// The CURLOPT_CONNECT_TO list (a server name override), freed after the easy handle; `nil` when not set.
     var connectTo: UnsafeMutablePointer<curl_slist>? = nil
     /// The engine's share handle (CURLOPT_SHARE), held so that it outlives the easy handle; `nil` when not used.
@@ -123,7 +144,8 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
     var trustStore: SharedTrustStore? = nil
 
     /// Releases everything: removes the easy handle from its multi (which closes a CONNECT_ONLY connection at once;
-    /// libcurl treats such connections as aborted, so no TLS close_notify is sent), then cleans up both handles.
+    /// libcurl treats such connections as aborted, so no TLS close_notify is sent, and closes the socket unless a
+    /// transport took it over through ``socketKeeper``), then cleans up both handles.
     func cleanup() {
         _ = cws_curl_multi_set_socketfunction(self.multi, nil)
         _ = cws_curl_multi_set_timerfunction(self.multi, nil)
@@ -135,6 +157,7 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
         if let debugContext = self.debugContext {
             Unmanaged<CurlDebugContext>.fromOpaque(debugContext).release()
         }
+        liveCurlHandlePairs.subtract(1, ordering: .relaxed)
     }
 }
 

@@ -27,8 +27,13 @@ import WSPosix
 ///   pair is only ever used by one thread at a time. Once connected, the socket from `CURLINFO_ACTIVESOCKET` is
 ///   watched level-triggered; `CURLE_AGAIN` waits for `EPOLLIN`/`EPOLLOUT` and never busy-polls. Writes go to
 ///   libcurl from the caller's thread when nothing is queued; handler callbacks arrive on the loop thread.
-/// - Cost: two descriptors per connection (the socket and the multi handle's wakeup eventfd), and no DNS cache
-///   across connections.
+///   A connection without TLS (`ws` directly, or through an `http://` or SOCKS proxy) needs nothing more from
+///   libcurl once connected: the engine keeps its socket (libcurl closes its sockets through
+///   `CURLOPT_CLOSESOCKETFUNCTION`, which leaves that one open), releases both handles at once, and moves the bytes
+///   with `send`/`recv` itself.
+/// - Cost: for `wss` (or an `https://` proxy), the socket plus the multi handle's wakeup descriptor and its
+///   handles for the connection's life; for `ws` without TLS on the path, the socket alone once connected. No DNS
+///   cache across connections.
 /// - Sharing between connections: the engine keeps the TLS sessions servers hand out in one libcurl share handle
 ///   and resumes them on later connections to the same server with the same settings
 ///   (`WebSocketTLSConfiguration.resumesSessions`), and, when libcurl's TLS backend is the OpenSSL this process
@@ -190,6 +195,16 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
 
     /// The version of the libcurl loaded into this process, e.g. `8.14.1`.
     public static var libcurlVersion: String { LoadedCurl.version }
+
+    /// The libcurl easy and multi handle pairs alive in this process: connects in progress, and open connections
+    /// whose socket libcurl carries (for tests).
+    package static var liveHandlePairs: Int { liveCurlHandlePairs.load(ordering: .relaxed) }
+
+    /// Whether `transport` (one of this engine's) moves its bytes on its own socket, libcurl's handles released;
+    /// `nil` for another engine's transport (for tests).
+    package static func ownsSocket(_ transport: any WebSocketTransport) -> Bool? {
+        (transport as? CurlTransport)?.ownsSocket
+    }
 
     /// Whether the loaded libcurl lists both `ws` and `wss` in `curl_version_info()->protocols` (7.86+ built with
     /// WebSockets). The engine does not use libcurl's WebSocket API, but follows this product rule so that a

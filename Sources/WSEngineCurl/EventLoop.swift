@@ -31,6 +31,16 @@ class LoopRegistrant: @unchecked Sendable {  // Stateless; handleEvents runs on 
 final class CurlLoopDispatcher: EventLoopDispatcher {
     /// The pending connects and open transports.
     var registrants = LoopRegistrants<CurlConnector, CurlTransport, WebSocketError>()
+    /// Scratch iovecs for the `sendmsg` of transports that own their socket, made on the first use.
+    private var iovecs: IOVecScratch?
+
+    /// The scratch iovecs (loop thread only).
+    var iovecScratch: IOVecScratch {
+        if let iovecs = self.iovecs { return iovecs }
+        let iovecs = IOVecScratch()
+        self.iovecs = iovecs
+        return iovecs
+    }
 
     /// Routes an event: data with the low bit set is a ``LoopRegistrant``'s address, otherwise a ``CurlTransport``'s.
     func handleEvent(data: UInt64, events: UInt32) {
@@ -58,6 +68,9 @@ extension PosixEventLoop where Dispatcher == CurlLoopDispatcher {
             preconditionFailure("cannot start the Curl event loop: \(systemError(error.call, error.code))")
         }
     }
+
+    /// Scratch iovecs for `sendmsg` batching (loop thread only).
+    var iovecScratch: IOVecScratch { self.dispatcher.iovecScratch }
 
     // MARK: epoll registration (any thread; callers serialize per descriptor)
 

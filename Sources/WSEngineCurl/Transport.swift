@@ -1,19 +1,26 @@
 // A connected byte stream over a libcurl CONNECT_ONLY connection, on the engine's loop: WSPosix's transport skeleton
 // (`PosixTransport`: phases, read loop, flush, close, pause, abort, round write policy) over this engine's backend,
-// curl_easy_send and curl_easy_recv.
+// which is one of two:
+// - libcurl's (wss://, or ws:// through an https:// proxy): curl_easy_send and curl_easy_recv on the connection's
+//   easy handle, which stays in its multi handle until the transport releases both;
+// - the socket's own (ws:// directly or through an http:// or SOCKS proxy, where libcurl adds nothing to the byte
+//   stream once connected): the connector took the socket over and released libcurl's handles, and the transport
+//   uses send/sendmsg/recv on it as the CIO engine does (WSPosix's PlainSocket), closing it itself at the end.
 //
 // Every libcurl call on the connection (curl_easy_send, curl_easy_recv, cleanup) happens under `state`, the
 // connection's Mutex, so the easy handle is used by one thread at a time. Handler callbacks happen on the loop
 // thread and never under the Mutex.
-// Writes: `write(_:)` runs on the caller's thread. With nothing queued it calls curl_easy_send at once; what
-// libcurl does not take (CURLE_AGAIN) is queued and flushed by the loop on EPOLLOUT, head chunk first.
+// Writes: `write(_:)` runs on the caller's thread. With nothing queued it calls curl_easy_send (or send) at once;
+// what is not taken (CURLE_AGAIN, EAGAIN) is queued and flushed by the loop on EPOLLOUT: with libcurl, head chunk
+// first, on an owned socket in one sendmsg of up to IOV_MAX chunks.
 // Reads: on the loop thread, into the loop's one buffer, until CURLE_AGAIN — libcurl/OpenSSL may hold decrypted
 // bytes that epoll cannot see, so "one read per EPOLLIN" would stall a TLS stream. Only on a plain connection
-// without a proxy, where every byte libcurl returns comes straight from recv(2) (no released libcurl buffers
-// socket reads), does a short read end the reading: level-triggered epoll reports whatever arrives next.
+// (an owned socket, or libcurl's without a proxy), where every byte comes straight from recv(2) (no released
+// libcurl buffers socket reads), does a short read end the reading: level-triggered epoll reports whatever arrives
+// next.
 // epoll interest is level-triggered and updated under the Mutex whenever it changes (see CurlEventLoop); the
-// socket is closed (by libcurl's cleanup) only under the Mutex after `phase` became `.closed`, so whoever sees
-// another phase under the Mutex may use the handle and the descriptor.
+// socket is closed (by libcurl's cleanup, or by the transport when it owns it) only after `phase` became `.closed`
+// under the Mutex, so whoever sees another phase under the Mutex may use the handle and the descriptor.
 import CWSCurl
 import CWSLinux
 import Glibc
@@ -29,8 +36,10 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
 
     /// The libcurl state under the Mutex.
     struct IO {
-        /// The handles; `nil` once cleaned up.
+        /// The handles; `nil` once cleaned up, and from the start when the transport owns the socket.
         var handles: CurlHandles?
+        /// The socket is open (libcurl's or the transport's own) until ``release(_:)``.
+        var open = true
         /// `start(handler:)` ran: reading is wanted (unless paused).
         var reading = false
         /// The epoll events currently registered for the socket; 0 when not registered.
@@ -41,6 +50,9 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
 
     let loop: CurlEventLoop
     let fd: Int32
+    /// The transport owns the socket (libcurl's handles were released when it connected): plain socket I/O, and the
+    /// transport closes the descriptor.
+    let ownsSocket: Bool
     /// A short read means the socket is drained: plain TCP without a proxy (see the file comment).
     private let shortReadDrains: Bool
     let settings: TransportSettings
@@ -49,12 +61,15 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     /// (it copies the handler out before calling it), and the runtime checks would cost a call per read and write.
     @exclusivity(unchecked) var loopState = TransportLoopState<any WebSocketTransportHandler>()
 
+    /// A transport over libcurl's `handles`, or over the socket `fd` itself when `handles` is `nil` (which it then
+    /// closes).
     init(
-        loop: CurlEventLoop, handles: CurlHandles, fd: Int32, shortReadDrains: Bool, endpoint: String, logger: Logger,
+        loop: CurlEventLoop, handles: CurlHandles?, fd: Int32, shortReadDrains: Bool, endpoint: String, logger: Logger,
         closeGraceNanoseconds: UInt64, closeFlushNanoseconds: UInt64
     ) {
         self.loop = loop
         self.fd = fd
+        self.ownsSocket = handles == nil
         self.shortReadDrains = shortReadDrains
         self.settings = TransportSettings(
             endpoint: endpoint, logger: logger, closeGraceNanoseconds: closeGraceNanoseconds,
@@ -110,6 +125,13 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     func sendNow(_ bytes: UnsafeRawBufferPointer, _ state: inout TransportLockedState<IO>)
         -> TransportSendOutcome<WebSocketError>
     {
+        if self.ownsSocket {
+            guard state.io.open else { return .sent(0) }
+            switch plainSend(self.fd, bytes) {
+            case .sent(let count), .sentRetryOnLoop(let count): return .sent(count)
+            case .failed(let code): return .failed(self.socketError(sending: true, code))
+            }
+        }
         guard let handles = state.io.handles else { return .sent(0) }
         var sent = 0
         while sent < bytes.count {
@@ -126,6 +148,15 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
 
     /// Sends the head chunk as one piece, so a send libcurl reported as blocked is retried with the same bytes.
     func sendQueued(_ state: inout TransportLockedState<IO>) -> TransportQueueOutcome<WebSocketError> {
+        if self.ownsSocket {
+            guard state.io.open else { return .blocked }
+            // Loop thread (the flush runs there): the loop's scratch iovecs.
+            switch plainSendQueue(self.fd, &state.queue, self.loop.iovecScratch) {
+            case .drained: return .drained
+            case .blocked: return .blocked
+            case .failed(let code): return .failed(self.socketError(sending: true, code))
+            }
+        }
         guard let handles = state.io.handles else { return .blocked }
         while !state.queue.isEmpty {
             switch state.queue.withFirstChunk({ self.send(handles, $0) }) {
@@ -145,7 +176,21 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     func flushWillStart(_ state: inout TransportLockedState<IO>) -> Bool { false }
 
     func readStep(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TransportReadStep<WebSocketError> {
-        self.state.withLock { state -> TransportReadStep<WebSocketError> in
+        if self.ownsSocket {
+            // The descriptor is closed only on this (the loop) thread: it can be read outside the Mutex.
+            let (phase, paused) = self.state.withLock { ($0.phase, $0.paused) }
+            if phase == .closed { return .stop }
+            if paused { return .paused }
+            switch plainReceive(self.fd, buffer, capacity) {
+            case .data(let count):
+                // TCP copies all it has: a short read drained the socket, and the next bytes raise a new EPOLLIN.
+                return .data(count, then: count < capacity ? .wouldBlock : nil)
+            case .endOfStream: return .done(.endOfStream)
+            case .wouldBlock: return .done(.wouldBlock)
+            case .failed(let code): return .done(.failed(self.socketError(sending: false, code)))
+            }
+        }
+        return self.state.withLock { state -> TransportReadStep<WebSocketError> in
             guard state.phase != .closed, let handles = state.io.handles else { return .stop }
             guard !state.paused else { return .paused }
             // Fill the buffer from several calls (a TLS read returns at most one record).
@@ -180,7 +225,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     /// queued, nothing once closed.
     func interestMayHaveChanged(_ state: inout TransportLockedState<IO>) {
         var wanted: UInt32 = 0
-        if state.phase != .closed && state.io.handles != nil {
+        if state.phase != .closed && state.io.open {
             if state.io.reading && !state.paused { wanted |= EPOLLIN.rawValue }
             if !state.queue.isEmpty && (state.phase == .open || state.phase == .closing) { wanted |= EPOLLOUT.rawValue }
         }
@@ -217,17 +262,20 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
     @inline(__always)
     func willShutDownOutput(_ state: inout TransportLockedState<IO>) {}
 
-    /// Releases the libcurl handles, which closes the socket.
+    /// Releases the libcurl handles, which closes libcurl's socket.
     func release(_ state: inout TransportLockedState<IO>) {
+        state.io.open = false
         if let handles = state.io.handles {
             state.io.handles = nil
             handles.cleanup()
         }
     }
 
-    /// libcurl's cleanup closed the socket (and its epoll registration was removed with the interest).
-    @inline(__always)
-    func didRelease() {}
+    /// Closes an owned socket (its epoll registration was removed with the interest); libcurl's cleanup closed any
+    /// other.
+    func didRelease() {
+        if self.ownsSocket { closeDescriptor(self.fd) }
+    }
 
     // MARK: Backend: handler and errors
 
@@ -245,6 +293,19 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
 
     func makeError(_ kind: TransportErrorKind, _ message: String) -> WebSocketError {
         WebSocketError(kind == .timedOut ? .timedOut : .network, message, isConnectionFailure: false)
+    }
+
+    /// A failed send or recv on an owned socket, worded as libcurl words it (lib/cf-socket.c: CURLE_SEND_ERROR with
+    /// "Send failure: <strerror>", CURLE_RECV_ERROR with "Recv failure: <strerror>"), so that a connection reports
+    /// the same error whichever of the two reads its socket.
+    private func socketError(sending: Bool, _ code: Int32) -> WebSocketError {
+        let curlError = CurlError(
+            sending ? CURLE_SEND_ERROR : CURLE_RECV_ERROR,
+            detail: "\(sending ? "Send" : "Recv") failure: \(errnoText(code))")
+        return WebSocketError(
+            .network,
+            "\(sending ? "writing to" : "reading from") \(self.settings.endpoint) failed: \(curlError.summary)",
+            underlying: curlError, isConnectionFailure: false)
     }
 
     private func ioError(_ doing: String, _ code: CURLcode, _ handles: CurlHandles) -> WebSocketError {

@@ -79,7 +79,7 @@ private func handshake(
 
 /// stunnel4 terminating TLS (the test PKI's localhost certificate) on a free loopback port in front of `targetPort`:
 /// with tinyproxy behind it, an `https://` proxy.
-private final class Stunnel: Sendable {
+final class Stunnel: Sendable {
     let port: Int
     private let process: ChildProcess
 
