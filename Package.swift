@@ -72,12 +72,14 @@ let package = Package(
         // The CIO engine's OpenSSL, loaded on the first TLS connection (dlopen) instead of linked, so that a process
         // with only ws:// connections never maps libssl and libcrypto. Only the OpenSSL headers are needed to build.
         .target(name: "CWSLazyOpenSSL"),
-        // Linux headers the Glibc module map lacks (epoll, eventfd, pthread_setname_np); glibc only, nothing to link.
+        // Linux headers the Glibc module map lacks (epoll, eventfd, pthread_setname_np, getrandom); glibc only, nothing
+        // to link.
         .systemLibrary(name: "CWSLinux"),
 
         .target(
             name: "WSCore",
             dependencies: [
+                "CWSLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

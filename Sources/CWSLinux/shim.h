@@ -1,5 +1,5 @@
-// Linux headers the Swift Glibc module map does not cover (epoll, eventfd, TCP options, getaddrinfo, thread names, CPU affinity),
-// for WSPosix and the engines. Nothing here links a library: every declaration is in glibc.
+// Linux headers the Swift Glibc module map does not cover (epoll, eventfd, TCP options, getaddrinfo, thread names, CPU affinity,
+// getrandom), for WSPosix, the engines and WSCore's masking keys. Nothing here links a library: every declaration is in glibc.
 #ifndef CWS_LINUX_SHIM_H
 #define CWS_LINUX_SHIM_H
 #include <sys/epoll.h>
@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <sys/random.h>
 
 /// Names a thread (at most 15 characters); pthread_setname_np is a GNU extension the Glibc module map hides.
 static inline int cws_pthread_setname(pthread_t thread, const char *name) {

@@ -179,7 +179,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 errno = 0
                 let result = self.writeRecord(ssl, &state.queue)
                 if result > 0 {
-                    state.queue.consume(Int(result))
+                    state.queue.consume(Int(result), spares: self.loop.writeChunks)
                     continue
                 }
                 let code = errno
@@ -193,7 +193,7 @@ final class CIOTransport: PosixTransport, WebSocketTransport, @unchecked Sendabl
                 return .failed(self.tlsError("writing to", ssl: ssl, sslError: sslError, errno: code))
             }
         } else {
-            switch plainSendQueue(self.fd, &state.queue, self.loop.iovecScratch) {
+            switch plainSendQueue(self.fd, &state.queue, self.loop.iovecScratch, spares: self.loop.writeChunks) {
             case .drained: return .drained
             case .blocked: return .blocked
             case .failed(let code): return .failed(self.ioError("sendmsg", "writing to", code))

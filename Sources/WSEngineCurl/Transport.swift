@@ -151,7 +151,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
         if self.ownsSocket {
             guard state.io.open else { return .blocked }
             // Loop thread (the flush runs there): the loop's scratch iovecs.
-            switch plainSendQueue(self.fd, &state.queue, self.loop.iovecScratch) {
+            switch plainSendQueue(self.fd, &state.queue, self.loop.iovecScratch, spares: self.loop.writeChunks) {
             case .drained: return .drained
             case .blocked: return .blocked
             case .failed(let code): return .failed(self.socketError(sending: true, code))
@@ -163,7 +163,7 @@ final class CurlTransport: PosixTransport, WebSocketTransport, @unchecked Sendab
             case .success(let count):
                 // 0: watch for EPOLLOUT (bytes queued by a deferred write may not be watched yet).
                 if count == 0 { return .blocked }
-                state.queue.consume(count)
+                state.queue.consume(count, spares: self.loop.writeChunks)
             case .failure(let error):
                 return .failed(error)
             }

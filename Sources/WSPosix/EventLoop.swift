@@ -129,8 +129,8 @@ private struct LoopJob {
 /// read buffer; `dispatcher` routes socket events to the engine's registrants.
 @usableFromInline
 package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked Sendable {  // Mutex + loop-confined
-    // Thread rules: `epollFD`, `wakeFD`, `readBuffer`, `readBufferSize`, `name` and `dispatcher` (the reference)
-    // are immutable after init; `tasks` is a Mutex; `threadID` is atomic; `thread` is written once in init; every
+    // Thread rules: `epollFD`, `wakeFD`, `readBuffer`, `readBufferSize`, `name`, `dispatcher` and `writeChunks` (the
+    // references) are immutable after init; `tasks` is a Mutex; `threadID` is atomic; `thread` is written once in init; every
     // other field, and the dispatcher's state, is confined to the loop thread.
 
     /// The epoll instance; closed by the loop thread on exit, after every registrant has finished.
@@ -140,6 +140,8 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
     @usableFromInline package let readBuffer: UnsafeMutableRawPointer
     /// The size of ``readBuffer``.
     @usableFromInline package let readBufferSize: Int
+    /// Gathering chunks of drained write queues, reused by the next ones (loop thread only; see ``WriteChunkCache``).
+    @usableFromInline package let writeChunks = WriteChunkCache()
     /// The loop's name, for thread names and logs.
     package let name: String
     /// The engine's registrants (their state is loop-thread only).

@@ -42,10 +42,12 @@ package func plainSend(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Transpor
 }
 
 /// Sends the queue with `sendmsg(MSG_NOSIGNAL)`, up to `scratch.count` chunks per call, consuming what was sent.
+/// - Parameters:
+///   - spares: The loop's chunk cache (this runs on the loop thread): sent gathering chunks go back to it.
 /// - Returns: `.drained`, `.blocked` when the socket is full, or `.failed(errno)`.
-package func plainSendQueue(_ fd: Int32, _ queue: inout WriteQueue, _ scratch: IOVecScratch)
-    -> TransportQueueOutcome<Int32>
-{
+package func plainSendQueue(
+    _ fd: Int32, _ queue: inout WriteQueue, _ scratch: IOVecScratch, spares: WriteChunkCache
+) -> TransportQueueOutcome<Int32> {
     let iovecs = scratch.iovecs
     while !queue.isEmpty {
         let result = queue.withIOVecs(iovecs, limit: scratch.count) { count -> Int in
@@ -55,7 +57,7 @@ package func plainSendQueue(_ fd: Int32, _ queue: inout WriteQueue, _ scratch: I
             return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
         }
         if result >= 0 {
-            queue.consume(result)
+            queue.consume(result, spares: spares)
             continue
         }
         let code = errno

@@ -247,6 +247,8 @@ extension PosixTransport {
         let onLoop = self.gathersLoopWrites && self.loop.inLoop
         // Only a loop-thread write may wait for the end of the round; see RoundWritePolicy.
         let mayDefer = onLoop && !self.loopState.writePolicy.countWrite(inRound: self.loop.round)
+        // A gathering chunk comes from the loop's cache only on its thread (the flush gives it back there).
+        let spares = onLoop ? self.loop.writeChunks : nil
         let (buffered, failure) = self.state.withLock { state -> (Int, Failure?) in
             guard state.phase == .open else { return (0, nil) }
             guard !bytes.isEmpty else { return (state.queue.byteCount, nil) }
@@ -254,7 +256,7 @@ extension PosixTransport {
             // round produces (replies to a batch of reads) leave in one system call, except a lone reply
             // (RoundWritePolicy), which leaves at once without being copied or deferred.
             guard state.queue.isEmpty, !mayDefer else {
-                state.queue.append(bytes, array: array, from: 0)
+                state.queue.append(bytes, array: array, from: 0, spares: spares)
                 deferFlush = onLoop
                 return (state.queue.byteCount, nil)
             }
@@ -272,7 +274,7 @@ extension PosixTransport {
                 return (0, failure)
             }
             if sent < bytes.count {
-                state.queue.append(bytes, array: array, from: sent)
+                state.queue.append(bytes, array: array, from: sent, spares: spares)
                 self.interestMayHaveChanged(&state)
             }
             return (state.queue.byteCount, nil)

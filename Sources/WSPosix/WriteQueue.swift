@@ -32,12 +32,56 @@ package import Glibc
     }
 }
 
+/// Gathering chunks that drained write queues gave back, for the next gathering chunk of any transport on the same loop
+/// (loop thread only): a connection that keeps sending bursts reuses the same few blocks instead of allocating and
+/// freeing one of up to 64 KiB per round, which glibc would hand back to the system (`madvise`) and fault in again.
+/// At most ``maxChunks`` are kept per loop, never per connection, so thousands of connections cost nothing extra.
+@usableFromInline package final class WriteChunkCache: @unchecked Sendable {  // confined to its loop's thread
+    private var chunks: [[UInt8]] = []
+
+    /// The most chunks a loop keeps (each at most ``WriteQueue/gatherLimit`` bytes of capacity and a bit).
+    package static let maxChunks = 4
+    /// Chunks smaller than this are not kept: malloc serves them from its bins without touching fresh pages.
+    package static let minCapacity = 8_192
+
+    /// An empty cache.
+    package init() {}
+
+    /// How many chunks are kept (for tests).
+    package var count: Int { self.chunks.count }
+
+    /// An empty chunk with the capacity of one given back, if any.
+    @usableFromInline func take() -> [UInt8]? {
+        self.chunks.popLast()
+    }
+
+    /// Keeps `chunk`'s storage (emptied) if there is room and it is worth keeping; else it is freed with `chunk`.
+    /// `chunk` must be the only reference to its storage, or emptying it would allocate.
+    @usableFromInline func giveBack(_ chunk: inout [UInt8]) {
+        guard self.chunks.count < Self.maxChunks, chunk.capacity >= Self.minCapacity,
+            chunk.capacity <= 2 * WriteQueue.gatherLimit + 4_096
+        else { return }
+        chunk.removeAll(keepingCapacity: true)
+        self.chunks.append(chunk)
+        chunk = []
+    }
+}
+
 /// The bytes a connection still has to hand to the kernel (or libcurl): a FIFO of chunks with an offset into the first
 /// one. Writes are kept as the callers' own arrays (never copied, except the unsent tail of a partly sent one) unless
 /// small writes follow each other: those are copied into a chunk of the queue's own that gathers them, so a burst of
-/// small messages leaves as one contiguous buffer instead of one iovec each. Not thread-safe: it lives inside the connection's Mutex.
+/// small messages leaves as one contiguous buffer instead of one iovec each. On the loop thread those chunks come from
+/// and go back to the loop's ``WriteChunkCache`` (passed as `spares`). Not thread-safe: it lives inside the
+/// connection's Mutex.
 @usableFromInline package struct WriteQueue: Sendable {
-    private var chunks: [[UInt8]] = []
+    /// A queued buffer: a caller's array, or one of the queue's own (a gathering chunk, which may be reused).
+    private struct Chunk {
+        var bytes: [UInt8]
+        /// A gathering chunk the queue made: no one else holds it, so its storage may go to a ``WriteChunkCache``.
+        var gathers: Bool
+    }
+
+    private var chunks: [Chunk] = []
     private var head = 0
     private var headOffset = 0
     /// The last chunk is the queue's own and may take more small writes.
@@ -70,11 +114,15 @@ package import Glibc
     package init() {}
 
     /// Appends `bytes[offset...]` (must be non-empty).
-    package mutating func append(_ bytes: [UInt8], offset: Int) {
+    /// - Parameters:
+    ///   - bytes: The caller's array, queued as it is unless it is small and gathered.
+    ///   - offset: Where its unsent part starts.
+    ///   - spares: The loop's chunk cache when called on the loop thread: a new gathering chunk comes from it.
+    package mutating func append(_ bytes: [UInt8], offset: Int, spares: WriteChunkCache? = nil) {
         assert(offset < bytes.count)
         let count = bytes.count - offset
         if count <= Self.smallWrite,
-            bytes.withUnsafeBytes({ self.gather(UnsafeRawBufferPointer(rebasing: $0[offset...])) })
+            bytes.withUnsafeBytes({ self.gather(UnsafeRawBufferPointer(rebasing: $0[offset...]), spares: spares) })
         {
             return
         }
@@ -86,28 +134,30 @@ package import Glibc
         if self.head == self.chunks.count {
             self.headOffset = offset
         } else if offset > 0 {
-            self.chunks.append(Array(bytes[offset...]))
+            self.chunks.append(Chunk(bytes: Array(bytes[offset...]), gathers: false))
             return
         }
-        self.chunks.append(bytes)
+        self.chunks.append(Chunk(bytes: bytes, gathers: false))
     }
 
     /// Appends a copy of `bytes` (must be non-empty): small writes go into a chunk of the queue's own, so a sender
     /// that encodes a frame in a temporary buffer allocates nothing per message when messages follow each other.
-    package mutating func append(copying bytes: UnsafeRawBufferPointer) {
+    /// - Parameters:
+    ///   - bytes: What to copy.
+    ///   - spares: The loop's chunk cache when called on the loop thread: a new gathering chunk comes from it.
+    package mutating func append(copying bytes: UnsafeRawBufferPointer, spares: WriteChunkCache? = nil) {
         assert(!bytes.isEmpty)
         guard bytes.count <= Self.smallWrite else {
             self.append([UInt8](bytes), offset: 0)
             return
         }
-        if self.gather(bytes) { return }
-        var gathering: [UInt8] = []
+        if self.gather(bytes, spares: spares) { return }
         // Small to start with (thousands of connections may each hold one) unless the last burst was bigger; it
         // doubles as writes arrive.
-        gathering.reserveCapacity(self.gatheringCapacity(bytes.count))
+        var gathering = self.newGatheringChunk(self.gatheringCapacity(bytes.count), spares: spares)
         gathering.append(contentsOf: bytes)
         if self.head == self.chunks.count { self.headOffset = 0 }
-        self.chunks.append(gathering)
+        self.chunks.append(Chunk(bytes: gathering, gathers: true))
         self.byteCount += bytes.count
         self.gatheredSinceEmpty += bytes.count
         self.lastGathers = true
@@ -116,32 +166,45 @@ package import Glibc
 
     /// Appends `bytes[offset...]` (must be non-empty): the caller's `array` itself when there is one (`bytes` is its
     /// storage), else a copy.
-    @usableFromInline package mutating func append(_ bytes: UnsafeRawBufferPointer, array: [UInt8]?, from offset: Int) {
+    /// - Parameters:
+    ///   - bytes: The bytes.
+    ///   - array: The array whose storage `bytes` is, or `nil`.
+    ///   - offset: Where the unsent part starts.
+    ///   - spares: The loop's chunk cache when called on the loop thread: a new gathering chunk comes from it.
+    @usableFromInline package mutating func append(
+        _ bytes: UnsafeRawBufferPointer, array: [UInt8]?, from offset: Int, spares: WriteChunkCache? = nil
+    ) {
         if let array {
-            self.append(array, offset: offset)
+            self.append(array, offset: offset, spares: spares)
         } else {
-            self.append(copying: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            self.append(copying: UnsafeRawBufferPointer(rebasing: bytes[offset...]), spares: spares)
         }
+    }
+
+    /// An empty chunk to gather into, with room for at least `capacity` bytes: a cached one when there is one.
+    private func newGatheringChunk(_ capacity: Int, spares: WriteChunkCache?) -> [UInt8] {
+        var chunk = spares?.take() ?? []
+        chunk.reserveCapacity(capacity)
+        return chunk
     }
 
     /// Adds small `bytes` to the last chunk if it is a gathering chunk with room, or gathers them together with the
     /// last chunk if that is a lone small write; `false` if neither applies (nothing was added).
-    private mutating func gather(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    private mutating func gather(_ bytes: UnsafeRawBufferPointer, spares: WriteChunkCache?) -> Bool {
         let last = self.chunks.count - 1
         // The last chunk may change: it exists and is not a head handed out for a send that may be retried.
         guard last >= self.head, !(last == self.head && self.headPinned) else { return false }
-        if self.lastGathers && self.chunks[last].count + bytes.count <= Self.gatherLimit {
-            self.chunks[last].append(contentsOf: bytes)
+        if self.lastGathers && self.chunks[last].bytes.count + bytes.count <= Self.gatherLimit {
+            self.chunks[last].bytes.append(contentsOf: bytes)
         } else if self.lastIsSmall {
             // A second small write in a row: both go into a chunk of the queue's own, which gathers what follows.
             let start = last == self.head ? self.headOffset : 0
-            var gathering: [UInt8] = []
-            let previous = self.chunks[last].count - start
-            gathering.reserveCapacity(self.gatheringCapacity(previous + bytes.count))
-            self.chunks[last].withUnsafeBufferPointer { gathering.append(contentsOf: $0[start...]) }
+            let previous = self.chunks[last].bytes.count - start
+            var gathering = self.newGatheringChunk(self.gatheringCapacity(previous + bytes.count), spares: spares)
+            self.chunks[last].bytes.withUnsafeBufferPointer { gathering.append(contentsOf: $0[start...]) }
             self.gatheredSinceEmpty += previous
             gathering.append(contentsOf: bytes)
-            self.chunks[last] = gathering
+            self.chunks[last] = Chunk(bytes: gathering, gathers: true)
             if last == self.head { self.headOffset = 0 }
             self.lastGathers = true
             self.lastIsSmall = false
@@ -159,14 +222,20 @@ package import Glibc
     }
 
     /// Drops the first `count` bytes (they reached the kernel or libcurl took them).
-    package mutating func consume(_ count: Int) {
+    /// - Parameters:
+    ///   - count: How many bytes were sent.
+    ///   - spares: The loop's chunk cache when called on the loop thread: sent gathering chunks go back to it.
+    package mutating func consume(_ count: Int, spares: WriteChunkCache? = nil) {
         var remaining = count
         self.byteCount -= count
         while remaining > 0 {
-            let available = self.chunks[self.head].count - self.headOffset
+            let available = self.chunks[self.head].bytes.count - self.headOffset
             if remaining >= available {
                 remaining -= available
-                self.chunks[self.head] = []
+                if let spares, self.chunks[self.head].gathers {
+                    spares.giveBack(&self.chunks[self.head].bytes)
+                }
+                self.chunks[self.head].bytes = []
                 self.head += 1
                 self.headOffset = 0
                 self.headPinned = false
@@ -206,7 +275,7 @@ package import Glibc
     package mutating func withFirstChunk<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         self.headPinned = true
         let offset = self.headOffset
-        return self.chunks[self.head].withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+        return self.chunks[self.head].bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
     }
 
     /// Fills `iovecs` with up to `limit` chunks (the first from its offset) and calls `body` with the count,
@@ -223,7 +292,7 @@ package import Glibc
     ) -> Result {
         if index == count { return body(count) }
         let offset = index == 0 ? self.headOffset : 0
-        return self.chunks[self.head + index].withUnsafeBytes { bytes in
+        return self.chunks[self.head + index].bytes.withUnsafeBytes { bytes in
             iovecs[index] = iovec(
                 iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress! + offset),
                 iov_len: bytes.count - offset)

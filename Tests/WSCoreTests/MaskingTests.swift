@@ -92,7 +92,7 @@ struct MaskingTests {
     func generatorVariety() {
         var generator = MaskingKeyGenerator()
         var keys: [MaskingKey] = []
-        for _ in 0..<10_000 { keys.append(generator.next()) }  // 64 bytes, then 156 refills of 256 bytes.
+        for _ in 0..<10_000 { keys.append(generator.next()) }  // 64 bytes, then 256, 1,024 and 4,096 per refill.
         // 10 000 random 32-bit keys collide with probability ~1.2%; three or more collisions are ~1e-8.
         #expect(Set(keys).count >= 9_998)
 
@@ -114,6 +114,69 @@ struct MaskingTests {
         let otherKeys = (0..<16).map { _ in other.next() }
         #expect(otherKeys != Array(keys.prefix(16)))
         #expect(Set(otherKeys).count == 16)
+    }
+
+    @Test(
+        "the generator's batches: 16 keys, then four times more per refill up to 1,024, every byte used once in order")
+    func generatorBatches() {
+        var generator = MaskingKeyGenerator()
+        var rng = SystemRandomNumberGenerator()
+        var produced: [UInt8] = []
+        var requests: [Int] = []
+        var drawn: [UInt8] = []
+        var sizes: [Int] = []
+        // 16 + 64 + 256 + 1,024 + 1,024 keys: exactly five batches.
+        for _ in 0..<2_384 {
+            let key = generator.next { buffer in
+                requests.append(buffer.count)
+                for i in 0..<buffer.count {
+                    buffer[i] = rng.next()
+                    produced.append(buffer[i])
+                }
+            }
+            drawn += [key.b0, key.b1, key.b2, key.b3]
+            sizes.append(generator.batchSize)
+        }
+        #expect(requests == [64, 256, 1_024, 4_096, 4_096])
+        #expect(MaskingKeyGenerator.largestBatchSize == 4_096)
+        // Every byte fetched became a key byte once, in order: none skipped, none reused.
+        let mismatch = drawn.indices.first { $0 >= produced.count || drawn[$0] != produced[$0] }
+        #expect(
+            drawn.count == produced.count && mismatch == nil, "key bytes and fetched bytes differ at \(mismatch ?? -1)")
+        #expect(sizes[15] == 64 && sizes[16] == 256 && sizes[80] == 1_024 && sizes[336] == 4_096)
+        #expect(sizes.last == 4_096)
+    }
+
+    @Test("the generator's real source: a small first batch, growing while the session keeps sending")
+    func generatorBatchSizes() {
+        var generator = MaskingKeyGenerator()
+        #expect(generator.batchSize == 0)
+        var keys: [MaskingKey] = []
+        for _ in 0..<16 { keys.append(generator.next()) }
+        #expect(generator.batchSize == 64)
+        keys.append(generator.next())
+        #expect(generator.batchSize == 256)
+        for _ in 0..<(64 + 256 + 1_024 + 100) { keys.append(generator.next()) }
+        #expect(generator.batchSize == 4_096)
+        // Pairs of consecutive keys are 64 random bits: a repeated pair means reused bytes.
+        let pairs = (0..<keys.count - 1).map { [keys[$0], keys[$0 + 1]] }
+        #expect(Set(pairs).count == pairs.count)
+    }
+
+    @Test("kernel randomness of any size fills the whole buffer (getrandom past 256 bytes)")
+    func kernelRandomSizes() {
+        for size in [256, 257, 1_000, 4_096, 5_000, 65_536] {
+            var a = [UInt8](repeating: 0, count: size)
+            var b = [UInt8](repeating: 0, count: size)
+            a.withUnsafeMutableBytes { fillFromKernel($0) }
+            b.withUnsafeMutableBytes { fillFromKernel($0) }
+            #expect(a != b)
+            // The last and the first 32 bytes are filled (32 zero bytes by chance: 2^-256).
+            for bytes in [a, b] {
+                #expect(!bytes.suffix(32).allSatisfy { $0 == 0 }, "size \(size): the tail was not filled")
+                #expect(!bytes.prefix(32).allSatisfy { $0 == 0 }, "size \(size): the head was not filled")
+            }
+        }
     }
 
     @Test("the shared kernel random pool hands every byte out once, across refills and threads")

@@ -223,5 +223,9 @@ struct SessionObservabilityTests {
         #expect(id.count == 8)
         let allHex = id.allSatisfy { $0.isHexDigit }
         #expect(allHex)
+        // Random ids: 1,000 of them collide with probability ~1e-4 (at most one repeat allowed).
+        let ids = (0..<1_000).map { _ in Logger.makeSessionID() }
+        #expect(Set(ids).count >= 999)
+        #expect(ids.allSatisfy { $0.count == 8 })
     }
 }

@@ -191,6 +191,56 @@ struct CurlHelperTests {
         #expect(queue.isEmpty && queue.byteCount == 0)
     }
 
+    @Test(
+        "drained gathering chunks go back to the loop's cache (at most four, not small ones, never a caller's array) and the next gathering chunk of any queue reuses one"
+    )
+    func writeQueueChunkCache() {
+        let spares = WriteChunkCache()
+        func firstChunkBase(_ queue: WriteQueue) -> UInt {
+            let iov = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
+            defer { iov.deallocate() }
+            return queue.withIOVecs(iov, limit: 1) { _ in UInt(bitPattern: iov.pointee.iov_base) }
+        }
+        func burst(_ queue: inout WriteQueue, _ count: Int, of size: Int, byte: UInt8) {
+            let piece = [UInt8](repeating: byte, count: size)
+            for _ in 0..<count { piece.withUnsafeBytes { queue.append(copying: $0, spares: spares) } }
+        }
+        var queue = WriteQueue()
+        // A burst of 50,000 bytes gathers into one chunk; when it is sent, the chunk goes to the cache.
+        burst(&queue, 100, of: 500, byte: 1)
+        let first = firstChunkBase(queue)
+        queue.consume(50_000, spares: spares)
+        #expect(queue.isEmpty && spares.count == 1)
+        // The next burst, even in another queue, gathers into that chunk's storage (taken, so the cache is empty),
+        // and its bytes are its own.
+        var other = WriteQueue()
+        burst(&other, 1, of: 500, byte: 2)
+        #expect(spares.count == 0)
+        #expect(firstChunkBase(other) == first)
+        burst(&other, 9, of: 500, byte: 3)
+        #expect(firstChunkBase(other) == first)
+        #expect(
+            other.withFirstChunk { Array($0) } == [UInt8](repeating: 2, count: 500)
+                + [UInt8](repeating: 3, count: 4_500))
+        // Sent off the loop thread (no cache passed), it is freed, not kept.
+        other.consume(5_000)
+        #expect(other.isEmpty && spares.count == 0)
+        // A caller's array is queued as it is and never kept, even when it is big.
+        let big = [UInt8](repeating: 9, count: 20_000)
+        queue.append(big, offset: 0, spares: spares)
+        queue.consume(20_000, spares: spares)
+        #expect(spares.count == 0 && big == [UInt8](repeating: 9, count: 20_000))
+        // A small gathering chunk (two small writes after a quiet spell: 1 KiB) is left to malloc.
+        var quiet = WriteQueue()
+        burst(&quiet, 2, of: 100, byte: 4)
+        quiet.consume(200, spares: spares)
+        #expect(spares.count == 0)
+        // Six full chunks (16 writes of 4,000 bytes each, up to the 64 KiB limit): four are kept.
+        burst(&queue, 96, of: 4_000, byte: 5)
+        queue.consume(384_000, spares: spares)
+        #expect(queue.isEmpty && spares.count == WriteChunkCache.maxChunks)
+    }
+
     @Test("durations become libcurl milliseconds of at least 1")
     func milliseconds() {
         #expect(Duration.zero.curlMilliseconds == 1)

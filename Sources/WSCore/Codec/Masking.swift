@@ -1,5 +1,11 @@
 import Synchronization
 
+// getrandom(2) is declared by the package's CWSLinux shim; copies of this file compiled elsewhere (Fuzz/, the codec
+// benchmarks) have no such module and fill in 256-byte calls of getentropy(3) instead.
+#if canImport(CWSLinux)
+import CWSLinux
+#endif
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -124,41 +130,58 @@ package func applyMask(_ key: MaskingKey, to bytes: inout [UInt8], offset: Int =
     bytes.withUnsafeMutableBytes { applyMask(key, to: $0, offset: offset) }
 }
 
-/// Masking keys from a CSPRNG (Linux `getrandom(2)` through `getentropy(3)`), fetched in batches so that a key costs
-/// no system call on average: 16 keys at first (a session that sends a few frames keeps a 64-byte pool; they come
-/// from ``SharedKernelRandom``, so opening sessions share one system call), then 64 per call once those are used.
+/// Masking keys from a CSPRNG (Linux `getrandom(2)`), fetched in batches so that a key costs no system call on
+/// average. A session that sends a few frames stays small: its first 16 keys (a 64-byte pool) come from
+/// ``SharedKernelRandom``, so opening sessions share one system call. A session that keeps sending gets larger
+/// batches, each four times the last: 64 keys, then 256, then 1,024 per call (a 4 KiB pool), so a stream of small
+/// messages makes one `getrandom` per 1,024 frames instead of one per 64. Every byte of a batch is used once.
 ///
 /// Not thread-safe: a value type owned by one sender (copies share nothing and draw fresh randomness, but a
 /// copy made before a refill repeats the keys still buffered, so do not copy a generator to get "another" one).
 package struct MaskingKeyGenerator: Sendable {
-    private static let firstBatchSize = 64
-    private static let batchSize = 256
+    /// The first batch (16 keys), served from ``SharedKernelRandom``.
+    package static let firstBatchSize = 64
+    /// The largest batch (1,024 keys): the pool a session that keeps sending holds.
+    package static let largestBatchSize = 4_096
     private var pool: [UInt8] = []
     private var index = 0
 
     /// Creates a generator; the first call to ``next()`` fetches the first batch.
     package init() {}
 
+    /// The size of the current batch in bytes (0 before the first key).
+    package var batchSize: Int { self.pool.count }
+
     /// The next random masking key.
+    @inline(__always)
     package mutating func next() -> MaskingKey {
-        if self.index &+ 4 > self.pool.count { self.refill() }
+        self.next(refillingWith: fillRandom)
+    }
+
+    /// The next masking key, refilling the pool with `fill` when it is used up (tests pass a deterministic source).
+    /// - Parameter fill: Fills its buffer with fresh random bytes.
+    @inline(__always)
+    package mutating func next(refillingWith fill: (UnsafeMutableRawBufferPointer) -> Void) -> MaskingKey {
+        if self.index &+ 4 > self.pool.count { self.refill(fill) }
         let i = self.index
         self.index = i &+ 4
         return self.pool.withUnsafeBufferPointer { p in MaskingKey(p[i], p[i &+ 1], p[i &+ 2], p[i &+ 3]) }
     }
 
-    private mutating func refill() {
-        let size = self.pool.isEmpty ? Self.firstBatchSize : Self.batchSize
+    @inline(never)
+    private mutating func refill(_ fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        let size =
+            self.pool.isEmpty ? Self.firstBatchSize : min(self.pool.count &* 4, Self.largestBatchSize)
         if self.pool.count != size { self.pool = [UInt8](repeating: 0, count: size) }
-        self.pool.withUnsafeMutableBytes { fillRandom($0) }
+        self.pool.withUnsafeMutableBytes { fill($0) }
         self.index = 0
     }
 }
 
-/// Fills `buffer` (at most 256 bytes) from the kernel CSPRNG: `getentropy(3)`, which is glibc's and musl's
-/// wrapper of the `getrandom(2)` system call (retrying on EINTR), falling back to ``SystemRandomNumberGenerator``
-/// where that call is unavailable. Requests under 256 bytes (a handshake key, a new session's first masking keys) are
-/// served from ``SharedKernelRandom``, so opening a session costs a fraction of a system call instead of two.
+/// Fills `buffer` from the kernel CSPRNG (`getrandom(2)`, retrying on EINTR and after a short read), falling back to
+/// ``SystemRandomNumberGenerator`` where that call is unavailable. Requests under 256 bytes (a handshake key, a new
+/// session's first masking keys) are served from ``SharedKernelRandom``, so opening a session costs a fraction of a
+/// system call instead of two.
 func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
     if buffer.count < SharedKernelRandom.capacity {
         SharedKernelRandom.fill(buffer)
@@ -167,15 +190,31 @@ func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
     }
 }
 
-/// One `getentropy` call for `buffer` (at most 256 bytes), or the standard library's generator where it fails.
-private func fillFromKernel(_ buffer: UnsafeMutableRawBufferPointer) {
+/// Fills `buffer` (any size) with `getrandom(2)`: one call up to 256 bytes, which the kernel never cuts short once
+/// its generator is seeded; a larger request may return early when a signal arrives, so the rest is asked for
+/// again (and EINTR retried). Where the call fails (ENOSYS on an ancient kernel, or a seccomp filter) the rest comes
+/// from the standard library's generator.
+func fillFromKernel(_ buffer: UnsafeMutableRawBufferPointer) {
     guard let base = buffer.baseAddress else { return }
-    #if canImport(Glibc) || canImport(Musl)
-    if getentropy(base, buffer.count) == 0 { return }
-    #endif
-    // ENOSYS on an ancient kernel, or a seccomp filter.
-    var rng = SystemRandomNumberGenerator()
     var filled = 0
+    #if canImport(CWSLinux)
+    while filled < buffer.count {
+        let result = getrandom(base + filled, buffer.count - filled, 0)
+        if result > 0 {
+            filled += result
+        } else if result < 0 && errno == EINTR {
+            continue
+        } else {
+            break
+        }
+    }
+    #else
+    while filled < buffer.count, getentropy(base + filled, min(256, buffer.count - filled)) == 0 {
+        filled += min(256, buffer.count - filled)
+    }
+    #endif
+    guard filled < buffer.count else { return }
+    var rng = SystemRandomNumberGenerator()
     while filled < buffer.count {
         let word = rng.next()
         withUnsafeBytes(of: word) { wordBytes in
@@ -190,7 +229,7 @@ private func fillFromKernel(_ buffer: UnsafeMutableRawBufferPointer) {
 /// cleared when taken. Safe to share: the bytes are independent, and what they become (masking keys, handshake
 /// nonces) is sent in clear anyway; what matters is that nobody can predict them before they are sent.
 enum SharedKernelRandom {
-    /// The most one `getentropy` call returns.
+    /// The pool's size: what one `getrandom` call returns without being cut short.
     static let capacity = 256
 
     /// The pool's storage (allocated once, never freed).

@@ -146,9 +146,12 @@ extension Logger {
         self[metadataKey: "ws.endpoint"] = .string(Self.endpoint(of: url))
     }
 
-    /// A short id for a session's log lines: 8 hex digits from the system's random source.
+    /// A short id for a session's log lines: 8 hex digits from the kernel CSPRNG, taken from the shared pool
+    /// (``SharedKernelRandom``) that handshake keys come from, so a session costs no system call of its own for it.
     static func makeSessionID() -> String {
-        let id = String(UInt32.random(in: .min ... .max), radix: 16)
+        var value: UInt32 = 0
+        withUnsafeMutableBytes(of: &value) { fillRandom($0) }
+        let id = String(value, radix: 16)
         return String(repeating: "0", count: 8 - id.count) + id
     }
 
