@@ -166,6 +166,16 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
         }
     }
 
+    /// Whether new streams may open (the server's stream limit aside): not closed, not draining.
+    var takesStreams: Bool { self.lock.withLock { _ in self.phase == .ready } }
+
+    /// Why no new stream opens here: the connection's failure, or that it stopped taking streams.
+    var noNewStreamsError: WebSocketError { self.lock.withLock { _ in self.noNewStreamsErrorLocked } }
+
+    private var noNewStreamsErrorLocked: WebSocketError {
+        self.failure ?? WebSocketError(.network, "the HTTP/2 connection to \(self.origin) no longer takes new streams")
+    }
+
     /// Opens a WebSocket stream with an extended CONNECT on a slot taken with ``reserveStream()``; returns once the
     /// server answered (any status: the session checks it). Throws ``HTTP2StreamNotProcessed`` when the server
     /// did not process the request (it may be sent again), `WebSocketError` otherwise.
@@ -177,10 +187,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
                 self.reserved -= 1
                 guard self.phase == .ready || self.phase == .starting, let session = self.session else {
                     // Nothing was sent for this session: another connection may take it.
-                    return HTTP2StreamNotProcessed(
-                        error: self.failure
-                            ?? WebSocketError(
-                                .network, "the HTTP/2 connection to \(self.origin) no longer takes new streams"))
+                    return HTTP2StreamNotProcessed(error: self.noNewStreamsErrorLocked)
                 }
                 let id = Self.withHeaderFields(request, authority: request.authority) { fields, count in
                     cws_h2_submit_request(session, fields, count, HTTP2Callbacks.readData)

@@ -141,17 +141,26 @@ final class HTTP2Pool: Sendable {
     }
 
     /// Ends the setup of `pending`: `connection` joins the pool, or `http1Reason` marks the origin HTTP/1.1 only.
+    /// Takes a stream slot on `connection` for the session that set it up, before the waiters wake; returns whether
+    /// it got one. A connection that no longer takes streams (the server closed it or sent GOAWAY meanwhile) does
+    /// not join: its retirement may already have passed the pool.
+    @discardableResult
     func finish(
         _ key: Key, _ pending: PendingHTTP2Connection, connection: HTTP2Connection?, http1Reason: String?
-    ) {
-        self.origins.withLock { origins in
+    ) -> Bool {
+        let reserved = self.origins.withLock { origins -> Bool in
             var origin = origins[key] ?? Origin()
+            defer { origins[key] = origin }
             if origin.pending === pending { origin.pending = nil }
-            if let connection { origin.connections.append(connection) }
             if let http1Reason { origin.http1Reason = http1Reason }
-            origins[key] = origin
+            guard let connection else { return false }
+            // Under the pool's lock: a retirement that follows this check reaches the pool after the append.
+            let reserved = connection.reserveStream()
+            if reserved || connection.takesStreams { origin.connections.append(connection) }
+            return reserved
         }
         pending.finish()
+        return reserved
     }
 
     /// Forgets a connection that takes no new streams.
@@ -191,7 +200,15 @@ extension CIOEngine {
             logger.debug("WebSocket over HTTP/1.1: \(reason)")
             return try await self.connectTransport(to: endpoint, options: options, alpn: Self.alpnHTTP1)
         }
+        // Every request the server did not process (a refused stream, a connection set up for this session that
+        // stopped taking streams before the request went out) counts: the session tries again a bounded number
+        // of times, never on an endless series of connections.
         var refusals = 0
+        func notProcessed(_ error: WebSocketError) throws {
+            refusals += 1
+            guard refusals <= Self.http2Retries else { throw error }
+            logger.debug("HTTP/2 stream not processed, trying again (\(refusals)): \(error)")
+        }
         while true {
             switch self.http2Pool.plan(key) {
             case .use(let connection):
@@ -199,10 +216,8 @@ extension CIOEngine {
                     return try await connection.openStream(request, timeout: options.connectTimeout)
                 } catch let refused as HTTP2StreamNotProcessed {
                     // The server did not process the request: safe to send it again, on this connection or
-                    // another, a bounded number of times.
-                    refusals += 1
-                    guard refusals <= Self.http2Retries else { throw refused.error }
-                    logger.debug("HTTP/2 stream not processed, trying again (\(refusals)): \(refused.error)")
+                    // another.
+                    try notProcessed(refused.error)
                 }
             case .wait(let pending):
                 await pending.wait()
@@ -247,13 +262,25 @@ extension CIOEngine {
                     return try await fallback(reason)
                 }
                 logger.debug("HTTP/2 connection ready for WebSockets")
-                self.http2Pool.finish(key, pending, connection: connection, http1Reason: nil)
+                // The session that set the connection up opens its stream there, ahead of the waiters.
+                if self.http2Pool.finish(key, pending, connection: connection, http1Reason: nil) {
+                    do {
+                        return try await connection.openStream(request, timeout: options.connectTimeout)
+                    } catch let refused as HTTP2StreamNotProcessed {
+                        try notProcessed(refused.error)
+                    }
+                } else {
+                    // Closed or GOAWAY between its SETTINGS and this session's request (e.g. a server's idle
+                    // timeout while this process stalled): the server saw no request.
+                    try notProcessed(connection.noNewStreamsError)
+                }
             }
         }
     }
 
     /// How many times an opening session tries again after the server did not process its stream
-    /// (REFUSED_STREAM, a GOAWAY below it, a connection that stopped taking streams before the request went out).
+    /// (REFUSED_STREAM, a GOAWAY below it, a connection that stopped taking streams before the request went out,
+    /// including a new connection closed before its first stream).
     static let http2Retries = 3
 
     /// ALPN `h2`, `http/1.1` (wire format).

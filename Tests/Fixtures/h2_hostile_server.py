@@ -13,6 +13,10 @@ and answers an extended CONNECT with 200, except:
   `refuse`        as `script`, but resets the connection's first extended CONNECT with RST_STREAM REFUSED_STREAM
   `goaway-first`  as `script`, but answers the first extended CONNECT of the first TCP connection with GOAWAY
                   (NO_ERROR, last stream 0: not processed) and closes that connection
+  `goaway-settings-first`  as `script`, but the first TCP connection sends GOAWAY (NO_ERROR, last stream 0) with its
+                  SETTINGS, before any request, and processes none (as a server closing a connection that stayed idle)
+  `goaway-settings`  every TCP connection does what the first one does in `goaway-settings-first`
+In every mode each accepted TCP connection writes `connection N` to stderr before its SETTINGS.
 In the other modes (`script`, `limit2`, `reject`, `refuse`, `goaway-first`, `flood`) each WebSocket stream echoes the client's (small, masked) frames, and these texts act:
   `rst`           the server resets this stream (RST_STREAM INTERNAL_ERROR)
   `goaway`        the server sends GOAWAY (NO_ERROR, last stream = the newest); open streams go on
@@ -98,8 +102,11 @@ async def handle(reader, writer):
     if MODE == "limit2":
         settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2
     connection.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+    print("connection %d" % connections[0], file=sys.stderr, flush=True)
     connection.initiate_connection()
-    writer.write(connection.data_to_send())
+    # Written by hand, as for `goaway`, in one write with the SETTINGS (one TLS record): the client sees both at once.
+    gone = MODE == "goaway-settings" or (MODE == "goaway-settings-first" and connections[0] == 1)
+    writer.write(connection.data_to_send() + (frame(7, 0, 0, struct.pack(">II", 0, 0)) if gone else b""))
     buffers = {}
     resets = []  # error codes of the client's RST_STREAMs on this connection
     reset_waiters = []  # streams waiting for the answer to `waitreset`
@@ -111,6 +118,8 @@ async def handle(reader, writer):
             for event in connection.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
                     sid = event.stream_id
+                    if gone:
+                        continue  # Above the GOAWAY's last stream: not processed.
                     if MODE == "huge-headers":
                         block = b"\x88" + b"".join(literal(b"x-big-%d" % i, b"a" * 500) for i in range(2100))
                         writer.write(frame(1, 0, sid, block[:16384]))

@@ -159,6 +159,9 @@ if os.environ.get("H2_SERVER_DEBUG"):
     import logging
     logging.basicConfig(level=logging.DEBUG)
 config.graceful_timeout = 0.1
+# Hypercorn closes a connection without streams after 5 s, the time between its SETTINGS and the first request
+# included: a test process stalled that long under load would open a second connection. Off (an hour).
+config.keep_alive_timeout = 3600
 
 print(listener.getsockname()[1], flush=True)
 threading.Thread(target=watch_stdin, daemon=True).start()

@@ -18,6 +18,7 @@ stdout, one line each, flushed:
     PORTS <n> [<n> ...]               every listening port (--ports, default 1), once all listen
     PROXY <n>                         with --proxy: the port of an https:// CONNECT proxy (after PORTS)
     SESSION <port> reused=<0|1>       a WebSocket session opened on that port over a resumed (1) or full (0) handshake
+    CONNECTION <port> reused=<0|1>    with --http2: a TLS connection accepted on that port (before its sessions)
     TUNNEL reused=<0|1> <host:port>   with --proxy: a TLS connection to the proxy asked for a tunnel to host:port
 The server exits when stdin reaches EOF.
 
@@ -28,6 +29,9 @@ over TLS, with a server context of its own and the same certificate) that tunnel
 --http2). --http2 serves with Hypercorn instead:
 ALPN h2 and http/1.1, WebSockets over HTTP/2 (RFC 8441) and HTTP/1.1; --max-streams sets the HTTP/2
 SETTINGS_MAX_CONCURRENT_STREAMS (1 makes a client open a second connection for a second concurrent session).
+Hypercorn's keep-alive timeout is off (an hour): it closes a connection that carries no stream for 5 s, the time
+between its SETTINGS and the first request included, so a test process stalled that long under load would see its
+first connection closed and open another one, which resumes.
 """
 
 from __future__ import annotations
@@ -201,7 +205,10 @@ def serve_hypercorn(args: argparse.Namespace, sockets: list[socket.socket]) -> N
     async def recording_run(self) -> None:
         peer = self.writer.get_extra_info("peername")
         if peer is not None:
-            handshakes[(peer[0], peer[1])] = self.writer.get_extra_info("ssl_object")
+            ssl_object = self.writer.get_extra_info("ssl_object")
+            handshakes[(peer[0], peer[1])] = ssl_object
+            port = self.writer.get_extra_info("sockname")[1]
+            say(f"CONNECTION {port} reused={int(bool(ssl_object and ssl_object.session_reused))}")
         await original_run(self)
 
     tcp_server.TCPServer.run = recording_run
@@ -244,6 +251,7 @@ def serve_hypercorn(args: argparse.Namespace, sockets: list[socket.socket]) -> N
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 0.1
+    config.keep_alive_timeout = 3600  # See the module's comment.
     # One SSLContext for every port (Hypercorn makes one per server from this method).
     shared = config.create_ssl_context()
     if args.max_version:

@@ -467,6 +467,57 @@ struct HostileHTTP2Tests {
         await client.close()
     }
 
+    @Test("a new connection that takes no stream (GOAWAY with its SETTINGS): the session opens on the next one")
+    func goAwayBeforeFirstStream() async throws {
+        let peer = try await HypercornPeer.hostile("goaway-settings-first")
+        let engine = CIOEngine(
+            configuration: .init(
+                eventLoopCount: 1, tls: .init(trustRoots: .file(try await TestCertificates.load().caCertificate)),
+                http2: .init(mode: .required)))
+        let client = WebSocketClient(engine: engine)
+        let session = try await client.webSocketSession(peer.url)
+        #expect(session.httpVersion == .http2)
+        try await session.send("stats")
+        #expect(try await session.receiveText() == "connections=2")
+        // The first connection never joins the pool (its retirement may have passed the pool before it was ready).
+        #expect(engine.http2Pool.connectionCount("localhost:\(peer.port)") == 1)
+        await session.close()
+        await client.close()
+    }
+
+    @Test("new connections that never take a stream: the opening gives up after the retries, not endlessly")
+    func goAwayBeforeFirstStreamEveryTime() async throws {
+        let peer = try await HypercornPeer.hostile("goaway-settings")
+        let client = try await http2Client(.required)
+        // Bounded here too, so that an opening that tries for ever fails this test rather than hanging the suite.
+        let outcome = await withTaskGroup(of: (any Error)??.self) { group in
+            group.addTask {
+                do {
+                    try await client.webSocketSession(peer.url).close()
+                    return .some(nil)
+                } catch {
+                    return error
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(30))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        let ended = try #require(outcome, "the opening did not end within 30 s")
+        let error = try #require(
+            ended as? WebSocketError, "the opening succeeded or failed otherwise: \(String(describing: ended))")
+        #expect(error.code == .network, "\(error)")
+        let accepted = try String(contentsOfFile: peer.logPath, encoding: .utf8).split(separator: "\n")
+            .filter { $0.hasPrefix("connection ") }
+        // The first connection, then one per retry.
+        #expect(accepted.count == 1 + CIOEngine.http2Retries, "\(accepted)")
+        await client.close()
+    }
+
     @Test("a client close ends the stream on the DATA frame that carries the close frame")
     func closeCarriesEndStream() async throws {
         let peer = try await HypercornPeer.hostile("script")
