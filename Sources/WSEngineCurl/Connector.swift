@@ -1,21 +1,23 @@
-// One connect attempt, driven by libcurl's multi-socket API on the engine's loop thread.
+// One connect attempt, driven by libcurl's multi-socket API on the engine's loop thread (see ConnectMulti).
 //
-// Each connect gets its OWN multi handle. libcurl looks a CONNECT_ONLY connection up in the connection pool of the
-// multi handle the easy handle is added to, on every curl_easy_send/curl_easy_recv, and removing the easy handle
-// from that multi closes the connection (multi.c: "Better close the connection here, at once"). So the easy handle
-// stays added for the connection's whole life, and if several connections shared one multi, a curl_easy_send from
-// a writer thread would walk a pool that the loop thread is changing in curl_multi_socket_action for another
-// connect. With one multi per connection, the easy handle + multi pair is used by exactly one thread at a time: the
-// loop while connecting, then whoever holds the transport's lock. The cost is a few KiB per connection and no DNS
-// cache between connections; TLS sessions and the trust store are shared through the engine's SharedTLS instead
-// (a share handle and one X509_STORE, see SharedTLS.swift), which a per-connection multi handle does not prevent.
+// A connect with TLS on its path (wss://, or an https:// proxy) gets its OWN multi handle. libcurl looks a
+// CONNECT_ONLY connection up in the connection pool of the multi handle the easy handle is added to, on every
+// curl_easy_send/curl_easy_recv, and removing the easy handle from that multi closes the connection (multi.c:
+// "Better close the connection here, at once"). So the easy handle stays added for the connection's whole life, and
+// if several such connections shared one multi, a curl_easy_send from a writer thread would walk a pool that the loop
+// thread is changing in curl_multi_socket_action for another connect. With one multi per connection, the easy handle
+// + multi pair is used by exactly one thread at a time: the loop while connecting, then whoever holds the transport's
+// lock. TLS sessions and the trust store are shared through the engine's SharedTLS instead (a share handle and one
+// X509_STORE, see SharedTLS.swift).
 //
-// Flow: curl_multi_add_handle → libcurl asks for sockets (CURLMOPT_SOCKETFUNCTION) and timeouts
-// (CURLMOPT_TIMERFUNCTION) → the loop calls curl_multi_socket_action on their events → CURLMSG_DONE: with
-// CURLE_OK the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a
-// CurlTransport takes over; otherwise the CURLcode is mapped to a WebSocketError. With no TLS on the path
-// (`takesSocketOver`), libcurl is kept from closing that socket (CURLOPT_CLOSESOCKETFUNCTION, CurlSocketKeeper), both
-// handles are cleaned up at once, and the transport reads and writes the socket itself.
+// A connect with no TLS on its path (`takesSocketOver`: ws:// directly or through an http:// or SOCKS proxy) is
+// driven by its loop's shared multi handle instead: libcurl is used for it only while connecting, on the loop thread.
+// Once connected, its easy handle is removed (libcurl closes the connection through the close-socket callback, which
+// keeps the socket) and cleaned up, and the transport reads and writes the socket itself.
+//
+// Flow: curl_multi_add_handle → libcurl asks for sockets and timeouts (ConnectMulti) → CURLMSG_DONE: with CURLE_OK
+// the connection (TCP, proxy CONNECT, TLS) is up, CURLINFO_ACTIVESOCKET names its socket, and a CurlTransport takes
+// over; otherwise the CURLcode is mapped to a WebSocketError.
 import CWSCurl
 import CWSLinux
 import Glibc
@@ -23,26 +25,6 @@ import Logging
 import Synchronization
 import WSCore
 import WSPosix
-
-/// One socket libcurl asked the loop to watch while connecting.
-final class SocketWatch: LoopRegistrant, @unchecked Sendable {  // Loop thread only.
-    unowned let connector: CurlConnector
-    let fd: Int32
-    /// The epoll events currently requested; 0 when not registered.
-    var events: UInt32 = 0
-    /// Cleared when libcurl no longer wants the socket; stale events are then ignored.
-    var active = true
-
-    init(connector: CurlConnector, fd: Int32) {
-        self.connector = connector
-        self.fd = fd
-    }
-
-    override func handleEvents(_ events: UInt32) {
-        guard self.active else { return }
-        self.connector.socketEvent(fd: self.fd, events: events)
-    }
-}
 
 /// Drives one `connect(to:options:)` on its loop and resumes the caller's continuation exactly once.
 final class CurlConnector: @unchecked Sendable {  // Mutable state confined to the loop thread.
@@ -69,8 +51,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
     private var continuation: CheckedContinuation<CurlTransport, any Error>?
     private var phase = Phase.idle
     private var handles: CurlHandles?
-    private var watches: [Int32: SocketWatch] = [:]
-    private var curlTimer: LoopTimer?
+    /// The multi handle driving this connect: the loop's shared one, or its own (see the file comment).
+    private var driver: ConnectMulti?
     private var deadline: LoopTimer?
     private var cancelledEarly = false
     /// ``EngineConnectOptions/progress``: libcurl does the steps inside one call, so they are reported together.
@@ -178,8 +160,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                 WebSocketError(
                     .timedOut, "connecting to \(self.hostPort) timed out after \(self.timeout.secondsText) s"))
         }
-        guard let handles = self.handles else { return }
-        let added = curl_multi_add_handle(handles.multi, handles.easy)
+        guard let handles = self.handles, let driver = self.driver else { return }
+        let added = driver.add(self, easy: handles.easy)
         if added != CURLM_OK {
             self.fail(
                 WebSocketError(
@@ -225,22 +207,24 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                 error: WebSocketError(
                     .tlsFailure, "TLS configuration: invalid server name override '\(serverName)'"))
         }
-        let easy = curl_easy_init()
-        let multi = curl_multi_init()
-        guard let easy, let multi else {
-            if let easy { curl_easy_cleanup(easy) }
-            if let multi { _ = curl_multi_cleanup(multi) }
-            throw CurlOptionError(
-                error: WebSocketError(
-                    .network, "cannot connect to \(self.hostPort): libcurl is out of memory"))
+        let outOfMemory = CurlOptionError(
+            error: WebSocketError(.network, "cannot connect to \(self.hostPort): libcurl is out of memory"))
+        let driver = self.takesSocketOver ? self.loop.sharedConnectMulti : ConnectMulti(loop: self.loop, shared: false)
+        guard let driver else { throw outOfMemory }
+        self.driver = driver
+        guard let easy = curl_easy_init() else {
+            if !driver.shared { driver.close() }
+            throw outOfMemory
         }
+        liveCurlEasyHandles.add(1, ordering: .relaxed)
         let errorBuffer = ErrorBuffer.allocate()
         var debugContext: UnsafeMutableRawPointer?
         if self.configuration.verbose {
             debugContext = Unmanaged.passRetained(CurlDebugContext(logger: self.logger)).toOpaque()
         }
-        self.handles = CurlHandles(easy: easy, multi: multi, errorBuffer: errorBuffer, debugContext: debugContext)
-        liveCurlHandlePairs.add(1, ordering: .relaxed)
+        // From here on, the handles (and a private multi handle) are released with them by `fail`.
+        self.handles = CurlHandles(
+            easy: easy, multi: driver.shared ? nil : driver.multi, errorBuffer: errorBuffer, debugContext: debugContext)
 
         let options = EasyOptions(easy: easy)
         let configuration = self.configuration
@@ -260,11 +244,9 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             }
             self.handles?.connectTo = list
         }
-        if self.takesSocketOver {
+        if driver.shared {
             // libcurl closes its sockets through this callback, so the one the transport takes over stays open.
-            let keeper = CurlSocketKeeper()
-            let code = cws_curl_setopt_closesocket(
-                easy, closeSocketCallback, Unmanaged.passUnretained(keeper).toOpaque())
+            let code = driver.keepSockets(of: easy)
             guard code == CURLE_OK else {
                 throw CurlOptionError(
                     error: WebSocketError(
@@ -272,7 +254,6 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
                         "libcurl \(LoadedCurl.version) rejected CURLOPT_CLOSESOCKETFUNCTION: "
                             + String(cString: curl_easy_strerror(code))))
             }
-            self.handles?.socketKeeper = keeper
         }
         // Connect (resolve, TCP, proxy CONNECT, TLS) and stop: WSCore sends the upgrade request itself.
         try options.set(CURLOPT_CONNECT_ONLY, 1, "CURLOPT_CONNECT_ONLY")
@@ -286,7 +267,8 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         // ALPN offers only http/1.1: a server that picked h2 would not understand our HTTP/1.1 upgrade.
         try options.set(CURLOPT_HTTP_VERSION, cws_curl_http_version_1_1(), "CURLOPT_HTTP_VERSION")
         // Not CURLOPT_FORBID_REUSE: libcurl would close the connection as soon as the CONNECT_ONLY transfer is
-        // done. No other transfer ever uses this connection's private multi handle anyway.
+        // done. A fresh connection every time: no connect reuses another's (libcurl does not reuse a CONNECT_ONLY
+        // connection either, and removes it from the shared multi at once).
         try options.set(CURLOPT_FRESH_CONNECT, 1, "CURLOPT_FRESH_CONNECT")
         if let legacy = configuration.legacyProxy {
             // The deprecated string settings: libcurl's own rules, as before.
@@ -351,19 +333,6 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             if code == CURLE_OK { try options.set(CURLOPT_VERBOSE, 1, "CURLOPT_VERBOSE") }
         }
 
-        // The multi handle calls back into this connector, which the loop keeps alive while connecting.
-        cws_curl_multi_set_userdata(multi, Unmanaged.passUnretained(self).toOpaque())
-        _ = cws_curl_multi_set_socketfunction(multi) { _, fd, what, userdata, _ in
-            guard let userdata else { return 0 }
-            Unmanaged<CurlConnector>.fromOpaque(userdata).takeUnretainedValue().curlWantsSocket(fd: fd, what: what)
-            return 0
-        }
-        _ = cws_curl_multi_set_timerfunction(multi) { _, timeoutMilliseconds, userdata in
-            guard let userdata else { return 0 }
-            Unmanaged<CurlConnector>.fromOpaque(userdata).takeUnretainedValue()
-                .curlWantsTimer(milliseconds: timeoutMilliseconds)
-            return 0
-        }
         self.logger.debug(
             "connecting with libcurl",
             metadata: [
@@ -373,90 +342,23 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             ])
     }
 
-    // MARK: libcurl callbacks (loop thread, from inside curl_multi_* calls)
-
-    /// CURLMOPT_SOCKETFUNCTION: watch `fd` for `what` (CURL_POLL_IN/OUT/INOUT), or stop (CURL_POLL_REMOVE).
-    fileprivate func curlWantsSocket(fd: Int32, what: Int32) {
-        var events: UInt32 = 0
-        switch what {
-        case CURL_POLL_IN: events = EPOLLIN.rawValue
-        case CURL_POLL_OUT: events = EPOLLOUT.rawValue
-        case CURL_POLL_INOUT: events = EPOLLIN.rawValue | EPOLLOUT.rawValue
-        default: events = 0
-        }
-        if events == 0 {
-            self.unwatch(fd)
-            return
-        }
-        let watch: SocketWatch
-        if let existing = self.watches[fd] {
-            watch = existing
-        } else {
-            watch = SocketWatch(connector: self, fd: fd)
-            self.watches[fd] = watch
-        }
-        guard watch.events != events else { return }
-        let result = self.loop.setInterest(fd: fd, events: events, registered: watch.events != 0, data: watch.epollData)
-        if result == 0 {
-            watch.events = events
-        } else {
-            let error = systemError("epoll_ctl", result)
-            self.logger.debug("cannot watch a socket", metadata: ["ws.error": "\(error)"])
-            // Failing from inside a libcurl callback is not allowed: fail right after this callback.
-            self.loop.execute { [self] in
-                self.fail(
-                    WebSocketError(
-                        .network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
-            }
-        }
-    }
-
-    /// CURLMOPT_TIMERFUNCTION: call curl_multi_socket_action(CURL_SOCKET_TIMEOUT) after `milliseconds`
-    /// (-1: no timeout). Never calls libcurl from inside the callback.
-    fileprivate func curlWantsTimer(milliseconds: Int) {
-        self.curlTimer?.cancel()
-        self.curlTimer = nil
-        guard milliseconds >= 0 else { return }
-        self.curlTimer = self.loop.schedule(afterNanoseconds: UInt64(milliseconds) &* 1_000_000) { [self] in
-            self.curlTimer = nil
-            self.drive(fd: cws_curl_socket_timeout(), mask: 0)
-        }
-    }
-
-    private func unwatch(_ fd: Int32) {
-        guard let watch = self.watches.removeValue(forKey: fd) else { return }
-        watch.active = false
-        _ = self.loop.setInterest(fd: fd, events: 0, registered: watch.events != 0, data: watch.epollData)
-        watch.events = 0
-        self.loop.retire(watch)
-    }
-
     // MARK: Driving libcurl (loop thread)
 
-    /// An epoll event on a watched socket.
-    fileprivate func socketEvent(fd: Int32, events: UInt32) {
-        var mask: Int32 = 0
-        if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 { mask |= CURL_CSELECT_IN }
-        if events & EPOLLOUT.rawValue != 0 { mask |= CURL_CSELECT_OUT }
-        if events & EPOLLERR.rawValue != 0 { mask |= CURL_CSELECT_ERR }
-        self.drive(fd: fd, mask: mask)
+    /// The multi handle failed (ConnectMulti).
+    func multiFailed(_ text: String) {
+        self.fail(WebSocketError(.network, "connecting to \(self.hostPort) failed: curl_multi_socket_action: \(text)"))
     }
 
-    private func drive(fd: Int32, mask: Int32) {
+    /// A socket libcurl asked for could not be watched (ConnectMulti; called right after the callback).
+    func cannotWatch(error: SystemError) {
+        self.logger.debug("cannot watch a socket", metadata: ["ws.error": "\(error)"])
+        self.fail(
+            WebSocketError(.network, "cannot watch a socket for \(self.hostPort): \(error.text)", underlying: error))
+    }
+
+    /// libcurl's CURLMSG_DONE for this connect (ConnectMulti).
+    func transferDone(_ result: CURLcode) {
         guard case .connecting = self.phase, let handles = self.handles else { return }
-        var running: Int32 = 0
-        let code = curl_multi_socket_action(handles.multi, fd, mask, &running)
-        guard code == CURLM_OK else {
-            self.fail(
-                WebSocketError(
-                    .network,
-                    "connecting to \(self.hostPort) failed: curl_multi_socket_action: "
-                        + String(cString: curl_multi_strerror(code))))
-            return
-        }
-        var easy: UnsafeMutableRawPointer?
-        var result = CURLE_OK
-        guard cws_curl_multi_next_done(handles.multi, &easy, &result) != 0 else { return }
         if result == CURLE_OK {
             self.connected(handles)
         } else {
@@ -502,17 +404,23 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
 
     // MARK: Completion (loop thread)
 
-    /// Turns libcurl's callbacks off and forgets every watched socket.
+    /// Stops the deadline; a private multi handle's callbacks are turned off and its sockets forgotten.
     private func detachFromCurl() {
-        if let handles = self.handles {
-            _ = cws_curl_multi_set_socketfunction(handles.multi, nil)
-            _ = cws_curl_multi_set_timerfunction(handles.multi, nil)
-        }
-        for fd in Array(self.watches.keys) { self.unwatch(fd) }
-        self.curlTimer?.cancel()
-        self.curlTimer = nil
+        if let driver = self.driver, !driver.shared { driver.detach() }
         self.deadline?.cancel()
         self.deadline = nil
+    }
+
+    /// Removes the easy handle from the loop's shared multi handle (closing its connection's sockets except `fd`),
+    /// then releases the handles.
+    /// - Returns: `false` if libcurl kept the connection of `fd` (see ``ConnectMulti/remove(_:keeping:)``).
+    @discardableResult
+    private func release(_ handles: CurlHandles, keeping fd: Int32 = -1) -> Bool {
+        var released = true
+        if let driver = self.driver, driver.shared { released = driver.remove(handles.easy, keeping: fd) }
+        self.driver = nil
+        handles.cleanup()
+        return released
     }
 
     private func connected(_ handles: CurlHandles) {
@@ -537,20 +445,32 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
             if self.endpoint.secure { progress(.tlsEstablished) }
         }
         let transport: CurlTransport
-        if let keeper = handles.socketKeeper {
+        if handles.multi == nil {
             // No TLS on the path: the socket is a plain TCP stream from here on (libcurl read a proxy's CONNECT reply
             // byte by byte and SOCKS replies by their exact length, and the server has not been sent anything yet,
             // so no byte of it is inside libcurl). Keep the socket and release the handles now; no trace of their
             // cleanup is logged, as it closes nothing.
-            keeper.kept = fd
             _ = cws_curl_setopt_long(handles.easy, CURLOPT_VERBOSE, 0)
-            handles.cleanup()
+            var owned = fd
+            if !self.release(handles, keeping: fd) {
+                // libcurl kept its connection (not 8.x's behaviour) and will close this socket itself some time: the
+                // transport gets a descriptor of its own for it.
+                owned = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                guard owned >= 0 else {
+                    let error = systemError("fcntl", errno)
+                    continuation.resume(
+                        throwing: WebSocketError(
+                            .network, "connecting to \(self.hostPort) failed: \(error.text)", underlying: error))
+                    return
+                }
+            }
             self.logger.debug("took the socket over from libcurl; its handles are released")
             transport = CurlTransport(
-                loop: self.loop, handles: nil, fd: fd, shortReadDrains: true, endpoint: self.hostPort,
+                loop: self.loop, handles: nil, fd: owned, shortReadDrains: true, endpoint: self.hostPort,
                 logger: self.logger, closeGraceNanoseconds: CurlEngine.closeGracePeriod.clampedNanoseconds,
                 closeFlushNanoseconds: CurlEngine.closeFlushTimeout.clampedNanoseconds)
         } else {
+            self.driver = nil  // The private multi handle lives on in `handles`.
             // Plain TCP with no proxy (known only from libcurl 8.7 on): libcurl's reads are recv(2)s, unbuffered.
             var usedProxy = 1
             let proxyKnown = cws_curl_getinfo_used_proxy(handles.easy, &usedProxy) == CURLE_OK
@@ -572,8 +492,11 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         self.detachFromCurl()
         if let handles = self.handles {
             self.handles = nil
-            handles.cleanup()
+            self.release(handles)
+        } else if let driver = self.driver, !driver.shared {
+            driver.close()  // Set up failed before the easy handle existed.
         }
+        self.driver = nil
         self.loop.remove(self)
         if let continuation = self.continuation {
             self.continuation = nil

@@ -109,33 +109,26 @@ struct ErrorBuffer: @unchecked Sendable {  // Guarded like its easy handle (see 
     func deallocate() { self.pointer.deallocate() }
 }
 
-/// The easy and multi handle pairs alive in this process (connects in progress, and connections whose socket
-/// libcurl still carries).
-let liveCurlHandlePairs = Atomic<Int>(0)
+/// The easy handles alive in this process (connects in progress, and connections that keep libcurl's handles).
+let liveCurlEasyHandles = Atomic<Int>(0)
+/// The multi handles alive in this process: one per connection that keeps libcurl's handles (and per such connect in
+/// progress), plus one per event loop that has made a connect without TLS on its path (``ConnectMulti``).
+let liveCurlMultiHandles = Atomic<Int>(0)
+/// The multi handles this process has created so far (for tests: plain connects must not create one each).
+let createdCurlMultiHandles = Atomic<Int>(0)
+/// Taken-over connections whose libcurl connection was not closed when their easy handle was removed from the shared
+/// multi handle (their transport then got a duplicate of the socket; for tests, which expect none).
+let curlConnectionsKeptByLibcurl = Atomic<Int>(0)
 
-/// CURLOPT_CLOSESOCKETDATA of a connection whose socket the engine may take over from libcurl: libcurl closes every
-/// socket it opened through ``closeSocketCallback``, which closes them all except ``kept``.
-final class CurlSocketKeeper: @unchecked Sendable {  // Loop thread: set, and libcurl's callbacks, happen there.
-    /// The socket the transport took over, which libcurl must leave open; -1 before.
-    var kept: Int32 = -1
-}
-
-/// CURLOPT_CLOSESOCKETFUNCTION: what libcurl calls instead of close(2) for a socket it opened.
-let closeSocketCallback: curl_closesocket_callback = { clientp, socket in
-    if let clientp, Unmanaged<CurlSocketKeeper>.fromOpaque(clientp).takeUnretainedValue().kept == socket { return 0 }
-    return Glibc.close(socket)
-}
-
-/// The easy handle and its own multi handle (see CurlConnector for why each connection has one).
+/// An easy handle, and the connection's own multi handle when it has one (see CurlConnector for which do).
 struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then the CurlTransport's `state` Mutex.
     let easy: UnsafeMutableRawPointer
-    let multi: UnsafeMutableRawPointer
+    /// The connection's own multi handle; `nil` when the easy handle is driven by its loop's shared
+    /// ``ConnectMulti``, which it must have been removed from before ``cleanup()``.
+    let multi: UnsafeMutableRawPointer?
     let errorBuffer: ErrorBuffer
     /// The retained CurlDebugContext passed as CURLOPT_DEBUGDATA, or `nil` when not verbose.
     let debugContext: UnsafeMutableRawPointer?
-    /// The CURLOPT_CLOSESOCKETDATA of a connection without TLS (see ``CurlSocketKeeper``); `nil` otherwise. Held
-    /// here so that it outlives every libcurl callback (the last come from ``cleanup()``).
-    var socketKeeper: CurlSocketKeeper? = nil
     /// The CURLOPT_CONNECT_TO list (a server name override), freed after the easy handle; `nil` when not set.
     var connectTo: UnsafeMutablePointer<curl_slist>? = nil
     /// The engine's share handle (CURLOPT_SHARE), held so that it outlives the easy handle; `nil` when not used.
@@ -143,21 +136,25 @@ struct CurlHandles: @unchecked Sendable {  // Loop thread while connecting, then
     /// The engine's trust store (CURLOPT_SSL_CTX_DATA), held while libcurl may still hand it to an SSL_CTX.
     var trustStore: SharedTrustStore? = nil
 
-    /// Releases everything: removes the easy handle from its multi (which closes a CONNECT_ONLY connection at once;
-    /// libcurl treats such connections as aborted, so no TLS close_notify is sent, and closes the socket unless a
-    /// transport took it over through ``socketKeeper``), then cleans up both handles.
+    /// Releases everything: removes the easy handle from its own multi (which closes a CONNECT_ONLY connection at
+    /// once; libcurl treats such connections as aborted, so no TLS close_notify is sent), then cleans up the handles.
     func cleanup() {
-        _ = cws_curl_multi_set_socketfunction(self.multi, nil)
-        _ = cws_curl_multi_set_timerfunction(self.multi, nil)
-        _ = curl_multi_remove_handle(self.multi, self.easy)
+        if let multi = self.multi {
+            _ = cws_curl_multi_set_socketfunction(multi, nil)
+            _ = cws_curl_multi_set_timerfunction(multi, nil)
+            _ = curl_multi_remove_handle(multi, self.easy)
+        }
         curl_easy_cleanup(self.easy)
-        _ = curl_multi_cleanup(self.multi)
+        liveCurlEasyHandles.subtract(1, ordering: .relaxed)
+        if let multi = self.multi {
+            _ = curl_multi_cleanup(multi)
+            liveCurlMultiHandles.subtract(1, ordering: .relaxed)
+        }
         if let connectTo = self.connectTo { curl_slist_free_all(connectTo) }
         self.errorBuffer.deallocate()
         if let debugContext = self.debugContext {
             Unmanaged<CurlDebugContext>.fromOpaque(debugContext).release()
         }
-        liveCurlHandlePairs.subtract(1, ordering: .relaxed)
     }
 }
 

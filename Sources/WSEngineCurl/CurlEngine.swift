@@ -196,9 +196,20 @@ public final class CurlEngine: WebSocketEngine, LoopHoldWatchingEngine {
     /// The version of the libcurl loaded into this process, e.g. `8.14.1`.
     public static var libcurlVersion: String { LoadedCurl.version }
 
-    /// The libcurl easy and multi handle pairs alive in this process: connects in progress, and open connections
-    /// whose socket libcurl carries (for tests).
-    package static var liveHandlePairs: Int { liveCurlHandlePairs.load(ordering: .relaxed) }
+    /// The libcurl easy handles alive in this process: connects in progress, and open connections whose socket
+    /// libcurl carries (for tests).
+    package static var liveEasyHandles: Int { liveCurlEasyHandles.load(ordering: .relaxed) }
+
+    /// The libcurl multi handles alive in this process: one per connection (or connect) that keeps libcurl's
+    /// handles, and one per event loop that has connected without TLS on the path (for tests).
+    package static var liveMultiHandles: Int { liveCurlMultiHandles.load(ordering: .relaxed) }
+
+    /// The libcurl multi handles created in this process so far (for tests).
+    package static var createdMultiHandles: Int { createdCurlMultiHandles.load(ordering: .relaxed) }
+
+    /// Connections whose socket was taken over but whose libcurl connection outlived the removal of their easy handle
+    /// from the loop's multi handle (for tests: none with libcurl 8.x).
+    package static var connectionsKeptByLibcurl: Int { curlConnectionsKeptByLibcurl.load(ordering: .relaxed) }
 
     /// Whether `transport` (one of this engine's) moves its bytes on its own socket, libcurl's handles released;
     /// `nil` for another engine's transport (for tests).

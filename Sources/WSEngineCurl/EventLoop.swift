@@ -1,7 +1,8 @@
 // The Curl engine's one epoll loop (the thread, wakeups, tasks and timers are WSPosix's PosixEventLoop). It drives
 // two kinds of registrants:
 // - while connecting, the sockets libcurl asks for through CURLMOPT_SOCKETFUNCTION (one SocketWatch each, with the
-//   events libcurl wants), plus libcurl's timeouts (CURLMOPT_TIMERFUNCTION) on the loop's timer heap;
+//   events libcurl wants), plus libcurl's timeouts (CURLMOPT_TIMERFUNCTION) on the loop's timer heap, for the loop's
+//   shared multi handle and for each connect that has its own (see ConnectMulti);
 // - once connected, the transport's socket (CURLINFO_ACTIVESOCKET), LEVEL-TRIGGERED, with an interest set that
 //   follows the transport's state: EPOLLIN while reading is wanted, EPOLLOUT while bytes are queued, and no
 //   registration at all when neither is (so EPOLLHUP/EPOLLERR of a paused idle socket cannot spin the loop).
@@ -33,6 +34,8 @@ final class CurlLoopDispatcher: EventLoopDispatcher {
     var registrants = LoopRegistrants<CurlConnector, CurlTransport, WebSocketError>()
     /// Scratch iovecs for the `sendmsg` of transports that own their socket, made on the first use.
     private var iovecs: IOVecScratch?
+    /// The multi handle of the loop's connects without TLS on their path, made on the first one.
+    var connectMulti: ConnectMulti?
 
     /// The scratch iovecs (loop thread only).
     var iovecScratch: IOVecScratch {
@@ -53,6 +56,12 @@ final class CurlLoopDispatcher: EventLoopDispatcher {
         }
     }
 
+    /// Cleans up the shared multi handle (every connect has finished by now).
+    func loopDidEnd() {
+        self.connectMulti?.close()
+        self.connectMulti = nil
+    }
+
     func fail(_ connector: CurlConnector, stopping reason: WebSocketError) { connector.fail(reason) }
     func finish(_ transport: CurlTransport, stopping reason: WebSocketError) {
         transport.finish(error: reason)
@@ -67,6 +76,15 @@ extension PosixEventLoop where Dispatcher == CurlLoopDispatcher {
         } catch {
             preconditionFailure("cannot start the Curl event loop: \(systemError(error.call, error.code))")
         }
+    }
+
+    /// The loop's shared multi handle for connects without TLS on their path, made on the first use; `nil` when
+    /// libcurl is out of memory (loop thread only).
+    var sharedConnectMulti: ConnectMulti? {
+        if let multi = self.dispatcher.connectMulti { return multi }
+        let multi = ConnectMulti(loop: self, shared: true)
+        self.dispatcher.connectMulti = multi
+        return multi
     }
 
     /// Scratch iovecs for `sendmsg` batching (loop thread only).

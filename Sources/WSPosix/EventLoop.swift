@@ -90,6 +90,14 @@ final class TimerCancellations: Sendable {
     func fail(_ connector: Connector, stopping reason: StopReason)
     /// Aborts an open transport because the loop stops.
     func finish(_ transport: Transport, stopping reason: StopReason)
+    /// Called once on the loop thread when the loop has ended (every connect and transport finished, the last tasks
+    /// run), before the loop closes its descriptors: releases what the dispatcher holds for the loop's life.
+    func loopDidEnd()
+}
+
+extension EventLoopDispatcher {
+    /// Nothing to release by default.
+    @usableFromInline package func loopDidEnd() {}
 }
 
 /// A registrant that gathers what it writes during a loop round and flushes it when the round ends (loop thread only).
@@ -505,6 +513,7 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
         self.tasks.withLock { $0.closed = true }
         self.runTasks()
         self.runDeferred()
+        self.dispatcher.loopDidEnd()
         self.graveyard.removeAll()
         self.timers.removeAll()
         closeDescriptor(self.wakeFD)

@@ -97,7 +97,7 @@ struct SocketTakeoverTests {
             open.append(try await openEcho(engine, port: server.port, text: "connection \(index)"))
         }
         #expect(open.allSatisfy { CurlEngine.ownsSocket($0.0) == true })
-        #expect(CurlEngine.liveHandlePairs == 0)
+        #expect(CurlEngine.liveEasyHandles == 0)
         #expect(openDescriptorCount() - descriptors == count)
         for (index, (transport, _)) in open.enumerated() {
             if index.isMultiple(of: 2) { transport.close() } else { transport.abort() }
@@ -126,11 +126,11 @@ struct SocketTakeoverTests {
         let engine = CurlEngine(configuration: directConfiguration(trustedCAFile: pki.caFile))
         let (transport, recorder) = try await openEcho(engine, port: server.port, secure: true)
         #expect(CurlEngine.ownsSocket(transport) == false)
-        #expect(CurlEngine.liveHandlePairs == 1)
+        #expect(CurlEngine.liveEasyHandles == 1)
         transport.close()
         #expect(await recorder.wait { $0.closes == 1 })
         #expect(recorder.state.withLock { $0.closeError } == nil)
-        #expect(CurlEngine.liveHandlePairs == 0)
+        #expect(CurlEngine.liveEasyHandles == 0)
         await engine.shutdown()
     }
 
@@ -151,7 +151,7 @@ struct SocketTakeoverTests {
             let (transport, recorder) = try await openEcho(
                 engine, port: server.port, host: host, proxy: proxy, text: "through \(proxy)")
             #expect(CurlEngine.ownsSocket(transport) == true, "\(proxy)")
-            #expect(CurlEngine.liveHandlePairs == 0)
+            #expect(CurlEngine.liveEasyHandles == 0)
             // Larger than a socket buffer, both ways, after the takeover.
             let bytes = pattern(count: 1 << 20, seed: 3)
             let before = recorder.receivedCount
@@ -171,10 +171,10 @@ struct SocketTakeoverTests {
                 engine, port: server.port, proxy: ProxyServer(.https, host: "localhost", port: stunnel.port),
                 proxyTLS: tls)
             #expect(CurlEngine.ownsSocket(transport) == false)
-            #expect(CurlEngine.liveHandlePairs == 1)
+            #expect(CurlEngine.liveEasyHandles == 1)
             transport.close()
             #expect(await recorder.wait { $0.closes == 1 })
-            #expect(CurlEngine.liveHandlePairs == 0)
+            #expect(CurlEngine.liveEasyHandles == 0)
         }
         await engine.shutdown()
     }
@@ -194,7 +194,7 @@ struct SocketTakeoverTests {
                 SocketProbe.descriptor(remotePort: silentProxy.port).flatMap(SocketProbe.tcpState)
                     == SocketProbe.established
             })
-        #expect(CurlEngine.liveHandlePairs == 1)
+        #expect(CurlEngine.liveEasyHandles == 1)
         task.cancel()
         await #expect {
             _ = try await task.value
@@ -202,7 +202,147 @@ struct SocketTakeoverTests {
             (error as? WebSocketError)?.code == .cancelled
         }
         #expect(await eventually { openDescriptorCount() == descriptors })
-        #expect(CurlEngine.liveHandlePairs == 0)
+        #expect(CurlEngine.liveEasyHandles == 0)
+        await engine.shutdown()
+    }
+
+    @Test("concurrent ws:// connects share their loop's multi handle: one per loop, not one each, gone with the loop")
+    func oneMultiHandlePerLoop() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        var configuration = directConfiguration()
+        configuration.eventLoopCount = 2
+        let engine = CurlEngine(configuration: configuration)
+        let liveBefore = CurlEngine.liveMultiHandles
+        let createdBefore = CurlEngine.createdMultiHandles
+        let count = 40
+        let open = try await withThrowingTaskGroup(of: (any WebSocketTransport, Recorder).self) { group in
+            for index in 0..<count {
+                group.addTask { try await openEcho(engine, port: server.port, text: "connect \(index)") }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(open.count == count)
+        #expect(open.allSatisfy { CurlEngine.ownsSocket($0.0) == true })
+        #expect(CurlEngine.createdMultiHandles - createdBefore == 2)  // One per loop (both loops served connects).
+        // Removing each easy handle closed libcurl's connection at once (nothing left in the pool to close later).
+        #expect(CurlEngine.connectionsKeptByLibcurl == 0)
+        #expect(CurlEngine.liveMultiHandles - liveBefore == 2)
+        #expect(CurlEngine.liveEasyHandles == 0)
+        for (transport, recorder) in open {
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+        }
+        await engine.shutdown()
+        // The loops' multi handles are cleaned up when the loops end.
+        #expect(CurlEngine.liveMultiHandles <= liveBefore)
+    }
+
+    @Test(
+        "ws:// connects on one loop, some cancelled mid-connect, refused or timed out: the others echo, nothing leaks")
+    func mixedConnectsOnOneLoop() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        let silentProxy = try await PythonServer.start(mode: "silent")
+        let (refusedPort, holder) = unusedLoopbackPort()
+        defer { close(holder) }
+        let (engine, descriptors) = try await warmEngine(echoPort: server.port)
+        let createdBefore = CurlEngine.createdMultiHandles
+        let stalled = ProxyServer(.http, host: "127.0.0.1", port: silentProxy.port)
+        let endpoint = EngineEndpoint(host: "127.0.0.1", port: server.port, secure: false)
+        // Connects that wait for the silent proxy's reply to their CONNECT until they are cancelled.
+        var cancelled: [Task<any WebSocketTransport, any Error>] = []
+        for _ in 0..<15 {
+            var connectOptions = options(timeout: .seconds(30))
+            connectOptions.proxy = stalled
+            cancelled.append(Task { try await engine.connect(to: endpoint, options: connectOptions) })
+        }
+        // One that times out meanwhile.
+        var shortOptions = options(timeout: .milliseconds(500))
+        shortOptions.proxy = stalled
+        let timingOut = Task { try await engine.connect(to: endpoint, options: shortOptions) }
+        let refused = (0..<15).map { _ in
+            Task {
+                try await engine.connect(
+                    to: EngineEndpoint(host: "127.0.0.1", port: refusedPort, secure: false), options: options())
+            }
+        }
+        let count = 60
+        let open = try await withThrowingTaskGroup(of: (any WebSocketTransport, Recorder).self) { group in
+            for index in 0..<count {
+                group.addTask { try await openEcho(engine, port: server.port, text: "connect \(index)") }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        for task in refused {
+            await #expect {
+                _ = try await task.value
+            } throws: { error in
+                (error as? WebSocketError)?.code == .connectionRefused
+            }
+        }
+        await #expect {
+            _ = try await timingOut.value
+        } throws: { error in
+            (error as? WebSocketError)?.code == .timedOut
+        }
+        // The stalled connects are still in the loop's multi handle; cancel them among the open connections.
+        #expect(CurlEngine.liveEasyHandles == cancelled.count)
+        for task in cancelled { task.cancel() }
+        for task in cancelled {
+            await #expect {
+                _ = try await task.value
+            } throws: { error in
+                (error as? WebSocketError)?.code == .cancelled
+            }
+        }
+        #expect(CurlEngine.liveEasyHandles == 0)
+        #expect(CurlEngine.createdMultiHandles == createdBefore)
+        #expect(CurlEngine.connectionsKeptByLibcurl == 0)
+        // The open connections were not disturbed: each echoes again, then closes.
+        #expect(openDescriptorCount() - descriptors == count)
+        for (index, (transport, recorder)) in open.enumerated() {
+            let before = recorder.receivedCount
+            let bytes = Array("again \(index)".utf8)
+            transport.write(bytes)
+            #expect(await recorder.wait { $0.received.count >= before + bytes.count })
+            #expect(Array(recorder.received.suffix(bytes.count)) == bytes)
+            transport.close()
+            #expect(await recorder.wait { $0.closes == 1 })
+            #expect(recorder.state.withLock { $0.closeError } == nil)
+        }
+        #expect(await eventually { openDescriptorCount() == descriptors })
+        // The loop connects on as before.
+        let (again, againRecorder) = try await openEcho(engine, port: server.port, text: "after all that")
+        again.close()
+        #expect(await againRecorder.wait { $0.closes == 1 })
+        await engine.shutdown()
+    }
+
+    @Test("ws:// connects refused together on one loop all fail at once: each completion reaches its connect")
+    func refusedTogether() async throws {
+        let server = try await PythonServer.start(mode: "echo")
+        let (refusedPort, holder) = unusedLoopbackPort()
+        defer { close(holder) }
+        let (engine, _) = try await warmEngine(echoPort: server.port)
+        let endpoint = EngineEndpoint(host: "127.0.0.1", port: refusedPort, secure: false)
+        let started = ContinuousClock.now
+        // Added in one loop round, started by one timeout of the shared multi handle, refused in the same call.
+        let codes = await withTaskGroup(of: WebSocketError.Code?.self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    do {
+                        _ = try await engine.connect(to: endpoint, options: options(timeout: .seconds(20)))
+                        return nil
+                    } catch {
+                        return (error as? WebSocketError)?.code
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(codes.count == 20)
+        #expect(codes.allSatisfy { $0 == .connectionRefused }, "\(codes)")
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(CurlEngine.liveEasyHandles == 0)
         await engine.shutdown()
     }
 
