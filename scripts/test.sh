@@ -7,7 +7,8 @@
 #   3. swift test                with WS_TEST_VENV / WS_TEST_PYTHON pointing at .venv (arguments to this script,
 #                                e.g. --filter PeerSmoke, go to swift test; Autobahn then runs only if AUTOBAHN=on)
 #   4. scripts/docs.sh           the DocC archive of every library module, docc warnings as errors, with
-#                                scripts/check-docs.sh and scripts/format.sh --lint (swift format, .swift-format)
+#                                scripts/check-docs.sh and scripts/format.sh --lint (swift format, .swift-format), and
+#                                no merge conflict markers in any tracked file
 #                                (DOCS=off skips them)
 #   5. scripts/consumer.sh       Tests/ConsumerPackage, a package depending on this one by path as a user's does: built
 #                                and run against its own loopback servers; its Package.resolved must hold no tool
@@ -164,6 +165,11 @@ else
     bash "$ROOT/scripts/check-docs.sh" || FAILED+=("docs (scripts/check-docs.sh: public symbols without a doc comment)")
     bash "$ROOT/scripts/docs.sh" || FAILED+=("docs (scripts/docs.sh)")
     bash "$ROOT/scripts/format.sh" --lint || FAILED+=("formatting (scripts/format.sh --lint: run bash scripts/format.sh)")
+    # A merge that left conflict markers in a file no compiler reads (CHANGELOG, Docs/, scripts) would land unseen.
+    if conflicts="$(git -C "$ROOT" grep -n -I -E '^(<<<<<<< |>>>>>>> )' -- . 2>/dev/null)"; then
+        echo "$conflicts"
+        FAILED+=("merge conflict markers in tracked files (listed above the summary)")
+    fi
     step_done docs "$t"
 fi
 
