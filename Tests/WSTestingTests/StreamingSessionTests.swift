@@ -348,6 +348,43 @@ struct StreamingSessionTests {
         await client.close()
     }
 
+    @Test("sent frames and statistics: the frame as given without extensions, the extension's output with one")
+    func sentFramesAndStatistics() async throws {
+        let (client, session, server) = try await open()
+        let payload = (0..<128).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try await session.send(Frame.binary(payload))
+        try await session.send(Frame.text("hi"))
+        let binary = try #require(await server.receive())
+        let text = try #require(await server.receive())
+        #expect(binary.kind == .binary && binary.data == payload && !binary.rsv1)
+        #expect(text.kind == .text && text.data == Array("hi".utf8))
+        let statistics = session.statistics
+        #expect(statistics.framesSent == 2)
+        #expect(statistics.binaryMessagesSent == 1 && statistics.textMessagesSent == 1)
+        #expect(statistics.messageBytesSent == 130 && statistics.dataPayloadBytesSent == 130)
+        #expect(statistics.wireBytesSent == (2 + 2 + 4 + 128) + (2 + 4 + 2))
+        await session.close()
+        await client.close()
+
+        // With permessage-deflate the wire carries the extension's frame, counted as such.
+        let (deflateClient, deflateSession, deflateServer) = try await open(
+            { try $0.extensions { try $0.install(.perMessageDeflate()) } },
+            headers: ["Sec-WebSocket-Extensions": "permessage-deflate"])
+        let zeros = [UInt8](repeating: 0, count: 1000)
+        try await deflateSession.send(Frame.binary(zeros))
+        let compressed = try #require(await deflateServer.receive())
+        #expect(compressed.rsv1 && compressed.data.count < 100)
+        let peer = try PerMessageDeflate().negotiate(response: WebSocketExtensionHeader(name: "permessage-deflate"))
+        let inflated = try peer.processIncoming(compressed, context: WebSocketExtensionContext(maxMessageSize: 1 << 20))
+        #expect(inflated.data == zeros)
+        let deflated = deflateSession.statistics
+        #expect(deflated.binaryMessagesSent == 1 && deflated.messageBytesSent == 1000)
+        #expect(deflated.dataPayloadBytesSent == compressed.data.count)
+        #expect(deflated.wireBytesSent == 2 + 4 + compressed.data.count)
+        await deflateSession.close()
+        await deflateClient.close()
+    }
+
     @Test("permessage-deflate both ways, fragment by fragment, one DEFLATE stream per message")
     func deflate() async throws {
         let (client, session, server) = try await open(

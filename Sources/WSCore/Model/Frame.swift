@@ -114,10 +114,14 @@ public struct Frame: Sendable, Hashable {
 
     // MARK: Factories, named as Ktor's (Frame.Text, Frame.Binary, ...)
 
+    // Inlinable, so that the copy into the frame's array is specialized for the caller's sequence (for an array: a
+    // retain) instead of going through the generic `Array.init` and its value witnesses on every send.
+
     /// A text frame carrying `text` as UTF-8.
     /// - Parameters:
     ///   - text: The message.
     ///   - fin: `false` to start a fragmented message.
+    @inlinable
     public static func text(_ text: String, fin: Bool = true) -> Frame {
         Frame(kind: .text, fin: fin, data: Array(text.utf8))
     }
@@ -126,6 +130,7 @@ public struct Frame: Sendable, Hashable {
     /// - Parameters:
     ///   - bytes: The payload.
     ///   - fin: `false` to start a fragmented message.
+    @inlinable
     public static func binary(_ bytes: some Sequence<UInt8>, fin: Bool = true) -> Frame {
         Frame(kind: .binary, fin: fin, data: Array(bytes))
     }
@@ -134,18 +139,21 @@ public struct Frame: Sendable, Hashable {
     /// - Parameters:
     ///   - bytes: This fragment's payload.
     ///   - fin: `true` on the last fragment.
+    @inlinable
     public static func continuation(_ bytes: some Sequence<UInt8>, fin: Bool) -> Frame {
         Frame(kind: .continuation, fin: fin, data: Array(bytes))
     }
 
     /// A ping frame; at most 125 bytes of payload.
     /// - Parameter bytes: Application data the pong will echo.
+    @inlinable
     public static func ping(_ bytes: some Sequence<UInt8> = []) -> Frame {
         Frame(kind: .ping, data: Array(bytes))
     }
 
     /// A pong frame; at most 125 bytes of payload.
     /// - Parameter bytes: The data of the ping it answers, or anything for an unsolicited pong.
+    @inlinable
     public static func pong(_ bytes: some Sequence<UInt8> = []) -> Frame {
         Frame(kind: .pong, data: Array(bytes))
     }

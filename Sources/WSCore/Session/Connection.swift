@@ -326,18 +326,27 @@ final class Connection: WebSocketTransportHandler, Sendable {
     func enqueue(_ original: Frame) throws -> Bool {
         let buffered = try self.state.withLock { s throws -> Int in
             let wasFragmented = s.machine.isSendingFragmentedMessage
-            let frame = try s.machine.prepareSend(original)
-            s.io.sent.count(original, wirePayload: frame.data.count)
+            // `nil` when no extension changed the frame: the user's frame is written as is, without a copy (a retain
+            // and a release per send).
+            let transformed = try s.machine.checkSend(original)
+            s.io.sent.count(original, wirePayload: transformed?.data.count ?? original.data.count)
             if wasFragmented && !s.machine.isSendingFragmentedMessage { s.io.resumeMessageEndWaiters() }
             let key = s.io.keys.next()
-            if frame.data.count <= FrameEncoder.maxTemporaryPayload {
-                // Small frames are encoded in a temporary buffer that the transport copies into its write buffer
-                // (where a burst of small messages is gathered anyway): no array per message.
-                return FrameEncoder.withEncodedFrame(frame, maskingKey: key) { self.transport.write(bytes: $0) }
-            }
-            return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
+            if let transformed { return self.write(transformed, maskingKey: key) }
+            return self.write(original, maskingKey: key)
         }
         return buffered > self.maxOutgoingBufferBytes
+    }
+
+    /// Encodes `frame` with `maskingKey` and hands it to the transport (under the lock).
+    /// - Returns: The transport's buffered bytes after the write.
+    private func write(_ frame: Frame, maskingKey key: MaskingKey) -> Int {
+        if frame.data.count <= FrameEncoder.maxTemporaryPayload {
+            // Small frames are encoded in a temporary buffer that the transport copies into its write buffer (where
+            // a burst of small messages is gathered anyway): no array per message.
+            return FrameEncoder.withEncodedFrame(frame, maskingKey: key) { self.transport.write(bytes: $0) }
+        }
+        return self.transport.write(FrameEncoder.encodedFrame(frame, maskingKey: key))
     }
 
     /// How many senders wait for the end of a fragmented message being sent (for tests).

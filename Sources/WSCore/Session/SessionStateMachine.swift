@@ -666,6 +666,14 @@ struct SessionStateMachine {
     ///   message, `sessionClosed` once our close was sent or the transport closed), ``MessageInProgress`` for a new
     ///   data message while a fragmented one is being sent (the caller waits for its end), or an extension's error.
     mutating func prepareSend(_ frame: Frame) throws -> Frame {
+        try self.checkSend(frame) ?? frame
+    }
+
+    /// ``prepareSend(_:)`` without a copy of the frame when it goes out as given: checks it and applies the
+    /// extensions.
+    /// - Returns: The frame the extensions made of it, or `nil` when no extension applies (write `frame` itself).
+    /// - Throws: As ``prepareSend(_:)``.
+    mutating func checkSend(_ frame: Frame) throws -> Frame? {
         switch frame.kind {
         case .close:
             preconditionFailure("close frames go through close(_:_:)")
@@ -678,7 +686,7 @@ struct SessionStateMachine {
                 throw WebSocketError(.invalidArgument, "control frames cannot be fragmented: fin must be true")
             }
             guard !self.closeSent, !self.hasEnded else { throw self.closedError() }
-            return frame
+            return nil
         case .text, .binary, .continuation:
             guard !self.closeSent, !self.hasEnded else { throw self.closedError() }
             if frame.kind == .continuation {
@@ -692,11 +700,13 @@ struct SessionStateMachine {
                 throw MessageInProgress()
             }
             let extensions = self.pipeline.extensions
-            var prepared = frame
-            if !extensions.isEmpty {
-                let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
-                for ext in extensions { prepared = try ext.processOutgoing(prepared, context: context) }
+            if extensions.isEmpty {
+                self.sendingFragmentedMessage = !frame.fin
+                return nil
             }
+            var prepared = frame
+            let context = WebSocketExtensionContext(maxMessageSize: self.limits.maxMessageSize)
+            for ext in extensions { prepared = try ext.processOutgoing(prepared, context: context) }
             self.sendingFragmentedMessage = !frame.fin
             return prepared
         }
