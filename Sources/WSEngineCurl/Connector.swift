@@ -246,14 +246,7 @@ final class CurlConnector: @unchecked Sendable {  // Mutable state confined to t
         }
         if driver.shared {
             // libcurl closes its sockets through this callback, so the one the transport takes over stays open.
-            let code = driver.keepSockets(of: easy)
-            guard code == CURLE_OK else {
-                throw CurlOptionError(
-                    error: WebSocketError(
-                        .unsupported,
-                        "libcurl \(LoadedCurl.version) rejected CURLOPT_CLOSESOCKETFUNCTION: "
-                            + String(cString: curl_easy_strerror(code))))
-            }
+            try options.check(driver.keepSockets(of: easy), "CURLOPT_CLOSESOCKETFUNCTION")
         }
         // Connect (resolve, TCP, proxy CONNECT, TLS) and stop: WSCore sends the upgrade request itself.
         try options.set(CURLOPT_CONNECT_ONLY, 1, "CURLOPT_CONNECT_ONLY")

@@ -167,7 +167,9 @@ struct CurlOptionError: Error {
 struct EasyOptions {
     let easy: UnsafeMutableRawPointer
 
-    private func check(_ code: CURLcode, _ name: String) throws(CurlOptionError) {
+    /// Throws the error for `code` when libcurl rejected the option `name` (for options set through a helper of
+    /// their own).
+    func check(_ code: CURLcode, _ name: String) throws(CurlOptionError) {
         guard code != CURLE_OK else { return }
         let text = String(cString: curl_easy_strerror(code))
         let kind: WebSocketError.Code =

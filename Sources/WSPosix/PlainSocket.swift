@@ -3,7 +3,7 @@
 // retries EINTR and reports EAGAIN as "blocked", any other errno as a failure for the caller to word. The per-message
 // calls (send, recv) are @inlinable, so each engine's transport gets them inline, as when each had its own copy.
 // EWOULDBLOCK is EAGAIN on Linux (errno(3)).
-public import Glibc
+public import Glibc  // public: the @inlinable functions below name Glibc declarations
 
 /// Scratch iovecs for `sendmsg` batching, one set per loop (loop thread only).
 package final class IOVecScratch {

@@ -77,15 +77,14 @@ package import Glibc
     /// A queued buffer: a caller's array, or one of the queue's own (a gathering chunk, which may be reused).
     private struct Chunk {
         var bytes: [UInt8]
-        /// A gathering chunk the queue made: no one else holds it, so its storage may go to a ``WriteChunkCache``.
+        /// A gathering chunk the queue made: as the last chunk it takes more small writes, and no one else holds it, so
+        /// its storage may go to a ``WriteChunkCache`` once sent.
         var gathers: Bool
     }
 
     private var chunks: [Chunk] = []
     private var head = 0
     private var headOffset = 0
-    /// The last chunk is the queue's own and may take more small writes.
-    private var lastGathers = false
     /// The last chunk is a caller's small write, kept as it is until another small write follows it.
     private var lastIsSmall = false
     /// The head chunk was handed out by ``withFirstChunk(_:)``: a caller that saw that send block retries with exactly
@@ -129,7 +128,6 @@ package import Glibc
         // Kept as the caller's array, not copied: a big write, or a small one that may stay alone (one message per
         // round costs no copy); a small one is gathered with the next small write if one follows.
         self.byteCount += count
-        self.lastGathers = false
         self.lastIsSmall = count <= Self.smallWrite
         if self.head == self.chunks.count {
             self.headOffset = offset
@@ -160,7 +158,6 @@ package import Glibc
         self.chunks.append(Chunk(bytes: gathering, gathers: true))
         self.byteCount += bytes.count
         self.gatheredSinceEmpty += bytes.count
-        self.lastGathers = true
         self.lastIsSmall = false
     }
 
@@ -194,7 +191,7 @@ package import Glibc
         let last = self.chunks.count - 1
         // The last chunk may change: it exists and is not a head handed out for a send that may be retried.
         guard last >= self.head, !(last == self.head && self.headPinned) else { return false }
-        if self.lastGathers && self.chunks[last].bytes.count + bytes.count <= Self.gatherLimit {
+        if self.chunks[last].gathers && self.chunks[last].bytes.count + bytes.count <= Self.gatherLimit {
             self.chunks[last].bytes.append(contentsOf: bytes)
         } else if self.lastIsSmall {
             // A second small write in a row: both go into a chunk of the queue's own, which gathers what follows.
@@ -206,7 +203,6 @@ package import Glibc
             gathering.append(contentsOf: bytes)
             self.chunks[last] = Chunk(bytes: gathering, gathers: true)
             if last == self.head { self.headOffset = 0 }
-            self.lastGathers = true
             self.lastIsSmall = false
         } else {
             return false
@@ -249,7 +245,6 @@ package import Glibc
             self.head = 0
             self.gatherHint = self.gatheredSinceEmpty
             self.gatheredSinceEmpty = 0
-            self.lastGathers = false
             self.lastIsSmall = false
         } else if self.head >= 32 && self.head * 2 >= self.chunks.count {
             self.chunks.removeFirst(self.head)
@@ -265,7 +260,6 @@ package import Glibc
         self.byteCount = 0
         self.gatheredSinceEmpty = 0
         self.gatherHint = 0
-        self.lastGathers = false
         self.lastIsSmall = false
         self.headPinned = false
     }
