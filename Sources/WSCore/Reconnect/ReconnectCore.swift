@@ -378,7 +378,8 @@ final class ReconnectCore: Sendable {
             case .waitForMessageEnd(let target):
                 guard await target.connection.waitForMessageEnd() else { throw CancellationError() }
             case .waitForStreamEnd:
-                guard await self.shared.waitCancellably(in: \.streamEndWaiters, until: { !$0.sendingStream }) else {
+                guard await self.shared.waitCancellably(in: \Shared.streamEndWaiters, until: { !$0.sendingStream })
+                else {
                     throw CancellationError()
                 }
             }

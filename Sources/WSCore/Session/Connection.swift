@@ -354,7 +354,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// - Parameter cancellable: Whether cancelling the task ends the wait.
     /// - Returns: `false` if the task was cancelled first.
     nonisolated(nonsending) func waitForMessageEnd(cancellable: Bool = true) async -> Bool {
-        await self.state.waitCancellably(in: \.io.messageEndWaiters, cancellable: cancellable) {
+        await self.state.waitCancellably(in: \Locked.io.messageEndWaiters, cancellable: cancellable) {
             !$0.machine.isSendingFragmentedMessage
         }
     }
@@ -365,7 +365,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     ///   - cancellable: Whether cancelling the task ends the wait.
     /// - Returns: `false` if the task was cancelled first.
     nonisolated(nonsending) func waitForDrain(above limit: Int, cancellable: Bool = true) async -> Bool {
-        await self.state.waitCancellably(in: \.io.drainWaiters, cancellable: cancellable) { s in
+        await self.state.waitCancellably(in: \Locked.io.drainWaiters, cancellable: cancellable) { s in
             s.machine.hasEnded || self.transport.bufferedBytes <= limit
         }
     }
