@@ -133,7 +133,8 @@ struct SessionMemoryTests {
         }
         let first = try await client.webSocketSession("ws://a.test/")
         let second = try await client.webSocketSession("ws://a.test/")
-        let limits = { (session: WebSocketSession) in session.connection.state.withLock { s in s.machine.sharedLimits } }
+        let limits = { (session: WebSocketSession) in session.connection.state.withLock { s in s.machine.sharedLimits }
+        }
         #expect(limits(first) === limits(second))
         #expect(limits(first).maxIncomingBufferMessages == 7)
         await first.close()
