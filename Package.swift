@@ -57,12 +57,6 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
-        // HTTP/2 for WebSockets over HTTP/2 (RFC 8441) on the CIO engine: the library curl uses.
-        .systemLibrary(
-            name: "CWSNghttp2",
-            pkgConfig: "libnghttp2",
-            providers: [.apt(["libnghttp2-dev"])]
-        ),
         // No pkgConfig here: Debian's libcurl.pc carries `-isystem /usr/include/mit-krb5`, which SwiftPM
         // rejects with a warning on every build; curl's headers are on the default include path anyway.
         .systemLibrary(
@@ -72,6 +66,10 @@ let package = Package(
         // The CIO engine's OpenSSL, loaded on the first TLS connection (dlopen) instead of linked, so that a process
         // with only ws:// connections never maps libssl and libcrypto. Only the OpenSSL headers are needed to build.
         .target(name: "CWSLazyOpenSSL"),
+        // HTTP/2 for WebSockets over HTTP/2 (RFC 8441) on the CIO engine, the library curl uses: loaded on the first
+        // HTTP/2 connection (dlopen) instead of linked, as OpenSSL is. Only the nghttp2 headers (libnghttp2-dev) are
+        // needed to build.
+        .target(name: "CWSLazyNghttp2"),
         // Linux headers the Glibc module map lacks (epoll, eventfd, pthread_setname_np, getrandom); glibc only, nothing
         // to link.
         .systemLibrary(name: "CWSLinux"),
@@ -97,7 +95,7 @@ let package = Package(
         .target(
             name: "WSEngineCIO",
             dependencies: [
-                "WSCore", "WSPosix", "CWSLinux", "CWSLazyOpenSSL", "CWSNghttp2",
+                "WSCore", "WSPosix", "CWSLinux", "CWSLazyOpenSSL", "CWSLazyNghttp2",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -5,7 +5,8 @@
 # and runs its program: every entry point, both engines and the default one, TLS against a certificate made here
 # by openssl, one `catch let error as WebSocketError` for every failure, message-level receive; its servers run on
 # loopback. Then its second program, NativeOnly (WSCore and the CIO engine only): its executable must not link
-# OpenSSL, and OpenSSL must be mapped only once it has opened a wss:// session (against Tests/Fixtures/ws_server.py
+# OpenSSL or libnghttp2, libnghttp2 must not be mapped (HTTP/2 is off), and OpenSSL must be mapped only once it has
+# opened a wss:// session (against Tests/Fixtures/ws_server.py
 # from .venv, plain and TLS). Then checks that resolving the package fetched none of the tools' dependencies (a library user must
 # not resolve swift-argument-parser, hdrhistogram-swift, swift-numerics or swift-property-based).
 #
@@ -81,6 +82,9 @@ fi
 NATIVE="$SCRATCH/debug/NativeOnly"
 if readelf -d "$NATIVE" 2>/dev/null | grep -E "NEEDED.*(libssl|libcrypto)"; then
     failed+=("NativeOnly (WSCore + WSEngineCIO only) links OpenSSL (above): the CIO engine must load it on first use")
+fi
+if readelf -d "$NATIVE" 2>/dev/null | grep -E "NEEDED.*libnghttp2"; then
+    failed+=("NativeOnly (WSCore + WSEngineCIO only) links libnghttp2 (above): the CIO engine must load it on first use")
 fi
 PY="$ROOT/.venv/bin/python"
 if [ ! -x "$PY" ]; then

@@ -136,6 +136,7 @@ public final class CIOEngine: WebSocketEngine, LoopHoldWatchingEngine {
     public func unsupportedReason(_ capability: EngineCapability) -> String? {
         if self.isSupported(capability) { return nil }
         if capability == .webSocketOverHTTP2 {
+            if let error = Self.nghttp2LoadError { return "\(error); install libnghttp2 1.41 or later" }
             if !Self.nghttp2SupportsExtendedConnect {
                 return "the loaded libnghttp2 \(Self.nghttp2Version) has no extended CONNECT; install 1.41 or later"
             }

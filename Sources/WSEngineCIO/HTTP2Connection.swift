@@ -11,7 +11,7 @@
 // Flow control is each session's backpressure: automatic WINDOW_UPDATEs are off, and a stream's bytes are consumed
 // (nghttp2_session_consume_*) only once its handler has taken them. A paused session keeps its bytes buffered here,
 // at most its stream window, while the other streams go on.
-import CWSNghttp2
+import CWSLazyNghttp2
 import Logging
 import Synchronization
 import WSCore
@@ -78,21 +78,26 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         self.onRetire = onRetire
+        // Loaded already by the capability check that led here (`nghttp2SupportsExtendedConnect`).
+        var loadError: UnsafePointer<CChar>?
+        guard cwsn_nghttp2_load(&loadError) == 1 else {
+            throw WebSocketError(.unsupported, loadError.map { String(cString: $0) } ?? "libnghttp2 is not available")
+        }
         var callbacks: OpaquePointer?
-        guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else {
+        guard cwsn_nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else {
             throw WebSocketError(.network, "cannot create the HTTP/2 session callbacks (out of memory)")
         }
-        defer { nghttp2_session_callbacks_del(callbacks) }
+        defer { cwsn_nghttp2_session_callbacks_del(callbacks) }
         HTTP2Callbacks.install(callbacks)
         var option: OpaquePointer?
-        guard nghttp2_option_new(&option) == 0, let option else {
+        guard cwsn_nghttp2_option_new(&option) == 0, let option else {
             throw WebSocketError(.network, "cannot create the HTTP/2 session options (out of memory)")
         }
-        defer { nghttp2_option_del(option) }
-        nghttp2_option_set_no_auto_window_update(option, 1)
-        nghttp2_option_set_max_continuations(option, 8)
+        defer { cwsn_nghttp2_option_del(option) }
+        cwsn_nghttp2_option_set_no_auto_window_update(option, 1)
+        cwsn_nghttp2_option_set_max_continuations(option, 8)
         var session: OpaquePointer?
-        let created = nghttp2_session_client_new2(
+        let created = cwsn_nghttp2_session_client_new2(
             &session, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
         guard created == 0, let session else {
             throw WebSocketError(.network, "cannot create the HTTP/2 session: \(Self.text(Int32(created)))")
@@ -107,14 +112,14 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
                 settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
                 value: UInt32(settings.maxHeaderListSize)),
         ]
-        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &entries, entries.count)
+        _ = cwsn_nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &entries, entries.count)
         // The connection window is not the backpressure (the streams' windows are): open it wide, so that paused
         // sessions never hold up the others.
-        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32.max)
+        _ = cwsn_nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32.max)
     }
 
     deinit {
-        if let session { nghttp2_session_del(session) }
+        if let session { cwsn_nghttp2_session_del(session) }
     }
 
     /// The nghttp2 session (under the lock).
@@ -157,7 +162,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     func reserveStream() -> Bool {
         self.lock.withLock { _ -> Bool in
             guard self.phase == .ready, let session = self.session else { return false }
-            let limit = nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+            let limit = cwsn_nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
             guard self.streams.count + self.reserved < Int(limit) else { return false }
             self.reserved += 1
             self.idleTimer?.cancel()
@@ -266,14 +271,14 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     /// Tells nghttp2 that a deferred stream has data again, and sends.
     func resumeDataLocked(_ stream: HTTP2Stream) {
         guard let session = self.session, stream.id > 0 else { return }
-        _ = nghttp2_session_resume_data(session, stream.id)
+        _ = cwsn_nghttp2_session_resume_data(session, stream.id)
         self.flushOutput()
     }
 
     /// Resets `stream` with `code` (NO_ERROR after a finished close handshake, CANCEL on abort) and forgets it.
     func resetLocked(_ stream: HTTP2Stream, code: UInt32) {
         if let session = self.session, stream.isOpenLocked, self.phase != .closed {
-            _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code)
+            _ = cwsn_nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, code)
             self.flushOutput()
         }
         self.forgetLocked(stream)
@@ -289,8 +294,8 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     /// The stream's handler took `count` bytes: give the server that much window back.
     func consumedLocked(_ stream: HTTP2Stream, _ count: Int) {
         guard let session = self.session, count > 0 else { return }
-        _ = nghttp2_session_consume_connection(session, count)
-        if self.streams[stream.id] === stream { _ = nghttp2_session_consume_stream(session, stream.id, count) }
+        _ = cwsn_nghttp2_session_consume_connection(session, count)
+        if self.streams[stream.id] === stream { _ = cwsn_nghttp2_session_consume_stream(session, stream.id, count) }
         self.flushOutput()
     }
 
@@ -307,7 +312,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
             for stream in streams {
                 // Only a stream nghttp2 still has open: a reset of a closed stream upsets some servers.
                 if stream.resetsAfterFlush {
-                    _ = nghttp2_submit_rst_stream(
+                    _ = cwsn_nghttp2_submit_rst_stream(
                         session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_NO_ERROR.rawValue)
                     self.forgetLocked(stream)
                 }
@@ -320,7 +325,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     private func send(_ session: OpaquePointer) {
         while self.transport.bufferedBytes < Self.outputHighWater {
             var data: UnsafePointer<UInt8>?
-            let length = nghttp2_session_mem_send(session, &data)
+            let length = cwsn_nghttp2_session_mem_send(session, &data)
             if length < 0 {
                 self.failLocked(
                     WebSocketError(
@@ -330,7 +335,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
             guard length > 0, let data else { break }
             self.transport.write(bytes: UnsafeRawBufferPointer(start: data, count: length))
         }
-        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+        if cwsn_nghttp2_session_want_read(session) == 0 && cwsn_nghttp2_session_want_write(session) == 0 {
             // GOAWAY exchanged and nothing left to do.
             self.failLocked(
                 self.failure
@@ -351,7 +356,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
     func transportDidRead(_ bytes: UnsafeRawBufferPointer) {
         self.lock.withLock { _ in
             guard let session = self.session, self.phase != .closed else { return }
-            let result = nghttp2_session_mem_recv(
+            let result = cwsn_nghttp2_session_mem_recv(
                 session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
             if result < 0 {
                 self.failLocked(
@@ -482,10 +487,10 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
         guard let session = self.session, self.phase != .closed else { return }
         self.phase = .closed
         self.retireLocked()
-        _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, NGHTTP2_NO_ERROR.rawValue, nil, 0)
+        _ = cwsn_nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, NGHTTP2_NO_ERROR.rawValue, nil, 0)
         var data: UnsafePointer<UInt8>?
         while true {
-            let length = nghttp2_session_mem_send(session, &data)
+            let length = cwsn_nghttp2_session_mem_send(session, &data)
             guard length > 0, let data else { break }
             self.transport.write(bytes: UnsafeRawBufferPointer(start: data, count: length))
         }
@@ -527,7 +532,7 @@ final class HTTP2Connection: WebSocketTransportHandler, @unchecked Sendable {
 
     // MARK: Text
 
-    static func text(_ code: Int32) -> String { String(cString: nghttp2_strerror(code)) }
+    static func text(_ code: Int32) -> String { String(cString: cwsn_nghttp2_strerror(code)) }
 
-    static func errorName(_ code: UInt32) -> String { String(cString: nghttp2_http2_strerror(code)) }
+    static func errorName(_ code: UInt32) -> String { String(cString: cwsn_nghttp2_http2_strerror(code)) }
 }

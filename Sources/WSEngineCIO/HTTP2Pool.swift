@@ -1,6 +1,6 @@
 // WebSockets over HTTP/2 on the CIO engine: the setting, the per-origin pool of shared connections, and the opening
 // of a session as a stream (extended CONNECT, RFC 8441) with the fallback to HTTP/1.1.
-import CWSNghttp2
+import CWSLazyNghttp2
 import Logging
 import Synchronization
 import WSCore
@@ -65,8 +65,16 @@ extension CIOEngine {
         }
     }
 
-    /// The loaded libnghttp2's version, e.g. `1.52.0`.
+    /// The loaded libnghttp2's version, e.g. `1.52.0`, or `unavailable` when it cannot be loaded. The engine loads
+    /// libnghttp2 when it is first needed (this property, or the first session that may use HTTP/2), not at start.
     public static var nghttp2Version: String { String(cString: cws_h2_runtime_version()) }
+
+    /// Why libnghttp2 cannot be loaded (`nil` when it can); loads it if that was not done yet.
+    static var nghttp2LoadError: String? {
+        var error: UnsafePointer<CChar>?
+        guard cwsn_nghttp2_load(&error) == 0 else { return nil }
+        return error.map { String(cString: $0) } ?? "libnghttp2 could not be loaded"
+    }
 
     /// Whether the loaded libnghttp2 has client-side extended CONNECT (1.41.0 or later).
     static var nghttp2SupportsExtendedConnect: Bool { cws_h2_runtime_version_num() >= 0x01_29_00 }

@@ -1,7 +1,7 @@
 // A WebSocket session's stream of an HTTP2Connection, as the session's transport: the session's bytes are the
 // stream's DATA. Every mutable field is guarded by the connection's lock; handler callbacks come from the
 // connection's delivery pass on the loop thread, outside the lock.
-import CWSNghttp2
+import CWSLazyNghttp2
 import Synchronization
 import WSCore
 import WSPosix
@@ -279,7 +279,7 @@ enum HTTP2Callbacks {
 
     /// Registers the callbacks on `callbacks`.
     static func install(_ callbacks: OpaquePointer) {
-        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, header, userData in
+        cwsn_nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, header, userData in
             guard let header else { return 0 }
             let type = cws_h2_hd_type(header)
             guard type == UInt8(NGHTTP2_HEADERS.rawValue) || type == UInt8(NGHTTP2_CONTINUATION.rawValue) else {
@@ -289,7 +289,7 @@ enum HTTP2Callbacks {
                 length: cws_h2_hd_length(header), continuation: type == UInt8(NGHTTP2_CONTINUATION.rawValue))
             return ok ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
         }
-        nghttp2_session_callbacks_set_on_header_callback(callbacks) {
+        cwsn_nghttp2_session_callbacks_set_on_header_callback(callbacks) {
             _, frame, name, nameLength, value, valueLength, _, userData in
             guard let frame, let name, let value else { return 0 }
             let connection = HTTP2Callbacks.connection(userData)
@@ -306,7 +306,7 @@ enum HTTP2Callbacks {
             connection.pendingHeaders[id] = entry
             return 0
         }
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) {
+        cwsn_nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) {
             _, _, id, data, length, userData in
             guard let data else { return 0 }
             let connection = HTTP2Callbacks.connection(userData)
@@ -318,12 +318,12 @@ enum HTTP2Callbacks {
             }
             return 0
         }
-        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
+        cwsn_nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
             guard let frame else { return 0 }
             HTTP2Callbacks.connection(userData).frameReceivedLocked(frame)
             return 0
         }
-        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
+        cwsn_nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
             guard let frame, cws_h2_frame_type(frame) == UInt8(NGHTTP2_GOAWAY.rawValue) else { return 0 }
             let code = cws_h2_goaway_error_code(frame)
             if code != NGHTTP2_NO_ERROR.rawValue {
@@ -334,7 +334,7 @@ enum HTTP2Callbacks {
             }
             return 0
         }
-        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, userData in
+        cwsn_nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, userData in
             HTTP2Callbacks.connection(userData).streamClosedLocked(id, code: code)
             return 0
         }
@@ -362,7 +362,7 @@ extension HTTP2Connection {
         switch UInt32(type) {
         case NGHTTP2_SETTINGS.rawValue:
             guard flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0, let session = self.sessionLocked else { return }
-            let enabled = nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL)
+            let enabled = cwsn_nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL)
             self.resolveReadiness(.success(Readiness(extendedConnect: enabled == 1)))
         case NGHTTP2_HEADERS.rawValue:
             guard let stream = self.streams[id] else { return }
@@ -408,6 +408,6 @@ extension HTTP2Connection {
 
     /// DATA for a stream that is gone: its bytes count against the connection window; give them back.
     func lostDataLocked(_ count: Int) {
-        if let session = self.sessionLocked { _ = nghttp2_session_consume_connection(session, count) }
+        if let session = self.sessionLocked { _ = cwsn_nghttp2_session_consume_connection(session, count) }
     }
 }

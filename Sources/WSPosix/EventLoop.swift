@@ -124,9 +124,13 @@ private struct LoopJob {
 }
 
 /// The pending connects and open transports of one loop, by identity, and why the loop stops (loop thread only).
+///
+/// The dictionaries hold `AnyObject` (each value is a `Connector` or a `Transport`, cast back without a check): a
+/// dictionary of a concrete type is specialized in this module, where one of the generic parameters would run
+/// libswiftCore's unspecialized dictionary code and page it in (W4: Docs/notes/performance-history.md, 2026-12-08).
 @usableFromInline package struct LoopRegistrants<Connector: AnyObject, Transport: AnyObject, StopReason> {
-    fileprivate var connectors: [ObjectIdentifier: Connector] = [:]
-    fileprivate var transports: [ObjectIdentifier: Transport] = [:]
+    fileprivate var connectors: [ObjectIdentifier: AnyObject] = [:]
+    fileprivate var transports: [ObjectIdentifier: AnyObject] = [:]
     fileprivate var stopReason: StopReason?
 
     /// No registrants; not stopping.
@@ -329,10 +333,10 @@ package final class PosixEventLoop<Dispatcher: EventLoopDispatcher>: @unchecked 
             self.dispatcher.registrants.stopReason = error
             self.stopping = true
             for connector in Array(self.dispatcher.registrants.connectors.values) {
-                self.dispatcher.fail(connector, stopping: error)
+                self.dispatcher.fail(unsafeDowncast(connector, to: Dispatcher.Connector.self), stopping: error)
             }
             for transport in Array(self.dispatcher.registrants.transports.values) {
-                self.dispatcher.finish(transport, stopping: error)
+                self.dispatcher.finish(unsafeDowncast(transport, to: Dispatcher.Transport.self), stopping: error)
             }
         }
     }

@@ -115,5 +115,5 @@ package func availableProcessorCount() -> Int {
 
 /// `host:port` for messages, with brackets around an IPv6 literal (`[::1]:443`).
 package func hostPortText(host: String, port: Int) -> String {
-    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    host.contains(":" as Character) ? "[\(host)]:\(port)" : "\(host):\(port)"
 }

@@ -43,7 +43,7 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
         func fail(_ why: String) -> WebSocketError {
             WebSocketError(.invalidURL, "invalid WebSocket URL '\(string)': \(why)")
         }
-        guard let schemeEnd = string.firstRange(of: "://") else {
+        guard let schemeEnd = string.rangeOfSchemeSeparator() else {
             throw fail("expected scheme://host, e.g. ws://localhost:8080/")
         }
         let scheme = HTTPHeaders.lowercase(String(string[..<schemeEnd.lowerBound]))
@@ -99,13 +99,35 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
 
     /// The `Host` header value: the host (bracketed for IPv6) and the port when it is not the default.
     public var hostHeader: String {
-        let h = self.host.contains(":") ? "[\(self.host)]" : self.host
+        let h = self.host.isIPv6Literal ? "[\(self.host)]" : self.host
         return self.port == Self.defaultPort(secure: self.isSecure) ? h : "\(h):\(self.port)"
     }
 
     /// The URL as a string, without userinfo.
     public var description: String {
-        let h = self.host.contains(":") ? "[\(self.host)]" : self.host
+        let h = self.host.isIPv6Literal ? "[\(self.host)]" : self.host
         return "\(self.scheme)://\(h):\(self.port)\(self.pathAndQuery)"
     }
+}
+
+// Character searches of the standard library (`Collection.firstIndex(of:)`, `Sequence.contains(_:)`), with the same
+// results as `firstRange(of: "://")` and `contains(":")`: those take a string argument, so they are
+// _StringProcessing's substring searches, whose code a process would page in for these few calls (about 0.1 MiB of
+// resident memory).
+extension StringProtocol {
+    /// The range of the first `://` in the text, compared character by character (as `firstRange(of: "://")` does:
+    /// a `/` followed by a combining mark is another character); `nil` if there is none.
+    package func rangeOfSchemeSeparator() -> Range<Index>? {
+        var from = self.startIndex
+        while let colon = self[from...].firstIndex(of: ":") {
+            let afterColon = self.index(after: colon)
+            if self[afterColon...].starts(with: "//") { return colon..<self.index(afterColon, offsetBy: 2) }
+            from = afterColon
+        }
+        return nil
+    }
+
+    /// Whether the host contains a colon (an IPv6 literal, written in brackets in a URL, a `Host` header or a
+    /// `host:port` text).
+    package var isIPv6Literal: Bool { self.contains(":" as Character) }
 }

@@ -96,7 +96,7 @@ public struct ProxyServer: Sendable, Hashable, CustomStringConvertible {
         }
         var rest = Substring(url.trimmingASCIIWhitespace())
         var kind = Kind.http
-        if let schemeEnd = rest.firstRange(of: "://") {
+        if let schemeEnd = rest.rangeOfSchemeSeparator() {
             let scheme = HTTPHeaders.lowercase(String(rest[..<schemeEnd.lowerBound]))
             guard let parsed = Kind(scheme: scheme) else {
                 throw fail("unsupported proxy scheme '\(scheme)'; use http, https, socks5 or socks5h")
@@ -162,7 +162,7 @@ public struct ProxyServer: Sendable, Hashable, CustomStringConvertible {
 
     /// `host:port`, with brackets around an IPv6 literal.
     public var hostPort: String {
-        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        self.host.isIPv6Literal ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
     }
 
     /// Whether a user name or password is set.
@@ -171,7 +171,7 @@ public struct ProxyServer: Sendable, Hashable, CustomStringConvertible {
     /// `text` with the user information of a URL replaced by `***` (for messages about a URL that did not parse).
     package static func redactedURL(_ text: String) -> String {
         guard let at = text.lastIndex(of: "@") else { return text }
-        let start = text.firstRange(of: "://")?.upperBound ?? text.startIndex
+        let start = text.rangeOfSchemeSeparator()?.upperBound ?? text.startIndex
         guard start <= at else { return text }
         return String(text[..<start]) + "***" + String(text[at...])
     }

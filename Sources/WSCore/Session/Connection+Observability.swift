@@ -151,13 +151,24 @@ extension Logger {
     static func makeSessionID() -> String {
         var value: UInt32 = 0
         withUnsafeMutableBytes(of: &value) { fillRandom($0) }
-        let id = String(value, radix: 16)
-        return String(repeating: "0", count: 8 - id.count) + id
+        return hexDigits(value)
+    }
+
+    /// `value` as 8 lower-case hex digits, zero-padded. Written out rather than `String(value, radix: 16)`, whose
+    /// generic conversion runs unspecialized in libswiftCore and pages in its code for this one use.
+    static func hexDigits(_ value: UInt32) -> String {
+        String(unsafeUninitializedCapacity: 8) { buffer in
+            for i in 0..<8 {
+                let nibble = UInt8(truncatingIfNeeded: value >> UInt32(28 - 4 * i)) & 0xF
+                buffer[i] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+            }
+            return 8
+        }
     }
 
     /// `scheme://host:port/path` of `url`: no query string, no credentials.
     static func endpoint(of url: WebSocketURL) -> String {
-        let host = url.host.contains(":") ? "[\(url.host)]" : url.host
+        let host = url.host.isIPv6Literal ? "[\(url.host)]" : url.host
         let path = url.pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         return "\(url.scheme)://\(host):\(url.port)\(path)"
     }

@@ -1,7 +1,8 @@
 // A program that uses only WSCore and the CIO engine, as an app that needs nothing else would. scripts/consumer.sh
 // checks that its executable does not link libssl or libcrypto, then runs it against a ws:// and a wss:// echo
 // server (Tests/Fixtures/ws_server.py): OpenSSL must not be in the process after the ws:// session, and must be
-// after the wss:// one (the engine loads it for its first TLS connection). Exits 1 with a `native-only: MISMATCH:`
+// after the wss:// one (the engine loads it for its first TLS connection); libnghttp2 must not be there at all (HTTP/2
+// is off by default, and the engine loads it only for an HTTP/2 connection). Exits 1 with a `native-only: MISMATCH:`
 // line at the first difference.
 import Foundation
 import WSCore
@@ -60,6 +61,11 @@ do {
     try await echo(client, arguments[2], "secure")
     guard try mapped("libssl.so") else { throw Mismatch("a wss:// session worked but libssl is not mapped") }
     print("native-only: wss:// echo, OpenSSL loaded for it: ok")
+    // HTTP/2 is off (the default): the engine never needs libnghttp2, so it never loads it.
+    guard try !mapped("libnghttp2.so") else {
+        throw Mismatch("libnghttp2 is mapped with HTTP/2 off; the CIO engine should load it only for HTTP/2")
+    }
+    print("native-only: no libnghttp2 in the process with HTTP/2 off: ok")
     await client.close()
 } catch {
     print("native-only: MISMATCH: \(error)")
