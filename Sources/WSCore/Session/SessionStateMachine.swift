@@ -404,7 +404,19 @@ struct SessionStateMachine {
         self.pipeline.beginInput(bytes)
         var violation: WebSocketError?
         do {
-            events: while let event = try self.pipeline.next(dropData: self.closeSent) {
+            events: while true {
+                // A stream of small whole messages takes the fast path: each straight from the input to the queue.
+                if !self.closeSent, let message = try self.pipeline.nextSmallMessage() {
+                    self.received.countWholeMessage(message)
+                    self.enqueue(message)
+                    if self.queueIsFull && !self.incomingEnded {
+                        self.inputLeftUnparsed = true
+                        self.unparsedInputReadAt = now.map(StoredInstant.init)
+                        break events
+                    }
+                    continue
+                }
+                guard let event = try self.pipeline.next(dropData: self.closeSent) else { break }
                 switch event {
                 case .ping(let payload):
                     if !self.closeSent { self.writePong(payload, &sink) }
@@ -654,6 +666,9 @@ struct SessionStateMachine {
 
     /// How many frames wait in the queue (for tests).
     var queuedFrameCount: Int { self.queue.count }
+
+    /// How many messages (and the close frame) wait in the queue: what the incoming limits bound (for tests).
+    var queuedMessageCount: Int { self.queue.count - self.queuedControl }
 
     // MARK: - Sending and closing
 
