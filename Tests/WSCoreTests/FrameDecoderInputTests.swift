@@ -186,7 +186,8 @@ struct FrameDecoderInputTests {
         for inPlace in [true, false] {
             #expect(try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.max } == expected)
             #expect(
-                try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.random(in: 1...2_000, using: &rng) }
+                try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.random(in: 1...2_000, using: &rng)
+                }
                     == expected)
             #expect(
                 try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.random(in: 1...9, using: &rng) }
