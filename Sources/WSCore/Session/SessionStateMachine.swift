@@ -405,16 +405,16 @@ struct SessionStateMachine {
         var violation: WebSocketError?
         do {
             events: while true {
-                // A stream of small whole messages takes the fast path: each straight from the input to the queue.
-                if !self.closeSent, let message = try self.pipeline.nextSmallMessage() {
-                    self.received.countWholeMessage(message)
-                    self.enqueue(message)
-                    if self.queueIsFull && !self.incomingEnded {
-                        self.inputLeftUnparsed = true
-                        self.unparsedInputReadAt = now.map(StoredInstant.init)
-                        break events
-                    }
-                    continue
+                // A stream of small whole messages takes the fast path: straight from the input to the queue.
+                if !self.closeSent && !self.incomingEnded,
+                    try self.pipeline.queueSmallMessages(
+                        into: &self.queue, queuedBytes: &self.queuedBytes, counters: &self.received,
+                        maxCount: self.limits.maxIncomingBufferMessages + self.queuedControl,
+                        maxBytes: self.limits.maxIncomingBufferBytes)
+                {
+                    self.inputLeftUnparsed = true
+                    self.unparsedInputReadAt = now.map(StoredInstant.init)
+                    break events
                 }
                 guard let event = try self.pipeline.next(dropData: self.closeSent) else { break }
                 switch event {

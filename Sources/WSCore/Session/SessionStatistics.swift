@@ -116,12 +116,12 @@ struct ReceivedCounters {
         if self.receivingText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
     }
 
-    /// ``countMessage(_:)`` for a whole text or binary message (`fin` set), the fast path's.
+    /// ``countMessage(_:)`` for a whole text or binary message (`fin` set) of `bytes` bytes: the fast path's.
     @inline(__always)
-    mutating func countWholeMessage(_ frame: Frame) {
-        self.messageBytes &+= frame.data.count
-        self.receivingText = frame.kind == .text
-        if self.receivingText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
+    mutating func countWholeMessage(isText: Bool, bytes: Int) {
+        self.messageBytes &+= bytes
+        self.receivingText = isText
+        if isText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
     }
 
     /// Adds a round-trip time sample; the smoothed time weighs it 1/8, as TCP's SRTT.
