@@ -854,12 +854,15 @@ struct SmallMessageTests {
     func streamDeliveredInOrder(seed: UInt64) {
         var rng = SplitMix64(seed: seed &* 31)
         let limit = Int.random(in: 1...6, using: &rng)
+        let byteLimit = Int.random(in: 100...3_000, using: &rng)
         let maxMessageSize = 1000
         let items = Self.items(seed: seed, maxMessageSize: maxMessageSize)
+        let expected = items.map(\.delivered)
         let bytes = items.flatMap(\.bytes)
         var machine = openMachine(
             configuration {
                 $0.maxIncomingBufferMessages = limit
+                $0.maxIncomingBufferBytes = byteLimit
                 $0.maxMessageSize = maxMessageSize
             })
         var sink = Recorder()
@@ -872,8 +875,17 @@ struct SmallMessageTests {
                 let n = min(bytes.count - offset, Int.random(in: 1...700, using: &rng))
                 bytes.withUnsafeBytes { machine.read(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n]), &sink) }
                 offset += n
-                #expect(machine.queuedMessageCount <= limit, "one read queued more than the limit")
-                if machine.queuedMessageCount == limit { #expect(machine.readingPaused, "a full queue must pause") }
+                // A read stops queueing once the queue is full: without the last message queued, it was not.
+                let queued = expected[delivered.count..<delivered.count + machine.queuedFrameCount]
+                    .filter { $0.kind != .ping && $0.kind != .pong }
+                let queuedBytes = queued.reduce(0) { $0 + $1.data.count }
+                if let last = queued.last {
+                    #expect(queued.count - 1 < limit, "a message queued after the queue was full")
+                    #expect(queuedBytes - last.data.count < byteLimit, "a message queued past the byte limit")
+                }
+                if queued.count >= limit || queuedBytes >= byteLimit {
+                    #expect(machine.readingPaused, "a full queue must pause")
+                }
             } else if let frame = machine.takeQueuedFrame(&sink) {
                 delivered.append(frame)
             } else {
@@ -882,7 +894,7 @@ struct SmallMessageTests {
             }
             #expect(machine.queueCountersAreConsistent)
         }
-        #expect(delivered == items.map(\.delivered), "every frame, in order, with its kind and bytes")
+        #expect(delivered == expected, "every frame, in order, with its kind and bytes")
         for frame in delivered {
             #expect(frame.fin && frame.reservedBits.isEmpty)
             #expect(frame.dataIsValidUTF8 == (frame.kind == .text), "text is marked valid, binary is not")

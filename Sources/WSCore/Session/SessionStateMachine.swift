@@ -667,9 +667,6 @@ struct SessionStateMachine {
     /// How many frames wait in the queue (for tests).
     var queuedFrameCount: Int { self.queue.count }
 
-    /// How many messages (and the close frame) wait in the queue: what the incoming limits bound (for tests).
-    var queuedMessageCount: Int { self.queue.count - self.queuedControl }
-
     // MARK: - Sending and closing
 
     /// Whether a fragmented message is being sent (its first frame went out with `fin == false`, its last has not):
