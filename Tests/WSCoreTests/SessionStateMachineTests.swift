@@ -962,6 +962,35 @@ struct SmallMessageTests {
             }
         }
     }
+    @Test("small whole messages are not taken past the general path: extensions, streaming, a released session")
+    func casesTheFastPathLeavesAlone() throws {
+        // An extension sees every message, even one without its reserved bit.
+        var extended = SessionStateMachine(configuration: configuration())
+        extended.opened(
+            OpeningHandshake.Outcome(subprotocol: nil, extensions: [ReversingExtension()], headers: HTTPHeaders()))
+        var sink = Recorder()
+        extended.read(wire(.binary, [1, 2, 3]), &sink)
+        #expect(extended.takeQueuedFrame(&sink)?.data == [3, 2, 1], "the extension's processIncoming ran")
+
+        // Streaming: the streamed message limit applies, and the message is handed over as a streamed fragment.
+        var streaming = openMachine(
+            configuration {
+                $0.streamsIncomingMessages = true
+                $0.maxStreamedMessageSize = 10
+            })
+        streaming.read(
+            wire(.binary, [UInt8](repeating: 1, count: 10)) + wire(.binary, [UInt8](repeating: 1, count: 11)), &sink)
+        #expect(streaming.takeQueuedFrame(&sink)?.data.count == 10)
+        let result = streaming.receive(1, isCancelled: false, &sink)
+        #expect(result == .end(WebSocketError(.messageTooBig, "")), "over maxStreamedMessageSize")
+
+        // A session released without closing sent its close: what still arrives is dropped, not queued or counted.
+        var released = openMachine()
+        released.closeDetached(&sink)
+        released.read(wire(.text, "late") + wire(.binary, [1]), &sink)
+        #expect(released.queuedFrameCount == 0)
+        #expect(released.received.messages == 0)
+    }
 }
 
 extension ReceivedCounters {
