@@ -243,6 +243,50 @@ struct FaultTests {
         }
     }
 
+    @Test(
+        "a send that waits for a server that stops reading ends when its task is cancelled; the message still arrives",
+        arguments: TestEngine.allCases)
+    func cancelledSendToServerThatStopsReading(engine: TestEngine) async throws {
+        let release = Atomic<Bool>(false)
+        let server = try ScriptedServer(receiveBufferSize: 4096) { connection in
+            try connection.acceptUpgrade()
+            while !release.load(ordering: .acquiring) { usleep(10_000) }
+            // Then reads what the client sent and answers with the payload sizes ("16777216 5").
+            var sizes: [Int] = []
+            while sizes.count < 2, let frame = try connection.readFrame() { sizes.append(frame.payload.count) }
+            let text = Array(sizes.map(String.init).joined(separator: " ").utf8)
+            try connection.write([0x81, UInt8(text.count)] + text)
+            _ = connection.readUntilClose()
+        }
+        defer { server.stop() }
+        let message = [UInt8](repeating: 0x42, count: 16 << 20)
+        try await withClient(engine.client { $0.maxOutgoingBufferBytes = 64 << 10 }) { client in
+            let session = try await client.webSocketSession(server.url)
+            // The server reads nothing: of 16 MiB the kernel's buffers take at most a few, the rest waits in ours.
+            let sender = Task { try await session.send(message) }
+            sender.cancel()
+            let deadline = ContinuousClock.now + .seconds(10)
+            let finished = Atomic<Bool>(false)
+            let watcher = Task {
+                _ = await sender.result
+                finished.store(true, ordering: .releasing)
+            }
+            while !finished.load(ordering: .acquiring) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let ended = finished.load(ordering: .acquiring)
+            #expect(ended, "the cancelled send kept waiting for the server to read")
+            release.store(true, ordering: .releasing)
+            await watcher.value
+            await #expect(throws: CancellationError.self) { try await sender.value }
+            // The message was accepted before the wait: the server gets all of it, then the next one.
+            try await session.send("after")
+            let reply = try await session.incoming.receive()
+            #expect(reply.kind == .text && reply.data == Array("\(16 << 20) 5".utf8))
+            await session.close()
+        }
+    }
+
     // MARK: F8 TLS to a server that does not speak TLS
 
     @Test("wss to a plain HTTP server is a tlsFailure", arguments: TestEngine.allCases)

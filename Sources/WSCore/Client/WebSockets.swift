@@ -54,7 +54,8 @@ public enum WebSockets: ClientPlugin {
         /// (default 4 MiB; one message may exceed it).
         public var maxIncomingBufferBytes: Int = 4 << 20
         /// When more than this many bytes wait to be written, `send` suspends until the network has taken them
-        /// (default 4 MiB): a slow network slows the sender instead of growing memory.
+        /// (default 4 MiB): a slow network slows the sender instead of growing memory. Cancelling the sending task
+        /// ends that wait with `CancellationError`; the message stays queued and is sent.
         public var maxOutgoingBufferBytes: Int = 4 << 20
         /// How long to wait for the server's close frame and TCP close after sending ours (default 10 s); then
         /// the connection is dropped.

@@ -55,7 +55,7 @@ final class ReconnectCore: Sendable {
         var sendingStream = false
         /// Sends of the fail-fast mode waiting for the streamed message being sent to end (nothing is queued in
         /// that mode, so they wait here instead, as they would on a plain session).
-        var streamEndWaiters: [CheckedContinuation<Void, Never>] = []
+        var streamEndWaiters = CancellableWaiters()
     }
 
     /// What the driver does next.
@@ -290,8 +290,12 @@ final class ReconnectCore: Sendable {
             }
             switch wait {
             case .none: return
-            case .room: await session.waitForRoom()
-            case .messageEnd: await session.connection.waitForMessageEnd()
+            // The driver goes on until the queue is sent or the connection ends, cancelled or not (a cancelled
+            // task's cancellable wait would return at once, and this loop would spin).
+            case .room:
+                _ = await session.connection.waitForDrain(
+                    above: session.connection.maxOutgoingBufferBytes, cancellable: false)
+            case .messageEnd: _ = await session.connection.waitForMessageEnd(cancellable: false)
             }
         }
     }
@@ -370,22 +374,14 @@ final class ReconnectCore: Sendable {
         while true {
             switch try self.trySend(frame) {
             case .done: return
-            case .waitForRoom(let target): return await target.waitForRoom()
-            case .waitForMessageEnd(let target): await target.connection.waitForMessageEnd()
-            case .waitForStreamEnd: await self.waitForStreamEnd()
+            case .waitForRoom(let target): return try await target.waitForRoom()
+            case .waitForMessageEnd(let target):
+                guard await target.connection.waitForMessageEnd() else { throw CancellationError() }
+            case .waitForStreamEnd:
+                guard await self.shared.waitCancellably(in: \.streamEndWaiters, until: { !$0.sendingStream }) else {
+                    throw CancellationError()
+                }
             }
-        }
-    }
-
-    /// Waits until no streamed message is being sent (returns at once when none is).
-    private nonisolated(nonsending) func waitForStreamEnd() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let waiting = self.shared.withLock { s -> Bool in
-                guard s.sendingStream else { return false }
-                s.streamEndWaiters.append(continuation)
-                return true
-            }
-            if !waiting { continuation.resume() }
         }
     }
 
@@ -489,14 +485,12 @@ final class ReconnectCore: Sendable {
     /// After a streamed send: sends go to `session` again (when it is still the open one), queued ones first, and
     /// the sends that waited for the stream's end try again.
     private nonisolated(nonsending) func streamEnded(on session: WebSocketSession) async {
-        let waiters = self.shared.withLock { s -> [CheckedContinuation<Void, Never>] in
+        self.shared.withLock { s in
             s.sendingStream = false
             // With nothing queued the connection is usable at once, before the waiters try again.
             if s.queue.isEmpty, s.current === session, case .open = s.machine.phase { s.sendTarget = session }
-            defer { s.streamEndWaiters.removeAll() }
-            return s.streamEndWaiters
+            s.streamEndWaiters.resumeAll()
         }
-        for waiter in waiters { waiter.resume() }
         await self.flush(session)
     }
 

@@ -71,9 +71,10 @@ final class Connection: WebSocketTransportHandler, Sendable {
         var endWaiters: [CheckedContinuation<Void, Never>] = []
         /// Waiters for the session to start closing or fail (see `waitUntilClosing`).
         var closingWaiters: [CheckedContinuation<Void, Never>] = []
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Senders waiting for the outgoing buffer to drain (or the session to end).
+        var drainWaiters = CancellableWaiters()
         /// Senders of a data message waiting for a fragmented message being sent to end (or the session to close).
-        var messageEndWaiters: [CheckedContinuation<Void, Never>] = []
+        var messageEndWaiters = CancellableWaiters()
         /// The running timers; a fire whose token is no longer here is stale (replaced or cancelled) and ignored.
         var timers: [SessionStateMachine.TimerKind: (token: UInt64, timer: any WebSocketTransportTimer)] = [:]
         var lastTimerToken: UInt64 = 0
@@ -113,8 +114,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
         /// Wakes the senders waiting for the end of a fragmented message (they try again).
         mutating func resumeMessageEndWaiters() {
-            for waiter in self.messageEndWaiters { waiter.resume() }
-            self.messageEndWaiters = []
+            self.messageEndWaiters.resumeAll()
         }
 
         mutating func perform(_ action: SessionStateMachine.Action) {
@@ -152,8 +152,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .failHandshake(let error):
                 self.handshake.take()?.resume(throwing: error)
             case .resumeDrainWaiters:
-                for waiter in self.drainWaiters { waiter.resume() }
-                self.drainWaiters = []
+                self.drainWaiters.resumeAll()
             case .connectionEnded:
                 // With metrics, the end waiters are resumed after the final report (`sessionEnded`), so what a
                 // session counted is in the metrics once `close()` returns.
@@ -163,9 +162,8 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 }
                 for waiter in self.closingWaiters { waiter.resume() }
                 self.closingWaiters = []
-                for waiter in self.drainWaiters { waiter.resume() }
+                self.drainWaiters.resumeAll()
                 self.resumeMessageEndWaiters()
-                self.drainWaiters = []
                 for entry in self.timers.values { entry.timer.cancel() }
                 self.timers = [:]
                 self.metricsReporting?.timer.take()?.cancel()
@@ -353,26 +351,22 @@ final class Connection: WebSocketTransportHandler, Sendable {
     package var sendersWaitingForMessageEnd: Int { self.state.withLock { $0.io.messageEndWaiters.count } }
 
     /// Waits until no fragmented message is being sent (its last frame went out), or the session is closing.
-    nonisolated(nonsending) func waitForMessageEnd() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = self.state.withLock { s -> Bool in
-                if !s.machine.isSendingFragmentedMessage { return true }
-                s.io.messageEndWaiters.append(continuation)
-                return false
-            }
-            if resumeNow { continuation.resume() }
+    /// - Parameter cancellable: Whether cancelling the task ends the wait.
+    /// - Returns: `false` if the task was cancelled first.
+    nonisolated(nonsending) func waitForMessageEnd(cancellable: Bool = true) async -> Bool {
+        await self.state.waitCancellably(in: \.io.messageEndWaiters, cancellable: cancellable) {
+            !$0.machine.isSendingFragmentedMessage
         }
     }
 
     /// Waits until the transport's buffer is at most `limit` bytes, or the connection ended.
-    nonisolated(nonsending) func waitForDrain(above limit: Int) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = self.state.withLock { s -> Bool in
-                if s.machine.hasEnded || self.transport.bufferedBytes <= limit { return true }
-                s.io.drainWaiters.append(continuation)
-                return false
-            }
-            if resumeNow { continuation.resume() }
+    /// - Parameters:
+    ///   - limit: The most bytes left buffered.
+    ///   - cancellable: Whether cancelling the task ends the wait.
+    /// - Returns: `false` if the task was cancelled first.
+    nonisolated(nonsending) func waitForDrain(above limit: Int, cancellable: Bool = true) async -> Bool {
+        await self.state.waitCancellably(in: \.io.drainWaiters, cancellable: cancellable) { s in
+            s.machine.hasEnded || self.transport.bufferedBytes <= limit
         }
     }
 

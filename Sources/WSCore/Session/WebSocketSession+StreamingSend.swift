@@ -20,7 +20,8 @@ extension WebSocketSession {
     ///
     /// A message cannot be abandoned half-sent: once its first fragment is out, if the sequence throws, the task is
     /// cancelled, or a text chunk is not UTF-8, the session is closed with `1011 INTERNAL_ERROR` (the close
-    /// handshake starts; this call does not wait for it) and the error is rethrown. Messages sent on the session by
+    /// handshake starts; this call does not wait for it) and the error is rethrown. Cancelled only while waiting
+    /// for room after the last fragment was queued, it throws `CancellationError` and the message is still sent whole. Messages sent on the session by
     /// other tasks while this runs wait until its last fragment is out (fragments of two messages cannot interleave);
     /// pings and pongs go out between the fragments.
     ///
@@ -74,7 +75,14 @@ extension WebSocketSession {
                 }
                 let frame = Frame(kind: started ? .continuation : kind, fin: next == nil, data: chunk)
                 started = true
-                try await self.send(frame)
+                do {
+                    try await self.send(frame)
+                } catch is CancellationError where next == nil {
+                    // Cancelled while waiting for room after the last fragment was queued: the message is whole and
+                    // will be sent, so the session is not closed.
+                    started = false
+                    throw CancellationError()
+                }
                 guard let next else { return }
                 current = next
             }

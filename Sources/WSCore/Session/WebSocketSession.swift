@@ -64,17 +64,20 @@ public final class WebSocketSession: Sendable {
     /// The outgoing side: ``WebSocketOutgoing/send(_:)`` sends a frame, as `outgoing.send(frame)` in Ktor.
     public var outgoing: WebSocketOutgoing { WebSocketOutgoing(session: self) }
 
-    /// Sends a text message.
+    /// Sends a text message. Like every send, it returns once the message is queued, after waiting for room when
+    /// more than ``WebSockets/Configuration/maxOutgoingBufferBytes`` are buffered (see ``send(_:)-(Frame)``).
     /// - Parameter text: The message.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing;
+    ///   `CancellationError` when the task is cancelled while waiting for room (the message is still sent).
     @inlinable
     nonisolated(nonsending) public func send(_ text: String) async throws {
         try await self.sendData(Frame(kind: .text, data: Array(text.utf8)))
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message (waiting for room like ``send(_:)-(Frame)``).
     /// - Parameter bytes: The message, e.g. `[UInt8]` or `Data`.
-    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing.
+    /// - Throws: ``WebSocketError`` (``WebSocketError/Code/sessionClosed``) once the session is closing;
+    ///   `CancellationError` when the task is cancelled while waiting for room (the message is still sent).
     @inlinable
     nonisolated(nonsending) public func send(_ bytes: some Sequence<UInt8>) async throws {
         try await self.sendData(Frame(kind: .binary, data: Array(bytes)))
@@ -90,7 +93,7 @@ public final class WebSocketSession: Sendable {
     @inlinable
     nonisolated(nonsending) func sendData(_ frame: Frame) async throws {
         do {
-            if try self.connection.enqueue(frame) { await self.waitForRoom() }
+            if try self.connection.enqueue(frame) { try await self.waitForRoom() }
         } catch is MessageInProgress {
             try await self.sendAfterMessageInProgress(frame)
         }
@@ -108,9 +111,9 @@ public final class WebSocketSession: Sendable {
                     "a message fragmented with send(Frame) (fin == false) is not finished; send its continuation frames, the last with fin == true, before another message"
                 )
             }
-            await self.connection.waitForMessageEnd()
+            guard await self.connection.waitForMessageEnd() else { throw CancellationError() }
             do {
-                if try self.connection.enqueue(frame) { await self.waitForRoom() }
+                if try self.connection.enqueue(frame) { try await self.waitForRoom() }
                 return
             } catch is MessageInProgress {
                 continue  // Another fragmented message started first.
@@ -119,9 +122,12 @@ public final class WebSocketSession: Sendable {
     }
 
     /// Waits until the outgoing buffer is back under ``WebSockets/Configuration/maxOutgoingBufferBytes``.
+    /// - Throws: `CancellationError` if the task is cancelled first (what was queued stays queued).
     @usableFromInline
-    nonisolated(nonsending) func waitForRoom() async {
-        await self.connection.waitForDrain(above: self.connection.maxOutgoingBufferBytes)
+    nonisolated(nonsending) func waitForRoom() async throws {
+        guard await self.connection.waitForDrain(above: self.connection.maxOutgoingBufferBytes) else {
+            throw CancellationError()
+        }
     }
 
     /// Sends a frame as given: a whole message, a fragment (`fin == false`, then continuation frames), a
@@ -130,16 +136,23 @@ public final class WebSocketSession: Sendable {
     /// Fragments of one message cannot be interleaved with another message: while a message fragmented by hand is
     /// unfinished, a new text or binary frame throws; while ``sendStreamingMessage(_:from:)`` runs, it waits for the
     /// streamed message to end. Pings and pongs may go out between fragments.
+    ///
+    /// The frame is queued at once; the call then waits while more than
+    /// ``WebSockets/Configuration/maxOutgoingBufferBytes`` are buffered (a slow network or server), so a loop of sends
+    /// goes at the pace the connection takes. Cancelling the task ends that wait with `CancellationError`; the frame
+    /// stays queued and is sent, in order, like every frame queued before the session closes. Cancelled while waiting
+    /// for a streamed message to end, the frame is not sent.
     /// - Parameter frame: The frame.
     /// - Throws: ``WebSocketError``: ``WebSocketError/Code/sessionClosed`` once closing,
     ///   ``WebSocketError/Code/invalidArgument`` for a control frame over 125 bytes or not final, a continuation
-    ///   frame outside a fragmented message, or a new message inside one.
+    ///   frame outside a fragmented message, or a new message inside one; `CancellationError` when the task is
+    ///   cancelled while waiting (above).
     @inlinable
     nonisolated(nonsending) public func send(_ frame: Frame) async throws {
         if frame.kind == .close {
             await self.sendClose(frame)
         } else if frame.kind == .ping || frame.kind == .pong {
-            if try self.connection.enqueue(frame) { await self.waitForRoom() }
+            if try self.connection.enqueue(frame) { try await self.waitForRoom() }
         } else {
             try await self.sendData(frame)
         }
@@ -171,9 +184,10 @@ public final class WebSocketSession: Sendable {
         await self.connection.close(reason, waitForEnd: true)
     }
 
-    /// Waits until every byte sent so far has been handed to the operating system.
+    /// Waits until every byte sent so far has been handed to the operating system, the session has ended, or the task
+    /// is cancelled (it then returns at once; the bytes are still sent).
     nonisolated(nonsending) public func flush() async {
-        await self.connection.waitForDrain(above: 0)
+        _ = await self.connection.waitForDrain(above: 0)
     }
 
     /// Why the session ended, once it has: the server's close reason, the reason we sent on a protocol error,
