@@ -37,4 +37,19 @@ struct EngineConnectOptionsTests {
         #expect(second.proxyTLS.serverNameOverride == "other.example")
         #expect(second.connectTimeout == .seconds(10))
     }
+
+    @Test("the proxy and its TLS settings change independently")
+    func proxyAndItsTLS() {
+        var tls = WebSocketTLSConfiguration()
+        tls.serverNameOverride = "proxy.internal"
+        var options = EngineConnectOptions(
+            connectTimeout: .seconds(10), logger: Logger(label: "options"),
+            proxy: ProxyServer(.https, host: "proxy.example", port: 443), proxyTLS: tls)
+        options.proxy = nil
+        #expect(options.proxyTLS.serverNameOverride == "proxy.internal")
+        options.proxy = ProxyServer(.http, host: "other.example", port: 3128)
+        options.proxyTLS = WebSocketTLSConfiguration()
+        #expect(options.proxy?.host == "other.example")
+        #expect(options.proxyTLS.serverNameOverride == nil)
+    }
 }

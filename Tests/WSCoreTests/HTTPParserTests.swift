@@ -80,6 +80,17 @@ struct HTTPParserTests {
         #expect(result.leftover == frameBytes)
     }
 
+    @Test("long field names keep their exact spelling (the common ones are shared literals)")
+    func longFieldNames() throws {
+        let names = [
+            "Sec-WebSocket-Accept", "sec-websocket-accept", "SEC-WEBSOCKET-ACCEPT", "Sec-WebSocket-Acceps",
+            "Sec-WebSocket-Acceptx", "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol", "X-Sixteen-Bytes-",
+        ]
+        let head = names.map { "\($0): v\r\n" }.joined()
+        let result = parseResponse([Array("HTTP/1.1 101 Switching Protocols\r\n\(head)\r\n".utf8)])
+        #expect(try #require(result.head).headers.fields.map(\.name) == names)
+    }
+
     @Test("split at every byte, the head is the same and no frame byte is lost")
     func everySplit() throws {
         let wire = response101 + frameBytes

@@ -231,35 +231,6 @@ extension WebSocketClient {
         let pending = PendingOpening(opening)
         return try await withTaskExecutorPreference(pending.blockExecutor) { try await pending.run(block) }
     }
-
-    /// Runs `block` with the open `session` and closes it afterwards. `wanted` is the executor the connection was asked
-    /// for (the caller runs on it, or on a watched executor of the same loop).
-    fileprivate static func run<Result>(
-        _ session: WebSocketSession,
-        onEventLoop: Bool,
-        wanted: (any TaskExecutor)?,
-        _ block: (WebSocketSession) async throws -> Result
-    ) async throws -> Result {
-        let outcome: Swift.Result<Result, any Error>
-        do {
-            if onEventLoop, let actual = session.executor, actual !== wanted {
-                // The engine offered no executor or did not honour it: run the block on the session's own.
-                outcome = .success(try await withTaskExecutorPreference(actual) { try await block(session) })
-            } else {
-                outcome = .success(try await block(session))
-            }
-        } catch {
-            outcome = .failure(error)
-        }
-        await session.close(Self.closeReason(after: outcome))
-        return try outcome.get()
-    }
-
-    /// How a block entry point closes its session: 1000, or 1001 when the block was cancelled.
-    private static func closeReason<Result>(after outcome: Swift.Result<Result, any Error>) -> CloseReason {
-        if case .failure(let error) = outcome, error is CancellationError { return CloseReason(code: .goingAway) }
-        return CloseReason(code: .normal)
-    }
 }
 
 /// Holds an opening until it runs, so that nothing keeps it after the session is open, and what running the block
@@ -280,13 +251,62 @@ private final class PendingOpening {
         self.opening = opening
     }
 
-    /// Opens the session (once), runs `block` with it and closes it.
+    /// Opens the session (once), runs `block` with it and closes it afterwards (code 1000, or 1001 when the block
+    /// was cancelled), whether the block returned or threw.
+    ///
+    /// The task keeps the memory of its deepest chain of frames for its whole life, so this frame, under both the
+    /// opening's calls and the block's, holds little: the opening and the block run in functions of their own.
     func run<Result>(_ block: (WebSocketSession) async throws -> Result) async throws -> Result {
-        try await WebSocketClient.run(
-            try await self.open(), onEventLoop: self.onEventLoop, wanted: self.executor, block)
+        try await self.run(block, try await self.open())
+    }
+
+    /// Runs `block` with the open `session` and closes the session afterwards; the close and the rare executor hop
+    /// are in functions of their own, so this frame, live under the block's calls, stays small.
+    @inline(never)
+    private func run<Result>(_ block: (WebSocketSession) async throws -> Result, _ session: WebSocketSession)
+        async throws -> Result
+    {
+        let result: Result
+        do {
+            if let actual = self.executorToHop(to: session) {
+                result = try await Self.run(block, session, on: actual)
+            } else {
+                result = try await block(session)
+            }
+        } catch {
+            await Self.close(session, after: error)
+            throw error
+        }
+        await Self.close(session, after: nil)
+        return result
+    }
+
+    /// The executor to run the block on when it is not the one this task prefers already: with
+    /// ``WebSockets/Configuration/runsBlocksOnEventLoop``, the session's own when the engine offered no executor or
+    /// did not honour it.
+    private func executorToHop(to session: WebSocketSession) -> (any TaskExecutor)? {
+        guard self.onEventLoop, let actual = session.executor, actual !== self.executor else { return nil }
+        return actual
+    }
+
+    /// Runs `block` with `session` on `executor`.
+    @inline(never)
+    private static func run<Result>(
+        _ block: (WebSocketSession) async throws -> Result, _ session: WebSocketSession, on executor: any TaskExecutor
+    ) async throws -> Result {
+        try await withTaskExecutorPreference(executor) { try await block(session) }
+    }
+
+    /// Closes `session` after its block returned (`error` is `nil`) or threw: 1000, or 1001 when the block was
+    /// cancelled.
+    @inline(never)
+    private static nonisolated(nonsending) func close(_ session: WebSocketSession, after error: (any Error)?) async {
+        let cancelled = error is CancellationError
+        await session.close(CloseReason(code: cancelled ? .goingAway : .normal))
     }
 
     /// Opens the session (once).
+    @inline(never)
     private func open() async throws -> WebSocketSession {
         guard let opening = self.opening.take() else { preconditionFailure("the opening ran already") }
         return try await opening.open()

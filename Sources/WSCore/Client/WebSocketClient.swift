@@ -88,6 +88,10 @@ public final class WebSocketClient: Sendable {
     public let configuration: Configuration
     /// The metric objects, or `nil` when metrics are off (or no backend is bootstrapped).
     let metrics: ClientMetrics?
+    /// The WebSockets settings in effect (``webSocketSettings``), made once: every opening refers to them.
+    let sharedWebSocketSettings: SharedWebSocketSettings
+    /// No proxy, with the proxy TLS settings of ``configuration``: shared by the openings that connect directly.
+    let directConnection: EngineConnectOptions.Proxying
 
     /// Creates a client on `engine` and runs the configuration block.
     /// - Parameters:
@@ -100,6 +104,9 @@ public final class WebSocketClient: Sendable {
         self.configuration = configuration
         self.metrics = ClientMetrics.make(
             enabled: configuration.metricsEnabled, factory: configuration.metricsFactory, engine: engine.name)
+        self.sharedWebSocketSettings = SharedWebSocketSettings(
+            configuration.settings(of: WebSockets.self) ?? WebSockets.defaultConfiguration())
+        self.directConnection = EngineConnectOptions.Proxying(proxy: nil, tls: configuration.proxy.tls)
     }
 
     /// Creates a client on `engine` with default settings (the WebSockets plugin's defaults apply).
@@ -130,7 +137,18 @@ public final class WebSocketClient: Sendable {
 
     /// The WebSockets settings in effect: the installed plugin's, or the defaults when it is not installed
     /// (the entry points work without an explicit `install`).
-    var webSocketSettings: WebSockets.Configuration {
-        self.configuration.settings(of: WebSockets.self) ?? WebSockets.defaultConfiguration()
+    var webSocketSettings: WebSockets.Configuration { self.sharedWebSocketSettings.value }
+}
+
+/// WebSockets settings held once and referenced by every opening that uses them: the configuration is about 200
+/// bytes, and thousands of sessions opening at once each held a copy until their handshake ended.
+final class SharedWebSocketSettings: Sendable {
+    let value: WebSockets.Configuration
+    /// What a session's machine needs of them, shared by the sessions too.
+    let limits: SessionStateMachine.Limits
+
+    init(_ value: WebSockets.Configuration) {
+        self.value = value
+        self.limits = SessionStateMachine.Limits(value)
     }
 }

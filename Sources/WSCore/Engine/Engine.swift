@@ -56,9 +56,20 @@ public struct EngineConnectOptions: Sendable {
         var logger: Logger
         var executor: (any TaskExecutor)?
         var progress: (@Sendable (EngineConnectStep) -> Void)?
-        var proxy: ProxyServer?
-        var proxyTLS: WebSocketTLSConfiguration
+        var proxying: Proxying
         var openingRequest: EngineOpeningRequest?
+    }
+
+    /// The proxy and the TLS settings for it (≈ 200 bytes together), in a box of their own that the openings of a
+    /// client share when they connect without a proxy.
+    final class Proxying: Sendable {
+        let proxy: ProxyServer?
+        let tls: WebSocketTLSConfiguration
+
+        init(proxy: ProxyServer?, tls: WebSocketTLSConfiguration) {
+            self.proxy = proxy
+            self.tls = tls
+        }
     }
 
     private final class Box: Sendable {
@@ -101,14 +112,14 @@ public struct EngineConnectOptions: Sendable {
     /// The proxy to connect through, already chosen for this endpoint from the client's ``ProxyConfiguration``
     /// (and the environment); `nil`: connect directly. The engine never reads the environment itself.
     public var proxy: ProxyServer? {
-        get { self.box.values.proxy }
-        set { self.update { $0.proxy = newValue } }
+        get { self.box.values.proxying.proxy }
+        set { self.update { $0.proxying = Proxying(proxy: newValue, tls: $0.proxying.tls) } }
     }
     /// The TLS settings for the connection to an `https://` ``proxy`` (`ProxyConfiguration.tls`; its server name
     /// override does not apply to a proxy).
     public var proxyTLS: WebSocketTLSConfiguration {
-        get { self.box.values.proxyTLS }
-        set { self.update { $0.proxyTLS = newValue } }
+        get { self.box.values.proxying.tls }
+        set { self.update { $0.proxying = Proxying(proxy: $0.proxying.proxy, tls: newValue) } }
     }
     /// The WebSocket opening request, for an engine that can open the session itself (an HTTP/2 engine sends it as
     /// an extended CONNECT and returns the answer in ``WebSocketTransport/openingResponse``). Engines that hand
@@ -130,10 +141,20 @@ public struct EngineConnectOptions: Sendable {
         connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)? = nil, proxy: ProxyServer? = nil,
         proxyTLS: WebSocketTLSConfiguration = WebSocketTLSConfiguration(), openingRequest: EngineOpeningRequest? = nil
     ) {
+        self.init(
+            connectTimeout: connectTimeout, logger: logger, executor: executor,
+            proxying: Proxying(proxy: proxy, tls: proxyTLS), openingRequest: openingRequest)
+    }
+
+    /// Options with the proxy and its TLS settings in a box that may be shared.
+    init(
+        connectTimeout: Duration, logger: Logger, executor: (any TaskExecutor)?, proxying: Proxying,
+        openingRequest: EngineOpeningRequest?
+    ) {
         self.box = Box(
             Values(
-                connectTimeout: connectTimeout, logger: logger, executor: executor, progress: nil, proxy: proxy,
-                proxyTLS: proxyTLS, openingRequest: openingRequest))
+                connectTimeout: connectTimeout, logger: logger, executor: executor, progress: nil, proxying: proxying,
+                openingRequest: openingRequest))
     }
 }
 

@@ -335,6 +335,24 @@ struct HTTPHeadScanner {
         return (lines, consumed)
     }
 
+    /// The names of a WebSocket handshake response's fields longer than 15 bytes, which a string made from the bytes
+    /// would store on the heap: matched, they are these literals (no allocation), and a session keeps its response
+    /// headers for its whole life.
+    private static let longFieldNames = [
+        "Sec-WebSocket-Accept", "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol", "sec-websocket-accept",
+        "sec-websocket-extensions", "sec-websocket-protocol",
+    ]
+
+    /// A field name as a string: one of ``longFieldNames`` when it is one.
+    static func fieldName(_ bytes: ArraySlice<UInt8>) -> String {
+        if bytes.count > 15 {
+            for known in Self.longFieldNames where known.utf8.count == bytes.count && known.utf8.elementsEqual(bytes) {
+                return known
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// Parses `lines[1...]` as header fields.
     func parseFields(_ lines: [ArraySlice<UInt8>]) throws(WebSocketError) -> HTTPHeaders {
         var headers = HTTPHeaders()
@@ -375,7 +393,7 @@ struct HTTPHeadScanner {
                         + "control character"
                 )
             }
-            headers.add(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self))
+            headers.add(Self.fieldName(name), String(decoding: value, as: UTF8.self))
         }
         return headers
     }

@@ -23,7 +23,7 @@ final class ReconnectCore: Sendable {
 
     let configuration: ReconnectingWebSocketSession.Configuration
     private let client: WebSocketClient
-    private let settings: WebSockets.Configuration
+    private let settings: SharedWebSocketSettings
     private let makeRequest: @Sendable () async throws -> WebSocketRequestBuilder
     private let clock: ReconnectClock
     private let logger: Logger
@@ -85,7 +85,7 @@ final class ReconnectCore: Sendable {
         settings.pongTimeout = configuration.pongTimeout
         self.client = client
         self.configuration = configuration
-        self.settings = settings
+        self.settings = SharedWebSocketSettings(settings)
         self.makeRequest = makeRequest
         self.clock = ReconnectClock(configuration.clock)
         self.logger = client.configuration.logger
@@ -378,7 +378,8 @@ final class ReconnectCore: Sendable {
             case .waitForMessageEnd(let target):
                 guard await target.connection.waitForMessageEnd() else { throw CancellationError() }
             case .waitForStreamEnd:
-                guard await self.shared.waitCancellably(in: \.streamEndWaiters, until: { !$0.sendingStream }) else {
+                guard await self.shared.waitCancellably(in: \Shared.streamEndWaiters, until: { !$0.sendingStream })
+                else {
                     throw CancellationError()
                 }
             }
@@ -501,7 +502,7 @@ final class ReconnectCore: Sendable {
     }
 
     func requireConverter() throws(WebSocketError) -> any WebSocketContentConverter {
-        guard let converter = self.settings.contentConverter else {
+        guard let converter = self.settings.value.contentConverter else {
             throw WebSocketError(
                 .noContentConverter,
                 "no content converter is installed: set it in the plugin, e.g. config.install(WebSockets.self) { $0.contentConverter = JSONWebSocketConverter() } (module WSSerialization)"

@@ -28,15 +28,16 @@ final class Connection: WebSocketTransportHandler, Sendable {
     let identity: (id: String, url: WebSocketURL)?
 
     init(
-        transport: any WebSocketTransport, settings: WebSockets.Configuration, logger: Logger,
-        metrics: ClientMetrics? = nil, identity: (id: String, url: WebSocketURL)? = nil
+        transport: any WebSocketTransport, settings: WebSockets.Configuration,
+        limits: SessionStateMachine.Limits? = nil,
+        logger: Logger, metrics: ClientMetrics? = nil, identity: (id: String, url: WebSocketURL)? = nil
     ) {
         self.transport = transport
         self.maxOutgoingBufferBytes = settings.maxOutgoingBufferBytes
         self.logger = logger
         self.identity = identity
         self.metrics = metrics
-        self.state = Mutex(Locked(machine: SessionStateMachine(configuration: settings), io: IO()))
+        self.state = Mutex(Locked(machine: SessionStateMachine(configuration: settings, limits: limits), io: IO()))
         self.state.withLock { $0.io.connection = self }
     }
 
@@ -76,7 +77,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
         /// Senders of a data message waiting for a fragmented message being sent to end (or the session to close).
         var messageEndWaiters = CancellableWaiters()
         /// The running timers; a fire whose token is no longer here is stale (replaced or cancelled) and ignored.
-        var timers: [SessionStateMachine.TimerKind: (token: UInt64, timer: any WebSocketTransportTimer)] = [:]
+        var timers = SessionTimers()
         var lastTimerToken: UInt64 = 0
         /// Counts changes of the machine's `readingPaused`, so a stale pause or resume applied to the transport after
         /// a newer decision is noticed and corrected (see `syncReadingPaused`).
@@ -141,7 +142,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             case .armTimer(let kind, let delay):
                 self.arm(kind, after: delay)
             case .cancelTimer(let kind):
-                self.timers.removeValue(forKey: kind)?.timer.cancel()
+                self.timers.remove(kind)?.cancel()
             case .closeTransport:
                 self.deferred.closeTransport = true
             case .abortTransport:
@@ -164,8 +165,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
                 self.closingWaiters = []
                 self.drainWaiters.resumeAll()
                 self.resumeMessageEndWaiters()
-                for entry in self.timers.values { entry.timer.cancel() }
-                self.timers = [:]
+                self.timers.cancelAll()
                 self.metricsReporting?.timer.take()?.cancel()
                 for (_, ping) in self.pings {
                     ping.timer.cancel()
@@ -198,7 +198,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
             let token = self.lastTimerToken
             let fire: @Sendable () -> Void = { connection.timerFired(kind, token: token) }
             let timer = self.transport.schedule(after: delay, fire) ?? TaskTimer(after: delay, fire)
-            self.timers.updateValue((token, timer), forKey: kind)?.timer.cancel()
+            self.timers.set(kind, token: token, timer)?.cancel()
         }
     }
 
@@ -222,8 +222,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
 
     private func timerFired(_ kind: SessionStateMachine.TimerKind, token: UInt64) {
         let deferred = self.state.withLock { s -> Deferred in
-            guard let entry = s.io.timers[kind], entry.token == token else { return Deferred() }
-            s.io.timers[kind] = nil
+            guard s.io.timers.remove(kind, ifToken: token) else { return Deferred() }
             if kind == .open, let makeError = s.io.openTimeoutError {
                 s.machine.failHandshake(makeError(), &s.io)
             } else {
@@ -354,7 +353,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     /// - Parameter cancellable: Whether cancelling the task ends the wait.
     /// - Returns: `false` if the task was cancelled first.
     nonisolated(nonsending) func waitForMessageEnd(cancellable: Bool = true) async -> Bool {
-        await self.state.waitCancellably(in: \.io.messageEndWaiters, cancellable: cancellable) {
+        await self.state.waitCancellably(in: \Locked.io.messageEndWaiters, cancellable: cancellable) {
             !$0.machine.isSendingFragmentedMessage
         }
     }
@@ -365,7 +364,7 @@ final class Connection: WebSocketTransportHandler, Sendable {
     ///   - cancellable: Whether cancelling the task ends the wait.
     /// - Returns: `false` if the task was cancelled first.
     nonisolated(nonsending) func waitForDrain(above limit: Int, cancellable: Bool = true) async -> Bool {
-        await self.state.waitCancellably(in: \.io.drainWaiters, cancellable: cancellable) { s in
+        await self.state.waitCancellably(in: \Locked.io.drainWaiters, cancellable: cancellable) { s in
             s.machine.hasEnded || self.transport.bufferedBytes <= limit
         }
     }
@@ -503,6 +502,65 @@ extension Optional {
     package mutating func take() -> Wrapped? {
         defer { self = nil }
         return self
+    }
+}
+
+/// A connection's running timers, at most one of each kind: a short array, released when the last timer stops. Most
+/// sessions run none or one (the opening's, then the keepalive's), and a dictionary kept ≈ 180 bytes of storage in
+/// every session, even with no timer running.
+struct SessionTimers {
+    private typealias Entry = (kind: SessionStateMachine.TimerKind, token: UInt64, timer: any WebSocketTransportTimer)
+    private var entries: [Entry] = []
+
+    /// How many timers run.
+    var count: Int { self.entries.count }
+
+    /// Whether storage is allocated (for tests: none while no timer runs).
+    var hasStorage: Bool { self.entries.capacity > 0 }
+
+    /// Records `timer` as the running timer of `kind`.
+    /// - Returns: The timer it replaces, which the caller cancels.
+    mutating func set(_ kind: SessionStateMachine.TimerKind, token: UInt64, _ timer: any WebSocketTransportTimer)
+        -> (any WebSocketTransportTimer)?
+    {
+        if let index = self.entries.firstIndex(where: { $0.kind == kind }) {
+            defer { self.entries[index] = (kind, token, timer) }
+            return self.entries[index].timer
+        }
+        self.entries.append((kind, token, timer))
+        return nil
+    }
+
+    /// Forgets the running timer of `kind`.
+    /// - Returns: It, for the caller to cancel; `nil` when none runs.
+    mutating func remove(_ kind: SessionStateMachine.TimerKind) -> (any WebSocketTransportTimer)? {
+        guard let index = self.entries.firstIndex(where: { $0.kind == kind }) else { return nil }
+        return self.remove(at: index)
+    }
+
+    /// Forgets the running timer of `kind` if its token is `token` (a fire that is not stale).
+    /// - Returns: Whether it did.
+    mutating func remove(_ kind: SessionStateMachine.TimerKind, ifToken token: UInt64) -> Bool {
+        guard let index = self.entries.firstIndex(where: { $0.kind == kind && $0.token == token }) else {
+            return false
+        }
+        _ = self.remove(at: index)
+        return true
+    }
+
+    /// Cancels and forgets every running timer.
+    mutating func cancelAll() {
+        for entry in self.entries { entry.timer.cancel() }
+        self.entries = []
+    }
+
+    private mutating func remove(at index: Int) -> any WebSocketTransportTimer {
+        // The last one out releases the storage (`remove(at:)` would keep its capacity).
+        if self.entries.count == 1 {
+            defer { self.entries = [] }
+            return self.entries[0].timer
+        }
+        return self.entries.remove(at: index).timer
     }
 }
 

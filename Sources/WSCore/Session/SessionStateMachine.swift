@@ -96,15 +96,17 @@ struct SessionStateMachine {
     /// How many received pings and pongs `incoming` holds at most while the consumer does not take them.
     static let maxQueuedControlFrames = 16
 
-    /// What the machine needs of the configuration: a copy of all of it per connection would cost memory.
-    private struct Limits {
-        var maxIncomingBufferMessages: Int
-        var maxIncomingBufferBytes: Int
-        var maxOutgoingBufferBytes: Int
-        var maxMessageSize: Int
-        var pingInterval: Duration?
-        var pongTimeout: Duration?
-        var closeTimeout: Duration
+    /// What the machine needs of the configuration: a copy of all of it per connection would cost memory. Immutable
+    /// and shared: the sessions of a client refer to one (``SharedWebSocketSettings``) instead of holding ≈ 100
+    /// bytes each.
+    final class Limits: Sendable {
+        let maxIncomingBufferMessages: Int
+        let maxIncomingBufferBytes: Int
+        let maxOutgoingBufferBytes: Int
+        let maxMessageSize: Int
+        let pingInterval: Duration?
+        let pongTimeout: Duration?
+        let closeTimeout: Duration
 
         init(_ configuration: WebSockets.Configuration) {
             self.maxIncomingBufferMessages = configuration.maxIncomingBufferMessages
@@ -117,20 +119,21 @@ struct SessionStateMachine {
         }
     }
 
-    /// An optional error kept out of line: `nil`, as it is in almost every session, costs one word in the machine
-    /// instead of the error's 88 bytes, and the machine lives in every connection (three such fields).
+    /// An optional value kept out of line: `nil`, as it is in almost every session, costs one word in the machine
+    /// instead of the value's size (88 bytes for an error), and the machine lives in every connection. For fields
+    /// set rarely (once per session or per keepalive ping): setting one allocates.
     @propertyWrapper
-    struct OutOfLineError {
+    struct OutOfLine<Value: Sendable> {
         private final class Box: Sendable {
-            let error: WebSocketError
-            init(_ error: WebSocketError) { self.error = error }
+            let value: Value
+            init(_ value: Value) { self.value = value }
         }
         private var box: Box?
 
-        init(wrappedValue: WebSocketError?) { self.box = wrappedValue.map(Box.init) }
+        init(wrappedValue: Value?) { self.box = wrappedValue.map(Box.init) }
 
-        var wrappedValue: WebSocketError? {
-            get { self.box?.error }
+        var wrappedValue: Value? {
+            get { self.box?.value }
             set { self.box = newValue.map(Box.init) }
         }
     }
@@ -149,7 +152,7 @@ struct SessionStateMachine {
     private var lastConsumerID: ConsumerID = 0
     /// Set once incoming has delivered its last frame; `incomingError` is its failure (nil: ended normally).
     private var incomingEnded = false
-    @OutOfLineError private var incomingError: WebSocketError? = nil
+    @OutOfLine private var incomingError: WebSocketError? = nil
     /// Whether reading from the transport is paused (the queue is full).
     private(set) var readingPaused = false
     /// Parsing stopped when the queue filled up, with received bytes left in the pipeline: they are parsed before
@@ -158,10 +161,10 @@ struct SessionStateMachine {
     private var inputLeftUnparsed = false
     /// When the bytes left unparsed were read (as passed to ``read(_:at:_:)``): a pong among them, parsed later,
     /// gets the round-trip time of its arrival.
-    private var unparsedInputReadAt: StoredInstant?
+    @OutOfLine private var unparsedInputReadAt: StoredInstant? = nil
     /// A violation found after frames that are still queued: it fails the session once they are consumed, so nothing
     /// accepted before it is lost.
-    @OutOfLineError private var pendingFailure: WebSocketError? = nil
+    @OutOfLine private var pendingFailure: WebSocketError? = nil
 
     // Lifecycle.
     /// We sent a close frame: nothing more is sent, and data frames that still arrive are dropped.
@@ -174,8 +177,8 @@ struct SessionStateMachine {
     /// HTTP/2 server may never send.
     private var closesAfterHandshake = false
     /// Why the session ended (or is ending); `nil` while open.
-    private(set) var closeReason: CloseReason?
-    @OutOfLineError private var failure: WebSocketError? = nil
+    @OutOfLine private(set) var closeReason: CloseReason? = nil
+    @OutOfLine private var failure: WebSocketError? = nil
     /// The transport has closed.
     private(set) var hasEnded = false
 
@@ -185,7 +188,7 @@ struct SessionStateMachine {
     /// The payload of our ping whose pong has not arrived.
     private var awaitingPong: [UInt8]?
     /// When the keepalive ping in `awaitingPong` was sent, if the caller said (see ``timerFired(_:at:_:)``).
-    var keepaliveSentAt: StoredInstant?
+    @OutOfLine var keepaliveSentAt: StoredInstant? = nil
     /// The pings of ``sendPing(_:at:_:)`` waiting for their pong, oldest first.
     var userPings: [UserPing] = []
     /// The received side of the statistics and the round-trip times (the glue counts what it writes).
@@ -199,11 +202,17 @@ struct SessionStateMachine {
     static let maxQueuedPongBytes = 64 << 10
 
     /// Creates a machine in the idle phase.
-    /// - Parameter configuration: The session's limits and timeouts.
-    init(configuration: WebSockets.Configuration) {
-        self.limits = Limits(configuration)
+    /// - Parameters:
+    ///   - configuration: The session's limits and timeouts.
+    ///   - limits: The limits of `configuration` made already (shared by the sessions of a client); made here when
+    ///     `nil`.
+    init(configuration: WebSockets.Configuration, limits: Limits? = nil) {
+        self.limits = limits ?? Limits(configuration)
         self.pipeline = InboundPipeline(configuration: configuration)
     }
+
+    /// The limits in effect (for tests: the sessions of a client share them).
+    var sharedLimits: Limits { self.limits }
 
     /// The negotiated extensions (empty before the session is open).
     var extensions: [any WebSocketExtension] { self.pipeline.extensions }

@@ -360,8 +360,8 @@ public struct WebSocketOutgoing: Sendable {
 /// thousands of sessions opening at once that memory is most of the peak.
 final class SessionOpening: Sendable {
     let engine: any WebSocketEngine
-    let settings: WebSockets.Configuration
-    let url: WebSocketURL
+    /// The WebSockets settings, by reference: usually the client's, shared by all its openings.
+    private let sharedSettings: SharedWebSocketSettings
     /// The session's short id in log lines (`ws.session`).
     let sessionID: String
     let logger: Logger
@@ -377,22 +377,28 @@ final class SessionOpening: Sendable {
     let metrics: ClientMetrics?
 
     init(
-        engine: any WebSocketEngine, settings: WebSockets.Configuration, url: WebSocketURL, sessionID: String,
+        engine: any WebSocketEngine, settings: SharedWebSocketSettings, sessionID: String,
         logger: Logger, options: EngineConnectOptions, handshake: OpeningHandshake, openTimeout: Duration,
         blockExecutor: (any TaskExecutor)?, metrics: ClientMetrics? = nil
     ) {
         self.blockExecutor = blockExecutor
         self.engine = engine
-        self.settings = settings
-        self.url = url
+        self.sharedSettings = settings
         self.sessionID = sessionID
         self.logger = logger
+        let url = handshake.request.url
         self.endpoint = EngineEndpoint(host: url.host, port: url.port, secure: url.isSecure)
         self.options = options
         self.handshake = handshake
         self.openTimeout = openTimeout
         self.metrics = metrics
     }
+
+    /// The URL (the request's: not stored twice).
+    var url: WebSocketURL { self.handshake.request.url }
+
+    /// The WebSockets settings of the session.
+    var settings: WebSockets.Configuration { self.sharedSettings.value }
 
     /// The executor the connection should run on (see ``EngineConnectOptions/executor``).
     var executor: (any TaskExecutor)? { self.options.executor }
@@ -473,10 +479,11 @@ final class SessionOpening: Sendable {
     /// Makes the error of an opening that did not complete within the open timeout.
     @inline(never)
     private func openTimeoutError() -> @Sendable () -> WebSocketError {
-        { [url = self.url, openTimeout = self.openTimeout] in
+        // The handshake, not the URL it holds, is captured: a smaller closure for every opening in flight.
+        { [handshake = self.handshake, openTimeout = self.openTimeout] in
             WebSocketError(
                 .timedOut,
-                "opening \(url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
+                "opening \(handshake.request.url) did not complete within \(openTimeout) (connect and WebSocket handshake); raise request.timeout.openTimeout if the server is slow"
             )
         }
     }
@@ -513,7 +520,8 @@ final class SessionOpening: Sendable {
     @inline(never)
     private func makeConnection(_ transport: any WebSocketTransport) -> Connection {
         Connection(
-            transport: transport, settings: self.settings, logger: self.logger, metrics: self.metrics,
+            transport: transport, settings: self.settings, limits: self.sharedSettings.limits, logger: self.logger,
+            metrics: self.metrics,
             identity: (self.sessionID, self.url))
     }
 
@@ -544,7 +552,7 @@ extension WebSocketClient {
     ///   - makeRequest: Builds the request.
     @inline(never)
     func prepareOpening(
-        forBlock: Bool, settings: WebSockets.Configuration? = nil, _ makeRequest: () throws -> WebSocketRequestBuilder
+        forBlock: Bool, settings: SharedWebSocketSettings? = nil, _ makeRequest: () throws -> WebSocketRequestBuilder
     ) throws -> SessionOpening {
         let request: WebSocketRequestBuilder
         do {
@@ -552,7 +560,8 @@ extension WebSocketClient {
         } catch let error as WebSocketError {
             throw error.asConnectionFailure
         }
-        let settings = settings ?? self.webSocketSettings
+        let shared = settings ?? self.sharedWebSocketSettings
+        let settings = shared.value
         let engine = self.engine
         guard engine.isSupported(.webSocket) else {
             throw WebSocketError(
@@ -596,10 +605,11 @@ extension WebSocketClient {
         }
         let handshake = OpeningHandshake(request: request, extensionFactories: factories)
         return SessionOpening(
-            engine: engine, settings: settings, url: url, sessionID: sessionID, logger: logger,
+            engine: engine, settings: shared, sessionID: sessionID, logger: logger,
             options: EngineConnectOptions(
-                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor, proxy: proxy,
-                proxyTLS: proxyConfiguration.tls,
+                connectTimeout: min(connectTimeout, openTimeout), logger: logger, executor: executor,
+                proxying: proxy.map { EngineConnectOptions.Proxying(proxy: $0, tls: proxyConfiguration.tls) }
+                    ?? self.directConnection,
                 openingRequest: engine.isSupported(.webSocketOverHTTP2) ? handshake.openingRequest() : nil),
             handshake: handshake, openTimeout: openTimeout,
             blockExecutor: blockExecutor, metrics: self.metrics)
