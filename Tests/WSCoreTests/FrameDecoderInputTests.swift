@@ -109,4 +109,102 @@ struct FrameDecoderInputTests {
         #expect(try decoder.nextFrame() == nil)
         #expect(decoder.bufferedByteCount == 110)
     }
+
+    /// Frames of every kind the general path handles (RSV1 allowed, fragments, control frames, 16- and 64-bit lengths,
+    /// payloads just under and over the fast path's limit) with the small whole text and binary frames it takes.
+    static func mixedStream(seed: UInt64) -> [UInt8] {
+        var rng = SplitMix64(seed: seed)
+        var bytes: [UInt8] = []
+        let opcodes: [Opcode] = [.text, .binary, .text, .binary, .continuation, .ping, .pong]
+        for i in 0..<300 {
+            let opcode = opcodes.randomElement(using: &rng)!
+            // One frame with a 64-bit length, filled directly; the rest small or 16-bit.
+            let size =
+                opcode.isControl
+                ? Int.random(in: 0...125, using: &rng)
+                : i == 150 ? 70_000 : [0, 1, 7, 125, 126, 127, 299, 300, 301, 1_000].randomElement(using: &rng)!
+            let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let fin = opcode.isControl || Int.random(in: 0..<4, using: &rng) > 0
+            let rsv1 = !opcode.isControl && Int.random(in: 0..<6, using: &rng) == 0
+            payload.withUnsafeBytes {
+                FrameEncoder.encode(
+                    opcode: opcode, fin: fin, reservedBits: rsv1 ? .rsv1 : [], payload: $0, maskingKey: nil,
+                    into: &bytes)
+            }
+        }
+        return bytes
+    }
+
+    /// Decodes `bytes` cut by `cut`, in place or with `append`, taking frames with `nextSmallDataFrame` first when
+    /// `fast`, and checking that a frame it declines leaves the input untouched.
+    static func decodeMixed(_ bytes: [UInt8], fast: Bool, inPlace: Bool, chunks cut: (Int) -> Int) throws
+        -> [ParsedFrame]
+    {
+        var decoder = FrameDecoder(maxFrameSize: 1 << 20, role: .client)
+        decoder.allowedReservedBits = .rsv1
+        var frames: [ParsedFrame] = []
+        func drain() throws {
+            while true {
+                let before = decoder.bufferedByteCount
+                if fast, let (isText, payload) = decoder.nextSmallDataFrame(maxPayload: 300) {
+                    frames.append(ParsedFrame(fin: true, opcode: isText ? .text : .binary, payload: payload))
+                    continue
+                }
+                #expect(decoder.bufferedByteCount == before, "a declined frame must not be consumed")
+                guard let frame = try decoder.nextFrame() else { return }
+                frames.append(frame)
+            }
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let n = min(max(1, cut(offset)), bytes.count - offset)
+            try bytes.withUnsafeBytes { all in
+                let input = UnsafeRawBufferPointer(rebasing: all[offset..<offset + n])
+                if inPlace {
+                    decoder.beginInput(input)
+                    defer { decoder.endInput() }
+                    try drain()
+                } else {
+                    decoder.append(input)
+                    try drain()
+                }
+            }
+            offset += n
+        }
+        #expect(decoder.bufferedByteCount == 0)
+        return frames
+    }
+
+    @Test(
+        "the small-frame fast path yields exactly the frames nextFrame does, from lent input and from the buffer",
+        arguments: [1, 2, 3, 4] as [UInt64])
+    func smallFrameFastPath(seed: UInt64) throws {
+        let bytes = Self.mixedStream(seed: seed)
+        let expected = try Self.decodeMixed(bytes, fast: false, inPlace: true) { _ in Int.max }
+        #expect(expected.count == 300)
+        var rng = SplitMix64(seed: seed &* 13)
+        for inPlace in [true, false] {
+            #expect(try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.max } == expected)
+            #expect(
+                try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.random(in: 1...2_000, using: &rng)
+                }
+                    == expected)
+            #expect(
+                try Self.decodeMixed(bytes, fast: true, inPlace: inPlace) { _ in Int.random(in: 1...9, using: &rng) }
+                    == expected)
+        }
+    }
+
+    @Test("the small-frame fast path declines masked frames and frames over maxFrameSize; nextFrame fails them")
+    func smallFrameFastPathDeclines() {
+        for (bytes, maxFrameSize) in [([0x82, 0x81, 1, 2, 3, 4, 9] as [UInt8], 1 << 20), ([0x82, 0x03, 1, 2, 3], 2)] {
+            var decoder = FrameDecoder(maxFrameSize: maxFrameSize, role: .client)
+            bytes.withUnsafeBytes { input in
+                decoder.beginInput(input)
+                defer { decoder.endInput() }
+                #expect(decoder.nextSmallDataFrame(maxPayload: 300) == nil)
+                #expect(throws: ProtocolViolation.self) { try decoder.nextFrame() }
+            }
+        }
+    }
 }

@@ -760,3 +760,240 @@ private final class ReversingExtension: WebSocketExtension {
         Frame(kind: message.kind, fin: message.fin, data: message.data.reversed())
     }
 }
+
+// MARK: - Small whole messages (the receive fast path)
+
+/// What the server sends in ``SmallMessageTests``: whole messages, fragmented ones, pings and pongs.
+private enum ServerItem {
+    case whole(Frame.Kind, [UInt8])
+    case fragmented(Frame.Kind, [[UInt8]])
+    case ping([UInt8])
+    case pong([UInt8])
+
+    /// The frames on the wire.
+    var bytes: [UInt8] {
+        switch self {
+        case .whole(let kind, let data): return wire(kind, data)
+        case .fragmented(let kind, let parts):
+            var bytes: [UInt8] = []
+            for (i, part) in parts.enumerated() {
+                bytes += wire(i == 0 ? kind : .continuation, part, fin: i == parts.count - 1)
+            }
+            return bytes
+        case .ping(let data): return wire(.ping, data)
+        case .pong(let data): return wire(.pong, data)
+        }
+    }
+
+    /// The frame the consumer must receive.
+    var delivered: Frame {
+        switch self {
+        case .whole(let kind, let data): Frame(kind: kind, data: data)
+        case .fragmented(let kind, let parts): Frame(kind: kind, data: parts.flatMap { $0 })
+        case .ping(let data): Frame(kind: .ping, data: data)
+        case .pong(let data): Frame(kind: .pong, data: data)
+        }
+    }
+
+    var frameCount: Int {
+        if case .fragmented(_, let parts) = self { return parts.count }
+        return 1
+    }
+}
+
+/// Small whole messages go from the input straight to the queue (`InboundPipeline.nextSmallMessage`); everything
+/// else takes the general path. These tests check that the two together deliver exactly what the server sent, in
+/// order, with the same statistics, backpressure and errors.
+@Suite("Session state machine: small whole messages")
+struct SmallMessageTests {
+    /// A random server stream: mostly small whole messages (the fast path), with fragmented messages, pings, pongs,
+    /// 16-bit lengths and payloads at the message size limit in between.
+    private static func items(seed: UInt64, maxMessageSize: Int) -> [ServerItem] {
+        var rng = SplitMix64(seed: seed)
+        let characters: [String] = ["a", "z", "é", "€", "😀", " ", "ß"]
+        func payload(_ kind: Frame.Kind, size: Int) -> [UInt8] {
+            if kind == .text {
+                var text: [UInt8] = []
+                while text.count < size { text += Array(characters.randomElement(using: &rng)!.utf8) }
+                return text
+            }
+            return (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        }
+        var items: [ServerItem] = []
+        var controls = 0
+        for _ in 0..<Int.random(in: 20...120, using: &rng) {
+            let kind: Frame.Kind = Bool.random(using: &rng) ? .text : .binary
+            switch Int.random(in: 0..<20, using: &rng) {
+            case 0 where controls < 12:
+                controls += 1
+                items.append(.ping(payload(.binary, size: Int.random(in: 0...125, using: &rng))))
+            case 1 where controls < 12:
+                controls += 1
+                items.append(.pong(payload(.binary, size: Int.random(in: 0...125, using: &rng))))
+            case 2:
+                let parts = (0..<Int.random(in: 1...3, using: &rng)).map { _ in
+                    payload(kind, size: Int.random(in: 0...40, using: &rng))
+                }
+                items.append(.fragmented(kind, parts))
+            case 3:
+                // 16-bit lengths, up to the limit.
+                let size = [126, 127, 300, maxMessageSize].randomElement(using: &rng)!
+                var data = payload(kind, size: size)
+                if kind == .text { data = Array(repeating: UInt8(ascii: "x"), count: size) }
+                items.append(.whole(kind, data))
+            default:
+                items.append(.whole(kind, payload(kind, size: Int.random(in: 0...125, using: &rng))))
+            }
+        }
+        return items
+    }
+
+    @Test(
+        "small whole messages arrive as sent, in order, with the statistics, however the reads are cut",
+        arguments: Array(1...40) as [UInt64])
+    func streamDeliveredInOrder(seed: UInt64) {
+        var rng = SplitMix64(seed: seed &* 31)
+        let limit = Int.random(in: 1...6, using: &rng)
+        let byteLimit = Int.random(in: 100...3_000, using: &rng)
+        let maxMessageSize = 1000
+        let items = Self.items(seed: seed, maxMessageSize: maxMessageSize)
+        let expected = items.map(\.delivered)
+        let bytes = items.flatMap(\.bytes)
+        var machine = openMachine(
+            configuration {
+                $0.maxIncomingBufferMessages = limit
+                $0.maxIncomingBufferBytes = byteLimit
+                $0.maxMessageSize = maxMessageSize
+            })
+        var sink = Recorder()
+        var delivered: [Frame] = []
+        var offset = 0
+        while delivered.count < items.count {
+            if !machine.readingPaused && offset < bytes.count
+                && (Bool.random(using: &rng) || machine.queuedFrameCount == 0)
+            {
+                let n = min(bytes.count - offset, Int.random(in: 1...700, using: &rng))
+                bytes.withUnsafeBytes { machine.read(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n]), &sink) }
+                offset += n
+                // A read stops queueing once the queue is full: without the last message queued, it was not.
+                let queued = expected[delivered.count..<delivered.count + machine.queuedFrameCount]
+                    .filter { $0.kind != .ping && $0.kind != .pong }
+                let queuedBytes = queued.reduce(0) { $0 + $1.data.count }
+                if let last = queued.last {
+                    #expect(queued.count - 1 < limit, "a message queued after the queue was full")
+                    #expect(queuedBytes - last.data.count < byteLimit, "a message queued past the byte limit")
+                }
+                if queued.count >= limit || queuedBytes >= byteLimit {
+                    #expect(machine.readingPaused, "a full queue must pause")
+                }
+            } else if let frame = machine.takeQueuedFrame(&sink) {
+                delivered.append(frame)
+            } else {
+                Issue.record("nothing to read or take with \(delivered.count) of \(items.count) delivered")
+                break
+            }
+            #expect(machine.queueCountersAreConsistent)
+        }
+        #expect(delivered == expected, "every frame, in order, with its kind and bytes")
+        for frame in delivered {
+            #expect(frame.fin && frame.reservedBits.isEmpty)
+            #expect(frame.dataIsValidUTF8 == (frame.kind == .text), "text is marked valid, binary is not")
+        }
+        #expect(machine.closeReason == nil && !machine.readingPaused)
+        let messages = items.map(\.delivered).filter { $0.kind == .text || $0.kind == .binary }
+        #expect(machine.received.textMessages == messages.count(where: { $0.kind == .text }))
+        #expect(machine.received.binaryMessages == messages.count(where: { $0.kind == .binary }))
+        #expect(machine.received.messageBytes == messages.reduce(0) { $0 + $1.data.count })
+        #expect(machine.received.wireBytes == bytes.count)
+        #expect(machine.pipelineFramesDecoded == items.reduce(0) { $0 + $1.frameCount })
+        #expect(machine.pipelineDataPayloadBytesDecoded == messages.reduce(0) { $0 + $1.data.count })
+    }
+
+    @Test("frames the fast path must not take fail as before: limits, UTF-8, mask, reserved bits, fragmentation")
+    func violations() {
+        let small = configuration {
+            $0.maxMessageSize = 150
+            $0.maxFrameSize = 1000
+        }
+        let smallFrames = configuration {
+            $0.maxMessageSize = 1000
+            $0.maxFrameSize = 100
+        }
+        let wide = configuration { $0.maxMessageSize = 300 }
+        let cases: [(String, WebSockets.Configuration, [UInt8], WebSocketError.Code?)] = [
+            ("a message at maxMessageSize", small, wire(.binary, [UInt8](repeating: 1, count: 150)), nil),
+            ("a message over maxMessageSize", small, wire(.binary, [UInt8](repeating: 1, count: 151)), .messageTooBig),
+            ("a frame at maxFrameSize", smallFrames, wire(.binary, [UInt8](repeating: 1, count: 100)), nil),
+            ("a frame over maxFrameSize", smallFrames, wire(.text, [UInt8](repeating: 65, count: 101)), .messageTooBig),
+            ("a 16-bit length at the limit", wide, wire(.text, [UInt8](repeating: 65, count: 300)), nil),
+            ("a 16-bit length over the limit", wide, wire(.binary, [UInt8](repeating: 1, count: 301)), .messageTooBig),
+            ("invalid UTF-8", configuration(), wire(.text, [0x41, 0xC3, 0x28]), .invalidUTF8),
+            ("UTF-8 cut in a character", configuration(), wire(.text, [0x41, 0xE2, 0x82]), .invalidUTF8),
+            ("a masked frame", configuration(), [0x82, 0x81, 1, 2, 3, 4, 5], .protocolViolation),
+            ("RSV1 without an extension", configuration(), [0xC2, 0x01, 7], .protocolViolation),
+            ("a reserved opcode", configuration(), [0x83, 0x01, 7], .protocolViolation),
+            (
+                "a binary message inside a fragmented one", configuration(),
+                wire(.text, Array("a".utf8), fin: false) + wire(.binary, [1]), .protocolViolation
+            ),
+            (
+                "a continuation without a message", configuration(), wire(.continuation, [1]), .protocolViolation
+            ),
+        ]
+        // Read at once, and byte by byte (the frames after the first then come from the decoder's buffer, and
+        // the fast path is asked again between the fragments of a message).
+        for (name, configuration, bytes, expected) in cases + cases.map({ ("\($0.0), byte by byte", $0.1, $0.2, $0.3) })
+        {
+            var machine = openMachine(configuration)
+            var sink = Recorder()
+            if name.hasSuffix("byte by byte") {
+                for byte in bytes { machine.read([byte], &sink) }
+            } else {
+                machine.read(bytes, &sink)
+            }
+            if let expected {
+                let result = machine.receive(1, isCancelled: false, &sink)
+                #expect(result == .end(WebSocketError(expected, "")), "\(name)")
+                #expect(machine.received.messages == 0, "\(name): nothing counted as received")
+            } else {
+                let frame = machine.takeQueuedFrame(&sink)
+                #expect(frame.map { wire($0.kind, $0.data) } == bytes, "\(name): delivered as sent")
+                #expect(machine.received.messages == 1, "\(name)")
+            }
+        }
+    }
+    @Test("small whole messages are not taken past the general path: extensions, streaming, a released session")
+    func casesTheFastPathLeavesAlone() throws {
+        // An extension sees every message, even one without its reserved bit.
+        var extended = SessionStateMachine(configuration: configuration())
+        extended.opened(
+            OpeningHandshake.Outcome(subprotocol: nil, extensions: [ReversingExtension()], headers: HTTPHeaders()))
+        var sink = Recorder()
+        extended.read(wire(.binary, [1, 2, 3]), &sink)
+        #expect(extended.takeQueuedFrame(&sink)?.data == [3, 2, 1], "the extension's processIncoming ran")
+
+        // Streaming: the streamed message limit applies, and the message is handed over as a streamed fragment.
+        var streaming = openMachine(
+            configuration {
+                $0.streamsIncomingMessages = true
+                $0.maxStreamedMessageSize = 10
+            })
+        streaming.read(
+            wire(.binary, [UInt8](repeating: 1, count: 10)) + wire(.binary, [UInt8](repeating: 1, count: 11)), &sink)
+        #expect(streaming.takeQueuedFrame(&sink)?.data.count == 10)
+        let result = streaming.receive(1, isCancelled: false, &sink)
+        #expect(result == .end(WebSocketError(.messageTooBig, "")), "over maxStreamedMessageSize")
+
+        // A session released without closing sent its close: what still arrives is dropped, not queued or counted.
+        var released = openMachine()
+        released.closeDetached(&sink)
+        released.read(wire(.text, "late") + wire(.binary, [1]), &sink)
+        #expect(released.queuedFrameCount == 0)
+        #expect(released.received.messages == 0)
+    }
+}
+
+extension ReceivedCounters {
+    /// Text and binary messages received.
+    fileprivate var messages: Int { self.textMessages + self.binaryMessages }
+}

@@ -14,6 +14,7 @@
 // wss a read holds what arrived since the last: a few KiB to tens of KiB).
 //
 //   bash scripts/bench-codec.sh --session [--iterations N] [--frames N] [--size BYTES] [--read-size BYTES]
+//       [--only TEXT]   (only the workloads whose name contains TEXT, e.g. `--only "receive,"` under perf record)
 import CMallocCounter
 import Logging
 import Synchronization
@@ -107,10 +108,18 @@ private struct SessionMeasurement {
     var allocations: Double
 }
 
-/// Runs `body` (one iteration over `frames` messages) `warmup` times, then `iterations` times measured.
+/// `--only`: the workloads measured (those whose name contains it; all when `nil`), for profiling one of them.
+/// Set once before the workloads run, on the benchmark's one task.
+nonisolated(unsafe) private var onlyWorkload: String?
+
+/// Runs `body` (one iteration over `frames` messages) `warmup` times, then `iterations` times measured; does nothing
+/// for a workload `--only` leaves out (its figures are NaN and not printed).
 private func measureAsync(
     _ workload: String, frames: Int, warmup: Int, iterations: Int, _ body: () async throws -> Void
 ) async rethrows -> SessionMeasurement {
+    if let only = onlyWorkload, !workload.contains(only) {
+        return SessionMeasurement(workload: workload, median: .nan, fastest: .nan, allocations: .nan)
+    }
     for _ in 0..<warmup { try await body() }
     var times: [Double] = []
     var allocations: [Double] = []
@@ -140,6 +149,7 @@ private func openSession(_ client: WebSocketClient, _ engine: BenchEngine) async
 ///   - options: Frames, iterations, warm-up and the payload size (`--size`; 128 B without it).
 ///   - readSize: The size of each read handed to the session.
 func runSessionBenchmark(_ options: Options, readSize: Int) async throws {
+    onlyWorkload = options.only
     let frames = options.frames
     let size = options.sizes.count == 1 ? options.sizes[0] : 128
     let window = min(1000, frames)
@@ -274,7 +284,7 @@ func runSessionBenchmark(_ options: Options, readSize: Int) async throws {
     out += "reads of \(readSize) B, \(options.iterations) iterations after \(options.warmup) warm-up. "
     out += "ns per message: median (fastest).\n\n"
     out += "| workload | ns/message | allocs/message |\n|---|---:|---:|\n"
-    for m in results {
+    for m in results where !m.median.isNaN {
         out += "| \(m.workload) | \(fixed(m.median, 0)) (\(fixed(m.fastest, 0))) | \(fixed(m.allocations, 2)) |\n"
     }
     print(out, terminator: "")

@@ -268,6 +268,70 @@ package struct FrameDecoder {
         }
     }
 
+    /// The fast path of ``nextFrame()`` for the frame a stream of small messages is made of: when the next frame is
+    /// complete, final, unmasked, without reserved bits, a text or binary frame, and its payload at most `maxPayload`
+    /// bytes (and ``maxFrameSize``), returns its opcode (text or binary) and payload, and consumes it. Otherwise
+    /// returns `nil` and consumes nothing: ``nextFrame()`` takes the next frame, with every check.
+    ///
+    /// Such a frame passes every check of ``nextFrame()`` (in a client's decoder: a server's frames are unmasked), so
+    /// the two return the same frame; this one only skips the general path's bookkeeping. It reads the input lent by
+    /// ``beginInput(_:)`` when nothing is buffered before it, or the buffer when no input is lent (what a full queue
+    /// left unparsed), and leaves the rarer states (a large payload being filled, lent input after buffered bytes, a
+    /// failure) to ``nextFrame()``.
+    /// - Parameter maxPayload: The largest payload to take here.
+    /// - Returns: Whether the frame is text (else binary), and its payload.
+    @inline(__always)
+    package mutating func nextSmallDataFrame(maxPayload: Int) -> (isText: Bool, payload: [UInt8])? {
+        guard self.role == .client, self.pending == nil, self.failure == nil else { return nil }
+        let limit = min(maxPayload, self.maxFrameSize)
+        if let lent = self.lent?.bytes {
+            guard self.readIndex == self.buffer.count,
+                let (isText, payload, consumed) = Self.smallDataFrame(
+                    in: UnsafeRawBufferPointer(rebasing: lent[self.lentIndex...]), maxPayload: limit)
+            else { return nil }
+            self.lentIndex &+= consumed
+            return (isText, payload)
+        }
+        let start = self.readIndex
+        guard
+            let (isText, payload, consumed) = self.buffer.withUnsafeBytes({
+                Self.smallDataFrame(in: UnsafeRawBufferPointer(rebasing: $0[start...]), maxPayload: limit)
+            })
+        else { return nil }
+        if start &+ consumed == self.buffer.count {
+            self.drainBuffer()
+        } else {
+            self.readIndex = start &+ consumed
+        }
+        return (isText, payload)
+    }
+
+    /// The frame at the start of `source` if it is one ``nextSmallDataFrame(maxPayload:)`` takes: whether it is
+    /// text, its payload and how many bytes it took.
+    @inline(__always)
+    private static func smallDataFrame(
+        in source: UnsafeRawBufferPointer, maxPayload: Int
+    ) -> (isText: Bool, payload: [UInt8], consumed: Int)? {
+        let available = source.count
+        guard available >= 2 else { return nil }
+        let b0 = source[0]
+        // FIN, no reserved bit, opcode 0x1 (text) or 0x2 (binary).
+        guard b0 == 0x81 || b0 == 0x82 else { return nil }
+        // The mask bit makes the byte 128 or more: such a frame goes the general way (and fails there).
+        var length = Int(source[1])
+        var header = 2
+        if length >= 126 {
+            guard length == 126, available >= 4 else { return nil }
+            length = Int(source[2]) << 8 | Int(source[3])
+            header = 4
+        }
+        guard length <= maxPayload, available &- header >= length else { return nil }
+        // Array(buffer), not Array(unsafeUninitializedCapacity:): see `parse`.
+        let payload =
+            length == 0 ? [] : [UInt8](UnsafeRawBufferPointer(rebasing: source[header..<header &+ length]))
+        return (b0 == 0x81, payload, header &+ length)
+    }
+
     /// What ``parse(_:)`` found at the start of the unparsed bytes.
     private enum ParseResult {
         /// The header or payload is incomplete.

@@ -1,3 +1,5 @@
+import DequeModule
+
 /// The receiving half of a session's protocol: frame decoder, message assembler, UTF-8 checks (including the
 /// fail-fast check of a text frame that has only partly arrived) and the negotiated extensions' `processIncoming`.
 /// Turns received bytes into ``Event``s; holds no session policy (what to answer, what to queue). Pure: no I/O,
@@ -35,6 +37,8 @@ struct InboundPipeline {
     /// Frames decoded so far, and the payload bytes of the data frames among them (as received: compressed).
     private(set) var framesDecoded = 0
     private(set) var dataPayloadBytesDecoded = 0
+    /// Whether ``nextSmallMessage()`` may take messages: no streaming and no extension (see there).
+    private var takesSmallMessages: Bool
 
     private enum PartialCheck {
         case validating(UTF8Validator, checked: Int)
@@ -51,12 +55,14 @@ struct InboundPipeline {
         if configuration.streamsIncomingMessages {
             self.streamer = StreamingAssembler(maxMessageSize: configuration.maxStreamedMessageSize)
         }
+        self.takesSmallMessages = !configuration.streamsIncomingMessages
     }
 
     /// Installs the negotiated extensions: their reserved bits become allowed on the first frame of a message.
     /// - Parameter extensions: The extensions, in negotiation order.
     mutating func install(_ extensions: [any WebSocketExtension]) {
         self.extensions = extensions
+        self.takesSmallMessages = self.streamer == nil && extensions.isEmpty
         self.decoder.allowedReservedBits = extensions.reduce(into: []) { $0.formUnion($1.reservedBits) }
     }
 
@@ -121,6 +127,47 @@ struct InboundPipeline {
             }
         }
         return nil
+    }
+
+    /// The fast path of ``next(dropData:)`` for a stream of small messages: takes the frames that are each a whole
+    /// text or binary message (final, unmasked, no reserved bits, within the frame and message size limits, complete
+    /// in the input) while nothing else is in progress (no fragmented message being assembled, no streaming
+    /// (``WebSockets/Configuration/streamsIncomingMessages``), no extension), and appends them to `queue` as
+    /// messages, text validated as UTF-8, with the statistics ``next(dropData:)`` keeps; it stops at the first other
+    /// frame (left for ``next(dropData:)``) or once the queue is full.
+    /// - Parameters:
+    ///   - queue: The session's incoming queue.
+    ///   - queuedBytes: The payload bytes counted against the queue's byte limit; the messages' are added.
+    ///   - counters: The received statistics; the messages are counted.
+    ///   - maxCount: The queue is full at this many frames.
+    ///   - maxBytes: The queue is full at this many `queuedBytes`.
+    /// - Returns: Whether it stopped because the queue is full.
+    /// - Throws: ``ProtocolViolation`` (1007) for a text message that is not valid UTF-8, as ``next(dropData:)``; the
+    ///   messages before it stay queued.
+    mutating func queueSmallMessages(
+        into queue: inout Deque<Frame>, queuedBytes: inout Int, counters: inout ReceivedCounters, maxCount: Int,
+        maxBytes: Int
+    ) throws(ProtocolViolation) -> Bool {
+        guard self.takesSmallMessages, !self.assembler.isAssembling else { return false }
+        while let (isText, payload) = self.decoder.nextSmallDataFrame(maxPayload: self.maxMessageSize) {
+            self.partialCheck = nil
+            self.messageValidatesUTF8 = true
+            let count = payload.count
+            self.framesDecoded &+= 1
+            self.dataPayloadBytesDecoded &+= count
+            var message = Frame(kind: isText ? .text : .binary, fin: true, data: payload)
+            if isText {
+                guard message.data.withUnsafeBytes({ UTF8Validator.validate($0) }) else {
+                    throw ProtocolViolation(.invalidPayload, "text message is not valid UTF-8")
+                }
+                message.dataIsValidUTF8 = true
+            }
+            counters.countWholeMessage(isText: isText, bytes: count)
+            queuedBytes += count
+            queue.append(message)
+            if queue.count >= maxCount || queuedBytes >= maxBytes { return true }
+        }
+        return false
     }
 
     /// Ends the input: keeps the unparsed bytes and, if asked, checks the UTF-8 of a text frame that has only

@@ -413,7 +413,19 @@ struct SessionStateMachine {
         self.pipeline.beginInput(bytes)
         var violation: WebSocketError?
         do {
-            events: while let event = try self.pipeline.next(dropData: self.closeSent) {
+            events: while true {
+                // A stream of small whole messages takes the fast path: straight from the input to the queue.
+                if !self.closeSent && !self.incomingEnded,
+                    try self.pipeline.queueSmallMessages(
+                        into: &self.queue, queuedBytes: &self.queuedBytes, counters: &self.received,
+                        maxCount: self.limits.maxIncomingBufferMessages + self.queuedControl,
+                        maxBytes: self.limits.maxIncomingBufferBytes)
+                {
+                    self.inputLeftUnparsed = true
+                    self.unparsedInputReadAt = now.map(StoredInstant.init)
+                    break events
+                }
+                guard let event = try self.pipeline.next(dropData: self.closeSent) else { break }
                 switch event {
                 case .ping(let payload):
                     if !self.closeSent { self.writePong(payload, &sink) }

@@ -116,6 +116,14 @@ struct ReceivedCounters {
         if self.receivingText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
     }
 
+    /// ``countMessage(_:)`` for a whole text or binary message (`fin` set) of `bytes` bytes: the fast path's.
+    @inline(__always)
+    mutating func countWholeMessage(isText: Bool, bytes: Int) {
+        self.messageBytes &+= bytes
+        self.receivingText = isText
+        if isText { self.textMessages &+= 1 } else { self.binaryMessages &+= 1 }
+    }
+
     /// Adds a round-trip time sample; the smoothed time weighs it 1/8, as TCP's SRTT.
     mutating func addRoundTrip(_ rtt: Duration) {
         let (seconds, attoseconds) = rtt.components
