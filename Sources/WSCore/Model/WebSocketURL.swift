@@ -99,14 +99,13 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
 
     /// The `Host` header value: the host (bracketed for IPv6) and the port when it is not the default.
     public var hostHeader: String {
-        let h = self.host.isIPv6Literal ? "[\(self.host)]" : self.host
+        let h = self.host.bracketedIfIPv6
         return self.port == Self.defaultPort(secure: self.isSecure) ? h : "\(h):\(self.port)"
     }
 
     /// The URL as a string, without userinfo.
     public var description: String {
-        let h = self.host.isIPv6Literal ? "[\(self.host)]" : self.host
-        return "\(self.scheme)://\(h):\(self.port)\(self.pathAndQuery)"
+        "\(self.scheme)://\(self.host.bracketedIfIPv6):\(self.port)\(self.pathAndQuery)"
     }
 }
 
@@ -130,4 +129,7 @@ extension StringProtocol {
     /// Whether the host contains a colon (an IPv6 literal, written in brackets in a URL, a `Host` header or a
     /// `host:port` text).
     package var isIPv6Literal: Bool { self.contains(":" as Character) }
+
+    /// The host as a URL, a `Host` header or a `host:port` text writes it: in brackets when it is an IPv6 literal.
+    package var bracketedIfIPv6: String { self.isIPv6Literal ? "[" + String(self) + "]" : String(self) }
 }

@@ -162,7 +162,7 @@ public struct ProxyServer: Sendable, Hashable, CustomStringConvertible {
 
     /// `host:port`, with brackets around an IPv6 literal.
     public var hostPort: String {
-        self.host.isIPv6Literal ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        "\(self.host.bracketedIfIPv6):\(self.port)"
     }
 
     /// Whether a user name or password is set.

@@ -14,7 +14,7 @@ package enum HTTPConnectTunnel {
     ///   - port: The endpoint's port.
     ///   - proxy: The proxy, for its credentials.
     package static func request(host: String, port: Int, proxy: ProxyServer) -> [UInt8] {
-        let authority = host.isIPv6Literal ? "[\(host)]:\(port)" : "\(host):\(port)"
+        let authority = "\(host.bracketedIfIPv6):\(port)"
         var text = "CONNECT \(authority) HTTP/1.1\r\nHost: \(authority)\r\n"
         if proxy.hasCredentials {
             let pair = "\(proxy.username ?? ""):\(proxy.password ?? "")"

@@ -168,9 +168,8 @@ extension Logger {
 
     /// `scheme://host:port/path` of `url`: no query string, no credentials.
     static func endpoint(of url: WebSocketURL) -> String {
-        let host = url.host.isIPv6Literal ? "[\(url.host)]" : url.host
         let path = url.pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return "\(url.scheme)://\(host):\(url.port)\(path)"
+        return "\(url.scheme)://\(url.host.bracketedIfIPv6):\(url.port)\(path)"
     }
 }
 
